@@ -1,5 +1,86 @@
-"""CLI commands: recipe."""
+"""CLI commands: init, validate, plan, manifest."""
 
 from __future__ import annotations
 
-from ._app import app  # noqa: F401
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import app
+
+RecipeArg = Annotated[Path, typer.Argument(help="The app recipe (YAML, apiVersion ppml-build/v1).",
+                                           show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.command()
+def init(
+    kind: Annotated[str, typer.Argument(help="spark or flink")],
+    directory: Annotated[Path, typer.Argument(help="Where to write the recipe and its job.")] =
+    Path("."),
+) -> None:
+    """Write a working, commented recipe (and a small job) to start from."""
+    from ..starter import write_starter
+
+    written = write_starter(kind, directory)
+    for path in written:
+        print(path)
+
+
+@app.command()
+def validate(recipes: Annotated[list[Path], typer.Argument(help="One or more recipes.")],
+             json_out: JsonOpt = False) -> None:
+    """Check recipes: schema, types, sizes, paths. Exit 2 with file:line:column on the first error."""
+    from ..pipeline import validate_recipe
+
+    results = []
+    for path in recipes:
+        recipe = validate_recipe(path)
+        results.append({"recipe": str(path), "name": recipe.name, "kind": recipe.kind,
+                        "libos": recipe.libos.type, "valid": True})
+    if json_out:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    else:
+        for item in results:
+            print(f"{item['recipe']}: ok ({item['kind']} app {item['name']!r}, {item['libos']})")
+
+
+@app.command()
+def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
+    """Size the enclave (sgx.enclave_size, sgx.max_threads) from the app's JVM and engine settings,
+    showing each term of the derivation."""
+    from ..pipeline import load_and_plan
+    from ..plan import format_plan
+
+    _, result = load_and_plan(recipe)
+    if json_out:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(format_plan(result))
+
+
+@app.command()
+def manifest(
+    recipe: RecipeArg,
+    rootfs: Annotated[Path, typer.Option(help="The image's filesystem, unpacked on the host.")],
+    output_dir: Annotated[Path, typer.Option(help="Where to write the manifest.")],
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-hash every file.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Render the LibOS configuration for a recipe against a root filesystem: a Gramine manifest
+    with every trusted file hashed (APP.manifest + trusted-files.json)."""
+    from ..pipeline import write_manifest
+
+    result = write_manifest(recipe, rootfs, output_dir, use_cache=not no_cache)
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        for key in ("manifest", "trusted_files_list"):
+            print(f"{key.replace('_', ' ')}: {result[key]}")
+        print(f"trusted files: {result['trusted_file_count']} "
+              f"({result['trusted_bytes']} bytes, {result['hashed_files']} hashed now)")
+        print(f"enclave_size: {result['enclave_size']}, max_threads: {result['max_threads']}")
+        for warning in result["warnings"]:
+            print(f"warning: {warning}")

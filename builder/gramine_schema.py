@@ -1,0 +1,180 @@
+"""Which manifest keys Gramine 1.9 accepts, and of what type.
+
+Gramine's ``gramine-manifest --check`` (graminelibos/manifest_check.py, a voluptuous schema with
+PREVENT_EXTRA) rejects unknown keys, so a manifest with one typo fails at build time on the
+user's machine. We check the same rules before we sign, from this table (written from
+Gramine 1.9's Documentation/manifest-syntax.rst and the schema's key list).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ManifestError
+
+STR, INT, BOOL = str, int, bool
+
+
+class OneOf:
+    def __init__(self, *values: str) -> None:
+        self.values = values
+
+
+class ListOf:
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+class DictOf:
+    """A table whose keys are free-form (env names, key names) with values of one shape."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class AnyOf:
+    def __init__(self, *shapes: Any) -> None:
+        self.shapes = shapes
+
+
+ANY = object()
+
+_MOUNT = {"type": OneOf("chroot", "encrypted", "tmpfs", "untrusted_shm"), "path": STR,
+          "uri": STR, "key_name": STR, "enable_recovery": BOOL}
+_FEATURE3 = OneOf("unspecified", "disabled", "required")
+_FEATURE2 = OneOf("disabled", "required")
+
+GRAMINE_1_9: dict[str, Any] = {
+    "fs": {
+        "mounts": ListOf(_MOUNT),
+        "root": {"type": STR, "uri": STR},
+        "start_dir": STR,
+        "insecure__keys": DictOf(STR),
+    },
+    "libos": {"entrypoint": STR, "check_invalid_pointers": BOOL},
+    "loader": {
+        "entrypoint": {"uri": STR, "sha256": STR},
+        "argv": ListOf(STR),
+        "argv_src_file": STR,
+        "env": DictOf(AnyOf(STR, {"value": STR}, {"passthrough": BOOL})),
+        "env_src_file": STR,
+        "gid": INT,
+        "uid": INT,
+        "insecure__use_cmdline_argv": BOOL,
+        "insecure__use_host_env": BOOL,
+        "insecure__disable_aslr": BOOL,
+        "log_file": STR,
+        "log_level": OneOf("none", "error", "warning", "debug", "trace", "all"),
+    },
+    "sgx": {
+        "allowed_files": ListOf(STR),
+        "cpu_features": {"avx": _FEATURE3, "avx512": _FEATURE3, "amx": _FEATURE3,
+                         "mpx": _FEATURE2, "pkru": _FEATURE2},
+        "debug": BOOL,
+        "edmm_enable": BOOL,
+        "enable_stats": BOOL,
+        "enclave_size": STR,
+        "file_check_policy": OneOf("strict", "allow_all_but_log"),
+        "insecure__allow_memfaults_without_exinfo": BOOL,
+        "insecure__rpc_thread_num": INT,
+        "isvprodid": INT,
+        "isvsvn": INT,
+        "max_threads": INT,
+        "preheat_enclave": BOOL,
+        "profile": {"enable": OneOf("none", "main", "all"),
+                    "mode": OneOf("aex", "ocall_inner", "ocall_outer"),
+                    "with_stack": BOOL, "frequency": INT},
+        "remote_attestation": OneOf("none", "dcap"),
+        "seal_key": {"flags_mask": STR, "xfrm_mask": STR, "misc_mask": STR},
+        "trusted_files": ListOf(AnyOf(STR, {"uri": STR, "sha256": STR})),
+        "use_exinfo": BOOL,
+        "vtune_profile": BOOL,
+    },
+    "sys": {
+        "allowed_ioctls": ListOf({"request_code": INT, "struct": STR}),
+        "brk": {"max_size": STR},
+        "disallow_subprocesses": BOOL,
+        "enable_extra_runtime_domain_names_conf": BOOL,
+        "enable_sigterm_injection": BOOL,
+        "experimental__enable_flock": BOOL,
+        "insecure__allow_eventfd": BOOL,
+        "ioctl_structs": DictOf(ANY),
+        "debug__mock_syscalls": ListOf({"name": STR, "return": INT}),
+        "stack": {"size": STR},
+        "fds": {"limit": INT},
+    },
+}
+
+# Required keys (graminelibos' schema): a manifest without them is rejected.
+REQUIRED = [("fs",), ("fs", "mounts"), ("libos",), ("libos", "entrypoint"), ("loader",),
+            ("loader", "entrypoint"), ("loader", "entrypoint", "uri")]
+
+
+def _matches(value: Any, shape: Any) -> bool:
+    try:
+        _check(value, shape, ())
+        return True
+    except ManifestError:
+        return False
+
+
+def _name(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
+    return out or "(top level)"
+
+
+def _check(value: Any, shape: Any, path: tuple) -> None:
+    if shape is ANY:
+        return
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise ManifestError(f"{_name(path)}: expected a table")
+        for key, item in value.items():
+            if key not in shape:
+                raise ManifestError(f"{_name(path + (key,))}: Gramine 1.9 does not accept this "
+                                    "key (its manifest check rejects unknown keys)")
+            _check(item, shape[key], path + (key,))
+        return
+    if isinstance(shape, ListOf):
+        if not isinstance(value, list):
+            raise ManifestError(f"{_name(path)}: expected an array")
+        for index, item in enumerate(value):
+            _check(item, shape.item, path + (index,))
+        return
+    if isinstance(shape, DictOf):
+        if not isinstance(value, dict):
+            raise ManifestError(f"{_name(path)}: expected a table")
+        for key, item in value.items():
+            _check(item, shape.value, path + (key,))
+        return
+    if isinstance(shape, AnyOf):
+        if not any(_matches(value, option) for option in shape.shapes):
+            raise ManifestError(f"{_name(path)}: value {value!r} has the wrong shape")
+        return
+    if isinstance(shape, OneOf):
+        if value not in shape.values:
+            raise ManifestError(f"{_name(path)}: must be one of {', '.join(shape.values)}, "
+                                f"got {value!r}")
+        return
+    if shape is INT and isinstance(value, bool) or not isinstance(value, shape):
+        raise ManifestError(f"{_name(path)}: expected {shape.__name__}, got "
+                            f"{type(value).__name__}")
+
+
+def check_manifest(manifest: dict, schema: dict[str, Any] = GRAMINE_1_9) -> None:
+    """Raise ManifestError naming the first key Gramine 1.9 would reject."""
+    _check(manifest, schema, ())
+    for path in REQUIRED:
+        node: Any = manifest
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                raise ManifestError(f"{_name(path)}: required by Gramine 1.9 but missing")
+            node = node[part]
+    for index, mount in enumerate(manifest["fs"]["mounts"]):
+        kind = mount.get("type", "chroot")
+        if kind != "tmpfs" and "uri" not in mount:
+            raise ManifestError(f"fs.mounts[{index}].uri: required for a {kind} mount")
+        if "path" not in mount:
+            raise ManifestError(f"fs.mounts[{index}].path: required")

@@ -1,0 +1,255 @@
+"""Render the Gramine 1.9 manifest for a recipe against an image filesystem.
+
+recipe + plan + image filesystem ──Jinja2 (manifest_templates/gramine/)──▶ TOML
+──tomllib──▶ dict ──expand and hash sgx.trusted_files──▶ Gramine's defaults ──▶ key check
+──tomli_w──▶ the manifest text. The text is what gets measured, so the same inputs always give
+the same bytes: no timestamps, no host paths, sorted directory walks.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import tomli_w
+
+from .errors import ManifestError
+from .gramine_schema import check_manifest
+from .plan import Plan
+from .recipe import Recipe
+from .rootfs import RootFS, RootFSError, resolve, stat_followed
+from .trusted import TrustedFile, expand_trusted_file_list
+from .versions import gramine_version
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "manifest_templates"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _template_root() -> Path:
+    """manifest_templates/ in a checkout, or ppml_build/manifest_templates when installed."""
+    if TEMPLATES_DIR.is_dir():
+        return TEMPLATES_DIR
+    from importlib.resources import files
+
+    return Path(str(files("ppml_build.manifest_templates")))
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a template: strings, numbers, booleans, arrays, inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}"
+                                for k, v in value.items()) + " }"
+    raise ManifestError(f"cannot write {type(value).__name__} into a manifest template")
+
+
+@dataclass(frozen=True)
+class RenderedManifest:
+    text: str  # exactly what goes into APP.manifest (and is measured after signing)
+    manifest: dict
+    trusted_files: list[TrustedFile]
+    libpal_path: str  # in-image path of the LibOS's libpal.so, for measuring
+
+    @property
+    def data(self) -> bytes:
+        return self.text.encode("utf-8")
+
+
+def apply_gramine_defaults(manifest: dict) -> dict:
+    """Insert the defaults Gramine 1.9's ``Manifest`` constructor adds (in its order).
+
+    Gramine's signer re-serialises the manifest with these before measuring; writing them
+    ourselves makes our text a fixed point of that round trip, so both measure the same bytes.
+    """
+    sgx = manifest.setdefault("sgx", {})
+    sgx.setdefault("trusted_files", [])
+    sgx.setdefault("max_threads", 4)
+    sgx.setdefault("isvprodid", 0)
+    sgx.setdefault("isvsvn", 0)
+    sgx.setdefault("remote_attestation", "none")
+    sgx.setdefault("debug", False)
+    sgx.setdefault("enable_stats", False)
+    sgx.setdefault("edmm_enable", False)
+    sgx.setdefault("enclave_size", "1024G" if sgx["edmm_enable"] else "256M")
+    sgx.setdefault("use_exinfo", False)
+    features = sgx.setdefault("cpu_features", {})
+    for name, default in (("avx", "unspecified"), ("avx512", "unspecified"),
+                          ("amx", "unspecified"), ("mpx", "disabled"), ("pkru", "disabled")):
+        features.setdefault(name, default)
+    return manifest
+
+
+def _find_program(fs: RootFS, program: str, path_env: str, where: str) -> str:
+    """argv[0] as the image's PATH finds it, then every symlink resolved inside the image."""
+    candidates = [program] if "/" in program else [
+        posixpath.join(directory, program) for directory in path_env.split(":") if directory]
+    for candidate in candidates:
+        if not candidate.startswith("/"):
+            continue
+        entry = stat_followed(fs, candidate)
+        if entry is not None and entry.kind == "file":
+            return resolve(fs, candidate)
+    raise ManifestError(f"{where}: {program!r} is not an executable file in the image "
+                        f"(searched {', '.join(candidates)}); fix app.command[0] or the base "
+                        "image")
+
+
+def _interpreters(fs: RootFS, program: str) -> list[str]:
+    """The '#!' interpreter of a script (and the program `env` runs), so the enclave may load
+    them too."""
+    try:
+        head = fs.read_bytes(program)[:256]
+    except (OSError, RootFSError, KeyError):
+        return []
+    if not head.startswith(b"#!"):
+        return []
+    words = [w.decode("utf-8", "replace") for w in head[2:].split(b"\n", 1)[0].split()]
+    if len(words) >= 2 and posixpath.basename(words[0]) == "env" and not words[1].startswith("-"):
+        return words[:2]
+    return words[:1]
+
+
+def _python_files(fs: RootFS, python: str) -> list[str]:
+    """Interpreter plus its stdlib and dist-packages directories that exist in the image."""
+    files = []
+    entry = stat_followed(fs, python)
+    if entry is not None and entry.kind == "file":
+        files.append(resolve(fs, python))
+    for base in ("/usr/lib", "/usr/local/lib"):
+        try:
+            names = sorted(fs.listdir(resolve(fs, base)))
+        except (OSError, RootFSError):
+            continue
+        for name in names:
+            if name.startswith("python3"):
+                full = posixpath.join(base, name)
+                target = stat_followed(fs, full)
+                if target is not None and target.kind == "dir":
+                    files.append(full + "/")
+    return files
+
+
+def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
+    version = gramine_version(recipe.libos.version)
+    prefix = recipe.libos.prefix
+    runtime = recipe.runtime
+    path_parts = []
+    if recipe.kind in ("java", "spark", "flink"):
+        path_parts.append(f"{runtime.java_home}/bin")
+    if recipe.kind == "spark":
+        path_parts.append(f"{runtime.spark_home}/bin")
+    if recipe.kind == "flink":
+        path_parts.append(f"{runtime.flink_home}/bin")
+    path_env = recipe.app.env.get("PATH") or ":".join(path_parts + [DEFAULT_PATH])
+    ld_paths = ["/lib", "/usr/lib/x86_64-linux-gnu"]
+    if recipe.kind in ("java", "spark", "flink"):
+        ld_paths += [f"{runtime.java_home}/lib/server", f"{runtime.java_home}/lib"]
+
+    entrypoint = _find_program(fs, recipe.app.command[0], path_env, "app.command[0]")
+    interpreter_files = [_find_program(fs, name, path_env, f"the '#!' line of {entrypoint}")
+                         for name in _interpreters(fs, entrypoint)]
+
+    mounts: list[dict[str, str]] = []
+    tmpfs = recipe.files.tmpfs or ["/tmp"]
+    for path in tmpfs:
+        mounts.append({"type": "tmpfs", "path": path})
+    for enc in recipe.files.encrypted:
+        mounts.append({"type": "encrypted", "path": enc.path, "uri": enc.uri,
+                       "key_name": enc.key_name})
+
+    uses_python = recipe.kind == "python" or any(
+        arg.endswith(".py") for arg in recipe.app.command)
+    present = lambda path: stat_followed(fs, path) is not None  # noqa: E731
+    return {
+        "recipe": recipe,
+        "plan": plan,
+        "runtime": runtime,
+        "gramine": {"prefix": prefix, "libpal": prefix + version.libpal,
+                    "libsysdb": prefix + version.libsysdb,
+                    "runtime_glibc": prefix + version.runtime_glibc},
+        "entrypoint": entrypoint,
+        "argv": list(recipe.app.command),
+        "path_env": path_env,
+        "ld_library_path": ":".join(ld_paths),
+        "mounts": mounts,
+        "interpreter_files": interpreter_files,
+        "uses_python": uses_python,
+        "python_files": _python_files(fs, runtime.python) if uses_python else [],
+        "present": present,
+    }
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_template_root())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["toml"] = toml_value
+    return env
+
+
+def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedManifest:
+    """The manifest text for ``recipe`` over the image filesystem ``fs``. Pure given ``fs``."""
+    if recipe.libos.type != "gramine":
+        raise ManifestError(f"libos.type {recipe.libos.type!r}: the Gramine renderer was asked "
+                            "for another LibOS")
+    context = render_context(recipe, plan, fs)
+    template_name = f"gramine/{recipe.kind}.toml.j2"
+    try:
+        rendered = _environment().get_template(template_name).render(context)
+    except jinja2.TemplateError as err:
+        raise ManifestError(f"{template_name}: {err}") from None
+    try:
+        manifest = tomllib.loads(rendered)
+    except tomllib.TOMLDecodeError as err:
+        raise ManifestError(f"{template_name} rendered invalid TOML ({err}); a recipe value "
+                            "may contain characters the template does not escape") from None
+
+    # The recipe's own values: Python overlays them so a user's env wins over kind defaults.
+    env = manifest["loader"].setdefault("env", {})
+    for name, value in plan.extra_env.items():
+        env[name] = value
+    for name, value in recipe.app.env.items():
+        if name not in plan.extra_env:
+            env[name] = value
+    for name in recipe.app.passthrough_env:
+        env[name] = {"passthrough": True}
+
+    sgx = manifest["sgx"]
+    entries = list(sgx.get("trusted_files", []))
+    entries += [f"file:{path}" for path in recipe.files.trusted]
+    entries += [f"file:{item.dest}" for item in recipe.app.files]
+    trusted = expand_trusted_file_list(entries, fs)
+    sgx["trusted_files"] = [tf.to_manifest() for tf in trusted]
+    sgx["allowed_files"] = list(sgx.get("allowed_files", [])) + [
+        f"file:{path}" for path in recipe.files.allowed]
+
+    libsysdb = context["gramine"]["libsysdb"]
+    libsysdb_entry = stat_followed(fs, libsysdb)
+    if libsysdb_entry is None or libsysdb_entry.kind != "file":
+        raise ManifestError(f"libos.prefix: {libsysdb} is not in the image; is Gramine "
+                            f"{recipe.libos.version} installed there? (set libos.prefix)")
+    real_libsysdb = resolve(fs, libsysdb)
+    manifest["loader"]["entrypoint"]["sha256"] = fs.sha256_many([real_libsysdb])[real_libsysdb]
+
+    apply_gramine_defaults(manifest)
+    check_manifest(manifest)
+    text = tomli_w.dumps(manifest)
+    if "\0" in text:
+        raise ManifestError("the manifest would contain a NUL byte (Gramine measures up to the "
+                            "first NUL); remove it from the recipe")
+    return RenderedManifest(text, manifest, trusted, context["gramine"]["libpal"])

@@ -1,0 +1,465 @@
+"""Enclave sizing: derive ``sgx.enclave_size`` and ``sgx.max_threads`` from the workload.
+
+Every number is a named term with where it came from, so a user can see why the plan says 32G.
+The JVM flags the app really runs with (``app.command`` and ``JAVA_TOOL_OPTIONS``) win over the
+recipe's ``resources``, which win over per-kind defaults.
+
+Under Gramine every mmap'ed range (Java heap reservation, thread stacks, glibc malloc arenas)
+takes enclave address space, so those reservations are what we size for, not resident memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
+
+from .errors import PlanError
+from .recipe import GRAMINE_MAX_ENCLAVE_SIZE, GRAMINE_MAX_THREADS, Recipe
+from .sizes import GiB, KiB, MiB, format_gramine_size, human, next_power_of_two, parse_size
+
+# Gramine's fixed cost per thread slot: 2 SSA frames of 4 pages, TCS, TLS, 256K stack, 64K
+# signal stack = 90 pages (gramine.md §1.3).
+GRAMINE_PAGES_PER_THREAD = 90
+GRAMINE_BYTES_PER_THREAD = GRAMINE_PAGES_PER_THREAD * 4 * KiB
+# Gramine's own helper threads (IPC, async events, TLS handshake) — why its docs say "at least 4".
+GRAMINE_HELPER_THREADS = 3
+# LibOS + PAL internal memory (its own heap, page tables of the LibOS VMA tracker, loaded ELFs).
+LIBOS_BASE_OVERHEAD = 192 * MiB
+GLIBC_ARENA_SIZE = 64 * MiB  # HEAP_MAX_SIZE on 64-bit glibc
+DEFAULT_MALLOC_ARENA_MAX = 4
+HEADROOM_FRACTION = 0.25
+THREAD_MARGIN = 1.25
+MIN_ENCLAVE_SIZE = 256 * MiB
+
+
+@dataclass
+class Term:
+    name: str
+    value: int
+    source: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "bytes": self.value, "human": human(self.value),
+                "source": self.source}
+
+
+@dataclass
+class ThreadTerm:
+    name: str
+    count: int
+    source: str
+
+
+@dataclass
+class JvmSettings:
+    """What the JVM will run with, after reading flags, resources and defaults."""
+
+    heap: int
+    heap_source: str
+    metaspace: int
+    metaspace_source: str
+    code_cache: int
+    code_cache_source: str
+    direct_memory: int
+    direct_memory_source: str
+    thread_stack: int
+    thread_stack_source: str
+    cpus: int
+    cpus_source: str
+    cpus_pinned_by_flag: bool
+
+
+@dataclass
+class Plan:
+    kind: str
+    enclave_size: int
+    enclave_size_estimate: int
+    memory_terms: list[Term]
+    dominant_term: str
+    max_threads: int
+    max_threads_estimate: int
+    thread_terms: list[ThreadTerm]
+    jvm: JvmSettings | None
+    malloc_arena_max: int
+    extra_env: dict[str, str] = field(default_factory=dict)  # env the manifest must add
+    warnings: list[str] = field(default_factory=list)
+    enclave_size_explicit: bool = False
+    max_threads_explicit: bool = False
+
+    @property
+    def enclave_size_text(self) -> str:
+        return format_gramine_size(self.enclave_size)
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "enclave_size": self.enclave_size_text,
+            "enclave_size_bytes": self.enclave_size,
+            "enclave_size_estimate_bytes": self.enclave_size_estimate,
+            "enclave_size_explicit": self.enclave_size_explicit,
+            "dominant_term": self.dominant_term,
+            "memory_terms": [term.as_dict() for term in self.memory_terms],
+            "max_threads": self.max_threads,
+            "max_threads_estimate": self.max_threads_estimate,
+            "max_threads_explicit": self.max_threads_explicit,
+            "thread_terms": [asdict(term) for term in self.thread_terms],
+            "jvm": asdict(self.jvm) if self.jvm else None,
+            "malloc_arena_max": self.malloc_arena_max,
+            "extra_env": self.extra_env,
+            "warnings": self.warnings,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the flags the app runs with
+
+_XMX = re.compile(r"^-Xmx(\d+[kKmMgGtT]?)$")
+_XSS = re.compile(r"^-Xss(\d+[kKmMgGtT]?)$")
+_XX_SIZE = re.compile(r"^-XX:(MaxMetaspaceSize|MaxDirectMemorySize|ReservedCodeCacheSize|"
+                      r"ThreadStackSize)=(\d+[kKmMgGtT]?)$")
+_XX_CPUS = re.compile(r"^-XX:ActiveProcessorCount=(\d+)$")
+_LOCAL_MASTER = re.compile(r"^local\[(\d+|\*)(?:,\d+)?\]$")
+
+
+def _jvm_tokens(recipe: Recipe) -> list[tuple[str, str]]:
+    """(token, where) for the command line and JAVA_TOOL_OPTIONS; later tokens win, as in java."""
+    tokens = [(token, "JAVA_TOOL_OPTIONS") for token in
+              shlex.split(recipe.app.env.get("JAVA_TOOL_OPTIONS", ""))]
+    tokens += [(token, "app.command") for token in recipe.app.command]
+    return tokens
+
+
+def _spark_flags(recipe: Recipe) -> dict[str, str]:
+    """spark-submit options in app.command that size the JVM (--driver-memory, --conf k=v)."""
+    argv = recipe.app.command
+    flags: dict[str, str] = {}
+    names = {"--driver-memory": "spark.driver.memory", "--executor-memory":
+             "spark.executor.memory", "--executor-cores": "spark.executor.cores",
+             "--master": "spark.master"}
+    for index, token in enumerate(argv):
+        value = argv[index + 1] if index + 1 < len(argv) else None
+        if token in names and value is not None:
+            flags[names[token]] = value
+        elif token == "--conf" and value and "=" in value:
+            key, _, conf_value = value.partition("=")
+            flags[key] = conf_value
+        elif token.startswith("--conf=") and "=" in token[7:]:
+            key, _, conf_value = token[7:].partition("=")
+            flags[key] = conf_value
+    return flags
+
+
+def _size_or_error(text: str, where: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise PlanError(f"{where}: {err}") from None
+
+
+def _flink_memory(process_size: int) -> dict[str, int]:
+    """Flink's TaskManager memory model (flink-conf defaults) for a given process size."""
+    overhead = min(max(int(process_size * 0.1), 192 * MiB), 1 * GiB)
+    metaspace = 256 * MiB
+    total_flink = process_size - overhead - metaspace
+    if total_flink <= 512 * MiB:
+        raise PlanError(f"taskmanager.memory.process.size {human(process_size)} is too small for "
+                        "Flink's memory model; use at least 1728m")
+    network = min(max(int(total_flink * 0.1), 64 * MiB), 1 * GiB)
+    managed = int(total_flink * 0.4)
+    framework_heap = framework_offheap = 128 * MiB
+    task_heap = total_flink - network - managed - framework_heap - framework_offheap
+    return {"heap": task_heap + framework_heap, "direct": network + framework_offheap,
+            "managed": managed, "metaspace": metaspace, "overhead": overhead}
+
+
+def _jit_compiler_threads(cpus: int) -> int:
+    """HotSpot's CICompilerCount for tiered compilation (integer logs, as in the JVM)."""
+    log_n = max(cpus.bit_length() - 1, 0)
+    log_log = max(log_n.bit_length() - 1, 0) if log_n else 0
+    return max(log_n * log_log * 3 // 2, 2)
+
+
+def _gc_threads(cpus: int) -> int:
+    """G1: parallel workers + concurrent marking + refinement + service threads."""
+    parallel = cpus if cpus <= 8 else 8 + (cpus - 8) * 5 // 8
+    concurrent = max(1, (parallel + 2) // 4)
+    return parallel + concurrent + parallel + 2
+
+
+def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int] | None,
+                 spark_flags: dict[str, str]) -> JvmSettings:
+    found: dict[str, tuple[int, str]] = {}
+    cpus_flag: tuple[int, str] | None = None
+    for token, where in _jvm_tokens(recipe):
+        if match := _XMX.match(token):
+            found["heap"] = (_size_or_error(match.group(1), where), f"{token} in {where}")
+        elif match := _XSS.match(token):
+            found["thread_stack"] = (_size_or_error(match.group(1), where), f"{token} in {where}")
+        elif match := _XX_SIZE.match(token):
+            key = {"MaxMetaspaceSize": "metaspace", "MaxDirectMemorySize": "direct_memory",
+                   "ReservedCodeCacheSize": "code_cache",
+                   "ThreadStackSize": "thread_stack"}[match.group(1)]
+            value = _size_or_error(match.group(2), where)
+            if match.group(1) == "ThreadStackSize" and match.group(2).isdigit():
+                value *= KiB  # -XX:ThreadStackSize is in KiB
+            found[key] = (value, f"{token} in {where}")
+        elif match := _XX_CPUS.match(token):
+            cpus_flag = (int(match.group(1)), f"{token} in {where}")
+
+    jvm_res = recipe.resources.jvm
+    spark_res = recipe.resources.spark
+
+    def pick(key: str, resource: str | None, resource_name: str, default: int,
+             default_source: str) -> tuple[int, str]:
+        if key in found:
+            return found[key]
+        if resource is not None:
+            return parse_size(resource), f"resources.jvm.{resource_name}"
+        return default, default_source
+
+    # Heap: flags > kind resources > resources.jvm.heap > kind default.
+    if "heap" in found:
+        heap, heap_source = found["heap"]
+    elif recipe.kind == "spark":
+        driver = spark_flags.get("spark.driver.memory") or spark_res.driver_memory
+        executor = spark_flags.get("spark.executor.memory") or spark_res.executor_memory
+        # One image serves driver and executor pods, so size for the larger JVM.
+        candidates = [(parse_size(v), n) for v, n in ((driver, "spark.driver.memory"),
+                                                       (executor, "spark.executor.memory")) if v]
+        if candidates:
+            heap, name = max(candidates)
+            heap_source = f"{name} (the larger of driver and executor memory)"
+        elif jvm_res.heap:
+            heap, heap_source = parse_size(jvm_res.heap), "resources.jvm.heap"
+        else:
+            heap, heap_source = 1 * GiB, "Spark's default spark.driver.memory (1g)"
+    elif recipe.kind == "flink" and flink_model is not None:
+        heap, heap_source = flink_model["heap"], "Flink memory model: task heap + framework heap"
+    elif jvm_res.heap:
+        heap, heap_source = parse_size(jvm_res.heap), "resources.jvm.heap"
+    else:
+        heap, heap_source = 1 * GiB, "assumed 1G: set -Xmx or resources.jvm.heap"
+        warnings.append("no JVM heap size given: assumed 1G; the JVM's own default is 1/4 of the "
+                        "machine's memory, which may not fit the enclave. Set -Xmx.")
+
+    if flink_model is not None:
+        metaspace_default = (flink_model["metaspace"], "Flink's jvm-metaspace default (256m)")
+        direct_default = (flink_model["direct"], "Flink memory model: network + framework "
+                          "off-heap")
+    else:
+        metaspace_default = (256 * MiB, "assumed 256M (JVM default is unlimited; set "
+                             "-XX:MaxMetaspaceSize)")
+        direct_value = max(256 * MiB, heap // 4)
+        if recipe.kind == "spark" and spark_res.offheap_size:
+            direct_value += parse_size(spark_res.offheap_size)
+        direct_default = (direct_value, "assumed max(256M, heap/4) (+ spark.memory.offHeap.size)"
+                          "; JVM default is -Xmx: set -XX:MaxDirectMemorySize")
+    metaspace = pick("metaspace", jvm_res.metaspace, "metaspace", *metaspace_default)
+    direct = pick("direct_memory", jvm_res.direct_memory, "direct_memory", *direct_default)
+    code_cache = pick("code_cache", jvm_res.code_cache, "code_cache", 240 * MiB,
+                      "HotSpot default ReservedCodeCacheSize (240M)")
+    stack = pick("thread_stack", jvm_res.thread_stack, "thread_stack", 1 * MiB,
+                 "HotSpot default -Xss (1M)")
+
+    if cpus_flag is not None:
+        cpus, cpus_source, pinned = cpus_flag[0], cpus_flag[1], True
+    elif recipe.resources.cpus is not None:
+        cpus, cpus_source, pinned = recipe.resources.cpus, "resources.cpus", False
+    else:
+        master = spark_flags.get("spark.master", "")
+        local = _LOCAL_MASTER.match(master)
+        executor_cores = spark_flags.get("spark.executor.cores") or spark_res.executor_cores
+        if local and local.group(1) != "*":
+            cpus, cpus_source = int(local.group(1)), f"--master {master}"
+        elif executor_cores:
+            cpus, cpus_source = int(executor_cores), "spark.executor.cores"
+        elif recipe.kind == "flink" and recipe.resources.flink.task_slots:
+            cpus = recipe.resources.flink.task_slots
+            cpus_source = "taskmanager.numberOfTaskSlots"
+        else:
+            cpus, cpus_source = 4, "assumed 4 (set resources.cpus)"
+        pinned = False
+    return JvmSettings(heap, heap_source, metaspace[0], metaspace[1], code_cache[0],
+                       code_cache[1], direct[0], direct[1], stack[0], stack[1], cpus,
+                       cpus_source, pinned)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _thread_terms(recipe: Recipe, jvm: JvmSettings | None,
+                  spark_flags: dict[str, str]) -> list[ThreadTerm]:
+    terms = [ThreadTerm("gramine_helpers", GRAMINE_HELPER_THREADS,
+                        "Gramine IPC, async-event and TLS-handshake helper threads")]
+    if jvm is not None:
+        terms += [
+            ThreadTerm("jvm_internal", 12, "VM thread, reference handler, finalizer, signal "
+                       "dispatcher, service, cleaner, notification, attach listener…"),
+            ThreadTerm("gc", _gc_threads(jvm.cpus), f"G1 workers, marking, refinement for "
+                       f"{jvm.cpus} CPUs"),
+            ThreadTerm("jit", _jit_compiler_threads(jvm.cpus), f"C1/C2 compiler threads for "
+                       f"{jvm.cpus} CPUs"),
+        ]
+    if recipe.kind == "spark":
+        cores = jvm.cpus if jvm else 4
+        terms += [
+            ThreadTerm("spark_tasks", cores, "one task thread per core"),
+            ThreadTerm("spark_rpc_netty", 2 * min(cores, 8) + 8,
+                       "dispatcher event loops, netty RPC/shuffle client and server threads"),
+            ThreadTerm("spark_services", 40, "listener bus, block manager, heartbeater, "
+                       "context cleaner, broadcast, Jetty UI pool, scheduler timers"),
+        ]
+    elif recipe.kind == "flink":
+        slots = recipe.resources.flink.task_slots or 1
+        cpus = jvm.cpus if jvm else 4
+        terms += [
+            ThreadTerm("flink_tasks", 4 * slots, "per slot: task, mailbox, output flusher, "
+                       "source/timer threads"),
+            ThreadTerm("flink_rpc", 2 * cpus + 16, "Pekko dispatchers and netty for "
+                       f"{cpus} CPUs"),
+            ThreadTerm("flink_services", 60, "mini-cluster: dispatcher, resource manager, job "
+                       "master, blob server, heartbeat, metrics, REST endpoint pools"),
+        ]
+    elif recipe.kind == "python":
+        terms.append(ThreadTerm("python", 4, "interpreter main thread and a few helpers"))
+    if recipe.resources.app_threads:
+        terms.append(ThreadTerm("app_threads", recipe.resources.app_threads,
+                                "resources.app_threads"))
+    return terms
+
+
+def make_plan(recipe: Recipe) -> Plan:
+    """Size the enclave for ``recipe``. Pure: no files, no Docker."""
+    warnings: list[str] = []
+    is_jvm = recipe.kind in ("spark", "flink", "java")
+    spark_flags = _spark_flags(recipe) if recipe.kind == "spark" else {}
+
+    flink_model = None
+    if recipe.kind == "flink":
+        process = recipe.resources.flink.process_size or "1728m"
+        flink_model = _flink_memory(parse_size(process))
+
+    jvm = _resolve_jvm(recipe, warnings, flink_model, spark_flags) if is_jvm else None
+
+    extra_env: dict[str, str] = {}
+    arena_text = recipe.app.env.get("MALLOC_ARENA_MAX")
+    if arena_text is not None:
+        try:
+            arenas = int(arena_text)
+        except ValueError:
+            raise PlanError(f"app.env.MALLOC_ARENA_MAX: {arena_text!r} is not a number") from None
+        arena_source = "app.env.MALLOC_ARENA_MAX"
+    else:
+        arenas = DEFAULT_MALLOC_ARENA_MAX
+        extra_env["MALLOC_ARENA_MAX"] = str(arenas)
+        arena_source = ("MALLOC_ARENA_MAX=4 set by ppml-build (glibc's default of 8 per CPU "
+                        "reserves 64M each)")
+
+    # Thread count first: stacks scale with it.
+    thread_terms = _thread_terms(recipe, jvm, spark_flags)
+    thread_estimate = sum(term.count for term in thread_terms)
+    threads_needed = min(GRAMINE_MAX_THREADS, _round_up(math.ceil(thread_estimate *
+                                                                   THREAD_MARGIN), 8))
+    explicit_threads = recipe.enclave.max_threads != "auto"
+    max_threads = recipe.enclave.max_threads if explicit_threads else threads_needed
+    if explicit_threads and max_threads < thread_estimate:
+        warnings.append(f"enclave.max_threads {max_threads} is below the estimated "
+                        f"{thread_estimate} threads; expect 'no available TCS pages' errors")
+
+    if jvm is not None and not jvm.cpus_pinned_by_flag:
+        # Bound GC/JIT thread counts by pinning the CPUs the JVM sees; otherwise a 128-core host
+        # starts 100+ GC threads and runs out of TCS slots.
+        extra_env["JAVA_TOOL_OPTIONS"] = " ".join(filter(None, [
+            recipe.app.env.get("JAVA_TOOL_OPTIONS", ""),
+            f"-XX:ActiveProcessorCount={jvm.cpus}"]))
+
+    terms: list[Term] = []
+    if jvm is not None:
+        terms += [
+            Term("jvm_heap", jvm.heap, jvm.heap_source),
+            Term("jvm_metaspace", jvm.metaspace, jvm.metaspace_source),
+            Term("jvm_code_cache", jvm.code_cache, jvm.code_cache_source),
+            Term("jvm_direct_memory", jvm.direct_memory, jvm.direct_memory_source),
+            Term("jvm_native", jvm.heap // 10 + 64 * MiB,
+                 "GC structures (~10% of heap) + class data sharing, symbol tables"),
+        ]
+        if flink_model is not None:
+            terms += [
+                Term("flink_managed_memory", flink_model["managed"],
+                     "Flink managed memory (0.4 of total Flink memory, off-heap)"),
+                Term("flink_jvm_overhead", flink_model["overhead"],
+                     "Flink jvm-overhead (0.1 of process size, 192m..1g)"),
+            ]
+        stack = jvm.thread_stack
+        stack_source = f"{max_threads} threads × {human(stack)} ({jvm.thread_stack_source})"
+    else:
+        stack = 8 * MiB
+        stack_source = f"{max_threads} threads × 8M (glibc default stack)"
+        if recipe.kind == "python":
+            terms.append(Term("python_heap", 512 * MiB, "assumed 512M for the interpreter and the "
+                              "app; set enclave.size to override"))
+    terms += [
+        Term("thread_stacks", max_threads * stack, stack_source),
+        Term("glibc_arenas", arenas * GLIBC_ARENA_SIZE, f"{arenas} × 64M ({arena_source})"),
+        Term("libos_overhead", LIBOS_BASE_OVERHEAD + max_threads * GRAMINE_BYTES_PER_THREAD,
+             f"Gramine LibOS/PAL memory (192M) + {max_threads} × 360K per-thread SGX areas"),
+    ]
+    subtotal = sum(term.value for term in terms)
+    terms.append(Term("headroom", int(subtotal * HEADROOM_FRACTION),
+                      "25% for fragmentation, mmap'ed files and the LibOS page cache"))
+    estimate = sum(term.value for term in terms)
+    size_needed = max(MIN_ENCLAVE_SIZE, next_power_of_two(estimate))
+    if size_needed > GRAMINE_MAX_ENCLAVE_SIZE:
+        raise PlanError(f"the app needs about {human(estimate)} of enclave memory, more than "
+                        "Gramine's 1024G; lower the heap or executor memory")
+
+    explicit_size = recipe.enclave.size_bytes
+    enclave_size = explicit_size if explicit_size is not None else size_needed
+    if explicit_size is not None and explicit_size < estimate:
+        warnings.append(f"enclave.size {recipe.enclave.size} is below the estimated "
+                        f"{human(estimate)}; the plan would choose "
+                        f"{format_gramine_size(size_needed)}")
+    if recipe.libos.type == "gramine" and recipe.enclave.edmm and explicit_size is None:
+        warnings.append("EDMM is on: the free heap is not added at start, but sgx.enclave_size "
+                        "still bounds the address space")
+    if recipe.app.insecure_host_argv:
+        warnings.append("INSECURE: app.insecure_host_argv lets the host choose the command line "
+                        "(loader.insecure__use_cmdline_argv); the measured argv is not enforced")
+    if recipe.enclave.debug:
+        warnings.append("enclave.debug is true: a debug enclave's memory can be read by the host; "
+                        "never use it in production")
+
+    dominant = max((term for term in terms if term.name != "headroom"), key=lambda t: t.value)
+    return Plan(
+        kind=recipe.kind, enclave_size=enclave_size, enclave_size_estimate=estimate,
+        memory_terms=terms, dominant_term=dominant.name, max_threads=max_threads,
+        max_threads_estimate=thread_estimate, thread_terms=thread_terms, jvm=jvm,
+        malloc_arena_max=arenas, extra_env=extra_env, warnings=warnings,
+        enclave_size_explicit=explicit_size is not None, max_threads_explicit=explicit_threads)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def format_plan(plan: Plan) -> str:
+    """The human-readable derivation printed by ``ppml-build plan``."""
+    lines = [f"enclave_size = {plan.enclave_size_text}"
+             + (" (from the recipe)" if plan.enclave_size_explicit else
+                f" (next power of two ≥ {human(plan.enclave_size_estimate)})"),
+             f"  dominated by {plan.dominant_term}"]
+    width = max(len(term.name) for term in plan.memory_terms)
+    for term in plan.memory_terms:
+        lines.append(f"  {term.name:<{width}}  {human(term.value):>7}  {term.source}")
+    lines.append(f"max_threads = {plan.max_threads}"
+                 + (" (from the recipe)" if plan.max_threads_explicit else
+                    f" (estimate {plan.max_threads_estimate} × {THREAD_MARGIN}, rounded up to 8)"))
+    width = max(len(term.name) for term in plan.thread_terms)
+    for thread in plan.thread_terms:
+        lines.append(f"  {thread.name:<{width}}  {thread.count:>7}  {thread.source}")
+    for name, value in plan.extra_env.items():
+        lines.append(f"env {name}={value} (added by ppml-build)")
+    for warning in plan.warnings:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)

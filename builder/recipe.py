@@ -1,0 +1,480 @@
+"""The app recipe (``apiVersion: ppml-build/v1``): YAML in, a validated ``Recipe`` out.
+
+Validation errors point at the YAML: ``recipe.yaml:12:5: enclave.size: must be a power of two,
+e.g. 16G``. YAML is composed into nodes first so every key and value keeps its line and column.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from .errors import RecipeError
+from .sizes import GiB, format_gramine_size, is_power_of_two, parse_size
+
+API_VERSION = "ppml-build/v1"
+GRAMINE_MAX_ENCLAVE_SIZE = 1024 * GiB
+GRAMINE_MAX_THREADS = 4096
+DEFAULT_GRAMINE_PREFIX = "/usr/lib/x86_64-linux-gnu/gramine/"
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _image_path(value: str, *, directory: bool | None = None) -> str:
+    """An absolute, normalised in-image path; '..' is refused, not silently folded."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path inside the image, e.g. /opt/app/")
+    if any(part == ".." for part in value.split("/")):
+        raise ValueError(f"{value!r} must not contain '..'")
+    if "\0" in value or "\n" in value:
+        raise ValueError(f"{value!r} contains a NUL or newline")
+    if directory is True and not value.endswith("/"):
+        raise ValueError(f"{value!r} is a directory entry and must end with '/'")
+    normal = posixpath.normpath(value)
+    return normal + "/" if value.endswith("/") and normal != "/" else normal
+
+
+class BaseImage(_Strict):
+    image: str = Field(min_length=1, description="registry reference of the base image")
+    digest: str | None = Field(default=None, description="pin: sha256:<64 hex>")
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not _DIGEST_RE.match(value):
+            raise ValueError("must be sha256: followed by 64 lowercase hex digits")
+        return value
+
+
+class LibOS(_Strict):
+    type: Literal["gramine", "occlum"] = "gramine"
+    version: str = "1.9"
+    prefix: str = DEFAULT_GRAMINE_PREFIX
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = _image_path(value)
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _known_version(self) -> "LibOS":
+        from .versions import LIBOS_VERSIONS
+
+        known = LIBOS_VERSIONS.get(self.type, {})
+        if self.version not in known:
+            raise ValueError(f"{self.type} {self.version!r} is not supported; use one of: "
+                             + ", ".join(sorted(known)))
+        return self
+
+
+class AppFile(_Strict):
+    src: str = Field(min_length=1, description="path on the host, relative to the recipe")
+    dest: str = Field(description="absolute path in the image")
+
+    @field_validator("src")
+    @classmethod
+    def _src(cls, value: str) -> str:
+        if value.startswith("/") or any(p == ".." for p in Path(value).parts):
+            raise ValueError(f"{value!r} must be a relative path inside the recipe's directory "
+                             "(no '..', no absolute path)")
+        return value
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, value: str) -> str:
+        return _image_path(value)
+
+
+class App(_Strict):
+    files: list[AppFile] = Field(default_factory=list)
+    workdir: str = "/app"
+    command: list[str] = Field(min_length=1, description="argv; becomes the trusted loader.argv")
+    env: dict[str, str] = Field(default_factory=dict)
+    passthrough_env: list[str] = Field(default_factory=list)
+    insecure_host_argv: bool = Field(
+        default=False, description="take argv from the host at run time (INSECURE)")
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str) -> str:
+        return _image_path(value)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        if not value[0]:
+            raise ValueError("the program (first element) must not be empty")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ENV_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return value
+
+    @field_validator("passthrough_env")
+    @classmethod
+    def _passthrough(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _ENV_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _no_double_env(self) -> "App":
+        both = sorted(set(self.env) & set(self.passthrough_env))
+        if both:
+            raise ValueError(f"{', '.join(both)} is both set in app.env and passed through from "
+                             "the host; keep one")
+        return self
+
+
+class Runtime(_Strict):
+    """Where the runtimes live inside the base image (defaults: ppml-build's base images)."""
+
+    java_home: str = "/usr/lib/jvm/java-17-openjdk-amd64"
+    spark_home: str = "/opt/spark"
+    flink_home: str = "/opt/flink"
+    python: str = "/usr/bin/python3"
+
+    @field_validator("java_home", "spark_home", "flink_home", "python")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        return _image_path(value).rstrip("/") or "/"
+
+
+class SparkResources(_Strict):
+    driver_memory: str | None = Field(default=None, alias="spark.driver.memory")
+    executor_memory: str | None = Field(default=None, alias="spark.executor.memory")
+    executor_cores: int | None = Field(default=None, alias="spark.executor.cores", ge=1, le=1024)
+    offheap_size: str | None = Field(default=None, alias="spark.memory.offHeap.size")
+
+    @field_validator("driver_memory", "executor_memory", "offheap_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if value is not None:
+            parse_size(value)
+            return str(value)
+        return value
+
+
+class FlinkResources(_Strict):
+    process_size: str | None = Field(default=None, alias="taskmanager.memory.process.size")
+    task_slots: int | None = Field(default=None, alias="taskmanager.numberOfTaskSlots",
+                                   ge=1, le=1024)
+
+    @field_validator("process_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if value is not None:
+            parse_size(value)
+            return str(value)
+        return value
+
+
+class JvmResources(_Strict):
+    heap: str | None = None
+    metaspace: str | None = None
+    direct_memory: str | None = None
+    code_cache: str | None = None
+    thread_stack: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if value is not None:
+            parse_size(value)
+            return str(value)
+        return value
+
+
+class Resources(_Strict):
+    cpus: int | None = Field(default=None, ge=1, le=1024,
+                             description="CPUs the JVM may use (pinned via ActiveProcessorCount)")
+    jvm: JvmResources = Field(default_factory=JvmResources)
+    spark: SparkResources = Field(default_factory=SparkResources)
+    flink: FlinkResources = Field(default_factory=FlinkResources)
+    app_threads: int = Field(default=0, ge=0, le=4096,
+                             description="extra threads the application itself starts")
+
+
+class Enclave(_Strict):
+    size: str = "auto"
+    max_threads: int | Literal["auto"] = "auto"
+    edmm: bool = False
+    debug: bool = False
+    isv_prod_id: int = Field(default=0, ge=0, le=0xFFFF)
+    isv_svn: int = Field(default=0, ge=0, le=0xFFFF)
+    remote_attestation: Literal["dcap", "none"] = "dcap"
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError("must be 'auto' or a size such as 16G")
+        try:
+            size = parse_size(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a size; write 'auto' or e.g. 16G") from None
+        if not is_power_of_two(size):
+            raise ValueError(f"must be a power of two, e.g. 16G (got {value})")
+        if size > GRAMINE_MAX_ENCLAVE_SIZE:
+            raise ValueError("must be at most 1024G (Gramine's limit)")
+        if size < 1024 * 1024:
+            raise ValueError("must be at least 1M; write e.g. 256M")
+        return format_gramine_size(size)
+
+    @field_validator("max_threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be 'auto' or a whole number from 1 to 4096")
+        if not 1 <= value <= GRAMINE_MAX_THREADS:
+            raise ValueError(f"must be from 1 to 4096 (Gramine's limit), got {value}")
+        return value
+
+    @property
+    def size_bytes(self) -> int | None:
+        return None if self.size == "auto" else parse_size(self.size)
+
+
+class EncryptedMount(_Strict):
+    path: str
+    uri: str
+    key_name: str = Field(default="default", min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _image_path(value)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        if not value.startswith("file:/"):
+            raise ValueError("must be a file: URI with an absolute path, e.g. file:/data/enc")
+        _image_path(value[len("file:"):])
+        return value
+
+
+class Files(_Strict):
+    trusted: list[str] = Field(default_factory=list)
+    allowed: list[str] = Field(default_factory=list)
+    encrypted: list[EncryptedMount] = Field(default_factory=list)
+    tmpfs: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted", "allowed", "tmpfs")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        return [_image_path(item) for item in value]
+
+
+class Recipe(_Strict):
+    api_version: Literal["ppml-build/v1"] = Field(alias="apiVersion")
+    kind: Literal["spark", "flink", "java", "python"]
+    name: str
+    base: BaseImage
+    libos: LibOS = Field(default_factory=LibOS)
+    app: App
+    runtime: Runtime = Field(default_factory=Runtime)
+    resources: Resources = Field(default_factory=Resources)
+    enclave: Enclave = Field(default_factory=Enclave)
+    files: Files = Field(default_factory=Files)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (max 64), "
+                             "e.g. spark-sql-agg")
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with positions
+
+class _Located:
+    """Line/column (1-based) of every key and value, keyed by the path of keys to it."""
+
+    def __init__(self) -> None:
+        self.positions: dict[tuple, tuple[int, int]] = {}
+
+    def at(self, loc: tuple) -> tuple[int, int] | None:
+        # Pydantic locations may carry extra parts (union branches); fall back to parents.
+        loc = tuple(loc)
+        while loc:
+            if loc in self.positions:
+                return self.positions[loc]
+            loc = loc[:-1]
+        return self.positions.get(())
+
+
+def _to_python(node: yaml.Node, path: tuple, located: _Located) -> Any:
+    located.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        for key_node, value_node in node.value:
+            key = _to_python(key_node, path + ("<key>",), located)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise RecipeError(f"{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}"
+                                  ": mapping keys must be strings")
+            if key in out:
+                raise _DuplicateKey(key, key_node)
+            # A value error points at the value; a key error (unknown key) at the key.
+            located.positions[path + (key,)] = (value_node.start_mark.line + 1,
+                                                value_node.start_mark.column + 1)
+            located.positions[path + (key, "<key>")] = (key_node.start_mark.line + 1,
+                                                        key_node.start_mark.column + 1)
+            out[key] = _to_python(value_node, path + (key,), located)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, path + (index,), located) for index, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, node: yaml.Node) -> None:
+        self.key, self.node = key, node
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _format_loc(loc: tuple) -> str:
+    parts = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _friendly(error: dict) -> str:
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key; check the spelling (see `ppml-build init` for a commented recipe)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}"
+    if kind in ("string_type", "int_type", "bool_type", "list_type", "dict_type", "model_type",
+                "int_parsing", "bool_parsing"):
+        wanted = {"string_type": "a string", "int_type": "a whole number",
+                  "int_parsing": "a whole number", "bool_type": "true or false",
+                  "bool_parsing": "true or false", "list_type": "a list",
+                  "dict_type": "a mapping", "model_type": "a mapping"}[kind]
+        return f"must be {wanted}, got {type(error.get('input')).__name__}"
+    message = error.get("msg", "invalid value")
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return message
+
+
+def _error_loc(error: dict, data: Any) -> tuple:
+    """Strip pydantic's union/validator parts; use the key's position for unknown keys."""
+    loc = tuple(part for part in error.get("loc", ()) if not (
+        isinstance(part, str) and ("[" in part or part.startswith("function-"))))
+    if error.get("type") == "extra_forbidden":
+        return loc + ("<key>",)
+    return loc
+
+
+def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
+    located = _Located()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = err.problem or err.context or "invalid YAML"
+        raise RecipeError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{source}: YAML error: {str(err).splitlines()[0]}") from None
+    if node is None:
+        raise RecipeError(f"{source}: the recipe is empty; start from `ppml-build init spark`")
+    try:
+        data = _to_python(node, (), located)
+    except _DuplicateKey as dup:
+        mark = dup.node.start_mark
+        raise RecipeError(f"{source}:{mark.line + 1}:{mark.column + 1}: duplicate key "
+                          f"{dup.key!r}; keep one") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{source}: YAML error: {str(err).splitlines()[0]}") from None
+    except RecipeError as err:
+        raise RecipeError(f"{source}:{err}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}:1:1: the recipe must be a mapping with apiVersion, kind, "
+                          "name, base and app")
+    version = data.get("apiVersion")
+    if version != API_VERSION:
+        line, col = located.at(("apiVersion",)) or (1, 1)
+        raise RecipeError(f"{source}:{line}:{col}: apiVersion: must be {API_VERSION!r}, "
+                          f"got {version!r}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        loc = _error_loc(first, data)
+        line, col = located.at(loc) or (1, 1)
+        shown = tuple(part for part in loc if part != "<key>")
+        raise RecipeError(f"{source}:{line}:{col}: {_format_loc(shown)}: {_friendly(first)}") \
+            from None
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a directory; give the recipe YAML file") from None
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
+    return load_recipe_text(text, str(path))
+
+
+def check_app_files(recipe: Recipe, recipe_dir: Path, source: str) -> list[tuple[Path, str]]:
+    """Host sources of app.files must exist inside the recipe's directory (no escape by link)."""
+    root = recipe_dir.resolve()
+    out = []
+    for index, item in enumerate(recipe.app.files):
+        host = (recipe_dir / item.src).resolve()
+        if root not in host.parents and host != root:
+            raise RecipeError(f"{source}: app.files[{index}].src: {item.src!r} leaves the "
+                              "recipe's directory; move the file next to the recipe")
+        if not host.exists():
+            raise RecipeError(f"{source}: app.files[{index}].src: {item.src!r} does not exist "
+                              f"(looked in {recipe_dir})")
+        out.append((host, item.dest))
+    return out

@@ -1,0 +1,216 @@
+"""Gramine manifest rendering against a root filesystem."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ppml_build.cli import main
+from ppml_build.errors import ManifestError
+from ppml_build.gramine_schema import check_manifest
+from ppml_build.hashing import FileHasher
+from ppml_build.manifest import render_manifest
+from ppml_build.plan import make_plan
+from ppml_build.recipe import load_recipe_text
+from ppml_build.rootfs import DirRootFS
+from rootfs_factory import make_spark_rootfs
+
+RECIPE = """\
+apiVersion: ppml-build/v1
+kind: spark
+name: spark-demo
+base: {image: "127.0.0.1:5000/ppml/spark:1"}
+app:
+  files: [{src: job.py, dest: /app/job.py}]
+  command: [spark-submit, --master, "local[2]", --driver-memory, 2g, /app/job.py]
+  env: {SPARK_LOCAL_IP: 127.0.0.1, FOO: "bar \\"quoted\\" \\\\ back"}
+  passthrough_env: [RUN_ID]
+files:
+  trusted: [/etc/hostname]
+  allowed: [/data/in/]
+  encrypted: [{path: /data/enc, uri: "file:/data/enc", key_name: appkey}]
+  tmpfs: [/tmp, /scratch]
+"""
+
+
+@pytest.fixture()
+def rootfs(tmp_path) -> Path:
+    return make_spark_rootfs(tmp_path / "rootfs")
+
+
+def resolve_in_root(root: Path, path: str) -> Path:
+    """Follow links as a chroot would (written here independently of ppml_build.rootfs)."""
+    parts, done, hops = [p for p in path.split("/") if p], [], 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            done = done[:-1]
+            continue
+        host = root.joinpath(*done, part)
+        if host.is_symlink():
+            hops += 1
+            assert hops < 40
+            target = os.readlink(host)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        done.append(part)
+    return root.joinpath(*done)
+
+
+def render(rootfs: Path, text: str = RECIPE, **hasher):
+    recipe = load_recipe_text(text)
+    fs = DirRootFS(rootfs, FileHasher(use_cache=False, **hasher))
+    return render_manifest(recipe, make_plan(recipe), fs)
+
+
+def test_every_trusted_file_has_its_real_sha256(rootfs):
+    rendered = render(rootfs)
+    manifest = tomllib.loads(rendered.text)
+    entries = manifest["sgx"]["trusted_files"]
+    assert entries and all(set(e) == {"uri", "sha256"} for e in entries)
+    for entry in entries:
+        real = resolve_in_root(rootfs, entry["uri"][len("file:"):])
+        assert hashlib.sha256(real.read_bytes()).hexdigest() == entry["sha256"], entry["uri"]
+    uris = [e["uri"] for e in entries]
+    assert len(uris) == len(set(uris))
+
+
+def test_trusted_directory_rules(rootfs):
+    uris = [e["uri"] for e in tomllib.loads(render(rootfs).text)["sgx"]["trusted_files"]]
+    jars = [u for u in uris if "/jars/" in u]
+    # /opt/spark/ is a symlinked directory: children carry the resolved path, sorted, dotfiles in.
+    assert jars == sorted(jars)
+    assert "file:/opt/spark-3.5.3/jars/.hidden-index" in jars
+    assert "file:/opt/spark-3.5.3/jars/lib-00.jar" in jars
+    # symlinked dirs not descended, dangling links and fifos skipped
+    assert not any("conf-link" in u or "dangling" in u or "a-fifo" in u for u in uris)
+    # a '../..' link clamps at the image root: it names the image's /etc/hostname
+    assert "file:/opt/spark-3.5.3/jars/escape" in jars
+    # the JDK's conf/ (symlink to /etc) is trusted through its own /etc entry
+    assert "file:/etc/java-17-openjdk/security/java.security" in uris
+    # the entrypoint is a '#!/usr/bin/env bash' script: env and bash are trusted too
+    assert {"file:/usr/bin/env", "file:/usr/bin/bash"} <= set(uris)
+    assert "file:/app/job.py" in uris and "file:/etc/hostname" in uris
+
+
+def test_escaping_symlink_is_hashed_inside_the_root(rootfs):
+    entries = tomllib.loads(render(rootfs).text)["sgx"]["trusted_files"]
+    escape = next(e for e in entries if e["uri"].endswith("/jars/escape"))
+    assert escape["sha256"] == hashlib.sha256(b"image-hostname\n").hexdigest()
+
+
+def test_manifest_keys_and_values(rootfs):
+    manifest = tomllib.loads(render(rootfs).text)
+    check_manifest(manifest)
+    assert manifest["libos"]["entrypoint"] == "/opt/spark-3.5.3/bin/spark-submit"
+    assert manifest["loader"]["argv"][0] == "spark-submit"
+    assert manifest["loader"]["entrypoint"]["uri"] == \
+        "file:/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
+    assert manifest["loader"]["entrypoint"]["sha256"] == \
+        hashlib.sha256(b"stand-in libsysdb").hexdigest()
+    env = manifest["loader"]["env"]
+    assert env["FOO"] == 'bar "quoted" \\ back'
+    assert env["RUN_ID"] == {"passthrough": True}
+    assert env["MALLOC_ARENA_MAX"] == "4"
+    assert env["JAVA_TOOL_OPTIONS"] == "-XX:ActiveProcessorCount=2"
+    sgx = manifest["sgx"]
+    assert sgx["enclave_size"] == "8G" and sgx["max_threads"] == 104
+    assert sgx["debug"] is False and sgx["remote_attestation"] == "dcap"
+    assert sgx["file_check_policy"] == "strict"
+    assert sgx["allowed_files"] == ["file:/data/in/"]
+    mounts = manifest["fs"]["mounts"]
+    assert {"type": "encrypted", "path": "/data/enc", "uri": "file:/data/enc",
+            "key_name": "appkey"} in mounts
+    assert {"type": "tmpfs", "path": "/scratch"} in mounts
+    text = render(rootfs).text
+    for forbidden in ("insecure__use_host_env", "allow_all_but_log", "insecure__use_cmdline_argv"):
+        assert forbidden not in text
+
+
+def test_insecure_host_argv_only_when_asked(rootfs):
+    text = RECIPE.replace("  passthrough_env:", "  insecure_host_argv: true\n  passthrough_env:")
+    manifest = tomllib.loads(render(rootfs, text).text)
+    assert manifest["loader"]["insecure__use_cmdline_argv"] is True
+    assert "argv" not in manifest["loader"]
+    recipe = load_recipe_text(text)
+    assert any("INSECURE" in w for w in make_plan(recipe).warnings)
+
+
+def test_output_is_byte_reproducible(rootfs):
+    first = render(rootfs).text
+    assert render(rootfs, workers=1).text == first
+    assert render(rootfs, workers=7).text == first
+
+
+def test_missing_entrypoint_and_missing_trusted_file(rootfs):
+    with pytest.raises(ManifestError, match=r"app.command\[0\]: 'nosuch' is not an executable"):
+        render(rootfs, RECIPE.replace("[spark-submit,", "[nosuch,"))
+    with pytest.raises(ManifestError, match="/etc/missing: no such file"):
+        render(rootfs, RECIPE.replace("trusted: [/etc/hostname]", "trusted: [/etc/missing]"))
+    with pytest.raises(ManifestError, match="is a directory; write it with a trailing '/'"):
+        render(rootfs, RECIPE.replace("trusted: [/etc/hostname]", "trusted: [/etc]"))
+
+
+def test_missing_gramine_install(rootfs):
+    (rootfs / "usr/lib/x86_64-linux-gnu/gramine/libsysdb.so").unlink()
+    with pytest.raises(ManifestError, match="libos.prefix"):
+        render(rootfs)
+
+
+def test_schema_rejects_keys_gramine_rejects():
+    base = {"fs": {"mounts": []}, "libos": {"entrypoint": "/x"},
+            "loader": {"entrypoint": {"uri": "file:/y"}}}
+    check_manifest(base)
+    for bad, match in [({"sgx": {"thread_num": 4}}, "sgx.thread_num"),
+                       ({"sgx": {"enclave_size": 4096}}, "sgx.enclave_size: expected str"),
+                       ({"loader": {"entrypoint": {"uri": "file:/y"}, "preload": "x"}},
+                        "loader.preload"),
+                       ({"sgx": {"file_check_policy": "lax"}}, "must be one of"),
+                       ({"sgx": {"max_threads": True}}, "expected int")]:
+        with pytest.raises(ManifestError, match=match):
+            check_manifest({**base, **bad})
+    with pytest.raises(ManifestError, match="libos.entrypoint: required"):
+        check_manifest({**base, "libos": {}})
+
+
+def test_manifest_command_writes_outputs(rootfs, tmp_path, capsys):
+    recipe_dir = tmp_path / "recipe"
+    recipe_dir.mkdir()
+    (recipe_dir / "job.py").write_text("print('job')\n")
+    (recipe_dir / "recipe.yaml").write_text(RECIPE)
+    out = tmp_path / "out"
+    args = ["manifest", str(recipe_dir / "recipe.yaml"), "--rootfs", str(rootfs),
+            "--output-dir", str(out), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    text = (out / "spark-demo.manifest").read_text()
+    listing = json.loads((out / "trusted-files.json").read_text())
+    assert summary["trusted_file_count"] == len(listing["files"]) == \
+        len(tomllib.loads(text)["sgx"]["trusted_files"])
+    for item in listing["files"]:
+        if item["size"] is not None and item["path"].startswith("/opt/spark-3.5.3/jars/lib"):
+            assert (rootfs / item["path"][1:]).stat().st_size == item["size"]
+    assert main(args) == 0
+    assert (out / "spark-demo.manifest").read_text() == text
+
+
+def test_manifest_command_bad_input_writes_nothing(rootfs, tmp_path, capsys):
+    recipe_dir = tmp_path / "recipe"
+    recipe_dir.mkdir()
+    (recipe_dir / "job.py").write_text("print('job')\n")
+    (recipe_dir / "recipe.yaml").write_text(RECIPE.replace("[/etc/hostname]", "[/nope]"))
+    out = tmp_path / "out"
+    assert main(["manifest", str(recipe_dir / "recipe.yaml"), "--rootfs", str(rootfs),
+                 "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "recipe.yaml: sgx.trusted_files: file:/nope" in err[0]
+    assert not out.exists() or not any(out.iterdir())
+    assert main(["manifest", str(recipe_dir / "recipe.yaml"), "--rootfs",
+                 str(tmp_path / "none"), "--output-dir", str(out)]) == 2

@@ -1,0 +1,134 @@
+"""Enclave sizing: the plan a user sees for the JVM settings their app runs with."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ppml_build.cli import main
+from ppml_build.errors import PlanError
+from ppml_build.plan import make_plan
+from ppml_build.recipe import load_recipe_text
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def recipe(kind="java", command="[java, -cp, /app/app.jar, Main]", extra=""):
+    return load_recipe_text(f"""\
+apiVersion: ppml-build/v1
+kind: {kind}
+name: demo
+base: {{image: "r/x:1"}}
+app:
+  command: {command}
+{extra}""")
+
+
+def term(plan, name):
+    return next(t for t in plan.memory_terms if t.name == name)
+
+
+def test_xmx_in_command_sizes_the_enclave_without_repeating_it():
+    plan = make_plan(recipe(command="[java, -Xmx8g, -cp, /app/app.jar, Main]"))
+    assert term(plan, "jvm_heap").value == 8 * GiB
+    assert "-Xmx8g in app.command" in term(plan, "jvm_heap").source
+    assert plan.enclave_size == 16 * GiB
+    assert plan.enclave_size >= plan.enclave_size_estimate > 8 * GiB
+    assert plan.dominant_term == "jvm_heap"
+    assert sum(t.value for t in plan.memory_terms) == plan.enclave_size_estimate
+
+
+def test_java_tool_options_and_last_flag_wins():
+    plan = make_plan(recipe(command="[java, -Xmx2g, Main]", extra="""\
+  env:
+    JAVA_TOOL_OPTIONS: "-Xmx30g -Xss4m -XX:MaxDirectMemorySize=1g -XX:ActiveProcessorCount=16"
+"""))
+    # the command line comes after JAVA_TOOL_OPTIONS, as the JVM reads them
+    assert term(plan, "jvm_heap").value == 2 * GiB
+    assert term(plan, "jvm_direct_memory").value == 1 * GiB
+    assert plan.jvm.thread_stack == 4 * MiB and plan.jvm.cpus == 16
+    assert "JAVA_TOOL_OPTIONS" not in plan.extra_env  # CPUs already pinned by the user
+    assert term(plan, "thread_stacks").value == plan.max_threads * 4 * MiB
+
+
+def test_cpus_are_pinned_and_drive_gc_and_jit_threads():
+    small = make_plan(recipe(extra="resources: {cpus: 2}\n"))
+    big = make_plan(recipe(extra="resources: {cpus: 64}\n"))
+    assert small.extra_env["JAVA_TOOL_OPTIONS"] == "-XX:ActiveProcessorCount=2"
+    gc = {t.name: t.count for t in big.thread_terms}
+    # G1 on 64 CPUs: 8 + 56*5/8 = 43 parallel workers
+    assert gc["gc"] == 43 + (43 + 2) // 4 + 43 + 2
+    assert gc["jit"] == 18  # HotSpot: log2(64)=6, log2(6)=2 (integer logs): 6*2*3/2
+    assert big.max_threads > small.max_threads
+
+
+def test_spark_takes_the_larger_of_driver_and_executor_memory():
+    plan = make_plan(recipe("spark", "[/opt/spark/bin/spark-submit, --master, 'local[4]', job.py]",
+                            """\
+resources:
+  spark: {spark.driver.memory: 2g, spark.executor.memory: 6g, spark.executor.cores: 3}
+"""))
+    assert term(plan, "jvm_heap").value == 6 * GiB
+    assert plan.jvm.cpus == 4  # local[4] in the command wins over executor cores
+    assert {t.name: t.count for t in plan.thread_terms}["spark_tasks"] == 4
+
+
+def test_spark_flags_on_the_command_line():
+    plan = make_plan(recipe("spark", "[spark-submit, --driver-memory, 12g, --conf, "
+                                     "spark.executor.cores=2, job.py]"))
+    assert term(plan, "jvm_heap").value == 12 * GiB
+    assert plan.enclave_size == 32 * GiB
+
+
+def test_flink_memory_model_matches_flinks_own_numbers():
+    # Flink logs for the default 1728m: JVM heap 512mb (framework 128 + task 384), managed 512mb,
+    # direct 256mb (framework 128 + network 128), metaspace 256mb, overhead 192mb.
+    plan = make_plan(recipe("flink", "[/opt/flink/bin/flink, run, job.jar]", """\
+resources:
+  flink: {taskmanager.memory.process.size: 1728m, taskmanager.numberOfTaskSlots: 2}
+"""))
+    assert term(plan, "jvm_heap").value == 512 * MiB
+    assert term(plan, "flink_managed_memory").value == 512 * MiB
+    assert term(plan, "jvm_direct_memory").value == 256 * MiB
+    assert term(plan, "jvm_metaspace").value == 256 * MiB
+    assert term(plan, "flink_jvm_overhead").value == 192 * MiB
+    assert {t.name: t.count for t in plan.thread_terms}["flink_tasks"] == 8
+
+
+def test_explicit_values_win_but_warn_when_too_small():
+    plan = make_plan(recipe(command="[java, -Xmx8g, Main]",
+                            extra="enclave: {size: 4G, max_threads: 16}\n"))
+    assert plan.enclave_size == 4 * GiB and plan.max_threads == 16
+    assert any("enclave.size 4G is below the estimated" in w for w in plan.warnings)
+    assert any("enclave.max_threads 16 is below" in w for w in plan.warnings)
+    roomy = make_plan(recipe(extra="enclave: {size: 64G, max_threads: 4096}\n"))
+    assert roomy.warnings == [w for w in roomy.warnings if "below" not in w]
+
+
+def test_too_big_for_gramine():
+    with pytest.raises(PlanError, match="more than Gramine's 1024G"):
+        make_plan(recipe(command="[java, -Xmx900g, Main]"))
+
+
+def test_plan_json_lists_each_term(tmp_path, capsys):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("""\
+apiVersion: ppml-build/v1
+kind: java
+name: demo
+base: {image: "r/x:1"}
+app: {command: [java, -Xmx8g, Main]}
+""")
+    assert main(["plan", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["enclave_size"] == "16G"
+    names = [t["name"] for t in data["memory_terms"]]
+    assert names[0] == "jvm_heap" and "headroom" in names and "glibc_arenas" in names
+    assert sum(t["bytes"] for t in data["memory_terms"]) == data["enclave_size_estimate_bytes"]
+    assert data["max_threads"] >= data["max_threads_estimate"]
+    assert main(["plan", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("enclave_size = 16G (next power of two ≥ ")
+    assert "dominated by jvm_heap" in text
