@@ -89,7 +89,7 @@ def policy(
         for name, text in rendered.files.items():
             if several:
                 sys.stdout.write(f"==> {name} <==\n")
-            sys.stdout.write(text)
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
         return
     for path in write_policy_files(rendered.files, output):

@@ -63,4 +63,5 @@ def render(spec: PolicySpec) -> RenderedPolicy:
             "--allow-debug: the MAA policy does NOT check x-ms-sgx-is-debuggable, so DEBUG "
             "enclaves are accepted; the token's is-debuggable claim says which one attested"
         )
-    return RenderedPolicy({TEXT_NAME: text, JWS_NAME: unsigned_jws(text) + "\n"}, notes)
+    # No trailing newline: the file is the token itself, uploaded byte for byte.
+    return RenderedPolicy({TEXT_NAME: text, JWS_NAME: unsigned_jws(text)}, notes)

@@ -93,6 +93,13 @@ def _hex32(data: Mapping[str, Any], key: str, source: str) -> bytes:
     if key not in data:
         raise PolicyError(f"{source}: missing field '{key}' (64 hex characters); {_REGEN}")
     value = data[key]
+    if value is None:
+        # `sign --json` for an externally signed enclave prints mrsigner null until the
+        # signature is attached.
+        raise PolicyError(
+            f"{source}: field '{key}' is null: the enclave is not signed yet; finish signing "
+            f"(attach the external signature) and use that record"
+        )
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
         shown = value if not isinstance(value, str) else (value[:70] + ("…" if len(value) > 70 else ""))
         raise PolicyError(
