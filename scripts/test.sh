@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's test command: set up what the tests need on a fresh Debian machine, then run them.
+#   bash scripts/test.sh [pytest args...]
+# Unit tests need only the venv; integration tests (tests/integration, marker "docker") also
+# need a Docker engine and a local registry, which scripts/docker-up.sh installs and starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "test: creating .venv"
+    python3 -m venv .venv
+fi
+echo "test: installing ppml-build and its test dependencies into .venv"
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+    | grep -v -E "^WARNING: Location .* is ignored" || true
+.venv/bin/python -c "import ppml_build, regopy, voluptuous" \
+    || { echo "test: error: the install into .venv is incomplete" >&2; exit 1; }
+
+if [[ "${PPML_SKIP_DOCKER:-0}" != 1 ]]; then
+    bash scripts/docker-up.sh
+fi
+
+set +e
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+status=$?
+set -e
+if [[ $status -eq 5 ]]; then
+    echo "test: error: pytest collected no tests" >&2
+    exit 1
+fi
+exit $status
