@@ -8,9 +8,13 @@ Gramine 1.9's Documentation/manifest-syntax.rst and the schema's key list).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .errors import ManifestError
+from .versions import DEFAULT_GRAMINE_PREFIX
+
+DEFAULT_LIBSYSDB_URI = f"file:{DEFAULT_GRAMINE_PREFIX}libsysdb.so"
 
 STR, INT, BOOL = str, int, bool
 
@@ -178,3 +182,57 @@ def check_manifest(manifest: dict, schema: dict[str, Any] = GRAMINE_1_9) -> None
             raise ManifestError(f"fs.mounts[{index}].uri: required for a {kind} mount")
         if "path" not in mount:
             raise ManifestError(f"fs.mounts[{index}].path: required")
+
+
+def apply_gramine_defaults(manifest: dict[str, Any], *, source: str = "manifest") -> dict[str, Any]:
+    """A copy with the keys Gramine 1.9's ``Manifest`` constructor inserts (gramine.md §2).
+
+    These end up in the .manifest.sgx and so in MRENCLAVE; order matters for the bytes, so the
+    keys are added with ``setdefault`` in Gramine's order. ``loader.entrypoint.sha256`` is filled
+    in later by :func:`finalize_manifest` (it needs the filesystem).
+    """
+    manifest = copy.deepcopy(manifest)
+    sgx = manifest.setdefault("sgx", {})
+    if not isinstance(sgx, dict):
+        raise ManifestError(f"{source}: sgx must be a table; write sgx.<key> = ... settings")
+    sgx.setdefault("trusted_files", [])
+    sgx.setdefault("max_threads", 4)
+    sgx.setdefault("isvprodid", 0)
+    sgx.setdefault("isvsvn", 0)
+    sgx.setdefault("remote_attestation", "none")
+    sgx.setdefault("debug", False)
+    sgx.setdefault("enable_stats", False)
+    sgx.setdefault("edmm_enable", False)
+    sgx.setdefault("enclave_size", "1024G" if sgx["edmm_enable"] is True else "256M")
+    sgx.setdefault("use_exinfo", False)
+    features = sgx.setdefault("cpu_features", {})
+    if not isinstance(features, dict):
+        raise ManifestError(f"{source}: sgx.cpu_features must be a table such as "
+                            '{ avx = "required" }')
+    features.setdefault("avx", "unspecified")
+    features.setdefault("avx512", "unspecified")
+    features.setdefault("amx", "unspecified")
+    features.setdefault("mpx", "disabled")
+    features.setdefault("pkru", "disabled")
+
+    if not isinstance(sgx["trusted_files"], list):
+        raise ManifestError(f"{source}: sgx.trusted_files must be a list of \"file:...\" URIs or "
+                            "{uri, sha256} tables (the sgx.trusted_files.<name> syntax was removed "
+                            "in Gramine 1.2)")
+    for entry in sgx["trusted_files"]:
+        if not (isinstance(entry, str) or isinstance(entry, dict) and "uri" in entry):
+            raise ManifestError(f"{source}: sgx.trusted_files: unknown entry format {entry!r}; "
+                                'write "file:/path" or { uri = "file:/path", sha256 = "..." }')
+
+    loader = manifest.setdefault("loader", {})
+    if not isinstance(loader, dict):
+        raise ManifestError(f"{source}: loader must be a table")
+    entrypoint = loader.setdefault("entrypoint", {})
+    if isinstance(entrypoint, str):
+        raise ManifestError(f"{source}: loader.entrypoint = {entrypoint!r}: the string form was "
+                            'removed in Gramine 1.9; write loader.entrypoint.uri = "file:..." '
+                            "(or leave it out for Gramine's libsysdb.so)")
+    if not isinstance(entrypoint, dict):
+        raise ManifestError(f"{source}: loader.entrypoint must be a table with uri and sha256")
+    entrypoint.setdefault("uri", DEFAULT_LIBSYSDB_URI)
+    return manifest

@@ -19,7 +19,7 @@ import jinja2
 import tomli_w
 
 from .errors import ManifestError
-from .gramine_schema import check_manifest
+from .gramine_schema import apply_gramine_defaults, check_manifest
 from .plan import Plan
 from .recipe import Recipe
 from .rootfs import RootFS, RootFSError, resolve, stat_followed
@@ -65,30 +65,6 @@ class RenderedManifest:
     @property
     def data(self) -> bytes:
         return self.text.encode("utf-8")
-
-
-def apply_gramine_defaults(manifest: dict) -> dict:
-    """Insert the defaults Gramine 1.9's ``Manifest`` constructor adds (in its order).
-
-    Gramine's signer re-serialises the manifest with these before measuring; writing them
-    ourselves makes our text a fixed point of that round trip, so both measure the same bytes.
-    """
-    sgx = manifest.setdefault("sgx", {})
-    sgx.setdefault("trusted_files", [])
-    sgx.setdefault("max_threads", 4)
-    sgx.setdefault("isvprodid", 0)
-    sgx.setdefault("isvsvn", 0)
-    sgx.setdefault("remote_attestation", "none")
-    sgx.setdefault("debug", False)
-    sgx.setdefault("enable_stats", False)
-    sgx.setdefault("edmm_enable", False)
-    sgx.setdefault("enclave_size", "1024G" if sgx["edmm_enable"] else "256M")
-    sgx.setdefault("use_exinfo", False)
-    features = sgx.setdefault("cpu_features", {})
-    for name, default in (("avx", "unspecified"), ("avx512", "unspecified"),
-                          ("amx", "unspecified"), ("mpx", "disabled"), ("pkru", "disabled")):
-        features.setdefault(name, default)
-    return manifest
 
 
 def _find_program(fs: RootFS, program: str, path_env: str, where: str) -> str:
@@ -246,7 +222,7 @@ def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedManifest:
     real_libsysdb = resolve(fs, libsysdb)
     manifest["loader"]["entrypoint"]["sha256"] = fs.sha256_many([real_libsysdb])[real_libsysdb]
 
-    apply_gramine_defaults(manifest)
+    manifest = apply_gramine_defaults(manifest, source=recipe.name)
     check_manifest(manifest)
     text = tomli_w.dumps(manifest)
     if "\0" in text:

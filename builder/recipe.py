@@ -17,11 +17,11 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from .errors import RecipeError
 from .sizes import GiB, format_gramine_size, is_power_of_two, parse_size
+from .versions import DEFAULT_GRAMINE_PREFIX
 
 API_VERSION = "ppml-build/v1"
 GRAMINE_MAX_ENCLAVE_SIZE = 1024 * GiB
 GRAMINE_MAX_THREADS = 4096
-DEFAULT_GRAMINE_PREFIX = "/usr/lib/x86_64-linux-gnu/gramine/"
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -370,7 +370,10 @@ def _format_loc(loc: tuple) -> str:
         if isinstance(item, int):
             parts.append(f"[{item}]")
         else:
-            parts.append(("." if parts else "") + str(item))
+            text = str(item)
+            if not re.fullmatch(r"[\w.\-]+", text):
+                text = repr(text)  # keep odd keys (newlines, spaces) on one readable line
+            parts.append(("." if parts else "") + text)
     return "".join(parts) or "(top level)"
 
 
@@ -390,7 +393,7 @@ def _friendly(error: dict) -> str:
                   "bool_parsing": "true or false", "list_type": "a list",
                   "dict_type": "a mapping", "model_type": "a mapping"}[kind]
         return f"must be {wanted}, got {type(error.get('input')).__name__}"
-    message = error.get("msg", "invalid value")
+    message = " ".join(str(error.get("msg", "invalid value")).split())
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     return message

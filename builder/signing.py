@@ -24,6 +24,8 @@ import tomli_w
 
 from .atomic import write_bytes_atomic
 from .errors import ManifestError, PpmlError, SigningError
+from .gramine_schema import apply_gramine_defaults
+from .versions import DEFAULT_GRAMINE_PREFIX
 from .rootfs import DirRootFS, RootFS, stat_followed
 from .sign import keys
 from .sign.sdk_metadata import SdkMetadata, is_elf, read_sdk_metadata
@@ -37,10 +39,7 @@ from .sign.sigstruct import (
 )
 
 PASSPHRASE_ENV = "PPML_KEY_PASSPHRASE"
-# Gramine's pkglibdir in the Debian/Ubuntu packages (graminelibos._CONFIG_PKGLIBDIR).
-GRAMINE_PKGLIBDIR = "/usr/lib/x86_64-linux-gnu/gramine"
-DEFAULT_LIBPAL = f"{GRAMINE_PKGLIBDIR}/sgx/libpal.so"
-DEFAULT_LIBSYSDB_URI = f"file:{GRAMINE_PKGLIBDIR}/libsysdb.so"
+DEFAULT_LIBPAL = f"{DEFAULT_GRAMINE_PREFIX}sgx/libpal.so"
 PENDING_SUFFIX = ".pending"
 PENDING_FORMAT = "ppml-build-pending-sigstruct/1"
 
@@ -118,62 +117,8 @@ def parse_manifest_toml(data: bytes, source: str) -> dict[str, Any]:
         raise ManifestError(f"{where}: invalid TOML: {detail}{column}") from None
 
 
-def apply_gramine_defaults(manifest: dict[str, Any], *, source: str = "manifest") -> dict[str, Any]:
-    """A copy with the keys Gramine 1.9's ``Manifest`` constructor inserts (gramine.md §2).
-
-    These end up in the .manifest.sgx and so in MRENCLAVE; order matters for the bytes, so the
-    keys are added with ``setdefault`` in Gramine's order. ``loader.entrypoint.sha256`` is filled
-    in later by :func:`finalize_manifest` (it needs the filesystem).
-    """
-    manifest = copy.deepcopy(manifest)
-    sgx = manifest.setdefault("sgx", {})
-    if not isinstance(sgx, dict):
-        raise ManifestError(f"{source}: sgx must be a table; write sgx.<key> = ... settings")
-    sgx.setdefault("trusted_files", [])
-    sgx.setdefault("max_threads", 4)
-    sgx.setdefault("isvprodid", 0)
-    sgx.setdefault("isvsvn", 0)
-    sgx.setdefault("remote_attestation", "none")
-    sgx.setdefault("debug", False)
-    sgx.setdefault("enable_stats", False)
-    sgx.setdefault("edmm_enable", False)
-    sgx.setdefault("enclave_size", "1024G" if sgx["edmm_enable"] is True else "256M")
-    sgx.setdefault("use_exinfo", False)
-    features = sgx.setdefault("cpu_features", {})
-    if not isinstance(features, dict):
-        raise ManifestError(f"{source}: sgx.cpu_features must be a table such as "
-                            '{ avx = "required" }')
-    features.setdefault("avx", "unspecified")
-    features.setdefault("avx512", "unspecified")
-    features.setdefault("amx", "unspecified")
-    features.setdefault("mpx", "disabled")
-    features.setdefault("pkru", "disabled")
-
-    if not isinstance(sgx["trusted_files"], list):
-        raise ManifestError(f"{source}: sgx.trusted_files must be a list of \"file:...\" URIs or "
-                            "{uri, sha256} tables (the sgx.trusted_files.<name> syntax was removed "
-                            "in Gramine 1.2)")
-    for entry in sgx["trusted_files"]:
-        if not (isinstance(entry, str) or isinstance(entry, dict) and "uri" in entry):
-            raise ManifestError(f"{source}: sgx.trusted_files: unknown entry format {entry!r}; "
-                                'write "file:/path" or { uri = "file:/path", sha256 = "..." }')
-
-    loader = manifest.setdefault("loader", {})
-    if not isinstance(loader, dict):
-        raise ManifestError(f"{source}: loader must be a table")
-    entrypoint = loader.setdefault("entrypoint", {})
-    if isinstance(entrypoint, str):
-        raise ManifestError(f"{source}: loader.entrypoint = {entrypoint!r}: the string form was "
-                            'removed in Gramine 1.9; write loader.entrypoint.uri = "file:..." '
-                            "(or leave it out for Gramine's libsysdb.so)")
-    if not isinstance(entrypoint, dict):
-        raise ManifestError(f"{source}: loader.entrypoint must be a table with uri and sha256")
-    entrypoint.setdefault("uri", DEFAULT_LIBSYSDB_URI)
-    return manifest
-
-
 def finalize_manifest(manifest: dict[str, Any], fs: RootFS, *, source: str = "manifest") -> bytes:
-    """Hash the LibOS entrypoint and trusted files through ``fs``; return the .manifest.sgx bytes."""
+    """Hash the LibOS entrypoint and trusted files through ``fs``; return .manifest.sgx bytes."""
     from .trusted import expand_trusted_files
 
     manifest = copy.deepcopy(manifest)
@@ -183,12 +128,13 @@ def finalize_manifest(manifest: dict[str, Any], fs: RootFS, *, source: str = "ma
         raise ManifestError(f"{source}: loader.entrypoint.uri = {uri!r}: expected a file: URI of "
                             "the LibOS (Gramine's libsysdb.so)")
     if "sha256" not in entrypoint:
-        entry = stat_followed(fs, uri[len("file:"):]) if uri[len("file:"):].startswith("/") else None
+        path = uri[len("file:"):]
+        entry = stat_followed(fs, path) if path.startswith("/") else None
         if entry is None or entry.kind != "file":
             where = "in the --chroot image" if isinstance(fs, DirRootFS) and fs.root != Path("/") \
                 else "on this machine"
             raise ManifestError(f"{source}: loader.entrypoint.sha256 is not given and "
-                                f"{uri[len('file:'):]} is not a file {where}; give "
+                                f"{path} is not a file {where}; give "
                                 "loader.entrypoint.sha256, or --chroot the image root that "
                                 "holds it")
         try:
@@ -197,7 +143,8 @@ def finalize_manifest(manifest: dict[str, Any], fs: RootFS, *, source: str = "ma
             raise ManifestError(f"{source}: loader.entrypoint: {err}") from None
         entrypoint["sha256"] = hashed["sha256"]
     try:
-        manifest["sgx"]["trusted_files"] = expand_trusted_files(manifest["sgx"]["trusted_files"], fs)
+        sgx = manifest["sgx"]
+        sgx["trusted_files"] = expand_trusted_files(sgx["trusted_files"], fs)
     except ManifestError as err:
         raise ManifestError(f"{source}: {err}") from None
     text = tomli_w.dumps(manifest)
@@ -218,9 +165,16 @@ def _prefixed(err: PpmlError, source: str) -> PpmlError:
     return err if text.startswith(source) else type(err)(f"{source}: {text}")
 
 
-def measure_manifest_bytes(manifest_sgx: bytes, libpal: Path, *, source: str) -> tuple[bytes, Any, dict]:
+def load_pal(libpal: Path | Any) -> Any:
+    """A parsed libpal (``PalImage``); accepts an already parsed one."""
+    from .sign.elf import PalImage, read_pal_image
+
+    return libpal if isinstance(libpal, PalImage) else read_pal_image(libpal)
+
+
+def measure_manifest_bytes(manifest_sgx: bytes, libpal: Path | Any, *,
+                           source: str) -> tuple[bytes, Any, dict]:
     """(MRENCLAVE, MeasurementInputs, parsed manifest) of exactly these .manifest.sgx bytes."""
-    from .sign.elf import read_pal_image
     from .sign.measure import measure_enclave, measurement_inputs
 
     manifest = parse_manifest_toml(manifest_sgx, source)
@@ -228,7 +182,7 @@ def measure_manifest_bytes(manifest_sgx: bytes, libpal: Path, *, source: str) ->
         inputs = measurement_inputs(manifest)
     except PpmlError as err:
         raise _prefixed(err, source) from None
-    pal = read_pal_image(libpal)
+    pal = load_pal(libpal)
     try:
         mrenclave = measure_enclave(manifest_sgx, pal, inputs)
     except PpmlError as err:
@@ -236,14 +190,18 @@ def measure_manifest_bytes(manifest_sgx: bytes, libpal: Path, *, source: str) ->
     return mrenclave, inputs, manifest
 
 
-def tbs_sigstruct(manifest_sgx: bytes, libpal: Path, date_bcd: int, *, source: str) -> Sigstruct:
+def tbs_sigstruct(manifest_sgx: bytes, libpal: Path | Any, date_bcd: int, *,
+                  source: str) -> Sigstruct:
     """The to-be-signed SIGSTRUCT for a .manifest.sgx (Gramine's ``get_tbssigstruct``)."""
-    mrenclave, _inputs, manifest = measure_manifest_bytes(manifest_sgx, libpal, source=source)
+    manifest = parse_manifest_toml(manifest_sgx, source)
     try:
-        return unsigned_sigstruct(enclave_hash=mrenclave, sgx=manifest.get("sgx", {}),
-                                  date_bcd=date_bcd)
+        # Attributes and ISV values first: a typo there should not wait for the measurement.
+        unsigned = unsigned_sigstruct(enclave_hash=bytes(32), sgx=manifest.get("sgx", {}),
+                                      date_bcd=date_bcd)
     except PpmlError as err:
         raise _prefixed(err, source) from None
+    mrenclave, _inputs, _ = measure_manifest_bytes(manifest_sgx, libpal, source=source)
+    return unsigned.copy(enclave_hash=mrenclave)
 
 
 def _rootfs(chroot: Path | None) -> RootFS:
@@ -287,9 +245,10 @@ def sign(manifest_path: Path, libpal: Path, output: Path, sigfile: Path, *, key_
     date_bcd = parse_date(date)
     # The key first: a refused key should fail before minutes of hashing.
     private_key = load_signing_key(key_path, passphrase, allow_sample_key=allow_sample_key)
+    pal = load_pal(libpal)
     manifest_sgx = load_and_finalize(manifest_path, _rootfs(chroot))
-    sig = tbs_sigstruct(manifest_sgx, libpal, date_bcd, source=str(output))
-    signed = keys.sign_sigstruct(sig, private_key)
+    sig = tbs_sigstruct(manifest_sgx, pal, date_bcd, source=str(output))
+    signed = keys.sign_sigstruct(sig, private_key, source=str(key_path))
     write_bytes_atomic(output, manifest_sgx)
     write_bytes_atomic(sigfile, signed.to_bytes())
     return SignResult(signed, output, sigfile)
@@ -310,8 +269,9 @@ def prepare_external_signing(manifest_path: Path, libpal: Path, output: Path, si
                          (signing_data_out, "signing-data-out")):
         _check_writable_target(path, option)
     date_bcd = parse_date(date)
+    pal = load_pal(libpal)
     manifest_sgx = load_and_finalize(manifest_path, _rootfs(chroot))
-    sig = tbs_sigstruct(manifest_sgx, libpal, date_bcd, source=str(output))
+    sig = tbs_sigstruct(manifest_sgx, pal, date_bcd, source=str(output))
     state = {
         "format": PENDING_FORMAT,
         "manifest_sgx": os.path.abspath(output),
@@ -345,7 +305,8 @@ def _load_pending(pending: Path, sigfile: Path) -> tuple[Sigstruct, str]:
 
 
 def complete_external_signing(output: Path, sigfile: Path, signature_path: Path,
-                              public_key_path: Path, *, allow_sample_key: bool = False) -> SignResult:
+                              public_key_path: Path, *,
+                              allow_sample_key: bool = False) -> SignResult:
     """Step 2: check OUTPUT is unchanged, verify the external signature, write SIGFILE."""
     _check_writable_target(sigfile, "sigfile")
     pending = pending_path(sigfile)

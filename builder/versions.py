@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Gramine's pkglibdir in its Debian/Ubuntu packages (graminelibos._CONFIG_PKGLIBDIR).
+DEFAULT_GRAMINE_PREFIX = "/usr/lib/x86_64-linux-gnu/gramine/"
+
 
 @dataclass(frozen=True)
 class GramineVersion:

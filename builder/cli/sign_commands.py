@@ -20,6 +20,11 @@ def _json_option() -> Any:
     return typer.Option("--json", help="Print a JSON object instead of text.")
 
 
+def _libpal_option() -> Any:
+    return typer.Option("--libpal", "-l",
+                        help=f"Gramine's SGX libpal.so [default: {signing.DEFAULT_LIBPAL}]")
+
+
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
@@ -51,7 +56,7 @@ def keygen_command(
     passphrase_file: Annotated[Optional[Path], typer.Option(
         "--passphrase-file", help="Encrypt the key with the passphrase in this file.")] = None,
 ) -> None:
-    """Make an enclave signing key: RSA-3072 with public exponent 3 (gramine-sgx-gen-private-key)."""
+    """Make an enclave signing key: RSA-3072, public exponent 3 (gramine-sgx-gen-private-key)."""
     passphrase = signing.read_passphrase(passphrase_file) if passphrase_file else None
     key = signing.keygen(output, passphrase)
     from ..sign.keys import mrsigner_of
@@ -76,8 +81,7 @@ def sign_command(
                                               "the one written by step 1).")],
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m",
                                                      help="Input manifest (TOML).")] = None,
-    libpal: Annotated[Optional[Path], typer.Option(
-        "--libpal", "-l", help=f"Gramine's SGX libpal.so [default: {signing.DEFAULT_LIBPAL}]")] = None,
+    libpal: Annotated[Optional[Path], _libpal_option()] = None,
     key: Annotated[Optional[Path], typer.Option("--key", "-k",
                                                 help="PEM signing key (RSA-3072, e=3).")] = None,
     sigfile: Annotated[Optional[Path], typer.Option(
@@ -92,7 +96,8 @@ def sign_command(
     chroot: Annotated[Optional[Path], typer.Option(
         "--chroot", help="Resolve trusted files inside this image root.")] = None,
     insecure_sample_key: Annotated[bool, typer.Option(
-        "--insecure-sample-key", help="Accept the public Intel SDK sample key (tests only).")] = False,
+        "--insecure-sample-key",
+        help="Accept the public Intel SDK sample key (tests only).")] = False,
     signing_data_out: Annotated[Optional[Path], typer.Option(
         "--signing-data-out", help="Two-step signing, step 1: write the 256 bytes to sign here "
                                    "(no --key) and stop.")] = None,
@@ -190,8 +195,7 @@ def _report_pending(result: signing.SignResult, json_output: bool) -> None:
 def measure_command(
     manifest: Annotated[Path, typer.Option("--manifest", "-m",
                                            help="The .manifest.sgx to measure, as is.")],
-    libpal: Annotated[Optional[Path], typer.Option(
-        "--libpal", "-l", help=f"Gramine's SGX libpal.so [default: {signing.DEFAULT_LIBPAL}]")] = None,
+    libpal: Annotated[Optional[Path], _libpal_option()] = None,
     json_output: Annotated[bool, _json_option()] = False,
 ) -> None:
     """Compute MRENCLAVE of a .manifest.sgx without signing (no key needed)."""
