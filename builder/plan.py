@@ -131,7 +131,7 @@ def _jvm_tokens(recipe: Recipe) -> list[tuple[str, str]]:
     return tokens
 
 
-def _spark_flags(recipe: Recipe) -> dict[str, str]:
+def spark_submit_flags(recipe: Recipe) -> dict[str, str]:
     """spark-submit options in app.command that size the JVM (--driver-memory, --conf k=v)."""
     argv = recipe.app.command
     flags: dict[str, str] = {}
@@ -149,6 +149,12 @@ def _spark_flags(recipe: Recipe) -> dict[str, str]:
             key, _, conf_value = token[7:].partition("=")
             flags[key] = conf_value
     return flags
+
+
+def spark_memory(text: str) -> int:
+    """Spark memory settings: a bare number means MiB (JVM flags and Flink read it as bytes)."""
+    text = str(text).strip()
+    return int(text) * MiB if text.isdigit() else parse_size(text)
 
 
 def _size_or_error(text: str, where: str) -> int:
@@ -226,7 +232,7 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
         driver = spark_flags.get("spark.driver.memory") or spark_res.driver_memory
         executor = spark_flags.get("spark.executor.memory") or spark_res.executor_memory
         # One image serves driver and executor pods, so size for the larger JVM.
-        candidates = [(parse_size(v), n) for v, n in ((driver, "spark.driver.memory"),
+        candidates = [(spark_memory(v), n) for v, n in ((driver, "spark.driver.memory"),
                                                        (executor, "spark.executor.memory")) if v]
         if candidates:
             heap, name = max(candidates)
@@ -253,7 +259,7 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
                              "-XX:MaxMetaspaceSize)")
         direct_value = max(256 * MiB, heap // 4)
         if recipe.kind == "spark" and spark_res.offheap_size:
-            direct_value += parse_size(spark_res.offheap_size)
+            direct_value += spark_memory(spark_res.offheap_size)
         direct_default = (direct_value, "assumed max(256M, heap/4) (+ spark.memory.offHeap.size)"
                           "; JVM default is -Xmx: set -XX:MaxDirectMemorySize")
     metaspace = pick("metaspace", jvm_res.metaspace, "metaspace", *metaspace_default)
@@ -333,7 +339,7 @@ def make_plan(recipe: Recipe) -> Plan:
     """Size the enclave for ``recipe``. Pure: no files, no Docker."""
     warnings: list[str] = []
     is_jvm = recipe.kind in ("spark", "flink", "java")
-    spark_flags = _spark_flags(recipe) if recipe.kind == "spark" else {}
+    spark_flags = spark_submit_flags(recipe) if recipe.kind == "spark" else {}
 
     flink_model = None
     if recipe.kind == "flink":

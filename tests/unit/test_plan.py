@@ -132,3 +132,9 @@ app: {command: [java, -Xmx8g, Main]}
     text = capsys.readouterr().out
     assert text.startswith("enclave_size = 16G (next power of two ≥ ")
     assert "dominated by jvm_heap" in text
+
+
+def test_spark_memory_without_unit_is_mib_like_spark():
+    plan = make_plan(recipe("spark", "[spark-submit, job.py]",
+                            "resources:\n  spark: {spark.driver.memory: 2048}\n"))
+    assert term(plan, "jvm_heap").value == 2 * GiB

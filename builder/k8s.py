@@ -1,0 +1,527 @@
+"""Kubernetes deployment files for a signed enclave image.
+
+Pure core: ``render_k8s(recipe, plan, image)`` returns the file texts (name → YAML or shell),
+byte-identical for the same inputs. ``write_k8s`` at the bottom is the I/O edge.
+
+Every pod that runs the enclave asks the Intel SGX device plugin for:
+
+* ``sgx.intel.com/epc`` = the enclave size in bytes (``sgx.enclave_size`` from the plan),
+* ``sgx.intel.com/enclave: 1`` (the plugin mounts /dev/sgx_enclave),
+* ``sgx.intel.com/provision: 1`` only for DCAP remote attestation (/dev/sgx_provision), plus the
+  aesmd socket from the host, through which Gramine reaches the quoting enclave,
+
+and for memory ≥ enclave + the untrusted host process: EPC pages evicted by the kernel go to
+shmem backing charged to the pod's memory cgroup, so the enclave must fit in the pod's memory too.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ImageError, PlanError, PpmlError, RecipeError
+from .plan import Plan, spark_submit_flags
+from .recipe import Recipe
+from .sizes import KiB, MiB, human, parse_size
+
+SGX_EPC = "sgx.intel.com/epc"
+SGX_ENCLAVE = "sgx.intel.com/enclave"
+SGX_PROVISION = "sgx.intel.com/provision"
+AESM_SOCKET = "/var/run/aesmd/aesm.socket"
+
+# The untrusted half of the Gramine process: the loader, host libc, its RPC queue and the DCAP
+# quote library.
+HOST_PROCESS_BASE = 256 * MiB
+# Each enclave thread runs on a host thread with its own untrusted stack and signal stack.
+HOST_BYTES_PER_THREAD = 256 * KiB
+# The kernel keeps 128 bytes of PCMD per evicted 4K EPC page in the same shmem backing.
+PCMD_FRACTION = 32
+
+# flinkVersion of the FlinkDeployment (operator enum); ppml-build's Flink base image is 2.x.
+DEFAULT_FLINK_VERSION = "v2_0"
+_FLINK_VERSION_RE = re.compile(r"^v\d+_\d+$")
+
+SPARK_DEFAULT_MEMORY = "1g"  # Spark's default spark.driver.memory / spark.executor.memory
+FLINK_DEFAULT_PROCESS_SIZE = "1728m"  # Flink's default taskmanager.memory.process.size
+
+DRIVER_TEMPLATE = "driver-pod-template.yaml"
+EXECUTOR_TEMPLATE = "executor-pod-template.yaml"
+SPARK_SUBMIT = "spark-submit.sh"
+FLINK_DEPLOYMENT = "flinkdeployment.yaml"
+JOB = "job.yaml"
+EXECUTABLE = frozenset({SPARK_SUBMIT})
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REPOSITORY_RE = re.compile(r"^[a-z0-9]+([._:/-][a-zA-Z0-9]+|__[a-z0-9]+|-+[a-z0-9]+)*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SPARK_SUBMIT_FLAGS = frozenset({"--verbose", "-v", "--supervise", "--help", "-h", "--version",
+                                 "--usage-error"})
+
+
+# --------------------------------------------------------------------------------------------
+# The image reference
+
+@dataclass(frozen=True)
+class ImageRef:
+    """``repository[:tag][@sha256:digest]``."""
+
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    def __str__(self) -> str:
+        return (self.repository + (f":{self.tag}" if self.tag else "")
+                + (f"@{self.digest}" if self.digest else ""))
+
+
+def parse_image(reference: str, *, allow_tag: bool = False) -> ImageRef:
+    """Parse ``--image``; refuse a reference without a digest unless ``allow_tag``.
+
+    A tag can be moved to other bytes after signing, so the pods would run an enclave nobody
+    measured; a digest names exactly the image that was built and signed.
+    """
+    usage = "expected NAME[:TAG]@sha256:<64 hex digits>"
+    ref = reference.strip()
+    if not ref or any(c.isspace() for c in ref):
+        raise ImageError(f"--image {reference!r}: not an image reference ({usage})")
+    name, at, digest = ref.partition("@")
+    tag = None
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    if not _REPOSITORY_RE.match(name) or (tag is not None and not _TAG_RE.match(tag)):
+        raise ImageError(f"--image {reference}: not an image reference ({usage})")
+    if at and not _DIGEST_RE.match(digest):
+        raise ImageError(f"--image {reference}: the digest must be sha256: followed by 64 "
+                         "lowercase hex digits")
+    if not at and not allow_tag:
+        raise ImageError(f"--image {reference}: not pinned by digest; give "
+                         f"{name}@sha256:<digest> (as pushed by ppml-build build) or pass "
+                         "--allow-tag")
+    return ImageRef(name, tag, digest or None)
+
+
+# --------------------------------------------------------------------------------------------
+# Pod sizing
+
+@dataclass(frozen=True)
+class PodSizing:
+    """What one enclave pod asks Kubernetes for, and why."""
+
+    enclave_size: int  # bytes: sgx.intel.com/epc
+    jvm_reserved: int  # the JVM's heap + off-heap reservations inside the enclave (0: no JVM)
+    host_process: int  # untrusted Gramine loader and host threads
+    pcmd_backing: int  # kernel metadata for evicted EPC pages
+    memory: int  # pod memory request = limit, a whole number of MiB
+    cpus: int
+    provision: bool  # DCAP: sgx.intel.com/provision and the aesmd socket
+
+    @property
+    def memory_quantity(self) -> str:
+        return f"{self.memory // MiB}Mi"
+
+    def as_dict(self) -> dict:
+        return {"epc_bytes": self.enclave_size, "jvm_reserved_bytes": self.jvm_reserved,
+                "host_process_bytes": self.host_process, "pcmd_backing_bytes": self.pcmd_backing,
+                "pod_memory_bytes": self.memory, "pod_memory": self.memory_quantity,
+                "cpus": self.cpus, "sgx_provision": self.provision}
+
+
+def pod_sizing(recipe: Recipe, plan: Plan) -> PodSizing:
+    """Memory and CPU for an enclave pod: JVM heap + off-heap ≤ enclave ≤ pod memory."""
+    # Every JVM/Flink term of the plan is memory the JVM reserves inside the enclave.
+    jvm_reserved = sum(term.value for term in plan.memory_terms
+                       if term.name.startswith(("jvm_", "flink_")))
+    if jvm_reserved > plan.enclave_size:
+        raise PlanError(f"enclave.size {plan.enclave_size_text} is smaller than the JVM's heap and "
+                        f"off-heap memory ({human(jvm_reserved)}); raise enclave.size or set it "
+                        "to auto")
+    host = HOST_PROCESS_BASE + plan.max_threads * HOST_BYTES_PER_THREAD
+    pcmd = plan.enclave_size // PCMD_FRACTION
+    memory = -(-(plan.enclave_size + pcmd + host) // MiB) * MiB
+    if plan.jvm is not None:
+        cpus = plan.jvm.cpus
+    else:
+        cpus = recipe.resources.cpus or 1
+    return PodSizing(plan.enclave_size, jvm_reserved, host, pcmd, memory, cpus,
+                     recipe.enclave.remote_attestation == "dcap")
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+def k8s_name(recipe_name: str) -> str:
+    """A DNS-1035 label (≤ 45 characters, Flink's cluster-id limit) from the recipe name."""
+    name = re.sub(r"[^a-z0-9-]", "-", recipe_name.lower())
+    if not name[:1].isalpha():
+        name = "app-" + name
+    return name[:45].rstrip("-")
+
+
+def _labels(recipe: Recipe, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": k8s_name(recipe.name),
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/managed-by": "ppml-build"}
+
+
+def _resources(sizing: PodSizing, cpus: int) -> dict:
+    # Extended resources cannot be overcommitted: requests must equal limits. Memory too, so the
+    # node reserves all the memory the enclave can push out to backing store. No CPU limit: CFS
+    # throttling stalls the JVM's GC and safepoints.
+    sgx = {SGX_EPC: str(sizing.enclave_size), SGX_ENCLAVE: "1"}
+    if sizing.provision:
+        sgx[SGX_PROVISION] = "1"
+    return {"requests": {"cpu": str(cpus), "memory": sizing.memory_quantity, **sgx},
+            "limits": {"memory": sizing.memory_quantity, **sgx}}
+
+
+def _enclave_container(recipe: Recipe, image: ImageRef, sizing: PodSizing, *, name: str,
+                       cpus: int) -> dict:
+    container: dict = {
+        "name": name,
+        "image": str(image),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["gramine-sgx", recipe.name],
+        "resources": _resources(sizing, cpus),
+    }
+    if sizing.provision:
+        container["volumeMounts"] = [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
+    return container
+
+
+def _volumes(sizing: PodSizing) -> list[dict]:
+    if not sizing.provision:
+        return []
+    # Gramine asks aesmd's quoting enclave for DCAP quotes through this socket.
+    return [{"name": "aesmd-socket", "hostPath": {"path": AESM_SOCKET, "type": "Socket"}}]
+
+
+def _pod_spec(containers: list[dict], sizing: PodSizing, **extra) -> dict:
+    spec: dict = {**extra, "containers": containers}
+    volumes = _volumes(sizing)
+    if volumes:
+        spec["volumes"] = volumes
+    return spec
+
+
+def _pod(recipe: Recipe, component: str, spec: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"labels": _labels(recipe, component)}, "spec": spec}
+
+
+def _yaml(header: list[str], document: dict) -> str:
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header)
+    return comments + yaml.safe_dump(document, sort_keys=False, default_flow_style=False,
+                                     allow_unicode=True, width=100)
+
+
+def _header(recipe: Recipe, plan: Plan, sizing: PodSizing, image: ImageRef) -> list[str]:
+    lines = [
+        f"Generated by `ppml-build k8s` from recipe {recipe.name!r} ({recipe.kind}, "
+        f"{recipe.libos.type} {recipe.libos.version}); regenerate rather than edit.",
+        f"Image: {image}",
+        f"{SGX_EPC} = enclave_size {plan.enclave_size_text} = {sizing.enclave_size} bytes; "
+        f"max_threads {plan.max_threads}.",
+        f"Pod memory {sizing.memory_quantity} = enclave {human(sizing.enclave_size)} + PCMD "
+        f"backing {human(sizing.pcmd_backing)} + untrusted host process "
+        f"{human(sizing.host_process)}"
+        + (f" (JVM heap + off-heap {human(sizing.jvm_reserved)} ≤ enclave ≤ pod memory)."
+           if sizing.jvm_reserved else "."),
+    ]
+    lines.append(f"The container runs the signed enclave: `gramine-sgx {recipe.name}` reads "
+                 f"{recipe.name}.manifest.sgx and {recipe.name}.sig")
+    lines.append("  from the image's WORKDIR. The image's entrypoint runs the same command, so "
+                 "`command` may be dropped.")
+    if sizing.provision:
+        lines.append(f"DCAP attestation: {SGX_PROVISION} and the host's aesmd socket "
+                     f"({AESM_SOCKET}).")
+    else:
+        lines.append("enclave.remote_attestation is none: no provisioning device, no aesmd.")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Spark
+
+def _spark_value(flags: dict[str, str], recipe_value: str | int | None, key: str,
+                 default: str) -> str:
+    """The value the plan sized for: spark-submit flags in app.command > resources.spark."""
+    value = flags.get(key)
+    if value is None and recipe_value is not None:
+        value = str(recipe_value)
+    return default if value is None else value
+
+
+def _spark_primary_resource(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The application file and its arguments in a spark-submit command line."""
+    index = 1
+    while index < len(argv):
+        token = argv[index]
+        if token in _SPARK_SUBMIT_FLAGS or (token.startswith("--") and "=" in token):
+            index += 1
+        elif token.startswith("-"):
+            index += 2
+        else:
+            return token, argv[index + 1:]
+    return None, []
+
+
+def _spark_mib(value: str, where: str) -> int:
+    """A Spark memory setting in MiB (Spark reads a number without a unit as MiB)."""
+    try:
+        return parse_size(value + "m" if value.strip().isdigit() else value) // MiB
+    except ValueError:
+        raise RecipeError(f"{where}: {value!r} is not a size; write e.g. 4g") from None
+
+
+def spark_conf(recipe: Recipe, image: ImageRef, sizing: PodSizing,
+               template_dir: str = "$HERE") -> dict[str, str]:
+    """The spark-submit ``--conf`` values for cluster mode with ppml-build's pod templates."""
+    flags = spark_submit_flags(recipe)
+    spark = recipe.resources.spark
+    driver_memory = _spark_value(flags, spark.driver_memory, "spark.driver.memory",
+                                 SPARK_DEFAULT_MEMORY)
+    executor_memory = _spark_value(flags, spark.executor_memory, "spark.executor.memory",
+                                   SPARK_DEFAULT_MEMORY)
+    executor_cores = _spark_value(flags, spark.executor_cores, "spark.executor.cores",
+                                  str(sizing.cpus))
+    memory_mib = sizing.memory // MiB
+    driver_mib = _spark_mib(driver_memory, "spark.driver.memory")
+    executor_mib = _spark_mib(executor_memory, "spark.executor.memory")
+    for key, mib in (("spark.driver.memory", driver_mib),
+                     ("spark.executor.memory", executor_mib)):
+        if mib * MiB > sizing.enclave_size:
+            raise PlanError(f"{key} {human(mib * MiB)} does not fit the "
+                            f"{human(sizing.enclave_size)} enclave; raise enclave.size or set it "
+                            "to auto")
+    conf: dict[str, str] = {}
+    conf["spark.kubernetes.container.image"] = str(image)
+    conf["spark.kubernetes.container.image.pullPolicy"] = "IfNotPresent"
+    conf["spark.kubernetes.driver.podTemplateFile"] = f"{template_dir}/{DRIVER_TEMPLATE}"
+    conf["spark.kubernetes.executor.podTemplateFile"] = f"{template_dir}/{EXECUTOR_TEMPLATE}"
+    conf["spark.kubernetes.driver.podTemplateContainerName"] = "spark-kubernetes-driver"
+    conf["spark.kubernetes.executor.podTemplateContainerName"] = "spark-kubernetes-executor"
+    conf["spark.driver.memory"] = driver_memory
+    conf["spark.executor.memory"] = executor_memory
+    conf["spark.driver.cores"] = str(sizing.cpus)
+    conf["spark.executor.cores"] = executor_cores
+    # Spark overwrites the templates' memory with memory + memoryOverhead; these overheads make
+    # that sum the pod memory the enclave needs.
+    conf["spark.driver.memoryOverhead"] = f"{memory_mib - driver_mib}m"
+    conf["spark.executor.memoryOverhead"] = f"{memory_mib - executor_mib}m"
+    return conf
+
+
+def _spark_submit_script(recipe: Recipe, conf: dict[str, str]) -> str:
+    resource, app_args = _spark_primary_resource(recipe.app.command)
+    lines = [
+        "#!/bin/sh",
+        f"# Generated by `ppml-build k8s` for recipe {recipe.name!r}: submit it to Kubernetes",
+        "# in cluster mode with the SGX pod templates next to this script.",
+        "#   K8S_MASTER=https://<api-server>:6443 ./spark-submit.sh",
+        "# K8S_NAMESPACE (default: default) and SPARK_SERVICE_ACCOUNT (default: spark) are",
+        "# optional. Inside the pods the enclave runs app.command as signed; arguments Spark adds",
+        "# are not seen by the enclave.",
+        "set -eu",
+        'HERE=$(cd "$(dirname "$0")" && pwd)',
+        'exec "${SPARK_HOME:-/opt/spark}/bin/spark-submit" \\',
+        '  --master "k8s://${K8S_MASTER:?set K8S_MASTER to the API server URL, '
+        'e.g. https://10.0.0.1:6443}" \\',
+        "  --deploy-mode cluster \\",
+        f"  --name {shlex.quote(k8s_name(recipe.name))} \\",
+        '  --conf "spark.kubernetes.namespace=${K8S_NAMESPACE:-default}" \\',
+        '  --conf "spark.kubernetes.authenticate.driver.serviceAccountName='
+        '${SPARK_SERVICE_ACCOUNT:-spark}" \\',
+    ]
+    for key, value in conf.items():
+        if value.startswith("$HERE/"):
+            lines.append(f'  --conf "{key}={value}" \\')  # "$HERE" expands; names are plain
+        else:
+            lines.append(f"  --conf {shlex.quote(f'{key}={value}')} \\")
+    if resource is None:
+        lines.append('  "${APP_RESOURCE:?set APP_RESOURCE to the application, '
+                     'e.g. local:///app/job.py}" "$@"')
+    else:
+        local = resource if "://" in resource else f"local://{resource}"
+        lines.append("  " + " ".join(shlex.quote(part) for part in [local, *app_args])
+                     + ' "$@"')
+    return "\n".join(lines) + "\n"
+
+
+def _render_spark(recipe: Recipe, plan: Plan, image: ImageRef, sizing: PodSizing,
+                  header: list[str], warnings: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    conf = spark_conf(recipe, image, sizing)
+    executor_cores = int(conf["spark.executor.cores"])
+    driver = _pod(recipe, "driver", _pod_spec(
+        [_enclave_container(recipe, image, sizing, name="spark-kubernetes-driver",
+                            cpus=sizing.cpus)], sizing))
+    executor = _pod(recipe, "executor", _pod_spec(
+        [_enclave_container(recipe, image, sizing, name="spark-kubernetes-executor",
+                            cpus=executor_cores)], sizing))
+    note = ["Spark pod template: spark-submit.sh points spark.kubernetes.*.podTemplateFile here.",
+            "Spark sets the memory to spark.*.memory + spark.*.memoryOverhead (= the value below)"
+            " and keeps the SGX resources."]
+    files = {
+        DRIVER_TEMPLATE: _yaml(header + [""] + note, driver),
+        EXECUTOR_TEMPLATE: _yaml(header + [""] + note, executor),
+        SPARK_SUBMIT: _spark_submit_script(recipe, conf),
+    }
+    master = spark_submit_flags(recipe).get("spark.master", "")
+    if master.startswith("local"):
+        warnings.append(f"app.command runs Spark with --master {master}, fixed in the signed "
+                        "manifest: the driver pod runs the whole job in its enclave and no "
+                        "executor pods start")
+    return files, conf
+
+
+# --------------------------------------------------------------------------------------------
+# Flink
+
+def _render_flink(recipe: Recipe, plan: Plan, image: ImageRef, sizing: PodSizing,
+                  header: list[str], warnings: list[str], flink_version: str) -> dict[str, str]:
+    flink = recipe.resources.flink
+    # Flink's memory syntax; the operator turns resource.memory into the container's memory.
+    resource = {"cpu": sizing.cpus, "memory": f"{sizing.memory // MiB}m"}
+
+    def role(component: str) -> dict:
+        template = _pod(recipe, component, _pod_spec(
+            [_enclave_container(recipe, image, sizing, name="flink-main-container",
+                                cpus=sizing.cpus)], sizing))
+        return {"resource": dict(resource), "podTemplate": template}
+
+    document = {
+        "apiVersion": "flink.apache.org/v1beta1",
+        "kind": "FlinkDeployment",
+        "metadata": {"name": k8s_name(recipe.name), "labels": _labels(recipe, "flink")},
+        "spec": {
+            "image": str(image),
+            "imagePullPolicy": "IfNotPresent",
+            "flinkVersion": flink_version,
+            "serviceAccount": "flink",
+            "flinkConfiguration": {
+                "taskmanager.memory.process.size": flink.process_size
+                or FLINK_DEFAULT_PROCESS_SIZE,
+                "taskmanager.numberOfTaskSlots": str(flink.task_slots or 1),
+            },
+            "jobManager": role("jobmanager"),
+            "taskManager": role("taskmanager"),
+        },
+    }
+    note = [
+        "Flink Kubernetes Operator (flink.apache.org/v1beta1), session cluster. resource.memory",
+        "sizes the pods for the enclave (the operator makes it the containers' memory); the",
+        "enclave was sized for the recipe's taskmanager.memory.process.size below and runs",
+        "app.command as signed. The operator starts flink-main-container through",
+        f"kubernetes.entry.path, so the image's entry path must start `gramine-sgx {recipe.name}`.",
+    ]
+    warnings.append("the Flink operator replaces flink-main-container's command with "
+                    "kubernetes.entry.path and Flink's start arguments: the image's entry path "
+                    f"must run `gramine-sgx {recipe.name}` (the enclave's argv is fixed by the "
+                    "signed manifest)")
+    return {FLINK_DEPLOYMENT: _yaml(header + [""] + note, document)}
+
+
+# --------------------------------------------------------------------------------------------
+# java / python: a plain Job
+
+def _render_job(recipe: Recipe, image: ImageRef, sizing: PodSizing,
+                header: list[str]) -> dict[str, str]:
+    template = {"metadata": {"labels": _labels(recipe, "enclave")},
+                "spec": _pod_spec([_enclave_container(recipe, image, sizing, name="enclave",
+                                                      cpus=sizing.cpus)], sizing,
+                                  restartPolicy="Never")}
+    document = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": k8s_name(recipe.name), "labels": _labels(recipe, "enclave")},
+        # A failed enclave run is a finding to look at, not something to retry blindly.
+        "spec": {"backoffLimit": 0, "template": template},
+    }
+    return {JOB: _yaml(header, document)}
+
+
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class K8sBundle:
+    """The generated files (name → text, in writing order) and the numbers behind them."""
+
+    files: dict[str, str]
+    image: str
+    sizing: PodSizing
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def mode(self, name: str) -> int:
+        return 0o755 if name in EXECUTABLE else 0o644
+
+
+def _check_flink_version(flink_version: str) -> None:
+    if not _FLINK_VERSION_RE.match(flink_version):
+        raise PpmlError(f"--flink-version {flink_version!r}: write the operator's spelling, "
+                        "e.g. v1_20 or v2_0")
+
+
+def render_k8s(recipe: Recipe, plan: Plan, image: ImageRef, *,
+               flink_version: str = DEFAULT_FLINK_VERSION) -> K8sBundle:
+    """Kubernetes files for ``recipe``'s signed image. Pure: no files, no cluster."""
+    if recipe.libos.type != "gramine":
+        raise RecipeError(f"libos.type {recipe.libos.type!r}: `ppml-build k8s` deploys Gramine "
+                          "enclaves only; use gramine")
+    _check_flink_version(flink_version)
+    sizing = pod_sizing(recipe, plan)
+    header = _header(recipe, plan, sizing, image)
+    warnings = list(plan.warnings)
+    conf: dict[str, str] = {}
+    if recipe.kind == "spark":
+        files, conf = _render_spark(recipe, plan, image, sizing, header, warnings)
+    elif recipe.kind == "flink":
+        files = _render_flink(recipe, plan, image, sizing, header, warnings, flink_version)
+    else:
+        files = _render_job(recipe, image, sizing, header)
+    return K8sBundle(files, str(image), sizing, conf, warnings)
+
+
+# --------------------------------------------------------------------------------------------
+# I/O edge
+
+def default_output_dir(recipe: Recipe) -> Path:
+    return Path("ppml-out") / recipe.name / "k8s"
+
+
+def write_k8s(recipe_path: Path, image: str, output_dir: Path | None = None, *,
+              allow_tag: bool = False, flink_version: str | None = None) -> dict:
+    """``ppml-build k8s``: render every file first, then write each atomically."""
+    from .atomic import write_text_atomic
+    from .pipeline import load_and_plan
+
+    ref = parse_image(image, allow_tag=allow_tag)
+    flink_version = flink_version or DEFAULT_FLINK_VERSION
+    _check_flink_version(flink_version)
+    recipe, plan = load_and_plan(recipe_path)
+    try:
+        bundle = render_k8s(recipe, plan, ref, flink_version=flink_version)
+    except (PlanError, RecipeError) as err:
+        raise type(err)(f"{recipe_path}: {err}") from None
+    directory = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
+    if directory.exists() and not directory.is_dir():
+        raise PpmlError(f"--output-dir {directory}: exists and is not a directory; "
+                         "choose another path")
+    written = []
+    for name, text in bundle.files.items():
+        written.append(str(write_text_atomic(directory / name, text, mode=bundle.mode(name))))
+    return {
+        "output_dir": str(directory),
+        "files": written,
+        "image": bundle.image,
+        "enclave_size": plan.enclave_size_text,
+        **bundle.sizing.as_dict(),
+        # The script finds the templates beside itself ($HERE); JSON readers get real paths.
+        "spark_conf": {key: value.replace("$HERE", str(directory.resolve()))
+                       for key, value in bundle.spark_conf.items()},
+        "warnings": bundle.warnings,
+    }
