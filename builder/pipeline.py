@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from .atomic import write_text_atomic
-from .errors import ManifestError, PpmlError
+from .errors import ManifestError, PpmlError, RecipeError
 from .hashing import FileHasher
 from .manifest import RenderedManifest, render_manifest
+from .occlum import RenderedOcclum, render_occlum
 from .plan import Plan, make_plan
 from .recipe import Recipe, check_app_files, load_recipe
 from .rootfs import DirRootFS, RootFS, RootFSError
+from .sizes import format_gramine_size
 
 
 def validate_recipe(path: Path) -> Recipe:
@@ -36,6 +40,10 @@ def trusted_files_document(rendered: RenderedManifest) -> dict:
 
 
 def render_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS, source: str) -> RenderedManifest:
+    if recipe.libos.type == "occlum":
+        # Occlum has no Gramine manifest: its configuration is Occlum.json + bom.yaml.
+        raise ManifestError(f"{source}: libos.type 'occlum' is configured by Occlum.json and "
+                            "bom.yaml (render_occlum_for_rootfs), not a Gramine manifest")
     if recipe.libos.type != "gramine":
         raise ManifestError(f"{source}: libos.type {recipe.libos.type!r} is not rendered by this "
                             "command yet; use gramine")
@@ -53,6 +61,9 @@ def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
         raise ManifestError(f"--rootfs {rootfs}: not a directory; unpack the image there first "
                             "(e.g. docker export | tar -x)")
     hasher = FileHasher(use_cache=use_cache)
+    if recipe.libos.type == "occlum":  # Occlum.json + bom.yaml: see the Occlum section below
+        return _write_occlum_config(recipe, plan, DirRootFS(rootfs, hasher), hasher,
+                                    Path(output_dir), str(recipe_path))
     rendered = render_for_rootfs(recipe, plan, DirRootFS(rootfs, hasher), str(recipe_path))
     output_dir = Path(output_dir)
     manifest_path = output_dir / f"{recipe.name}.manifest"
@@ -70,4 +81,71 @@ def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
         "max_threads": plan.max_threads,
         "libpal": rendered.libpal_path,
         "warnings": plan.warnings,
+    }
+
+
+# --- Occlum (libos.type: occlum): Occlum.json + bom.yaml (owned with builder/occlum.py) ---
+
+def render_occlum_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS,
+                             source: str) -> RenderedOcclum:
+    try:
+        return render_occlum(recipe, plan, fs)
+    except (ManifestError, RecipeError) as err:
+        raise type(err)(f"{source}: {err}") from None
+    except RootFSError as err:
+        raise ManifestError(f"{source}: image filesystem: {err}") from None
+
+
+def _write_together(files: dict[Path, bytes], mode: int = 0o644) -> None:
+    """Write every file to a temp file beside it first; rename only when all are complete."""
+    pending: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            pending.append((tmp, path))
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in pending:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise
+
+
+def _write_occlum_config(recipe: Recipe, plan: Plan, fs: RootFS, hasher: FileHasher,
+                         output_dir: Path, source: str) -> dict:
+    """``ppml-build manifest`` for Occlum: OUT/Occlum.json and OUT/bom.yaml."""
+    rendered = render_occlum_for_rootfs(recipe, plan, fs, source)
+    json_path = output_dir / "Occlum.json"
+    bom_path = output_dir / "bom.yaml"
+    try:
+        _write_together({json_path: rendered.occlum_json_text.encode("utf-8"),
+                         bom_path: rendered.bom_text.encode("utf-8")})
+    except OSError as err:
+        raise ManifestError(f"--output-dir {output_dir}: cannot write: "
+                            f"{err.strerror or err}") from None
+    sizing = rendered.sizing
+    return {
+        "libos": "occlum",
+        # The keys the Gramine summary has, where they mean something for Occlum: the
+        # configuration, and the list of files that go into the integrity-protected image.
+        "manifest": str(json_path),
+        "trusted_files_list": str(bom_path),
+        "trusted_file_count": rendered.image_file_count,
+        "trusted_bytes": rendered.image_bytes,
+        "hashed_files": hasher.hashed_files,
+        "enclave_size": format_gramine_size(sizing.enclave_size_estimate),
+        "max_threads": sizing.max_num_of_threads,
+        "user_space_size": rendered.occlum_json["resource_limits"]["user_space_size"],
+        "kernel_space_heap_size":
+            rendered.occlum_json["resource_limits"]["kernel_space_heap_size"],
+        "warnings": plan.warnings + rendered.warnings,
     }
