@@ -28,6 +28,20 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 PING_TIMEOUT = 15
 STREAM_TIMEOUT = 3600
 
+# Files the engine itself puts into every container (its "init layer"): a ``docker export``
+# shows them as empty placeholders, hiding any image content at those paths, and at run time
+# they are bind-mounted or mounted fresh. Never trusted-file material.
+ENGINE_MANAGED_PATHS = (
+    "/.dockerenv",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/mtab",
+    "/dev/console",
+    "/dev/pts",
+    "/dev/shm",
+)
+
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _STREAM_DIGEST_RE = re.compile(r"Digest: (sha256:[0-9a-f]{64})")
 
@@ -399,6 +413,7 @@ def export_image_rootfs(
 
 
 __all__ = [
+    "ENGINE_MANAGED_PATHS",
     "ImageReference",
     "PulledImage",
     "RegistryAuth",

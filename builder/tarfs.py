@@ -156,6 +156,7 @@ class TarRootFS:
             for sub in [p for p in self.entries if p.startswith(prefix)]:
                 self.entries.pop(sub, None)
                 self.files.pop(sub, None)
+                self.hardlinks.pop(sub, None)
                 self.children.pop(sub, None)
             self.children.pop(path, None)
 

@@ -47,6 +47,13 @@ def make_spark_rootfs(root: Path, *, libpal: bytes = b"\x7fELF stand-in libpal")
     os.symlink("python3.11", root / "usr/bin/python3")
     _write(root, "usr/lib/python3.11/os.py", "import abc\n")
     _write(root, "usr/lib/python3/dist-packages/site.pth", "\n")
+    # The base images' virtualenvs (pyspark / pyflink live there): bin/python3 links the system
+    # interpreter, pyvenv.cfg marks the venv.
+    for venv in ("opt/pyspark", "opt/pyflink"):
+        _write(root, f"{venv}/pyvenv.cfg", "home = /usr/bin\n")
+        (root / venv / "bin").mkdir(parents=True)
+        os.symlink("/usr/bin/python3.11", root / venv / "bin/python3")
+        _write(root, f"{venv}/lib/python3.11/site-packages/module.py", "x = 1\n")
     spark = "opt/spark-3.5.3"
     _write(root, f"{spark}/bin/spark-submit",
            '#!/usr/bin/env bash\nexec "${SPARK_HOME}"/bin/spark-class "$@"\n', 0o755)

@@ -248,7 +248,7 @@ def test_occlum_json_is_valid_for_occlum_031(rootfs, which):
     assert env["JAVA_HOME"] == JDK
     if which == "flink":
         assert env["FLINK_HOME"] == "/opt/flink"
-        assert parsed["entry_points"] == ["/usr/bin"]   # /usr/bin/python3 runs the job
+        assert parsed["entry_points"] == ["/opt/pyflink/bin"]   # the venv python runs the job
     else:
         assert env["SPARK_HOME"] == "/opt/spark"
         assert parsed["entry_points"] == ["/opt/spark/bin"]
