@@ -21,26 +21,13 @@ import docker.errors
 import requests.exceptions
 
 from .errors import ImageError
+from .rootfs import ENGINE_MANAGED_PATHS  # noqa: F401  (re-exported)
 from .tarfs import KeepPredicate, TarRootFS
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # A ping that cannot connect should fail fast; builds and pushes stream for many minutes.
 PING_TIMEOUT = 15
 STREAM_TIMEOUT = 3600
-
-# Files the engine itself puts into every container (its "init layer"): a ``docker export``
-# shows them as empty placeholders, hiding any image content at those paths, and at run time
-# they are bind-mounted or mounted fresh. Never trusted-file material.
-ENGINE_MANAGED_PATHS = (
-    "/.dockerenv",
-    "/etc/hostname",
-    "/etc/hosts",
-    "/etc/resolv.conf",
-    "/etc/mtab",
-    "/dev/console",
-    "/dev/pts",
-    "/dev/shm",
-)
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _STREAM_DIGEST_RE = re.compile(r"Digest: (sha256:[0-9a-f]{64})")

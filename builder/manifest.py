@@ -86,8 +86,8 @@ def _interpreters(fs: RootFS, program: str) -> list[str]:
     """The '#!' interpreter of a script (and the program `env` runs), so the enclave may load
     them too."""
     try:
-        head = fs.read_bytes(program)[:256]
-    except (OSError, RootFSError, KeyError):
+        head = fs.head(program)
+    except (OSError, RootFSError):
         return []
     if not head.startswith(b"#!"):
         return []
@@ -103,6 +103,10 @@ def _python_files(fs: RootFS, python: str) -> list[str]:
     entry = stat_followed(fs, python)
     if entry is not None and entry.kind == "file":
         files.append(resolve(fs, python))
+    # A virtualenv interpreter (bin/python3 next to ../pyvenv.cfg): its site-packages too.
+    venv = posixpath.dirname(posixpath.dirname(python))
+    if stat_followed(fs, posixpath.join(venv, "pyvenv.cfg")) is not None:
+        files.append(venv.rstrip("/") + "/")
     for base in ("/usr/lib", "/usr/local/lib"):
         try:
             names = sorted(fs.listdir(resolve(fs, base)))

@@ -18,6 +18,22 @@ from typing import Iterable, Literal, Protocol
 
 EntryKind = Literal["file", "dir", "symlink", "other"]
 
+# Files the engine itself puts into every container (its "init layer"): a ``docker export``
+# shows them as empty placeholders, hiding any image content at those paths, and at run time
+# they are bind-mounted or mounted fresh. Never trusted-file material.
+ENGINE_MANAGED_PATHS = (
+    "/.dockerenv",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/mtab",
+    "/dev/console",
+    "/dev/pts",
+    "/dev/shm",
+)
+
+# How much of every file's start a RootFS can show without its content: enough for '#!' lines.
+HEAD_SIZE = 256
 # Same bound as Linux's MAXSYMLINKS: a chain longer than this is treated as a loop.
 MAX_SYMLINK_HOPS = 40
 
@@ -48,6 +64,9 @@ class RootFS(Protocol):
 
     def read_bytes(self, path: str) -> bytes:
         """Content of a resolved regular file (for small files: libpal.so, scripts)."""
+
+    def head(self, path: str) -> bytes:
+        """The first HEAD_SIZE bytes of a resolved regular file (a script's '#!' line)."""
 
     def sha256_many(self, paths: Iterable[str]) -> dict[str, str]:
         """Lowercase hex SHA-256 of each resolved regular file, keyed by the given path."""
@@ -149,6 +168,10 @@ class DirRootFS:
 
     def read_bytes(self, path: str) -> bytes:
         return self.host_path(path).read_bytes()
+
+    def head(self, path: str) -> bytes:
+        with open(self.host_path(path), "rb") as handle:
+            return handle.read(HEAD_SIZE)
 
     def readable(self, path: str) -> bool:
         return os.access(self.host_path(path), os.R_OK)

@@ -18,7 +18,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator
 
-from .rootfs import Entry, EntryKind, RootFSError, normalize
+from .rootfs import HEAD_SIZE, Entry, EntryKind, RootFSError, normalize
 
 KeepPredicate = Callable[[str], bool]
 
@@ -41,6 +41,7 @@ def keep_paths(*paths: str) -> KeepPredicate:
 class _FileData:
     sha256: str
     content: bytes | None  # None: hashed but not kept
+    head: bytes = b""  # the first HEAD_SIZE bytes, always kept ('#!' lines)
 
 
 @dataclass
@@ -128,11 +129,15 @@ class TarRootFS:
         parts: list[bytes] | None = [] if kept else None
         handle = archive.extractfile(member)
         assert handle is not None  # regular files always have a data stream
+        head = b""
         while chunk := handle.read(_CHUNK):
+            if not head:
+                head = chunk[:HEAD_SIZE]
             digest.update(chunk)
             if parts is not None:
                 parts.append(chunk)
-        self.files[path] = _FileData(digest.hexdigest(), b"".join(parts) if parts is not None else None)
+        self.files[path] = _FileData(digest.hexdigest(),
+                                     b"".join(parts) if parts is not None else None, head)
         self.total_file_bytes += member.size
 
     def _add_hardlink(self, path: str, target: str, keep: KeepPredicate) -> None:
@@ -143,7 +148,7 @@ class TarRootFS:
         self.entries[path] = Entry(path, source.kind, source.size, source.mode, source.link_target)
         if target in self.files:
             data = self.files[target]
-            self.files[path] = _FileData(data.sha256, data.content)
+            self.files[path] = _FileData(data.sha256, data.content, data.head)
             self.hardlinks[path] = target
 
     def _forget(self, path: str) -> None:
@@ -183,6 +188,9 @@ class TarRootFS:
                 "the keep predicate are held in memory); add this path to keep= when exporting"
             )
         return data.content
+
+    def head(self, path: str) -> bytes:
+        return self._file(normalize(path)).head
 
     def readable(self, path: str) -> bool:
         return normalize(path) in self.entries

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import ManifestError
-from .rootfs import Entry, RootFS, RootFSError, resolve
+from .rootfs import ENGINE_MANAGED_PATHS, Entry, RootFS, RootFSError, resolve
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ def _walk_directory(fs: RootFS, directory: str) -> Iterator[str]:
     """Regular files below an already-resolved directory, in Gramine's order."""
     for name in sorted(fs.listdir(directory)):
         child = posixpath.join(directory, name)
+        if child in ENGINE_MANAGED_PATHS:
+            continue  # the container engine replaces it at run time
         entry = fs.lstat(child)
         if entry is None:
             continue
@@ -93,6 +95,10 @@ def _expand_entry(fs: RootFS, data) -> Iterator[tuple[str, str | None, str]]:
     """(uri, sha256 or None, resolved in-image path) for one manifest entry."""
     uri, sha = _parse_entry(data)
     path = uri_to_path(uri)
+    if path.rstrip("/") in ENGINE_MANAGED_PATHS:
+        raise ManifestError(f"sgx.trusted_files: {uri} is replaced by the container engine at run "
+                            "time, so no hash of it can hold; drop it (Gramine emulates "
+                            "/etc/hosts and /etc/resolv.conf itself)")
     try:
         real = resolve(fs, path)
     except RootFSError as err:

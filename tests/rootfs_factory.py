@@ -64,11 +64,11 @@ def make_spark_rootfs(root: Path, *, libpal: bytes = b"\x7fELF stand-in libpal")
     _write(root, f"{spark}/conf/spark-defaults.conf", "spark.ui.enabled false\n")
     os.symlink("../conf", root / spark / "jars/conf-link")   # symlinked dir: not descended
     os.symlink("/etc/shadow-on-host", root / spark / "jars/dangling")  # dangling inside root
-    os.symlink("../../../../../../etc/hostname", root / spark / "jars/escape")  # clamps at root
+    os.symlink("../../../../../../etc/os-release", root / spark / "jars/escape")  # clamps at root
     os.mkfifo(root / spark / "jars/a-fifo")
     os.symlink("spark-3.5.3", root / "opt/spark")
     _write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n")
-    _write(root, "etc/hostname", "image-hostname\n")
+    _write(root, "etc/os-release", "PRETTY_NAME=image\n")
     _write(root, "etc/ld.so.cache", b"cache")
     _write(root, "app/job.py", "print('job')\n")
     return root

@@ -31,7 +31,7 @@ app:
   env: {SPARK_LOCAL_IP: 127.0.0.1, FOO: "bar \\"quoted\\" \\\\ back"}
   passthrough_env: [RUN_ID]
 files:
-  trusted: [/etc/hostname]
+  trusted: [/etc/os-release]
   allowed: [/data/in/]
   encrypted: [{path: /data/enc, uri: "file:/data/enc", key_name: appkey}]
   tmpfs: [/tmp, /scratch]
@@ -91,19 +91,19 @@ def test_trusted_directory_rules(rootfs):
     assert "file:/opt/spark-3.5.3/jars/lib-00.jar" in jars
     # symlinked dirs not descended, dangling links and fifos skipped
     assert not any("conf-link" in u or "dangling" in u or "a-fifo" in u for u in uris)
-    # a '../..' link clamps at the image root: it names the image's /etc/hostname
+    # a '../..' link clamps at the image root: it names the image's /etc/os-release
     assert "file:/opt/spark-3.5.3/jars/escape" in jars
     # the JDK's conf/ (symlink to /etc) is trusted through its own /etc entry
     assert "file:/etc/java-17-openjdk/security/java.security" in uris
     # the entrypoint is a '#!/usr/bin/env bash' script: env and bash are trusted too
     assert {"file:/usr/bin/env", "file:/usr/bin/bash"} <= set(uris)
-    assert "file:/app/job.py" in uris and "file:/etc/hostname" in uris
+    assert "file:/app/job.py" in uris and "file:/etc/os-release" in uris
 
 
 def test_escaping_symlink_is_hashed_inside_the_root(rootfs):
     entries = tomllib.loads(render(rootfs).text)["sgx"]["trusted_files"]
     escape = next(e for e in entries if e["uri"].endswith("/jars/escape"))
-    assert escape["sha256"] == hashlib.sha256(b"image-hostname\n").hexdigest()
+    assert escape["sha256"] == hashlib.sha256(b"PRETTY_NAME=image\n").hexdigest()
 
 
 def test_manifest_keys_and_values(rootfs):
@@ -153,9 +153,9 @@ def test_missing_entrypoint_and_missing_trusted_file(rootfs):
     with pytest.raises(ManifestError, match=r"app.command\[0\]: 'nosuch' is not an executable"):
         render(rootfs, RECIPE.replace("[spark-submit,", "[nosuch,"))
     with pytest.raises(ManifestError, match="/etc/missing: no such file"):
-        render(rootfs, RECIPE.replace("trusted: [/etc/hostname]", "trusted: [/etc/missing]"))
+        render(rootfs, RECIPE.replace("trusted: [/etc/os-release]", "trusted: [/etc/missing]"))
     with pytest.raises(ManifestError, match="is a directory; write it with a trailing '/'"):
-        render(rootfs, RECIPE.replace("trusted: [/etc/hostname]", "trusted: [/etc]"))
+        render(rootfs, RECIPE.replace("trusted: [/etc/os-release]", "trusted: [/etc]"))
 
 
 def test_missing_gramine_install(rootfs):
@@ -205,7 +205,7 @@ def test_manifest_command_bad_input_writes_nothing(rootfs, tmp_path, capsys):
     recipe_dir = tmp_path / "recipe"
     recipe_dir.mkdir()
     (recipe_dir / "job.py").write_text("print('job')\n")
-    (recipe_dir / "recipe.yaml").write_text(RECIPE.replace("[/etc/hostname]", "[/nope]"))
+    (recipe_dir / "recipe.yaml").write_text(RECIPE.replace("[/etc/os-release]", "[/nope]"))
     out = tmp_path / "out"
     assert main(["manifest", str(recipe_dir / "recipe.yaml"), "--rootfs", str(rootfs),
                  "--output-dir", str(out)]) == 2
@@ -214,3 +214,13 @@ def test_manifest_command_bad_input_writes_nothing(rootfs, tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
     assert main(["manifest", str(recipe_dir / "recipe.yaml"), "--rootfs",
                  str(tmp_path / "none"), "--output-dir", str(out)]) == 2
+
+
+def test_engine_managed_files_are_never_trusted(rootfs):
+    (rootfs / "etc/hostname").write_text("placeholder\n")
+    with pytest.raises(ManifestError, match="replaced by the container engine"):
+        render(rootfs, RECIPE.replace("trusted: [/etc/os-release]", "trusted: [/etc/hostname]"))
+    manifest = tomllib.loads(render(rootfs, RECIPE.replace("trusted: [/etc/os-release]",
+                                                             "trusted: [/etc/]")).text)
+    uris = {e["uri"] for e in manifest["sgx"]["trusted_files"]}
+    assert "file:/etc/passwd" in uris and "file:/etc/hostname" not in uris

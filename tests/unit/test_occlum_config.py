@@ -40,7 +40,7 @@ app:
   passthrough_env: [RUN_ID, AWS_REGION]
 enclave: {isv_prod_id: 7, isv_svn: 3}
 files:
-  trusted: [/etc/hostname]
+  trusted: [/etc/os-release]
   allowed: [/data/in/]
   encrypted: [{path: /data/enc, uri: "file:/srv/enc"}]
   tmpfs: [/tmp, /scratch]
@@ -435,7 +435,7 @@ def test_bom_copies_the_jdk_the_distribution_and_pinned_app_files(rootfs):
     files = copied_files(bom)
     job = (rootfs / "app/job.py").read_bytes()
     assert files["/app/job.py"] == hashlib.sha256(job).hexdigest().upper()
-    assert files["/etc/hostname"] == hashlib.sha256(b"image-hostname\n").hexdigest().upper()
+    assert files["/etc/os-release"] == hashlib.sha256(b"PRETTY_NAME=image\n").hexdigest().upper()
     assert "/opt/occlum/glibc/lib/libnss_files.so.2" in files
     # PySpark: the interpreter (a link to the real binary, recreated) and its stdlib.
     assert targets["/usr/bin"]["createlinks"] == [{"src": "python3.11", "linkname": "python3"}]

@@ -1,0 +1,348 @@
+"""``ppml-build build``: recipe → signed enclave image + measurement record, in one command.
+
+    pull base (digest pinned) → build app layer (Docker SDK) → export it as one tar stream
+    → hash trusted files, render the manifest → measure + sign natively → final image
+    (app + manifest + .sig + labels) → record (+ policies) → optional push
+
+The signing key is read on the host only: it is never in a build context, a layer, the image
+history, a log line or the record. Build contexts hold just the app files and, for the final
+image, the manifest and SIGSTRUCT (both public).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .atomic import write_bytes_atomic, write_text_atomic
+from .engine import (ImageReference, connect, export_image_rootfs, load_registry_auth,
+                     pull_image, push_image)
+from .hashing import FileHasher
+from .image_index import cached_image_rootfs
+from .overlay import OverlayRootFS
+from .errors import ImageError, ManifestError, PpmlError, RecipeError
+from .imagebuild import build_image
+from .manifest import RenderedManifest
+from .pipeline import load_and_plan, render_for_rootfs, trusted_files_document
+from .plan import Plan
+from .recipe import Recipe, check_app_files
+from .rootfs import RootFSError, resolve
+from .signing import load_signing_key, read_passphrase, sign_summary, tbs_sigstruct
+from .sign import keys
+from .sign.elf import read_pal_image
+from .sign.sigstruct import parse_date
+from .trusted import trusted_list_digest
+from .versions import gramine_version
+
+RECORD_SCHEMA = "ppml-build/measurement/v1"
+IN_IMAGE_DIR = "/ppml"  # where the final image keeps APP.manifest.sgx and APP.sig
+
+
+@dataclass
+class BuildOptions:
+    recipe: Path
+    key: Path
+    output_dir: Path | None = None
+    tag: str | None = None
+    registry_auth: Path | None = None
+    push: bool = False
+    ca_bundle: Path | None = None
+    date: str = "today"
+    passphrase_file: Path | None = None
+    allow_sample_key: bool = False
+    policies: list[str] = field(default_factory=list)
+    no_cache: bool = False
+
+
+@dataclass
+class BuildResult:
+    record: dict
+    record_path: Path
+    output_dir: Path
+    image: str
+    timings: dict[str, float]
+    policy_files: list[Path]
+
+
+Say = Callable[[str], None]
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def step(self, name: str):
+        timer = self
+
+        class _Step:
+            def __enter__(self_inner):
+                self_inner.start = time.perf_counter()
+
+            def __exit__(self_inner, *exc):
+                timer.timings[name] = timer.timings.get(name, 0.0) + \
+                    time.perf_counter() - self_inner.start
+
+        return _Step()
+
+
+# --- pure pieces ------------------------------------------------------------------------------
+
+def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str) -> str:
+    """The app layer: the recipe's files on the base, plus its workdir and (public) env."""
+    env = {**recipe.app.env, **plan.extra_env}
+    lines = [f"FROM {base_ref}"]
+    if recipe.app.files:
+        lines.append("COPY rootfs/ /")
+    lines.append(f"WORKDIR {recipe.app.workdir}")
+    for name in sorted(env):
+        lines.append(f"ENV {name}={json.dumps(env[name])}")
+    return "\n".join(lines) + "\n"
+
+
+def final_dockerfile(recipe: Recipe, app_image_id: str) -> str:
+    """App image + manifest + SIGSTRUCT; labels are passed to the build (one step, no layer)."""
+    name = recipe.name
+    lines = [f"FROM {app_image_id}",
+             f"COPY {name}.manifest {name}.manifest.sgx {name}.sig {IN_IMAGE_DIR}/"]
+    # gramine-sgx finds APP.manifest.sgx and APP.sig from the path it is given.
+    lines.append(f'ENTRYPOINT ["gramine-sgx", "{IN_IMAGE_DIR}/{name}"]')
+    lines.append("CMD []")
+    return "\n".join(lines) + "\n"
+
+
+def image_labels(recipe: Recipe, summary: dict, base_digest: str, created: str) -> dict[str, str]:
+    return {
+        "org.opencontainers.image.title": recipe.name,
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.base.name": recipe.base.image,
+        "org.opencontainers.image.base.digest": base_digest,
+        "org.opencontainers.image.vendor": "ppml-build",
+        "org.opencontainers.image.version": f"mrenclave-{summary['mrenclave'][:12]}",
+        "ppml.mrenclave": summary["mrenclave"],
+        "ppml.mrsigner": summary["mrsigner"],
+        "ppml.isv_prod_id": str(summary["isv_prod_id"]),
+        "ppml.isv_svn": str(summary["isv_svn"]),
+        "ppml.debug": "true" if summary["debug"] else "false",
+        "ppml.libos": f"{recipe.libos.type} {recipe.libos.version}",
+        "ppml.base.digest": base_digest,
+    }
+
+
+def measurement_record(*, recipe: Recipe, plan: Plan, summary: dict, image: str, image_id: str,
+                       pushed_digest: str | None, base_digest: str,
+                       rendered: RenderedManifest) -> dict:
+    """The versioned record: what was measured, from what, by which tool."""
+    return {
+        "schema": RECORD_SCHEMA,
+        "name": recipe.name,
+        "image": {"reference": image, "id": image_id, "digest": pushed_digest},
+        "base": {"reference": recipe.base.image, "digest": base_digest},
+        "libos": {"type": recipe.libos.type, "version": recipe.libos.version},
+        "mrenclave": summary["mrenclave"],
+        "mrsigner": summary["mrsigner"],
+        "isv_prod_id": summary["isv_prod_id"],
+        "isv_svn": summary["isv_svn"],
+        "debug": summary["debug"],
+        "attributes": summary["attributes"],
+        "misc_select": summary["misc_select"],
+        "enclave_size": plan.enclave_size_text,
+        "max_threads": plan.max_threads,
+        "edmm": recipe.enclave.edmm,
+        "manifest_sha256": hashlib.sha256(rendered.data).hexdigest(),
+        "trusted_files": {"count": len(rendered.trusted_files),
+                          "digest": trusted_list_digest(rendered.trusted_files)},
+        "tool": {"name": "ppml-build", "version": __version__},
+        "date": summary["date"],
+    }
+
+
+# --- the I/O edge -----------------------------------------------------------------------------
+
+def _stage_app_files(recipe: Recipe, recipe_dir: Path, context: Path, source: str) -> None:
+    """Copy app.files into context/rootfs/<dest>, resolved and checked (never a key file)."""
+    root = context / "rootfs"
+    for host, dest in check_app_files(recipe, recipe_dir, source):
+        target = root / dest.lstrip("/")
+        if host.is_dir():
+            shutil.copytree(host, target, symlinks=False, dirs_exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(host, target)
+            mode = os.stat(host).st_mode
+            os.chmod(target, 0o755 if mode & stat.S_IXUSR else 0o644)
+
+
+def app_rootfs(client, base_image_id: str, recipe: Recipe, staged: Path, *,
+               use_cache: bool = True, say: Say = lambda line: None) -> OverlayRootFS:
+    """The app image's filesystem: the base's cached index plus the app layer we built.
+
+    The base is exported once per image id (content-addressed, so the index cannot go stale);
+    the LibOS files are kept whole because we measure libpal.so.
+    """
+    def export(keep):
+        say("indexing the base image's filesystem (one export stream, cached by image id)")
+        return export_image_rootfs(client, base_image_id, keep=keep)
+
+    base_fs, cached = cached_image_rootfs(base_image_id, export, (recipe.libos.prefix,),
+                                          use_cache=use_cache)
+    if cached:
+        say("base image index: reused from the cache")
+    fs = OverlayRootFS(base_fs, FileHasher(use_cache=use_cache))
+    try:
+        if staged.is_dir():
+            fs.add_tree("/", staged)
+        fs.add_dir(recipe.app.workdir)
+    except RootFSError as err:
+        raise RecipeError(f"{recipe.name}: app.files: {err}") from None
+    return fs
+
+
+def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
+    timer = _Timer()
+    source = str(options.recipe)
+    with timer.step("plan"):
+        recipe, plan = load_and_plan(options.recipe)
+    if recipe.libos.type != "gramine":
+        raise RecipeError(f"{source}: libos.type {recipe.libos.type!r}: `build` handles gramine "
+                          "recipes; Occlum images are built with Occlum's own tools")
+    recipe_dir = options.recipe.resolve().parent
+    output_dir = (options.output_dir or Path("ppml-out") / recipe.name).resolve()
+    image = options.tag or f"ppml/{recipe.name}:latest"
+    ImageReference.parse(image)
+    date_bcd = parse_date(options.date)
+
+    # The key first: a refused key must fail before minutes of Docker work.
+    passphrase = read_passphrase(options.passphrase_file)
+    private_key = load_signing_key(options.key, passphrase,
+                                   allow_sample_key=options.allow_sample_key)
+    key_refusals = _key_fingerprints(options.key)
+
+    client = connect()
+    auth = None
+    if options.registry_auth is not None:
+        auth = load_registry_auth(options.registry_auth,
+                                  ImageReference.parse(recipe.base.image).registry)
+
+    with timer.step("pull"):
+        say(f"pulling {recipe.base.image}")
+        pulled = pull_image(client, recipe.base.image, auth=auth,
+                            expected_digest=recipe.base.digest)
+    base_ref = f"{ImageReference.parse(recipe.base.image).repository}@{pulled.repo_digest}"
+    say(f"base {base_ref}")
+
+    with tempfile.TemporaryDirectory(prefix="ppml-app-") as scratch:
+        context = Path(scratch)
+        _stage_app_files(recipe, recipe_dir, context, source)
+        _refuse_key_in_context(context, key_refusals, source)
+        (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref))
+        with timer.step("docker_build_app"):
+            say("building the app layer")
+            app_image_id = build_image(client, context, tag=None, labels={
+                "ppml.stage": "app", "ppml.recipe": recipe.name}, say=say,
+                nocache=options.no_cache)
+        with timer.step("export_hash"):
+            fs = app_rootfs(client, pulled.image_id, recipe, context / "rootfs",
+                            use_cache=not options.no_cache, say=say)
+        with timer.step("manifest"):
+            rendered = render_for_rootfs(recipe, plan, fs, source)
+
+    version = gramine_version(recipe.libos.version)
+    libpal_path = recipe.libos.prefix + version.libpal
+    with timer.step("measure_sign"):
+        try:
+            pal_bytes = fs.read_bytes(resolve(fs, libpal_path))
+        except (OSError, KeyError, ValueError) as err:
+            raise ManifestError(f"{source}: libos.prefix: no {libpal_path} in the image "
+                                f"({err}); is Gramine installed there?") from None
+        pal = read_pal_image(pal_bytes, name=libpal_path)
+        unsigned = tbs_sigstruct(rendered.data, pal, date_bcd, source=f"{recipe.name}.manifest")
+        signed = keys.sign_sigstruct(unsigned, private_key, source=str(options.key))
+        sig_bytes = signed.to_bytes()
+        summary = sign_summary(signed)
+    say(f"MRENCLAVE {summary['mrenclave']}")
+
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    labels = image_labels(recipe, summary, pulled.repo_digest, created)
+    with tempfile.TemporaryDirectory(prefix="ppml-final-") as scratch:
+        context = Path(scratch)
+        (context / f"{recipe.name}.manifest").write_bytes(rendered.data)
+        (context / f"{recipe.name}.manifest.sgx").write_bytes(rendered.data)
+        (context / f"{recipe.name}.sig").write_bytes(sig_bytes)
+        (context / "Dockerfile").write_text(final_dockerfile(recipe, app_image_id))
+        _refuse_key_in_context(context, key_refusals, source)
+        with timer.step("docker_build_final"):
+            say("building the final image")
+            image_id = build_image(client, context, tag=image, labels=labels, say=say,
+                                   nocache=options.no_cache)
+
+    pushed_digest = None
+    if options.push:
+        with timer.step("push"):
+            say(f"pushing {image}")
+            pushed_digest = push_image(client, image, auth=auth)
+
+    with timer.step("record"):
+        record = measurement_record(recipe=recipe, plan=plan, summary=summary, image=image,
+                                    image_id=image_id, pushed_digest=pushed_digest,
+                                    base_digest=pulled.repo_digest, rendered=rendered)
+        policy_files = _write_outputs(output_dir, recipe, rendered, sig_bytes, record,
+                                      options.policies, source)
+    return BuildResult(record, output_dir / "measurement.json", output_dir, image,
+                       timer.timings, policy_files)
+
+
+def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedManifest,
+                   sig_bytes: bytes, record: dict, policies: list[str],
+                   source: str) -> list[Path]:
+    """Manifest, .sig, trusted-file list, policies, then the record last: a build interrupted
+    before the end leaves no record."""
+    rendered_policies: list[tuple[dict[str, str], Any]] = []
+    if policies:
+        from .policy import render
+
+        for fmt in policies:
+            result = render(record, fmt, source=source)
+            rendered_policies.append((result.files, result))
+    name = recipe.name
+    write_bytes_atomic(output_dir / f"{name}.manifest.sgx", rendered.data)
+    write_bytes_atomic(output_dir / f"{name}.sig", sig_bytes)
+    write_text_atomic(output_dir / "trusted-files.json",
+                      json.dumps(trusted_files_document(rendered), indent=2) + "\n")
+    written: list[Path] = []
+    if rendered_policies:
+        from .policy import write_policy_files
+
+        for files, _ in rendered_policies:
+            written += write_policy_files(files, output_dir)
+    write_text_atomic(output_dir / "measurement.json", json.dumps(record, indent=2) + "\n")
+    return written
+
+
+def _key_fingerprints(key_path: Path) -> list[bytes]:
+    """Byte strings that must never appear in a build context: the key file and its PEM body."""
+    data = key_path.read_bytes()
+    body = b"".join(line for line in data.splitlines() if line and not line.startswith(b"-----"))
+    return [data.strip(), body[:64]] if body else [data.strip()]
+
+
+def _refuse_key_in_context(context: Path, needles: list[bytes], source: str) -> None:
+    for path in context.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if any(needle and needle in data for needle in needles):
+                raise RecipeError(f"{source}: {path.relative_to(context)} contains the signing "
+                                  "key; never ship the key in app.files")
+
+
+__all__ = ["BuildOptions", "BuildResult", "build", "app_dockerfile", "final_dockerfile",
+           "image_labels", "measurement_record"]

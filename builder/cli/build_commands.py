@@ -1,0 +1,70 @@
+"""CLI command: build (recipe → signed enclave image + measurement record)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import app
+
+
+@app.command()
+def build(
+    recipe: Annotated[Path, typer.Argument(help="The app recipe (YAML).", show_default=False)],
+    key: Annotated[Path, typer.Option(help="PEM signing key (RSA-3072, e=3); it stays on this "
+                                            "machine, never in the image or the logs.")],
+    output_dir: Annotated[Optional[Path], typer.Option(
+        help="Where the record, trusted-file list, manifest, .sig and policies go "
+             "[default: ./ppml-out/<recipe name>/].")] = None,
+    tag: Annotated[Optional[str], typer.Option(
+        help="Name of the final image [default: ppml/<recipe name>:latest].")] = None,
+    registry_auth: Annotated[Optional[Path], typer.Option(
+        help="Registry credentials file (Docker config.json or {username, password}); "
+             "default: the Docker config.")] = None,
+    push: Annotated[bool, typer.Option(help="Push the final image and record its digest.")] =
+    False,
+    ca_bundle: Annotated[Optional[Path], typer.Option(
+        help="CA bundle for build steps behind a TLS-inspecting proxy.")] = None,
+    date: Annotated[str, typer.Option(help="SIGSTRUCT date YYYY-MM-DD, for reproducible "
+                                           ".sig files [default: today].")] = "today",
+    passphrase_file: Annotated[Optional[Path], typer.Option(
+        help="File holding the key's passphrase (or set PPML_KEY_PASSPHRASE).")] = None,
+    policy: Annotated[Optional[list[str]], typer.Option(
+        help="Also write this attestation policy next to the record (repeatable): "
+             "gramine-ratls, ehsm, bigdl, marblerun, maa, ita, trustee.")] = None,
+    insecure_sample_key: Annotated[bool, typer.Option(
+        "--insecure-sample-key", help="Accept the public Intel SDK sample key (tests only).")] =
+    False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse Docker's build "
+                                                              "cache.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Build a signed Gramine enclave image from a recipe, measure it natively and record
+    MRENCLAVE (measurement.json + image labels)."""
+    from ..build import BuildOptions, build as run_build
+    from ..progress import reporter_for
+
+    options = BuildOptions(recipe=recipe, key=key, output_dir=output_dir, tag=tag,
+                           registry_auth=registry_auth, push=push, ca_bundle=ca_bundle, date=date,
+                           passphrase_file=passphrase_file, allow_sample_key=insecure_sample_key,
+                           policies=list(policy or []), no_cache=no_cache)
+    with reporter_for(sys.stderr) as say:
+        result = run_build(options, say=say)
+    record = result.record
+    if json_out:
+        print(json.dumps({"image": result.image, "record": str(result.record_path),
+                          "policies": [str(p) for p in result.policy_files],
+                          "mrenclave": record["mrenclave"], "mrsigner": record["mrsigner"],
+                          "timings": {k: round(v, 3) for k, v in result.timings.items()}},
+                         indent=2))
+        return
+    print(f"image:     {result.image}")
+    print(f"MRENCLAVE: {record['mrenclave']}")
+    print(f"MRSIGNER:  {record['mrsigner']}")
+    print(f"record:    {result.record_path}")
+    for path in result.policy_files:
+        print(f"policy:    {path}")
