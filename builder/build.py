@@ -72,6 +72,7 @@ class BuildResult:
     image: str
     timings: dict[str, float]
     policy_files: list[Path]
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 Say = Callable[[str], None]
@@ -168,10 +169,12 @@ def measurement_record(*, recipe: Recipe, plan: Plan, summary: dict, image: str,
 
 # --- the I/O edge -----------------------------------------------------------------------------
 
-def _stage_app_files(recipe: Recipe, recipe_dir: Path, context: Path, source: str) -> None:
-    """Copy app.files into context/rootfs/<dest>, resolved and checked (never a key file)."""
+def _stage_app_files(recipe: Recipe, recipe_dir: Path, context: Path,
+                     source: str) -> list[tuple[Path, str]]:
+    """Copy app.files into context/rootfs/<dest>; returns the (host source, dest) pairs."""
     root = context / "rootfs"
-    for host, dest in check_app_files(recipe, recipe_dir, source):
+    pairs = check_app_files(recipe, recipe_dir, source)
+    for host, dest in pairs:
         target = root / dest.lstrip("/")
         if host.is_dir():
             shutil.copytree(host, target, symlinks=False, dirs_exist_ok=True)
@@ -180,10 +183,12 @@ def _stage_app_files(recipe: Recipe, recipe_dir: Path, context: Path, source: st
             shutil.copyfile(host, target)
             mode = os.stat(host).st_mode
             os.chmod(target, 0o755 if mode & stat.S_IXUSR else 0o644)
+    return pairs
 
 
-def app_rootfs(client, base_image_id: str, recipe: Recipe, staged: Path, *,
-               use_cache: bool = True, say: Say = lambda line: None) -> OverlayRootFS:
+def app_rootfs(client, base_image_id: str, recipe: Recipe, app_files: list[tuple[Path, str]], *,
+               use_cache: bool = True, say: Say = lambda line: None,
+               stats: dict | None = None) -> OverlayRootFS:
     """The app image's filesystem: the base's cached index plus the app layer we built.
 
     The base is exported once per image id (content-addressed, so the index cannot go stale);
@@ -197,10 +202,18 @@ def app_rootfs(client, base_image_id: str, recipe: Recipe, staged: Path, *,
                                           use_cache=use_cache)
     if cached:
         say("base image index: reused from the cache")
+    if stats is not None:
+        stats["base_index_cached"] = cached
+        stats["base_files"] = len(base_fs.files)
     fs = OverlayRootFS(base_fs, FileHasher(use_cache=use_cache))
     try:
-        if staged.is_dir():
-            fs.add_tree("/", staged)
+        # Hashed at their source in the recipe directory, so the hash cache recognises an
+        # unchanged file from one build to the next (the staged copies are new every time).
+        for host, dest in app_files:
+            if host.is_dir():
+                fs.add_tree(dest, host)
+            else:
+                fs.add_file(dest, host)
         fs.add_dir(recipe.app.workdir)
     except RootFSError as err:
         raise RecipeError(f"{recipe.name}: app.files: {err}") from None
@@ -209,6 +222,7 @@ def app_rootfs(client, base_image_id: str, recipe: Recipe, staged: Path, *,
 
 def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     timer = _Timer()
+    stats: dict[str, Any] = {}
     source = str(options.recipe)
     with timer.step("plan"):
         recipe, plan = load_and_plan(options.recipe)
@@ -242,7 +256,7 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
 
     with tempfile.TemporaryDirectory(prefix="ppml-app-") as scratch:
         context = Path(scratch)
-        _stage_app_files(recipe, recipe_dir, context, source)
+        app_files = _stage_app_files(recipe, recipe_dir, context, source)
         _refuse_key_in_context(context, key_refusals, source)
         (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref))
         with timer.step("docker_build_app"):
@@ -251,10 +265,12 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
                 "ppml.stage": "app", "ppml.recipe": recipe.name}, say=say,
                 nocache=options.no_cache)
         with timer.step("export_hash"):
-            fs = app_rootfs(client, pulled.image_id, recipe, context / "rootfs",
-                            use_cache=not options.no_cache, say=say)
+            fs = app_rootfs(client, pulled.image_id, recipe, app_files,
+                            use_cache=not options.no_cache, say=say, stats=stats)
         with timer.step("manifest"):
             rendered = render_for_rootfs(recipe, plan, fs, source)
+        stats["app_files_hashed"] = fs.hasher.hashed_files
+        stats["trusted_files"] = len(rendered.trusted_files)
 
     version = gramine_version(recipe.libos.version)
     libpal_path = recipe.libos.prefix + version.libpal
@@ -298,7 +314,7 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
         policy_files = _write_outputs(output_dir, recipe, rendered, sig_bytes, record,
                                       options.policies, source)
     return BuildResult(record, output_dir / "measurement.json", output_dir, image,
-                       timer.timings, policy_files)
+                       timer.timings, policy_files, stats)
 
 
 def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedManifest,

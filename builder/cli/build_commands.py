@@ -59,7 +59,8 @@ def build(
         print(json.dumps({"image": result.image, "record": str(result.record_path),
                           "policies": [str(p) for p in result.policy_files],
                           "mrenclave": record["mrenclave"], "mrsigner": record["mrsigner"],
-                          "timings": {k: round(v, 3) for k, v in result.timings.items()}},
+                          "timings": {k: round(v, 3) for k, v in result.timings.items()},
+                          "stats": result.stats},
                          indent=2))
         return
     print(f"image:     {result.image}")
@@ -68,3 +69,24 @@ def build(
     print(f"record:    {result.record_path}")
     for path in result.policy_files:
         print(f"policy:    {path}")
+
+
+@app.command("run-native")
+def run_native_command(
+    recipe: Annotated[Path, typer.Argument(help="The app recipe the image was built from.")],
+    image: Annotated[Optional[str], typer.Option(
+        help="The built image [default: ppml/<recipe name>:latest].")] = None,
+    network: Annotated[str, typer.Option(help="none or host (never the default bridge).")] =
+    "none",
+) -> None:
+    """Run the recipe's command natively in the built image, without an enclave (a smoke test
+    that needs no SGX machine). Prints the job's output; exits with its exit code."""
+    from ..engine import connect
+    from ..native import run_native
+    from ..pipeline import validate_recipe
+
+    parsed = validate_recipe(recipe)
+    result = run_native(connect(), image or f"ppml/{parsed.name}:latest", parsed, network=network)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    raise typer.Exit(result.exit_code)

@@ -1,0 +1,309 @@
+"""`ppml-build build` end to end: real engine, real registry with auth, real Spark and Flink.
+
+The base images carry the STAND-IN Gramine (tests/standin: a small C-built libpal.so); the tool
+measures whatever libpal.so the base image holds, exactly as it would the real one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from ppml_build import bootstrap, build as build_module, engine
+from ppml_build.cli import main
+from ppml_build.native import run_native
+from ppml_build.recipe import load_recipe
+from ppml_build.sign.elf import read_pal_image
+from ppml_build.sign.measure import measure_manifest
+from ppml_build.sign.sigstruct import Sigstruct, verify_q1_q2, verify_signature
+from ppml_build.tarfs import keep_paths
+
+pytestmark = pytest.mark.docker
+
+PROJECT = Path(__file__).resolve().parents[2]
+SPARK_RECIPE = PROJECT / "recipes/spark/pyspark-sql-agg"
+FLINK_RECIPE = PROJECT / "recipes/flink/pyflink-table"
+LIBPAL = "/usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Our hash and image-index caches in a temp dir, not the developer's home."""
+    old = os.environ.get("PPML_BUILD_CACHE_DIR")
+    os.environ["PPML_BUILD_CACHE_DIR"] = str(tmp_path_factory.mktemp("ppml-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PPML_BUILD_CACHE_DIR", None)
+    else:
+        os.environ["PPML_BUILD_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def pushed_bases(docker_client, registry, debian_base):
+    """The Spark and Flink stand-in-Gramine bases, pushed to the auth registry."""
+    options = bootstrap.BootstrapOptions(
+        only=("spark-standin", "flink-standin"),
+        ca_bundle=(bootstrap.default_ca_bundle() or (None,))[0])
+    results = {r.name: r for r in bootstrap.bootstrap_bases(docker_client, options)}
+    pushed = {}
+    for name, result in results.items():
+        local = result.reference
+        remote = f"{registry.address}/{local.split('/', 1)[1] if '/' in local else local}"
+        docker_client.images.get(local).tag(remote)
+        digest = engine.push_image(docker_client, remote, auth=registry.auth)
+        pushed[name.replace("-standin", "")] = (remote, digest)
+    return pushed
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("key") / "enclave-key.pem"
+    assert main(["keygen", "--output", str(path)]) == 0
+    return path
+
+
+def copy_recipe(source: Path, target: Path, base_image: str, digest: str | None = None) -> Path:
+    shutil.copytree(source, target)
+    recipe = target / "recipe.yaml"
+    text = re.sub(r"(?m)^  image: .*$", f"  image: {base_image}", recipe.read_text())
+    if digest:
+        text = text.replace(f"  image: {base_image}", f"  image: {base_image}\n  digest: {digest}")
+    recipe.write_text(text)
+    return recipe
+
+
+def build_cli(recipe: Path, key: Path, registry, out: Path, capsys, *extra: str) -> dict:
+    capsys.readouterr()
+    code = main(["build", str(recipe), "--key", str(key), "--registry-auth",
+                 str(registry.auth_file), "--output-dir", str(out), "--date", "2026-11-01",
+                 "--json", *extra])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out) | {"_stderr": captured.err}
+
+
+def file_from_image(client, image: str, path: str) -> bytes:
+    container = client.containers.create(image, entrypoint=["/nonexistent"], network_mode="none")
+    try:
+        chunks, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+            member = archive.next()
+            return archive.extractfile(member).read()
+    finally:
+        container.remove(force=True)
+
+
+def expected_spark_lines() -> list[str]:
+    regions = ["north", "south", "east", "west"]
+    totals: dict[str, list[int]] = {r: [0, 0] for r in regions}
+    for i in range(1, 1001):
+        region = regions[i % 4]
+        totals[region][0] += 1
+        totals[region][1] += ((i % 7) + 1) * 10 * ((i % 5) + 1)
+    return [f"RESULT {r} orders={n} revenue={rev}" for r, (n, rev) in sorted(totals.items())]
+
+
+@pytest.fixture(scope="module")
+def spark_build(pushed_bases, key, registry, tmp_path_factory):
+    """One Spark build shared by several tests (through the Python API; the CLI is used below)."""
+    remote, _ = pushed_bases["spark"]
+    work = tmp_path_factory.mktemp("spark")
+    recipe = copy_recipe(SPARK_RECIPE, work / "recipe", remote)
+    out = work / "out"
+    result = build_module.build(build_module.BuildOptions(
+        recipe=recipe, key=key, output_dir=out, tag="ppml-test/pyspark-sql-agg:it",
+        registry_auth=registry.auth_file, date="2026-11-01", policies=["gramine-ratls"]))
+    summary = {"mrenclave": result.record["mrenclave"], "mrsigner": result.record["mrsigner"]}
+    return {"recipe": recipe, "out": out, "summary": summary, "work": work}
+
+
+def test_spark_record_labels_and_sigstruct_agree(spark_build, docker_client):
+    out = spark_build["out"]
+    record = json.loads((out / "measurement.json").read_text())
+    summary = spark_build["summary"]
+    assert record["schema"] == "ppml-build/measurement/v1"
+    assert record["mrenclave"] == summary["mrenclave"] and len(record["mrenclave"]) == 64
+    assert record["libos"] == {"type": "gramine", "version": "1.9"}
+    assert record["debug"] is False and record["isv_prod_id"] == 1
+    assert record["base"]["digest"].startswith("sha256:")
+    listing = json.loads((out / "trusted-files.json").read_text())["files"]
+    assert record["trusted_files"]["count"] == len(listing) > 100
+
+    image = docker_client.images.get("ppml-test/pyspark-sql-agg:it")
+    labels = image.labels
+    assert labels["ppml.mrenclave"] == record["mrenclave"]
+    assert labels["ppml.mrsigner"] == record["mrsigner"]
+    assert labels["ppml.isv_prod_id"] == "1" and labels["ppml.debug"] == "false"
+    assert labels["ppml.base.digest"] == record["base"]["digest"]
+    assert labels["org.opencontainers.image.title"] == "pyspark-sql-agg"
+
+    # The .sig inside the image verifies and names the recorded MRENCLAVE/MRSIGNER.
+    sig_bytes = file_from_image(docker_client, image.id, "/ppml/pyspark-sql-agg.sig")
+    sig = Sigstruct.from_bytes(sig_bytes)
+    assert verify_signature(sig) and verify_q1_q2(sig)
+    assert sig.mrenclave.hex() == record["mrenclave"] and sig.mrsigner.hex() == record["mrsigner"]
+    sig_file = spark_build["work"] / "in-image.sig"
+    sig_file.write_bytes(sig_bytes)
+    assert main(["sigstruct-view", str(sig_file)]) == 0
+
+    # Independent re-measurement of the image's own manifest and libpal.so.
+    manifest = file_from_image(docker_client, image.id, "/ppml/pyspark-sql-agg.manifest.sgx")
+    pal = read_pal_image(file_from_image(docker_client, image.id, LIBPAL))
+    assert measure_manifest(manifest, pal).hex() == record["mrenclave"]
+    assert (out / "pyspark-sql-agg.manifest.sgx").read_bytes() == manifest
+    # And the policy written next to the record pins the same values.
+    env = (out / "ra-tls.env").read_text()
+    assert f"RA_TLS_MRENCLAVE={record['mrenclave']}" in env
+
+
+def test_spark_job_runs_natively_and_prints_the_right_answer(spark_build, docker_client):
+    recipe = load_recipe(spark_build["recipe"])
+    result = run_native(docker_client, "ppml-test/pyspark-sql-agg:it", recipe)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines == expected_spark_lines()
+
+
+def test_manifest_from_cached_index_equals_manifest_from_a_real_export(spark_build,
+                                                                       docker_client):
+    """The base-index + app-layer model must see exactly what the built image holds."""
+    from ppml_build.pipeline import load_and_plan, render_for_rootfs
+
+    recipe, plan = load_and_plan(spark_build["recipe"])
+    fs = engine.export_image_rootfs(docker_client, "ppml-test/pyspark-sql-agg:it",
+                                    keep=keep_paths(LIBPAL))
+    rendered = render_for_rootfs(recipe, plan, fs, "export")
+    assert rendered.data == (spark_build["out"] / "pyspark-sql-agg.manifest.sgx").read_bytes()
+
+
+def test_rebuild_is_reproducible_cached_and_rehashes_only_the_change(spark_build, key,
+                                                                     registry, capsys):
+    first = spark_build["summary"]
+    again = build_cli(spark_build["recipe"], key, registry, spark_build["work"] / "out2",
+                      capsys, "--tag", "ppml-test/pyspark-sql-agg:it2")
+    assert again["mrenclave"] == first["mrenclave"]
+    assert again["stats"]["base_index_cached"] is True
+    assert again["stats"]["app_files_hashed"] == 0
+    job = spark_build["recipe"].parent / "job.py"
+    job.write_text(job.read_text() + "# changed\n")
+    changed = build_cli(spark_build["recipe"], key, registry, spark_build["work"] / "out3",
+                        capsys, "--tag", "ppml-test/pyspark-sql-agg:it3")
+    assert changed["mrenclave"] != first["mrenclave"]
+    assert changed["mrsigner"] == first["mrsigner"]
+    assert changed["stats"]["app_files_hashed"] == 1
+
+
+def test_no_key_material_anywhere(pushed_bases, key, registry, tmp_path, capsys,
+                                  docker_client, monkeypatch):
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    numbers = private.private_numbers()
+    pem_lines = [line for line in key.read_bytes().splitlines()
+                 if line and not line.startswith(b"-----")]
+    der = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    needles = [line for line in pem_lines if len(line) >= 40] + [
+        der[40:104], numbers.d.to_bytes(384, "big")[:48], numbers.p.to_bytes(192, "big")[:48],
+        numbers.d.to_bytes(384, "little")[:48], base64.b64encode(der)[40:100]]
+
+    def scan(blob: bytes, where: str) -> None:
+        for needle in needles:
+            assert needle not in blob, f"key material found in {where}"
+
+    contexts: list[Path] = []
+    real_build_image = build_module.build_image
+
+    def scanning_build_image(client, context, **kwargs):
+        for path in Path(context).rglob("*"):
+            if path.is_file():
+                scan(path.read_bytes(), f"build context {path.name}")
+        contexts.append(Path(context))
+        return real_build_image(client, context, **kwargs)
+
+    monkeypatch.setattr(build_module, "build_image", scanning_build_image)
+    remote, _ = pushed_bases["spark"]
+    recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
+    summary = build_cli(recipe, key, registry, tmp_path / "out", capsys,
+                        "--tag", "ppml-test/keyscan:it", "--policy", "ita")
+    assert len(contexts) == 2  # app layer and final image, both scanned
+    scan(summary["_stderr"].encode() + json.dumps(summary).encode(), "the build's output")
+    for path in (tmp_path / "out").rglob("*"):
+        scan(path.read_bytes(), f"output {path.name}")
+    history = docker_client.api.history("ppml-test/keyscan:it")
+    scan(json.dumps(history).encode(), "docker history")
+    scan(json.dumps(docker_client.api.inspect_image("ppml-test/keyscan:it")).encode(),
+         "image config")
+    saved = b"".join(docker_client.images.get("ppml-test/keyscan:it").save(named=True))
+    scan(saved, "docker save")
+    # and the layers are really in there: the manifest we wrote is found in the save stream
+    assert (tmp_path / "out" / "pyspark-sql-agg.manifest.sgx").read_bytes()[:200] in saved or \
+        b"pyspark-sql-agg.manifest.sgx" in saved
+
+
+def test_flink_build_and_native_run(pushed_bases, key, registry, tmp_path, capsys,
+                                    docker_client):
+    remote, digest = pushed_bases["flink"]
+    recipe_path = copy_recipe(FLINK_RECIPE, tmp_path / "recipe", remote, digest)
+    summary = build_cli(recipe_path, key, registry, tmp_path / "out", capsys,
+                        "--tag", "ppml-test/pyflink-table:it")
+    record = json.loads((tmp_path / "out" / "measurement.json").read_text())
+    assert record["mrenclave"] == summary["mrenclave"] and record["base"]["digest"] == digest
+    result = run_native(docker_client, "ppml-test/pyflink-table:it", load_recipe(recipe_path))
+    assert result.exit_code == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    words = "to be or not to be that is the question".split()
+    assert lines == [f"RESULT {w} {words.count(w)}" for w in sorted(set(words))]
+
+
+# --- failures: one line, exit 2, nothing written ---------------------------------------------
+
+def fail_cli(recipe: Path, key: Path, auth: Path, out: Path, capsys, env=None) -> str:
+    capsys.readouterr()
+    code = main(["build", str(recipe), "--key", str(key), "--registry-auth", str(auth),
+                 "--output-dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert not out.exists()
+    errors = [line for line in err if line.startswith("ppml-build: error: ")]
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_wrong_registry_password(pushed_bases, key, registry, tmp_path, capsys):
+    remote, _ = pushed_bases["spark"]
+    recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
+    bad = tmp_path / "auth.json"
+    bad.write_text(json.dumps({"username": registry.username, "password": "wrong-password"}))
+    line = fail_cli(recipe, key, bad, tmp_path / "out", capsys)
+    assert "wrong-password" not in line
+    assert "credentials" in line or "unauthorized" in line.lower() or "401" in line
+
+
+def test_missing_base_image(pushed_bases, key, registry, tmp_path, capsys):
+    recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe",
+                         f"{registry.address}/ppml/no-such-image:1")
+    line = fail_cli(recipe, key, registry.auth_file, tmp_path / "out", capsys)
+    assert "no-such-image" in line
+
+
+def test_digest_mismatch(pushed_bases, key, registry, tmp_path, capsys):
+    remote, _ = pushed_bases["spark"]
+    recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote, "sha256:" + "0" * 64)
+    line = fail_cli(recipe, key, registry.auth_file, tmp_path / "out", capsys)
+    assert "pin" in line and "0" * 64 in line
+
+
+def test_docker_not_running(pushed_bases, key, registry, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    remote, _ = pushed_bases["spark"]
+    recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
+    line = fail_cli(recipe, key, registry.auth_file, tmp_path / "out", capsys)
+    assert "cannot reach the Docker engine" in line and "docker-up.sh" in line
