@@ -47,7 +47,8 @@ def build_image(client: docker.DockerClient, context: Path, *, tag: str | None,
                     continue
                 if line.startswith("Step "):
                     step = line.split(" : ", 1)[0]
-                    say(line)
+                    if " : LABEL " not in line:  # labels are listed in the record instead
+                        say(line)
                 match = _BUILT_RE.search(line)
                 if match and image_id is None:
                     image_id = match.group(1)

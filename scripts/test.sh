@@ -6,15 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ ! -x .venv/bin/python ]]; then
-    echo "test: creating .venv"
-    python3 -m venv .venv
-fi
-echo "test: installing ppml-build and its test dependencies into .venv"
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
-    | grep -v -E "^WARNING: Location .* is ignored" || true
-.venv/bin/python -c "import ppml_build, regopy, voluptuous" \
-    || { echo "test: error: the install into .venv is incomplete" >&2; exit 1; }
+source scripts/venv.sh
+PPML_EXTRAS=test ensure_venv
+.venv/bin/python -c "import regopy, voluptuous, kubernetes" \
+    || { echo "test: error: the test dependencies are missing from .venv" >&2; exit 1; }
 
 if [[ "${PPML_SKIP_DOCKER:-0}" != 1 ]]; then
     bash scripts/docker-up.sh
