@@ -56,7 +56,7 @@ def download_sdist(name: str, version: str, target: Path) -> Path:
 
 
 def prepare_tree() -> Path:
-    tree = CACHE / "jdk-spark-tree"
+    tree = CACHE / "jdk-spark-tree-v2"
     if (tree / ".complete").exists():
         return tree
     tree.mkdir(parents=True, exist_ok=True)
@@ -67,10 +67,10 @@ def prepare_tree() -> Path:
         print(f"downloading pyspark {PYSPARK_VERSION} sdist (~300 MB) ...", flush=True)
         sdist = download_sdist("pyspark", PYSPARK_VERSION, downloads)
     spark_dir = tree / "opt/spark"
-    with tarfile.open(sdist) as archive:
+    with tarfile.open(sdist) as archive:  # the whole distribution: jars, scripts, python
         for member in archive:
-            if "/deps/" in member.name and member.isfile():
-                member.name = member.name.split("/deps/", 1)[1]
+            if member.isfile() and "/" in member.name:
+                member.name = member.name.split("/", 1)[1]
                 archive.extract(member, spark_dir, filter="data")
     jdk_target = tree / "usr/lib/jvm/java-17-openjdk-amd64"
     if HOST_JDK.is_dir():

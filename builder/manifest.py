@@ -21,13 +21,13 @@ import tomli_w
 from .errors import ManifestError
 from .gramine_schema import apply_gramine_defaults, check_manifest
 from .plan import Plan
+from .programs import find_program, path_env, script_interpreters
 from .recipe import Recipe
 from .rootfs import RootFS, RootFSError, resolve, stat_followed
 from .trusted import TrustedFile, expand_trusted_file_list
 from .versions import gramine_version
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "manifest_templates"
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def _template_root() -> Path:
@@ -67,36 +67,6 @@ class RenderedManifest:
         return self.text.encode("utf-8")
 
 
-def _find_program(fs: RootFS, program: str, path_env: str, where: str) -> str:
-    """argv[0] as the image's PATH finds it, then every symlink resolved inside the image."""
-    candidates = [program] if "/" in program else [
-        posixpath.join(directory, program) for directory in path_env.split(":") if directory]
-    for candidate in candidates:
-        if not candidate.startswith("/"):
-            continue
-        entry = stat_followed(fs, candidate)
-        if entry is not None and entry.kind == "file":
-            return resolve(fs, candidate)
-    raise ManifestError(f"{where}: {program!r} is not an executable file in the image "
-                        f"(searched {', '.join(candidates)}); fix app.command[0] or the base "
-                        "image")
-
-
-def _interpreters(fs: RootFS, program: str) -> list[str]:
-    """The '#!' interpreter of a script (and the program `env` runs), so the enclave may load
-    them too."""
-    try:
-        head = fs.head(program)
-    except (OSError, RootFSError):
-        return []
-    if not head.startswith(b"#!"):
-        return []
-    words = [w.decode("utf-8", "replace") for w in head[2:].split(b"\n", 1)[0].split()]
-    if len(words) >= 2 and posixpath.basename(words[0]) == "env" and not words[1].startswith("-"):
-        return words[:2]
-    return words[:1]
-
-
 def _python_files(fs: RootFS, python: str) -> list[str]:
     """Interpreter plus its stdlib and dist-packages directories that exist in the image."""
     files = []
@@ -125,21 +95,17 @@ def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
     version = gramine_version(recipe.libos.version)
     prefix = recipe.libos.prefix
     runtime = recipe.runtime
-    path_parts = []
-    if recipe.kind in ("java", "spark", "flink"):
-        path_parts.append(f"{runtime.java_home}/bin")
-    if recipe.kind == "spark":
-        path_parts.append(f"{runtime.spark_home}/bin")
-    if recipe.kind == "flink":
-        path_parts.append(f"{runtime.flink_home}/bin")
-    path_env = recipe.app.env.get("PATH") or ":".join(path_parts + [DEFAULT_PATH])
+    search_path = path_env(recipe)
     ld_paths = ["/lib", "/usr/lib/x86_64-linux-gnu"]
     if recipe.kind in ("java", "spark", "flink"):
         ld_paths += [f"{runtime.java_home}/lib/server", f"{runtime.java_home}/lib"]
 
-    entrypoint = _find_program(fs, recipe.app.command[0], path_env, "app.command[0]")
-    interpreter_files = [_find_program(fs, name, path_env, f"the '#!' line of {entrypoint}")
-                         for name in _interpreters(fs, entrypoint)]
+    # Gramine execs the file itself: the entrypoint is the resolved path.
+    entrypoint = resolve(fs, find_program(fs, recipe.app.command[0], search_path,
+                                          "app.command[0]"))
+    interpreter_files = [
+        resolve(fs, find_program(fs, name, search_path, f"the '#!' line of {entrypoint}"))
+        for name in script_interpreters(fs, entrypoint)]
 
     mounts: list[dict[str, str]] = []
     tmpfs = recipe.files.tmpfs or ["/tmp"]
@@ -161,7 +127,7 @@ def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
                     "runtime_glibc": prefix + version.runtime_glibc},
         "entrypoint": entrypoint,
         "argv": list(recipe.app.command),
-        "path_env": path_env,
+        "path_env": search_path,
         "ld_library_path": ":".join(ld_paths),
         "mounts": mounts,
         "interpreter_files": interpreter_files,

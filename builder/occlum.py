@@ -31,6 +31,7 @@ import yaml
 
 from .errors import ManifestError, RecipeError
 from .plan import HEADROOM_FRACTION, Plan, Term
+from .programs import find_program, path_env, script_interpreters
 from .recipe import Recipe
 from .rootfs import MAX_SYMLINK_HOPS, RootFS, RootFSError, resolve, stat_followed
 from .sizes import GiB, KiB, MiB, human, next_power_of_two
@@ -85,7 +86,6 @@ MOUNT_OPTIONS_031 = frozenset({"MAC", "layers", "temporary", "cache_size", "disk
 OCCLUM_GLIBC_LIB = "/opt/occlum/glibc/lib"
 NSS_LIBRARIES = ("libnss_files.so.2",)
 ETC_FILES = ("/etc/group", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd")
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 LIBRARY_PATH = (OCCLUM_GLIBC_LIB, "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu")
 
 _OCCLUM_SIZE_UNITS = (("KB", KiB), ("MB", MiB), ("GB", GiB), ("TB", 1024 * GiB), ("B", 1))
@@ -259,52 +259,12 @@ def occlum_sizing(recipe: Recipe, plan: Plan) -> OcclumSizing:
 # ---------------------------------------------------------------------------------------------
 # Occlum.json
 
-def _find_program(fs: RootFS, program: str, path_env: str) -> str:
-    """argv[0] as the image's PATH finds it (the path `occlum run` will be given)."""
-    candidates = [program] if "/" in program else [
-        posixpath.join(directory, program) for directory in path_env.split(":") if directory]
-    for candidate in candidates:
-        if not candidate.startswith("/"):
-            continue
-        entry = stat_followed(fs, candidate)
-        if entry is not None and entry.kind == "file":
-            return posixpath.normpath(candidate)
-    raise ManifestError(f"app.command[0]: {program!r} is not a file in the image (searched "
-                        f"{', '.join(candidates)}); fix app.command[0] or the base image")
-
-
-def _shebang(fs: RootFS, path: str) -> str | None:
-    """The interpreter named on a script's '#!' line, if the program is a script."""
-    try:
-        head = fs.read_bytes(resolve(fs, path))[:256]
-    except (OSError, KeyError):
-        return None
-    if not head.startswith(b"#!"):
-        return None
-    words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
-    if len(words) >= 2 and posixpath.basename(words[0]) == "env":
-        return words[1]
-    return words[0] if words else None
-
-
-def _path_env(recipe: Recipe) -> str:
-    runtime = recipe.runtime
-    parts = []
-    if recipe.kind in ("java", "spark", "flink"):
-        parts.append(f"{runtime.java_home}/bin")
-    if recipe.kind == "spark":
-        parts.append(f"{runtime.spark_home}/bin")
-    if recipe.kind == "flink":
-        parts.append(f"{runtime.flink_home}/bin")
-    return recipe.app.env.get("PATH") or ":".join(parts + [DEFAULT_PATH])
-
-
 def trusted_env(recipe: Recipe, plan: Plan) -> dict[str, str]:
     """env.default: kind defaults, then what the plan adds, then the recipe's own app.env
     (which wins, except where the plan already merged it, as for JAVA_TOOL_OPTIONS)."""
     runtime = recipe.runtime
     library_path = list(LIBRARY_PATH)
-    env = {"OCCLUM": "yes", "LANG": "C.UTF-8", "HOME": "/root", "PATH": _path_env(recipe)}
+    env = {"OCCLUM": "yes", "LANG": "C.UTF-8", "HOME": "/root", "PATH": path_env(recipe)}
     if recipe.kind in ("java", "spark", "flink"):
         env["JAVA_HOME"] = runtime.java_home
         library_path += [f"{runtime.java_home}/lib/server", f"{runtime.java_home}/lib"]
@@ -713,12 +673,12 @@ def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
                           f"use \"{OCCLUM_VERSION}\"")
     sizing = occlum_sizing(recipe, plan)
     warnings = list(sizing.warnings)
-    program = _find_program(fs, recipe.app.command[0], _path_env(recipe))
+    program = find_program(fs, recipe.app.command[0], path_env(recipe), "app.command[0]")
     # The directory as `occlum run` will name it: the bom puts content at configured paths.
     entry_points = [posixpath.dirname(program)]
     warnings.append("Occlum takes argv from the host (`occlum run " + program + " ...`); only "
                     "the program's directory is pinned by entry_points, not app.command")
-    interpreter = _shebang(fs, program)
+    interpreter = (script_interpreters(fs, program) or [None])[-1]
     if interpreter and _SHELLS.match(posixpath.basename(interpreter)):
         warnings.append(f"app.command[0] {program} is a {posixpath.basename(interpreter)} "
                         "script; Occlum has no fork(), so scripts that run $(...) or pipelines "
