@@ -41,6 +41,10 @@ def build(
     False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse Docker's build "
                                                               "cache.")] = False,
+    verify_reproducible: Annotated[bool, typer.Option(
+        "--verify-reproducible", help="Build twice from scratch (no caches) and fail if "
+                                      "MRENCLAVE differs, naming the first differing input.")] =
+    False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Build a signed Gramine enclave image from a recipe, measure it natively and record
@@ -53,7 +57,14 @@ def build(
                            passphrase_file=passphrase_file, allow_sample_key=insecure_sample_key,
                            policies=list(policy or []), no_cache=no_cache)
     with reporter_for(sys.stderr) as say:
-        result = run_build(options, say=say)
+        if verify_reproducible:
+            from ..reproducible import verify_reproducible as run_twice
+
+            twice = run_twice(options, say=say)
+            say(f"reproducible: both builds measured MRENCLAVE {twice.mrenclave}")
+            result = twice.build
+        else:
+            result = run_build(options, say=say)
     record = result.record
     if json_out:
         print(json.dumps({"image": result.image, "record": str(result.record_path),

@@ -1,0 +1,1104 @@
+"""``ppml-build verify``: re-check a signed enclave image from its own bytes, trusting nothing.
+
+Everything is recomputed from what the image (or a directory) holds: MRENCLAVE from
+``APP.manifest.sgx`` and the image's ``libpal.so``, the SIGSTRUCT's signature and Q1/Q2, every
+trusted file's SHA-256 from the image's filesystem, then compared with the SIGSTRUCT, the
+measurement record, the image labels and an attestation policy. Each comparison is one named
+:class:`Check`; a readable input that disagrees is a failed check (exit 1), an unreadable input
+(no such image, a record that is not JSON, a ``.sig`` that is not a SIGSTRUCT) is one
+``PpmlError`` line (exit 2).
+
+Layout: the pure core (:func:`run_checks`, the ``check_*`` functions and the policy
+evaluators) takes bytes, parsed documents and a ``RootFS``; the edges (:func:`verify_directory`,
+:func:`verify_image`) read files or one ``docker export`` stream and call it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from .errors import ImageError, ManifestError, PpmlError, SigningError
+from .policy.model import EnclaveValues, PolicyError
+from .rootfs import DirRootFS, RootFS, RootFSError, resolve
+from .sign.sigstruct import (
+    SIGSTRUCT_SIZE,
+    Sigstruct,
+    unsigned_sigstruct,
+    verify_q1_q2,
+    verify_signature,
+)
+from .trusted import TrustedFile, trusted_list_digest
+from .versions import DEFAULT_GRAMINE_PREFIX
+
+IN_IMAGE_DIR = "/ppml"  # where `build` puts APP.manifest.sgx and APP.sig (build.IN_IMAGE_DIR)
+LIBPAL_IN_PREFIX = "sgx/libpal.so"  # relative to the directory holding libsysdb.so
+RECORD_FILE = "measurement.json"
+# The SGX INIT attribute bit: set in every quote (the enclave is initialised), never in SIGSTRUCT.
+SGX_FLAGS_INIT = 0x1
+
+Say = Callable[[str], None]
+
+
+# --- results ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def line(self) -> str:
+        """``ok   <name>[: detail]`` or ``FAIL <name>: <what differs>``."""
+        head = "ok  " if self.ok else "FAIL"
+        return f"{head} {self.name}: {self.detail}" if self.detail else f"{head} {self.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class VerifyReport:
+    target: str
+    name: str
+    checks: list[Check]
+    mrenclave: str | None  # recomputed; None when it could not be
+    mrsigner: str
+    isv_prod_id: int
+    isv_svn: int
+    debug: bool
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [check for check in self.checks if not check.ok]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "target": self.target, "name": self.name,
+                "mrenclave": self.mrenclave, "mrsigner": self.mrsigner,
+                "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn, "debug": self.debug,
+                "checks": [check.as_dict() for check in self.checks]}
+
+    def summary_line(self) -> str:
+        if self.ok:
+            return f"verified: {len(self.checks)} checks passed, MRENCLAVE {self.mrenclave}"
+        failed = self.failures
+        return f"NOT verified: {len(failed)} of {len(self.checks)} checks failed"
+
+    def failure_message(self) -> str:
+        """The one stderr line for a failed verification."""
+        names = [check.name for check in self.failures]
+        shown = ", ".join(names[:6]) + (f", and {len(names) - 6} more" if len(names) > 6 else "")
+        return f"{self.target}: verification failed: {shown}"
+
+
+# --- the evidence ---------------------------------------------------------------------------
+
+@dataclass
+class Evidence:
+    """Everything verify looks at, already read from the image or the directory."""
+
+    target: str  # what the user named, for messages
+    name: str  # APP
+    manifest_sgx: bytes
+    sigstruct: Sigstruct
+    fs: RootFS  # the image filesystem: trusted files, libsysdb.so, libpal.so
+    libpal: bytes | None = None  # --libpal; otherwise read from ``fs``
+    labels: Mapping[str, str] | None = None  # image mode only
+    manifest_copy: bytes | None = None  # /ppml/APP.manifest, when the image has one
+    record: Mapping[str, Any] | None = None
+    record_source: str = "record"
+    policies: list[PolicyDocument] = field(default_factory=list)
+
+
+def _differs(what: str, expected: Any, actual: Any, expected_from: str,
+             actual_from: str) -> str:
+    return f"{what} is {expected} in {expected_from} but {actual} in {actual_from}"
+
+
+# --- manifest-side checks ---------------------------------------------------------------------
+
+def parse_manifest(data: bytes, source: str) -> tuple[dict | None, Check]:
+    from .signing import parse_manifest_toml
+
+    try:
+        manifest = parse_manifest_toml(data, source)
+    except ManifestError as err:
+        return None, Check("manifest", False, str(err))
+    digest = hashlib.sha256(data).hexdigest()
+    return manifest, Check("manifest", True, f"TOML, {len(data)} bytes, sha256 {digest}")
+
+
+def libsysdb_path(manifest: Mapping[str, Any] | None) -> str:
+    """In-image path of loader.entrypoint (Gramine's libsysdb.so)."""
+    uri = None
+    if manifest is not None:
+        entry = (manifest.get("loader") or {}).get("entrypoint")
+        uri = entry.get("uri") if isinstance(entry, Mapping) else None
+    if isinstance(uri, str) and uri.startswith("file:/"):
+        return uri[len("file:"):]
+    return DEFAULT_GRAMINE_PREFIX + "libsysdb.so"
+
+
+def libpal_path(manifest: Mapping[str, Any] | None) -> str:
+    """libpal.so sits in ``sgx/`` beside libsysdb.so in Gramine's pkglibdir."""
+    return posixpath.join(posixpath.dirname(libsysdb_path(manifest)), LIBPAL_IN_PREFIX)
+
+
+def read_libpal(fs: RootFS, path: str) -> tuple[bytes | None, str]:
+    """(bytes, "") or (None, why not)."""
+    try:
+        return fs.read_bytes(resolve(fs, path)), ""
+    except (OSError, KeyError, ValueError) as err:
+        return None, f"cannot read {path} in the image ({err}); give --libpal FILE"
+
+
+def check_measurement(manifest_sgx: bytes, libpal: bytes | None, libpal_problem: str,
+                      sig: Sigstruct, source: str) -> tuple[str | None, Check]:
+    """Recompute MRENCLAVE and compare it with the SIGSTRUCT's ENCLAVEHASH."""
+    from .signing import measure_manifest_bytes
+
+    if libpal is None:
+        return None, Check("mrenclave", False, f"not recomputed: {libpal_problem}")
+    try:
+        mrenclave, _inputs, _ = measure_manifest_bytes(manifest_sgx, libpal, source=source)
+    except PpmlError as err:
+        return None, Check("mrenclave", False, f"not recomputed: {err}")
+    recomputed = mrenclave.hex()
+    signed = sig.enclave_hash.hex()
+    if recomputed != signed:
+        return recomputed, Check("mrenclave", False,
+                                 f"recomputed {recomputed} from the manifest and libpal.so, "
+                                 f"but the SIGSTRUCT's ENCLAVEHASH is {signed} (the manifest, "
+                                 "libpal.so or the .sig was changed after signing)")
+    return recomputed, Check("mrenclave", True, f"{recomputed} (recomputed = SIGSTRUCT)")
+
+
+def check_signature(sig: Sigstruct) -> list[Check]:
+    signature_ok = verify_signature(sig)
+    q_ok = verify_q1_q2(sig)
+    return [
+        Check("sigstruct:signature", signature_ok,
+              f"RSA-3072 e=3 signature verifies, MRSIGNER {sig.mrsigner.hex()}" if signature_ok
+              else "the RSA signature does not verify against the SIGSTRUCT's modulus "
+                   "(the .sig was modified after signing)"),
+        Check("sigstruct:q1_q2", q_ok, "Q1/Q2 match the signature" if q_ok
+              else "Q1/Q2 do not match the signature; EINIT would reject this SIGSTRUCT"),
+    ]
+
+
+def check_sigstruct_fields(manifest: Mapping[str, Any], sig: Sigstruct) -> list[Check]:
+    """ISVPRODID, ISVSVN, DEBUG and the attributes Gramine derives from the manifest."""
+    sgx = manifest.get("sgx") or {}
+    try:
+        expected = unsigned_sigstruct(enclave_hash=bytes(32), sgx=sgx, date_bcd=0)
+    except SigningError as err:
+        return [Check("sigstruct:fields", False, f"the manifest's sgx values are invalid: {err}")]
+    out = []
+    for name, key, want, got in (
+            ("isv_prod_id", "sgx.isvprodid", expected.isv_prod_id, sig.isv_prod_id),
+            ("isv_svn", "sgx.isvsvn", expected.isv_svn, sig.isv_svn),
+            ("debug", "sgx.debug", expected.debug, sig.debug)):
+        shown = (lambda v: str(v).lower()) if name == "debug" else str
+        if want == got:
+            out.append(Check(f"sigstruct:{name}", True, f"{shown(got)} (= manifest {key})"))
+        else:
+            out.append(Check(f"sigstruct:{name}", False,
+                             _differs(name, shown(want), shown(got), f"the manifest ({key})",
+                                      "the SIGSTRUCT")))
+    fields = ("attribute_flags", "attribute_xfrm", "attribute_flags_mask", "attribute_xfrm_mask",
+              "misc_select", "misc_mask")
+    wrong = [f"{f} 0x{getattr(expected, f):x} expected, 0x{getattr(sig, f):x} signed"
+             for f in fields if getattr(expected, f) != getattr(sig, f)]
+    out.append(Check("sigstruct:attributes", not wrong,
+                     "; ".join(wrong) if wrong else
+                     f"flags 0x{sig.attribute_flags:x}, xfrm 0x{sig.attribute_xfrm:x}, "
+                     f"misc_select 0x{sig.misc_select:x} (= manifest)"))
+    return out
+
+
+def check_libos_entrypoint(manifest: Mapping[str, Any], fs: RootFS) -> Check:
+    entry = (manifest.get("loader") or {}).get("entrypoint")
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("uri"), str):
+        return Check("loader.entrypoint", False, "the manifest has no loader.entrypoint.uri")
+    path = libsysdb_path(manifest)
+    want = entry.get("sha256")
+    if not isinstance(want, str):
+        return Check("loader.entrypoint", False, f"{path}: no loader.entrypoint.sha256 in the "
+                                                 ".manifest.sgx (not a signed manifest?)")
+    got, problem = _image_sha256(fs, path)
+    if got is None:
+        return Check("loader.entrypoint", False, f"{path}: {problem}")
+    if got != want:
+        return Check("loader.entrypoint", False,
+                     f"{path}: sha256 is {want} in the manifest but {got} in the image "
+                     "(the LibOS was replaced)")
+    return Check("loader.entrypoint", True, f"{path} sha256 {got}")
+
+
+def _image_sha256(fs: RootFS, path: str) -> tuple[str | None, str]:
+    try:
+        real = resolve(fs, path)
+    except RootFSError as err:
+        return None, f"missing in the image ({err})"
+    entry = fs.lstat(real)
+    if entry is None or entry.kind != "file":
+        return None, f"not a regular file in the image ({entry.kind if entry else 'missing'})"
+    try:
+        return fs.sha256_many([real])[real], ""
+    except (OSError, KeyError) as err:
+        return None, f"cannot be read in the image ({err})"
+
+
+def manifest_trusted_files(manifest: Mapping[str, Any]) -> list[TrustedFile]:
+    """The (uri, sha256) list as signed; entries without a sha256 keep sha256 ''."""
+    out = []
+    for item in (manifest.get("sgx") or {}).get("trusted_files") or []:
+        if isinstance(item, Mapping):
+            out.append(TrustedFile(str(item.get("uri", "")), str(item.get("sha256") or "")))
+        else:
+            out.append(TrustedFile(str(item), ""))
+    return out
+
+
+def check_trusted_files(files: list[TrustedFile], fs: RootFS) -> list[Check]:
+    """Each trusted file's signed sha256 against the file in the image (resolved inside it)."""
+    failures: list[Check] = []
+    to_hash: dict[str, list[tuple[str, str]]] = {}  # resolved path -> [(in-manifest path, sha)]
+    for tf in files:
+        path = tf.uri[len("file:"):] if tf.uri.startswith("file:") else tf.uri
+        name = f"trusted_file:{path}"
+        if not tf.uri.startswith("file:/") or tf.uri.endswith("/"):
+            failures.append(Check(name, False, f"{tf.uri!r} is not an expanded file: URI; a "
+                                               ".manifest.sgx lists single files"))
+            continue
+        if not tf.sha256:
+            failures.append(Check(name, False, "no sha256 in the .manifest.sgx (not a signed "
+                                               "manifest?)"))
+            continue
+        try:
+            real = resolve(fs, path)
+        except RootFSError as err:
+            failures.append(Check(name, False, f"missing in the image ({err})"))
+            continue
+        entry = fs.lstat(real)
+        if entry is None or entry.kind != "file":
+            kind = entry.kind if entry else "missing"
+            failures.append(Check(name, False, f"not a regular file in the image ({kind})"))
+            continue
+        to_hash.setdefault(real, []).append((path, tf.sha256))
+    digests = _sha256_each(fs, list(to_hash))
+    for real, wanted in to_hash.items():
+        got = digests.get(real)
+        for path, sha in wanted:
+            if isinstance(got, Exception):
+                failures.append(Check(f"trusted_file:{path}", False,
+                                      f"cannot be read in the image ({got})"))
+            elif got != sha:
+                where = "" if real == path else f" (resolved to {real})"
+                failures.append(Check(f"trusted_file:{path}", False,
+                                      f"changed{where}: sha256 is {sha} in the manifest but "
+                                      f"{got} in the image"))
+    failures.sort(key=lambda check: check.name)
+    total = len(files)
+    if failures:
+        summary = Check("trusted_files", False, f"{len(failures)} of {total} trusted files "
+                                                "differ from the image or are missing")
+    else:
+        summary = Check("trusted_files", True, f"all {total} match the image")
+    return [summary] + failures
+
+
+def _sha256_each(fs: RootFS, paths: list[str]) -> dict[str, str | Exception]:
+    """Hash in one batch (parallel on a directory); on a read error fall back per file."""
+    if not paths:
+        return {}
+    try:
+        return dict(fs.sha256_many(paths))
+    except (OSError, KeyError):
+        out: dict[str, str | Exception] = {}
+        for path in paths:
+            try:
+                out[path] = fs.sha256_many([path])[path]
+            except (OSError, KeyError) as err:
+                out[path] = err
+        return out
+
+
+# --- record and labels ------------------------------------------------------------------------
+
+def check_record(record: Mapping[str, Any], source: str, *, mrenclave: str | None,
+                 sig: Sigstruct, trusted: list[TrustedFile], manifest_sgx: bytes) -> list[Check]:
+    """The record's values against the recomputed ones (a field the record lacks is skipped)."""
+    out = []
+
+    def compare(key: str, recorded: Any, actual: Any, what: str) -> None:
+        if recorded == actual:
+            out.append(Check(f"record:{key}", True, f"{_show(actual)}"))
+        else:
+            out.append(Check(f"record:{key}", False,
+                             _differs(key, _show(recorded), _show(actual), source, what)))
+
+    if mrenclave is None:
+        out.append(Check("record:mrenclave", False, "not compared: MRENCLAVE could not be "
+                                                    "recomputed (see mrenclave)"))
+    else:
+        compare("mrenclave", str(record.get("mrenclave", "")).lower(), mrenclave, "the image")
+    compare("mrsigner", str(record.get("mrsigner", "")).lower(), sig.mrsigner.hex(),
+            "the SIGSTRUCT")
+    compare("isv_prod_id", record.get("isv_prod_id"), sig.isv_prod_id, "the SIGSTRUCT")
+    compare("isv_svn", record.get("isv_svn"), sig.isv_svn, "the SIGSTRUCT")
+    compare("debug", record.get("debug"), sig.debug, "the SIGSTRUCT")
+    listed = record.get("trusted_files")
+    if isinstance(listed, Mapping):
+        count, digest = len(trusted), trusted_list_digest(trusted)
+        problems = []
+        if listed.get("count") != count:
+            problems.append(f"count is {listed.get('count')} in {source} but {count} in the "
+                            "manifest")
+        if listed.get("digest") != digest:
+            problems.append(f"digest is {listed.get('digest')} in {source} but {digest} in the "
+                            "manifest")
+        out.append(Check("record:trusted_files", not problems,
+                         "; ".join(problems) if problems else f"{count} files, {digest}"))
+    if isinstance(record.get("manifest_sha256"), str):
+        compare("manifest_sha256", record["manifest_sha256"],
+                hashlib.sha256(manifest_sgx).hexdigest(), "the image's .manifest.sgx")
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "(missing)" if value is None else str(value)
+
+
+def expected_labels(name: str, mrenclave: str, sig: Sigstruct,
+                    record: Mapping[str, Any] | None) -> dict[str, str]:
+    """The labels ``build`` puts on the image, from the recomputed values (and the record)."""
+    labels = {
+        "ppml.mrenclave": mrenclave,
+        "ppml.mrsigner": sig.mrsigner.hex(),
+        "ppml.isv_prod_id": str(sig.isv_prod_id),
+        "ppml.isv_svn": str(sig.isv_svn),
+        "ppml.debug": "true" if sig.debug else "false",
+        "org.opencontainers.image.version": f"mrenclave-{mrenclave[:12]}",
+        "org.opencontainers.image.title": name,
+    }
+    if record is not None:
+        base = record.get("base")
+        if isinstance(base, Mapping) and isinstance(base.get("digest"), str):
+            labels["ppml.base.digest"] = base["digest"]
+            labels["org.opencontainers.image.base.digest"] = base["digest"]
+        libos = record.get("libos")
+        if isinstance(libos, Mapping) and libos.get("type") and libos.get("version"):
+            labels["ppml.libos"] = f"{libos['type']} {libos['version']}"
+    return labels
+
+
+def check_labels(labels: Mapping[str, str], expected: Mapping[str, str]) -> list[Check]:
+    out = []
+    for key, want in expected.items():
+        got = labels.get(key)
+        if got is None:
+            out.append(Check(f"label:{key}", False, f"missing (expected {want}); not built by "
+                                                    "ppml-build, or relabelled"))
+        elif got != want:
+            out.append(Check(f"label:{key}", False, f"the image says {got} but the recomputed "
+                                                    f"value is {want}"))
+        else:
+            out.append(Check(f"label:{key}", True, got))
+    return out
+
+
+# --- attestation policies ---------------------------------------------------------------------
+
+POLICY_FORMATS = ("gramine-ratls", "ita", "trustee", "ehsm", "bigdl", "marblerun", "maa")
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    """A policy file, its detected format and what it needs besides its text."""
+
+    path: str
+    format: str
+    text: str
+    data: Any = None  # parsed JSON, the Trustee reference values, the MAA policy text
+
+
+def _policy_error(path: os.PathLike | str, message: str) -> PolicyError:
+    return PolicyError(f"{path}: {message}")
+
+
+def load_policy(path: os.PathLike | str) -> PolicyDocument:
+    """Read a policy file and detect its format from the extension and the content."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _policy_error(path, "no such policy file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise _policy_error(path, f"cannot read the policy: {reason}") from None
+    name = path.name.lower()
+    stripped = text.lstrip()
+    supported = ("supported: gramine-ratls .env, ita/trustee .rego (trustee with its .rvps.json "
+                 "beside it), ehsm/bigdl/marblerun .json, maa .txt or .jwt")
+    if name.endswith(".rego"):
+        if re.search(r"(?m)^\s*package\s+policy\s*$", text) or "trust_claims" in text:
+            return PolicyDocument(str(path), "trustee", text, _trustee_reference_values(path))
+        return PolicyDocument(str(path), "ita", text)
+    if name.endswith(".env") or re.search(r"(?m)^\s*RA_TLS_MRENCLAVE\s*=", text):
+        return PolicyDocument(str(path), "gramine-ratls", text)
+    if name.endswith(".jwt") or re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\s*",
+                                             text):
+        return PolicyDocument(str(path), "maa", text, _maa_text_from_jws(path, text))
+    if name.endswith(".txt") or stripped.startswith("version"):
+        if "authorizationrules" not in text:
+            raise _policy_error(path, "no authorizationrules block: not an MAA policy; "
+                                + supported)
+        return PolicyDocument(str(path), "maa", text, text)
+    if name.endswith(".json") or stripped.startswith(("{", "[")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise _policy_error(path, f"not JSON ({err.msg} at line {err.lineno})") from None
+        if isinstance(data, Mapping) and "mr_enclave" in data and "mr_signer" in data:
+            return PolicyDocument(str(path), "ehsm", text, data)
+        if isinstance(data, list) and data and all(isinstance(b, Mapping) and "policyType" in b
+                                                   for b in data):
+            return PolicyDocument(str(path), "bigdl", text, data)
+        if isinstance(data, Mapping) and "policyType" in data:
+            return PolicyDocument(str(path), "bigdl", text, [data])
+        if isinstance(data, Mapping) and isinstance(data.get("Packages"), Mapping):
+            return PolicyDocument(str(path), "marblerun", text, data)
+        if isinstance(data, Mapping) and data.get("type") == "sample" and "payload" in data:
+            raise _policy_error(path, "this is Trustee's RVPS reference-value message; give the "
+                                      "policy .rego (the .rvps.json is read from beside it)")
+        raise _policy_error(path, "JSON that is neither an eHSM quote policy (mr_enclave, "
+                                  "mr_signer), BigDL registerPolicy bodies (policyType) nor "
+                                  "a MarbleRun manifest (Packages); " + supported)
+    raise _policy_error(path, "unknown policy format; " + supported)
+
+
+def _trustee_reference_values(policy_path: Path) -> dict[str, Any]:
+    name = policy_path.name
+    stem = name[:-len(".rego")] if name.lower().endswith(".rego") else name
+    rvps = policy_path.with_name(stem + ".rvps.json")
+    try:
+        message = json.loads(rvps.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _policy_error(policy_path, f"a Trustee policy reads its reference values from the "
+                                         f"RVPS: put them beside it as {rvps.name}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _policy_error(rvps, f"cannot read the RVPS reference values ({err})") from None
+    try:
+        if isinstance(message, Mapping) and "payload" in message:
+            values = json.loads(base64.b64decode(message["payload"], validate=True))
+        else:
+            values = message
+        if not isinstance(values, Mapping):
+            raise ValueError("not an object")
+    except (ValueError, TypeError) as err:
+        raise _policy_error(rvps, f"the RVPS message's payload is not base64 of a JSON object "
+                                  f"of reference values ({err})") from None
+    return dict(values)
+
+
+def _maa_text_from_jws(path: Path, token: str) -> str:
+    try:
+        payload = token.strip().split(".")[1]
+        body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        encoded = body["AttestationPolicy"]
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+        raise _policy_error(path, "not an MAA policy JWS (expected a payload with "
+                                  "AttestationPolicy)") from None
+
+
+@dataclass(frozen=True)
+class QuoteValues:
+    """What a quote from this enclave would say: the recomputed identity and the attributes."""
+
+    mrenclave: str
+    mrsigner: str
+    isv_prod_id: int
+    isv_svn: int
+    debug: bool
+    attribute_flags: int
+    attribute_xfrm: int
+    name: str = "app"
+
+
+def evaluate_policy(doc: PolicyDocument, quote: QuoteValues) -> Check:
+    """Would this policy accept the enclave? (Platform assumed genuine and up to date.)"""
+    evaluator = _EVALUATORS[doc.format]
+    problems = evaluator(doc, quote)
+    label = f"policy:{doc.format}"
+    where = Path(doc.path).name
+    if problems:
+        return Check(label, False, f"{where} rejects this enclave: " + "; ".join(problems))
+    return Check(label, True, f"{where} accepts this enclave")
+
+
+def _ratls(doc: PolicyDocument, q: QuoteValues) -> list[str]:
+    env: dict[str, str] = {}
+    for line in doc.text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key.strip()] = value.strip().strip('"').strip("'")
+    problems = []
+    for key in ("RA_TLS_MRENCLAVE", "RA_TLS_MRSIGNER", "RA_TLS_ISV_PROD_ID", "RA_TLS_ISV_SVN"):
+        if key not in env:
+            problems.append(f"{key} is not set (the verifier refuses to run without it; "
+                            "write 'any' to skip the check)")
+    for key, actual in (("RA_TLS_MRENCLAVE", q.mrenclave), ("RA_TLS_MRSIGNER", q.mrsigner)):
+        value = env.get(key)
+        if value is not None and value != "any" and value.lower() != actual:
+            problems.append(f"{key}={value} but the enclave's is {actual}")
+    value = env.get("RA_TLS_ISV_PROD_ID")
+    if value is not None and value != "any" and not (value.isdigit()
+                                                     and int(value) == q.isv_prod_id):
+        problems.append(f"RA_TLS_ISV_PROD_ID={value} but the enclave's ISVPRODID is "
+                        f"{q.isv_prod_id}")
+    value = env.get("RA_TLS_ISV_SVN")
+    if value is not None and value != "any" and not (value.isdigit()
+                                                     and q.isv_svn >= int(value)):
+        problems.append(f"RA_TLS_ISV_SVN={value} (a minimum) but the enclave's ISVSVN is "
+                        f"{q.isv_svn}")
+    if q.debug and env.get("RA_TLS_ALLOW_DEBUG_ENCLAVE_INSECURE") != "1":
+        problems.append("the enclave is a DEBUG enclave and RA_TLS_ALLOW_DEBUG_ENCLAVE_INSECURE "
+                        "is not 1")
+    return problems
+
+
+def _ehsm(doc: PolicyDocument, q: QuoteValues) -> list[str]:
+    problems = []
+    # eHSM prints quote values with %02x and strncmp's them: lowercase, 64 characters.
+    for key, actual in (("mr_enclave", q.mrenclave), ("mr_signer", q.mrsigner)):
+        value = doc.data.get(key)
+        if value != actual:
+            problems.append(f"{key} is {value} but the enclave's is {actual}")
+    return problems
+
+
+def _biginteger_hex(hex_text: str) -> str:
+    return format(int(hex_text, 16), "x")
+
+
+def _bigdl(doc: PolicyDocument, q: QuoteValues) -> list[str]:
+    # Java BigInteger(1, bytes).toString(16): leading zeros dropped; ISVPRODID's LE bytes
+    # read big-endian.
+    prod_id = format(int.from_bytes(q.isv_prod_id.to_bytes(2, "little"), "big"), "x")
+    problems = []
+    for index, body in enumerate(doc.data):
+        kind = body.get("policyType")
+        if kind == "SGXMREnclavePolicy":
+            if body.get("mrEnclave") != _biginteger_hex(q.mrenclave):
+                problems.append(f"[{index}] SGXMREnclavePolicy mrEnclave is "
+                                f"{body.get('mrEnclave')} but the enclave's is "
+                                f"{_biginteger_hex(q.mrenclave)}")
+        elif kind == "SGXMRSignerPolicy":
+            if body.get("mrSigner") != _biginteger_hex(q.mrsigner):
+                problems.append(f"[{index}] SGXMRSignerPolicy mrSigner is {body.get('mrSigner')} "
+                                f"but the enclave's is {_biginteger_hex(q.mrsigner)}")
+            if body.get("isvProdID") != prod_id:
+                problems.append(f"[{index}] SGXMRSignerPolicy isvProdID is "
+                                f"{body.get('isvProdID')!r} but the enclave's ISVPRODID "
+                                f"{q.isv_prod_id} reads as {prod_id!r}")
+        else:
+            problems.append(f"[{index}] policyType {kind!r} is not an SGX identity policy "
+                            "this check understands (SGXMREnclavePolicy, SGXMRSignerPolicy)")
+    return problems
+
+
+def _marblerun_package(entry: Mapping[str, Any], q: QuoteValues) -> list[str]:
+    problems = []
+    unique = entry.get("UniqueID")
+    triple = {k: entry.get(k) for k in ("SignerID", "ProductID", "SecurityVersion")}
+    if unique is not None and any(v is not None for v in triple.values()):
+        return ["sets both UniqueID and SignerID/ProductID/SecurityVersion, which MarbleRun "
+                "refuses"]
+    if unique is None and any(v is None for v in triple.values()):
+        return ["needs UniqueID or all of SignerID, ProductID and SecurityVersion"]
+    if unique is not None and str(unique).lower() != q.mrenclave:
+        problems.append(f"UniqueID is {unique} but the enclave's MRENCLAVE is {q.mrenclave}")
+    if unique is None:
+        if str(triple["SignerID"]).lower() != q.mrsigner:
+            problems.append(f"SignerID is {triple['SignerID']} but the enclave's MRSIGNER is "
+                            f"{q.mrsigner}")
+        if triple["ProductID"] != q.isv_prod_id:
+            problems.append(f"ProductID is {triple['ProductID']} but the enclave's is "
+                            f"{q.isv_prod_id}")
+        if not isinstance(triple["SecurityVersion"], int) or \
+                triple["SecurityVersion"] > q.isv_svn:
+            problems.append(f"SecurityVersion is {triple['SecurityVersion']} (a minimum) but the "
+                            f"enclave's ISVSVN is {q.isv_svn}")
+    if bool(entry.get("Debug", False)) != q.debug:
+        problems.append(f"Debug is {_show(bool(entry.get('Debug', False)))} but the enclave's "
+                        f"debug flag is {_show(q.debug)} (MarbleRun requires them equal)")
+    return problems
+
+
+def _marblerun(doc: PolicyDocument, q: QuoteValues) -> list[str]:
+    packages = doc.data["Packages"]
+    if not packages:
+        return ["Packages is empty"]
+    # The app's own package when there is one; otherwise any package that accepts it.
+    names = [q.name] if q.name in packages else list(packages)
+    results = {name: _marblerun_package(packages[name], q) for name in names
+               if isinstance(packages[name], Mapping)}
+    if any(not problems for problems in results.values()):
+        return []
+    return [f"package {name!r}: {', '.join(problems)}" for name, problems in results.items()]
+
+
+_MAA_CONDITION = re.compile(
+    r'\[\s*type\s*==\s*"([^"]+)"\s*,\s*value\s*(==|!=|>=|<=|>|<)\s*("[^"]*"|true|false|-?\d+)\s*\]')
+
+
+def _maa(doc: PolicyDocument, q: QuoteValues) -> list[str]:
+    text = doc.data
+    match = re.search(r"authorizationrules\s*\{(.*?)\}\s*;", text, re.S)
+    if match is None:
+        return ["no authorizationrules { ... }; block"]
+    claims: dict[str, Any] = {
+        "x-ms-sgx-is-debuggable": q.debug, "$is-debuggable": q.debug,
+        "x-ms-sgx-mrenclave": q.mrenclave, "$sgx-mrenclave": q.mrenclave,
+        "x-ms-sgx-mrsigner": q.mrsigner, "$sgx-mrsigner": q.mrsigner,
+        "x-ms-sgx-product-id": q.isv_prod_id, "$product-id": q.isv_prod_id,
+        "x-ms-sgx-svn": q.isv_svn, "$svn": q.isv_svn,
+    }
+    rules = [rule.strip() for rule in match.group(1).split(";") if rule.strip()]
+    permits = [rule for rule in rules if re.search(r"=>\s*permit\s*\(\s*\)", rule)]
+    if not permits:
+        return ["no permit() rule in authorizationrules"]
+    reasons = []
+    for rule in permits:
+        conditions = rule.split("=>", 1)[0]
+        failed = []
+        for claim, op, literal in _MAA_CONDITION.findall(conditions):
+            want: Any = (literal[1:-1] if literal.startswith('"') else
+                         literal == "true" if literal in ("true", "false") else int(literal))
+            have = claims.get(claim)
+            if not _maa_compare(have, op, want):
+                failed.append(f"{claim} {op} {literal} but the enclave's is "
+                              f"{_show(have) if have is not None else 'not a claim'}")
+        if not failed:
+            return []  # one permit rule is enough (several rules mean OR)
+        reasons.append(", ".join(failed))
+    return reasons
+
+
+def _maa_compare(have: Any, op: str, want: Any) -> bool:
+    if have is None or isinstance(have, bool) != isinstance(want, bool) or \
+            isinstance(have, str) != isinstance(want, str):
+        return False
+    if op == "==":
+        return have == want
+    if op == "!=":
+        return have != want
+    if isinstance(have, (str, bool)):
+        return False  # ordering only on integers
+    return {">=": have >= want, "<=": have <= want, ">": have > want, "<": have < want}[op]
+
+
+@contextlib.contextmanager
+def _quiet_native_stdout() -> Iterator[None]:
+    """rego-cpp prints parse errors on the process's stdout; keep them out of --json output."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield  # stdout is not a real file (captured): nothing native can reach it
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).fflush(None)
+        except (OSError, AttributeError):
+            pass
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _rego_query(path: str, modules: dict[str, str], query: str, input_doc: Any,
+                data: Any = None) -> Any:
+    """Evaluate ``query`` with regopy; None for undefined. PolicyError if it cannot run."""
+    try:
+        from regopy import Interpreter
+    except ImportError:
+        raise PolicyError(f"{path}: evaluating a Rego policy needs regopy "
+                          "(pip install 'regopy>=1.5')") from None
+    with _quiet_native_stdout():
+        try:
+            interpreter = Interpreter()
+            for name, text in modules.items():
+                interpreter.add_module(name, text)
+            if data is not None:
+                interpreter.add_data_json(json.dumps(data))
+            interpreter.set_input_term(json.dumps(input_doc))
+            output = interpreter.query(f"result := {query}")
+            ok, text = output.ok(), str(output)
+        except Exception as err:  # regopy raises RegoError with a multi-line AST dump
+            raise PolicyError(f"{path}: the Rego engine rejected the policy "
+                              f"({_rego_error_text(err)}); check its syntax") from None
+    if not ok:
+        first = text.strip().splitlines()
+        raise PolicyError(f"{path}: the Rego engine could not evaluate the policy: "
+                          f"{first[0] if first else 'unknown error'}")
+    if text.strip() == "undefined":
+        return None
+    return json.loads(text)["bindings"]["result"]
+
+
+def _rego_error_text(err: Exception) -> str:
+    """The messages of regopy's error tree, e.g. '(errormsg 16:this is unclosed)'."""
+    messages = re.findall(r"errormsg \d+:([^)\n]*)", str(err))
+    if messages:
+        return "; ".join(dict.fromkeys(m.strip() for m in messages))
+    first = str(err).strip().splitlines()
+    return first[0] if first else type(err).__name__
+
+
+def _ita(doc: PolicyDocument, q: QuoteValues) -> list[str]:
+    text = doc.text
+    found = re.search(r"(?m)^\s*package\s+([A-Za-z_][\w.]*)\s*$", text)
+    package = found.group(1) if found else "ita"
+    if found is None:
+        text = f"package {package}\n" + text  # ITA policies carry no package line
+    claims = {"sgx": {"sgx_mrenclave": q.mrenclave, "sgx_mrsigner": q.mrsigner,
+                      "sgx_isvprodid": q.isv_prod_id, "sgx_isvsvn": q.isv_svn,
+                      "sgx_is_debuggable": q.debug, "attester_tcb_status": "UpToDate"}}
+    # V2 policies decide with `match`, V1 with `matches_sgx_policy`.
+    for rule in ("match", "matches_sgx_policy"):
+        verdict = _rego_query(doc.path, {"ita": text}, f"data.{package}.{rule}", claims)
+        if verdict is not None:
+            break
+    if verdict is True:
+        return []
+    if verdict is None:
+        return ["defines neither 'match' (policy V2) nor 'matches_sgx_policy' (V1)"]
+    return ["'match' is false for the enclave's claims"] + _pinned_differences(text, q, {
+        "sgx_mrenclave": q.mrenclave, "sgx_mrsigner": q.mrsigner})
+
+
+def _pinned_differences(text: str, q: QuoteValues, fields: Mapping[str, str]) -> list[str]:
+    """Say which pinned hex value differs, when the policy spells it out literally."""
+    out = []
+    for claim, actual in fields.items():
+        for value in re.findall(rf'{claim}\s*==\s*"([0-9a-fA-F]{{64}})"', text):
+            if value != actual:
+                out.append(f"it pins {claim} {value}, the enclave's is {actual}")
+    return out
+
+
+_TRUSTEE_RVPS_SHIM = """package policy
+import rego.v1
+query_reference_value(name) := object.get(data.ppml_verify_rvps, name, null)
+"""
+
+
+def _trustee(doc: PolicyDocument, q: QuoteValues) -> list[str]:
+    # Trustee's SGX verifier gives raw quote fields as hex in quote byte order (little-endian).
+    flags = q.attribute_flags | SGX_FLAGS_INIT
+    claims = {"sgx": {
+        "body": {
+            "mr_enclave": q.mrenclave,
+            "mr_signer": q.mrsigner,
+            "isv_prod_id": q.isv_prod_id.to_bytes(2, "little").hex(),
+            "isv_svn": q.isv_svn.to_bytes(2, "little").hex(),
+            "attributes.flags": flags.to_bytes(8, "little").hex(),
+            "attributes.xfrm": q.attribute_xfrm.to_bytes(8, "little").hex(),
+        },
+        "tcb_status": "UpToDate",
+        "collateral_expiration_status": "0",
+    }}
+    result = _rego_query(doc.path, {"policy": doc.text, "ppml_verify_shim": _TRUSTEE_RVPS_SHIM},
+                         "data.policy.trust_claims", claims,
+                         data={"ppml_verify_rvps": doc.data})
+    if not isinstance(result, Mapping):
+        return ["defines no trust_claims object"]
+    # AR4SI: 2..31 is the affirming tier; the rest is none, warning or contraindicated.
+    problems = [f"{claim} = {value} (not affirming)" for claim, value in sorted(result.items())
+                if not (isinstance(value, int) and 2 <= value <= 31)]
+    if problems:
+        for name, actual in (("sgx_mr_enclave", q.mrenclave), ("sgx_mr_signer", q.mrsigner)):
+            refs = doc.data.get(name)
+            if isinstance(refs, list) and actual not in refs:
+                problems.append(f"the reference values list {name} {', '.join(map(str, refs))}, "
+                                f"the enclave's is {actual}")
+    return problems
+
+
+_EVALUATORS: dict[str, Callable[[PolicyDocument, QuoteValues], list[str]]] = {
+    "gramine-ratls": _ratls,
+    "ita": _ita,
+    "trustee": _trustee,
+    "ehsm": _ehsm,
+    "bigdl": _bigdl,
+    "marblerun": _marblerun,
+    "maa": _maa,
+}
+
+
+# --- the core -------------------------------------------------------------------------------
+
+def run_checks(ev: Evidence) -> VerifyReport:
+    """Every check over already-read evidence; never raises for a mismatch."""
+    sig = ev.sigstruct
+    checks: list[Check] = []
+    manifest_source = f"{ev.target}: {ev.name}.manifest.sgx"
+    manifest, parsed = parse_manifest(ev.manifest_sgx, manifest_source)
+    checks.append(parsed)
+    if ev.manifest_copy is not None:
+        same = ev.manifest_copy == ev.manifest_sgx
+        checks.append(Check("manifest_copy", same,
+                            f"{ev.name}.manifest equals {ev.name}.manifest.sgx" if same else
+                            f"{ev.name}.manifest differs from {ev.name}.manifest.sgx (the "
+                            "enclave loads .manifest.sgx; the copy misleads readers)"))
+    checks += check_signature(sig)
+
+    mrenclave = None
+    if manifest is not None:
+        libpal, problem = ev.libpal, ""
+        if libpal is None:
+            libpal, problem = read_libpal(ev.fs, libpal_path(manifest))
+        mrenclave, measured = check_measurement(ev.manifest_sgx, libpal, problem, sig,
+                                                manifest_source)
+        checks.append(measured)
+        checks += check_sigstruct_fields(manifest, sig)
+        checks.append(check_libos_entrypoint(manifest, ev.fs))
+        trusted = manifest_trusted_files(manifest)
+        checks += check_trusted_files(trusted, ev.fs)
+    else:
+        checks.append(Check("mrenclave", False, "not recomputed: the manifest does not parse"))
+        trusted = []
+
+    if ev.record is not None:
+        checks += check_record(ev.record, ev.record_source, mrenclave=mrenclave, sig=sig,
+                               trusted=trusted, manifest_sgx=ev.manifest_sgx)
+    if ev.labels is not None:
+        shown = mrenclave or sig.enclave_hash.hex()
+        checks += check_labels(ev.labels, expected_labels(ev.name, shown, sig, ev.record))
+    for doc in ev.policies:
+        if mrenclave is None:
+            checks.append(Check(f"policy:{doc.format}", False,
+                                "not evaluated: MRENCLAVE could not be recomputed"))
+            continue
+        quote = QuoteValues(mrenclave, sig.mrsigner.hex(), sig.isv_prod_id, sig.isv_svn,
+                            sig.debug, sig.attribute_flags, sig.attribute_xfrm, ev.name)
+        checks.append(evaluate_policy(doc, quote))
+    return VerifyReport(ev.target, ev.name, checks, mrenclave, sig.mrsigner.hex(),
+                        sig.isv_prod_id, sig.isv_svn, sig.debug)
+
+
+# --- the I/O edges --------------------------------------------------------------------------
+
+def load_record_file(path: os.PathLike | str) -> tuple[dict[str, Any], str]:
+    """A measurement record (or OUT/ holding measurement.json), validated; exit 2 if unusable."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: no such record file; pass the measurement.json written by "
+                          "`ppml-build build` (or its output directory)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise PolicyError(f"{path}: cannot read the record: {reason}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PolicyError(f"{path}: not JSON ({err.msg} at line {err.lineno} column "
+                          f"{err.colno}); pass the measurement.json written by `ppml-build "
+                          "build`") from None
+    EnclaveValues.from_mapping(data, str(path))  # the same validation `policy` applies
+    return data, str(path)
+
+
+def parse_sigstruct(data: bytes, source: str) -> Sigstruct:
+    if len(data) != SIGSTRUCT_SIZE:
+        raise SigningError(f"{source}: {len(data)} bytes, not a {SIGSTRUCT_SIZE}-byte SIGSTRUCT "
+                           "(.sig); truncated or the wrong file")
+    return Sigstruct.from_bytes(data, source=source)
+
+
+def _read_host(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise PpmlError(f"{path}: {what} not found") from None
+    except OSError as err:
+        raise PpmlError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+
+
+def _discover_name(names: list[str], where: str, name: str | None) -> str:
+    suffix = ".manifest.sgx"
+    found = sorted(n[:-len(suffix)] for n in names if n.endswith(suffix) and len(n) > len(suffix))
+    if name is not None:
+        if name not in found:
+            raise PpmlError(f"{where}: no {name}{suffix} (has: {', '.join(found) or 'none'}); "
+                            "check --name")
+        return name
+    if len(found) != 1:
+        listed = ", ".join(f"{n}{suffix}" for n in found) or f"no *{suffix}"
+        raise PpmlError(f"{where}: expected exactly one *{suffix}, found {listed}; "
+                        "choose one with --name APP")
+    return found[0]
+
+
+def _load_common(record: os.PathLike | str | None, policies: Sequence[os.PathLike | str]
+                 ) -> tuple[dict | None, str, list[PolicyDocument]]:
+    """The record and the policies are read first: bad input fails before any export."""
+    data, source = (load_record_file(record) if record is not None else (None, "record"))
+    return data, source, [load_policy(p) for p in policies]
+
+
+def verify_directory(directory: os.PathLike | str, *, rootfs: os.PathLike | str | None = None,
+                     name: str | None = None, libpal: os.PathLike | str | None = None,
+                     record: os.PathLike | str | None = None,
+                     policies: Sequence[os.PathLike | str] = ()) -> VerifyReport:
+    """Directory mode: APP.manifest.sgx and APP.sig in ``directory``, the image in ``rootfs``.
+
+    Without ``rootfs``, a directory that is itself an unpacked image (it has ppml/APP.*) is
+    used as both.
+    """
+    from .hashing import FileHasher
+
+    directory = Path(directory)
+    record_data, record_source, docs = _load_common(record, list(policies))
+    artifacts = directory
+    if rootfs is None:
+        if (directory / IN_IMAGE_DIR.strip("/")).is_dir() and not any(
+                p.name.endswith(".manifest.sgx") for p in directory.iterdir()):
+            rootfs, artifacts = directory, directory / IN_IMAGE_DIR.strip("/")
+        else:
+            raise PpmlError(f"{directory}: directory mode needs --rootfs DIR, the image's "
+                            "filesystem unpacked on the host (e.g. docker export | tar -x), to "
+                            "check the trusted files against")
+    rootfs = Path(rootfs)
+    if not rootfs.is_dir():
+        raise PpmlError(f"--rootfs {rootfs}: not a directory (the image's unpacked filesystem)")
+    app = _discover_name([p.name for p in artifacts.iterdir()], str(artifacts), name)
+    manifest_sgx = _read_host(artifacts / f"{app}.manifest.sgx", "manifest (.manifest.sgx)")
+    sig_path = artifacts / f"{app}.sig"
+    sig = parse_sigstruct(_read_host(sig_path, "SIGSTRUCT (.sig)"), str(sig_path))
+    pal = _read_host(Path(libpal), "libpal.so (--libpal)") if libpal is not None else None
+    # An auditor's check reads every byte: no hash cache.
+    fs = DirRootFS(rootfs, FileHasher(use_cache=False))
+    evidence = Evidence(target=str(directory), name=app, manifest_sgx=manifest_sgx,
+                        sigstruct=sig, fs=fs, libpal=pal, record=record_data,
+                        record_source=record_source, policies=docs)
+    return run_checks(evidence)
+
+
+def _keep_for_verify(path: str) -> bool:
+    """Hold in memory what verify reads whole: /ppml/ and the LibOS files (libpal.so)."""
+    return path.startswith(IN_IMAGE_DIR + "/") or "/gramine/" in path or \
+        path.endswith("/libpal.so")
+
+
+def verify_image(reference: str, *, name: str | None = None,
+                 libpal: os.PathLike | str | None = None,
+                 record: os.PathLike | str | None = None,
+                 policies: Sequence[os.PathLike | str] = (),
+                 client: Any = None, say: Say = lambda line: None) -> VerifyReport:
+    """Image mode: everything from the local engine's image, exported in ONE stream."""
+    import docker.errors
+
+    from .engine import connect, export_image_rootfs
+
+    record_data, record_source, docs = _load_common(record, list(policies))
+    pal = _read_host(Path(libpal), "libpal.so (--libpal)") if libpal is not None else None
+    client = client or connect()
+    try:
+        attrs = client.api.inspect_image(reference)
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"{reference}: no such image in the local Docker engine (verify does "
+                         f"not pull); pull it first (docker pull {reference}) or build it") \
+            from None
+    except docker.errors.APIError as err:
+        raise ImageError(f"{reference}: cannot inspect the image: "
+                         f"{err.explanation or err}") from None
+    image_id = attrs["Id"]  # labels and files from the same image, even if the tag moves
+    labels = dict((attrs.get("Config") or {}).get("Labels") or {})
+    say(f"exporting {reference} ({image_id[:19]}) to hash its files")
+    fs = export_image_rootfs(client, image_id, keep=_keep_for_verify)
+    try:
+        names = fs.listdir(IN_IMAGE_DIR)
+    except RootFSError:
+        raise ImageError(f"{reference}: no {IN_IMAGE_DIR}/ directory in the image: not built "
+                         "by `ppml-build build`") from None
+    app = _discover_name(names, f"{reference}:{IN_IMAGE_DIR}/", name)
+
+    def image_file(file_name: str, what: str) -> bytes:
+        path = f"{IN_IMAGE_DIR}/{file_name}"
+        try:
+            return fs.read_bytes(resolve(fs, path))
+        except (OSError, KeyError) as err:
+            raise ImageError(f"{reference}: cannot read {path} ({what}): {err}") from None
+
+    manifest_sgx = image_file(f"{app}.manifest.sgx", "the manifest")
+    sig = parse_sigstruct(image_file(f"{app}.sig", "the SIGSTRUCT"),
+                          f"{reference}:{IN_IMAGE_DIR}/{app}.sig")
+    copy = None
+    if fs.lstat(f"{IN_IMAGE_DIR}/{app}.manifest") is not None:
+        copy = image_file(f"{app}.manifest", "the manifest copy")
+    evidence = Evidence(target=reference, name=app, manifest_sgx=manifest_sgx, sigstruct=sig,
+                        fs=fs, libpal=pal, labels=labels, manifest_copy=copy,
+                        record=record_data, record_source=record_source, policies=docs)
+    say("checking")
+    return run_checks(evidence)
+
+
+def _looks_like_path(target: str) -> bool:
+    return target.startswith(("/", "./", "../", "~")) or target in (".", "..")
+
+
+def verify_target(target: str, *, rootfs: os.PathLike | str | None = None,
+                  name: str | None = None, libpal: os.PathLike | str | None = None,
+                  record: os.PathLike | str | None = None,
+                  policies: Sequence[os.PathLike | str] = (),
+                  say: Say = lambda line: None) -> VerifyReport:
+    """An existing directory → directory mode; anything else is a local image reference."""
+    if Path(target).is_dir():
+        return verify_directory(target, rootfs=rootfs, name=name, libpal=libpal, record=record,
+                                policies=policies)
+    if Path(target).exists():
+        raise PpmlError(f"{target}: not a directory; give the directory holding "
+                        "APP.manifest.sgx and APP.sig (or an image reference)")
+    if _looks_like_path(target):
+        raise PpmlError(f"{target}: no such directory (give a directory holding "
+                        "APP.manifest.sgx and APP.sig, or an image reference)")
+    if rootfs is not None:
+        raise PpmlError(f"--rootfs is for directory mode; {target} is not a directory (an "
+                        "image is checked against its own filesystem)")
+    return verify_image(target, name=name, libpal=libpal, record=record, policies=policies,
+                        say=say)
+
+
+__all__ = ["Check", "Evidence", "POLICY_FORMATS", "PolicyDocument", "QuoteValues",
+           "VerifyReport", "evaluate_policy", "load_policy", "load_record_file", "run_checks",
+           "verify_directory", "verify_image", "verify_target"]
