@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
+import posixpath
 import shutil
 import stat
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import docker.errors
 
 from . import __version__
 from .atomic import write_bytes_atomic, write_text_atomic
@@ -35,7 +40,7 @@ from .imagebuild import build_image
 from .manifest import RenderedManifest
 from .pipeline import load_and_plan, render_for_rootfs, trusted_files_document
 from .plan import Plan
-from .recipe import Recipe, check_app_files
+from .recipe import Recipe, check_app_files, check_build_sources
 from .rootfs import RootFSError, resolve
 from .signing import load_signing_key, read_passphrase, sign_summary, tbs_sigstruct
 from .sign import keys
@@ -46,6 +51,10 @@ from .versions import gramine_version
 
 RECORD_SCHEMA = "ppml-build/measurement/v1"
 IN_IMAGE_DIR = "/ppml"  # where the final image keeps APP.manifest.sgx and APP.sig
+BUILD_SOURCES_DIR = "build-src"  # build.sources[i] is staged as <context>/build-src/<i>
+CA_CONTEXT_NAME = "ppml-ca-bundle.pem"
+CA_IN_BUILD_STAGE = "/etc/ppml-build/ca-bundle.pem"
+CA_ENV_NAMES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
 
 
 @dataclass
@@ -98,12 +107,45 @@ class _Timer:
 
 # --- pure pieces ------------------------------------------------------------------------------
 
-def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str) -> str:
-    """The app layer: the recipe's files on the base, plus its workdir and (public) env."""
+def build_stage_lines(recipe: Recipe, base_ref: str, *, ca_bundle: bool = False) -> list[str]:
+    """``FROM base AS build``: packages, sources and steps of the recipe's build stage.
+
+    The stage runs with the network (builds use network mode host); a CA bundle, when given,
+    is copied into this stage only and named by the variables pip, requests, OpenSSL and curl
+    read. Nothing of the stage reaches the app image except ``COPY --from=build`` outputs.
+    """
+    stage = recipe.build
+    if stage is None:
+        return []
+    lines = [f"FROM {base_ref} AS build", "USER root"]
+    apt_ca = ""
+    if ca_bundle:
+        lines.append(f"COPY {CA_CONTEXT_NAME} {CA_IN_BUILD_STAGE}")
+        lines.append("ENV " + " ".join(f"{name}={CA_IN_BUILD_STAGE}" for name in CA_ENV_NAMES))
+        apt_ca = f" -o Acquire::https::CAInfo={CA_IN_BUILD_STAGE}"
+    if stage.packages:
+        packages = " ".join(stage.packages)
+        lines.append("RUN " + json.dumps([
+            "/bin/sh", "-ec", f"apt-get{apt_ca} update; DEBIAN_FRONTEND=noninteractive "
+            f"apt-get{apt_ca} install -y --no-install-recommends {packages}; "
+            "rm -rf /var/lib/apt/lists/*"]))
+    for index, item in enumerate(stage.sources):
+        lines.append("COPY " + json.dumps([f"{BUILD_SOURCES_DIR}/{index}", item.dest]))
+    for step in stage.steps:
+        lines.append("RUN " + json.dumps(["/bin/sh", "-ec", step]))
+    return lines + [""]
+
+
+def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool = False) -> str:
+    """The app layer: the recipe's files on the base, the build stage's outputs, its workdir
+    and (public) env. Without a build stage this is one stage, as it always was."""
     env = {**recipe.app.env, **plan.extra_env}
-    lines = [f"FROM {base_ref}"]
+    lines = build_stage_lines(recipe, base_ref, ca_bundle=ca_bundle)
+    lines.append(f"FROM {base_ref}")
     if recipe.app.files:
         lines.append("COPY rootfs/ /")
+    for output in (recipe.build.outputs if recipe.build else []):
+        lines.append("COPY --from=build " + json.dumps([output.src, output.dest]))
     lines.append(f"WORKDIR {recipe.app.workdir}")
     for name in sorted(env):
         lines.append(f"ENV {name}={json.dumps(env[name])}")
@@ -169,21 +211,123 @@ def measurement_record(*, recipe: Recipe, plan: Plan, summary: dict, image: str,
 
 # --- the I/O edge -----------------------------------------------------------------------------
 
+def _copy_source(host: Path, target: Path) -> None:
+    if host.is_dir():
+        shutil.copytree(host, target, symlinks=False, dirs_exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(host, target)
+        mode = os.stat(host).st_mode
+        os.chmod(target, 0o755 if mode & stat.S_IXUSR else 0o644)
+
+
 def _stage_app_files(recipe: Recipe, recipe_dir: Path, context: Path,
                      source: str) -> list[tuple[Path, str]]:
-    """Copy app.files into context/rootfs/<dest>; returns the (host source, dest) pairs."""
+    """Copy app.files into context/rootfs/<dest> (and build.sources into context/build-src/<i>);
+    returns the (host source, dest) pairs of app.files."""
     root = context / "rootfs"
     pairs = check_app_files(recipe, recipe_dir, source)
     for host, dest in pairs:
-        target = root / dest.lstrip("/")
-        if host.is_dir():
-            shutil.copytree(host, target, symlinks=False, dirs_exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(host, target)
-            mode = os.stat(host).st_mode
-            os.chmod(target, 0o755 if mode & stat.S_IXUSR else 0o644)
+        _copy_source(host, root / dest.lstrip("/"))
+    for index, (host, dest) in enumerate(check_build_sources(recipe, recipe_dir, source)):
+        if dest.endswith("/") and not host.is_dir():
+            raise RecipeError(f"{source}: build.sources[{index}].dest: {dest!r} ends with '/' "
+                              "but the source is a file; give the file's full path in the "
+                              "build stage")
+        _copy_source(host, context / BUILD_SOURCES_DIR / str(index))
     return pairs
+
+
+def _stage_ca_bundle(options: BuildOptions, recipe: Recipe, context: Path,
+                     say: Say) -> bool:
+    """Put the CA bundle in the context when a build stage can use it (never otherwise)."""
+    if recipe.build is None:
+        return False
+    bundle, origin = options.ca_bundle, "--ca-bundle"
+    if bundle is None:
+        from .bootstrap import default_ca_bundle
+
+        found = default_ca_bundle()
+        if found is None:
+            return False
+        bundle, origin = found[0], f"${found[1]}"
+    from .bootstrap import check_ca_bundle
+
+    check_ca_bundle(Path(bundle))
+    shutil.copyfile(bundle, context / CA_CONTEXT_NAME)
+    say(f"CA bundle {bundle} (from {origin}) goes to the build stage only")
+    return True
+
+
+def fetch_build_outputs(client, app_image_id: str, recipe: Recipe,
+                        into: Path) -> list[tuple[Path, str]]:
+    """The bytes of every build output, read back from the built app image.
+
+    Returns (host copy, dest) pairs: a file, or a directory holding what the image has at
+    dest. Only regular files and directories are taken; a symlink an output put there would
+    make our view of the image differ from the image, so it is refused.
+    """
+    if recipe.build is None:
+        return []
+    out: list[tuple[Path, str]] = []
+    try:
+        container = client.containers.create(app_image_id, entrypoint=["/ppml-never-runs"],
+                                             network_mode="none",
+                                             labels={"ppml.build-outputs": "1"})
+    except docker.errors.APIError as err:
+        raise ImageError(f"{app_image_id[:19]}: cannot read the build outputs: "
+                         f"{err.explanation or err}") from None
+    try:
+        for index, output in enumerate(recipe.build.outputs):
+            dest = output.dest.rstrip("/")
+            where = f"build.outputs[{index}]"
+            try:
+                chunks, _ = container.get_archive(dest)
+                data = b"".join(chunks)
+            except docker.errors.NotFound:
+                raise RecipeError(f"{recipe.name}: {where}: {dest} is not in the app image; "
+                                  "did the build steps write " + output.src + "?") from None
+            target = into / str(index)
+            target.mkdir(parents=True)
+            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+                members = archive.getmembers()
+                for member in members:
+                    if not (member.isreg() or member.isdir()):
+                        raise RecipeError(f"{recipe.name}: {where}: {member.name} is not a "
+                                          "regular file or directory; outputs must be plain "
+                                          "files (copy the link's target instead)")
+                archive.extractall(target, members=members, filter="data")
+            host = target / posixpath.basename(dest)
+            if output.is_dir != host.is_dir():
+                kind = "a directory" if host.is_dir() else "a file"
+                raise RecipeError(f"{recipe.name}: {where}: {output.src} is {kind} in the build "
+                                  "stage; write directories with a trailing '/' on src and "
+                                  "dest, files without")
+            out.append((host, output.dest))
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
+    return out
+
+
+def add_build_outputs(fs, outputs: list[tuple[Path, str]], recipe: Recipe) -> OverlayRootFS:
+    """The app filesystem with the build outputs laid over it, as ``COPY --from`` put them.
+
+    A layer of its own with a hasher that keeps no cache: the copies live in a temp dir that
+    is gone after the build, so remembering their digests would only grow the cache.
+    """
+    layer = OverlayRootFS(fs, FileHasher(use_cache=False))
+    try:
+        for host, dest in outputs:
+            if host.is_dir():
+                layer.add_tree(dest, host)
+            else:
+                layer.add_file(dest, host)
+    except RootFSError as err:
+        raise RecipeError(f"{recipe.name}: build.outputs: {err}") from None
+    return layer
 
 
 def app_rootfs(client, base_image_id: str, recipe: Recipe, app_files: list[tuple[Path, str]], *,
@@ -255,21 +399,31 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     say(f"base {base_ref}")
 
     with tempfile.TemporaryDirectory(prefix="ppml-app-") as scratch:
-        context = Path(scratch)
+        context = Path(scratch) / "context"
+        context.mkdir()
         app_files = _stage_app_files(recipe, recipe_dir, context, source)
+        ca_bundle = _stage_ca_bundle(options, recipe, context, say)
         _refuse_key_in_context(context, key_refusals, source)
-        (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref))
+        (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref,
+                                                          ca_bundle=ca_bundle))
         with timer.step("docker_build_app"):
-            say("building the app layer")
+            say("building the app layer" + (" (with its build stage)" if recipe.build else ""))
             app_image_id = build_image(client, context, tag=None, labels={
                 "ppml.stage": "app", "ppml.recipe": recipe.name}, say=say,
                 nocache=options.no_cache)
         with timer.step("export_hash"):
-            fs = app_rootfs(client, pulled.image_id, recipe, app_files,
-                            use_cache=not options.no_cache, say=say, stats=stats)
+            app_fs = app_rootfs(client, pulled.image_id, recipe, app_files,
+                                use_cache=not options.no_cache, say=say, stats=stats)
+            fs = app_fs
+            if recipe.build is not None:
+                outputs = fetch_build_outputs(client, app_image_id, recipe,
+                                              Path(scratch) / "outputs")
+                fs = add_build_outputs(app_fs, outputs, recipe)
         with timer.step("manifest"):
             rendered = render_for_rootfs(recipe, plan, fs, source)
-        stats["app_files_hashed"] = fs.hasher.hashed_files
+        stats["app_files_hashed"] = app_fs.hasher.hashed_files
+        if fs is not app_fs:
+            stats["build_outputs_hashed"] = fs.hasher.hashed_files
         stats["trusted_files"] = len(rendered.trusted_files)
 
     version = gramine_version(recipe.libos.version)
@@ -360,5 +514,6 @@ def _refuse_key_in_context(context: Path, needles: list[bytes], source: str) -> 
                                   "key; never ship the key in app.files")
 
 
-__all__ = ["BuildOptions", "BuildResult", "build", "app_dockerfile", "final_dockerfile",
+__all__ = ["BuildOptions", "BuildResult", "build", "app_dockerfile", "build_stage_lines",
+           "fetch_build_outputs", "add_build_outputs", "final_dockerfile",
            "image_labels", "measurement_record"]

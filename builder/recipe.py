@@ -80,6 +80,13 @@ class LibOS(_Strict):
         return self
 
 
+def _recipe_relative(value: str) -> str:
+    if value.startswith("/") or any(p == ".." for p in Path(value).parts):
+        raise ValueError(f"{value!r} must be a relative path inside the recipe's directory "
+                         "(no '..', no absolute path)")
+    return value
+
+
 class AppFile(_Strict):
     src: str = Field(min_length=1, description="path on the host, relative to the recipe")
     dest: str = Field(description="absolute path in the image")
@@ -87,10 +94,7 @@ class AppFile(_Strict):
     @field_validator("src")
     @classmethod
     def _src(cls, value: str) -> str:
-        if value.startswith("/") or any(p == ".." for p in Path(value).parts):
-            raise ValueError(f"{value!r} must be a relative path inside the recipe's directory "
-                             "(no '..', no absolute path)")
-        return value
+        return _recipe_relative(value)
 
     @field_validator("dest")
     @classmethod
@@ -288,6 +292,96 @@ class Files(_Strict):
         return [_image_path(item) for item in value]
 
 
+_DEB_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
+
+
+class BuildSource(_Strict):
+    """A file or directory of the recipe copied into the build stage (never the final image)."""
+
+    src: str = Field(min_length=1, description="path on the host, relative to the recipe")
+    dest: str = Field(description="absolute path in the build stage")
+
+    @field_validator("src")
+    @classmethod
+    def _src(cls, value: str) -> str:
+        return _recipe_relative(value)
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, value: str) -> str:
+        return _image_path(value)
+
+
+class BuildOutput(_Strict):
+    """What the build stage hands to the app image: a file, or a directory's contents.
+
+    A directory is written with a trailing '/' on both sides (``/build/lib/`` → ``/app/lib/``),
+    as ``COPY --from`` copies a directory's contents.
+    """
+
+    src: str = Field(description="absolute path in the build stage")
+    dest: str = Field(description="absolute path in the app image (a trusted file)")
+
+    @field_validator("src", "dest")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        return _image_path(value)
+
+    @model_validator(mode="after")
+    def _same_kind(self) -> "BuildOutput":
+        if self.src.endswith("/") != self.dest.endswith("/"):
+            raise ValueError(f"src {self.src!r} and dest {self.dest!r} must both end with '/' "
+                             "(a directory's contents) or neither (one file)")
+        if self.dest == "/":
+            raise ValueError("dest must not be the image root; name a directory, e.g. /app/lib/")
+        return self
+
+    @property
+    def is_dir(self) -> bool:
+        return self.src.endswith("/")
+
+
+class BuildStage(_Strict):
+    """A build stage FROM the base image: compile the app from source at build time.
+
+    Its packages, sources, steps and any CA bundle stay in the stage; only ``outputs`` are
+    copied into the app image (and trusted in the manifest).
+    """
+
+    packages: list[str] = Field(default_factory=list,
+                                description="Debian packages for the build stage only")
+    sources: list[BuildSource] = Field(default_factory=list)
+    steps: list[str] = Field(default_factory=list, description="shell commands, in order")
+    outputs: list[BuildOutput] = Field(default_factory=list)
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, value: list[BuildOutput]) -> list[BuildOutput]:
+        if not value:
+            raise ValueError("list at least one output: what the build stage hands to the app "
+                             "image, e.g. {src: /build/app.jar, dest: /app/app.jar}")
+        return value
+
+    @field_validator("packages")
+    @classmethod
+    def _packages(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not isinstance(name, str) or not _DEB_PACKAGE_RE.match(name):
+                raise ValueError(f"{name!r} is not a Debian package name (e.g. "
+                                 "openjdk-17-jdk-headless, or name=version)")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[str]) -> list[str]:
+        for index, step in enumerate(value):
+            if not step.strip():
+                raise ValueError(f"step {index} is empty; remove it")
+            if "\0" in step:
+                raise ValueError(f"step {index} contains a NUL byte")
+        return value
+
+
 class Recipe(_Strict):
     api_version: Literal["ppml-build/v1"] = Field(alias="apiVersion")
     kind: Literal["spark", "flink", "java", "python"]
@@ -299,6 +393,7 @@ class Recipe(_Strict):
     resources: Resources = Field(default_factory=Resources)
     enclave: Enclave = Field(default_factory=Enclave)
     files: Files = Field(default_factory=Files)
+    build: BuildStage | None = None
 
     @field_validator("name")
     @classmethod
@@ -467,17 +562,35 @@ def load_recipe(path: Path | str) -> Recipe:
     return load_recipe_text(text, str(path))
 
 
-def check_app_files(recipe: Recipe, recipe_dir: Path, source: str) -> list[tuple[Path, str]]:
-    """Host sources of app.files must exist inside the recipe's directory (no escape by link)."""
+def _host_sources(items, field_name: str, recipe_dir: Path,
+                  source: str) -> list[tuple[Path, str]]:
     root = recipe_dir.resolve()
     out = []
-    for index, item in enumerate(recipe.app.files):
+    for index, item in enumerate(items):
         host = (recipe_dir / item.src).resolve()
         if root not in host.parents and host != root:
-            raise RecipeError(f"{source}: app.files[{index}].src: {item.src!r} leaves the "
+            raise RecipeError(f"{source}: {field_name}[{index}].src: {item.src!r} leaves the "
                               "recipe's directory; move the file next to the recipe")
         if not host.exists():
-            raise RecipeError(f"{source}: app.files[{index}].src: {item.src!r} does not exist "
-                              f"(looked in {recipe_dir})")
+            raise RecipeError(f"{source}: {field_name}[{index}].src: {item.src!r} does not "
+                              f"exist (looked in {recipe_dir})")
         out.append((host, item.dest))
     return out
+
+
+def check_build_sources(recipe: Recipe, recipe_dir: Path,
+                        source: str) -> list[tuple[Path, str]]:
+    """Host sources of build.sources, checked like app.files; [] without a build stage."""
+    if recipe.build is None:
+        return []
+    return _host_sources(recipe.build.sources, "build.sources", recipe_dir, source)
+
+
+def check_app_files(recipe: Recipe, recipe_dir: Path, source: str) -> list[tuple[Path, str]]:
+    """Host sources of app.files must exist inside the recipe's directory (no escape by link).
+
+    The build stage's sources are checked too (so `validate` catches a missing one); only the
+    app.files pairs are returned.
+    """
+    check_build_sources(recipe, recipe_dir, source)
+    return _host_sources(recipe.app.files, "app.files", recipe_dir, source)

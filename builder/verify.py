@@ -41,7 +41,6 @@ from .versions import DEFAULT_GRAMINE_PREFIX
 IN_IMAGE_DIR = "/ppml"  # where `build` puts APP.manifest.sgx and APP.sig (build.IN_IMAGE_DIR)
 LIBPAL_IN_PREFIX = "sgx/libpal.so"  # relative to the directory holding libsysdb.so
 RECORD_FILE = "measurement.json"
-# The SGX INIT attribute bit: set in every quote (the enclave is initialised), never in SIGSTRUCT.
 
 Say = Callable[[str], None]
 

@@ -16,6 +16,7 @@ from . import image_commands  # noqa: E402,F401
 from . import policy_commands  # noqa: E402,F401
 from . import k8s_commands  # noqa: E402,F401
 from . import build_commands  # noqa: E402,F401
+from . import trace_commands  # noqa: E402,F401
 from . import verify_commands  # noqa: E402,F401
 
 

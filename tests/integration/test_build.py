@@ -307,3 +307,29 @@ def test_docker_not_running(pushed_bases, key, registry, tmp_path, capsys, monke
     recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
     line = fail_cli(recipe, key, registry.auth_file, tmp_path / "out", capsys)
     assert "cannot reach the Docker engine" in line and "docker-up.sh" in line
+
+
+def test_push_records_the_pushed_digest(pushed_bases, key, registry, tmp_path, capsys,
+                                        docker_client):
+    remote, _ = pushed_bases["spark"]
+    recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
+    target = f"{registry.address}/ppml/pyspark-sql-agg:pushed"
+    summary = build_cli(recipe, key, registry, tmp_path / "out", capsys, "--tag", target,
+                        "--push")
+    record = json.loads((tmp_path / "out" / "measurement.json").read_text())
+    assert record["image"]["reference"] == target
+    digest = record["image"]["digest"]
+    assert digest and digest.startswith("sha256:")
+    assert engine.registry_digest(docker_client, target, auth=registry.auth) == digest
+    assert summary["mrenclave"] == record["mrenclave"]
+
+
+def test_push_needs_a_registry_in_the_tag(pushed_bases, key, registry, tmp_path, capsys):
+    remote, _ = pushed_bases["spark"]
+    recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
+    capsys.readouterr()
+    code = main(["build", str(recipe), "--key", str(key), "--registry-auth",
+                 str(registry.auth_file), "--output-dir", str(tmp_path / "out"), "--push"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--push needs --tag with a registry" in err
+    assert not (tmp_path / "out").exists()
