@@ -352,7 +352,7 @@ class BuildStage(_Strict):
                                 description="Debian packages for the build stage only")
     sources: list[BuildSource] = Field(default_factory=list)
     steps: list[str] = Field(default_factory=list, description="shell commands, in order")
-    outputs: list[BuildOutput] = Field(default_factory=list)
+    outputs: list[BuildOutput] = Field(default_factory=list, validate_default=True)
 
     @field_validator("outputs")
     @classmethod

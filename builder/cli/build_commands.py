@@ -28,7 +28,8 @@ def build(
     push: Annotated[bool, typer.Option(help="Push the final image and record its digest.")] =
     False,
     ca_bundle: Annotated[Optional[Path], typer.Option(
-        help="CA bundle for build steps behind a TLS-inspecting proxy.")] = None,
+        help="CA bundle for the recipe's build stage behind a TLS-inspecting proxy (default "
+             "$PIP_CERT; build stage only, never in the final image).")] = None,
     date: Annotated[str, typer.Option(help="SIGSTRUCT date YYYY-MM-DD, for reproducible "
                                            ".sig files [default: today].")] = "today",
     passphrase_file: Annotated[Optional[Path], typer.Option(
@@ -47,8 +48,9 @@ def build(
     False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Build a signed Gramine enclave image from a recipe, measure it natively and record
-    MRENCLAVE (measurement.json + image labels)."""
+    """Build a signed enclave image from a recipe (Gramine: measured and signed natively;
+    Occlum: `occlum build` in the Occlum base, measurement read back) and record MRENCLAVE
+    (measurement.json + image labels)."""
     from ..build import BuildOptions, build as run_build
     from ..progress import reporter_for
 

@@ -1,0 +1,629 @@
+"""``ppml-build build`` for ``libos.type: occlum``: recipe → signed Occlum enclave image + record.
+
+    pull base (digest pinned) → app layer (Docker SDK) → base index + app overlay
+    → Occlum.json + bom.yaml (ppml_build.occlum) → in a container of that image:
+      ``occlum new``, ``copy_bom``, ``occlum build --sign-key`` → read the SIGSTRUCT of
+      build/lib/libocclum-libos.signed.so natively and check it → commit the container
+      (labels, ``occlum run`` entrypoint) → record (+ policies) → optional push
+
+Unlike Gramine, MRENCLAVE cannot be computed from the configuration: ``occlum build`` seals
+the SEFS image and initfs MACs into the LibOS binary before ``sgx_sign`` measures it
+(occlum.md §0, §2.1). So Occlum's own tools build and sign, and we read the result.
+
+The signing key: a fresh host temp dir holds only a copy of it (0400), bind-mounted read-only
+into the build container, which has no network. The copy is deleted as soon as the container
+exits, and the container is committed only then; a bind mount is never part of a commit anyway
+(it uses ``mounts=``, so not even a VOLUME entry is). The key is never in a build context, a
+layer, the image config or history, a log line or the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import io
+import json
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import Mount
+
+from . import __version__
+from .atomic import write_bytes_atomic, write_text_atomic
+# The app image is made exactly as for Gramine; these helpers are shared with ppml_build.build.
+from .build import (RECORD_SCHEMA, BuildOptions, BuildResult, Say, _key_fingerprints,
+                    _refuse_key_in_context, _stage_app_files, _stage_ca_bundle, _Timer,
+                    add_build_outputs, app_dockerfile, app_rootfs, fetch_build_outputs,
+                    image_labels)
+from .engine import (STREAM_TIMEOUT, ImageReference, connect, load_registry_auth, pull_image,
+                     push_image)
+from .errors import ImageError, RecipeError, SigningError, VerificationError
+from .imagebuild import build_image
+from .occlum import OCCLUM_VERSION, RenderedOcclum
+from .pipeline import load_and_plan, render_occlum_for_rootfs
+from .plan import Plan
+from .recipe import Recipe
+from .sign import keys
+from .sign.sdk_metadata import SdkMetadata, read_sdk_metadata
+from .sign.sigstruct import SGX_FLAGS_DEBUG, Sigstruct, verify_q1_q2, verify_signature
+from .signing import load_signing_key, read_passphrase
+from .sizes import format_gramine_size
+
+# Where Occlum 0.31's packages install their tools (base_images/occlum/Dockerfile). Named by
+# absolute path: a Spark or Flink layer on top of the Occlum base may have reset PATH.
+OCCLUM_BIN_DIR = "/opt/occlum/build/bin"
+OCCLUM_TEMPLATE_DIR = "/opt/occlum/etc/template"   # copy_bom's --include-dir (base.yaml)
+IN_IMAGE_DIR = "/ppml"                               # our public inputs, kept for audits
+INSTANCE_DIR = f"{IN_IMAGE_DIR}/occlum_instance"
+SIGNED_ENCLAVE = "build/lib/libocclum-libos.signed.so"  # relative to the instance (occlum.md §2.1)
+BUILD_SCRIPT = f"{IN_IMAGE_DIR}/occlum-build.sh"
+OCCLUM_JSON = f"{IN_IMAGE_DIR}/Occlum.json"
+BOM_YAML = f"{IN_IMAGE_DIR}/bom.yaml"
+# The read-only bind mount of the key's temp dir (never a path of the image's own files).
+KEY_MOUNT_DIR = "/run/ppml-signing-key"
+KEY_FILE_NAME = "enclave-key.pem"
+SGX_MODE = "HW"  # SIM/HYPER builds load a different LibOS binary: a different MRENCLAVE
+STEP_PREFIX = "ppml-step: "
+ERROR_PREFIX = "ppml-error: "
+EXIT_NO_KEY = 97
+EXIT_NO_OCCLUM = 98
+
+
+# --- pure pieces ------------------------------------------------------------------------------
+
+def occlum_build_script(*, edmm: bool) -> str:
+    """The shell script the build container runs (as root, no network, key mounted read-only).
+
+    It never prints or copies the key: ``occlum build`` hands the path to sgx_sign, which reads
+    it. EDMM is set explicitly both ways (``--enable-edmm``, ENABLE_EDMM): gen_internal_conf ORs
+    the environment with Occlum.json's feature.enable_edmm, so a base image's ENV could
+    otherwise switch it on behind the recipe's back.
+    """
+    flag = "Y" if edmm else "N"
+    key = f"{KEY_MOUNT_DIR}/{KEY_FILE_NAME}"
+    return f"""\
+#!/bin/sh
+# Written by ppml-build {__version__}: builds and signs the Occlum {OCCLUM_VERSION} instance.
+# The signing key is a read-only bind mount from the build host; it is not in this image.
+set -eu
+step() {{ echo "{STEP_PREFIX}$*"; }}
+fail() {{ code=$1; shift; echo "{ERROR_PREFIX}$*"; exit "$code"; }}
+export PATH="{OCCLUM_BIN_DIR}:$PATH"
+export SGX_MODE={SGX_MODE} ENABLE_EDMM={flag}
+[ -r "{key}" ] || fail {EXIT_NO_KEY} "no signing key at {key}"
+command -v occlum >/dev/null 2>&1 || fail {EXIT_NO_OCCLUM} "occlum"
+command -v copy_bom >/dev/null 2>&1 || fail {EXIT_NO_OCCLUM} "copy_bom"
+rm -rf "{INSTANCE_DIR}"
+step "occlum new {INSTANCE_DIR}"
+occlum new "{INSTANCE_DIR}"
+cd "{INSTANCE_DIR}"
+cp "{OCCLUM_JSON}" Occlum.json
+step "copy_bom -f {BOM_YAML} --root image"
+copy_bom -f "{BOM_YAML}" --root image --include-dir "{OCCLUM_TEMPLATE_DIR}"
+step "occlum build --sign-key {key} --enable-edmm {flag}"
+occlum build --sign-key "{key}" --enable-edmm {flag}
+test -f "{SIGNED_ENCLAVE}" || fail 1 "occlum build wrote no {SIGNED_ENCLAVE}"
+step "done"
+"""
+
+
+def program_path(recipe: Recipe, rendered: RenderedOcclum) -> str:
+    """The in-image path ``occlum run`` is given: app.command[0] as the image's PATH finds it
+    (entry_points holds its directory)."""
+    program = recipe.app.command[0]
+    if "/" in program:
+        return posixpath.normpath(program)
+    return posixpath.join(rendered.occlum_json["entry_points"][0], program)
+
+
+def final_image_config(recipe: Recipe, rendered: RenderedOcclum,
+                       labels: dict[str, str]) -> dict[str, Any]:
+    """Image config the commit applies. Running the image runs, in the instance directory,
+
+        /opt/occlum/build/bin/occlum run <program> <app.command[1:]>
+
+    which needs the SGX devices (``docker run --device /dev/sgx_enclave --device
+    /dev/sgx_provision IMAGE``). Occlum takes argv from the host: CMD can be replaced at run
+    time, and entry_points only pins the program's directory (see the render warnings).
+    """
+    return {
+        "Entrypoint": [f"{OCCLUM_BIN_DIR}/occlum", "run", program_path(recipe, rendered)],
+        "Cmd": list(recipe.app.command[1:]),
+        "WorkingDir": INSTANCE_DIR,
+        "Labels": dict(labels),
+    }
+
+
+def sdk_debuggable(sig: Sigstruct) -> bool:
+    """Can the enclave be launched with DEBUG (host-readable memory)?
+
+    sgx_sign never sets DEBUG in ATTRIBUTES; a debuggable enclave (DisableDebug=0, from
+    Occlum's metadata.debuggable) is one whose ATTRIBUTEMASK leaves DEBUG free, so the loader
+    may set it at ECREATE and EINIT still accepts it.
+    """
+    return bool(sig.attribute_flags & SGX_FLAGS_DEBUG) or \
+        not sig.attribute_flags_mask & SGX_FLAGS_DEBUG
+
+
+def sdk_edmm(sig: Sigstruct) -> bool:
+    """Was the enclave signed for EDMM? Occlum's EDMM Enclave.xml sets MiscSelect 1 (EXINFO)
+    with MiscMask 0xFFFFFFFF, the non-EDMM one 0/0 (occlum.md §2.2); SIGSTRUCT keeps
+    MiscSelect & MiscMask."""
+    return bool(sig.misc_select & 1)
+
+
+@dataclass(frozen=True)
+class OcclumEnclave:
+    """The checked SIGSTRUCT of a signed Occlum LibOS and what the record says about it."""
+
+    sigstruct: Sigstruct
+    metadata: SdkMetadata | None
+    debuggable: bool
+    edmm: bool
+
+    def summary(self) -> dict[str, Any]:
+        """The ``sign --json`` shape; ``debug`` means "may run as a debug enclave"."""
+        sig = self.sigstruct
+        return {
+            "mrenclave": sig.enclave_hash.hex(),
+            "mrsigner": sig.mrsigner.hex(),
+            "isv_prod_id": sig.isv_prod_id,
+            "isv_svn": sig.isv_svn,
+            "debug": self.debuggable,
+            "date": sig.date_text,
+            "attributes": {"flags": f"0x{sig.attribute_flags:016x}",
+                           "xfrm": f"0x{sig.attribute_xfrm:016x}"},
+            "misc_select": f"0x{sig.misc_select:08x}",
+        }
+
+
+def check_occlum_sigstruct(sig: Sigstruct, *, source: str, recipe: Recipe,
+                           expected_mrsigner: bytes, metadata: SdkMetadata | None = None
+                           ) -> OcclumEnclave:
+    """Refuse a signed enclave that is not what the recipe and key asked for.
+
+    The values come from Occlum's tools inside the base image, so each one the recipe decides
+    is checked: a base whose ``occlum`` ignores --sign-key, Occlum.json or --enable-edmm must
+    not get a record that claims otherwise.
+    """
+    if not (verify_signature(sig) and verify_q1_q2(sig)):
+        raise VerificationError(f"{source}: the SIGSTRUCT's RSA signature does not verify; "
+                                "the enclave is damaged or was not signed by sgx_sign")
+    if sig.mrsigner != expected_mrsigner:
+        if sig.mrsigner == keys.SAMPLE_KEY_MRSIGNER:
+            raise VerificationError(
+                f"{source}: signed with Occlum's default key, the public Intel SDK sample key "
+                f"(MRSIGNER {keys.SAMPLE_KEY_MRSIGNER.hex()}), not with --key; the base "
+                "image's occlum ignored --sign-key: use a genuine Occlum 0.31 base")
+        raise VerificationError(
+            f"{source}: MRSIGNER is {sig.mrsigner.hex()}, but --key has MRSIGNER "
+            f"{expected_mrsigner.hex()}; the base image's occlum signed with another key")
+    if (sig.isv_prod_id, sig.isv_svn) != (recipe.enclave.isv_prod_id, recipe.enclave.isv_svn):
+        raise VerificationError(
+            f"{source}: ISVPRODID/ISVSVN are {sig.isv_prod_id}/{sig.isv_svn}, but the recipe's "
+            f"enclave.isv_prod_id/isv_svn are {recipe.enclave.isv_prod_id}/"
+            f"{recipe.enclave.isv_svn}; the base image's occlum did not sign the Occlum.json "
+            "we wrote")
+    debuggable = sdk_debuggable(sig)
+    if debuggable and not recipe.enclave.debug:
+        raise VerificationError(
+            f"{source}: the signed enclave is debuggable (its ATTRIBUTEMASK leaves DEBUG open, "
+            "so the host can read its memory) but the recipe has enclave.debug: false; the "
+            "base image's occlum ignored Occlum.json metadata.debuggable: use a genuine Occlum "
+            "0.31 base (or set enclave.debug: true for a test build)")
+    edmm = sdk_edmm(sig)
+    if edmm != recipe.enclave.edmm:
+        raise VerificationError(
+            f"{source}: the enclave was signed {'with' if edmm else 'without'} EDMM "
+            f"(MISCSELECT 0x{sig.misc_select:08x}) but the recipe has enclave.edmm: "
+            f"{'true' if recipe.enclave.edmm else 'false'}; EDMM changes MRENCLAVE, so the base "
+            "image must not override --enable-edmm (check its ENABLE_EDMM / "
+            "INSTANCE_IS_FOR_EDMM_PLATFORM environment)")
+    return OcclumEnclave(sig, metadata, debuggable, edmm)
+
+
+def read_occlum_enclave(data: bytes, *, source: str, recipe: Recipe,
+                        expected_mrsigner: bytes) -> OcclumEnclave:
+    """Parse the SIGSTRUCT from an SDK-signed ELF's .note.sgxmeta (as ``sigstruct-view``
+    does) and check it."""
+    try:
+        metadata = read_sdk_metadata(data, source=source)[0]
+    except SigningError as err:
+        raise VerificationError(str(err)) from None
+    return check_occlum_sigstruct(metadata.sigstruct, source=source, recipe=recipe,
+                                  expected_mrsigner=expected_mrsigner, metadata=metadata)
+
+
+def occlum_labels(recipe: Recipe, enclave: OcclumEnclave, base_digest: str,
+                  created: str) -> dict[str, str]:
+    """Gramine's label set (OCI + ppml.*; ppml.libos = "occlum 0.31"), plus EDMM and where
+    the instance is."""
+    labels = image_labels(recipe, enclave.summary(), base_digest, created)
+    labels["ppml.edmm"] = "true" if enclave.edmm else "false"
+    labels["ppml.occlum.instance"] = INSTANCE_DIR
+    return labels
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def occlum_measurement_record(*, recipe: Recipe, plan: Plan, enclave: OcclumEnclave, image: str,
+                              image_id: str, pushed_digest: str | None, base_digest: str,
+                              rendered: RenderedOcclum) -> dict:
+    """The record, in the shape of ``ppml_build.build.measurement_record``.
+
+    What Gramine's keys mean here: ``manifest_sha256`` is Occlum.json's digest (the
+    configuration sealed into the LibOS); ``trusted_files`` counts the files the bom puts into
+    the integrity-protected image, with the bom's digest; ``enclave_size`` is what sgx_sign
+    laid out (from the signed metadata), not our estimate.
+    """
+    occlum_json = rendered.occlum_json_text.encode("utf-8")
+    bom = rendered.bom_text.encode("utf-8")
+    summary = enclave.summary()
+    enclave_size = (format_gramine_size(enclave.metadata.enclave_size)
+                    if enclave.metadata is not None else None)
+    return {
+        "schema": RECORD_SCHEMA,
+        "name": recipe.name,
+        "image": {"reference": image, "id": image_id, "digest": pushed_digest},
+        "base": {"reference": recipe.base.image, "digest": base_digest},
+        "libos": {"type": recipe.libos.type, "version": recipe.libos.version},
+        "mrenclave": summary["mrenclave"],
+        "mrsigner": summary["mrsigner"],
+        "isv_prod_id": summary["isv_prod_id"],
+        "isv_svn": summary["isv_svn"],
+        "debug": summary["debug"],
+        "attributes": summary["attributes"],
+        "misc_select": summary["misc_select"],
+        "enclave_size": enclave_size,
+        "max_threads": plan.max_threads,
+        "edmm": enclave.edmm,
+        "manifest_sha256": _sha256(occlum_json),
+        "trusted_files": {"count": rendered.image_file_count, "digest": "sha256:" + _sha256(bom)},
+        "tool": {"name": "ppml-build", "version": __version__},
+        "date": summary["date"],
+        "occlum": {
+            "instance": INSTANCE_DIR,
+            "signed_enclave": f"{INSTANCE_DIR}/{SIGNED_ENCLAVE}",
+            "sgx_mode": SGX_MODE,
+            "sdk_metadata_version": (enclave.metadata.version
+                                     if enclave.metadata is not None else None),
+            "occlum_json_sha256": _sha256(occlum_json),
+            "bom_sha256": _sha256(bom),
+        },
+    }
+
+
+def config_archive(files: dict[str, bytes]) -> bytes:
+    """A tar of in-image paths → bytes (root-owned, mtime 0) for ``put_archive`` at /."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        dirs = sorted({posixpath.dirname(path) for path in files} - {"/"})
+        for directory in dirs:
+            info = tarfile.TarInfo(directory.lstrip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(info)
+        for path in sorted(files):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(files[path])
+            info.mode = 0o755 if path.endswith(".sh") else 0o644
+            archive.addfile(info, io.BytesIO(files[path]))
+    return buffer.getvalue()
+
+
+# --- the I/O edge -----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def key_mount_dir(private_key: keys.PrivateKey) -> Iterator[Path]:
+    """A fresh 0700 temp dir holding only the key (unencrypted PKCS#1 PEM, 0400), removed
+    afterwards whatever happens.
+
+    PKCS#1 is the form of Occlum's own Enclave.pem and what sgx_sign reads; it has no
+    passphrase option, so an encrypted --key is written decrypted, only here.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="ppml-occlum-key-"))
+    try:
+        path = directory / KEY_FILE_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(keys.private_key_pem(private_key))
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class ContainerRun:
+    exit_code: int
+    log: str
+    last_step: str
+
+
+def _read_file(container, path: str) -> bytes | None:
+    """One regular file from a (stopped) container; None if it is not there."""
+    try:
+        chunks, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+            member = archive.next()
+            if member is None or not member.isfile():
+                return None
+            handle = archive.extractfile(member)
+            return handle.read() if handle is not None else None
+    except docker.errors.NotFound:
+        return None
+
+
+def _run_build_container(container, say: Say) -> ContainerRun:
+    """Start, stream the log (steps go to ``say``), wait for the exit code."""
+    lines: list[str] = []
+    last_step = "the start"
+    container.start()
+    pending = b""
+    for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            line = raw.decode("utf-8", "replace").rstrip()
+            lines.append(line)
+            if line.startswith(STEP_PREFIX):
+                last_step = line[len(STEP_PREFIX):]
+                say(last_step)
+    if pending:
+        lines.append(pending.decode("utf-8", "replace").rstrip())
+    status = container.wait(timeout=STREAM_TIMEOUT)
+    return ContainerRun(int(status.get("StatusCode", -1)), "\n".join(lines) + "\n", last_step)
+
+
+def _failure(run: ContainerRun, base: str, log_path: Path) -> ImageError:
+    lines = [line for line in run.log.splitlines() if line.strip()]
+    ours = [line[len(ERROR_PREFIX):] for line in lines if line.startswith(ERROR_PREFIX)]
+    if run.exit_code == EXIT_NO_KEY:
+        return ImageError(
+            f"occlum build: the bind-mounted signing key is not visible in the build container "
+            f"({ours[-1] if ours else 'missing'}); the Docker engine must run on this machine "
+            f"(DOCKER_HOST pointing elsewhere cannot see the host's temp dir)")
+    if run.exit_code == EXIT_NO_OCCLUM:
+        return ImageError(
+            f"{base}: has no `{ours[-1] if ours else 'occlum'}` in {OCCLUM_BIN_DIR} or PATH; "
+            "base.image must be an Occlum 0.31 image (base_images/occlum) with the app's runtime")
+    detail = ours[-1:] or [line for line in lines if not line.startswith(STEP_PREFIX)][-1:]
+    return ImageError(f"occlum build in {base} failed at `{run.last_step}` (exit "
+                      f"{run.exit_code}): {(detail or ['no output'])[0][:300]}; "
+                      f"full log: {log_path}")
+
+
+def _commit(container, image: str, conf: dict[str, Any]) -> str:
+    ref = ImageReference.parse(image)
+    if ref.digest:
+        raise ImageError(f"--tag {image}: name the image with a tag, not a digest")
+    try:
+        committed = container.commit(repository=ref.repository, tag=ref.tag or "latest",
+                                     conf=conf, message="ppml-build: occlum build")
+    except docker.errors.APIError as err:
+        raise ImageError(f"committing the Occlum build container as {image} failed: "
+                         f"{err.explanation or err}") from None
+    return committed.id
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "explanation", None) or err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def _create_build_container(client, image_id: str, key_dir: Path, inputs: dict[str, bytes],
+                            base_ref: str):
+    """The build container: no network, the key dir bind-mounted read-only, our inputs in."""
+    try:
+        container = client.containers.create(
+            image_id, entrypoint=["/bin/sh", BUILD_SCRIPT], command=[], network_mode="none",
+            # mounts=, not volumes=: the SDK turns volumes= into a VOLUME entry of the container
+            # config, which a commit would copy into the image.
+            mounts=[Mount(KEY_MOUNT_DIR, str(key_dir), type="bind", read_only=True)])
+    except docker.errors.APIError as err:
+        raise ImageError(f"cannot create the Occlum build container from {base_ref}: "
+                         f"{_first_line(err)}") from None
+    try:
+        container.put_archive("/", config_archive(inputs))
+    except docker.errors.APIError as err:
+        container.remove(force=True)
+        raise ImageError(f"cannot copy Occlum.json and bom.yaml into the build container: "
+                         f"{_first_line(err)}") from None
+    return container
+
+
+def _check_instance(container, occlum_json: bytes) -> None:
+    """What occlum build left besides the enclave must match what we asked for."""
+    written = _read_file(container, f"{INSTANCE_DIR}/Occlum.json")
+    if written != occlum_json:
+        raise VerificationError(f"{INSTANCE_DIR}/Occlum.json: differs from the one ppml-build "
+                                "wrote; the base image's occlum changed it")
+    mode = (_read_file(container, f"{INSTANCE_DIR}/.sgx_mode") or b"").strip()
+    if mode and mode != SGX_MODE.encode():
+        raise VerificationError(f"{INSTANCE_DIR}/.sgx_mode: {mode.decode()!r}; the enclave must "
+                                f"be built in {SGX_MODE} mode (a SIM/HYPER LibOS has another "
+                                "MRENCLAVE)")
+
+
+def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
+    timer = _Timer()
+    stats: dict[str, Any] = {}
+    source = str(options.recipe)
+    with timer.step("plan"):
+        recipe, plan = load_and_plan(options.recipe)
+    if recipe.libos.type != "occlum":
+        raise RecipeError(f"{source}: libos.type {recipe.libos.type!r}: the Occlum build "
+                          "handles occlum recipes only")
+    if recipe.libos.version != OCCLUM_VERSION:
+        raise RecipeError(f"{source}: libos.version: Occlum {recipe.libos.version} is not "
+                          f"supported; use \"{OCCLUM_VERSION}\"")
+    recipe_dir = options.recipe.resolve().parent
+    output_dir = (options.output_dir or Path("ppml-out") / recipe.name).resolve()
+    image = options.tag or f"ppml/{recipe.name}:latest"
+    if ImageReference.parse(image).digest:
+        raise ImageError(f"--tag {image}: name the image with a tag, not a digest")
+
+    # The key first: a refused key (the SDK sample key, Occlum's default) fails before any
+    # Docker work.
+    passphrase = read_passphrase(options.passphrase_file)
+    private_key = load_signing_key(options.key, passphrase,
+                                   allow_sample_key=options.allow_sample_key)
+    expected_mrsigner = keys.mrsigner_of(private_key.public_key())
+    key_refusals = _key_fingerprints(options.key) + _key_fingerprints_of_pem(
+        keys.private_key_pem(private_key))
+
+    client = connect()
+    auth = None
+    if options.registry_auth is not None:
+        auth = load_registry_auth(options.registry_auth,
+                                  ImageReference.parse(recipe.base.image).registry)
+
+    with timer.step("pull"):
+        say(f"pulling {recipe.base.image}")
+        pulled = pull_image(client, recipe.base.image, auth=auth,
+                            expected_digest=recipe.base.digest)
+    base_ref = f"{ImageReference.parse(recipe.base.image).repository}@{pulled.repo_digest}"
+    say(f"base {base_ref}")
+
+    # The app image exactly as the Gramine build makes it (app files, build stage, workdir,
+    # env), and our view of its filesystem: the base's cached index + the app layer.
+    with tempfile.TemporaryDirectory(prefix="ppml-app-") as scratch:
+        context = Path(scratch) / "context"
+        context.mkdir()
+        app_files = _stage_app_files(recipe, recipe_dir, context, source)
+        ca_bundle = _stage_ca_bundle(options, recipe, context, say)
+        _refuse_key_in_context(context, key_refusals, source)
+        (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref,
+                                                          ca_bundle=ca_bundle))
+        with timer.step("docker_build_app"):
+            say("building the app layer" + (" (with its build stage)" if recipe.build else ""))
+            app_image_id = build_image(client, context, tag=None, labels={
+                "ppml.stage": "app", "ppml.recipe": recipe.name}, say=say,
+                nocache=options.no_cache)
+        with timer.step("export_hash"):
+            app_fs = app_rootfs(client, pulled.image_id, recipe, app_files,
+                                use_cache=not options.no_cache, say=say, stats=stats)
+            fs = app_fs
+            if recipe.build is not None:
+                outputs = fetch_build_outputs(client, app_image_id, recipe,
+                                              Path(scratch) / "outputs")
+                fs = add_build_outputs(app_fs, outputs, recipe)
+        with timer.step("render"):
+            rendered = render_occlum_for_rootfs(recipe, plan, fs, source)
+        stats["app_files_hashed"] = app_fs.hasher.hashed_files
+        stats["image_files"] = rendered.image_file_count
+    for warning in plan.warnings + rendered.warnings:
+        say(f"warning: {warning}")
+
+    inputs = {OCCLUM_JSON: rendered.occlum_json_text.encode("utf-8"),
+              BOM_YAML: rendered.bom_text.encode("utf-8"),
+              BUILD_SCRIPT: occlum_build_script(edmm=recipe.enclave.edmm).encode("utf-8")}
+    for path, data in inputs.items():
+        if any(needle and needle in data for needle in key_refusals):
+            raise RecipeError(f"{source}: {posixpath.basename(path)} would contain the signing "
+                              "key; never put the key in app.env or app.files")
+
+    enclave_path = f"{INSTANCE_DIR}/{SIGNED_ENCLAVE}"
+    log_path = output_dir / "occlum-build.log"
+    with key_mount_dir(private_key) as key_dir:
+        container = _create_build_container(client, app_image_id, key_dir, inputs, base_ref)
+        try:
+            with timer.step("occlum_build"):
+                say("occlum build (in a container of the base image, no network)")
+                run = _run_build_container(container, say)
+            # The build is over: delete the key now. Its (empty) dir must outlive the container,
+            # because the engine re-mounts a container's binds for every archive read.
+            (key_dir / KEY_FILE_NAME).unlink(missing_ok=True)
+            if any(needle and needle in run.log.encode() for needle in key_refusals):
+                raise VerificationError("the occlum build log contains the signing key; the "
+                                        "base image's occlum printed it: do not use that base")
+            write_text_atomic(log_path, run.log)
+            if run.exit_code != 0:
+                raise _failure(run, recipe.base.image, log_path)
+            with timer.step("verify"):
+                signed = _read_file(container, enclave_path)
+                if signed is None:
+                    raise ImageError(f"occlum build in {recipe.base.image} reported success but "
+                                     f"wrote no {enclave_path}; full log: {log_path}")
+                _check_instance(container, inputs[OCCLUM_JSON])
+                enclave = read_occlum_enclave(signed, source=enclave_path, recipe=recipe,
+                                              expected_mrsigner=expected_mrsigner)
+            summary = enclave.summary()
+            say(f"MRENCLAVE {summary['mrenclave']}")
+            stats["signed_enclave_bytes"] = len(signed)
+
+            created = datetime.datetime.now(datetime.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+            labels = occlum_labels(recipe, enclave, pulled.repo_digest, created)
+            with timer.step("commit"):
+                say(f"committing {image}")
+                image_id = _commit(container, image, final_image_config(recipe, rendered, labels))
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise ImageError(f"occlum build container: {_first_line(err)}") from None
+        finally:
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                pass  # already gone
+
+    pushed_digest = None
+    if options.push:
+        with timer.step("push"):
+            say(f"pushing {image}")
+            pushed_digest = push_image(client, image, auth=auth)
+
+    with timer.step("record"):
+        record = occlum_measurement_record(recipe=recipe, plan=plan, enclave=enclave,
+                                           image=image, image_id=image_id,
+                                           pushed_digest=pushed_digest,
+                                           base_digest=pulled.repo_digest, rendered=rendered)
+        policy_files = _write_outputs(output_dir, recipe, rendered, enclave, record,
+                                      options.policies, source)
+    return BuildResult(record, output_dir / "measurement.json", output_dir, image,
+                       timer.timings, policy_files, stats)
+
+
+def _key_fingerprints_of_pem(pem: bytes) -> list[bytes]:
+    """The PEM body of the copy we mount (it differs from --key's bytes if that is PKCS#8 or
+    encrypted)."""
+    body = b"".join(line for line in pem.splitlines() if line and not line.startswith(b"-----"))
+    return [pem.strip(), body[:64]]
+
+
+def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedOcclum,
+                   enclave: OcclumEnclave, record: dict, policies: list[str],
+                   source: str) -> list[Path]:
+    """Occlum.json, bom.yaml, the SIGSTRUCT (.sig), policies, then the record last: a build
+    interrupted before the end leaves no record."""
+    rendered_policies = []
+    if policies:
+        from .policy import render
+
+        rendered_policies = [render(record, fmt, source=source).files for fmt in policies]
+    write_text_atomic(output_dir / "Occlum.json", rendered.occlum_json_text)
+    write_text_atomic(output_dir / "bom.yaml", rendered.bom_text)
+    write_bytes_atomic(output_dir / f"{recipe.name}.sig", enclave.sigstruct.to_bytes())
+    written: list[Path] = []
+    if rendered_policies:
+        from .policy import write_policy_files
+
+        for files in rendered_policies:
+            written += write_policy_files(files, output_dir)
+    write_text_atomic(output_dir / "measurement.json", json.dumps(record, indent=2) + "\n")
+    return written
+
+
+__all__ = ["build_occlum", "occlum_build_script", "final_image_config", "program_path",
+           "check_occlum_sigstruct", "read_occlum_enclave", "occlum_labels",
+           "occlum_measurement_record", "sdk_debuggable", "sdk_edmm", "OcclumEnclave",
+           "config_archive", "key_mount_dir"]
