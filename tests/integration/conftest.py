@@ -155,3 +155,46 @@ def flink_base(docker_client, debian_base) -> bootstrap.TargetResult:
 def standin_base(docker_client, debian_base) -> bootstrap.TargetResult:
     """Debian + the stand-in Gramine files at the Debian package paths (labelled standin)."""
     return _bootstrap(docker_client, ("standin",))["standin"]
+
+
+# --- shared by the build, verify and recipe tests (session-scoped: built and pushed once) ------
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Our hash and image-index caches in a temp dir, not the developer's home."""
+    import os
+
+    old = os.environ.get("PPML_BUILD_CACHE_DIR")
+    os.environ["PPML_BUILD_CACHE_DIR"] = str(tmp_path_factory.mktemp("ppml-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PPML_BUILD_CACHE_DIR", None)
+    else:
+        os.environ["PPML_BUILD_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def key(tmp_path_factory) -> Path:
+    """A fresh enclave signing key (RSA-3072, e=3)."""
+    from ppml_build.cli import main
+
+    path = tmp_path_factory.mktemp("key") / "enclave-key.pem"
+    assert main(["keygen", "--output", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
+def pushed_bases(docker_client, registry, debian_base):
+    """The Spark and Flink stand-in-Gramine bases, pushed to the auth registry."""
+    options = bootstrap.BootstrapOptions(
+        only=("spark-standin", "flink-standin"),
+        ca_bundle=(bootstrap.default_ca_bundle() or (None,))[0])
+    results = {r.name: r for r in bootstrap.bootstrap_bases(docker_client, options)}
+    pushed = {}
+    for name, result in results.items():
+        local = result.reference
+        remote = f"{registry.address}/{local.split('/', 1)[1] if '/' in local else local}"
+        docker_client.images.get(local).tag(remote)
+        digest = engine.push_image(docker_client, remote, auth=registry.auth)
+        pushed[name.replace("-standin", "")] = (remote, digest)
+    return pushed

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import tarfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build import bootstrap, build as build_module, engine
+from ppml_build import build as build_module, engine
 from ppml_build.cli import main
 from ppml_build.native import run_native
 from ppml_build.recipe import load_recipe
@@ -33,42 +32,6 @@ PROJECT = Path(__file__).resolve().parents[2]
 SPARK_RECIPE = PROJECT / "recipes/spark/pyspark-sql-agg"
 FLINK_RECIPE = PROJECT / "recipes/flink/pyflink-table"
 LIBPAL = "/usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_cache(tmp_path_factory):
-    """Our hash and image-index caches in a temp dir, not the developer's home."""
-    old = os.environ.get("PPML_BUILD_CACHE_DIR")
-    os.environ["PPML_BUILD_CACHE_DIR"] = str(tmp_path_factory.mktemp("ppml-cache"))
-    yield
-    if old is None:
-        os.environ.pop("PPML_BUILD_CACHE_DIR", None)
-    else:
-        os.environ["PPML_BUILD_CACHE_DIR"] = old
-
-
-@pytest.fixture(scope="module")
-def pushed_bases(docker_client, registry, debian_base):
-    """The Spark and Flink stand-in-Gramine bases, pushed to the auth registry."""
-    options = bootstrap.BootstrapOptions(
-        only=("spark-standin", "flink-standin"),
-        ca_bundle=(bootstrap.default_ca_bundle() or (None,))[0])
-    results = {r.name: r for r in bootstrap.bootstrap_bases(docker_client, options)}
-    pushed = {}
-    for name, result in results.items():
-        local = result.reference
-        remote = f"{registry.address}/{local.split('/', 1)[1] if '/' in local else local}"
-        docker_client.images.get(local).tag(remote)
-        digest = engine.push_image(docker_client, remote, auth=registry.auth)
-        pushed[name.replace("-standin", "")] = (remote, digest)
-    return pushed
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("key") / "enclave-key.pem"
-    assert main(["keygen", "--output", str(path)]) == 0
-    return path
 
 
 def copy_recipe(source: Path, target: Path, base_image: str, digest: str | None = None) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build import build as build_module, engine, occlum_build
+from ppml_build import engine, occlum_build
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, VerificationError
 from ppml_build.imagebuild import build_image

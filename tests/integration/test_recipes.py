@@ -31,8 +31,7 @@ from ppml_build.native import run_native
 from ppml_build.recipe import load_recipe
 from ppml_build.trace import run_trace
 # Fixtures and helpers shared with the build tests (same bases, key and cache isolation).
-from test_build import (copy_recipe, expected_spark_lines, file_from_image,  # noqa: F401
-                        isolated_cache, key, pushed_bases)
+from test_build import copy_recipe, expected_spark_lines, file_from_image
 
 pytestmark = pytest.mark.docker
 

@@ -20,8 +20,7 @@ from ppml_build.signing import tbs_sigstruct
 
 # Fixtures shared with the build tests: the stand-in bases pushed to the auth registry, the
 # signing key and the isolated caches (autouse).
-from test_build import (SPARK_RECIPE, copy_recipe, file_from_image, isolated_cache,  # noqa: F401
-                        key, pushed_bases)
+from test_build import SPARK_RECIPE, copy_recipe, file_from_image
 
 pytestmark = pytest.mark.docker
 
