@@ -11,6 +11,7 @@ image, the manifest and SIGSTRUCT (both public).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import io
@@ -24,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import docker.errors
 
@@ -41,7 +42,7 @@ from .manifest import RenderedManifest
 from .pipeline import load_and_plan, render_for_rootfs, trusted_files_document
 from .plan import Plan
 from .recipe import Recipe, check_app_files, check_build_sources
-from .rootfs import RootFSError, resolve
+from .rootfs import RootFS, RootFSError, resolve
 from .signing import load_signing_key, read_passphrase, sign_summary, tbs_sigstruct
 from .sign import keys
 from .sign.elf import read_pal_image
@@ -369,6 +370,66 @@ def app_rootfs(client, base_image_id: str, recipe: Recipe, app_files: list[tuple
     return fs
 
 
+@dataclass
+class AppImage:
+    """The app layer built on the pulled base, and our view of its filesystem."""
+
+    client: Any
+    auth: dict | None
+    base_digest: str  # the registry's manifest digest of the base
+    base_ref: str  # repository@digest, what the app layer was built FROM
+    image_id: str  # the app image (no tag)
+    fs: RootFS  # base index + app layer (+ build-stage outputs)
+
+
+@contextlib.contextmanager
+def app_image(options: BuildOptions, recipe: Recipe, plan: Plan, *, key_refusals: list[bytes],
+              timer: _Timer, stats: dict, say: Say) -> Iterator[AppImage]:
+    """Pull the base (digest pinned), build the app layer, and give its filesystem view.
+
+    Shared by the Gramine and Occlum builds. Host files behind ``fs`` (staged build outputs)
+    live until the ``with`` block ends: render inside it.
+    """
+    source = str(options.recipe)
+    client = connect()
+    auth = None
+    if options.registry_auth is not None:
+        auth = load_registry_auth(options.registry_auth,
+                                  ImageReference.parse(recipe.base.image).registry)
+    with timer.step("pull"):
+        say(f"pulling {recipe.base.image}")
+        pulled = pull_image(client, recipe.base.image, auth=auth,
+                            expected_digest=recipe.base.digest)
+    base_ref = f"{ImageReference.parse(recipe.base.image).repository}@{pulled.repo_digest}"
+    say(f"base {base_ref}")
+
+    with tempfile.TemporaryDirectory(prefix="ppml-app-") as scratch:
+        context = Path(scratch) / "context"
+        context.mkdir()
+        app_files = _stage_app_files(recipe, options.recipe.resolve().parent, context, source)
+        ca_bundle = _stage_ca_bundle(options, recipe, context, say)
+        _refuse_key_in_context(context, key_refusals, source)
+        (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref,
+                                                          ca_bundle=ca_bundle))
+        with timer.step("docker_build_app"):
+            say("building the app layer" + (" (with its build stage)" if recipe.build else ""))
+            app_image_id = build_image(client, context, tag=None, labels={
+                "ppml.stage": "app", "ppml.recipe": recipe.name}, say=say,
+                nocache=options.no_cache)
+        with timer.step("export_hash"):
+            app_fs = app_rootfs(client, pulled.image_id, recipe, app_files,
+                                use_cache=not options.no_cache, say=say, stats=stats)
+            fs: RootFS = app_fs
+            if recipe.build is not None:
+                outputs = fetch_build_outputs(client, app_image_id, recipe,
+                                              Path(scratch) / "outputs")
+                fs = add_build_outputs(app_fs, outputs, recipe)
+        yield AppImage(client, auth, pulled.repo_digest, base_ref, app_image_id, fs)
+        stats["app_files_hashed"] = app_fs.hasher.hashed_files
+        if fs is not app_fs:
+            stats["build_outputs_hashed"] = fs.hasher.hashed_files
+
+
 def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     timer = _Timer()
     stats: dict[str, Any] = {}
@@ -380,7 +441,6 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
         from .occlum_build import build_occlum  # late import: occlum_build uses this module
 
         return build_occlum(options, say)
-    recipe_dir = options.recipe.resolve().parent
     output_dir = (options.output_dir or Path("ppml-out") / recipe.name).resolve()
     image = options.tag or f"ppml/{recipe.name}:latest"
     reference = ImageReference.parse(image)
@@ -395,46 +455,12 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
                                    allow_sample_key=options.allow_sample_key)
     key_refusals = _key_fingerprints(options.key)
 
-    client = connect()
-    auth = None
-    if options.registry_auth is not None:
-        auth = load_registry_auth(options.registry_auth,
-                                  ImageReference.parse(recipe.base.image).registry)
-
-    with timer.step("pull"):
-        say(f"pulling {recipe.base.image}")
-        pulled = pull_image(client, recipe.base.image, auth=auth,
-                            expected_digest=recipe.base.digest)
-    base_ref = f"{ImageReference.parse(recipe.base.image).repository}@{pulled.repo_digest}"
-    say(f"base {base_ref}")
-
-    with tempfile.TemporaryDirectory(prefix="ppml-app-") as scratch:
-        context = Path(scratch) / "context"
-        context.mkdir()
-        app_files = _stage_app_files(recipe, recipe_dir, context, source)
-        ca_bundle = _stage_ca_bundle(options, recipe, context, say)
-        _refuse_key_in_context(context, key_refusals, source)
-        (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref,
-                                                          ca_bundle=ca_bundle))
-        with timer.step("docker_build_app"):
-            say("building the app layer" + (" (with its build stage)" if recipe.build else ""))
-            app_image_id = build_image(client, context, tag=None, labels={
-                "ppml.stage": "app", "ppml.recipe": recipe.name}, say=say,
-                nocache=options.no_cache)
-        with timer.step("export_hash"):
-            app_fs = app_rootfs(client, pulled.image_id, recipe, app_files,
-                                use_cache=not options.no_cache, say=say, stats=stats)
-            fs = app_fs
-            if recipe.build is not None:
-                outputs = fetch_build_outputs(client, app_image_id, recipe,
-                                              Path(scratch) / "outputs")
-                fs = add_build_outputs(app_fs, outputs, recipe)
+    with app_image(options, recipe, plan, key_refusals=key_refusals, timer=timer,
+                   stats=stats, say=say) as app:
         with timer.step("manifest"):
-            rendered = render_for_rootfs(recipe, plan, fs, source)
-        stats["app_files_hashed"] = app_fs.hasher.hashed_files
-        if fs is not app_fs:
-            stats["build_outputs_hashed"] = fs.hasher.hashed_files
+            rendered = render_for_rootfs(recipe, plan, app.fs, source)
         stats["trusted_files"] = len(rendered.trusted_files)
+    client, auth, fs = app.client, app.auth, app.fs
 
     version = gramine_version(recipe.libos.version)
     libpal_path = recipe.libos.prefix + version.libpal
@@ -452,13 +478,13 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     say(f"MRENCLAVE {summary['mrenclave']}")
 
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    labels = image_labels(recipe, summary, pulled.repo_digest, created)
+    labels = image_labels(recipe, summary, app.base_digest, created)
     with tempfile.TemporaryDirectory(prefix="ppml-final-") as scratch:
         context = Path(scratch)
         (context / f"{recipe.name}.manifest").write_bytes(rendered.data)
         (context / f"{recipe.name}.manifest.sgx").write_bytes(rendered.data)
         (context / f"{recipe.name}.sig").write_bytes(sig_bytes)
-        (context / "Dockerfile").write_text(final_dockerfile(recipe, app_image_id))
+        (context / "Dockerfile").write_text(final_dockerfile(recipe, app.image_id))
         _refuse_key_in_context(context, key_refusals, source)
         with timer.step("docker_build_final"):
             say("building the final image")
@@ -474,7 +500,7 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     with timer.step("record"):
         record = measurement_record(recipe=recipe, plan=plan, summary=summary, image=image,
                                     image_id=image_id, pushed_digest=pushed_digest,
-                                    base_digest=pulled.repo_digest, rendered=rendered)
+                                    base_digest=app.base_digest, rendered=rendered)
         policy_files = _write_outputs(output_dir, recipe, rendered, sig_bytes, record,
                                       options.policies, source)
     return BuildResult(record, output_dir / "measurement.json", output_dir, image,

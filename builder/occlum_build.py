@@ -40,15 +40,11 @@ from docker.types import Mount
 
 from . import __version__
 from .atomic import write_bytes_atomic, write_text_atomic
-# The app image is made exactly as for Gramine; these helpers are shared with ppml_build.build.
-from .build import (RECORD_SCHEMA, BuildOptions, BuildResult, Say, _key_fingerprints,
-                    _refuse_key_in_context, _stage_app_files, _stage_ca_bundle, _Timer,
-                    add_build_outputs, app_dockerfile, app_rootfs, fetch_build_outputs,
-                    image_labels)
-from .engine import (STREAM_TIMEOUT, ImageReference, connect, load_registry_auth, pull_image,
-                     push_image)
+# The app image is made exactly as for Gramine (ppml_build.build.app_image).
+from .build import (RECORD_SCHEMA, BuildOptions, BuildResult, Say, _key_fingerprints, _Timer,
+                    app_image, image_labels)
+from .engine import STREAM_TIMEOUT, ImageReference, push_image
 from .errors import ImageError, RecipeError, SigningError, VerificationError
-from .imagebuild import build_image
 from .occlum import OCCLUM_VERSION, RenderedOcclum
 from .pipeline import load_and_plan, render_occlum_for_rootfs
 from .plan import Plan
@@ -467,7 +463,6 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
     if recipe.libos.version != OCCLUM_VERSION:
         raise RecipeError(f"{source}: libos.version: Occlum {recipe.libos.version} is not "
                           f"supported; use \"{OCCLUM_VERSION}\"")
-    recipe_dir = options.recipe.resolve().parent
     output_dir = (options.output_dir or Path("ppml-out") / recipe.name).resolve()
     image = options.tag or f"ppml/{recipe.name}:latest"
     if ImageReference.parse(image).digest:
@@ -482,46 +477,15 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
     key_refusals = _key_fingerprints(options.key) + _key_fingerprints_of_pem(
         keys.private_key_pem(private_key))
 
-    client = connect()
-    auth = None
-    if options.registry_auth is not None:
-        auth = load_registry_auth(options.registry_auth,
-                                  ImageReference.parse(recipe.base.image).registry)
-
-    with timer.step("pull"):
-        say(f"pulling {recipe.base.image}")
-        pulled = pull_image(client, recipe.base.image, auth=auth,
-                            expected_digest=recipe.base.digest)
-    base_ref = f"{ImageReference.parse(recipe.base.image).repository}@{pulled.repo_digest}"
-    say(f"base {base_ref}")
-
     # The app image exactly as the Gramine build makes it (app files, build stage, workdir,
     # env), and our view of its filesystem: the base's cached index + the app layer.
-    with tempfile.TemporaryDirectory(prefix="ppml-app-") as scratch:
-        context = Path(scratch) / "context"
-        context.mkdir()
-        app_files = _stage_app_files(recipe, recipe_dir, context, source)
-        ca_bundle = _stage_ca_bundle(options, recipe, context, say)
-        _refuse_key_in_context(context, key_refusals, source)
-        (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref,
-                                                          ca_bundle=ca_bundle))
-        with timer.step("docker_build_app"):
-            say("building the app layer" + (" (with its build stage)" if recipe.build else ""))
-            app_image_id = build_image(client, context, tag=None, labels={
-                "ppml.stage": "app", "ppml.recipe": recipe.name}, say=say,
-                nocache=options.no_cache)
-        with timer.step("export_hash"):
-            app_fs = app_rootfs(client, pulled.image_id, recipe, app_files,
-                                use_cache=not options.no_cache, say=say, stats=stats)
-            fs = app_fs
-            if recipe.build is not None:
-                outputs = fetch_build_outputs(client, app_image_id, recipe,
-                                              Path(scratch) / "outputs")
-                fs = add_build_outputs(app_fs, outputs, recipe)
+    with app_image(options, recipe, plan, key_refusals=key_refusals, timer=timer,
+                   stats=stats, say=say) as app:
         with timer.step("render"):
-            rendered = render_occlum_for_rootfs(recipe, plan, fs, source)
-        stats["app_files_hashed"] = app_fs.hasher.hashed_files
+            rendered = render_occlum_for_rootfs(recipe, plan, app.fs, source)
         stats["image_files"] = rendered.image_file_count
+    client, auth = app.client, app.auth
+    app_image_id, base_ref = app.image_id, app.base_ref
     for warning in plan.warnings + rendered.warnings:
         say(f"warning: {warning}")
 
@@ -564,7 +528,7 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
 
             created = datetime.datetime.now(datetime.timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")
-            labels = occlum_labels(recipe, enclave, pulled.repo_digest, created)
+            labels = occlum_labels(recipe, enclave, app.base_digest, created)
             with timer.step("commit"):
                 say(f"committing {image}")
                 image_id = _commit(container, image, final_image_config(recipe, rendered, labels))
@@ -586,7 +550,7 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
         record = occlum_measurement_record(recipe=recipe, plan=plan, enclave=enclave,
                                            image=image, image_id=image_id,
                                            pushed_digest=pushed_digest,
-                                           base_digest=pulled.repo_digest, rendered=rendered)
+                                           base_digest=app.base_digest, rendered=rendered)
         policy_files = _write_outputs(output_dir, recipe, rendered, enclave, record,
                                       options.policies, source)
     return BuildResult(record, output_dir / "measurement.json", output_dir, image,

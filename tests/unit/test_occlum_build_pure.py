@@ -274,7 +274,9 @@ def no_docker(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the engine must not be contacted")
 
-    monkeypatch.setattr(occlum_build, "connect", refuse)
+    from ppml_build import build as build_module
+
+    monkeypatch.setattr(build_module, "connect", refuse)
 
 
 def test_occlums_default_key_is_refused_without_insecure_sample_key(tmp_path, vectors_dir,
