@@ -9,11 +9,11 @@ from __future__ import annotations
 import posixpath
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 from .errors import RecipeError
 from .sizes import GiB, format_gramine_size, is_power_of_two, parse_size
@@ -88,6 +88,8 @@ def _recipe_relative(value: str) -> str:
 
 
 class AppFile(_Strict):
+    """A file or directory of the recipe copied into the image (and trusted)."""
+
     src: str = Field(min_length=1, description="path on the host, relative to the recipe")
     dest: str = Field(description="absolute path in the image")
 
@@ -162,49 +164,36 @@ class Runtime(_Strict):
         return _image_path(value).rstrip("/") or "/"
 
 
-class SparkResources(_Strict):
-    driver_memory: str | None = Field(default=None, alias="spark.driver.memory")
-    executor_memory: str | None = Field(default=None, alias="spark.executor.memory")
-    executor_cores: int | None = Field(default=None, alias="spark.executor.cores", ge=1, le=1024)
-    offheap_size: str | None = Field(default=None, alias="spark.memory.offHeap.size")
+def _size_text(value: Any) -> Any:
+    """A memory size as written ("2g", "1728m", 4096): checked here, kept as the user wrote it."""
+    if value is not None:
+        parse_size(value)
+        return str(value)
+    return value
 
-    @field_validator("driver_memory", "executor_memory", "offheap_size", mode="before")
-    @classmethod
-    def _size(cls, value: Any) -> Any:
-        if value is not None:
-            parse_size(value)
-            return str(value)
-        return value
+
+SizeText = Annotated[str | None, BeforeValidator(_size_text)]
+
+
+class SparkResources(_Strict):
+    driver_memory: SizeText = Field(default=None, alias="spark.driver.memory")
+    executor_memory: SizeText = Field(default=None, alias="spark.executor.memory")
+    executor_cores: int | None = Field(default=None, alias="spark.executor.cores", ge=1, le=1024)
+    offheap_size: SizeText = Field(default=None, alias="spark.memory.offHeap.size")
 
 
 class FlinkResources(_Strict):
-    process_size: str | None = Field(default=None, alias="taskmanager.memory.process.size")
+    process_size: SizeText = Field(default=None, alias="taskmanager.memory.process.size")
     task_slots: int | None = Field(default=None, alias="taskmanager.numberOfTaskSlots",
                                    ge=1, le=1024)
 
-    @field_validator("process_size", mode="before")
-    @classmethod
-    def _size(cls, value: Any) -> Any:
-        if value is not None:
-            parse_size(value)
-            return str(value)
-        return value
-
 
 class JvmResources(_Strict):
-    heap: str | None = None
-    metaspace: str | None = None
-    direct_memory: str | None = None
-    code_cache: str | None = None
-    thread_stack: str | None = None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _size(cls, value: Any) -> Any:
-        if value is not None:
-            parse_size(value)
-            return str(value)
-        return value
+    heap: SizeText = None
+    metaspace: SizeText = None
+    direct_memory: SizeText = None
+    code_cache: SizeText = None
+    thread_stack: SizeText = None
 
 
 class Resources(_Strict):
@@ -295,21 +284,9 @@ class Files(_Strict):
 _DEB_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 
 
-class BuildSource(_Strict):
-    """A file or directory of the recipe copied into the build stage (never the final image)."""
-
-    src: str = Field(min_length=1, description="path on the host, relative to the recipe")
-    dest: str = Field(description="absolute path in the build stage")
-
-    @field_validator("src")
-    @classmethod
-    def _src(cls, value: str) -> str:
-        return _recipe_relative(value)
-
-    @field_validator("dest")
-    @classmethod
-    def _dest(cls, value: str) -> str:
-        return _image_path(value)
+class BuildSource(AppFile):
+    """A file or directory of the recipe copied into the build stage (never the final image);
+    same fields and checks as an app file, dest being a path in the build stage."""
 
 
 class BuildOutput(_Strict):
