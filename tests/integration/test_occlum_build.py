@@ -50,18 +50,6 @@ VECTOR_MRENCLAVE = "d1d79feb6fe2a02270d0bdc6e973544567e4fd9d5cb481e99c9b8c044aa7
 SAMPLE_MRSIGNER = "83d719e77deaca1470f6baf62a4d774303c899db69020f9c70ee1dfc08c7ce9e"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def isolated_cache(tmp_path_factory):
-    """Our hash and image-index caches in a temp dir, not the developer's home."""
-    old = os.environ.get("PPML_BUILD_CACHE_DIR")
-    os.environ["PPML_BUILD_CACHE_DIR"] = str(tmp_path_factory.mktemp("ppml-cache"))
-    yield
-    if old is None:
-        os.environ.pop("PPML_BUILD_CACHE_DIR", None)
-    else:
-        os.environ["PPML_BUILD_CACHE_DIR"] = old
-
-
 @pytest.fixture(scope="module")
 def occlum_base(docker_client, registry, spark_base, vectors_dir, tmp_path_factory):
     """TEST ONLY stand-in "Occlum base": the Spark base + the stand-in occlum/copy_bom and the
