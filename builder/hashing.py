@@ -1,7 +1,7 @@
 """SHA-256 of many files: parallel, large reads, and a content cache for unchanged trees.
 
 Gramine's ``gramine-manifest`` hashes one file at a time with 8 KiB reads. We hash files on a
-thread pool (hashlib releases the GIL while it digests a large buffer) straight from an mmap, and
+thread pool (hashlib releases the GIL while it digests a large buffer) with 4 MiB reads, and
 remember digests keyed by (device, inode, size, mtime_ns, ctime_ns) in a cache file outside the
 output directory, so a rebuild of an unchanged tree reads nothing. ctime is part of the key because
 no user call can set it: a rewritten file always misses the cache even if mtime was restored.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from typing import Iterable, Sequence
 from .atomic import write_text_atomic
 
 CACHE_SCHEMA = "ppml-build/hash-cache/v1"
-_CHUNK = 16 * 1024 * 1024  # one hashlib.update per 16 MiB of a mapped file
+_CHUNK = 4 * 1024 * 1024  # one read and one hashlib.update per 4 MiB
 
 
 def default_cache_path() -> Path:
@@ -32,25 +31,19 @@ def default_cache_path() -> Path:
     return Path(xdg) / "ppml-build" / "hash-cache.json"
 
 
+_thread_buffers = threading.local()
+
+
 def sha256_file(path: os.PathLike | str) -> str:
-    """Hex SHA-256 of one file's content, reading through mmap in large slices."""
+    """Hex SHA-256 of one file's content: unbuffered reads of 4 MiB into a per-thread buffer
+    (hashlib releases the GIL while it digests them, so threads hash in parallel)."""
+    view = getattr(_thread_buffers, "view", None)
+    if view is None:
+        view = _thread_buffers.view = memoryview(bytearray(_CHUNK))
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size == 0:
-            return digest.hexdigest()
-        try:
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                view = memoryview(mapped)
-                try:
-                    for start in range(0, size, _CHUNK):
-                        digest.update(view[start:start + _CHUNK])
-                finally:
-                    view.release()
-        except (OSError, ValueError):  # not mappable (a pipe, /proc): plain reads
-            handle.seek(0)
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(view):
+            digest.update(view[:count])
     return digest.hexdigest()
 
 
@@ -65,7 +58,8 @@ class FileHasher:
                  workers: int | None = None) -> None:
         self.cache_path = cache_path or default_cache_path()
         self.use_cache = use_cache
-        self.workers = workers or max(2, os.cpu_count() or 2)
+        # One more thread than cores: a thread waiting on open()/read() leaves a core idle.
+        self.workers = workers or (os.cpu_count() or 2) + 1
         self._cache: dict[str, list] | None = None
         self._lock = threading.Lock()
         self.hashed_files = 0  # how many files were actually read (cache misses)
