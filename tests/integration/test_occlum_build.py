@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build import engine, occlum_build
+from ppml_build import build as build_module, engine
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, VerificationError
 from ppml_build.imagebuild import build_image
@@ -124,7 +124,7 @@ def built(occlum_base, sample_key, registry, docker_client, tmp_path_factory):
     work = tmp_path_factory.mktemp("occlum-build")
     recipe = occlum_recipe(work / "recipe", remote, digest)
     contexts: list[bytes] = []
-    real_build_image = occlum_build.build_image
+    real_build_image = build_module.build_image  # the app layer is built by build.app_image
 
     def recording_build_image(client, context, **kwargs):
         for path in Path(context).rglob("*"):
@@ -136,7 +136,7 @@ def built(occlum_base, sample_key, registry, docker_client, tmp_path_factory):
     tmp = work / "tmp"
     tmp.mkdir()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(occlum_build, "build_image", recording_build_image)
+        patch.setattr(build_module, "build_image", recording_build_image)
         patch.setattr(tempfile, "tempdir", str(tmp))
         result = build_occlum(BuildOptions(
             recipe=recipe, key=sample_key, output_dir=work / "out",
