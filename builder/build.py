@@ -186,6 +186,19 @@ def measurement_record(*, recipe: Recipe, plan: Plan, summary: dict, image: str,
                        pushed_digest: str | None, base_digest: str,
                        rendered: RenderedManifest) -> dict:
     """The versioned record: what was measured, from what, by which tool."""
+    return record_fields(
+        recipe=recipe, plan=plan, summary=summary, image=image, image_id=image_id,
+        pushed_digest=pushed_digest, base_digest=base_digest,
+        enclave_size=plan.enclave_size_text, edmm=recipe.enclave.edmm,
+        manifest_sha256=hashlib.sha256(rendered.data).hexdigest(),
+        trusted_files={"count": len(rendered.trusted_files),
+                       "digest": trusted_list_digest(rendered.trusted_files)})
+
+
+def record_fields(*, recipe: Recipe, plan: Plan, summary: dict, image: str, image_id: str,
+                  pushed_digest: str | None, base_digest: str, enclave_size: str | None,
+                  edmm: bool, manifest_sha256: str, trusted_files: dict) -> dict:
+    """The record schema's fields, in order; each LibOS build says what it measured."""
     return {
         "schema": RECORD_SCHEMA,
         "name": recipe.name,
@@ -199,12 +212,11 @@ def measurement_record(*, recipe: Recipe, plan: Plan, summary: dict, image: str,
         "debug": summary["debug"],
         "attributes": summary["attributes"],
         "misc_select": summary["misc_select"],
-        "enclave_size": plan.enclave_size_text,
+        "enclave_size": enclave_size,
         "max_threads": plan.max_threads,
-        "edmm": recipe.enclave.edmm,
-        "manifest_sha256": hashlib.sha256(rendered.data).hexdigest(),
-        "trusted_files": {"count": len(rendered.trusted_files),
-                          "digest": trusted_list_digest(rendered.trusted_files)},
+        "edmm": edmm,
+        "manifest_sha256": manifest_sha256,
+        "trusted_files": trusted_files,
         "tool": {"name": "ppml-build", "version": __version__},
         "date": summary["date"],
     }

@@ -41,8 +41,8 @@ from docker.types import Mount
 from . import __version__
 from .atomic import write_bytes_atomic, write_text_atomic
 # The app image is made exactly as for Gramine (ppml_build.build.app_image).
-from .build import (RECORD_SCHEMA, BuildOptions, BuildResult, Say, _key_fingerprints, _Timer,
-                    app_image, image_labels)
+from .build import (BuildOptions, BuildResult, Say, _key_fingerprints, _Timer, app_image,
+                    image_labels, record_fields)
 from .engine import STREAM_TIMEOUT, ImageReference, push_image
 from .errors import ImageError, RecipeError, SigningError, VerificationError
 from .occlum import OCCLUM_VERSION, RenderedOcclum
@@ -269,26 +269,13 @@ def occlum_measurement_record(*, recipe: Recipe, plan: Plan, enclave: OcclumEncl
     summary = enclave.summary()
     enclave_size = (format_gramine_size(enclave.metadata.enclave_size)
                     if enclave.metadata is not None else None)
+    record = record_fields(
+        recipe=recipe, plan=plan, summary=summary, image=image, image_id=image_id,
+        pushed_digest=pushed_digest, base_digest=base_digest, enclave_size=enclave_size,
+        edmm=enclave.edmm, manifest_sha256=_sha256(occlum_json),
+        trusted_files={"count": rendered.image_file_count, "digest": "sha256:" + _sha256(bom)})
     return {
-        "schema": RECORD_SCHEMA,
-        "name": recipe.name,
-        "image": {"reference": image, "id": image_id, "digest": pushed_digest},
-        "base": {"reference": recipe.base.image, "digest": base_digest},
-        "libos": {"type": recipe.libos.type, "version": recipe.libos.version},
-        "mrenclave": summary["mrenclave"],
-        "mrsigner": summary["mrsigner"],
-        "isv_prod_id": summary["isv_prod_id"],
-        "isv_svn": summary["isv_svn"],
-        "debug": summary["debug"],
-        "attributes": summary["attributes"],
-        "misc_select": summary["misc_select"],
-        "enclave_size": enclave_size,
-        "max_threads": plan.max_threads,
-        "edmm": enclave.edmm,
-        "manifest_sha256": _sha256(occlum_json),
-        "trusted_files": {"count": rendered.image_file_count, "digest": "sha256:" + _sha256(bom)},
-        "tool": {"name": "ppml-build", "version": __version__},
-        "date": summary["date"],
+        **record,
         "occlum": {
             "instance": INSTANCE_DIR,
             "signed_enclave": f"{INSTANCE_DIR}/{SIGNED_ENCLAVE}",
