@@ -34,7 +34,7 @@ from .atomic import write_bytes_atomic, write_text_atomic
 from .engine import (ImageReference, connect, export_image_rootfs, load_registry_auth,
                      pull_image, push_image)
 from .hashing import FileHasher
-from .image_index import cached_image_rootfs
+from .image_index import BaseIndexJob, cached_image_rootfs
 from .overlay import OverlayRootFS
 from .errors import ImageError, ManifestError, RecipeError
 from .imagebuild import build_image
@@ -72,6 +72,10 @@ class BuildOptions:
     allow_sample_key: bool = False
     policies: list[str] = field(default_factory=list)
     no_cache: bool = False
+    # Where a base image's filesystem index comes from when it is not cached: "registry"
+    # (its layers, read during the pull; the registry serves them twice) or "engine" (one
+    # `docker export` after the pull; no second download, but the build waits for it).
+    base_index: str = "registry"
 
 
 @dataclass
@@ -350,22 +354,42 @@ def add_build_outputs(fs, outputs: list[tuple[Path, str]], recipe: Recipe) -> Ov
 
 def app_rootfs(client, base_image_id: str, recipe: Recipe, app_files: list[tuple[Path, str]], *,
                use_cache: bool = True, say: Say = lambda line: None,
-               stats: dict | None = None) -> OverlayRootFS:
-    """The app image's filesystem: the base's cached index plus the app layer we built.
+               stats: dict | None = None, base_job: BaseIndexJob | None = None) -> OverlayRootFS:
+    """The app image's filesystem: the base's index plus the app layer we built.
 
-    The base is exported once per image id (content-addressed, so the index cannot go stale);
-    the LibOS files are kept whole because we measure libpal.so.
+    The base index comes from ``base_job`` (read from the registry during the pull) when it
+    is of the pulled image; else from the cache or one export stream. Either way it is keyed
+    by image id (content-addressed, so it cannot go stale); the LibOS files are kept whole
+    because we measure libpal.so.
     """
-    def export(keep):
-        say("indexing the base image's filesystem (one export stream, cached by image id)")
-        return export_image_rootfs(client, base_image_id, keep=keep)
+    keep_prefixes = (recipe.libos.prefix,)
+    base_fs = None
+    if base_job is not None:
+        base_fs = base_job.result(base_image_id)
+        if base_fs is None:
+            say(f"base index: reading it from the registry failed ({base_job.failure}); "
+                "exporting it from the engine instead")
+        else:
+            source = base_job.source or "registry"
+            say(f"base image index: {'reused from the cache' if source == 'cache' else 'read from the registry during the pull'}"
+                f" ({base_job.seconds:.1f} s)")
+    if base_fs is not None:
+        source = base_job.source or "registry"
+    else:
+        def export(keep):
+            say("indexing the base image's filesystem (one export stream, cached by image id)")
+            return export_image_rootfs(client, base_image_id, keep=keep)
 
-    base_fs, cached = cached_image_rootfs(base_image_id, export, (recipe.libos.prefix,),
-                                          use_cache=use_cache)
-    if cached:
-        say("base image index: reused from the cache")
+        base_fs, cached = cached_image_rootfs(base_image_id, export, keep_prefixes,
+                                              use_cache=use_cache)
+        source = "cache" if cached else "export"
+        if cached:
+            say("base image index: reused from the cache")
     if stats is not None:
-        stats["base_index_cached"] = cached
+        stats["base_index_cached"] = source == "cache"
+        stats["base_index_source"] = source
+        if base_job is not None:
+            stats["base_index_seconds"] = round(base_job.seconds, 3)
         stats["base_files"] = len(base_fs.files)
     fs = OverlayRootFS(base_fs, FileHasher(use_cache=use_cache))
     try:
@@ -402,16 +426,51 @@ def app_image(options: BuildOptions, recipe: Recipe, plan: Plan, *, key_refusals
     Shared by the Gramine and Occlum builds. Host files behind ``fs`` (staged build outputs)
     live until the ``with`` block ends: render inside it.
     """
-    source = str(options.recipe)
     client = connect()
     auth = None
     if options.registry_auth is not None:
         auth = load_registry_auth(options.registry_auth,
                                   ImageReference.parse(recipe.base.image).registry)
-    with timer.step("pull"):
-        say(f"pulling {recipe.base.image}")
-        pulled = pull_image(client, recipe.base.image, auth=auth,
-                            expected_digest=recipe.base.digest)
+    base_job = None
+    if options.base_index == "registry":
+        # Read the base's layers from the registry while the engine pulls them: the cold
+        # build then need not wait for an export of the whole base after the pull.
+        base_job = BaseIndexJob(_pinned_reference(recipe), auth=auth,
+                                registry_config=_engine_registry_config(client),
+                                keep_prefixes=(recipe.libos.prefix,),
+                                use_cache=not options.no_cache).start()
+    try:
+        with timer.step("pull"):
+            say(f"pulling {recipe.base.image}")
+            pulled = pull_image(client, recipe.base.image, auth=auth,
+                                expected_digest=recipe.base.digest)
+        with _app_layer(options, recipe, plan, client, auth, pulled, base_job,
+                        key_refusals=key_refusals, timer=timer, stats=stats, say=say) as app:
+            yield app
+    finally:
+        if base_job is not None:
+            base_job.cancel()
+
+
+def _pinned_reference(recipe: Recipe) -> str:
+    ref = ImageReference.parse(recipe.base.image)
+    if recipe.base.digest and not ref.digest:
+        return f"{ref}@{recipe.base.digest}"
+    return str(ref)
+
+
+def _engine_registry_config(client) -> dict | None:
+    try:
+        return client.info().get("RegistryConfig")
+    except Exception:  # noqa: BLE001 -- without it we simply try HTTPS only
+        return None
+
+
+@contextlib.contextmanager
+def _app_layer(options: BuildOptions, recipe: Recipe, plan: Plan, client, auth, pulled,
+               base_job: BaseIndexJob | None, *, key_refusals: list[bytes], timer: _Timer,
+               stats: dict, say: Say) -> Iterator[AppImage]:
+    source = str(options.recipe)
     base_ref = f"{ImageReference.parse(recipe.base.image).repository}@{pulled.repo_digest}"
     say(f"base {base_ref}")
 
@@ -430,7 +489,8 @@ def app_image(options: BuildOptions, recipe: Recipe, plan: Plan, *, key_refusals
                 nocache=options.no_cache)
         with timer.step("export_hash"):
             app_fs = app_rootfs(client, pulled.image_id, recipe, app_files,
-                                use_cache=not options.no_cache, say=say, stats=stats)
+                                use_cache=not options.no_cache, say=say, stats=stats,
+                                base_job=base_job)
             fs: RootFS = app_fs
             if recipe.build is not None:
                 outputs = fetch_build_outputs(client, app_image_id, recipe,

@@ -12,17 +12,21 @@ can never climb above the image root.
 from __future__ import annotations
 
 import hashlib
-import io
+import posixpath
 import stat
-import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator
 
 from .rootfs import HEAD_SIZE, Entry, EntryKind, RootFSError, normalize
+from .tarstream import (BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, Member,
+                        TarFormatError, TarReader)
 
 KeepPredicate = Callable[[str], bool]
 
 _CHUNK = 1 << 20
+# OCI image layer whiteouts (image-spec layer.md): a removed name, an opaque directory.
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
 # Directories a tar lists only implicitly (a member "a/b/c" without "a/b/") get this mode.
 _IMPLICIT_DIR_MODE = stat.S_IFDIR | 0o755
 
@@ -57,24 +61,73 @@ class TarRootFS:
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_fileobj(cls, fileobj: IO[bytes], keep: KeepPredicate | None = None) -> "TarRootFS":
-        """Index a tar read sequentially from ``fileobj`` (never seeks)."""
-        fs = cls()
-        fs._add_dir("/", _IMPLICIT_DIR_MODE)
-        keep = keep or keep_nothing
-        try:
-            with tarfile.open(fileobj=fileobj, mode="r|*") as archive:
-                for member in archive:
-                    fs._add_member(archive, member, keep)
-        except tarfile.TarError as err:
-            raise RootFSError(f"the image tar stream is not a readable tar archive: {err}") from err
+    def from_chunks(cls, chunks: Iterable[bytes], keep: KeepPredicate | None = None) -> "TarRootFS":
+        """Index a flattened filesystem tar given as byte chunks (``docker export``)."""
+        fs = cls.empty()
+        fs._add_tar(chunks, keep or keep_nothing, layer=False)
         return fs
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[bytes], keep: KeepPredicate | None = None) -> "TarRootFS":
-        """Index a tar given as an iterable of byte chunks (the docker SDK's export stream)."""
-        reader = io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=_CHUNK)
-        return cls.from_fileobj(reader, keep)
+    def from_fileobj(cls, fileobj: IO[bytes], keep: KeepPredicate | None = None) -> "TarRootFS":
+        """Index a tar read sequentially from ``fileobj`` (never seeks)."""
+        return cls.from_chunks(iter(lambda: fileobj.read(_CHUNK), b""), keep)
+
+    @classmethod
+    def empty(cls) -> "TarRootFS":
+        fs = cls()
+        fs._add_dir("/", _IMPLICIT_DIR_MODE)
+        return fs
+
+    def apply_layer(self, chunks: Iterable[bytes], keep: KeepPredicate | None = None) -> None:
+        """Lay one image layer (an OCI/Docker layer diff tar) over what is indexed so far.
+
+        Whiteouts follow the OCI image spec: ``dir/.wh.NAME`` removes NAME of the layers below,
+        ``dir/.wh..wh..opq`` hides everything the layers below have under ``dir``; neither
+        touches what this same layer adds.
+        """
+        self._add_tar(chunks, keep or keep_nothing, layer=True)
+
+    def _add_tar(self, chunks: Iterable[bytes], keep: KeepPredicate, *, layer: bool) -> None:
+        reader = TarReader(chunks)
+        added: set[str] = set()  # paths this tar has put in place (whiteouts spare them)
+        try:
+            for member in reader:
+                path = normalize("/" + member.name)
+                if layer:
+                    if path == "/":
+                        continue  # a container's root is the engine's (0755), not a layer's
+                    parent, _, base = path.rpartition("/")
+                    if base.startswith(WHITEOUT_PREFIX):
+                        self._whiteout(parent or "/", base, added)
+                        continue
+                    added.add(path)
+                self._add_member(reader, member, path, keep)
+        except TarFormatError as err:
+            raise RootFSError(f"the image tar stream is not a readable tar archive: {err}") from None
+
+    def _whiteout(self, parent: str, base: str, added: set[str]) -> None:
+        if base == OPAQUE_WHITEOUT:
+            for name in list(self.children.get(parent, ())):
+                self._remove_lower(posixpath.join(parent, name), added)
+        else:
+            target = posixpath.join(parent, base[len(WHITEOUT_PREFIX):])
+            if target not in added:
+                self._remove(target)
+
+    def _remove_lower(self, path: str, added: set[str]) -> None:
+        """Remove ``path`` and what is under it, except what ``added`` names (this layer's)."""
+        if path not in added:
+            self._remove(path)
+            return
+        for name in list(self.children.get(path, ())):
+            self._remove_lower(posixpath.join(path, name), added)
+
+    def _remove(self, path: str) -> None:
+        self._forget(path)
+        parent, _, name = path.rpartition("/")
+        siblings = self.children.get(parent or "/")
+        if siblings is not None:
+            siblings.discard(name)
 
     def _add_dir(self, path: str, mode: int) -> None:
         self.entries[path] = Entry(path, "dir", 0, mode)
@@ -91,51 +144,47 @@ class TarRootFS:
             self.entries[parent] = Entry(parent, "dir", 0, _IMPLICIT_DIR_MODE)
             path = parent
 
-    def _add_member(self, archive: tarfile.TarFile, member: tarfile.TarInfo, keep: KeepPredicate) -> None:
-        path = normalize("/" + member.name)
-        perm = member.mode & 0o7777
+    def _add_member(self, reader: TarReader, member: Member, path: str, keep: KeepPredicate) -> None:
+        perm = member.mode
+        kind = member.type
         if path == "/":
-            if member.isdir():
+            if kind == DIRECTORY:
                 self.entries["/"] = Entry("/", "dir", 0, stat.S_IFDIR | perm)
             return
         existing = self.entries.get(path)
-        if member.isdir() and existing is not None and existing.kind == "dir":
-            # Seen before (implied by a child, or listed twice): keep its children.
+        if kind == DIRECTORY and existing is not None and existing.kind == "dir":
+            # Seen before (implied by a child, listed twice, or a lower layer's): keep children.
             self.entries[path] = Entry(path, "dir", 0, stat.S_IFDIR | perm)
             return
-        self._forget(path)  # a later member with the same name replaces the earlier one
-        if member.isdir():
+        if existing is not None:
+            self._forget(path)  # a later member with the same name replaces the earlier one
+        if kind == DIRECTORY:
             self.entries[path] = Entry(path, "dir", 0, stat.S_IFDIR | perm)
             self.children.setdefault(path, set())
-        elif member.issym():
+        elif kind == SYMLINK:
             target = member.linkname
-            self.entries[path] = Entry(path, "symlink", len(target.encode()), stat.S_IFLNK | 0o777, target)
-        elif member.islnk():
+            self.entries[path] = Entry(path, "symlink", len(target.encode("utf-8", "surrogateescape")),
+                                       stat.S_IFLNK | 0o777, target)
+        elif kind == HARDLINK:
             self._add_hardlink(path, normalize("/" + member.linkname), keep)
-        elif member.isreg():
+        elif kind == REGULAR:
             self.entries[path] = Entry(path, "file", member.size, stat.S_IFREG | perm)
-            self._hash_member(archive, member, path, keep(path))
+            self._hash_member(reader, member, path, keep(path))
         else:
-            kind_bits = {
-                tarfile.CHRTYPE: stat.S_IFCHR,
-                tarfile.BLKTYPE: stat.S_IFBLK,
-                tarfile.FIFOTYPE: stat.S_IFIFO,
-            }.get(member.type, 0)
+            kind_bits = {CHARDEV: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[kind]
             self.entries[path] = Entry(path, "other", 0, kind_bits | perm)
         self._link_parent(path)
 
-    def _hash_member(self, archive: tarfile.TarFile, member: tarfile.TarInfo, path: str, kept: bool) -> None:
+    def _hash_member(self, reader: TarReader, member: Member, path: str, kept: bool) -> None:
         digest = hashlib.sha256()
         parts: list[bytes] | None = [] if kept else None
-        handle = archive.extractfile(member)
-        assert handle is not None  # regular files always have a data stream
         head = b""
-        while chunk := handle.read(_CHUNK):
-            if not head:
-                head = chunk[:HEAD_SIZE]
-            digest.update(chunk)
+        for piece in reader.data():
+            if len(head) < HEAD_SIZE:
+                head += piece[: HEAD_SIZE - len(head)].tobytes()
+            digest.update(piece)
             if parts is not None:
-                parts.append(chunk)
+                parts.append(piece.tobytes())
         self.files[path] = _FileData(digest.hexdigest(),
                                      b"".join(parts) if parts is not None else None, head)
         self.total_file_bytes += member.size
@@ -157,13 +206,8 @@ class TarRootFS:
         self.hardlinks.pop(path, None)
         if old is not None and old.kind == "dir":
             # Replacing a directory drops what was under it, as extraction would.
-            prefix = path + "/"
-            for sub in [p for p in self.entries if p.startswith(prefix)]:
-                self.entries.pop(sub, None)
-                self.files.pop(sub, None)
-                self.hardlinks.pop(sub, None)
-                self.children.pop(sub, None)
-            self.children.pop(path, None)
+            for name in self.children.pop(path, ()):
+                self._forget(posixpath.join(path, name))
 
     # -- the RootFS protocol ----------------------------------------------------------------
 
@@ -215,28 +259,6 @@ class TarRootFS:
 
     def __len__(self) -> int:
         return len(self.entries)
-
-
-class _ChunkReader(io.RawIOBase):
-    """A read-only raw stream over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        while not self._pending:
-            try:
-                self._pending = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
 
 
 __all__ = ["TarRootFS", "KeepPredicate", "keep_nothing", "keep_paths", "EntryKind"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,6 +11,11 @@ from typing import Annotated, Optional
 import typer
 
 from ._app import app
+
+
+class BaseIndexSource(str, Enum):
+    registry = "registry"
+    engine = "engine"
 
 
 @app.command()
@@ -42,6 +48,11 @@ def build(
     False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse Docker's build "
                                                               "cache.")] = False,
+    base_index: Annotated[BaseIndexSource, typer.Option(
+        help="Where an uncached base image's file index comes from: 'registry' reads its "
+             "layers during the pull (the registry serves them twice; faster), 'engine' "
+             "exports the pulled base (one download; the build waits for the export).")] =
+    "registry",
     verify_reproducible: Annotated[bool, typer.Option(
         "--verify-reproducible", help="Build twice from scratch (no caches) and fail if "
                                       "MRENCLAVE differs, naming the first differing input.")] =
@@ -57,7 +68,8 @@ def build(
     options = BuildOptions(recipe=recipe, key=key, output_dir=output_dir, tag=tag,
                            registry_auth=registry_auth, push=push, ca_bundle=ca_bundle, date=date,
                            passphrase_file=passphrase_file, allow_sample_key=insecure_sample_key,
-                           policies=list(policy or []), no_cache=no_cache)
+                           policies=list(policy or []), no_cache=no_cache,
+                           base_index=BaseIndexSource(base_index).value)
     with reporter_for(sys.stderr) as say:
         if verify_reproducible:
             from ..reproducible import verify_reproducible as run_twice

@@ -86,7 +86,8 @@ def spark_build(pushed_bases, key, registry, tmp_path_factory):
         recipe=recipe, key=key, output_dir=out, tag="ppml-test/pyspark-sql-agg:it",
         registry_auth=registry.auth_file, date="2026-11-01", policies=["gramine-ratls"]))
     summary = {"mrenclave": result.record["mrenclave"], "mrsigner": result.record["mrsigner"]}
-    return {"recipe": recipe, "out": out, "summary": summary, "work": work}
+    return {"recipe": recipe, "out": out, "summary": summary, "work": work,
+            "stats": result.stats}
 
 
 def test_spark_record_labels_and_sigstruct_agree(spark_build, docker_client):
@@ -138,14 +139,28 @@ def test_spark_job_runs_natively_and_prints_the_right_answer(spark_build, docker
 
 def test_manifest_from_cached_index_equals_manifest_from_a_real_export(spark_build,
                                                                        docker_client):
-    """The base-index + app-layer model must see exactly what the built image holds."""
+    """The base index (read from the registry's layers during the pull) + app-layer model
+    must see exactly what the built image holds."""
     from ppml_build.pipeline import load_and_plan, render_for_rootfs
+
+    assert spark_build["stats"]["base_index_source"] == "registry"
 
     recipe, plan = load_and_plan(spark_build["recipe"])
     fs = engine.export_image_rootfs(docker_client, "ppml-test/pyspark-sql-agg:it",
                                     keep=keep_paths(LIBPAL))
     rendered = render_for_rootfs(recipe, plan, fs, "export")
     assert rendered.data == (spark_build["out"] / "pyspark-sql-agg.manifest.sgx").read_bytes()
+
+
+def test_base_index_from_an_engine_export_gives_the_same_mrenclave(spark_build, key, registry,
+                                                                   capsys):
+    """--base-index engine (no caches: really exported) measures what the registry path did."""
+    first = spark_build["summary"]
+    exported = build_cli(spark_build["recipe"], key, registry, spark_build["work"] / "out-engine",
+                         capsys, "--tag", "ppml-test/pyspark-sql-agg:engine", "--base-index",
+                         "engine", "--no-cache")
+    assert exported["stats"]["base_index_source"] == "export"
+    assert exported["mrenclave"] == first["mrenclave"]
 
 
 def test_rebuild_is_reproducible_cached_and_rehashes_only_the_change(spark_build, key,
