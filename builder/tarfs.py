@@ -100,7 +100,11 @@ class TarRootFS:
                     if base.startswith(WHITEOUT_PREFIX):
                         self._whiteout(parent or "/", base, added)
                         continue
-                    added.add(path)
+                    # Parents count as this layer's too, listed or only implied by the path.
+                    cursor = path
+                    while cursor != "/" and cursor not in added:
+                        added.add(cursor)
+                        cursor = cursor.rpartition("/")[0] or "/"
                 self._add_member(reader, member, path, keep)
         except TarFormatError as err:
             raise RootFSError(f"the image tar stream is not a readable tar archive: {err}") from None
@@ -110,9 +114,9 @@ class TarRootFS:
             for name in list(self.children.get(parent, ())):
                 self._remove_lower(posixpath.join(parent, name), added)
         else:
-            target = posixpath.join(parent, base[len(WHITEOUT_PREFIX):])
-            if target not in added:
-                self._remove(target)
+            # The lower layers' NAME goes; what this layer itself puts at NAME stays, whichever
+            # comes first in the tar.
+            self._remove_lower(posixpath.join(parent, base[len(WHITEOUT_PREFIX):]), added)
 
     def _remove_lower(self, path: str, added: set[str]) -> None:
         """Remove ``path`` and what is under it, except what ``added`` names (this layer's)."""

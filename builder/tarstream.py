@@ -51,9 +51,9 @@ def _text(field: bytes) -> str:
 
 
 def _number(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256 for values octal cannot hold
+    if field and field[0] in (0x80, 0xFF):  # GNU base-256 for values octal cannot hold
         value = int.from_bytes(field[1:], "big")
-        return value - (1 << (8 * len(field) - 1)) if field[0] & 0x40 else value
+        return value - 256 ** (len(field) - 1) if field[0] == 0xFF else value
     digits = field.split(b"\0", 1)[0].strip()
     try:
         return int(digits, 8) if digits else 0
@@ -162,11 +162,14 @@ class TarReader:
         long_name = long_link = None
         while True:
             header = self._take(BLOCK)
+            pending = bool(pax) or long_name is not None or long_link is not None
             if len(header) < BLOCK:
-                if not header:
+                if not header and not pending:
                     raise StopIteration  # no end-of-archive blocks: tolerated, as tar does
                 raise TarFormatError("the tar stream ends inside a header")
             if header.count(0) == BLOCK:
+                if pending:
+                    raise TarFormatError("an extended header is not followed by its member")
                 raise StopIteration  # end-of-archive marker
             stored = _number(header[148:156])
             computed = sum(header) - sum(header[148:156]) + 8 * 0x20
@@ -202,6 +205,10 @@ class TarReader:
             except ValueError:
                 raise TarFormatError("a PAX size that is not a number") from None
         kind = _REGULAR_ALIASES.get(kind, kind)
+        if kind == REGULAR and name.endswith("/"):
+            kind = DIRECTORY  # old (V7) tars mark directories only by the trailing '/'
+        if size < 0:
+            raise TarFormatError(f"{name}: negative size in a tar header")
         if kind not in (REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO):
             raise TarFormatError(f"{name}: unknown tar member type {kind!r}")
         # Only regular files carry data: for header-only types the size field is ignored, as
