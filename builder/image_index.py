@@ -155,6 +155,7 @@ class BaseIndexJob:
         self._architecture = architecture
         self._cache_dir = cache_dir
         self._cancel = threading.Event()
+        self._client: RegistryClient | None = None
         self._thread = threading.Thread(target=self._run, name="ppml-base-index", daemon=True)
         self.fs: TarRootFS | None = None
         self.config_digest: str | None = None
@@ -174,6 +175,7 @@ class BaseIndexJob:
                 registry, credentials=credentials_for(registry, self._auth),
                 insecure=engine_treats_insecure(registry, self._registry_config),
                 cancel=self._cancel)
+            self._client = client
             image = client.image(self.reference, architecture=self._architecture)
             self.config_digest = image.config_digest
             if self._use_cache:
@@ -204,6 +206,8 @@ class BaseIndexJob:
     def cancel(self) -> None:
         """Stop reading (the build failed); waits briefly for the thread to notice."""
         self._cancel.set()
+        if self._client is not None:
+            self._client.abort()  # unblock a read waiting on the network
         self._thread.join(timeout=10)
 
 

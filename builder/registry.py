@@ -32,7 +32,7 @@ import requests
 from .engine import ImageReference
 
 _CHUNK = 1 << 20
-_TIMEOUT = 60
+_TIMEOUT = (10, 30)  # connect, and between bytes: a stalled registry fails the read, not the build
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_LIST_V2 = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -70,8 +70,11 @@ class RegistryImage:
     layers: tuple[Layer, ...]
 
 
+_DOCKER_HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+
+
 def api_host(registry: str) -> str:
-    return "registry-1.docker.io" if registry == "docker.io" else registry
+    return "registry-1.docker.io" if registry in _DOCKER_HUB_NAMES else registry
 
 
 def repository_path(ref: ImageReference) -> str:
@@ -79,8 +82,7 @@ def repository_path(ref: ImageReference) -> str:
     registry = ref.registry
     name = ref.repository[len(registry) + 1:] if ref.repository.startswith(registry + "/") \
         else ref.repository
-    if registry == "docker.io":
-        name = name.removeprefix("docker.io/")
+    if registry in _DOCKER_HUB_NAMES:
         if "/" not in name:
             name = "library/" + name
     return name
@@ -92,8 +94,12 @@ def engine_treats_insecure(registry: str, registry_config: Mapping[str, Any] | N
     index = (config.get("IndexConfigs") or {}).get(registry)
     if isinstance(index, dict) and "Secure" in index:
         return not index["Secure"]
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    host = host.strip("[]")
+    if registry.startswith("["):  # [IPv6]:port
+        host = registry[1:registry.find("]")] if "]" in registry else registry[1:]
+    elif registry.count(":") == 1:
+        host = registry.rsplit(":", 1)[0]
+    else:
+        host = registry
     cidrs = []
     for text in config.get("InsecureRegistryCIDRs") or ():
         try:
@@ -108,7 +114,8 @@ def engine_treats_insecure(registry: str, registry_config: Mapping[str, Any] | N
                          for info in socket.getaddrinfo(host, None)}
         except (OSError, ValueError):
             return False
-    return bool(addresses) and all(any(a in net for net in cidrs) for a in addresses)
+    # As dockerd: insecure as soon as one of the name's addresses is in an insecure range.
+    return any(a in net for a in addresses for net in cidrs)
 
 
 def credentials_for(registry: str, auth: Mapping[str, Any] | None) -> tuple[str, str] | None:
@@ -145,6 +152,26 @@ class RegistryClient:
         self._base: str | None = None
         self._authorization: str | None = None
         self._cancel = cancel or threading.Event()
+        self._streaming: requests.Response | None = None
+
+    def abort(self) -> None:
+        """Stop a layer read blocked on the network (from another thread)."""
+        self._cancel.set()
+        response = self._streaming
+        if response is None:
+            return
+        # Closing a socket does not wake a thread blocked in recv() on it; shutting it down does.
+        raw = response.raw
+        sock = getattr(getattr(raw, "_connection", None), "sock", None)
+        if sock is None:
+            sock = getattr(getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None),
+                           "_sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            raw.close()
+        except Exception:  # noqa: BLE001 -- best effort: the read timeout still bounds the wait
+            pass
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -280,6 +307,7 @@ class RegistryClient:
         """The uncompressed tar of one layer, streamed and checked against both digests."""
         response = self._get(f"/v2/{image.repository}/blobs/{layer.digest}",
                              scope=f"repository:{image.repository}:pull", stream=True)
+        self._streaming = response
         return LayerStream(response, layer, self._cancel)
 
 
@@ -301,21 +329,37 @@ class LayerStream:
     def __iter__(self) -> Iterator[bytes]:
         return self._chunks
 
+    def _inflate_chunk(self, data: bytes) -> bytes:
+        """Inflate, going on into the next member of a multi-member gzip (as Go's reader does)."""
+        out = [self._inflate.decompress(data)]
+        while self._inflate.eof and self._inflate.unused_data:
+            rest = self._inflate.unused_data
+            self._inflate = zlib.decompressobj(wbits=31)
+            out.append(self._inflate.decompress(rest))
+        return b"".join(out)
+
     def _generate(self) -> Iterator[bytes]:
         try:
             for blob_chunk in self._response.iter_content(_CHUNK):
                 if self._cancel.is_set():
                     raise Cancelled("cancelled")
-                data = self._inflate.decompress(blob_chunk) if self._inflate else blob_chunk
+                data = self._inflate_chunk(blob_chunk) if self._inflate else blob_chunk
                 if data:
                     self._tar_hash.update(data)
                     yield data
+            if self._cancel.is_set():
+                raise Cancelled("cancelled")
             if self._inflate is not None:
                 tail = self._inflate.flush()
                 if tail:
                     self._tar_hash.update(tail)
                     yield tail
-        except (requests.exceptions.RequestException, zlib.error) as err:
+                if not self._inflate.eof:
+                    raise RegistryReadError(f"layer {self._layer.digest[:19]}: the gzip stream "
+                                            "is truncated")
+        except (requests.exceptions.RequestException, zlib.error, OSError, ValueError) as err:
+            if self._cancel.is_set():
+                raise Cancelled("cancelled") from None
             raise RegistryReadError(f"layer {self._layer.digest[:19]}: {type(err).__name__}: "
                                     f"{str(err)[:120]}") from None
         finally:
