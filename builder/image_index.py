@@ -170,6 +170,12 @@ class BaseIndexJob:
     def _run(self) -> None:
         started = time.perf_counter()
         try:
+            # Yield the CPU to the engine's pull it runs alongside: the pull is what the build
+            # waits for, and this thread usually has time to spare until it ends.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        try:
             registry = self.reference.registry
             client = RegistryClient(
                 registry, credentials=credentials_for(registry, self._auth),
