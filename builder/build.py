@@ -35,6 +35,7 @@ from .engine import (ImageReference, connect, export_image_rootfs, load_registry
                      pull_image, push_image)
 from .hashing import FileHasher
 from .image_index import BaseIndexJob, cached_image_rootfs
+from .tarfs import TarRootFS
 from .overlay import OverlayRootFS
 from .errors import ImageError, ManifestError, RecipeError
 from .imagebuild import build_image
@@ -352,6 +353,35 @@ def add_build_outputs(fs, outputs: list[tuple[Path, str]], recipe: Recipe) -> Ov
     return layer
 
 
+def base_index_keep(recipe: Recipe) -> tuple[str, ...]:
+    """What a base index holds whole, not just hashed: the LibOS files we measure."""
+    return (recipe.libos.prefix,)
+
+
+def _base_index(client, base_image_id: str, recipe: Recipe, *, base_job: BaseIndexJob | None,
+                use_cache: bool, say: Say) -> tuple[TarRootFS, str]:
+    """The base's index and where it came from: "registry", "cache" or "export"."""
+    if base_job is not None:
+        fs = base_job.result(base_image_id)
+        if fs is not None:
+            how = ("reused from the cache" if base_job.source == "cache"
+                   else "read from the registry during the pull")
+            say(f"base image index: {how} ({base_job.seconds:.1f} s)")
+            return fs, base_job.source
+        say(f"base index: reading it from the registry failed ({base_job.failure}); "
+            "exporting it from the engine instead")
+
+    def export(keep):
+        say("indexing the base image's filesystem (one export stream, cached by image id)")
+        return export_image_rootfs(client, base_image_id, keep=keep)
+
+    fs, cached = cached_image_rootfs(base_image_id, export, base_index_keep(recipe),
+                                     use_cache=use_cache)
+    if cached:
+        say("base image index: reused from the cache")
+    return fs, "cache" if cached else "export"
+
+
 def app_rootfs(client, base_image_id: str, recipe: Recipe, app_files: list[tuple[Path, str]], *,
                use_cache: bool = True, say: Say = lambda line: None,
                stats: dict | None = None, base_job: BaseIndexJob | None = None) -> OverlayRootFS:
@@ -362,29 +392,8 @@ def app_rootfs(client, base_image_id: str, recipe: Recipe, app_files: list[tuple
     by image id (content-addressed, so it cannot go stale); the LibOS files are kept whole
     because we measure libpal.so.
     """
-    keep_prefixes = (recipe.libos.prefix,)
-    base_fs = None
-    if base_job is not None:
-        base_fs = base_job.result(base_image_id)
-        if base_fs is None:
-            say(f"base index: reading it from the registry failed ({base_job.failure}); "
-                "exporting it from the engine instead")
-        else:
-            source = base_job.source or "registry"
-            say(f"base image index: {'reused from the cache' if source == 'cache' else 'read from the registry during the pull'}"
-                f" ({base_job.seconds:.1f} s)")
-    if base_fs is not None:
-        source = base_job.source or "registry"
-    else:
-        def export(keep):
-            say("indexing the base image's filesystem (one export stream, cached by image id)")
-            return export_image_rootfs(client, base_image_id, keep=keep)
-
-        base_fs, cached = cached_image_rootfs(base_image_id, export, keep_prefixes,
-                                              use_cache=use_cache)
-        source = "cache" if cached else "export"
-        if cached:
-            say("base image index: reused from the cache")
+    base_fs, source = _base_index(client, base_image_id, recipe, base_job=base_job,
+                                  use_cache=use_cache, say=say)
     if stats is not None:
         stats["base_index_cached"] = source == "cache"
         stats["base_index_source"] = source
@@ -437,7 +446,7 @@ def app_image(options: BuildOptions, recipe: Recipe, plan: Plan, *, key_refusals
         # build then need not wait for an export of the whole base after the pull.
         base_job = BaseIndexJob(_pinned_reference(recipe), auth=auth,
                                 registry_config=_engine_registry_config(client),
-                                keep_prefixes=(recipe.libos.prefix,),
+                                keep_prefixes=base_index_keep(recipe),
                                 use_cache=not options.no_cache).start()
     try:
         with timer.step("pull"):
@@ -502,6 +511,16 @@ def _app_layer(options: BuildOptions, recipe: Recipe, plan: Plan, client, auth, 
             stats["build_outputs_hashed"] = fs.hasher.hashed_files
 
 
+def push_if_asked(options: BuildOptions, client, image: str, auth: dict | None, *,
+                  timer: _Timer, say: Say) -> str | None:
+    """With --push: push the final image; the digest the registry stored. Else None."""
+    if not options.push:
+        return None
+    with timer.step("push"):
+        say(f"pushing {image}")
+        return push_image(client, image, auth=auth)
+
+
 def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     timer = _Timer()
     stats: dict[str, Any] = {}
@@ -563,11 +582,7 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
             image_id = build_image(client, context, tag=image, labels=labels, say=say,
                                    nocache=options.no_cache)
 
-    pushed_digest = None
-    if options.push:
-        with timer.step("push"):
-            say(f"pushing {image}")
-            pushed_digest = push_image(client, image, auth=auth)
+    pushed_digest = push_if_asked(options, client, image, auth, timer=timer, say=say)
 
     with timer.step("record"):
         record = measurement_record(recipe=recipe, plan=plan, summary=summary, image=image,

@@ -42,8 +42,8 @@ from . import __version__
 from .atomic import write_bytes_atomic, write_text_atomic
 # The app image is made exactly as for Gramine (ppml_build.build.app_image).
 from .build import (BuildOptions, BuildResult, Say, _key_fingerprints, _Timer, app_image,
-                    image_labels, record_fields)
-from .engine import STREAM_TIMEOUT, ImageReference, push_image
+                    image_labels, push_if_asked, record_fields)
+from .engine import STREAM_TIMEOUT, ImageReference
 from .errors import ImageError, RecipeError, SigningError, VerificationError
 from .occlum import OCCLUM_VERSION, RenderedOcclum
 from .pipeline import load_and_plan, render_occlum_for_rootfs
@@ -527,11 +527,7 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
             except docker.errors.APIError:
                 pass  # already gone
 
-    pushed_digest = None
-    if options.push:
-        with timer.step("push"):
-            say(f"pushing {image}")
-            pushed_digest = push_image(client, image, auth=auth)
+    pushed_digest = push_if_asked(options, client, image, auth, timer=timer, say=say)
 
     with timer.step("record"):
         record = occlum_measurement_record(recipe=recipe, plan=plan, enclave=enclave,

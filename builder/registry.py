@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import docker.auth
 import requests
 
 from .engine import ImageReference
@@ -122,8 +123,6 @@ def credentials_for(registry: str, auth: Mapping[str, Any] | None) -> tuple[str,
     """(user, password) from ``--registry-auth`` or else the Docker config (as the SDK does)."""
     if auth is None:
         try:
-            import docker.auth
-
             auth = docker.auth.load_config().resolve_authconfig(registry)
         except Exception:  # an unreadable config or a failing helper: read anonymously
             auth = None
@@ -140,15 +139,14 @@ class RegistryClient:
     """A read-only distribution v2 client for one registry."""
 
     def __init__(self, registry: str, *, credentials: tuple[str, str] | None, insecure: bool,
-                 ca_bundle: Path | None = None, cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None) -> None:
         self.registry = registry
         self._credentials = credentials
         self._insecure = insecure
         self._session = requests.Session()
         self._session.trust_env = False  # a registry on 127.0.0.1 must not go through a proxy
         certs = Path("/etc/docker/certs.d") / registry / "ca.crt"
-        self._verify: bool | str = str(ca_bundle) if ca_bundle else \
-            (str(certs) if certs.is_file() else True)
+        self._verify: bool | str = str(certs) if certs.is_file() else True  # as dockerd trusts it
         self._base: str | None = None
         self._authorization: str | None = None
         self._cancel = cancel or threading.Event()
