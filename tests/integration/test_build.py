@@ -7,7 +7,9 @@ measures whatever libpal.so the base image holds, exactly as it would the real o
 from __future__ import annotations
 
 import base64
+import gzip
 import io
+import os
 import json
 import re
 import shutil
@@ -191,10 +193,13 @@ def test_no_key_material_anywhere(pushed_bases, key, registry, tmp_path, capsys,
     needles = [line for line in pem_lines if len(line) >= 40] + [
         der[40:104], numbers.d.to_bytes(384, "big")[:48], numbers.p.to_bytes(192, "big")[:48],
         numbers.d.to_bytes(384, "little")[:48], base64.b64encode(der)[40:100]]
+    # The registry password too, bare and in the Basic header form the base-index reader sends.
+    needles += [registry.password.encode(),
+                base64.b64encode(f"{registry.username}:{registry.password}".encode())]
 
     def scan(blob: bytes, where: str) -> None:
         for needle in needles:
-            assert needle not in blob, f"key material found in {where}"
+            assert needle not in blob, f"key material or registry password found in {where}"
 
     contexts: list[Path] = []
     real_build_image = build_module.build_image
@@ -219,6 +224,10 @@ def test_no_key_material_anywhere(pushed_bases, key, registry, tmp_path, capsys,
     scan(json.dumps(history).encode(), "docker history")
     scan(json.dumps(docker_client.api.inspect_image("ppml-test/keyscan:it")).encode(),
          "image config")
+    for path in Path(os.environ["PPML_BUILD_CACHE_DIR"]).rglob("*"):
+        if path.is_file():  # hash cache and base indexes (gzip'd JSON)
+            data = path.read_bytes()
+            scan(gzip.decompress(data) if path.suffix == ".gz" else data, f"cache {path.name}")
     saved = b"".join(docker_client.images.get("ppml-test/keyscan:it").save(named=True))
     scan(saved, "docker save")
     # and the layers are really in there: the manifest we wrote is found in the save stream

@@ -1,0 +1,40 @@
+"""`ppml-build build --base-index`: passed through to the build, bad values refused (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ppml_build import build as build_module
+from ppml_build.cli import main
+
+
+def _fake_build(calls: list):
+    def fake(options, say=lambda line: None):
+        calls.append(options)
+        out = Path(options.output_dir)
+        record = {"mrenclave": "11" * 32, "mrsigner": "22" * 32}
+        return build_module.BuildResult(record, out / "measurement.json", out, "ppml/app:latest",
+                                        {}, [])
+    return fake
+
+
+def test_base_index_defaults_to_registry_and_takes_engine(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    monkeypatch.setattr(build_module, "build", _fake_build(calls))
+    args = ["build", str(tmp_path / "recipe.yaml"), "--key", str(tmp_path / "k.pem"),
+            "--output-dir", str(tmp_path / "out")]
+    assert main(args) == 0
+    assert main(args + ["--base-index", "engine"]) == 0
+    assert [c.base_index for c in calls] == ["registry", "engine"]
+
+
+def test_a_bad_base_index_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    monkeypatch.setattr(build_module, "build", _fake_build(calls))
+    code = main(["build", str(tmp_path / "recipe.yaml"), "--key", str(tmp_path / "k.pem"),
+                 "--output-dir", str(tmp_path / "out"), "--base-index", "bogus"])
+    err = capsys.readouterr().err
+    assert code == 2
+    errors = [line for line in err.splitlines() if "Error" in line]
+    assert len(errors) == 1 and "--base-index" in errors[0] and "registry" in errors[0]
+    assert calls == [] and not (tmp_path / "out").exists()
