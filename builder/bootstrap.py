@@ -1,5 +1,6 @@
-"""Base images for builds and tests: a debootstrapped Debian, Spark/Flink layers on it, and
-stand-in Gramine test bases on each, cached by the hash of their inputs.
+"""Base images for builds and tests: a debootstrapped Debian, Gramine 1.9 on it (built from its
+source tarballs, or from Gramine's apt repository), Spark/Flink layers on Debian and on Gramine,
+and stand-in Gramine test bases, cached by the hash of their inputs.
 
 Every image carries the label ``ppml.input-hash``: SHA-256 over what determines its content
 (Dockerfile bytes, build args, files copied in, the parent's input hash; for the Debian base the
@@ -44,7 +45,13 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_VARIANT = "minbase"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
-TARGET_NAMES = ("debian", "spark", "flink", "standin", "spark-standin", "flink-standin")
+TARGET_NAMES = ("debian", "spark", "flink", "gramine", "spark-gramine", "flink-gramine",
+                "standin", "spark-standin", "flink-standin")
+GRAMINE_VERSION = "1.9"
+# The tarballs a from-source Gramine build needs (gramine-1.9.tar.gz and what its meson wraps
+# name, subprojects/*.wrap at v1.9), listed with their digests in SHA256SUMS.
+GRAMINE_SOURCE_MAIN = f"gramine-{GRAMINE_VERSION}.tar.gz"
+GRAMINE_SOURCE_SUMS = "SHA256SUMS"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +75,9 @@ class BootstrapOptions:
     variant: str = DEBIAN_VARIANT
     mirror: str = DEBIAN_MIRROR
     project_root: Path = PROJECT_ROOT
+    # A directory of Gramine's source tarballs (see gramine_source_files); None: Gramine's
+    # own apt repository (packages.gramineproject.io), which needs that network.
+    gramine_source: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,9 @@ def _dependencies() -> dict[str, str | None]:
         "debian": None,
         "spark": "debian",
         "flink": "debian",
+        "gramine": "debian",
+        "spark-gramine": "gramine",
+        "flink-gramine": "gramine",
         "standin": "debian",
         "spark-standin": "spark",
         "flink-standin": "flink",
@@ -146,6 +159,11 @@ def target_specs(options: BootstrapOptions, standin_dir: Path | None) -> dict[st
     if standin_dir is not None:
         standin_files = {"libpal.so": standin_dir / "libpal.so", "libsysdb.so": standin_dir / "libsysdb.so"}
     standin_labels = {STANDIN_LABEL: "true"}
+    if options.gramine_source is not None:
+        gramine_dockerfile = base_images / "gramine" / "Dockerfile.source"
+        gramine_files = gramine_source_files(options.gramine_source)
+    else:
+        gramine_dockerfile, gramine_files = base_images / "gramine" / "Dockerfile", {}
     return {
         "debian": TargetSpec(
             "debian", "ppml/debian-base", options.suite, None, None,
@@ -158,6 +176,18 @@ def target_specs(options: BootstrapOptions, standin_dir: Path | None) -> dict[st
         "flink": TargetSpec(
             "flink", "ppml/flink-base", options.flink_version, "debian", base_images / "flink" / "Dockerfile",
             build_args={"FLINK_VERSION": options.flink_version},
+        ),
+        "gramine": TargetSpec(
+            "gramine", "ppml/gramine-base", GRAMINE_VERSION, "debian", gramine_dockerfile,
+            build_args={"GRAMINE_VERSION": GRAMINE_VERSION}, context_files=gramine_files,
+        ),
+        "spark-gramine": TargetSpec(
+            "spark-gramine", "ppml/spark-gramine", options.spark_version, "gramine",
+            base_images / "spark" / "Dockerfile", build_args={"SPARK_VERSION": options.spark_version},
+        ),
+        "flink-gramine": TargetSpec(
+            "flink-gramine", "ppml/flink-gramine", options.flink_version, "gramine",
+            base_images / "flink" / "Dockerfile", build_args={"FLINK_VERSION": options.flink_version},
         ),
         "standin": TargetSpec(
             "standin", "ppml/gramine-standin", options.suite, "debian", standin_dockerfile,
@@ -172,6 +202,47 @@ def target_specs(options: BootstrapOptions, standin_dir: Path | None) -> dict[st
             context_files=standin_files, labels=standin_labels,
         ),
     }
+
+
+def gramine_source_files(directory: Path) -> dict[str, Path]:
+    """The tarballs of a ``--gramine-source`` directory, checked against its SHA256SUMS.
+
+    Every file SHA256SUMS names must be there with that digest, and gramine-1.9.tar.gz among
+    them; the Dockerfile checks the sums again inside the build. The directory may be
+    read-only (an air-gapped mirror): the files are copied into the build context.
+    """
+    directory = Path(directory)
+    where = f"--gramine-source {directory}"
+    sums = directory / GRAMINE_SOURCE_SUMS
+    try:
+        lines = sums.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ImageError(f"{where}: no {GRAMINE_SOURCE_SUMS} there; the directory must hold "
+                         f"{GRAMINE_SOURCE_MAIN}, the tarballs its meson wraps name, and "
+                         f"their {GRAMINE_SOURCE_SUMS}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ImageError(f"{where}: cannot read {GRAMINE_SOURCE_SUMS}: "
+                         f"{getattr(err, 'strerror', None) or err}") from None
+    files: dict[str, Path] = {GRAMINE_SOURCE_SUMS: sums}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        match = re.fullmatch(r"([0-9a-f]{64}) [ *]([A-Za-z0-9._+-]+)", line.strip())
+        if match is None:
+            raise ImageError(f"{sums}:{number}: expected '<sha256>  <file name>' (sha256sum's "
+                             "format)")
+        digest, name = match.groups()
+        path = directory / name
+        if not path.is_file():
+            raise ImageError(f"{where}: {name} is listed in {GRAMINE_SOURCE_SUMS} but missing")
+        if _sha256_file(path) != digest:
+            raise ImageError(f"{where}: {name} does not match its sha256 in "
+                             f"{GRAMINE_SOURCE_SUMS}; copy it again")
+        files[name] = path
+    if GRAMINE_SOURCE_MAIN not in files:
+        raise ImageError(f"{where}: {GRAMINE_SOURCE_MAIN} is not listed in "
+                         f"{GRAMINE_SOURCE_SUMS}; this base builds Gramine {GRAMINE_VERSION}")
+    return files
 
 
 def _sha256_file(path: Path) -> str:
@@ -550,6 +621,7 @@ __all__ = [
     "TargetSpec",
     "bootstrap_bases",
     "build_standin_binaries",
+    "gramine_source_files",
     "check_ca_bundle",
     "default_ca_bundle",
     "input_hash",

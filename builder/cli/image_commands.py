@@ -13,7 +13,7 @@ import typer
 from ._app import app
 
 base_app = typer.Typer(
-    help="Base images: a debootstrapped Debian, Spark and Flink layers, stand-in Gramine test bases.",
+    help="Base images: a debootstrapped Debian, Gramine 1.9, Spark and Flink layers, stand-in Gramine test bases.",
     no_args_is_help=True,
 )
 app.add_typer(base_app, name="base")
@@ -135,8 +135,18 @@ def bootstrap_command(
         None,
         "--only",
         metavar="TARGET",
-        help="Make only these (and what they build on): debian, spark, flink, standin, "
-        "spark-standin, flink-standin. Repeat or separate with commas.",
+        help="Make only these (and what they build on): debian, spark, flink, gramine, "
+        "spark-gramine, flink-gramine, standin, spark-standin, flink-standin. Repeat or separate "
+        "with commas.",
+    ),
+    gramine_source: Optional[Path] = typer.Option(
+        None,
+        "--gramine-source",
+        metavar="DIR",
+        envvar="PPML_GRAMINE_SOURCE",
+        help="Build Gramine 1.9 from the source tarballs in DIR (gramine-1.9.tar.gz, the "
+        "tarballs its meson wraps name, SHA256SUMS) instead of installing it from "
+        "packages.gramineproject.io; for air-gapped build farms. Cached by the tarballs' hash.",
     ),
     spark_version: Optional[str] = typer.Option(None, "--spark-version", help="PyPI pyspark version to install."),
     flink_version: Optional[str] = typer.Option(None, "--flink-version", help="PyPI apache-flink version to install."),
@@ -160,7 +170,14 @@ def bootstrap_command(
     if ca_bundle is not None:
         bootstrap.check_ca_bundle(ca_bundle)
     targets = tuple(t.strip() for item in (only or []) for t in item.split(",") if t.strip())
-    bootstrap.select_targets(targets)  # reject unknown names before touching the engine
+    selected = bootstrap.select_targets(targets)  # reject unknown names before touching the engine
+    if "gramine" in selected:
+        if gramine_source is not None:
+            bootstrap.gramine_source_files(gramine_source)  # a bad directory fails before any work
+            notes.append(f"building Gramine {bootstrap.GRAMINE_VERSION} from the source tarballs in {gramine_source}")
+        else:
+            notes.append(f"no --gramine-source: installing Gramine {bootstrap.GRAMINE_VERSION} from "
+                         "packages.gramineproject.io (needs that network)")
 
     options = bootstrap.BootstrapOptions(
         registry=registry,
@@ -169,6 +186,7 @@ def bootstrap_command(
         only=targets,
         spark_version=spark_version or bootstrap.DEFAULT_SPARK_VERSION,
         flink_version=flink_version or bootstrap.DEFAULT_FLINK_VERSION,
+        gramine_source=gramine_source,
     )
     client = engine.connect()
     reporter = RichReporter() if (sys.stderr.isatty() and not as_json) else PlainReporter()

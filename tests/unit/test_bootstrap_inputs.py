@@ -15,8 +15,9 @@ def test_only_pulls_in_what_a_target_builds_on_in_build_order():
     assert select_targets(["spark-standin"]) == ["debian", "spark", "spark-standin"]
     assert select_targets(["flink", "debian"]) == ["debian", "flink"]
     assert select_targets([]) == list(bootstrap.TARGET_NAMES)
+    assert select_targets(["spark-gramine"]) == ["debian", "gramine", "spark-gramine"]
     with pytest.raises(ImageError, match="unknown target"):
-        select_targets(["spark", "gramine"])
+        select_targets(["spark", "graphene"])
 
 
 @pytest.fixture
@@ -118,3 +119,51 @@ def test_cli_rejects_auth_without_registry_before_touching_the_engine(tmp_path, 
     assert "needs --registry" in capsys.readouterr().err
     assert main(["base", "bootstrap", "--only", "sparky"]) == 2
     assert "unknown target" in capsys.readouterr().err
+
+
+def _source_dir(tmp_path, files: dict[str, bytes]):
+    import hashlib
+
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files.items()))
+    return tmp_path
+
+
+def test_gramine_source_files_are_checked_against_their_sums(tmp_path):
+    src = _source_dir(tmp_path, {"gramine-1.9.tar.gz": b"g", "glibc-2.40.tar.gz": b"c"})
+    files = bootstrap.gramine_source_files(src)
+    assert set(files) == {"SHA256SUMS", "gramine-1.9.tar.gz", "glibc-2.40.tar.gz"}
+    (src / "glibc-2.40.tar.gz").write_bytes(b"tampered")
+    with pytest.raises(ImageError, match="glibc-2.40.tar.gz does not match its sha256"):
+        bootstrap.gramine_source_files(src)
+    (src / "glibc-2.40.tar.gz").unlink()
+    with pytest.raises(ImageError, match="glibc-2.40.tar.gz is listed in SHA256SUMS but missing"):
+        bootstrap.gramine_source_files(src)
+
+
+def test_gramine_source_needs_sums_and_the_gramine_tarball(tmp_path):
+    with pytest.raises(ImageError, match="no SHA256SUMS there"):
+        bootstrap.gramine_source_files(tmp_path)
+    src = _source_dir(tmp_path, {"glibc-2.40.tar.gz": b"c"})
+    with pytest.raises(ImageError, match="gramine-1.9.tar.gz is not listed"):
+        bootstrap.gramine_source_files(src)
+    (src / "SHA256SUMS").write_text("not a sum line\n")
+    with pytest.raises(ImageError, match="SHA256SUMS:1: expected"):
+        bootstrap.gramine_source_files(src)
+
+
+def test_gramine_from_source_is_cached_by_its_tarballs(tmp_path):
+    src = _source_dir(tmp_path, {"gramine-1.9.tar.gz": b"g", "glibc-2.40.tar.gz": b"c"})
+    from_source = bootstrap.target_specs(BootstrapOptions(gramine_source=src), None)["gramine"]
+    from_apt = bootstrap.target_specs(BootstrapOptions(), None)["gramine"]
+    assert from_source.dockerfile.name == "Dockerfile.source" and from_apt.dockerfile.name == "Dockerfile"
+    first = input_hash(from_source, "p")
+    assert first != input_hash(from_apt, "p")
+    (src / "glibc-2.40.tar.gz").write_bytes(b"other")
+    _source_dir(tmp_path, {"gramine-1.9.tar.gz": b"g", "glibc-2.40.tar.gz": b"other"})
+    again = bootstrap.target_specs(BootstrapOptions(gramine_source=src), None)["gramine"]
+    assert input_hash(again, "p") != first
+    spark = bootstrap.target_specs(BootstrapOptions(gramine_source=src), None)["spark-gramine"]
+    assert spark.parent == "gramine"
