@@ -39,7 +39,10 @@ from .tarfs import TarRootFS
 from .overlay import OverlayRootFS
 from .errors import ImageError, ManifestError, RecipeError
 from .imagebuild import build_image
+from .launch import (SUPPORT_CONTEXT_DIR, SUPPORT_DIR, app_stage_copy_line,
+                     support_stage_lines)
 from .manifest import RenderedManifest
+from .manifest_overrides import ManifestOptions, describe_overrides, recipe_manifest_keys
 from .pipeline import load_and_plan, render_for_rootfs, trusted_files_document
 from .plan import Plan
 from .recipe import Recipe, check_app_files, check_build_sources
@@ -52,7 +55,8 @@ from .trusted import trusted_list_digest
 from .versions import gramine_version
 
 RECORD_SCHEMA = "ppml-build/measurement/v1"
-IN_IMAGE_DIR = "/ppml"  # where the final image keeps APP.manifest.sgx and APP.sig
+SUPPORT_SOURCES = Path(__file__).resolve().parent / "gramine_support"
+IN_IMAGE_DIR = SUPPORT_DIR  # where the final image keeps APP.manifest.sgx and APP.sig
 BUILD_SOURCES_DIR = "build-src"  # build.sources[i] is staged as <context>/build-src/<i>
 CA_CONTEXT_NAME = "ppml-ca-bundle.pem"
 CA_IN_BUILD_STAGE = "/etc/ppml-build/ca-bundle.pem"
@@ -77,6 +81,8 @@ class BuildOptions:
     # (its layers, read during the pull; the registry serves them twice) or "engine" (one
     # `docker export` after the pull; no second download, but the build waits for it).
     base_index: str = "registry"
+    # What the recipe's manifest: keys may weaken (--allow-insecure-manifest and friends).
+    manifest: ManifestOptions = field(default_factory=ManifestOptions)
 
 
 @dataclass
@@ -142,12 +148,17 @@ def build_stage_lines(recipe: Recipe, base_ref: str, *, ca_bundle: bool = False)
     return lines + [""]
 
 
+APP_STAGE = "app"
+
+
 def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool = False) -> str:
     """The app layer: the recipe's files on the base, the build stage's outputs, its workdir
-    and (public) env. Without a build stage this is one stage, as it always was."""
+    and (public) env; for Gramine then ppml-build's support files (launch.py), made in a stage
+    FROM that app image so Spark's launcher sees exactly the app's environment."""
     env = {**recipe.app.env, **plan.extra_env}
     lines = build_stage_lines(recipe, base_ref, ca_bundle=ca_bundle)
-    lines.append(f"FROM {base_ref}")
+    gramine = recipe.libos.type == "gramine"
+    lines.append(f"FROM {base_ref}" + (f" AS {APP_STAGE}" if gramine else ""))
     if recipe.app.files:
         lines.append("COPY rootfs/ /")
     for output in (recipe.build.outputs if recipe.build else []):
@@ -155,12 +166,23 @@ def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool
     lines.append(f"WORKDIR {recipe.app.workdir}")
     for name in sorted(env):
         lines.append(f"ENV {name}={json.dumps(env[name])}")
+    if gramine:
+        lines += [""] + support_stage_lines(recipe, plan.launch, APP_STAGE) + [""]
+        lines += [f"FROM {APP_STAGE}", app_stage_copy_line()]
     return "\n".join(lines) + "\n"
+
+
+def _stage_support_files(context: Path) -> None:
+    """builder/gramine_support/ into the context, for the support stage to COPY."""
+    shutil.copytree(SUPPORT_SOURCES, context / SUPPORT_CONTEXT_DIR,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def final_dockerfile(recipe: Recipe, app_image_id: str) -> str:
     """App image + manifest + SIGSTRUCT; labels are passed to the build (one step, no layer)."""
     name = recipe.name
+    # APP.manifest is a symlink to APP.manifest.sgx: gramine-direct loads APP.manifest, so it
+    # runs exactly the bytes that were measured and signed (tools/gramine.in, pal_main.c).
     lines = [f"FROM {app_image_id}",
              f"COPY {name}.manifest {name}.manifest.sgx {name}.sig {IN_IMAGE_DIR}/"]
     # gramine-sgx finds APP.manifest.sgx and APP.sig from the path it is given.
@@ -197,13 +219,18 @@ def measurement_record(*, recipe: Recipe, plan: Plan, summary: dict, image: str,
         enclave_size=plan.enclave_size_text, edmm=recipe.enclave.edmm,
         manifest_sha256=hashlib.sha256(rendered.data).hexdigest(),
         trusted_files={"count": len(rendered.trusted_files),
-                       "digest": trusted_list_digest(rendered.trusted_files)})
+                       "digest": trusted_list_digest(rendered.trusted_files)},
+        recipe_manifest_keys=recipe_manifest_keys(recipe.manifest))
 
 
 def record_fields(*, recipe: Recipe, plan: Plan, summary: dict, image: str, image_id: str,
                   pushed_digest: str | None, base_digest: str, enclave_size: str | None,
-                  edmm: bool, manifest_sha256: str, trusted_files: dict) -> dict:
-    """The record schema's fields, in order; each LibOS build says what it measured."""
+                  edmm: bool, manifest_sha256: str, trusted_files: dict,
+                  recipe_manifest_keys: list[str] | None = None) -> dict:
+    """The record schema's fields, in order; each LibOS build says what it measured.
+
+    ``recipe_manifest_keys`` (added later, so readers must not require it): the manifest keys
+    the recipe's ``manifest:`` set, sorted."""
     return {
         "schema": RECORD_SCHEMA,
         "name": recipe.name,
@@ -224,6 +251,7 @@ def record_fields(*, recipe: Recipe, plan: Plan, summary: dict, image: str, imag
         "trusted_files": trusted_files,
         "tool": {"name": "ppml-build", "version": __version__},
         "date": summary["date"],
+        "recipe_manifest_keys": sorted(recipe_manifest_keys or []),
     }
 
 
@@ -287,6 +315,16 @@ def fetch_build_outputs(client, app_image_id: str, recipe: Recipe,
     """
     if recipe.build is None:
         return []
+    wanted = [(output.dest, output.is_dir, f"build.outputs[{index}]",
+               f"did the build steps write {output.src}?")
+              for index, output in enumerate(recipe.build.outputs)]
+    return fetch_image_paths(client, app_image_id, recipe.name, wanted, into)
+
+
+def fetch_image_paths(client, app_image_id: str, name: str,
+                      wanted: list[tuple[str, bool, str, str]],
+                      into: Path) -> list[tuple[Path, str]]:
+    """Read (dest, is_dir, where, hint) paths back from an image, as fetch_build_outputs."""
     out: list[tuple[Path, str]] = []
     try:
         container = client.containers.create(app_image_id, entrypoint=["/ppml-never-runs"],
@@ -296,37 +334,36 @@ def fetch_build_outputs(client, app_image_id: str, recipe: Recipe,
         raise ImageError(f"{app_image_id[:19]}: cannot read the build outputs: "
                          f"{err.explanation or err}") from None
     try:
-        for index, output in enumerate(recipe.build.outputs):
-            dest = output.dest.rstrip("/")
-            where = f"build.outputs[{index}]"
+        for index, (wanted_dest, is_dir, where, hint) in enumerate(wanted):
+            dest = wanted_dest.rstrip("/")
             try:
                 chunks, _ = container.get_archive(dest)
                 data = b"".join(chunks)
             except docker.errors.NotFound:
-                raise RecipeError(f"{recipe.name}: {where}: {dest} is not in the app image; "
-                                  "did the build steps write " + output.src + "?") from None
+                raise RecipeError(f"{name}: {where}: {dest} is not in the app image; "
+                                  + hint) from None
             target = into / str(index)
             target.mkdir(parents=True)
             with tarfile.open(fileobj=io.BytesIO(data)) as archive:
                 members = archive.getmembers()
                 for member in members:
                     if not (member.isreg() or member.isdir()):
-                        raise RecipeError(f"{recipe.name}: {where}: {member.name} is not a "
+                        raise RecipeError(f"{name}: {where}: {member.name} is not a "
                                           "regular file or directory; outputs must be plain "
                                           "files (copy the link's target instead)")
                     if member.name.startswith("/") or ".." in member.name.split("/"):
-                        raise ImageError(f"{recipe.name}: {where}: the engine returned an "
+                        raise ImageError(f"{name}: {where}: the engine returned an "
                                          f"unsafe name {member.name!r}")
                 # The "data" filter where this Python has it (3.11.4+); names checked above.
                 safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 archive.extractall(target, members=members, **safe)
             host = target / posixpath.basename(dest)
-            if output.is_dir != host.is_dir():
+            if is_dir != host.is_dir():
                 kind = "a directory" if host.is_dir() else "a file"
-                raise RecipeError(f"{recipe.name}: {where}: {output.src} is {kind} in the build "
-                                  "stage; write directories with a trailing '/' on src and "
-                                  "dest, files without")
-            out.append((host, output.dest))
+                raise RecipeError(f"{name}: {where}: {dest} is {kind} in the image; write "
+                                  "directories with a trailing '/' on src and dest, files "
+                                  "without")
+            out.append((host, wanted_dest))
     finally:
         try:
             container.remove(force=True)
@@ -488,6 +525,8 @@ def _app_layer(options: BuildOptions, recipe: Recipe, plan: Plan, client, auth, 
         context.mkdir()
         app_files = _stage_app_files(recipe, options.recipe.resolve().parent, context, source)
         ca_bundle = _stage_ca_bundle(options, recipe, context, say)
+        if recipe.libos.type == "gramine":
+            _stage_support_files(context)
         _refuse_key_in_context(context, key_refusals, source)
         (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref,
                                                           ca_bundle=ca_bundle))
@@ -501,9 +540,15 @@ def _app_layer(options: BuildOptions, recipe: Recipe, plan: Plan, client, auth, 
                                 use_cache=not options.no_cache, say=say, stats=stats,
                                 base_job=base_job)
             fs: RootFS = app_fs
-            if recipe.build is not None:
-                outputs = fetch_build_outputs(client, app_image_id, recipe,
-                                              Path(scratch) / "outputs")
+            outputs = fetch_build_outputs(client, app_image_id, recipe,
+                                          Path(scratch) / "outputs")
+            if recipe.libos.type == "gramine":
+                # ppml-build's support files, as the support stage made them (launch.py).
+                outputs += fetch_image_paths(
+                    client, app_image_id, recipe.name,
+                    [(SUPPORT_DIR + "/", True, "ppml-build's support stage",
+                      "the support stage did not run")], Path(scratch) / "support")
+            if outputs:
                 fs = add_build_outputs(app_fs, outputs, recipe)
         yield AppImage(client, auth, pulled.repo_digest, base_ref, app_image_id, fs)
         stats["app_files_hashed"] = app_fs.hasher.hashed_files
@@ -532,6 +577,8 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
         from .occlum_build import build_occlum  # late import: occlum_build uses this module
 
         return build_occlum(options, say)
+    for warning in plan.warnings:  # before any Docker work (build_occlum says its own)
+        say(f"warning: {warning}")
     output_dir = (options.output_dir or Path("ppml-out") / recipe.name).resolve()
     image = options.tag or f"ppml/{recipe.name}:latest"
     reference = ImageReference.parse(image)
@@ -549,7 +596,11 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     with app_image(options, recipe, plan, key_refusals=key_refusals, timer=timer,
                    stats=stats, say=say) as app:
         with timer.step("manifest"):
-            rendered = render_for_rootfs(recipe, plan, app.fs, source)
+            rendered = render_for_rootfs(recipe, plan, app.fs, source, options=options.manifest)
+        for line in describe_overrides(recipe.manifest):
+            say(f"manifest key from the recipe: {line}")
+        for warning in rendered.warnings:
+            say(f"warning: {warning}")
         stats["trusted_files"] = len(rendered.trusted_files)
     client, auth, fs = app.client, app.auth, app.fs
 
@@ -572,8 +623,8 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     labels = image_labels(recipe, summary, app.base_digest, created)
     with tempfile.TemporaryDirectory(prefix="ppml-final-") as scratch:
         context = Path(scratch)
-        (context / f"{recipe.name}.manifest").write_bytes(rendered.data)
         (context / f"{recipe.name}.manifest.sgx").write_bytes(rendered.data)
+        (context / f"{recipe.name}.manifest").symlink_to(f"{recipe.name}.manifest.sgx")
         (context / f"{recipe.name}.sig").write_bytes(sig_bytes)
         (context / "Dockerfile").write_text(final_dockerfile(recipe, app.image_id))
         _refuse_key_in_context(context, key_refusals, source)

@@ -20,6 +20,11 @@ import tomli_w
 
 from .errors import ManifestError
 from .gramine_schema import apply_gramine_defaults, check_manifest
+from .launch import (ENCLAVE_HOSTS, LAUNCH_INPUT_SUFFIX, SCRATCH_KEY_NAME, SUPPORT_TRUSTED,
+                     PYSPARK_JVM_ARGS, check_launcher_input, check_pyspark_jvm_args,
+                     launcher_command)
+from .manifest_overrides import (ManifestOptions, check_guarded, merge_overrides,
+                                 recipe_manifest_keys)
 from .plan import Plan
 from .programs import find_program, path_env, script_interpreters
 from .recipe import Recipe
@@ -61,6 +66,8 @@ class RenderedManifest:
     manifest: dict
     trusted_files: list[TrustedFile]
     libpal_path: str  # in-image path of the LibOS's libpal.so, for measuring
+    recipe_keys: tuple[str, ...] = ()  # dotted keys the recipe's manifest: set, sorted
+    warnings: tuple[str, ...] = ()  # guarded manifest: keys a CLI flag let through
 
     @property
     def data(self) -> bytes:
@@ -91,46 +98,93 @@ def _python_files(fs: RootFS, python: str) -> list[str]:
     return files
 
 
+def launch_argv(plan: Plan, fs: RootFS) -> list[str]:
+    """The argv Gramine runs: the launch plan's, or Spark's launcher output kept in the image."""
+    launch = plan.launch
+    output = launch.spark_launcher_output
+    if output is None:
+        return list(launch.argv)
+    where = f"{output} in the image"
+    try:
+        raw = fs.read_bytes(resolve(fs, output))
+        recorded = fs.read_bytes(resolve(fs, output + LAUNCH_INPUT_SUFFIX))
+        lines = (fs.read_bytes(resolve(fs, PYSPARK_JVM_ARGS)) if launch.form == "pyspark"
+                 else b"")
+    except (OSError, KeyError, RootFSError):
+        raise ManifestError(f"{where}: missing; Spark's launcher computes the JVM command "
+                            "while `ppml-build build` builds the image, so render against an "
+                            "image it built") from None
+    check_launcher_input(launch, recorded, where)
+    command = launcher_command(raw, where)
+    if launch.form == "spark-jvm":
+        return list(command)
+    check_pyspark_jvm_args(command, lines, f"{PYSPARK_JVM_ARGS} in the image")
+    return list(launch.argv)
+
+
 def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
     version = gramine_version(recipe.libos.version)
     prefix = recipe.libos.prefix
     runtime = recipe.runtime
+    launch = plan.launch
     search_path = path_env(recipe)
     ld_paths = ["/lib", "/usr/lib/x86_64-linux-gnu"]
     if recipe.kind in ("java", "spark", "flink"):
         ld_paths += [f"{runtime.java_home}/lib/server", f"{runtime.java_home}/lib"]
 
+    argv = launch_argv(plan, fs)
     # Gramine execs the file itself: the entrypoint is the resolved path.
-    entrypoint = resolve(fs, find_program(fs, recipe.app.command[0], search_path,
-                                          "app.command[0]"))
-    interpreter_files = [
-        resolve(fs, find_program(fs, name, search_path, f"the '#!' line of {entrypoint}"))
-        for name in script_interpreters(fs, entrypoint)]
+    entrypoint = resolve(fs, find_program(fs, argv[0], search_path, "app.command[0]"))
+    scripts = [entrypoint] + [source for source in launch.file_mounts.values()]
+    # Gramine opens a script's interpreter by the path its '#!' line names (e.g. /bin/sh,
+    # a link to dash) and checks sgx.trusted_files against that path, unresolved: trust it as
+    # named (hashed through the link) and as resolved.
+    interpreter_files = []
+    for script in scripts:
+        for name in script_interpreters(fs, script):
+            found = find_program(fs, name, search_path, f"the '#!' line of {script}")
+            interpreter_files += sorted({found, resolve(fs, found)})
 
+    present = lambda path: stat_followed(fs, path) is not None  # noqa: E731
     mounts: list[dict[str, str]] = []
-    tmpfs = recipe.files.tmpfs or ["/tmp"]
-    for path in tmpfs:
+    if present(ENCLAVE_HOSTS):
+        mounts.append({"path": "/etc/hosts", "uri": f"file:{ENCLAVE_HOSTS}"})
+    for path, source in launch.file_mounts.items():
+        if not present(source):
+            raise ManifestError(f"{source}: not in the image; ppml-build's support files are "
+                                "added by `ppml-build build`")
+        mounts.append({"path": path, "uri": f"file:{source}"})
+    for path in launch.tmpfs:
         mounts.append({"type": "tmpfs", "path": path})
+    for path in launch.scratch:
+        entry = stat_followed(fs, path)
+        if entry is None or entry.kind != "dir":
+            raise ManifestError(f"files.scratch: {path} is not a directory in the image; "
+                                "create it in the base image or the build stage")
+        mounts.append({"type": "encrypted", "path": path, "uri": f"file:{path}",
+                       "key_name": SCRATCH_KEY_NAME})
     for enc in recipe.files.encrypted:
         mounts.append({"type": "encrypted", "path": enc.path, "uri": enc.uri,
                        "key_name": enc.key_name})
 
     uses_python = recipe.kind == "python" or any(
         arg.endswith(".py") for arg in recipe.app.command)
-    present = lambda path: stat_followed(fs, path) is not None  # noqa: E731
     return {
         "recipe": recipe,
         "plan": plan,
+        "launch": launch,
         "runtime": runtime,
         "gramine": {"prefix": prefix, "libpal": prefix + version.libpal,
                     "libsysdb": prefix + version.libsysdb,
                     "runtime_glibc": prefix + version.runtime_glibc},
         "entrypoint": entrypoint,
-        "argv": list(recipe.app.command),
+        "argv": argv,
+        "python_main": posixpath.basename(argv[0]).startswith("python"),
         "path_env": search_path,
         "ld_library_path": ":".join(ld_paths),
         "mounts": mounts,
         "interpreter_files": interpreter_files,
+        "support_files": [path for path in SUPPORT_TRUSTED if present(path)],
         "uses_python": uses_python,
         "python_files": _python_files(fs, runtime.python) if uses_python else [],
         "present": present,
@@ -148,8 +202,12 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedManifest:
-    """The manifest text for ``recipe`` over the image filesystem ``fs``. Pure given ``fs``."""
+def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS, *,
+                    options: ManifestOptions = ManifestOptions()) -> RenderedManifest:
+    """The manifest text for ``recipe`` over the image filesystem ``fs``. Pure given ``fs``.
+
+    ``options`` says which guarded keys of the recipe's ``manifest:`` the CLI allowed.
+    """
     if recipe.libos.type != "gramine":
         raise ManifestError(f"libos.type {recipe.libos.type!r}: the Gramine renderer was asked "
                             "for another LibOS")
@@ -174,6 +232,17 @@ def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedManifest:
             env[name] = value
     for name in recipe.app.passthrough_env:
         env[name] = {"passthrough": True}
+    # Only the enclave gets these (launch.py): the image's ENV is run-native's.
+    env.update(plan.launch.env)
+    if plan.launch.java_options:
+        env["JAVA_TOOL_OPTIONS"] = " ".join(
+            filter(None, [env.get("JAVA_TOOL_OPTIONS", ""), *plan.launch.java_options]))
+
+    # The recipe's manifest: keys (manifest_overrides.py), merged before sgx.trusted_files is
+    # expanded so the entries they add are hashed like the others.
+    warnings = check_guarded(recipe.manifest, recipe.kind, options, is_directory=lambda path:
+                             getattr(stat_followed(fs, path), "kind", None) == "dir")
+    manifest = merge_overrides(manifest, recipe.manifest)
 
     sgx = manifest["sgx"]
     entries = list(sgx.get("trusted_files", []))
@@ -198,4 +267,5 @@ def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedManifest:
     if "\0" in text:
         raise ManifestError("the manifest would contain a NUL byte (Gramine measures up to the "
                             "first NUL); remove it from the recipe")
-    return RenderedManifest(text, manifest, trusted, context["gramine"]["libpal"])
+    return RenderedManifest(text, manifest, trusted, context["gramine"]["libpal"],
+                            tuple(recipe_manifest_keys(recipe.manifest)), tuple(warnings))

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .atomic import write_text_atomic
 from .errors import ManifestError, PpmlError, RecipeError
 from .hashing import FileHasher
+from .jvm_children import jvm_children_warning, scans_app_python
 from .manifest import RenderedManifest, render_manifest
+from .manifest_overrides import ManifestOptions
 from .occlum import RenderedOcclum, render_occlum
 from .plan import Plan, make_plan
 from .recipe import Recipe, check_app_files, load_recipe
 from .rootfs import DirRootFS, RootFS, RootFSError
 from .sizes import format_gramine_size
+
+# Bounds of reading the app's Python for the JVM-children warning (read_app_python).
+MAX_SCANNED_SOURCE = 1 << 20
+MAX_SCANNED_FILES = 2000
 
 
 def validate_recipe(path: Path) -> Recipe:
@@ -27,9 +36,47 @@ def validate_recipe(path: Path) -> Recipe:
 def load_and_plan(path: Path) -> tuple[Recipe, Plan]:
     recipe = validate_recipe(path)
     try:
-        return recipe, make_plan(recipe)
+        plan = make_plan(recipe)
     except PpmlError as err:
         raise type(err)(f"{path}: {err}") from None
+    if scans_app_python(recipe, plan.launch):
+        sources = read_app_python(recipe, Path(path).parent)
+        warning = jvm_children_warning(recipe, plan.launch, sources)
+        if warning:
+            plan.warnings.append(warning)
+    return recipe, plan
+
+
+def read_app_python(recipe: Recipe, recipe_dir: Path) -> dict[str, bytes]:
+    """The app's Python source for jvm_children: each .py of app.files (and under its
+    directories) by its recipe-relative path. Only a warning depends on it, so what would make
+    reading slow or unsafe (over MAX_SCANNED_SOURCE, not a regular file, outside the recipe's
+    directory, past MAX_SCANNED_FILES) is left out, not reported."""
+    root = recipe_dir.resolve()
+    sources: dict[str, bytes] = {}
+    for path in itertools.islice(_app_python_paths(recipe, recipe_dir), MAX_SCANNED_FILES):
+        try:
+            real = path.resolve()
+            if root not in real.parents or not stat.S_ISREG(real.stat().st_mode):
+                continue
+            with open(real, "rb") as handle:
+                data = handle.read(MAX_SCANNED_SOURCE + 1)
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve)
+            continue
+        if len(data) <= MAX_SCANNED_SOURCE:
+            sources[path.relative_to(recipe_dir).as_posix()] = data
+    return sources
+
+
+def _app_python_paths(recipe: Recipe, recipe_dir: Path) -> Iterator[Path]:
+    for item in recipe.app.files:
+        host = recipe_dir / item.src
+        if host.is_dir():
+            for parent, dirs, files in os.walk(host):  # symlinked directories are not entered
+                dirs.sort()
+                yield from (Path(parent, name) for name in sorted(files) if name.endswith(".py"))
+        elif item.src.endswith(".py") or item.dest.endswith(".py"):
+            yield host
 
 
 def trusted_files_document(rendered: RenderedManifest) -> dict:
@@ -39,7 +86,8 @@ def trusted_files_document(rendered: RenderedManifest) -> dict:
                       for tf in rendered.trusted_files]}
 
 
-def render_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS, source: str) -> RenderedManifest:
+def render_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS, source: str, *,
+                      options: ManifestOptions = ManifestOptions()) -> RenderedManifest:
     if recipe.libos.type == "occlum":
         # Occlum has no Gramine manifest: its configuration is Occlum.json + bom.yaml.
         raise ManifestError(f"{source}: libos.type 'occlum' is configured by Occlum.json and "
@@ -48,13 +96,14 @@ def render_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS, source: str) -> Re
         raise ManifestError(f"{source}: libos.type {recipe.libos.type!r} is not rendered by this "
                             "command yet; use gramine")
     try:
-        return render_manifest(recipe, plan, fs)
+        return render_manifest(recipe, plan, fs, options=options)
     except (ManifestError, RootFSError) as err:
         raise ManifestError(f"{source}: {err}") from None
 
 
 def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
-                   use_cache: bool = True) -> dict:
+                   use_cache: bool = True,
+                   options: ManifestOptions = ManifestOptions()) -> dict:
     """``ppml-build manifest``: APP.manifest and trusted-files.json in ``output_dir``."""
     recipe, plan = load_and_plan(recipe_path)
     if not Path(rootfs).is_dir():
@@ -64,7 +113,8 @@ def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
     if recipe.libos.type == "occlum":  # Occlum.json + bom.yaml: see the Occlum section below
         return _write_occlum_config(recipe, plan, DirRootFS(rootfs, hasher), hasher,
                                     Path(output_dir), str(recipe_path))
-    rendered = render_for_rootfs(recipe, plan, DirRootFS(rootfs, hasher), str(recipe_path))
+    rendered = render_for_rootfs(recipe, plan, DirRootFS(rootfs, hasher), str(recipe_path),
+                                 options=options)
     output_dir = Path(output_dir)
     manifest_path = output_dir / f"{recipe.name}.manifest"
     list_path = output_dir / "trusted-files.json"
@@ -80,7 +130,8 @@ def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
         "enclave_size": plan.enclave_size_text,
         "max_threads": plan.max_threads,
         "libpal": rendered.libpal_path,
-        "warnings": plan.warnings,
+        "recipe_manifest_keys": list(rendered.recipe_keys),
+        "warnings": plan.warnings + list(rendered.warnings),
     }
 
 

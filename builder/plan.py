@@ -16,6 +16,8 @@ import shlex
 from dataclasses import asdict, dataclass, field
 
 from .errors import PlanError
+from .launch import LaunchPlan, describe_launch, plan_launch
+from .manifest_overrides import INSECURE_FLAG, flatten_overrides, guarded_overrides, toml_literal
 from .recipe import GRAMINE_MAX_ENCLAVE_SIZE, GRAMINE_MAX_THREADS, Recipe
 from .sizes import GiB, KiB, MiB, format_gramine_size, human, next_power_of_two, parse_size
 
@@ -69,6 +71,10 @@ class JvmSettings:
     cpus: int
     cpus_source: str
     cpus_pinned_by_flag: bool
+    # Sizes the app's own JVM flags set (heap, metaspace, ...): the rest the plan pins itself.
+    set_by_flags: tuple[str, ...] = ()
+    class_space: int = 0
+    class_space_source: str = ""
 
 
 @dataclass
@@ -87,6 +93,11 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     enclave_size_explicit: bool = False
     max_threads_explicit: bool = False
+    # The recipe's manifest: keys, dotted → value (merged into the Gramine manifest as given).
+    recipe_manifest: dict = field(default_factory=dict)
+    recipe_manifest_guarded: dict[str, str] = field(default_factory=dict)  # key → CLI flag
+    # How the enclave starts the app (launch.py): decided once, read by the build and render.
+    launch: LaunchPlan = field(default_factory=lambda: LaunchPlan("exec", ()))
 
     @property
     def enclave_size_text(self) -> str:
@@ -109,6 +120,13 @@ class Plan:
             "malloc_arena_max": self.malloc_arena_max,
             "extra_env": self.extra_env,
             "warnings": self.warnings,
+            "recipe_manifest": self.recipe_manifest,
+            "recipe_manifest_guarded": self.recipe_manifest_guarded,
+            "launch": {"form": self.launch.form, "argv": list(self.launch.argv),
+                       "spark_launcher_args": list(self.launch.spark_launcher_args),
+                       "env": self.launch.env, "java_options": list(self.launch.java_options),
+                       "python_first": self.launch.python_first,
+                       "single_process": self.launch.single_process},
         }
 
 
@@ -118,7 +136,7 @@ class Plan:
 _XMX = re.compile(r"^-Xmx(\d+[kKmMgGtT]?)$")
 _XSS = re.compile(r"^-Xss(\d+[kKmMgGtT]?)$")
 _XX_SIZE = re.compile(r"^-XX:(MaxMetaspaceSize|MaxDirectMemorySize|ReservedCodeCacheSize|"
-                      r"ThreadStackSize)=(\d+[kKmMgGtT]?)$")
+                      r"ThreadStackSize|CompressedClassSpaceSize)=(\d+[kKmMgGtT]?)$")
 _XX_CPUS = re.compile(r"^-XX:ActiveProcessorCount=(\d+)$")
 _LOCAL_MASTER = re.compile(r"^local\[(\d+|\*)(?:,\d+)?\]$")
 
@@ -205,8 +223,8 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
             found["thread_stack"] = (_size_or_error(match.group(1), where), f"{token} in {where}")
         elif match := _XX_SIZE.match(token):
             key = {"MaxMetaspaceSize": "metaspace", "MaxDirectMemorySize": "direct_memory",
-                   "ReservedCodeCacheSize": "code_cache",
-                   "ThreadStackSize": "thread_stack"}[match.group(1)]
+                   "ReservedCodeCacheSize": "code_cache", "ThreadStackSize": "thread_stack",
+                   "CompressedClassSpaceSize": "class_space"}[match.group(1)]
             value = _size_or_error(match.group(2), where)
             if match.group(1) == "ThreadStackSize" and match.group(2).isdigit():
                 value *= KiB  # -XX:ThreadStackSize is in KiB
@@ -255,17 +273,17 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
         direct_default = (flink_model["direct"], "Flink memory model: network + framework "
                           "off-heap")
     else:
-        metaspace_default = (256 * MiB, "assumed 256M (JVM default is unlimited; set "
-                             "-XX:MaxMetaspaceSize)")
+        metaspace_default = (256 * MiB, "256M, pinned with -XX:MaxMetaspaceSize (the JVM's "
+                             "default is unlimited)")
         direct_value = max(256 * MiB, heap // 4)
         if recipe.kind == "spark" and spark_res.offheap_size:
             direct_value += spark_memory(spark_res.offheap_size)
-        direct_default = (direct_value, "assumed max(256M, heap/4) (+ spark.memory.offHeap.size)"
-                          "; JVM default is -Xmx: set -XX:MaxDirectMemorySize")
+        direct_default = (direct_value, "max(256M, heap/4) (+ spark.memory.offHeap.size), "
+                          "pinned with -XX:MaxDirectMemorySize (the JVM's default is -Xmx)")
     metaspace = pick("metaspace", jvm_res.metaspace, "metaspace", *metaspace_default)
     direct = pick("direct_memory", jvm_res.direct_memory, "direct_memory", *direct_default)
     code_cache = pick("code_cache", jvm_res.code_cache, "code_cache", 240 * MiB,
-                      "HotSpot default ReservedCodeCacheSize (240M)")
+                      "HotSpot's default ReservedCodeCacheSize (240M), pinned")
     stack = pick("thread_stack", jvm_res.thread_stack, "thread_stack", 1 * MiB,
                  "HotSpot default -Xss (1M)")
 
@@ -287,9 +305,19 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
         else:
             cpus, cpus_source = 4, "assumed 4 (set resources.cpus)"
         pinned = False
+    if "class_space" in found:
+        class_space = found["class_space"]
+    else:
+        # HotSpot reserves the compressed class space apart from the heap: 1G by default,
+        # capped at 80% of MaxMetaspaceSize when that is set (JDK 17
+        # src/hotspot/share/memory/metaspace.cpp, Metaspace::ergo_initialize). The plan sets
+        # MaxMetaspaceSize, so the cap applies; it is pinned with its own flag as well.
+        capped = min(1 * GiB, (metaspace[0] * 8 // 10) // MiB * MiB)
+        class_space = (capped, "80% of MaxMetaspaceSize, HotSpot's cap on "
+                       "CompressedClassSpaceSize (default 1G)")
     return JvmSettings(heap, heap_source, metaspace[0], metaspace[1], code_cache[0],
                        code_cache[1], direct[0], direct[1], stack[0], stack[1], cpus,
-                       cpus_source, pinned)
+                       cpus_source, pinned, tuple(sorted(found)), class_space[0], class_space[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,9 +363,36 @@ def _thread_terms(recipe: Recipe, jvm: JvmSettings | None,
     return terms
 
 
+def _jvm_size(value: int) -> str:
+    """A size as HotSpot's flags take it: whole megabytes where they divide, else kilobytes."""
+    return f"{value // MiB}m" if value % MiB == 0 else f"{-(-value // KiB)}k"
+
+
+def jvm_pinning_flags(jvm: JvmSettings) -> list[str]:
+    """The flags that make the JVM keep to what the plan sized for.
+
+    Without them the plan's numbers are hopes: metaspace is unlimited by default, direct
+    memory defaults to -Xmx, and the compressed class space reserves 1G; under Gramine every
+    reservation takes enclave address space. GC and JIT threads follow the CPUs the JVM sees,
+    so those are pinned too (a 128-core host would otherwise start 100+ GC threads and run
+    out of TCS slots). Sizes the app's own flags set are left alone.
+    """
+    flags = []
+    if not jvm.cpus_pinned_by_flag:
+        flags.append(f"-XX:ActiveProcessorCount={jvm.cpus}")
+    for key, flag, value in (("metaspace", "MaxMetaspaceSize", jvm.metaspace),
+                             ("class_space", "CompressedClassSpaceSize", jvm.class_space),
+                             ("direct_memory", "MaxDirectMemorySize", jvm.direct_memory),
+                             ("code_cache", "ReservedCodeCacheSize", jvm.code_cache)):
+        if key not in jvm.set_by_flags:
+            flags.append(f"-XX:{flag}={_jvm_size(value)}")
+    return flags
+
+
 def make_plan(recipe: Recipe) -> Plan:
     """Size the enclave for ``recipe``. Pure: no files, no Docker."""
     warnings: list[str] = []
+    launch = plan_launch(recipe)
     is_jvm = recipe.kind in ("spark", "flink", "java")
     spark_flags = spark_submit_flags(recipe) if recipe.kind == "spark" else {}
 
@@ -373,18 +428,18 @@ def make_plan(recipe: Recipe) -> Plan:
         warnings.append(f"enclave.max_threads {max_threads} is below the estimated "
                         f"{thread_estimate} threads; expect 'no available TCS pages' errors")
 
-    if jvm is not None and not jvm.cpus_pinned_by_flag:
-        # Bound GC/JIT thread counts by pinning the CPUs the JVM sees; otherwise a 128-core host
-        # starts 100+ GC threads and runs out of TCS slots.
-        extra_env["JAVA_TOOL_OPTIONS"] = " ".join(filter(None, [
-            recipe.app.env.get("JAVA_TOOL_OPTIONS", ""),
-            f"-XX:ActiveProcessorCount={jvm.cpus}"]))
+    if jvm is not None:
+        pinned = jvm_pinning_flags(jvm)
+        if pinned:
+            extra_env["JAVA_TOOL_OPTIONS"] = " ".join(filter(None, [
+                recipe.app.env.get("JAVA_TOOL_OPTIONS", ""), *pinned]))
 
     terms: list[Term] = []
     if jvm is not None:
         terms += [
             Term("jvm_heap", jvm.heap, jvm.heap_source),
             Term("jvm_metaspace", jvm.metaspace, jvm.metaspace_source),
+            Term("jvm_class_space", jvm.class_space, jvm.class_space_source),
             Term("jvm_code_cache", jvm.code_cache, jvm.code_cache_source),
             Term("jvm_direct_memory", jvm.direct_memory, jvm.direct_memory_source),
             Term("jvm_native", jvm.heap // 10 + 64 * MiB,
@@ -442,7 +497,11 @@ def make_plan(recipe: Recipe) -> Plan:
         memory_terms=terms, dominant_term=dominant.name, max_threads=max_threads,
         max_threads_estimate=thread_estimate, thread_terms=thread_terms, jvm=jvm,
         malloc_arena_max=arenas, extra_env=extra_env, warnings=warnings,
-        enclave_size_explicit=explicit_size is not None, max_threads_explicit=explicit_threads)
+        enclave_size_explicit=explicit_size is not None, max_threads_explicit=explicit_threads,
+        launch=launch,
+        recipe_manifest=flatten_overrides(recipe.manifest),
+        recipe_manifest_guarded={item.key: item.flag
+                                 for item in guarded_overrides(recipe.manifest, recipe.kind)})
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -466,6 +525,11 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"  {thread.name:<{width}}  {thread.count:>7}  {thread.source}")
     for name, value in plan.extra_env.items():
         lines.append(f"env {name}={value} (added by ppml-build)")
+    lines += describe_launch(plan.launch)
+    for key, value in plan.recipe_manifest.items():
+        flag = plan.recipe_manifest_guarded.get(key)
+        note = f" ({'INSECURE, ' if flag == INSECURE_FLAG else ''}needs {flag})" if flag else ""
+        lines.append(f"manifest key from the recipe: {key} = {toml_literal(value)}{note}")
     for warning in plan.warnings:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       field_validator, model_validator)
 
 from .errors import RecipeError
+from .manifest_overrides import OverrideError, normalise_overrides
 from .sizes import GiB, format_gramine_size, is_power_of_two, parse_size
 from .versions import DEFAULT_GRAMINE_PREFIX
 
@@ -273,9 +274,13 @@ class Files(_Strict):
     trusted: list[str] = Field(default_factory=list)
     allowed: list[str] = Field(default_factory=list)
     encrypted: list[EncryptedMount] = Field(default_factory=list)
+    # In-enclave memory, one per process (Gramine gives each process its own tmpfs).
     tmpfs: list[str] = Field(default_factory=list)
+    # Directories the app's processes share (PySpark's Python and JVM): encrypted mounts over
+    # the image's directories, keyed afresh for every run of the enclave.
+    scratch: list[str] = Field(default_factory=list)
 
-    @field_validator("trusted", "allowed", "tmpfs")
+    @field_validator("trusted", "allowed", "tmpfs", "scratch")
     @classmethod
     def _paths(cls, value: list[str]) -> list[str]:
         return [_image_path(item) for item in value]
@@ -371,6 +376,9 @@ class Recipe(_Strict):
     enclave: Enclave = Field(default_factory=Enclave)
     files: Files = Field(default_factory=Files)
     build: BuildStage | None = None
+    manifest: dict[str, Any] = Field(
+        default_factory=dict, description="extra Gramine manifest keys the recipe does not "
+        "model, dotted or nested (checked and merged by manifest_overrides.py)")
 
     @field_validator("name")
     @classmethod
@@ -379,6 +387,19 @@ class Recipe(_Strict):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (max 64), "
                              "e.g. spark-sql-agg")
         return value
+
+    @field_validator("manifest", mode="before")
+    @classmethod
+    def _manifest(cls, value: Any) -> dict[str, Any]:
+        return normalise_overrides(value)
+
+    @model_validator(mode="after")
+    def _manifest_needs_gramine(self) -> "Recipe":
+        if self.manifest and self.libos.type != "gramine":
+            raise OverrideError(f"manifest: libos.type {self.libos.type!r} has no Gramine "
+                                "manifest (Occlum.json is generated from the recipe); remove "
+                                "manifest:")
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,6 +536,10 @@ def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
+        override = (first.get("ctx") or {}).get("error")
+        if isinstance(override, OverrideError):  # manifest: names its own key, dotted
+            line, col = located.at(override.yaml_path) or (1, 1)
+            raise RecipeError(f"{source}:{line}:{col}: {override}") from None
         loc = _error_loc(first, data)
         line, col = located.at(loc) or (1, 1)
         shown = tuple(part for part in loc if part != "<key>")

@@ -9,6 +9,13 @@ from .errors import RecipeError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 STARTERS = {"spark": "spark/pyspark-sql-agg", "flink": "flink/pyflink-table"}
+# Added to the starter's recipe.yaml only (the bundled recipes stay as they are): where a
+# Gramine key the recipe does not model goes (builder/manifest_overrides.py).
+MANIFEST_HINT = """
+# Extra Gramine 1.9 manifest keys the recipe does not model, dotted or nested (checked
+# against Gramine's manifest schema; keys the recipe sets elsewhere are refused):
+# manifest: {sgx.preheat_enclave: true}
+"""
 
 
 def _recipes_root() -> Path:
@@ -33,5 +40,8 @@ def write_starter(kind: str, directory: Path) -> list[Path]:
     for path in files:
         target = directory / path.name
         shutil.copyfile(path, target)
+        if path.name == "recipe.yaml":
+            with target.open("a", encoding="utf-8") as handle:
+                handle.write(MANIFEST_HINT)
         written.append(target)
     return written

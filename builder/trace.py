@@ -29,10 +29,13 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import ImageError, ManifestError, RecipeError
 from .rootfs import ENGINE_MANAGED_PATHS, RootFS, RootFSError, normalize, resolve
+
+if TYPE_CHECKING:  # direct.py imports the Docker SDK; the pure core here never needs it
+    from .direct import LibosReport
 
 # Paths the LibOS serves itself: never trusted-file material.
 PSEUDO_FS = ("/proc", "/sys", "/dev")
@@ -279,6 +282,8 @@ class ManifestView:
     start_dir: str = "/"
     argv: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # sys.disallow_subprocesses: the LibOS fails every fork, so no child process ever runs.
+    no_subprocesses: bool = False
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> "ManifestView":
@@ -311,7 +316,8 @@ class ManifestView:
                 env[name] = value["value"]
         return cls(frozenset(trusted), tuple(dirs), allowed,
                    tuple(sorted(mounts, key=lambda m: len(m.path), reverse=True)),
-                   fs.get("start_dir", "/"), tuple(loader.get("argv", ())), env)
+                   fs.get("start_dir", "/"), tuple(loader.get("argv", ())), env,
+                   manifest.get("sys", {}).get("disallow_subprocesses") is True)
 
     @classmethod
     def from_text(cls, text: str, source: str) -> "ManifestView":
@@ -359,6 +365,9 @@ class TraceReport:
     trusted_read: int = 0
     allowed_read: int = 0
     ignored: int = 0  # /proc, /sys, /dev, engine files, tmpfs, directories, failed opens
+    # Programs the native run started that the LibOS would never start (the manifest's
+    # sys.disallow_subprocesses): their files are not the enclave's to trust.
+    refused_starts: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -388,9 +397,28 @@ def _ignored(path: str) -> bool:
     return any(_under(path, root) for root in PSEUDO_FS) or path in ENGINE_MANAGED_PATHS
 
 
+def _refused_children(accesses: list[FileAccess]) -> tuple[set[int], list[str]]:
+    """Processes the app started, and their programs, when the LibOS would refuse the fork.
+
+    The first execve is the app itself (and a process that execs again stays itself); any
+    other process that execs is a child. Under sys.disallow_subprocesses its fork fails in the
+    LibOS (libos/src/sys/libos_clone.c), so nothing it opened, before or after its execve,
+    would ever be asked of the enclave."""
+    root = next((a.pid for a in accesses if a.syscall == "execve"), None)
+    last_program: dict[int, str] = {}  # the JDK execs jspawnhelper first, then the program
+    for access in accesses:
+        if access.syscall == "execve" and access.pid != root:
+            last_program[access.pid] = access.path
+    return set(last_program), sorted(set(last_program.values()))
+
+
 def compare(accesses: Iterable[FileAccess], view: ManifestView, lookup: Lookup) -> TraceReport:
     """Check every successful open/exec against the manifest, Gramine's way."""
     accesses = list(accesses)
+    refused_starts: list[str] = []
+    if view.no_subprocesses:
+        children, refused_starts = _refused_children(accesses)
+        accesses = [a for a in accesses if a.pid not in children]
     untrusted: dict[str, Finding] = {}
     writes: dict[str, Finding] = {}
     read_paths: set[str] = set()
@@ -431,7 +459,7 @@ def compare(accesses: Iterable[FileAccess], view: ManifestView, lookup: Lookup) 
         untrusted_reads=sorted(untrusted.values(), key=lambda f: f.path),
         bad_writes=sorted(writes.values(), key=lambda f: f.path),
         unused_trusted=unused, trusted_read=trusted_read, allowed_read=allowed_read,
-        ignored=ignored)
+        ignored=ignored, refused_starts=refused_starts)
 
 
 # --- manifest size: as shipped vs. hashing the whole image (GSC's way) ------------------------
@@ -485,7 +513,11 @@ def shipped_size(view: ManifestView, lookup: Lookup) -> tuple[int, int]:
 
 # --- suggestions -----------------------------------------------------------------------------
 
-def suggest(report: TraceReport, recipe_trusted: Iterable[str] = ()) -> str:
+NATIVE_ESTIMATE = "the native estimate (the app under strace, outside the LibOS)"
+
+
+def suggest(report: TraceReport, recipe_trusted: Iterable[str] = (), *,
+            title: str = "changes for the recipe's files: section") -> str:
     """The recipe changes the trace asks for, as a ``files:`` YAML fragment with comments."""
     add_trusted = sorted({f.path for f in report.untrusted_reads if f.in_image})
     add_allowed = sorted({f.path for f in report.untrusted_reads if not f.in_image})
@@ -493,7 +525,7 @@ def suggest(report: TraceReport, recipe_trusted: Iterable[str] = ()) -> str:
                          for f in report.bad_writes})
     read_paths = {f.path for f in report.unused_trusted}
     listed = [p for p in recipe_trusted if not p.endswith("/") and p in read_paths]
-    lines = ["# ppml-build trace --suggest: changes for the recipe's files: section"]
+    lines = [f"# ppml-build trace --suggest: {title}"]
     if not (add_trusted or add_allowed or write_dirs or listed):
         lines.append("# nothing to change: every file the app opened is trusted or allowed")
         return "\n".join(lines) + "\n"
@@ -544,6 +576,7 @@ def report_document(report: TraceReport, *, recipe: str, image: str, exit_code: 
         "allowed_read": report.allowed_read,
         "untrusted_reads": rows(report.untrusted_reads),
         "bad_writes": rows(report.bad_writes),
+        "refused_process_starts": report.refused_starts,
         "unused_trusted": {"count": len(report.unused_trusted),
                            "bytes": sum(f.size for f in report.unused_trusted),
                            "by_directory": [{"directory": d, "files": n, "bytes": b}
@@ -559,6 +592,158 @@ def report_document(report: TraceReport, *, recipe: str, image: str, exit_code: 
     }
 
 
+# --- what the LibOS itself refused (gramine-direct with the signed manifest) -------------------
+
+LIBOS_PROGRAM = "gramine-direct"
+DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def libos_document(libos: "LibosReport", *, exit_code: int, seconds: float) -> dict[str, Any]:
+    """The document's ``"libos"`` part: Gramine's own refusals and its process census."""
+    return {
+        "refused": [{"path": r.path, "process": r.process,
+                     "program": libos.processes.get(r.process, ""), "call": r.call}
+                    for r in libos.refusals],
+        "hash_mismatches": list(libos.hash_mismatches),
+        # JSON names are strings: the part reads the same before and after a JSON round trip.
+        "processes": {str(number): program
+                      for number, program in sorted(libos.processes.items())},
+        "jvm_fork_attempts": libos.jvm_fork_attempts,
+        "jvm_forks_started": libos.jvm_forks_started,
+        "exit_code": exit_code,
+        "seconds": round(seconds, 1),
+    }
+
+
+def merge_libos(document: dict[str, Any], libos: "LibosReport | None", *, exit_code: int = 0,
+                seconds: float = 0.0) -> dict[str, Any]:
+    """The trace document with the LibOS run in it (``"libos": None`` when it was skipped).
+
+    Clean then also means the LibOS refused nothing, every trusted file's hash matched and the
+    job exited 0 there: those are the enclave's real answers, the native run only estimates them.
+    """
+    if libos is None:
+        return document | {"libos": None}
+    part = libos_document(libos, exit_code=exit_code, seconds=seconds)
+    clean = (document["clean"] and not part["refused"] and not part["hash_mismatches"]
+             and exit_code == 0)
+    return document | {"libos": part, "clean": clean}
+
+
+def libos_lines(part: dict[str, Any] | None, output_tail: Iterable[str] = ()) -> list[str]:
+    """The text report's LibOS section, from the document's ``"libos"`` part."""
+    if part is None:
+        return ["under the LibOS: not run (--no-libos); the findings above are the native "
+                "estimate only"]
+    lines = [f"under the LibOS ({LIBOS_PROGRAM}, the signed manifest at loader.log_level = "
+             f"trace): job exited {part['exit_code']} in {part['seconds']} s"]
+    if part["exit_code"] != 0:
+        lines.append("  the job failed under the LibOS; its last lines:")
+        lines += [f"    {line}" for line in output_tail]
+    lines.append(f"refused by the LibOS (real refusals): {len(part['refused'])}")
+    lines += [f"  {r['path']} [{r['call']}, P{r['process']} {r['program'] or '?'}]"
+              for r in part["refused"]]
+    lines.append(f"trusted files whose hash does not match the manifest: "
+                 f"{len(part['hash_mismatches'])}")
+    lines += [f"  {path}" for path in part["hash_mismatches"]]
+    census = ", ".join(f"P{number} {program}" for number, program in part["processes"].items())
+    lines.append(f"LibOS processes: {len(part['processes'])}" + (f" ({census})" if census else ""))
+    attempts, started = part["jvm_fork_attempts"], part["jvm_forks_started"]
+    refused = (f" ({attempts - started} refused, e.g. by sys.disallow_subprocesses)"
+               if attempts > started else "")
+    lines.append(f"new processes a running JVM asked for: {attempts}, started: {started}{refused}")
+    return lines
+
+
+# Gramine's own lines: "(file.c:N:function) " at debug and above, then "[P1:T1:java] " or, while
+# the LibOS starts, no prefix at all (libos/src/utils/log.c).
+_GRAMINE_LINE = re.compile(r"^(?:\([\w.-]+:\d+:\w+\) |\[P?\d*:)")
+
+
+def libos_output_tail(text: str, count: int = 5) -> list[str]:
+    """The job's own last lines in a gramine-direct log (Gramine's lines left out)."""
+    lines = [line for line in text.splitlines() if line.strip() and not _GRAMINE_LINE.match(line)]
+    return lines[-count:]
+
+
+def _refused_change(path: str, view: ManifestView, lookup: Lookup,
+                    written: frozenset[str]) -> tuple[str, str]:
+    """("trusted" | "allowed" | "unresolved", the entry) for one path the LibOS refused.
+
+    Gramine checks only files that exist when they are opened (fs.c is_open_allowed) or
+    created: a refused file the image does not have was made at run time (or came in with a
+    volume), so its directory is what to allow. A trusted file refused means it was written.
+    """
+    if not path.startswith("/"):
+        return "unresolved", path  # the dentry name or a relative path: no directory to look in
+    path = normalize(path)
+    host = view.placement(path)[1]
+    found = lookup(host)
+    if path in written or view.is_trusted(host) or found is None or found[0] != "file":
+        directory = posixpath.dirname(path)
+        return "allowed", path if directory == "/" else directory + "/"
+    return "trusted", path
+
+
+def suggest_libos(libos: "LibosReport", view: ManifestView, lookup: Lookup,
+                  written: Iterable[str] = ()) -> str:
+    """The recipe changes what the LibOS refused asks for (real refusals, not an estimate).
+
+    ``written`` are the paths the native run wrote: such a file is never trusted, even where
+    the image has one (Python's __pycache__, a log the app rewrites).
+    """
+    written = frozenset(written)
+    changes: dict[str, dict[str, None]] = {"trusted": {}, "allowed": {}, "unresolved": {}}
+    for refusal in libos.refusals:
+        kind, entry = _refused_change(refusal.path, view, lookup, written)
+        changes[kind][entry] = None
+    lines = ["# ppml-build trace --suggest: what the LibOS refused under gramine-direct "
+             "(real refusals)"]
+    if not (libos.refusals or libos.hash_mismatches):
+        lines.append("# nothing to change: the LibOS refused no file")
+        return "\n".join(lines) + "\n"
+    if changes["trusted"] or changes["allowed"]:
+        lines.append("files:")
+    if changes["trusted"]:
+        lines.append("  trusted:    # in the image, opened by the app, refused: add (hashed)")
+        lines += [f"    - {path}" for path in sorted(changes["trusted"])]
+    if changes["allowed"]:
+        lines.append("  allowed:    # written or created at run time, or not from the image:")
+        lines.append("              # allow the directory, or list it under files.scratch")
+        lines.append("              # (encrypted, keyed afresh per run) or files.tmpfs (memory)")
+        lines += [f"    - {path}" for path in sorted(changes["allowed"])]
+    if changes["unresolved"]:
+        lines.append("# refused, but no syscall line named the full path (look for it in the "
+                     "native estimate):")
+        lines += [f"#   - {name}" for name in sorted(changes["unresolved"])]
+    if libos.hash_mismatches:
+        lines.append("# trusted files that differ from the signed hash: the image changed after "
+                     "`ppml-build build`;")
+        lines.append("# rebuild it rather than edit the recipe:")
+        lines += [f"#   - {path}" for path in libos.hash_mismatches]
+    return "\n".join(lines) + "\n"
+
+
+def combined_suggestion(libos_text: str | None, native_text: str) -> str:
+    """The LibOS's real refusals first, then the native estimate: two YAML documents."""
+    return native_text if libos_text is None else f"{libos_text}---\n{native_text}"
+
+
+def libos_run_problem(lookup: Lookup, name: str, search_path: str) -> str | None:
+    """Why the image cannot run its job under gramine-direct, or None.
+
+    The LibOS run loads the image's own signed manifest (direct.py), whatever --manifest says.
+    """
+    manifest = f"{IN_IMAGE_DIR}/{name}.manifest.sgx"
+    if lookup(manifest) is None:
+        return f"it has no {manifest} for gramine-direct to load"
+    for directory in (search_path or DEFAULT_SEARCH_PATH).split(":"):
+        found = lookup(posixpath.join(directory or "/", LIBOS_PROGRAM))
+        if found is not None and found[0] == "file":
+            return None
+    return f"it has no {LIBOS_PROGRAM} on its PATH"
+
+
 # --- the Docker edge -------------------------------------------------------------------------
 
 IN_IMAGE_DIR = "/ppml"  # where `build` puts APP.manifest.sgx (see ppml_build.build)
@@ -572,6 +757,7 @@ class TraceResult:
     stdout: str
     stderr: str
     exit_code: int
+    libos_output_tail: list[str] = field(default_factory=list)  # the job's last lines there
 
 
 Say = Callable[[str], None]
@@ -629,9 +815,55 @@ def _manifest_text(fs: RootFS, name: str) -> tuple[str, str]:
                         "trace the image `ppml-build build` made, or pass --manifest FILE")
 
 
+def _search_path(image_attrs: dict[str, Any]) -> str:
+    """The image's PATH (what Docker searches for the entrypoint), or "" when it sets none."""
+    for item in (image_attrs.get("Config") or {}).get("Env") or []:
+        if item.startswith("PATH="):
+            return item[len("PATH="):]
+    return ""
+
+
+def trace_under_libos(client, image: str, name: str, *, timeout: int,
+                      say: Say) -> "tuple[LibosReport, Any]":
+    """The job under gramine-direct at log level trace: (what Gramine said, the DirectRun)."""
+    from .direct import read_libos_log, run_direct
+
+    say(f"running the job under {LIBOS_PROGRAM} (the signed manifest at loader.log_level = "
+        "trace, no network)")
+    # The native run mounts only the directory strace writes its log to, which the job never
+    # reads: the LibOS run needs no volume.
+    run = run_direct(client, image, name, network="none", log_level="trace", timeout=timeout)
+    # On the Linux PAL the app's console is host fd 1 (pal/src/host/linux/pal_console.c) and
+    # Gramine's log fd 2 (PAL_LOG_DEFAULT_FD, pal_streams.c): read both streams together.
+    return read_libos_log(run.stdout + "\n" + run.stderr), run
+
+
+def _native_file_mounts(view: ManifestView, fs: RootFS, into: Path) -> dict[str, dict]:
+    """The manifest's mounts of ppml-build's own files over image paths (the spark-submit
+    wrapper, /etc/hosts), as bind mounts for the native run, so it starts the JVM the way the
+    enclave does instead of through Spark's bash scripts."""
+    volumes: dict[str, dict] = {}
+    for index, mount in enumerate(view.mounts):
+        source = mount.uri_path
+        if mount.type != "chroot" or not source or not source.startswith(IN_IMAGE_DIR + "/"):
+            continue
+        try:
+            data = fs.read_bytes(resolve(fs, source))
+        except (OSError, KeyError, ValueError, RootFSError):
+            continue  # a directory, or not kept whole: the native run goes without it
+        into.mkdir(parents=True, exist_ok=True)
+        host = into / str(index)
+        host.write_bytes(data)
+        host.chmod(0o755)
+        volumes[str(host)] = {"bind": mount.path, "mode": "ro"}
+    return volumes
+
+
 def run_trace(recipe_path: Path, *, image: str | None = None, manifest: Path | None = None,
-              timeout: int = 1800, say: Say = lambda line: None) -> TraceResult:
-    """Trace the recipe's command in ``image`` (default ppml/<name>:latest) and compare."""
+              timeout: int = 1800, libos: bool = True,
+              say: Say = lambda line: None) -> TraceResult:
+    """Trace the recipe's command in ``image`` (default ppml/<name>:latest) and compare; with
+    ``libos``, also run the job under gramine-direct and report what the LibOS refused."""
     import docker.errors
 
     from .engine import connect, export_image_rootfs
@@ -648,12 +880,13 @@ def run_trace(recipe_path: Path, *, image: str | None = None, manifest: Path | N
     given = _read_manifest_option(manifest) if manifest is not None else None
     client = connect()
     try:
-        image_id = client.images.get(image).id
+        found_image = client.images.get(image)
     except docker.errors.ImageNotFound:
         raise ImageError(f"{image}: no such image; build it first (ppml-build build "
                          f"{recipe_path}) or name it with --image") from None
     except docker.errors.APIError as err:
         raise ImageError(f"{image}: {err.explanation or err}") from None
+    image_id = found_image.id
 
     def export(keep):
         say(f"indexing {image} (one export stream, cached by image id)")
@@ -662,6 +895,12 @@ def run_trace(recipe_path: Path, *, image: str | None = None, manifest: Path | N
     fs, _ = cached_image_rootfs(image_id, export, (IN_IMAGE_DIR + "/",))
     text, source = given or _manifest_text(fs, recipe.name)
     view = ManifestView.from_text(text, source)
+    lookup = image_lookup(fs)
+    if libos:  # before the long native run: say at once when the LibOS run cannot happen
+        problem = libos_run_problem(lookup, recipe.name, _search_path(found_image.attrs))
+        if problem:
+            raise ImageError(f"{image}: {problem}; trace with --no-libos for the native "
+                             "run only")
     argv = list(view.argv) or list(recipe.app.command)
     tracer = tracing_image(client, image_id, say=say)
 
@@ -669,13 +908,14 @@ def run_trace(recipe_path: Path, *, image: str | None = None, manifest: Path | N
         os.chmod(scratch, 0o777)  # the app may run as a non-root user
         traced = recipe.model_copy(update={"app": recipe.app.model_copy(
             update={"command": STRACE_ARGS + argv, "workdir": view.start_dir})})
+        volumes = {scratch: {"bind": TRACE_DIR, "mode": "rw"}}
+        volumes.update(_native_file_mounts(view, fs, Path(scratch) / "mounts"))
         say(f"running {' '.join(argv)} under strace (no network)")
         run = run_native(client, tracer, traced, timeout=timeout, extra_args={
             "cap_add": ["SYS_PTRACE"], "security_opt": ["seccomp=unconfined"],
             # The manifest's environment, so the app searches the same library paths it will
             # search in the enclave.
-            "environment": dict(view.env),
-            "volumes": {scratch: {"bind": TRACE_DIR, "mode": "rw"}}})
+            "environment": dict(view.env), "volumes": volumes})
         log_path = Path(scratch) / Path(TRACE_LOG).name
         if not log_path.is_file():
             raise ImageError(f"{image}: strace wrote no log (exit {run.exit_code}): "
@@ -683,16 +923,28 @@ def run_trace(recipe_path: Path, *, image: str | None = None, manifest: Path | N
         log = log_path.read_text(encoding="utf-8", errors="surrogateescape")
 
     accesses = parse_strace(log, cwd=view.start_dir)
-    lookup = image_lookup(fs)
     report = compare(accesses, view, lookup)
+    native = suggest(report, recipe.files.trusted, title=NATIVE_ESTIMATE)
+    libos_report, direct = (trace_under_libos(client, image, recipe.name, timeout=timeout, say=say)
+                            if libos else (None, None))
     document = report_document(
         report, recipe=recipe.name, image=image, exit_code=run.exit_code,
         shipped=shipped_size(view, lookup), everything=hash_everything_size(fs),
         seconds=time.perf_counter() - started)
-    return TraceResult(report, document, suggest(report, recipe.files.trusted), run.stdout,
-                       run.stderr, run.exit_code)
+    if direct is None:
+        return TraceResult(report, merge_libos(document, None), native, run.stdout, run.stderr,
+                           run.exit_code)
+    document = merge_libos(document, libos_report, exit_code=direct.exit_code,
+                           seconds=direct.seconds)
+    written = {access.path for access in accesses if access.write}
+    suggestion = combined_suggestion(suggest_libos(libos_report, view, lookup, written), native)
+    return TraceResult(report, document, suggestion, run.stdout, run.stderr, run.exit_code,
+                       libos_output_tail(direct.stdout + "\n" + direct.stderr))
 
 
-__all__ = ["FileAccess", "Finding", "ManifestView", "TraceReport", "TraceResult", "compare",
-           "hash_everything_size", "image_lookup", "parse_strace", "report_document", "run_trace",
-           "shipped_size", "suggest", "tracing_dockerfile", "tracing_image"]
+__all__ = ["FileAccess", "Finding", "ManifestView", "NATIVE_ESTIMATE", "TraceReport",
+           "TraceResult", "combined_suggestion", "compare", "hash_everything_size",
+           "image_lookup", "libos_document", "libos_lines", "libos_output_tail",
+           "libos_run_problem", "merge_libos", "parse_strace", "report_document", "run_trace",
+           "shipped_size", "suggest", "suggest_libos", "trace_under_libos", "tracing_dockerfile",
+           "tracing_image"]

@@ -97,8 +97,9 @@ def _expand_entry(fs: RootFS, data) -> Iterator[tuple[str, str | None, str]]:
     path = uri_to_path(uri)
     if path.rstrip("/") in ENGINE_MANAGED_PATHS:
         raise ManifestError(f"sgx.trusted_files: {uri} is replaced by the container engine at run "
-                            "time, so no hash of it can hold; drop it (Gramine emulates "
-                            "/etc/hosts and /etc/resolv.conf itself)")
+                            "time, so no hash of it can hold; drop it (the manifest mounts "
+                            "ppml-build's own trusted /etc/hosts, and Gramine 1.9 emulates "
+                            "/etc/resolv.conf with sys.enable_extra_runtime_domain_names_conf)")
     try:
         real = resolve(fs, path)
     except RootFSError as err:

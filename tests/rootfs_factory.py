@@ -72,3 +72,32 @@ def make_spark_rootfs(root: Path, *, libpal: bytes = b"\x7fELF stand-in libpal")
     _write(root, "etc/ld.so.cache", b"cache")
     _write(root, "app/job.py", "print('job')\n")
     return root
+
+
+def add_ppml_support(root: Path, plan) -> Path:
+    """What `ppml-build build`'s support stage puts under /ppml (launch.py), without Docker:
+    the real launcher, wrapper and hosts file, stand-in jars, and a Spark launcher output of
+    the shape org.apache.spark.launcher.Main prints for the plan's arguments."""
+    from ppml_build import launch as L
+
+    support = Path(__file__).resolve().parent.parent / "builder" / "gramine_support"
+    for rel in ("bin/ppml-launch.py", "bin/spark-submit", "etc/hosts"):
+        _write(root, f"ppml/{rel}", (support / rel).read_bytes(),
+               0o755 if rel.startswith("bin/") else 0o644)
+    for jar in plan.launch.support_jars:
+        _write(root, jar.lstrip("/"), b"PK stand-in jar " + jar.encode())
+    if not (root / "usr/bin/dash").exists():
+        _write(root, "usr/bin/dash", b"dash binary", 0o755)
+        os.symlink("dash", root / "usr/bin/sh")
+    output = plan.launch.spark_launcher_output
+    if output is not None:
+        args = list(plan.launch.spark_launcher_args)
+        command = [f"/{JAVA_HOME}/bin/java", "-cp", "/opt/spark/conf/:/opt/spark/jars/*",
+                   "-Xmx1g", L.SPARK_SUBMIT_CLASS] + args
+        _write(root, output.lstrip("/"), b"\0\n" + "".join(a + "\0" for a in command).encode())
+        if plan.launch.form == "pyspark":
+            _write(root, L.PYSPARK_JVM_ARGS.lstrip("/"),
+                   "".join(arg + "\n" for arg in command).encode())
+        _write(root, (output + L.LAUNCH_INPUT_SUFFIX).lstrip("/"),
+               "".join(arg + "\0" for arg in args).encode())
+    return root

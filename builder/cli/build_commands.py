@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._app import app
+from .recipe_commands import AllowInsecureManifestOpt, AllowJvmWithoutExinfoOpt
 
 
 class BaseIndexSource(str, Enum):
@@ -57,19 +58,25 @@ def build(
         "--verify-reproducible", help="Build twice from scratch (no caches) and fail if "
                                       "MRENCLAVE differs, naming the first differing input.")] =
     False,
+    allow_insecure_manifest: AllowInsecureManifestOpt = False,
+    allow_jvm_without_exinfo: AllowJvmWithoutExinfoOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Build a signed enclave image from a recipe (Gramine: measured and signed natively;
     Occlum: `occlum build` in the Occlum base, measurement read back) and record MRENCLAVE
     (measurement.json + image labels)."""
     from ..build import BuildOptions, build as run_build
+    from ..manifest_overrides import ManifestOptions
     from ..progress import reporter_for
 
     options = BuildOptions(recipe=recipe, key=key, output_dir=output_dir, tag=tag,
                            registry_auth=registry_auth, push=push, ca_bundle=ca_bundle, date=date,
                            passphrase_file=passphrase_file, allow_sample_key=insecure_sample_key,
                            policies=list(policy or []), no_cache=no_cache,
-                           base_index=BaseIndexSource(base_index).value)
+                           base_index=BaseIndexSource(base_index).value,
+                           manifest=ManifestOptions(
+                               allow_insecure_manifest=allow_insecure_manifest,
+                               allow_jvm_without_exinfo=allow_jvm_without_exinfo))
     with reporter_for(sys.stderr) as say:
         if verify_reproducible:
             from ..reproducible import verify_reproducible as run_twice
@@ -115,3 +122,67 @@ def run_native_command(
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     raise typer.Exit(result.exit_code)
+
+
+@app.command("run-direct")
+def run_direct_command(
+    recipe: Annotated[Path, typer.Argument(help="The app recipe the image was built from.")],
+    image: Annotated[Optional[str], typer.Option(
+        help="The built image [default: ppml/<recipe name>:latest].")] = None,
+    network: Annotated[str, typer.Option(help="none or host (never the default bridge).")] =
+    "none",
+    log_level: Annotated[Optional[str], typer.Option(
+        help="Diagnose: run a copy of the signed manifest with only loader.log_level changed "
+             "(warning shows refused files, trace every system call).")] = None,
+    diagnose: Annotated[bool, typer.Option(
+        help="When the job fails, run it once more at log level warning and show the files "
+             "the LibOS refused.")] = True,
+    volume: Annotated[Optional[list[str]], typer.Option(
+        help="HOST_DIR:IMAGE_DIR to mount read-write (e.g. an allowed output directory); "
+             "repeatable.")] = None,
+) -> None:
+    """Run the built image's job under gramine-direct (Gramine's LibOS without SGX) with the
+    signed manifest the enclave would load. Prints the job's output and Gramine's own lines;
+    exits with the job's exit code (non-zero when the LibOS refuses something)."""
+    from ..direct import run_direct
+    from ..engine import connect
+    from ..pipeline import validate_recipe
+
+    parsed = validate_recipe(recipe)
+    if parsed.libos.type != "gramine":
+        from ..errors import RecipeError
+
+        raise RecipeError(f"{recipe}: libos.type {parsed.libos.type!r}: run-direct runs "
+                          "Gramine's LibOS; use run-native for this image")
+    client, target = connect(), image or f"ppml/{parsed.name}:latest"
+    extra = {"volumes": _volumes(volume or [])} if volume else None
+    result = run_direct(client, target, parsed.name, network=network, log_level=log_level,
+                        extra_args=extra)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.exit_code != 0 and log_level is None and diagnose:
+        # The signed manifest logs only errors, and Gramine reports refused files as
+        # warnings (libos/src/fs/chroot/fs.c, trusted.c): run once more to show them.
+        from ..direct import refusal_lines
+
+        print(f"run-direct: the job failed (exit {result.exit_code}); what the LibOS refused "
+              "(a second run at loader.log_level = warning):", file=sys.stderr)
+        again = run_direct(client, target, parsed.name, network=network, log_level="warning",
+                           extra_args=extra)
+        for line in refusal_lines(again.stdout + again.stderr) or ["(nothing: the app itself "
+                                                                   "failed)"]:
+            print(f"  {line}", file=sys.stderr)
+    raise typer.Exit(result.exit_code)
+
+
+def _volumes(specs: list[str]) -> dict:
+    from ..errors import ImageError
+
+    volumes = {}
+    for spec in specs:
+        host, sep, inside = spec.partition(":")
+        if not sep or not host or not inside.startswith("/") or not Path(host).is_dir():
+            raise ImageError(f"--volume {spec!r}: expected HOST_DIR:IMAGE_DIR with an existing "
+                             "host directory and an absolute path in the image")
+        volumes[str(Path(host).resolve())] = {"bind": inside, "mode": "rw"}
+    return volumes

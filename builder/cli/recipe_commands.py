@@ -13,6 +13,14 @@ from ._app import app
 RecipeArg = Annotated[Path, typer.Argument(help="The app recipe (YAML, apiVersion ppml-build/v1).",
                                            show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# For the recipe's manifest: keys (manifest_overrides.py); `build` takes the same two flags.
+AllowInsecureManifestOpt = Annotated[bool, typer.Option(
+    "--allow-insecure-manifest", help="Accept manifest: keys that weaken the enclave "
+    "(insecure__*, sgx.debug, allow_all_but_log, allowed directory trees), each with a "
+    "warning.")]
+AllowJvmWithoutExinfoOpt = Annotated[bool, typer.Option(
+    "--allow-jvm-without-exinfo", help="Accept manifest: sgx.use_exinfo = false for a JVM app "
+    "(Gramine 1.9 then ends the enclave at the JVM's first deliberate page fault).")]
 
 
 @app.command()
@@ -67,13 +75,18 @@ def manifest(
     rootfs: Annotated[Path, typer.Option(help="The image's filesystem, unpacked on the host.")],
     output_dir: Annotated[Path, typer.Option(help="Where to write the manifest.")],
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-hash every file.")] = False,
+    allow_insecure_manifest: AllowInsecureManifestOpt = False,
+    allow_jvm_without_exinfo: AllowJvmWithoutExinfoOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Render the LibOS configuration for a recipe against a root filesystem: a Gramine manifest
     with every trusted file hashed (APP.manifest + trusted-files.json)."""
+    from ..manifest_overrides import ManifestOptions
     from ..pipeline import write_manifest
 
-    result = write_manifest(recipe, rootfs, output_dir, use_cache=not no_cache)
+    options = ManifestOptions(allow_insecure_manifest=allow_insecure_manifest,
+                              allow_jvm_without_exinfo=allow_jvm_without_exinfo)
+    result = write_manifest(recipe, rootfs, output_dir, use_cache=not no_cache, options=options)
     if json_out:
         print(json.dumps(result, indent=2))
     else:
@@ -82,5 +95,7 @@ def manifest(
         print(f"trusted files: {result['trusted_file_count']} "
               f"({result['trusted_bytes']} bytes, {result['hashed_files']} hashed now)")
         print(f"enclave_size: {result['enclave_size']}, max_threads: {result['max_threads']}")
+        if result.get("recipe_manifest_keys"):
+            print("manifest keys from the recipe: " + ", ".join(result["recipe_manifest_keys"]))
         for warning in result["warnings"]:
             print(f"warning: {warning}")

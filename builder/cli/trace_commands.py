@@ -1,4 +1,5 @@
-"""CLI command: trace (which files the app really opens, compared with its manifest)."""
+"""CLI command: trace (which files the app really opens, compared with its manifest, and what
+the LibOS itself refuses under gramine-direct)."""
 
 from __future__ import annotations
 
@@ -19,24 +20,32 @@ def trace(
     image: Annotated[Optional[str], typer.Option(
         help="The built (or app) image [default: ppml/<recipe name>:latest].")] = None,
     manifest: Annotated[Optional[Path], typer.Option(
-        help="The manifest to compare with [default: the image's /ppml/<name>.manifest.sgx, "
-             "else ./ppml-out/<name>/<name>.manifest.sgx].")] = None,
+        help="The manifest the native run is compared with [default: the image's "
+             "/ppml/<name>.manifest.sgx, else ./ppml-out/<name>/<name>.manifest.sgx]; the "
+             "LibOS run always loads the image's own signed manifest.")] = None,
     suggest: Annotated[bool, typer.Option(
-        "--suggest", help="Print the files.trusted / files.allowed changes for the recipe.")] =
+        "--suggest", help="Print the files.trusted / files.allowed changes for the recipe: "
+                          "what the LibOS refused, then the native estimate.")] =
     False,
-    timeout: Annotated[int, typer.Option(help="Seconds the traced run may take.")] = 1800,
+    timeout: Annotated[int, typer.Option(help="Seconds each traced run may take.")] = 1800,
+    no_libos: Annotated[bool, typer.Option(
+        "--no-libos", help="Skip the run under gramine-direct (e.g. an image without it, or "
+                           "without its signed /ppml/<name>.manifest.sgx).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Run the recipe's command natively under strace in the built image and compare every
     file it opens with the manifest: reads the enclave would refuse (neither trusted nor
     allowed), writes outside allowed/tmpfs/encrypted paths, and trusted files never read.
+    Then run the job under gramine-direct with the image's signed manifest at log level trace
+    and report what the LibOS itself refused, hash mismatches and its processes.
     Exits 0 when clean, 1 when the enclave would refuse something or the app failed."""
     from ..progress import reporter_for
     from ..sizes import human
-    from ..trace import group_by_directory, run_trace
+    from ..trace import group_by_directory, libos_lines, run_trace
 
     with reporter_for(sys.stderr) as say:
-        result = run_trace(recipe, image=image, manifest=manifest, timeout=timeout, say=say)
+        result = run_trace(recipe, image=image, manifest=manifest, timeout=timeout,
+                           libos=not no_libos, say=say)
     doc = result.document
     if json_out:
         print(json.dumps(doc | ({"suggest": result.suggestion} if suggest else {}), indent=2))
@@ -57,9 +66,14 @@ def trace(
         where = "" if finding.host_path == finding.path else f" (host {finding.host_path})"
         missing = "" if finding.in_image else ", not in the image"
         print(f"  {finding.path}{where} [{finding.syscall}{missing}]")
+    if report.refused_starts:
+        print(f"programs the native run started that the LibOS refuses to fork for "
+              f"(sys.disallow_subprocesses), not checked: {', '.join(report.refused_starts)}")
     print(f"writes outside allowed/tmpfs/encrypted paths: {len(report.bad_writes)}")
     for finding in report.bad_writes:
         print(f"  {finding.path} [{finding.syscall}]")
+    for line in libos_lines(doc.get("libos"), result.libos_output_tail):
+        print(line)
     unused = doc["unused_trusted"]
     print(f"trusted but never read (candidates to drop): {unused['count']} files, "
           f"{human(unused['bytes'])}")

@@ -7,6 +7,9 @@
 - ``debian_base`` / ``spark_base`` / ``flink_base`` / ``standin_base``: base images made by
   ``ppml_build.bootstrap``, cached across runs by their input hash (the first run is slow: it
   debootstraps and pip-downloads Spark/Flink; later runs reuse the images in seconds).
+- ``gramine_bases`` / ``pushed_bases``: Spark and Flink on real Gramine 1.9 built from the
+  source tarballs in ../shared/gramine (or $PPML_GRAMINE_SOURCE; Gramine's apt repository
+  without them; skipped with one line when neither works), the bases every build test uses.
 """
 
 from __future__ import annotations
@@ -183,18 +186,51 @@ def key(tmp_path_factory) -> Path:
     return path
 
 
+def gramine_source() -> Path | None:
+    """Gramine's source tarballs: $PPML_GRAMINE_SOURCE, or ../shared/gramine beside the
+    checkout; None means Gramine's own apt repository (which needs that network)."""
+    import os
+
+    given = os.environ.get("PPML_GRAMINE_SOURCE")
+    if given:
+        return Path(given)
+    beside = PROJECT_ROOT.parent / "shared" / "gramine"
+    return beside if (beside / "SHA256SUMS").is_file() else None
+
+
 @pytest.fixture(scope="session")
-def pushed_bases(docker_client, registry, debian_base):
-    """The Spark and Flink stand-in-Gramine bases, pushed to the auth registry."""
+def gramine_bases(docker_client, debian_base) -> dict[str, bootstrap.TargetResult]:
+    """Spark and Flink on real Gramine 1.9, built from its source tarballs (or installed from
+    Gramine's apt repository when there are none), cached by the hash of their inputs."""
+    source = gramine_source()
     options = bootstrap.BootstrapOptions(
-        only=("spark-standin", "flink-standin"),
+        only=("spark-gramine", "flink-gramine"), gramine_source=source,
         ca_bundle=(bootstrap.default_ca_bundle() or (None,))[0])
-    results = {r.name: r for r in bootstrap.bootstrap_bases(docker_client, options)}
+    try:
+        return {r.name: r for r in bootstrap.bootstrap_bases(docker_client, options)}
+    except ImageError as err:
+        where = source or "packages.gramineproject.io (no ../shared/gramine)"
+        pytest.skip(f"no real Gramine 1.9 base from {where}: {str(err).splitlines()[0]}")
+
+
+@pytest.fixture(scope="session")
+def pushed_bases(docker_client, registry, gramine_bases):
+    """The Spark and Flink bases on real Gramine 1.9, pushed to the auth registry."""
     pushed = {}
-    for name, result in results.items():
+    for name, result in gramine_bases.items():
+        if name not in ("spark-gramine", "flink-gramine"):
+            continue
         local = result.reference
         remote = f"{registry.address}/{local.split('/', 1)[1] if '/' in local else local}"
         docker_client.images.get(local).tag(remote)
         digest = engine.push_image(docker_client, remote, auth=registry.auth)
-        pushed[name.replace("-standin", "")] = (remote, digest)
+        pushed[name.replace("-gramine", "")] = (remote, digest)
     return pushed
+
+
+@pytest.fixture(scope="session")
+def builds(pushed_bases, key, registry, tmp_path_factory):
+    """Every bundled recipe built once per run, on demand (test_recipes.Builds)."""
+    from test_recipes import Builds
+
+    return Builds(pushed_bases, key, registry, tmp_path_factory.mktemp("recipes"))

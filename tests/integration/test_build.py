@@ -1,7 +1,7 @@
 """`ppml-build build` end to end: real engine, real registry with auth, real Spark and Flink.
 
-The base images carry the STAND-IN Gramine (tests/standin: a small C-built libpal.so); the tool
-measures whatever libpal.so the base image holds, exactly as it would the real one.
+The base images carry real Gramine 1.9 (built from its source tarballs; see conftest's
+gramine_bases), so what is measured here is the real SGX libpal.so.
 """
 
 from __future__ import annotations
@@ -148,8 +148,10 @@ def test_manifest_from_cached_index_equals_manifest_from_a_real_export(spark_bui
     assert spark_build["stats"]["base_index_source"] == "registry"
 
     recipe, plan = load_and_plan(spark_build["recipe"])
-    fs = engine.export_image_rootfs(docker_client, "ppml-test/pyspark-sql-agg:it",
-                                    keep=keep_paths(LIBPAL))
+    # The renderer reads what the support stage left in /ppml/launch (Spark's launcher output).
+    fs = engine.export_image_rootfs(
+        docker_client, "ppml-test/pyspark-sql-agg:it",
+        keep=lambda path: keep_paths(LIBPAL)(path) or path.startswith("/ppml/launch/"))
     rendered = render_for_rootfs(recipe, plan, fs, "export")
     assert rendered.data == (spark_build["out"] / "pyspark-sql-agg.manifest.sgx").read_bytes()
 

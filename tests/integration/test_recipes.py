@@ -1,9 +1,12 @@
-"""Every bundled recipe, end to end: it builds from the auth registry, its job prints the right
-answer natively in the built image, and `ppml-build trace` finds nothing the enclave would
-refuse. Plus the build stage's promises: outputs are trusted, the CA bundle stays out.
+"""Every bundled recipe, end to end, on real Gramine 1.9: it builds from the auth registry, its
+job prints the right answer under gramine-direct with the signed manifest (and natively in the
+built image), `ppml-build trace` finds nothing the LibOS or the enclave would refuse and no
+process a running JVM started, Gramine's own signer agrees with our MRENCLAVE, and a tampered
+trusted file is refused by the LibOS and by verify. Plus the build stage's promises: outputs are
+trusted, the CA bundle stays out.
 
-Builds are shared per recipe within this module (the stand-in bases are the ones test_build
-uses, pushed to the session registry).
+Builds are shared per recipe within this module (the real-Gramine bases test_build uses, pushed
+to the session registry).
 """
 
 from __future__ import annotations
@@ -148,9 +151,8 @@ class Builds:
         return self.done[name]
 
 
-@pytest.fixture(scope="module")
-def builds(pushed_bases, key, registry, tmp_path_factory) -> Builds:
-    return Builds(pushed_bases, key, registry, tmp_path_factory.mktemp("recipes"))
+# ``builds`` (session-scoped, tests/integration/conftest.py): one Builds for this module and
+# test_gramine_direct, so each recipe is built once per run.
 
 
 # --- the jobs ----------------------------------------------------------------------------------
@@ -183,13 +185,27 @@ def test_recipe_builds_and_its_job_prints_the_right_answer(name, builds, docker_
                                  for p in parts)
 
 
+# How many LibOS processes each job is: the JVM alone, or Python and the JVM it starts.
+PROCESSES = {"spark-java-pi": ["java"], "flink-java-wordcount": ["java"],
+             "pyspark-sql-agg": ["python3.11", "java"], "spark-sql-parquet": ["python3.11", "java"],
+             "pyflink-table": ["python3.11", "java"]}
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_trace_finds_nothing_the_enclave_would_refuse(name, builds):
+def test_trace_finds_nothing_the_libos_or_the_enclave_would_refuse(name, builds):
     recipe_path, result = builds.get(name)
     traced = run_trace(recipe_path, image=result.image)
     report, doc = traced.report, traced.document
     assert traced.exit_code == 0, traced.stderr[-3000:]
     assert answer(traced.stdout) == EXPECTED[name]()  # the traced run did the real work
+    # What Gramine's own LibOS said, running the signed manifest (log level raised only).
+    libos = doc["libos"]
+    assert libos["exit_code"] == 0 and libos["refused"] == [] and libos["hash_mismatches"] == []
+    assert sorted(libos["processes"].values()) == sorted(PROCESSES[name]), libos["processes"]
+    assert libos["jvm_forks_started"] == 0  # no process started by a running JVM
+    if "python3.11" in PROCESSES[name]:
+        assert libos["jvm_fork_attempts"] == 0  # refused in the JVM, before any fork
+    # The native estimate agrees.
     assert [f.path for f in report.untrusted_reads] == []
     assert [f.path for f in report.bad_writes] == []
     assert doc["clean"] is True and report.trusted_read > 20
@@ -224,7 +240,9 @@ def test_build_outputs_are_trusted_with_the_bytes_in_the_image(builds, docker_cl
     for path in ("/usr/lib/jvm/java-17-openjdk-amd64/bin/javac", "/build/src"):
         with pytest.raises(docker.errors.NotFound):
             file_from_image(docker_client, result.image, path)
-    assert result.stats["build_outputs_hashed"] == 1
+    # The jar and ppml-build's own support files (launch.py), nothing else of the image.
+    support = [f for f in listing if f["path"].startswith("/ppml/")]
+    assert support and result.stats["build_outputs_hashed"] == 1 + len(support)
 
 
 def scan_stream(chunks, needle: bytes) -> bool:
@@ -255,7 +273,7 @@ def test_trace_reports_untrusted_reads_and_suggests_the_fix(builds, docker_clien
                                                             capsys):
     recipe_path, result = builds.get("spark-java-pi")
     manifest = tomllib.loads((result.output_dir / "spark-java-pi.manifest.sgx").read_text())
-    dropped = {"file:/usr/bin/ps", "file:/app/spark-java-pi.jar"}
+    dropped = {"file:/etc/os-release", "file:/app/spark-java-pi.jar"}
     kept = [tf for tf in manifest["sgx"]["trusted_files"] if tf["uri"] not in dropped]
     assert len(kept) == len(manifest["sgx"]["trusted_files"]) - 2
     manifest["sgx"]["trusted_files"] = kept
@@ -267,6 +285,6 @@ def test_trace_reports_untrusted_reads_and_suggests_the_fix(builds, docker_clien
     out = capsys.readouterr().out
     assert code == 1, out
     assert "untrusted reads (the enclave would refuse them): 2" in out
-    assert "  /app/spark-java-pi.jar [openat]" in out and "  /usr/bin/ps [execve]" in out
-    suggestion = out.split("# ppml-build trace --suggest", 1)[1]
-    assert "    - /app/spark-java-pi.jar\n    - /usr/bin/ps\n" in suggestion
+    assert "  /app/spark-java-pi.jar [openat]" in out and "  /etc/os-release [openat]" in out
+    suggestion = out.split("# ppml-build trace --suggest: the native estimate", 1)[1]
+    assert "    - /app/spark-java-pi.jar\n    - /etc/os-release\n" in suggestion

@@ -18,7 +18,7 @@ from ppml_build.manifest import render_manifest
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
 from ppml_build.rootfs import DirRootFS
-from rootfs_factory import make_spark_rootfs
+from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 RECIPE = """\
 apiVersion: ppml-build/v1
@@ -34,13 +34,15 @@ files:
   trusted: [/etc/os-release]
   allowed: [/data/in/]
   encrypted: [{path: /data/enc, uri: "file:/data/enc", key_name: appkey}]
-  tmpfs: [/tmp, /scratch]
+  tmpfs: [/scratch]
+  scratch: [/tmp]
 """
 
 
 @pytest.fixture()
 def rootfs(tmp_path) -> Path:
-    return make_spark_rootfs(tmp_path / "rootfs")
+    recipe = load_recipe_text(RECIPE)
+    return add_ppml_support(make_spark_rootfs(tmp_path / "rootfs"), make_plan(recipe))
 
 
 def resolve_in_root(root: Path, path: str) -> Path:
@@ -66,8 +68,10 @@ def resolve_in_root(root: Path, path: str) -> Path:
 
 def render(rootfs: Path, text: str = RECIPE, **hasher):
     recipe = load_recipe_text(text)
+    plan = make_plan(recipe)
+    add_ppml_support(rootfs, plan)
     fs = DirRootFS(rootfs, FileHasher(use_cache=False, **hasher))
-    return render_manifest(recipe, make_plan(recipe), fs)
+    return render_manifest(recipe, plan, fs)
 
 
 def test_every_trusted_file_has_its_real_sha256(rootfs):
@@ -95,8 +99,13 @@ def test_trusted_directory_rules(rootfs):
     assert "file:/opt/spark-3.5.3/jars/escape" in jars
     # the JDK's conf/ (symlink to /etc) is trusted through its own /etc entry
     assert "file:/etc/java-17-openjdk/security/java.security" in uris
-    # the entrypoint is a '#!/usr/bin/env bash' script: env and bash are trusted too
-    assert {"file:/usr/bin/env", "file:/usr/bin/bash"} <= set(uris)
+    # PySpark starts from its Python; the JVM through ppml-build's '#!/bin/sh' spark-submit
+    # wrapper: dash is trusted, Spark's bash scripts' interpreter is not
+    assert {"file:/usr/bin/python3.11", "file:/usr/bin/dash"} <= set(uris)
+    assert "file:/usr/bin/bash" not in uris and "file:/usr/bin/env" not in uris
+    assert {"file:/ppml/bin/spark-submit", "file:/ppml/bin/ppml-launch.py", "file:/ppml/etc/hosts",
+            "file:/ppml/lib/ppml-enclave-jdk.jar", "file:/ppml/lib/ppml-enclave-hadoop.jar",
+            "file:/ppml/launch/pyspark-jvm.args"} <= set(uris)
     assert "file:/app/job.py" in uris and "file:/etc/os-release" in uris
 
 
@@ -109,8 +118,10 @@ def test_escaping_symlink_is_hashed_inside_the_root(rootfs):
 def test_manifest_keys_and_values(rootfs):
     manifest = tomllib.loads(render(rootfs).text)
     check_manifest(manifest)
-    assert manifest["libos"]["entrypoint"] == "/opt/spark-3.5.3/bin/spark-submit"
-    assert manifest["loader"]["argv"][0] == "spark-submit"
+    # spark-submit ... job.py runs Python first (launch.py): the job's Python starts the JVM
+    assert manifest["libos"]["entrypoint"] == "/usr/bin/python3.11"
+    assert manifest["loader"]["argv"] == ["/usr/bin/python3", "/ppml/bin/ppml-launch.py",
+                                          "/app/job.py"]
     assert manifest["loader"]["entrypoint"]["uri"] == \
         "file:/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
     assert manifest["loader"]["entrypoint"]["sha256"] == \
@@ -119,7 +130,15 @@ def test_manifest_keys_and_values(rootfs):
     assert env["FOO"] == 'bar "quoted" \\ back'
     assert env["RUN_ID"] == {"passthrough": True}
     assert env["MALLOC_ARENA_MAX"] == "4"
-    assert env["JAVA_TOOL_OPTIONS"] == "-XX:ActiveProcessorCount=2"
+    assert env["PYSPARK_SUBMIT_ARGS"] == (
+        "--master 'local[2]' --driver-memory 2g --driver-class-path "
+        "/ppml/lib/ppml-enclave-hadoop.jar --conf "
+        "spark.hadoop.fs.file.impl=org.ppmlbuild.enclave.hadoop.NioLocalFileSystem --conf "
+        "spark.ui.showConsoleProgress=false pyspark-shell")
+    jvm_flags = env["JAVA_TOOL_OPTIONS"].split()
+    assert {"-XX:ActiveProcessorCount=2", "-Dio.netty.transport.noNative=true",
+            "-Djava.security.manager=org.ppmlbuild.enclave.NoChildProcesses",
+            "-Xbootclasspath/a:/ppml/lib/ppml-enclave-jdk.jar"} <= set(jvm_flags)
     sgx = manifest["sgx"]
     assert sgx["enclave_size"] == "8G" and sgx["max_threads"] == 104
     assert sgx["debug"] is False and sgx["remote_attestation"] == "dcap"
@@ -129,6 +148,12 @@ def test_manifest_keys_and_values(rootfs):
     assert {"type": "encrypted", "path": "/data/enc", "uri": "file:/data/enc",
             "key_name": "appkey"} in mounts
     assert {"type": "tmpfs", "path": "/scratch"} in mounts
+    assert {"type": "encrypted", "path": "/tmp", "uri": "file:/tmp",
+            "key_name": "ppml-scratch"} in mounts
+    assert {"path": "/opt/spark/bin/spark-submit", "uri": "file:/ppml/bin/spark-submit"} in mounts
+    assert {"path": "/etc/hosts", "uri": "file:/ppml/etc/hosts"} in mounts
+    assert manifest["sys"]["stack"]["size"] == "2M"  # Python is the main program
+    assert "disallow_subprocesses" not in manifest["sys"]  # Python must start the JVM
     text = render(rootfs).text
     for forbidden in ("insecure__use_host_env", "allow_all_but_log", "insecure__use_cmdline_argv"):
         assert forbidden not in text
@@ -136,6 +161,7 @@ def test_manifest_keys_and_values(rootfs):
 
 def test_insecure_host_argv_only_when_asked(rootfs):
     text = RECIPE.replace("  passthrough_env:", "  insecure_host_argv: true\n  passthrough_env:")
+    text = text.replace("  scratch: [/tmp]\n", "")  # the host's argv: no launcher, one process
     manifest = tomllib.loads(render(rootfs, text).text)
     assert manifest["loader"]["insecure__use_cmdline_argv"] is True
     assert "argv" not in manifest["loader"]
@@ -151,7 +177,7 @@ def test_output_is_byte_reproducible(rootfs):
 
 def test_missing_entrypoint_and_missing_trusted_file(rootfs):
     with pytest.raises(ManifestError, match=r"app.command\[0\]: 'nosuch' is not an executable"):
-        render(rootfs, RECIPE.replace("[spark-submit,", "[nosuch,"))
+        render(rootfs, RECIPE.replace("[spark-submit,", "[nosuch,").replace("scratch: [/tmp]", ""))
     with pytest.raises(ManifestError, match="/etc/missing: no such file"):
         render(rootfs, RECIPE.replace("trusted: [/etc/os-release]", "trusted: [/etc/missing]"))
     with pytest.raises(ManifestError, match="is a directory; write it with a trailing '/'"):

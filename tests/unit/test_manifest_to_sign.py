@@ -6,7 +6,9 @@ import json
 import shutil
 
 from ppml_build.cli import main
-from rootfs_factory import make_spark_rootfs
+from ppml_build.plan import make_plan
+from ppml_build.recipe import load_recipe_text
+from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 RECIPE = """\
 apiVersion: ppml-build/v1
@@ -22,6 +24,7 @@ enclave: {isv_prod_id: 7, isv_svn: 3}
 
 def test_manifest_then_sign_is_a_fixed_point(tmp_path, standin_libpal, capsys):
     rootfs = make_spark_rootfs(tmp_path / "rootfs", libpal=standin_libpal.read_bytes())
+    add_ppml_support(rootfs, make_plan(load_recipe_text(RECIPE)))
     (tmp_path / "job.py").write_text("print('job')\n")
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     out = tmp_path / "out"

@@ -49,14 +49,19 @@ def test_java_tool_options_and_last_flag_wins():
     assert term(plan, "jvm_heap").value == 2 * GiB
     assert term(plan, "jvm_direct_memory").value == 1 * GiB
     assert plan.jvm.thread_stack == 4 * MiB and plan.jvm.cpus == 16
-    assert "JAVA_TOOL_OPTIONS" not in plan.extra_env  # CPUs already pinned by the user
+    # What the user's flags set stays theirs; the plan pins the rest of what it sized for.
+    pinned = plan.extra_env["JAVA_TOOL_OPTIONS"].split()
+    assert pinned[:4] == ["-Xmx30g", "-Xss4m", "-XX:MaxDirectMemorySize=1g",
+                          "-XX:ActiveProcessorCount=16"]
+    assert pinned[4:] == ["-XX:MaxMetaspaceSize=256m", "-XX:CompressedClassSpaceSize=204m",
+                          "-XX:ReservedCodeCacheSize=240m"]
     assert term(plan, "thread_stacks").value == plan.max_threads * 4 * MiB
 
 
 def test_cpus_are_pinned_and_drive_gc_and_jit_threads():
     small = make_plan(recipe(extra="resources: {cpus: 2}\n"))
     big = make_plan(recipe(extra="resources: {cpus: 64}\n"))
-    assert small.extra_env["JAVA_TOOL_OPTIONS"] == "-XX:ActiveProcessorCount=2"
+    assert small.extra_env["JAVA_TOOL_OPTIONS"].split()[0] == "-XX:ActiveProcessorCount=2"
     gc = {t.name: t.count for t in big.thread_terms}
     # G1 on 64 CPUs: 8 + 56*5/8 = 43 parallel workers
     assert gc["gc"] == 43 + (43 + 2) // 4 + 43 + 2
@@ -138,3 +143,18 @@ def test_spark_memory_without_unit_is_mib_like_spark():
     plan = make_plan(recipe("spark", "[spark-submit, job.py]",
                             "resources:\n  spark: {spark.driver.memory: 2048}\n"))
     assert term(plan, "jvm_heap").value == 2 * GiB
+
+
+def test_the_plan_pins_every_size_it_assumes_and_sizes_the_class_space():
+    plan = make_plan(recipe(command="[java, -Xmx2g, Main]"))
+    flags = plan.extra_env["JAVA_TOOL_OPTIONS"].split()
+    # No JVM default matches the plan's assumptions (metaspace unlimited, direct = -Xmx), so
+    # each assumed size becomes a flag, and the class space HotSpot reserves is a term.
+    assert {"-XX:MaxMetaspaceSize=256m", "-XX:MaxDirectMemorySize=512m",
+            "-XX:ReservedCodeCacheSize=240m", "-XX:CompressedClassSpaceSize=204m"} <= set(flags)
+    assert term(plan, "jvm_class_space").value == 204 * MiB
+    given = make_plan(recipe(command="[java, -Xmx2g, -XX:MaxMetaspaceSize=512m, "
+                                     "-XX:CompressedClassSpaceSize=64m, Main]"))
+    assert term(given, "jvm_class_space").value == 64 * MiB
+    flags = given.extra_env["JAVA_TOOL_OPTIONS"]
+    assert "MaxMetaspaceSize" not in flags and "CompressedClassSpaceSize" not in flags

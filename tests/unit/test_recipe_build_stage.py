@@ -15,7 +15,7 @@ from ppml_build.manifest import render_manifest
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
 from ppml_build.rootfs import DirRootFS
-from rootfs_factory import make_spark_rootfs
+from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "127.0.0.1:5000/ppml/spark@sha256:" + "1" * 64
@@ -96,8 +96,12 @@ def test_a_build_stage_needs_outputs():
 def test_dockerfile_without_build_stage_is_unchanged():
     recipe = load_recipe_text(RECIPE.split("build:")[0] + "app:" + RECIPE.split("app:")[1])
     text = app_dockerfile(recipe, make_plan(recipe), BASE)
-    assert text.splitlines()[0] == f"FROM {BASE}"
-    assert "AS build" not in text and "--from" not in text
+    assert text.splitlines()[0] == f"FROM {BASE} AS app"
+    assert "AS build" not in text and "--from=build" not in text
+    # ppml-build's support files are made FROM the app stage and copied onto it
+    assert "FROM app AS ppml-support" in text.splitlines()
+    assert text.splitlines()[-2:] == ["FROM app",
+                                      "COPY --from=ppml-support /ppml-support/out/ /ppml/"]
     # and a CA bundle has nowhere to go without a build stage
     assert app_dockerfile(recipe, make_plan(recipe), BASE, ca_bundle=True) == text
 
@@ -120,7 +124,7 @@ def test_dockerfile_with_build_stage():
     steps = [json.loads(line[len("RUN "):]) for line in build if line.startswith("RUN [")]
     assert steps[-1] == ["/bin/sh", "-ec", recipe.build.steps[1]]  # newlines and quotes intact
     assert "\n" in steps[-1][2]
-    assert final[0] == f"FROM {BASE}"
+    assert final[0] == f"FROM {BASE} AS app"
     assert 'COPY --from=build ["/build/app.jar", "/app/app.jar"]' in final
     assert 'COPY --from=build ["/build/lib/", "/app/lib/"]' in final
     assert not any("ca-bundle" in line or "CERT" in line for line in build + final)
@@ -219,6 +223,7 @@ def test_build_outputs_are_trusted_in_the_manifest(tmp_path):
     (root / "app/lib/dep.jar").write_bytes(b"PK dep")
     text = RECIPE.replace("/opt/spark/bin/spark-submit", "spark-submit")
     recipe = load_recipe_text(text)
+    add_ppml_support(root, make_plan(recipe))
     rendered = render_manifest(recipe, make_plan(recipe), DirRootFS(root))
     uris = [tf.uri for tf in rendered.trusted_files]
     assert "file:/app/app.jar" in uris and "file:/app/lib/dep.jar" in uris

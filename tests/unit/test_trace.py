@@ -326,7 +326,10 @@ def render(text: str, root: Path):
     from ppml_build.plan import make_plan
     from ppml_build.recipe import load_recipe_text
 
+    from rootfs_factory import add_ppml_support
+
     recipe = load_recipe_text(text)
+    add_ppml_support(root, make_plan(recipe))
     return render_manifest(recipe, make_plan(recipe), DirRootFS(root))
 
 
@@ -349,7 +352,7 @@ def test_no_mount_when_pyflink_is_a_real_directory(tmp_path):
     assert [m for m in rendered.manifest["fs"]["mounts"] if "pyflink" in m["path"]] == []
 
 
-def test_spark_template_trusts_the_programs_spark_runs(tmp_path):
+def test_spark_template_trusts_what_spark_reads_but_no_program_it_would_start(tmp_path):
     from rootfs_factory import make_spark_rootfs
 
     root = make_spark_rootfs(tmp_path / "root")
@@ -359,6 +362,28 @@ def test_spark_template_trusts_the_programs_spark_runs(tmp_path):
     text = FLINK_RECIPE.replace("kind: flink", "kind: spark").replace(
         "[/opt/pyflink/bin/python3, /app/job.py]", "[spark-submit, /app/job.py]")
     uris = {tf.uri for tf in render(text, root).trusted_files}
-    assert {"file:/usr/bin/ps", "file:/usr/bin/rm", "file:/usr/lib/locale/C.utf8/LC_CTYPE",
-            "file:/etc/gai.conf"} <= uris
-    assert "file:/usr/bin/setsid" not in uris  # only what the image has
+    assert {"file:/usr/lib/locale/C.utf8/LC_CTYPE", "file:/etc/gai.conf"} <= uris
+    # A running JVM never starts ps, rm, setsid... in the enclave (launch.py): none is trusted.
+    assert not uris & {"file:/usr/bin/ps", "file:/usr/bin/rm", "file:/usr/bin/setsid"}
+
+
+def test_children_the_libos_would_never_fork_are_not_the_enclaves_to_trust():
+    """With sys.disallow_subprocesses the LibOS fails every fork: what a child process read
+    natively (rm, getconf, its libraries) is reported as a refused start, not as untrusted."""
+    view = ManifestView(frozenset({"/usr/bin/java"}), (), (), (), no_subprocesses=True)
+    accesses = [
+        FileAccess(10, "execve", "/usr/bin/java", True),
+        FileAccess(11, "openat", "/dev/null", True),            # the vfork child, before exec
+        FileAccess(11, "execve", "/usr/lib/jvm/x/lib/jspawnhelper", True),
+        FileAccess(11, "execve", "/usr/bin/rm", True),
+        FileAccess(11, "openat", "/lib/x86_64-linux-gnu/libc.so.6", True),
+        FileAccess(12, "openat", "/etc/secret", True),          # a JVM thread: still checked
+    ]
+    lookup = lambda path: ("file", 1)  # noqa: E731
+    report = compare(accesses, view, lookup)
+    assert [f.path for f in report.untrusted_reads] == ["/etc/secret"]
+    assert report.refused_starts == ["/usr/bin/rm"]  # what the child ran, after jspawnhelper
+    # Without the key the child is the enclave's to check, as before.
+    open_view = ManifestView(frozenset({"/usr/bin/java"}), (), (), ())
+    paths = [f.path for f in compare(accesses, open_view, lookup).untrusted_reads]
+    assert "/usr/bin/rm" in paths and "/etc/secret" in paths

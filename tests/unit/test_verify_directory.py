@@ -26,7 +26,9 @@ from ppml_build.sign import keys
 from ppml_build.sign.sigstruct import Sigstruct
 from ppml_build.signing import sign_summary, tbs_sigstruct
 from ppml_build.verify import Evidence, load_policy, parse_sigstruct, run_checks
-from rootfs_factory import make_spark_rootfs
+from ppml_build.plan import make_plan
+from ppml_build.recipe import load_recipe_text
+from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 APP = "spark-demo"
 RECIPE = """\
@@ -75,6 +77,7 @@ def signed(tmp_path_factory, standin_libpal):
     """rootfs/, out/ (APP.manifest.sgx, APP.sig), measurement.json and one policy per format."""
     base = tmp_path_factory.mktemp("verify")
     rootfs = make_spark_rootfs(base / "rootfs", libpal=standin_libpal.read_bytes())
+    add_ppml_support(rootfs, make_plan(load_recipe_text(RECIPE)))
     (base / "job.py").write_text("print('job')\n")
     recipe = base / "recipe.yaml"
     recipe.write_text(RECIPE)
@@ -167,7 +170,7 @@ def test_json_report(signed, capsys):
 def test_unpacked_image_directory_needs_no_rootfs(signed, tmp_path, capsys):
     # `docker export | tar -x` of a built image: the image root with ppml/APP.* inside it.
     root = copy_tree(signed["rootfs"], tmp_path / "image")
-    (root / "ppml").mkdir()
+    (root / "ppml").mkdir(exist_ok=True)  # the support files are there already
     for suffix in (".manifest.sgx", ".sig"):
         shutil.copy(signed["out"] / f"{APP}{suffix}", root / "ppml")
     code, lines, err = verify(capsys, root)

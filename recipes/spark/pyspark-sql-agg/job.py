@@ -1,13 +1,21 @@
-"""PySpark SQL aggregation over generated data: revenue per region, printed as lines."""
+"""PySpark SQL aggregation over generated data: revenue per region, printed as lines.
 
-from pyspark.sql import SparkSession, functions as F
+The 1000 orders are generated in the JVM (spark.range and SQL expressions), not from a Python
+list: createDataFrame(<list>) would make the JVM start Python worker processes, which a JVM in
+an enclave must not do (see the recipe's README).
+"""
+
+from pyspark.sql import SparkSession
 
 spark = SparkSession.builder.appName("pyspark-sql-agg").getOrCreate()
 spark.sparkContext.setLogLevel("ERROR")
 
-regions = ["north", "south", "east", "west"]
-rows = [(i, regions[i % 4], (i % 7) + 1, 10 * ((i % 5) + 1)) for i in range(1, 1001)]
-orders = spark.createDataFrame(rows, ["order_id", "region", "quantity", "unit_price"])
+orders = spark.range(1, 1001).selectExpr(
+    "id AS order_id",
+    "element_at(array('north', 'south', 'east', 'west'), CAST(id % 4 AS INT) + 1) AS region",
+    "(id % 7) + 1 AS quantity",
+    "10 * ((id % 5) + 1) AS unit_price",
+)
 orders.createOrReplaceTempView("orders")
 
 result = spark.sql(
