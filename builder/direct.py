@@ -21,7 +21,6 @@ import posixpath
 import re
 import tarfile
 import tempfile
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import tomli_w
 
 from .errors import ImageError
 from .launch import SUPPORT_DIR
+from .native import run_container
 
 LOG_LEVELS = ("none", "error", "warning", "debug", "trace", "all")
 DIAGNOSTIC_DIR = "/ppml-direct"  # where a log-level copy of the manifest is mounted
@@ -103,30 +103,12 @@ def run_direct(client, image: str, name: str, *, network: str = "none",
             extra["volumes"] = volumes
             app = f"{DIAGNOSTIC_DIR}/{name}"
         security = list(extra.pop("security_opt", []) or []) + ["seccomp=unconfined"]
-        try:
-            container = client.containers.create(
-                image, entrypoint=["gramine-direct"], command=[app], network_mode=network,
-                hostname="localhost" if network == "none" else None,
-                security_opt=security, labels={DIRECT_LABEL: name}, **extra)
-        except docker.errors.APIError as err:
-            raise ImageError(f"{image}: cannot create a container: {err.explanation or err}") \
-                from None
-        started = time.perf_counter()
-        try:
-            container.start()
-            result = container.wait(timeout=timeout)
-            seconds = time.perf_counter() - started
-            stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-            stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
-            return DirectRun(int(result.get("StatusCode", -1)), stdout, stderr, seconds,
-                             log_level)
-        except Exception as err:  # the SDK raises requests' timeout types here
-            raise ImageError(f"{image}: the gramine-direct run failed: {err}") from None
-        finally:
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass
+        run = run_container(
+            client, image, what="gramine-direct run", timeout=timeout,
+            entrypoint=["gramine-direct"], command=[app], network_mode=network,
+            hostname="localhost" if network == "none" else None, security_opt=security,
+            labels={DIRECT_LABEL: name}, **extra)
+    return DirectRun(run.exit_code, run.stdout, run.stderr, run.seconds, log_level)
 
 
 # --- reading what Gramine said (log level "trace" or "warning") --------------------------------

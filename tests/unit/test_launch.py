@@ -4,7 +4,6 @@ read back into the manifest; and the in-enclave wrapper and launcher themselves,
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
