@@ -45,6 +45,7 @@ from .build import (BuildOptions, BuildResult, Say, _key_fingerprints, _Timer, a
                     image_labels, push_if_asked, record_fields)
 from .engine import STREAM_TIMEOUT, ImageReference
 from .errors import ImageError, RecipeError, SigningError, VerificationError
+from .launch import SUPPORT_DIR
 from .occlum import OCCLUM_VERSION, RenderedOcclum
 from .pipeline import load_and_plan, render_occlum_for_rootfs
 from .plan import Plan
@@ -59,7 +60,7 @@ from .sizes import format_gramine_size
 # absolute path: a Spark or Flink layer on top of the Occlum base may have reset PATH.
 OCCLUM_BIN_DIR = "/opt/occlum/build/bin"
 OCCLUM_TEMPLATE_DIR = "/opt/occlum/etc/template"   # copy_bom's --include-dir (base.yaml)
-IN_IMAGE_DIR = "/ppml"                               # our public inputs, kept for audits
+IN_IMAGE_DIR = SUPPORT_DIR  # /ppml: our public inputs, kept for audits
 INSTANCE_DIR = f"{IN_IMAGE_DIR}/occlum_instance"
 SIGNED_ENCLAVE = "build/lib/libocclum-libos.signed.so"  # relative to the instance (occlum.md §2.1)
 BUILD_SCRIPT = f"{IN_IMAGE_DIR}/occlum-build.sh"

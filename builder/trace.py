@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import ImageError, ManifestError, RecipeError
+from .launch import SUPPORT_DIR
 from .rootfs import ENGINE_MANAGED_PATHS, RootFS, RootFSError, normalize, resolve
 
 if TYPE_CHECKING:  # direct.py imports the Docker SDK; the pure core here never needs it
@@ -746,7 +747,7 @@ def libos_run_problem(lookup: Lookup, name: str, search_path: str) -> str | None
 
 # --- the Docker edge -------------------------------------------------------------------------
 
-IN_IMAGE_DIR = "/ppml"  # where `build` puts APP.manifest.sgx (see ppml_build.build)
+IN_IMAGE_DIR = SUPPORT_DIR  # /ppml: where `build` puts APP.manifest.sgx and APP.sig
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ImageError, ManifestError, PpmlError, SigningError
+from .launch import SUPPORT_DIR
 from .policy.evaluate import (POLICY_FORMATS, PolicyDocument, QuoteValues, load_policy,
                               policy_problems)
 from .policy.model import EnclaveValues, PolicyError
@@ -38,7 +39,7 @@ from .sign.sigstruct import (
 from .trusted import TrustedFile, trusted_list_digest
 from .versions import DEFAULT_GRAMINE_PREFIX
 
-IN_IMAGE_DIR = "/ppml"  # where `build` puts APP.manifest.sgx and APP.sig (build.IN_IMAGE_DIR)
+IN_IMAGE_DIR = SUPPORT_DIR  # /ppml: where `build` puts APP.manifest.sgx and APP.sig
 LIBPAL_IN_PREFIX = "sgx/libpal.so"  # relative to the directory holding libsysdb.so
 RECORD_FILE = "measurement.json"
 

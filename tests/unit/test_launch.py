@@ -210,3 +210,27 @@ def test_the_security_manager_refuses_starting_programs_and_nothing_else(tmp_pat
     assert out[0] == "socket ok" and (tmp_path / "written").read_text() == "ok"
     assert out[1] == ("ppml-build: starting 'true' from the JVM is refused in this enclave "
                       "(a running JVM must not fork under Gramine)")
+
+
+def test_plan_says_how_the_enclave_starts_the_job(capsys, tmp_path):
+    from ppml_build.cli import main
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("""\
+apiVersion: ppml-build/v1
+kind: spark
+name: demo
+base: {image: "127.0.0.1:5000/ppml/spark:1"}
+app:
+  command: [spark-submit, --master, "local[2]", /app/job.py]
+""")
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "launch: Python first (/usr/bin/python3 /ppml/bin/ppml-launch.py /app/job.py)" in out
+    assert "processes: 2, Python and the JVM it starts; the JVM may start none" in out
+    assert "scratch: /tmp (shared by the app's processes; encrypted" in out
+    path.write_text(path.read_text().replace("/app/job.py]", "--class, a.B, /app/a.jar]"))
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "launch: the JVM directly, with the command Spark's launcher computes" in out
+    assert "processes: 1; the LibOS refuses every fork (sys.disallow_subprocesses)" in out
