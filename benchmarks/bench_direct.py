@@ -366,18 +366,13 @@ def fmt(value: float | None, width: int = 0) -> str:
 # --- what an image trusts ----------------------------------------------------------------------
 
 def file_from_image(client, image: str, path: str) -> bytes:
-    container = client.containers.create(image, entrypoint=["/ppml-never-runs"],
-                                         network_mode="none")
+    from ppml_build.direct import read_file_from_image
+    from ppml_build.errors import ImageError
+
     try:
-        chunks, _ = container.get_archive(path)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
-            member = archive.next()
-            handle = archive.extractfile(member) if member is not None else None
-            if handle is None:
-                raise RunFailed(f"{image}: {path} is not a regular file")
-            return handle.read()
-    finally:
-        container.remove(force=True)
+        return read_file_from_image(client, image, path)
+    except ImageError as err:
+        raise RunFailed(str(err)) from None
 
 
 def signed_manifest(client, image: str, name: str) -> dict:

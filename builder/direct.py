@@ -48,7 +48,7 @@ class DirectRun:
     log_level: str | None  # None: the signed manifest as it is
 
 
-def _read_from_image(client, image: str, path: str) -> bytes:
+def read_file_from_image(client, image: str, path: str) -> bytes:
     try:
         container = client.containers.create(image, entrypoint=["/ppml-never-runs"],
                                              network_mode="none")
@@ -91,7 +91,7 @@ def run_direct(client, image: str, name: str, *, network: str = "none",
         raise ImageError(f"network {network!r}: only 'none' or 'host' (never the default bridge)")
     if log_level is not None and log_level not in LOG_LEVELS:
         raise ImageError(f"--log-level {log_level!r}: one of {', '.join(LOG_LEVELS)}")
-    signed = _read_from_image(client, image, f"{SUPPORT_DIR}/{name}.manifest.sgx")
+    signed = read_file_from_image(client, image, f"{SUPPORT_DIR}/{name}.manifest.sgx")
     app = f"{SUPPORT_DIR}/{name}"
     extra = dict(extra_args or {})
     with tempfile.TemporaryDirectory(prefix="ppml-direct-") as scratch:
@@ -311,5 +311,5 @@ def refusal_lines(text: str) -> list[str]:
     return lines
 
 
-__all__ = ["DirectRun", "refusal_lines", "LibosRefusal", "LibosReport", "LOG_LEVELS", "read_libos_log",
-           "run_direct", "with_log_level"]
+__all__ = ["DirectRun", "LOG_LEVELS", "LibosRefusal", "LibosReport", "read_file_from_image",
+           "read_libos_log", "refusal_lines", "run_direct", "with_log_level"]

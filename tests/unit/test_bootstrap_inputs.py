@@ -167,3 +167,18 @@ def test_gramine_from_source_is_cached_by_its_tarballs(tmp_path):
     assert input_hash(again, "p") != first
     spark = bootstrap.target_specs(BootstrapOptions(gramine_source=src), None)["spark-gramine"]
     assert spark.parent == "gramine"
+
+
+def test_a_bad_gramine_source_is_one_line_and_exit_2_before_any_docker_work(tmp_path, capsys,
+                                                                            monkeypatch):
+    from ppml_build import engine
+    from ppml_build.cli import main
+
+    def no_engine():
+        raise AssertionError("the engine was asked before the input was checked")
+
+    monkeypatch.setattr(engine, "connect", no_engine)
+    assert main(["base", "bootstrap", "--only", "spark-gramine",
+                 "--gramine-source", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--gramine-source {tmp_path}: no SHA256SUMS there" in err[0]
