@@ -305,26 +305,29 @@ def _stage_ca_bundle(options: BuildOptions, recipe: Recipe, context: Path,
     return True
 
 
-def fetch_build_outputs(client, app_image_id: str, recipe: Recipe,
-                        into: Path) -> list[tuple[Path, str]]:
-    """The bytes of every build output, read back from the built app image.
-
-    Returns (host copy, dest) pairs: a file, or a directory holding what the image has at
-    dest. Only regular files and directories are taken; a symlink an output put there would
-    make our view of the image differ from the image, so it is refused.
-    """
-    if recipe.build is None:
-        return []
+def image_outputs(recipe: Recipe) -> list[tuple[str, bool, str, str]]:
+    """What the build reads back from the app image, as (dest, is_dir, where, hint): the
+    build stage's outputs and, for Gramine, ppml-build's support files (launch.py)."""
     wanted = [(output.dest, output.is_dir, f"build.outputs[{index}]",
                f"did the build steps write {output.src}?")
-              for index, output in enumerate(recipe.build.outputs)]
-    return fetch_image_paths(client, app_image_id, recipe.name, wanted, into)
+              for index, output in enumerate(recipe.build.outputs if recipe.build else [])]
+    if recipe.libos.type == "gramine":
+        wanted.append((SUPPORT_DIR + "/", True, "ppml-build's support stage",
+                       "the support stage did not run"))
+    return wanted
 
 
 def fetch_image_paths(client, app_image_id: str, name: str,
                       wanted: list[tuple[str, bool, str, str]],
                       into: Path) -> list[tuple[Path, str]]:
-    """Read (dest, is_dir, where, hint) paths back from an image, as fetch_build_outputs."""
+    """The bytes of each (dest, is_dir, where, hint) path, read back from the built image.
+
+    Returns (host copy, dest) pairs: a file, or a directory holding what the image has at
+    dest. Only regular files and directories are taken; a symlink there would make our view
+    of the image differ from the image, so it is refused. One container for all of them.
+    """
+    if not wanted:
+        return []
     out: list[tuple[Path, str]] = []
     try:
         container = client.containers.create(app_image_id, entrypoint=["/ppml-never-runs"],
@@ -540,14 +543,8 @@ def _app_layer(options: BuildOptions, recipe: Recipe, plan: Plan, client, auth, 
                                 use_cache=not options.no_cache, say=say, stats=stats,
                                 base_job=base_job)
             fs: RootFS = app_fs
-            outputs = fetch_build_outputs(client, app_image_id, recipe,
-                                          Path(scratch) / "outputs")
-            if recipe.libos.type == "gramine":
-                # ppml-build's support files, as the support stage made them (launch.py).
-                outputs += fetch_image_paths(
-                    client, app_image_id, recipe.name,
-                    [(SUPPORT_DIR + "/", True, "ppml-build's support stage",
-                      "the support stage did not run")], Path(scratch) / "support")
+            outputs = fetch_image_paths(client, app_image_id, recipe.name,
+                                        image_outputs(recipe), Path(scratch) / "outputs")
             if outputs:
                 fs = add_build_outputs(app_fs, outputs, recipe)
         yield AppImage(client, auth, pulled.repo_digest, base_ref, app_image_id, fs)
@@ -696,5 +693,5 @@ def _refuse_key_in_context(context: Path, needles: list[bytes], source: str) -> 
 
 
 __all__ = ["BuildOptions", "BuildResult", "build", "app_dockerfile", "build_stage_lines",
-           "fetch_build_outputs", "add_build_outputs", "final_dockerfile",
+           "fetch_image_paths", "image_outputs", "add_build_outputs", "final_dockerfile",
            "image_labels", "measurement_record"]

@@ -31,10 +31,11 @@ import docker.errors
 import tomli_w
 
 from .errors import ImageError
+from .gramine_schema import GRAMINE_1_9
 from .launch import SUPPORT_DIR
 from .native import run_container
 
-LOG_LEVELS = ("none", "error", "warning", "debug", "trace", "all")
+LOG_LEVELS = GRAMINE_1_9["loader"]["log_level"].values  # Gramine 1.9's loader.log_level
 DIAGNOSTIC_DIR = "/ppml-direct"  # where a log-level copy of the manifest is mounted
 DIRECT_LABEL = "ppml.direct-run"
 

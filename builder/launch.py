@@ -130,10 +130,6 @@ class LaunchPlan:
     tmpfs: tuple[str, ...] = ()
     scratch: tuple[str, ...] = ()
 
-    @property
-    def uses_scratch_launcher(self) -> bool:
-        return self.python_first
-
 
 # Every JVM in an enclave:
 JVM_ENCLAVE_OPTIONS = (
