@@ -16,10 +16,8 @@ import datetime
 import hashlib
 import io
 import json
-import os
 import posixpath
 import shutil
-import stat
 import tarfile
 import tempfile
 import time
@@ -30,10 +28,12 @@ from typing import Any, Callable, Iterator
 import docker.errors
 
 from . import __version__
-from .atomic import write_bytes_atomic, write_text_atomic
+from .atomic import check_writable, write_all_or_none
 from .engine import (ImageReference, connect, export_image_rootfs, load_registry_auth,
                      pull_image, push_image)
+from . import key_scan
 from .hashing import FileHasher
+from .host_sources import SourceTree, Staged, StagingConflict, read_source, stage_tree
 from .image_index import BaseIndexJob, cached_image_rootfs
 from .tarfs import TarRootFS
 from .overlay import OverlayRootFS
@@ -42,10 +42,11 @@ from .imagebuild import build_image
 from .launch import (SUPPORT_CONTEXT_DIR, SUPPORT_DIR, app_stage_copy_line,
                      support_stage_lines)
 from .manifest import RenderedManifest
-from .manifest_overrides import ManifestOptions, describe_overrides, recipe_manifest_keys
+from .manifest_overrides import (ManifestOptions, check_guarded, describe_overrides,
+                                 guarded_recipe_fields, recipe_manifest_keys)
 from .pipeline import load_and_plan, render_for_rootfs, trusted_files_document
 from .plan import Plan
-from .recipe import Recipe, check_app_files, check_build_sources
+from .recipe import Recipe
 from .rootfs import RootFS, RootFSError, resolve
 from .signing import load_signing_key, read_passphrase, sign_summary, tbs_sigstruct
 from .sign import keys
@@ -257,30 +258,48 @@ def record_fields(*, recipe: Recipe, plan: Plan, summary: dict, image: str, imag
 
 # --- the I/O edge -----------------------------------------------------------------------------
 
-def _copy_source(host: Path, target: Path) -> None:
-    if host.is_dir():
-        shutil.copytree(host, target, symlinks=False, dirs_exist_ok=True)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(host, target)
-        mode = os.stat(host).st_mode
-        os.chmod(target, 0o755 if mode & stat.S_IXUSR else 0o644)
+def _copy_source(tree: SourceTree, target: Path, staged: Staged, *, where: str,
+                 shown: str) -> None:
+    """Stage one checked source at ``target`` (links as links; see host_sources)."""
+    try:
+        # A single file gets 0755 or 0644, as before; a directory keeps its files' modes.
+        stage_tree(tree, target, staged, shown=shown, normalise_file_mode=not tree.is_dir)
+    except StagingConflict as conflict:
+        raise RecipeError(f"{where}.dest: {conflict}") from None
 
 
 def _stage_app_files(recipe: Recipe, recipe_dir: Path, context: Path,
                      source: str) -> list[tuple[Path, str]]:
     """Copy app.files into context/rootfs/<dest> (and build.sources into context/build-src/<i>);
-    returns the (host source, dest) pairs of app.files."""
+    returns the (host source, dest) pairs of app.files.
+
+    Every source is checked again here, as it is copied (``validate`` checked it before): no
+    link may lead out of the recipe's directory, and a link kept in the image must still lead
+    to the file it leads to on this machine once all entries are staged, since the app
+    layer's file view (app_rootfs) hashes what it leads to here.
+    """
     root = context / "rootfs"
-    pairs = check_app_files(recipe, recipe_dir, source)
-    for host, dest in pairs:
-        _copy_source(host, root / dest.lstrip("/"))
-    for index, (host, dest) in enumerate(check_build_sources(recipe, recipe_dir, source)):
-        if dest.endswith("/") and not host.is_dir():
-            raise RecipeError(f"{source}: build.sources[{index}].dest: {dest!r} ends with '/' "
+    staged = Staged()
+    pairs = []
+    for index, item in enumerate(recipe.app.files):
+        where = f"{source}: app.files[{index}]"
+        tree = read_source(recipe_dir, item.src, where=f"{where}.src: ")
+        _copy_source(tree, root / item.dest.lstrip("/"), staged, where=where, shown=item.src)
+        pairs.append((tree.host, item.dest))
+    mismatched = staged.link_mismatches()
+    if mismatched:
+        raise RecipeError(f"{source}: app.files: the link {mismatched[0]!r} would lead, in the "
+                          "image, to a file a later app.files entry puts over its target; give "
+                          "that entry another dest, or copy the file in instead of the link")
+    for index, item in enumerate(recipe.build.sources if recipe.build else []):
+        where = f"{source}: build.sources[{index}]"
+        tree = read_source(recipe_dir, item.src, where=f"{where}.src: ", linked_dirs=True)
+        if item.dest.endswith("/") and not tree.is_dir:
+            raise RecipeError(f"{where}.dest: {item.dest!r} ends with '/' "
                               "but the source is a file; give the file's full path in the "
                               "build stage")
-        _copy_source(host, context / BUILD_SOURCES_DIR / str(index))
+        _copy_source(tree, context / BUILD_SOURCES_DIR / str(index), Staged(), where=where,
+                     shown=item.src)
     return pairs
 
 
@@ -574,9 +593,14 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
         from .occlum_build import build_occlum  # late import: occlum_build uses this module
 
         return build_occlum(options, say)
+    # A refused recipe field or manifest: key fails now, not after the image build (the
+    # render repeats this with the image at hand, for allowed entries naming a directory).
+    check_guarded(recipe.manifest, recipe.kind, options.manifest,
+                  fields=guarded_recipe_fields(recipe.files.allowed, recipe.app.passthrough_env))
     for warning in plan.warnings:  # before any Docker work (build_occlum says its own)
         say(f"warning: {warning}")
     output_dir = (options.output_dir or Path("ppml-out") / recipe.name).resolve()
+    check_writable(output_dir, "--output-dir", directory=True)  # not after minutes of Docker
     image = options.tag or f"ppml/{recipe.name}:latest"
     reference = ImageReference.parse(image)
     if options.push and not _names_a_registry(reference):
@@ -588,7 +612,7 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
     passphrase = read_passphrase(options.passphrase_file)
     private_key = load_signing_key(options.key, passphrase,
                                    allow_sample_key=options.allow_sample_key)
-    key_refusals = _key_fingerprints(options.key)
+    key_refusals = _key_fingerprints(options.key, private_key)
 
     with app_image(options, recipe, plan, key_refusals=key_refusals, timer=timer,
                    stats=stats, say=say) as app:
@@ -645,28 +669,25 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
 def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedManifest,
                    sig_bytes: bytes, record: dict, policies: list[str],
                    source: str) -> list[Path]:
-    """Manifest, .sig, trusted-file list, policies, then the record last: a build interrupted
-    before the end leaves no record."""
-    rendered_policies: list[tuple[dict[str, str], Any]] = []
+    """Manifest, .sig, trusted-file list, policies and the record, all or none; the record is
+    renamed last, so a record in OUTPUT_DIR means the files beside it are from its build."""
+    outputs: dict[Path, str | bytes] = {
+        output_dir / f"{recipe.name}.manifest.sgx": rendered.data,
+        output_dir / f"{recipe.name}.sig": sig_bytes,
+        output_dir / "trusted-files.json":
+            json.dumps(trusted_files_document(rendered), indent=2) + "\n",
+    }
+    policy_paths: list[Path] = []
     if policies:
         from .policy import render
 
-        for fmt in policies:
-            result = render(record, fmt, source=source)
-            rendered_policies.append((result.files, result))
-    name = recipe.name
-    write_bytes_atomic(output_dir / f"{name}.manifest.sgx", rendered.data)
-    write_bytes_atomic(output_dir / f"{name}.sig", sig_bytes)
-    write_text_atomic(output_dir / "trusted-files.json",
-                      json.dumps(trusted_files_document(rendered), indent=2) + "\n")
-    written: list[Path] = []
-    if rendered_policies:
-        from .policy import write_policy_files
-
-        for files, _ in rendered_policies:
-            written += write_policy_files(files, output_dir)
-    write_text_atomic(output_dir / "measurement.json", json.dumps(record, indent=2) + "\n")
-    return written
+        for fmt in dict.fromkeys(policies):  # --policy maa --policy maa: once
+            for name, text in render(record, fmt, source=source).files.items():
+                outputs[output_dir / name] = text
+                policy_paths.append(output_dir / name)
+    outputs[output_dir / "measurement.json"] = json.dumps(record, indent=2) + "\n"
+    write_all_or_none(outputs, option="--output-dir")
+    return policy_paths
 
 
 def _names_a_registry(reference: ImageReference) -> bool:
@@ -676,20 +697,31 @@ def _names_a_registry(reference: ImageReference) -> bool:
     return bool(sep) and ("." in first or ":" in first or first == "localhost")
 
 
-def _key_fingerprints(key_path: Path) -> list[bytes]:
-    """Byte strings that must never appear in a build context: the key file and its PEM body."""
-    data = key_path.read_bytes()
-    body = b"".join(line for line in data.splitlines() if line and not line.startswith(b"-----"))
-    return [data.strip(), body[:64]] if body else [data.strip()]
+def _key_fingerprints(key_path: Path, private_key: keys.PrivateKey | None) -> list[bytes]:
+    """What must never appear in a build context: the key in every encoding we can derive
+    (key_scan: the key file, DER, base64, hex and the raw private numbers)."""
+    return key_scan.key_needles(key_path.read_bytes(), private_key)
 
 
 def _refuse_key_in_context(context: Path, needles: list[bytes], source: str) -> None:
-    for path in context.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            if any(needle and needle in data for needle in needles):
-                raise RecipeError(f"{source}: {path.relative_to(context)} contains the signing "
-                                  "key; never ship the key in app.files")
+    """One line naming where in the image (or build stage) the key would have gone."""
+    found = key_scan.find_in_tree(context, needles)
+    if found is None:
+        return
+    rel, needle = found
+    encoding = getattr(needle, "encoding", "PEM")
+    first, _, rest = rel.partition("/")
+    if first == "rootfs":
+        place, fix = f"app.files would put the signing key ({encoding}) into the image at " \
+            f"/{rest}", "remove it from app.files"
+    elif first == BUILD_SOURCES_DIR:
+        index = rest.partition("/")[0]
+        place, fix = f"build.sources[{index}] would put the signing key ({encoding}) into " \
+            f"the build stage ({rel})", "remove it from build.sources"
+    else:
+        place, fix = f"the build context file {rel} holds the signing key ({encoding})", \
+            "remove it"
+    raise RecipeError(f"{source}: {place}; the signing key must never be shipped: {fix}")
 
 
 __all__ = ["BuildOptions", "BuildResult", "build", "app_dockerfile", "build_stage_lines",

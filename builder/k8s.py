@@ -495,25 +495,23 @@ def default_output_dir(recipe: Recipe) -> Path:
 
 def write_k8s(recipe_path: Path, image: str, output_dir: Path | None = None, *,
               allow_tag: bool = False, flink_version: str | None = None) -> dict:
-    """``ppml-build k8s``: render every file first, then write each atomically."""
-    from .atomic import write_text_atomic
+    """``ppml-build k8s``: render every file first, then write them all or none."""
+    from .atomic import Output, check_writable, write_all_or_none
     from .pipeline import load_and_plan
 
     ref = parse_image(image, allow_tag=allow_tag)
     flink_version = flink_version or DEFAULT_FLINK_VERSION
     _check_flink_version(flink_version)
     recipe, plan = load_and_plan(recipe_path)
+    directory = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
+    check_writable(directory, "--output-dir", directory=True)
     try:
         bundle = render_k8s(recipe, plan, ref, flink_version=flink_version)
     except (PlanError, RecipeError) as err:
         raise type(err)(f"{recipe_path}: {err}") from None
-    directory = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
-    if directory.exists() and not directory.is_dir():
-        raise PpmlError(f"--output-dir {directory}: exists and is not a directory; "
-                         "choose another path")
-    written = []
-    for name, text in bundle.files.items():
-        written.append(str(write_text_atomic(directory / name, text, mode=bundle.mode(name))))
+    written = [str(path) for path in write_all_or_none(
+        {directory / name: Output(text, mode=bundle.mode(name))
+         for name, text in bundle.files.items()}, option="--output-dir")]
     return {
         "output_dir": str(directory),
         "files": written,

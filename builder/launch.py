@@ -217,12 +217,9 @@ def plan_launch(recipe: Recipe) -> LaunchPlan:
         # Occlum starts the command itself (occlum.py); these rules are Gramine's.
         return LaunchPlan("exec", tuple(recipe.app.command), tmpfs=tuple(recipe.files.tmpfs),
                           scratch=tuple(recipe.files.scratch))
-    launch = _with_scratch(recipe, _launch_form(recipe))
-    if launch.java_options and "JAVA_TOOL_OPTIONS" in recipe.app.passthrough_env:
-        raise PlanError("app.passthrough_env: JAVA_TOOL_OPTIONS would let the host replace the "
-                        "JVM flags the enclave needs (" + " ".join(launch.java_options[:1])
-                        + " ...); set them in app.env instead")
-    return launch
+    # A passthrough of what the launch sets (JAVA_TOOL_OPTIONS, ...) is refused by
+    # plan._check_passthrough, with the plan's other variables.
+    return _with_scratch(recipe, _launch_form(recipe))
 
 
 def _launch_form(recipe: Recipe) -> LaunchPlan:

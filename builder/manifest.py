@@ -8,7 +8,6 @@ the same bytes: no timestamps, no host paths, sorted directory walks.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import tomllib
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from .gramine_schema import apply_gramine_defaults, check_manifest
 from .launch import (ENCLAVE_HOSTS, LAUNCH_INPUT_SUFFIX, SCRATCH_KEY_NAME, SUPPORT_TRUSTED,
                      PYSPARK_JVM_ARGS, check_launcher_input, check_pyspark_jvm_args,
                      launcher_command)
-from .manifest_overrides import (ManifestOptions, check_guarded, merge_overrides,
-                                 recipe_manifest_keys)
+from .manifest_overrides import (ManifestOptions, check_guarded, guarded_recipe_fields,
+                                 merge_overrides, recipe_manifest_keys, toml_string)
 from .plan import Plan
 from .programs import find_program, path_env, script_interpreters
 from .recipe import Recipe
@@ -51,11 +50,11 @@ def toml_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
+        return toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}"
+        return "{ " + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}"
                                 for k, v in value.items()) + " }"
     raise ManifestError(f"cannot write {type(value).__name__} into a manifest template")
 
@@ -241,7 +240,9 @@ def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS, *,
     # The recipe's manifest: keys (manifest_overrides.py), merged before sgx.trusted_files is
     # expanded so the entries they add are hashed like the others.
     warnings = check_guarded(recipe.manifest, recipe.kind, options, is_directory=lambda path:
-                             getattr(stat_followed(fs, path), "kind", None) == "dir")
+                             getattr(stat_followed(fs, path), "kind", None) == "dir",
+                             fields=guarded_recipe_fields(recipe.files.allowed,
+                                                          recipe.app.passthrough_env))
     manifest = merge_overrides(manifest, recipe.manifest)
 
     sgx = manifest["sgx"]

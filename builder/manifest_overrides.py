@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import tomli_w
+
 from .errors import ManifestError
+from .uris import covers_whole_filesystem
 # _check is the schema walk check_manifest uses; reused so a key is judged by the same rules.
 from .gramine_schema import ANY, BOOL, GRAMINE_1_9, INT, STR, DictOf, _check
 
@@ -106,7 +108,7 @@ class Guarded:
 
 def dotted(path: tuple) -> str:
     """``sys.stack.size``; a key that is not a bare TOML key is quoted, as TOML would."""
-    return ".".join(part if _BARE_KEY.match(part) else json.dumps(part) for part in path)
+    return ".".join(part if _BARE_KEY.match(part) else toml_string(part) for part in path)
 
 
 def _written(where: tuple) -> str:
@@ -331,12 +333,18 @@ def recipe_manifest_keys(overrides: dict) -> list[str]:
     return list(flatten_overrides(overrides))
 
 
+def toml_string(text: str) -> str:
+    """A TOML basic string, escaped by tomli_w (JSON's escaping writes characters past U+FFFF
+    as surrogate pairs, which TOML refuses)."""
+    return tomli_w.dumps({"v": text})[len("v = "):].rstrip("\n")
+
+
 def toml_literal(value: Any) -> str:
     """A one-line TOML rendering for messages: ``"2M"``, ``true``, ``[{ request_code = 1 }]``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, str)):
-        return json.dumps(value) if isinstance(value, str) else str(value)
+        return toml_string(value) if isinstance(value, str) else str(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_literal(item) for item in value) + "]"
     if isinstance(value, dict):
@@ -398,20 +406,61 @@ def guarded_overrides(overrides: dict, kind: str, *,
     return out
 
 
+# Variables that choose what code a process loads: a host value could load a library, a Java
+# agent or Python modules of its choosing (from an allowed or encrypted path the enclave
+# trusts less than its trusted files) or change the loader's behaviour.
+LOADER_ENV = frozenset({
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_BIND_NOW", "LD_DEBUG", "LD_PROFILE",
+    "GLIBC_TUNABLES", "MALLOC_ARENA_MAX",
+    "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS", "CLASSPATH", "JAVA_HOME",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONSAFEPATH",
+    "PYTHONINSPECT", "PYTHONNOUSERSITE", "PYTHONEXECUTABLE", "PYTHONPLATLIBDIR",
+    "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYSPARK_SUBMIT_ARGS", "SPARK_HOME",
+    "SPARK_CONF_DIR", "SPARK_SUBMIT_OPTS", "HADOOP_CONF_DIR", "FLINK_HOME", "FLINK_CONF_DIR",
+    "FLINK_ENV_JAVA_OPTS", "FLINK_PLUGINS_DIR",
+})
+
+
+def loads_code(name: str) -> bool:
+    """Whether the environment variable ``name`` decides what code gets loaded (LOADER_ENV, or
+    any LD_* read by glibc's ld.so)."""
+    return name in LOADER_ENV or name.startswith("LD_")
+
+
+def guarded_recipe_fields(allowed: list[str], passthrough_env: list[str]) -> list[Guarded]:
+    """Recipe fields (not manifest: keys) that need --allow-insecure-manifest."""
+    out = []
+    for path in allowed:
+        if covers_whole_filesystem(f"file:{path}"):
+            out.append(Guarded("files.allowed", path, INSECURE_FLAG, "it lets the enclave read "
+                               "every file of the host's mounts unverified; list the files or "
+                               "directories the app reads, or use files.encrypted"))
+    for name in passthrough_env:
+        if loads_code(name):
+            out.append(Guarded("app.passthrough_env", name, INSECURE_FLAG, f"{name} decides what "
+                               "code the process loads, and the host would choose it; set it "
+                               "in app.env (measured) instead"))
+    return out
+
+
 def check_guarded(overrides: dict, kind: str, options: ManifestOptions, *,
-                  is_directory: Callable[[str], bool] | None = None) -> list[str]:
-    """Warning lines for the guarded keys the flags allow; ManifestError for the first one
-    they do not."""
+                  is_directory: Callable[[str], bool] | None = None,
+                  fields: list[Guarded] = ()) -> list[str]:
+    """Warning lines for the guarded keys (and recipe ``fields``, from guarded_recipe_fields)
+    the flags allow; ManifestError for the first one they do not."""
     allowed = {INSECURE_FLAG: options.allow_insecure_manifest,
                JVM_EXINFO_FLAG: options.allow_jvm_without_exinfo}
     warnings = []
-    for item in guarded_overrides(overrides, kind, is_directory=is_directory):
-        shown = f"manifest.{item.key} = {toml_literal(item.value)}"
+    items = [(item.key, item) for item in fields]
+    items += [(f"manifest.{item.key}", item)
+              for item in guarded_overrides(overrides, kind, is_directory=is_directory)]
+    for key, item in items:
         if not allowed[item.flag]:
-            raise ManifestError(f"manifest.{item.key}: {toml_literal(item.value)} is refused "
-                                f"without {item.flag}: {item.reason}")
+            raise ManifestError(f"{key}: {toml_literal(item.value)} is refused without "
+                                f"{item.flag}: {item.reason}")
         label = "INSECURE" if item.flag == INSECURE_FLAG else "JVM WITHOUT EXINFO"
-        warnings.append(f"{label}: {shown} from the recipe ({item.flag})")
+        warnings.append(f"{label}: {key} = {toml_literal(item.value)} from the recipe "
+                        f"({item.flag})")
     return warnings
 
 

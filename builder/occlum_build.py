@@ -39,7 +39,7 @@ import requests.exceptions
 from docker.types import Mount
 
 from . import __version__
-from .atomic import write_bytes_atomic, write_text_atomic
+from .atomic import check_writable, write_all_or_none
 # The app image is made exactly as for Gramine (ppml_build.build.app_image).
 from .build import (BuildOptions, BuildResult, Say, _key_fingerprints, _Timer, app_image,
                     image_labels, push_if_asked, record_fields)
@@ -452,6 +452,7 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
         raise RecipeError(f"{source}: libos.version: Occlum {recipe.libos.version} is not "
                           f"supported; use \"{OCCLUM_VERSION}\"")
     output_dir = (options.output_dir or Path("ppml-out") / recipe.name).resolve()
+    check_writable(output_dir, "--output-dir", directory=True)  # not after minutes of Docker
     image = options.tag or f"ppml/{recipe.name}:latest"
     if ImageReference.parse(image).digest:
         raise ImageError(f"--tag {image}: name the image with a tag, not a digest")
@@ -462,7 +463,7 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
     private_key = load_signing_key(options.key, passphrase,
                                    allow_sample_key=options.allow_sample_key)
     expected_mrsigner = keys.mrsigner_of(private_key.public_key())
-    key_refusals = _key_fingerprints(options.key) + _key_fingerprints_of_pem(
+    key_refusals = _key_fingerprints(options.key, private_key) + _key_fingerprints_of_pem(
         keys.private_key_pem(private_key))
 
     # The app image exactly as the Gramine build makes it (app files, build stage, workdir,
@@ -499,7 +500,7 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
             if any(needle and needle in run.log.encode() for needle in key_refusals):
                 raise VerificationError("the occlum build log contains the signing key; the "
                                         "base image's occlum printed it: do not use that base")
-            write_text_atomic(log_path, run.log)
+            write_all_or_none({log_path: run.log}, option="--output-dir")
             if run.exit_code != 0:
                 raise _failure(run, recipe.base.image, log_path)
             with timer.step("verify"):
@@ -551,24 +552,25 @@ def _key_fingerprints_of_pem(pem: bytes) -> list[bytes]:
 def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedOcclum,
                    enclave: OcclumEnclave, record: dict, policies: list[str],
                    source: str) -> list[Path]:
-    """Occlum.json, bom.yaml, the SIGSTRUCT (.sig), policies, then the record last: a build
-    interrupted before the end leaves no record."""
-    rendered_policies = []
+    """Occlum.json, bom.yaml, the SIGSTRUCT (.sig), policies and the record, all or none; the
+    record is renamed last, so a record in OUTPUT_DIR means the files beside it are from its
+    build."""
+    outputs: dict[Path, str | bytes] = {
+        output_dir / "Occlum.json": rendered.occlum_json_text,
+        output_dir / "bom.yaml": rendered.bom_text,
+        output_dir / f"{recipe.name}.sig": enclave.sigstruct.to_bytes(),
+    }
+    policy_paths: list[Path] = []
     if policies:
         from .policy import render
 
-        rendered_policies = [render(record, fmt, source=source).files for fmt in policies]
-    write_text_atomic(output_dir / "Occlum.json", rendered.occlum_json_text)
-    write_text_atomic(output_dir / "bom.yaml", rendered.bom_text)
-    write_bytes_atomic(output_dir / f"{recipe.name}.sig", enclave.sigstruct.to_bytes())
-    written: list[Path] = []
-    if rendered_policies:
-        from .policy import write_policy_files
-
-        for files in rendered_policies:
-            written += write_policy_files(files, output_dir)
-    write_text_atomic(output_dir / "measurement.json", json.dumps(record, indent=2) + "\n")
-    return written
+        for fmt in dict.fromkeys(policies):  # --policy maa --policy maa: once
+            for name, text in render(record, fmt, source=source).files.items():
+                outputs[output_dir / name] = text
+                policy_paths.append(output_dir / name)
+    outputs[output_dir / "measurement.json"] = json.dumps(record, indent=2) + "\n"
+    write_all_or_none(outputs, option="--output-dir")
+    return policy_paths
 
 
 __all__ = ["build_occlum", "occlum_build_script", "final_image_config", "program_path",

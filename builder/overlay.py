@@ -107,7 +107,7 @@ class OverlayRootFS:
         base = self.base.lstat(path)
         if base is not None and base.kind == "dir":
             names |= set(self.base.listdir(path))
-        elif not names:
+        elif not names and path not in self.added_children:  # an added dir may be empty
             raise RootFSError(f"{path}: no such directory in the image")
         return list(names)
 

@@ -6,11 +6,10 @@ import itertools
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .atomic import write_text_atomic
+from .atomic import check_writable, write_all_or_none
 from .errors import ManifestError, PpmlError, RecipeError
 from .hashing import FileHasher
 from .jvm_children import jvm_children_warning, scans_app_python
@@ -105,6 +104,7 @@ def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
                    use_cache: bool = True,
                    options: ManifestOptions = ManifestOptions()) -> dict:
     """``ppml-build manifest``: APP.manifest and trusted-files.json in ``output_dir``."""
+    check_writable(output_dir, "--output-dir", directory=True)  # before minutes of hashing
     recipe, plan = load_and_plan(recipe_path)
     if not Path(rootfs).is_dir():
         raise ManifestError(f"--rootfs {rootfs}: not a directory; unpack the image there first "
@@ -118,9 +118,9 @@ def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
     output_dir = Path(output_dir)
     manifest_path = output_dir / f"{recipe.name}.manifest"
     list_path = output_dir / "trusted-files.json"
-    # Both files are complete before either is renamed into place.
-    write_text_atomic(list_path, json.dumps(trusted_files_document(rendered), indent=2) + "\n")
-    write_text_atomic(manifest_path, rendered.text)
+    # The manifest last: it is what `sign` reads next.
+    write_all_or_none({list_path: json.dumps(trusted_files_document(rendered), indent=2) + "\n",
+                       manifest_path: rendered.text}, option="--output-dir")
     return {
         "manifest": str(manifest_path),
         "trusted_files_list": str(list_path),
@@ -147,42 +147,14 @@ def render_occlum_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS,
         raise ManifestError(f"{source}: image filesystem: {err}") from None
 
 
-def _write_together(files: dict[Path, bytes], mode: int = 0o644) -> None:
-    """Write every file to a temp file beside it first; rename only when all are complete."""
-    pending: list[tuple[str, Path]] = []
-    try:
-        for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            pending.append((tmp, path))
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for tmp, path in pending:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in pending:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        raise
-
-
 def _write_occlum_config(recipe: Recipe, plan: Plan, fs: RootFS, hasher: FileHasher,
                          output_dir: Path, source: str) -> dict:
     """``ppml-build manifest`` for Occlum: OUT/Occlum.json and OUT/bom.yaml."""
     rendered = render_occlum_for_rootfs(recipe, plan, fs, source)
     json_path = output_dir / "Occlum.json"
     bom_path = output_dir / "bom.yaml"
-    try:
-        _write_together({json_path: rendered.occlum_json_text.encode("utf-8"),
-                         bom_path: rendered.bom_text.encode("utf-8")})
-    except OSError as err:
-        raise ManifestError(f"--output-dir {output_dir}: cannot write: "
-                            f"{err.strerror or err}") from None
+    write_all_or_none({json_path: rendered.occlum_json_text, bom_path: rendered.bom_text},
+                      option="--output-dir")
     sizing = rendered.sizing
     return {
         "libos": "occlum",

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import PlanError
 from .launch import LaunchPlan, describe_launch, plan_launch
-from .manifest_overrides import INSECURE_FLAG, flatten_overrides, guarded_overrides, toml_literal
+from .manifest_overrides import (INSECURE_FLAG, flatten_overrides, guarded_overrides,
+                                 guarded_recipe_fields, toml_literal)
 from .recipe import GRAMINE_MAX_ENCLAVE_SIZE, GRAMINE_MAX_THREADS, Recipe
 from .sizes import GiB, KiB, MiB, format_gramine_size, human, next_power_of_two, parse_size
 
@@ -133,12 +134,12 @@ class Plan:
 # ---------------------------------------------------------------------------------------------
 # Reading the flags the app runs with
 
-_XMX = re.compile(r"^-Xmx(\d+[kKmMgGtT]?)$")
-_XSS = re.compile(r"^-Xss(\d+[kKmMgGtT]?)$")
+_XMX = re.compile(r"^-Xmx([0-9]+[kKmMgGtT]?)$")
+_XSS = re.compile(r"^-Xss([0-9]+[kKmMgGtT]?)$")
 _XX_SIZE = re.compile(r"^-XX:(MaxMetaspaceSize|MaxDirectMemorySize|ReservedCodeCacheSize|"
-                      r"ThreadStackSize|CompressedClassSpaceSize)=(\d+[kKmMgGtT]?)$")
-_XX_CPUS = re.compile(r"^-XX:ActiveProcessorCount=(\d+)$")
-_LOCAL_MASTER = re.compile(r"^local\[(\d+|\*)(?:,\d+)?\]$")
+                      r"ThreadStackSize|CompressedClassSpaceSize)=([0-9]+[kKmMgGtT]?)$")
+_XX_CPUS = re.compile(r"^-XX:ActiveProcessorCount=([0-9]+)$")
+_LOCAL_MASTER = re.compile(r"^local\[([0-9]+|\*)(?:,[0-9]+)?\]$")
 
 
 def _jvm_tokens(recipe: Recipe) -> list[tuple[str, str]]:
@@ -172,14 +173,53 @@ def spark_submit_flags(recipe: Recipe) -> dict[str, str]:
 def spark_memory(text: str) -> int:
     """Spark memory settings: a bare number means MiB (JVM flags and Flink read it as bytes)."""
     text = str(text).strip()
-    return int(text) * MiB if text.isdigit() else parse_size(text)
+    return parse_size(text) * MiB if text.isascii() and text.isdigit() else parse_size(text)
 
 
-def _size_or_error(text: str, where: str) -> int:
+_SPARK_MEMORY_KEYS = ("spark.driver.memory", "spark.executor.memory",
+                      "spark.memory.offHeap.size", "spark.driver.memoryOverhead",
+                      "spark.executor.memoryOverhead")
+_SPARK_COUNT_KEYS = ("spark.executor.cores", "spark.driver.cores")
+
+
+def check_spark_flags(flags: dict[str, str]) -> None:
+    """The sizes and counts of app.command's spark-submit flags are readable (Spark would
+    refuse them at run time; the plan needs them now)."""
+    for key in _SPARK_MEMORY_KEYS:
+        if key in flags:
+            try:
+                readable = spark_memory(flags[key]) > 0
+            except ValueError:
+                readable = False
+            if not readable:
+                raise PlanError(f"app.command: {key} = {flags[key]!r} (from --conf or its "
+                                "spark-submit flag) is not a size Spark reads; write a whole "
+                                "number above 0 with a unit, e.g. 1536m or 2g")
+    for key in _SPARK_COUNT_KEYS:
+        if key in flags and not _is_count(flags[key]):
+            raise PlanError(f"app.command: {key} = {flags[key]!r} is not a whole number from "
+                            "1 to 1024")
+
+
+def _is_count(text: str, top: int = 1024) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= top
+
+
+# HotSpot refuses smaller Java thread stacks ("The Java thread stack size specified is too
+# small. Specify at least 136k", os_linux_x86.cpp's _java_thread_min_stack_allowed); -Xss0
+# would mean "the OS default", a size the plan cannot know.
+MIN_JAVA_THREAD_STACK = 136 * KiB
+
+
+def _size_or_error(text: str, where: str, token: str) -> int:
     try:
-        return parse_size(text)
+        value = parse_size(text)
     except ValueError as err:
-        raise PlanError(f"{where}: {err}") from None
+        raise PlanError(f"{where}: {token}: {err}") from None
+    if value == 0:
+        raise PlanError(f"{where}: {token}: a size of 0 leaves it to the JVM's or the OS's "
+                        "default, which the enclave cannot be sized for; give the size")
+    return value
 
 
 def _flink_memory(process_size: int) -> dict[str, int]:
@@ -218,18 +258,22 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
     cpus_flag: tuple[int, str] | None = None
     for token, where in _jvm_tokens(recipe):
         if match := _XMX.match(token):
-            found["heap"] = (_size_or_error(match.group(1), where), f"{token} in {where}")
+            found["heap"] = (_size_or_error(match.group(1), where, token),
+                             f"{token} in {where}")
         elif match := _XSS.match(token):
-            found["thread_stack"] = (_size_or_error(match.group(1), where), f"{token} in {where}")
+            found["thread_stack"] = (_size_or_error(match.group(1), where, token),
+                                     f"{token} in {where}")
         elif match := _XX_SIZE.match(token):
             key = {"MaxMetaspaceSize": "metaspace", "MaxDirectMemorySize": "direct_memory",
                    "ReservedCodeCacheSize": "code_cache", "ThreadStackSize": "thread_stack",
                    "CompressedClassSpaceSize": "class_space"}[match.group(1)]
-            value = _size_or_error(match.group(2), where)
+            value = _size_or_error(match.group(2), where, token)
             if match.group(1) == "ThreadStackSize" and match.group(2).isdigit():
                 value *= KiB  # -XX:ThreadStackSize is in KiB
             found[key] = (value, f"{token} in {where}")
         elif match := _XX_CPUS.match(token):
+            if not _is_count(match.group(1)):
+                raise PlanError(f"{where}: {token}: the CPU count must be from 1 to 1024")
             cpus_flag = (int(match.group(1)), f"{token} in {where}")
 
     jvm_res = recipe.resources.jvm
@@ -286,6 +330,9 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
                       "HotSpot's default ReservedCodeCacheSize (240M), pinned")
     stack = pick("thread_stack", jvm_res.thread_stack, "thread_stack", 1 * MiB,
                  "HotSpot default -Xss (1M)")
+    if stack[0] < MIN_JAVA_THREAD_STACK:
+        raise PlanError(f"{stack[1]}: a Java thread stack of {human(stack[0])} is below "
+                        "HotSpot's minimum of 136K; write e.g. -Xss1m")
 
     if cpus_flag is not None:
         cpus, cpus_source, pinned = cpus_flag[0], cpus_flag[1], True
@@ -296,6 +343,9 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
         local = _LOCAL_MASTER.match(master)
         executor_cores = spark_flags.get("spark.executor.cores") or spark_res.executor_cores
         if local and local.group(1) != "*":
+            if not _is_count(local.group(1)):
+                raise PlanError(f"app.command: --master {master}: the thread count must be "
+                                "from 1 to 1024")
             cpus, cpus_source = int(local.group(1)), f"--master {master}"
         elif executor_cores:
             cpus, cpus_source = int(executor_cores), "spark.executor.cores"
@@ -395,6 +445,7 @@ def make_plan(recipe: Recipe) -> Plan:
     launch = plan_launch(recipe)
     is_jvm = recipe.kind in ("spark", "flink", "java")
     spark_flags = spark_submit_flags(recipe) if recipe.kind == "spark" else {}
+    check_spark_flags(spark_flags)
 
     flink_model = None
     if recipe.kind == "flink":
@@ -406,10 +457,10 @@ def make_plan(recipe: Recipe) -> Plan:
     extra_env: dict[str, str] = {}
     arena_text = recipe.app.env.get("MALLOC_ARENA_MAX")
     if arena_text is not None:
-        try:
-            arenas = int(arena_text)
-        except ValueError:
-            raise PlanError(f"app.env.MALLOC_ARENA_MAX: {arena_text!r} is not a number") from None
+        if not _is_count(arena_text):  # glibc's tunable starts at 1 (malloc/arena.c)
+            raise PlanError(f"app.env.MALLOC_ARENA_MAX: {arena_text!r} must be a whole number "
+                            "from 1 to 1024")
+        arenas = int(arena_text)
         arena_source = "app.env.MALLOC_ARENA_MAX"
     else:
         arenas = DEFAULT_MALLOC_ARENA_MAX
@@ -492,6 +543,10 @@ def make_plan(recipe: Recipe) -> Plan:
                         "never use it in production")
 
     dominant = max((term for term in terms if term.name != "headroom"), key=lambda t: t.value)
+    _check_passthrough(recipe, extra_env, launch)
+    for item in guarded_recipe_fields(recipe.files.allowed, recipe.app.passthrough_env):
+        warnings.append(f"{item.key}: {toml_literal(item.value)} needs {item.flag} to build: "
+                        f"{item.reason}")
     return Plan(
         kind=recipe.kind, enclave_size=enclave_size, enclave_size_estimate=estimate,
         memory_terms=terms, dominant_term=dominant.name, max_threads=max_threads,
@@ -502,6 +557,19 @@ def make_plan(recipe: Recipe) -> Plan:
         recipe_manifest=flatten_overrides(recipe.manifest),
         recipe_manifest_guarded={item.key: item.flag
                                  for item in guarded_overrides(recipe.manifest, recipe.kind)})
+
+
+def _check_passthrough(recipe: Recipe, extra_env: dict[str, str], launch) -> None:
+    """A variable the plan itself sets cannot also come from the host: the host's value would
+    replace what the enclave was sized and launched with."""
+    planned = set(extra_env) | set(launch.env)
+    if launch.java_options or recipe.kind in ("spark", "flink", "java"):
+        planned.add("JAVA_TOOL_OPTIONS")
+    for index, name in enumerate(recipe.app.passthrough_env):
+        if name in planned:
+            raise PlanError(f"app.passthrough_env[{index}]: {name} is set by ppml-build "
+                            f"(see `ppml-build plan`); a host value would replace it. Remove it, "
+                            f"or set it in app.env")
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -6,23 +6,27 @@ import contextlib
 import time
 from typing import Callable, Iterator, TextIO
 
+from .errors import printable
+
 
 @contextlib.contextmanager
 def reporter_for(stream: TextIO) -> Iterator[Callable[[str], None]]:
     """Yield a ``say(line)`` function suited to ``stream``."""
     if stream.isatty():
         from rich.console import Console
+        from rich.text import Text
 
         console = Console(file=stream)
         start = time.perf_counter()
         with console.status("starting") as status:
             def say(line: str) -> None:
-                status.update(line)
+                line = printable(line)  # and no rich markup: a path may hold "[red]"
+                status.update(Text(line))
                 if not line.startswith("Step "):
-                    console.log(line)
+                    console.log(Text(line))
             yield say
         console.log(f"done in {time.perf_counter() - start:.1f} s")
     else:
         def say(line: str) -> None:
-            print(f"ppml-build: {line}", file=stream, flush=True)
+            print(f"ppml-build: {printable(line)}", file=stream, flush=True)
         yield say

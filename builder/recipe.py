@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt,
+                      ValidationError, field_validator, model_validator)
 
-from .errors import RecipeError
+from .errors import InputLimitError, RecipeError
+from .limits import MAX_INT_DIGITS, MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_VALUES
 from .manifest_overrides import OverrideError, normalise_overrides
 from .sizes import GiB, format_gramine_size, is_power_of_two, parse_size
 from .versions import DEFAULT_GRAMINE_PREFIX
@@ -24,6 +26,10 @@ API_VERSION = "ppml-build/v1"
 GRAMINE_MAX_ENCLAVE_SIZE = 1024 * GiB
 GRAMINE_MAX_THREADS = 4096
 
+# Variables read as a list of words (the JVM's option variables, PySpark's submit arguments):
+# split with shlex by plan.py and jvm_children.py, so their quotes must balance.
+WORD_LIST_ENV = frozenset({"JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS",
+                           "PYSPARK_SUBMIT_ARGS", "SPARK_SUBMIT_OPTS", "FLINK_ENV_JAVA_OPTS"})
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -43,7 +49,7 @@ def _image_path(value: str, *, directory: bool | None = None) -> str:
         raise ValueError(f"{value!r} contains a NUL or newline")
     if directory is True and not value.endswith("/"):
         raise ValueError(f"{value!r} is a directory entry and must end with '/'")
-    normal = posixpath.normpath(value)
+    normal = "/" + posixpath.normpath(value).lstrip("/")  # normpath keeps a leading "//"
     return normal + "/" if value.endswith("/") and normal != "/" else normal
 
 
@@ -111,7 +117,7 @@ class App(_Strict):
     command: list[str] = Field(min_length=1, description="argv; becomes the trusted loader.argv")
     env: dict[str, str] = Field(default_factory=dict)
     passthrough_env: list[str] = Field(default_factory=list)
-    insecure_host_argv: bool = Field(
+    insecure_host_argv: StrictBool = Field(
         default=False, description="take argv from the host at run time (INSECURE)")
 
     @field_validator("workdir")
@@ -132,6 +138,12 @@ class App(_Strict):
         for name in value:
             if not _ENV_NAME_RE.match(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
+        for name in WORD_LIST_ENV & set(value):
+            try:
+                shlex.split(value[name])
+            except ValueError as err:  # "No closing quotation", "No escaped character"
+                raise ValueError(f"{name}: {err}; the JVM and ppml-build split it into words "
+                                 "as a shell would, so balance the quotes") from None
         return value
 
     @field_validator("passthrough_env")
@@ -168,7 +180,9 @@ class Runtime(_Strict):
 def _size_text(value: Any) -> Any:
     """A memory size as written ("2g", "1728m", 4096): checked here, kept as the user wrote it."""
     if value is not None:
-        parse_size(value)
+        if parse_size(value) == 0:
+            raise ValueError("a size of 0 leaves it to a default the enclave cannot be sized "
+                             "for; give the size, e.g. 512m")
         return str(value)
     return value
 
@@ -179,13 +193,14 @@ SizeText = Annotated[str | None, BeforeValidator(_size_text)]
 class SparkResources(_Strict):
     driver_memory: SizeText = Field(default=None, alias="spark.driver.memory")
     executor_memory: SizeText = Field(default=None, alias="spark.executor.memory")
-    executor_cores: int | None = Field(default=None, alias="spark.executor.cores", ge=1, le=1024)
+    executor_cores: StrictInt | None = Field(default=None, alias="spark.executor.cores", ge=1,
+                                             le=1024)
     offheap_size: SizeText = Field(default=None, alias="spark.memory.offHeap.size")
 
 
 class FlinkResources(_Strict):
     process_size: SizeText = Field(default=None, alias="taskmanager.memory.process.size")
-    task_slots: int | None = Field(default=None, alias="taskmanager.numberOfTaskSlots",
+    task_slots: StrictInt | None = Field(default=None, alias="taskmanager.numberOfTaskSlots",
                                    ge=1, le=1024)
 
 
@@ -198,22 +213,23 @@ class JvmResources(_Strict):
 
 
 class Resources(_Strict):
-    cpus: int | None = Field(default=None, ge=1, le=1024,
+    cpus: StrictInt | None = Field(default=None, ge=1, le=1024,
                              description="CPUs the JVM may use (pinned via ActiveProcessorCount)")
     jvm: JvmResources = Field(default_factory=JvmResources)
     spark: SparkResources = Field(default_factory=SparkResources)
     flink: FlinkResources = Field(default_factory=FlinkResources)
-    app_threads: int = Field(default=0, ge=0, le=4096,
+    app_threads: StrictInt = Field(default=0, ge=0, le=4096,
                              description="extra threads the application itself starts")
 
 
 class Enclave(_Strict):
     size: str = "auto"
     max_threads: int | Literal["auto"] = "auto"
-    edmm: bool = False
-    debug: bool = False
-    isv_prod_id: int = Field(default=0, ge=0, le=0xFFFF)
-    isv_svn: int = Field(default=0, ge=0, le=0xFFFF)
+    # Strict: a wrong type here changes what the enclave is (debug: "yes" is not a yes).
+    edmm: StrictBool = False
+    debug: StrictBool = False
+    isv_prod_id: StrictInt = Field(default=0, ge=0, le=0xFFFF)
+    isv_svn: StrictInt = Field(default=0, ge=0, le=0xFFFF)
     remote_attestation: Literal["dcap", "none"] = "dcap"
 
     @field_validator("size", mode="before")
@@ -421,15 +437,29 @@ class _Located:
         return self.positions.get(())
 
 
-def _to_python(node: yaml.Node, path: tuple, located: _Located) -> Any:
+class _Limits:
+    """What one recipe may build (limits.py): values after alias expansion, nesting depth."""
+
+    def __init__(self) -> None:
+        self.values = 0
+
+
+def _to_python(node: yaml.Node, path: tuple, located: _Located, limits: _Limits) -> Any:
+    limits.values += 1
+    if limits.values > MAX_RECIPE_VALUES:
+        raise _Refused(node, f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values "
+                       "(counting each value a YAML alias repeats); a recipe needs hundreds", limit=True)
+    depth = sum(1 for part in path if part != "<key>")
+    if depth > MAX_NESTING:
+        raise _Refused(node, f"mappings and lists nest deeper than {MAX_NESTING} levels (or an "
+                       "alias refers to itself); a recipe needs a handful", limit=True)
     located.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         for key_node, value_node in node.value:
-            key = _to_python(key_node, path + ("<key>",), located)
+            key = _to_python(key_node, path + ("<key>",), located, limits)
             if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise RecipeError(f"{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}"
-                                  ": mapping keys must be strings")
+                raise _Refused(key_node, "mapping keys must be strings")
             if key in out:
                 raise _DuplicateKey(key, key_node)
             # A value error points at the value; a key error (unknown key) at the key.
@@ -437,11 +467,16 @@ def _to_python(node: yaml.Node, path: tuple, located: _Located) -> Any:
                                                 value_node.start_mark.column + 1)
             located.positions[path + (key, "<key>")] = (key_node.start_mark.line + 1,
                                                         key_node.start_mark.column + 1)
-            out[key] = _to_python(value_node, path + (key,), located)
+            out[key] = _to_python(value_node, path + (key,), located, limits)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, path + (index,), located) for index, item in enumerate(node.value)]
-    return _scalar(node)
+        return [_to_python(item, path + (index,), located, limits)
+                for index, item in enumerate(node.value)]
+    try:
+        return _scalar(node)
+    except _Refused as refused:
+        refused.path = path
+        raise
 
 
 class _DuplicateKey(Exception):
@@ -449,12 +484,59 @@ class _DuplicateKey(Exception):
         self.key, self.node = key, node
 
 
+class _Refused(Exception):
+    """A YAML value refused before the models see it, with the node it is at."""
+
+    def __init__(self, node: yaml.Node, message: str, *, limit: bool = False) -> None:
+        self.node, self.message, self.limit = node, message, limit
+        self.path: tuple = ()
+
+    def where(self) -> str:
+        shown = tuple(part for part in self.path if part != "<key>")
+        if not shown:
+            return ""
+        return _format_loc(shown) + (" (a key)" if self.path[-1:] == ("<key>",) else "") + ": "
+
+
+_YAML_INT_TAG = "tag:yaml.org,2002:int"
+_YAML_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
 def _scalar(node: yaml.ScalarNode) -> Any:
+    if node.tag == _YAML_INT_TAG and sum(ch.isdigit() for ch in node.value) > MAX_INT_DIGITS:
+        raise _Refused(node, f"a number of more than {MAX_INT_DIGITS} digits; no recipe value "
+                       "is that large", limit=True)
+    # YAML 1.1 reads yes/no/on/off as booleans (debug: on is a debug enclave): only the two
+    # spellings nobody misreads are taken.
+    if node.tag == _YAML_BOOL_TAG and node.value.lower() not in ("true", "false"):
+        raise _Refused(node, f"{node.value!r} is read as a boolean by YAML 1.1; write true or "
+                       "false (or quote it if you meant the text)")
     loader = yaml.SafeLoader("")
     try:
-        return loader.construct_object(node, deep=True)
+        value = loader.construct_object(node, deep=True)
     finally:
         loader.dispose()
+    if isinstance(value, str):
+        problem = unsafe_character(value)
+        if problem:
+            raise _Refused(node, problem)
+    return value
+
+
+def unsafe_character(text: str) -> str | None:
+    """Why ``text`` cannot reach a manifest or argv unchanged, or None.
+
+    NUL ends a C string (Gramine reads loader.argv and env as C strings, so the value would be
+    cut there); a lone surrogate is not a character and cannot be written as UTF-8.
+    """
+    for index, ch in enumerate(text):
+        if ch == "\0":
+            return (f"contains U+0000 (NUL) at character {index}; Gramine's C strings would "
+                    "end the value there. Remove it")
+        if "\ud800" <= ch <= "\udfff":
+            return (f"contains U+{ord(ch):04X} at character {index}, half of a UTF-16 "
+                    "surrogate pair and not a character; write the character itself")
+    return None
 
 
 def _format_loc(loc: tuple) -> str:
@@ -503,6 +585,9 @@ def _error_loc(error: dict, data: Any) -> tuple:
 
 def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
     located = _Located()
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
+        raise InputLimitError(f"{source}: the recipe is larger than {MAX_RECIPE_BYTES:,} bytes; "
+                              "keep data files in app.files, not in the recipe")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -512,18 +597,24 @@ def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
         raise RecipeError(f"{where}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{source}: YAML error: {str(err).splitlines()[0]}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise InputLimitError(f"{source}: mappings and lists nest deeper than {MAX_NESTING} "
+                              "levels; a recipe needs a handful") from None
     if node is None:
         raise RecipeError(f"{source}: the recipe is empty; start from `ppml-build init spark`")
     try:
-        data = _to_python(node, (), located)
+        data = _to_python(node, (), located, _Limits())
     except _DuplicateKey as dup:
         mark = dup.node.start_mark
         raise RecipeError(f"{source}:{mark.line + 1}:{mark.column + 1}: duplicate key "
                           f"{dup.key!r}; keep one") from None
+    except _Refused as refused:
+        mark = refused.node.start_mark
+        error = InputLimitError if refused.limit else RecipeError
+        raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: {refused.where()}"
+                    f"{refused.message}") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{source}: YAML error: {str(err).splitlines()[0]}") from None
-    except RecipeError as err:
-        raise RecipeError(f"{source}:{err}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{source}:1:1: the recipe must be a mapping with apiVersion, kind, "
                           "name, base and app")
@@ -550,33 +641,36 @@ def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
 def load_recipe(path: Path | str) -> Recipe:
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:  # read no more than the limit: the path may be /dev/zero
+            raw = handle.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such recipe file") from None
     except IsADirectoryError:
         raise RecipeError(f"{path}: is a directory; give the recipe YAML file") from None
     except OSError as err:
         raise RecipeError(f"{path}: cannot read: {err.strerror}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise InputLimitError(f"{path}: the recipe is larger than {MAX_RECIPE_BYTES:,} bytes; "
+                              "keep data files in app.files, not in the recipe")
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RecipeError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as "
+                          "UTF-8") from None
     return load_recipe_text(text, str(path))
 
 
-def _host_sources(items, field_name: str, recipe_dir: Path,
-                  source: str) -> list[tuple[Path, str]]:
-    root = recipe_dir.resolve()
+def _host_sources(items, field_name: str, recipe_dir: Path, source: str, *,
+                  linked_dirs: bool = False) -> list[tuple[Path, str]]:
+    """(resolved host path, dest) of each item, after checking it and everything below it
+    (host_sources: nothing may lead out of the recipe's directory, by link or otherwise)."""
+    from .host_sources import read_source  # here: the models above need none of it
+
     out = []
     for index, item in enumerate(items):
-        host = (recipe_dir / item.src).resolve()
-        if root not in host.parents and host != root:
-            raise RecipeError(f"{source}: {field_name}[{index}].src: {item.src!r} leaves the "
-                              "recipe's directory; move the file next to the recipe")
-        if not host.exists():
-            raise RecipeError(f"{source}: {field_name}[{index}].src: {item.src!r} does not "
-                              f"exist (looked in {recipe_dir})")
-        out.append((host, item.dest))
+        tree = read_source(recipe_dir, item.src, where=f"{source}: {field_name}[{index}].src: ",
+                           linked_dirs=linked_dirs)
+        out.append((tree.host, item.dest))
     return out
 
 
@@ -585,11 +679,14 @@ def check_build_sources(recipe: Recipe, recipe_dir: Path,
     """Host sources of build.sources, checked like app.files; [] without a build stage."""
     if recipe.build is None:
         return []
-    return _host_sources(recipe.build.sources, "build.sources", recipe_dir, source)
+    # A build stage may keep a link to a directory of its own tree: nothing there is trusted.
+    return _host_sources(recipe.build.sources, "build.sources", recipe_dir, source,
+                         linked_dirs=True)
 
 
 def check_app_files(recipe: Recipe, recipe_dir: Path, source: str) -> list[tuple[Path, str]]:
-    """Host sources of app.files must exist inside the recipe's directory (no escape by link).
+    """Host sources of app.files must exist inside the recipe's directory, and so must every
+    link below a directory source lead (see host_sources for what each kind of link becomes).
 
     The build stage's sources are checked too (so `validate` catches a missing one); only the
     app.files pairs are returned.

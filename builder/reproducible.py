@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import build as build_module
-from .atomic import write_text_atomic
+from .atomic import write_all_or_none
 from .build import BuildOptions, BuildResult
 from .errors import ImageError, VerificationError
 
@@ -237,7 +237,8 @@ def _push_and_record(result: BuildResult, options: BuildOptions) -> None:
                                   .registry)
     digest = push_image(connect(), result.image, auth=auth)
     result.record["image"]["digest"] = digest
-    write_text_atomic(result.record_path, json.dumps(result.record, indent=2) + "\n")
+    write_all_or_none({result.record_path: json.dumps(result.record, indent=2) + "\n"},
+                      option="--output-dir")
 
 
 def verify_reproducible(options: BuildOptions, say: Say = lambda line: None) -> ReproducibleResult:

@@ -9,6 +9,7 @@ image.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
@@ -153,6 +154,13 @@ class DirRootFS:
             st = os.lstat(host)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except ValueError:  # a NUL in the name: no file system holds one
+            return None
+        except OSError as err:
+            # A name longer than the host allows (NAME_MAX, PATH_MAX) cannot be in the image.
+            if err.errno == errno.ENAMETOOLONG:
+                return None
+            raise
         if stat.S_ISLNK(st.st_mode):
             return Entry(normalize(path), "symlink", st.st_size, st.st_mode, os.readlink(host))
         if stat.S_ISDIR(st.st_mode):

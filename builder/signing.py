@@ -3,8 +3,9 @@
 
 ``sign`` follows ``gramine-sgx-sign`` (v1.9): load the TOML manifest, insert the defaults of
 Gramine's ``Manifest`` constructor, expand and hash trusted files, serialise with tomli_w, measure
-exactly those bytes, build and sign the SIGSTRUCT. Everything is computed in memory first; files
-are written only at the end, each atomically, so a failure leaves nothing half-written.
+exactly those bytes, build and sign the SIGSTRUCT. Everything is computed in memory first; the
+outputs are checked to be writable before that work and written together at the end, all or
+none (``atomic.write_all_or_none``), so a failure leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 
 import tomli_w
 
-from .atomic import write_bytes_atomic
-from .errors import ManifestError, PpmlError, SigningError
+from .atomic import Output, OutputError, check_writable, write_all_or_none, write_and_sync
+from .errors import InputLimitError, ManifestError, PpmlError, SigningError
 from .gramine_schema import apply_gramine_defaults
+from .limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
 from .versions import DEFAULT_GRAMINE_PREFIX
 from .rootfs import DirRootFS, RootFS, stat_followed
 from .sign import keys
@@ -46,15 +48,18 @@ PENDING_FORMAT = "ppml-build-pending-sigstruct/1"
 
 # --- small file helpers ---------------------------------------------------------------------
 
-def _read(path: Path, what: str, exc: type[PpmlError] = SigningError) -> bytes:
+def _read(path: Path, what: str, exc: type[PpmlError] = SigningError, *,
+          limit: int = MAX_DOCUMENT_BYTES) -> bytes:
     try:
-        return Path(path).read_bytes()
+        data = read_at_most(path, limit)  # bounded: the path may be /dev/zero
     except FileNotFoundError:
         raise exc(f"{path}: {what} not found") from None
     except IsADirectoryError:
         raise exc(f"{path}: is a directory, expected the {what} file") from None
     except OSError as err:
-        raise exc(f"{path}: cannot read the {what} ({err.strerror})") from None
+        raise exc(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    check_size(data, limit, str(path), f"the {what}")
+    return data
 
 
 def read_passphrase(passphrase_file: Path | None) -> bytes | None:
@@ -63,14 +68,14 @@ def read_passphrase(passphrase_file: Path | None) -> bytes | None:
     One trailing newline is dropped (``echo secret > file`` is the common way to make one).
     """
     if passphrase_file is not None:
-        raw = _read(passphrase_file, "passphrase file")
+        raw = _read(passphrase_file, "passphrase file", limit=MAX_SMALL_FILE_BYTES)
         raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
         if not raw:
             raise SigningError(f"{passphrase_file}: the passphrase file is empty")
         return raw
-    env = os.environ.get(PASSPHRASE_ENV)
+    env = os.environb.get(PASSPHRASE_ENV.encode())  # bytes: any encoding the shell used
     if env:
-        return env.encode("utf-8")
+        return env
     return None
 
 
@@ -86,16 +91,9 @@ def _check_distinct(**paths: Path | None) -> None:
         seen[real] = option.replace("_", "-")
 
 
-def _check_writable_target(path: Path, option: str) -> None:
-    if path.is_dir():
-        raise SigningError(f"{path}: --{option} names a directory; give a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise SigningError(f"{path}: the directory {parent} does not exist (--{option})")
-
-
 # --- the manifest ---------------------------------------------------------------------------
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _TOML_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -115,6 +113,12 @@ def parse_manifest_toml(data: bytes, source: str) -> dict[str, Any]:
         detail = _TOML_LINE.sub("", msg).strip().rstrip(".")
         column = f" (column {match.group(2)})" if match else ""
         raise ManifestError(f"{where}: invalid TOML: {detail}{column}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise InputLimitError(f"{source}: arrays or inline tables nest too deeply to read; a "
+                              "Gramine manifest needs a few levels") from None
+    except ValueError as err:  # int() past Python's 4300-digit limit
+        raise InputLimitError(f"{source}: a number too large to read "
+                              f"({str(err).split(':')[0]})") from None
 
 
 def finalize_manifest(manifest: dict[str, Any], fs: RootFS, *, source: str = "manifest") -> bytes:
@@ -127,6 +131,10 @@ def finalize_manifest(manifest: dict[str, Any], fs: RootFS, *, source: str = "ma
     if not isinstance(uri, str) or not uri.startswith("file:") or uri.endswith("/"):
         raise ManifestError(f"{source}: loader.entrypoint.uri = {uri!r}: expected a file: URI of "
                             "the LibOS (Gramine's libsysdb.so)")
+    given = entrypoint.get("sha256")
+    if given is not None and not (isinstance(given, str) and _SHA256_HEX.fullmatch(given)):
+        raise ManifestError(f"{source}: loader.entrypoint.sha256 = {given!r}: must be 64 "
+                            "lowercase hex digits (or leave it out to hash the file)")
     if "sha256" not in entrypoint:
         path = uri[len("file:"):]
         entry = stat_followed(fs, path) if path.startswith("/") else None
@@ -231,7 +239,8 @@ class SignResult:
 
 def load_signing_key(key_path: Path, passphrase: bytes | None, *,
                      allow_sample_key: bool) -> keys.PrivateKey:
-    return keys.load_private_key(_read(key_path, "signing key"), passphrase, source=str(key_path),
+    pem = _read(key_path, "signing key", limit=MAX_SMALL_FILE_BYTES)
+    return keys.load_private_key(pem, passphrase, source=str(key_path),
                                  allow_sample_key=allow_sample_key)
 
 
@@ -240,8 +249,8 @@ def sign(manifest_path: Path, libpal: Path, output: Path, sigfile: Path, *, key_
          allow_sample_key: bool = False) -> SignResult:
     """One-step signing with a PEM key: write OUTPUT (.manifest.sgx) and SIGFILE."""
     _check_distinct(manifest=manifest_path, output=output, sigfile=sigfile, key=key_path)
-    _check_writable_target(output, "output")
-    _check_writable_target(sigfile, "sigfile")
+    check_writable(output, "--output")
+    check_writable(sigfile, "--sigfile")
     date_bcd = parse_date(date)
     # The key first: a refused key should fail before minutes of hashing.
     private_key = load_signing_key(key_path, passphrase, allow_sample_key=allow_sample_key)
@@ -249,12 +258,16 @@ def sign(manifest_path: Path, libpal: Path, output: Path, sigfile: Path, *, key_
     manifest_sgx = load_and_finalize(manifest_path, _rootfs(chroot))
     sig = tbs_sigstruct(manifest_sgx, pal, date_bcd, source=str(output))
     signed = keys.sign_sigstruct(sig, private_key, source=str(key_path))
-    write_bytes_atomic(output, manifest_sgx)
-    write_bytes_atomic(sigfile, signed.to_bytes())
+    # The .sig last: a .sig beside a .manifest.sgx means the pair is complete.
+    write_all_or_none({output: Output(manifest_sgx, option="--output"),
+                       sigfile: Output(signed.to_bytes(), option="--sigfile")})
     return SignResult(signed, output, sigfile)
 
 
 def pending_path(sigfile: Path) -> Path:
+    if not sigfile.name:  # ".", "/", "": a directory, not a file
+        raise SigningError(f"--sigfile {sigfile}: names a directory; give a file path for "
+                           "--sigfile")
     return sigfile.with_name(sigfile.name + PENDING_SUFFIX)
 
 
@@ -265,9 +278,9 @@ def prepare_external_signing(manifest_path: Path, libpal: Path, output: Path, si
     pending = pending_path(sigfile)
     _check_distinct(manifest=manifest_path, output=output, sigfile=sigfile,
                     signing_data_out=signing_data_out)
-    for path, option in ((output, "output"), (sigfile, "sigfile"),
-                         (signing_data_out, "signing-data-out")):
-        _check_writable_target(path, option)
+    for path, option in ((output, "--output"), (sigfile, "--sigfile"),
+                         (signing_data_out, "--signing-data-out")):
+        check_writable(path, option)
     date_bcd = parse_date(date)
     pal = load_pal(libpal)
     manifest_sgx = load_and_finalize(manifest_path, _rootfs(chroot))
@@ -279,26 +292,26 @@ def prepare_external_signing(manifest_path: Path, libpal: Path, output: Path, si
         "signing_data_sha256": hashlib.sha256(sig.signing_data()).hexdigest(),
         "sigstruct": sig.to_bytes().hex(),
     }
-    write_bytes_atomic(output, manifest_sgx)
-    write_bytes_atomic(signing_data_out, sig.signing_data())
-    write_bytes_atomic(pending, (json.dumps(state, indent=2) + "\n").encode())
+    # The pending state last: step 2 reads it, and finds the other two files beside it.
+    write_all_or_none({output: Output(manifest_sgx, option="--output"),
+                       signing_data_out: Output(sig.signing_data(), option="--signing-data-out"),
+                       pending: Output(json.dumps(state, indent=2) + "\n", option="--sigfile")})
     return SignResult(sig, output, sigfile, signed=False, signing_data=signing_data_out,
                       pending=pending)
 
 
 def _load_pending(pending: Path, sigfile: Path) -> tuple[Sigstruct, str]:
-    try:
-        raw = pending.read_bytes()
-    except FileNotFoundError:
+    if not pending.exists():
         raise SigningError(f"{pending}: no pending signature for {sigfile}; run `ppml-build sign "
-                           "... --signing-data-out DATA.bin` first") from None
+                           "... --signing-data-out DATA.bin` first")
+    raw = _read(pending, "pending-signature file", limit=MAX_SMALL_FILE_BYTES)
     try:
         state = json.loads(raw)
         if state.get("format") != PENDING_FORMAT:
             raise ValueError("unknown format")
         sig = Sigstruct.from_bytes(bytes.fromhex(state["sigstruct"]), source=str(pending))
         expected = state["manifest_sgx_sha256"]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise SigningError(f"{pending}: not a ppml-build pending-signature file; redo step 1 "
                            "(`ppml-build sign ... --signing-data-out DATA.bin`)") from None
     return sig, expected
@@ -308,19 +321,19 @@ def complete_external_signing(output: Path, sigfile: Path, signature_path: Path,
                               public_key_path: Path, *,
                               allow_sample_key: bool = False) -> SignResult:
     """Step 2: check OUTPUT is unchanged, verify the external signature, write SIGFILE."""
-    _check_writable_target(sigfile, "sigfile")
+    check_writable(sigfile, "--sigfile")
     pending = pending_path(sigfile)
     sig, expected = _load_pending(pending, sigfile)
     manifest_sgx = _read(output, "manifest (.manifest.sgx)")
     if hashlib.sha256(manifest_sgx).hexdigest() != expected:
         raise SigningError(f"{output}: changed since the signing data was made (its MRENCLAVE "
                            "would differ); redo step 1 with --signing-data-out")
-    public_key = keys.load_public_key(_read(public_key_path, "public key"),
-                                      source=str(public_key_path),
+    public_pem = _read(public_key_path, "public key", limit=MAX_SMALL_FILE_BYTES)
+    public_key = keys.load_public_key(public_pem, source=str(public_key_path),
                                       allow_sample_key=allow_sample_key)
-    signature = _read(signature_path, "signature")
+    signature = _read(signature_path, "signature", limit=MAX_SMALL_FILE_BYTES)
     signed = keys.assemble_with_signature(sig, public_key, signature, source=str(signature_path))
-    write_bytes_atomic(sigfile, signed.to_bytes())
+    write_all_or_none({sigfile: Output(signed.to_bytes(), option="--sigfile")})
     pending.unlink(missing_ok=True)
     return SignResult(signed, output, sigfile)
 
@@ -377,17 +390,23 @@ def keygen(output: Path, passphrase: bytes | None = None) -> keys.PrivateKey:
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise SigningError(f"{output}: the directory {parent} does not exist")
+    check_writable(output, "--output")
     key = keys.generate_key()
     pem = keys.private_key_pem(key, passphrase)
+    try:
+        _link_new_key(output, parent, pem)
+    except OSError as err:
+        raise OutputError(f"--output {output}: cannot write the key ({err.strerror or err}); "
+                          "choose a writable location") from None
+    return key
+
+
+def _link_new_key(output: Path, parent: Path, pem: bytes) -> None:
     # Complete file under a temp name (0600 from the start), then link(2) it into place:
     # link fails if the name exists, so a racing writer is never overwritten.
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=parent)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_and_sync(fd, pem, 0o600)
         try:
             os.link(tmp, output)
         except FileExistsError:
@@ -396,7 +415,6 @@ def keygen(output: Path, passphrase: bytes | None = None) -> keys.PrivateKey:
             _write_exclusive(output, pem)  # filesystems without hard links
     finally:
         os.unlink(tmp)
-    return key
 
 
 def _write_exclusive(path: Path, data: bytes) -> None:
@@ -404,8 +422,11 @@ def _write_exclusive(path: Path, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise SigningError(f"{path}: already exists; refusing to overwrite a key") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    try:
+        write_and_sync(fd, data, 0o600)
+    except BaseException:
+        os.unlink(path)  # never leave half a key
+        raise
 
 
 # --- presentation helpers (shared by the commands) ------------------------------------------

@@ -11,7 +11,7 @@ GiB = 1024 * MiB
 _UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "m": MiB, "mb": MiB, "g": GiB, "gb": GiB,
           "t": 1024 * GiB, "tb": 1024 * GiB}
 # JVM, Spark and Flink all accept these spellings (case-insensitive); Flink also "mb"/"gb".
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*([0-9]+)\s*([a-zA-Z]*)\s*$", re.ASCII)  # no full-width digits
 
 
 def parse_size(text: str | int) -> int:
@@ -21,10 +21,14 @@ def parse_size(text: str | int) -> int:
     if isinstance(text, int):
         if text < 0:
             raise ValueError("a size cannot be negative")
+        if text >= 2 ** 63:
+            raise ValueError(f"{text} is past any size the JVM or Gramine takes; write e.g. 16G")
         return text
     match = _SIZE_RE.match(str(text))
     if not match or match.group(2).lower() not in _UNITS:
         raise ValueError(f"not a size: {text!r}; write e.g. 16G, 512M or 1728m")
+    if len(match.group(1)) > 19:  # past 2**63: no JVM, Spark or Gramine size is that large
+        raise ValueError(f"{len(match.group(1))} digits is not a size; write e.g. 16G")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+from .atomic import check_writable, write_all_or_none
 from .errors import RecipeError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -35,13 +35,10 @@ def write_starter(kind: str, directory: Path) -> list[Path]:
     clashes = [directory / p.name for p in files if (directory / p.name).exists()]
     if clashes:
         raise RecipeError(f"init: {clashes[0]} already exists; choose an empty directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in files:
-        target = directory / path.name
-        shutil.copyfile(path, target)
-        if path.name == "recipe.yaml":
-            with target.open("a", encoding="utf-8") as handle:
-                handle.write(MANIFEST_HINT)
-        written.append(target)
-    return written
+    check_writable(directory, "DIRECTORY", directory=True)
+    contents = {directory / path.name: path.read_bytes()
+                for path in files if path.name != "recipe.yaml"}
+    # The recipe last: a recipe.yaml in DIRECTORY means its job files are there too.
+    contents[directory / "recipe.yaml"] = ((source / "recipe.yaml").read_bytes()
+                                           + MANIFEST_HINT.encode("utf-8"))
+    return write_all_or_none(contents, option="DIRECTORY")

@@ -17,7 +17,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Iterator
 
-from .errors import ManifestError
+from .errors import InputLimitError, ManifestError
+from .limits import MAX_TREE_DEPTH
 from .rootfs import ENGINE_MANAGED_PATHS, Entry, RootFS, RootFSError, resolve
 
 
@@ -69,10 +70,18 @@ def _readable(fs: RootFS, path: str) -> bool:
     return True if check is None else check(path)
 
 
-def _walk_directory(fs: RootFS, directory: str) -> Iterator[str]:
+def _walk_directory(fs: RootFS, directory: str, depth: int = 0) -> Iterator[str]:
     """Regular files below an already-resolved directory, in Gramine's order."""
+    if depth > MAX_TREE_DEPTH:
+        raise InputLimitError(f"sgx.trusted_files: {directory} is more than {MAX_TREE_DEPTH} "
+                              "directory levels below its trusted tree; trust a shallower "
+                              "directory or list the files")
     for name in sorted(fs.listdir(directory)):
         child = posixpath.join(directory, name)
+        if not _is_utf8_name(name):
+            raise ManifestError(f"sgx.trusted_files: {printable_name(child)} is not a UTF-8 file "
+                                "name; a manifest is UTF-8 TOML and cannot name it. Rename the "
+                                "file or leave its directory out of the trusted trees")
         if child in ENGINE_MANAGED_PATHS:
             continue  # the container engine replaces it at run time
         entry = fs.lstat(child)
@@ -86,9 +95,23 @@ def _walk_directory(fs: RootFS, directory: str) -> Iterator[str]:
         if target.kind == "dir":
             if entry.kind == "symlink":
                 continue  # never descend into a symlinked directory
-            yield from _walk_directory(fs, child)
+            yield from _walk_directory(fs, child, depth + 1)
         else:
             yield child
+
+
+def _is_utf8_name(name: str) -> bool:
+    # Host file systems hand undecodable bytes to Python as lone surrogates (surrogateescape).
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_name(path: str) -> str:
+    """A path as its bytes would be shown: undecodable bytes as \\xNN."""
+    return repr(path.encode("utf-8", "surrogateescape"))[2:-1]
 
 
 def _expand_entry(fs: RootFS, data) -> Iterator[tuple[str, str | None, str]]:

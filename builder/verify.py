@@ -8,6 +8,12 @@ measurement record, the image labels and an attestation policy. Each comparison 
 (no such image, a record that is not JSON, a ``.sig`` that is not a SIGSTRUCT) is one
 ``PpmlError`` line (exit 2).
 
+An image that agrees with itself proves little on its own: anyone can change it and re-sign it
+with their own key. So verify also asks for a trust anchor (a record, a policy that pins
+MRENCLAVE or MRSIGNER, ``--mrsigner``, ``--signer-key``) and refuses, as failed checks, what is
+never production-safe: no anchor (unless ``allow_unpinned``), a debug enclave (unless
+``allow_debug``), and allowed files that cover the whole file system (unless ``allow_unpinned``).
+
 Layout: the pure core (:func:`run_checks`, the ``check_*`` functions and the policy
 evaluators) takes bytes, parsed documents and a ``RootFS``; the edges (:func:`verify_directory`,
 :func:`verify_image`) read files or one ``docker export`` stream and call it.
@@ -15,10 +21,11 @@ evaluators) takes bytes, parsed documents and a ``RootFS``; the edges (:func:`ve
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -27,8 +34,10 @@ from .errors import ImageError, ManifestError, PpmlError, SigningError
 from .launch import SUPPORT_DIR
 from .policy.evaluate import (POLICY_FORMATS, PolicyDocument, QuoteValues, load_policy,
                               policy_problems)
-from .policy.model import EnclaveValues, PolicyError
+from .limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
+from .policy.model import EnclaveValues, read_record_json
 from .rootfs import DirRootFS, RootFS, RootFSError, resolve
+from .sign import keys
 from .sign.sigstruct import (
     SIGSTRUCT_SIZE,
     Sigstruct,
@@ -37,6 +46,7 @@ from .sign.sigstruct import (
     verify_signature,
 )
 from .trusted import TrustedFile, trusted_list_digest
+from .uris import covers_whole_filesystem
 from .versions import DEFAULT_GRAMINE_PREFIX
 
 IN_IMAGE_DIR = SUPPORT_DIR  # /ppml: where `build` puts APP.manifest.sgx and APP.sig
@@ -73,35 +83,73 @@ class VerifyReport:
     isv_prod_id: int
     isv_svn: int
     debug: bool
+    pinned_by: list[str] = field(default_factory=list)  # the trust anchors; empty: unpinned
 
     @property
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
 
     @property
+    def warning(self) -> str | None:
+        """The line printed before the checks when nothing ties the enclave to a signer."""
+        return None if self.pinned_by else UNPINNED_WARNING
+
+    @property
     def failures(self) -> list[Check]:
         return [check for check in self.checks if not check.ok]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "target": self.target, "name": self.name,
+        return {"ok": self.ok, "warning": self.warning, "pinned_by": list(self.pinned_by),
+                "target": self.target, "name": self.name,
                 "mrenclave": self.mrenclave, "mrsigner": self.mrsigner,
                 "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn, "debug": self.debug,
                 "checks": [check.as_dict() for check in self.checks]}
 
     def summary_line(self) -> str:
-        if self.ok:
+        if self.ok and self.pinned_by:
             return f"verified: {len(self.checks)} checks passed, MRENCLAVE {self.mrenclave}"
+        if self.ok:
+            return (f"self-consistent only, nothing pins the signer: {len(self.checks)} checks "
+                    f"passed, MRENCLAVE {self.mrenclave}")
         failed = self.failures
         return f"NOT verified: {len(failed)} of {len(self.checks)} checks failed"
+
+    def lines(self) -> list[str]:
+        """The text report: the unpinned warning first, one line per check, the summary."""
+        head = [self.warning] if self.warning else []
+        return head + [check.line() for check in self.checks] + [self.summary_line()]
 
     def failure_message(self) -> str:
         """The one stderr line for a failed verification."""
         names = [check.name for check in self.failures]
         shown = ", ".join(names[:6]) + (f", and {len(names) - 6} more" if len(names) > 6 else "")
-        return f"{self.target}: verification failed: {shown}"
+        hints = [ACCEPT_HINTS[name] for name in names if name in ACCEPT_HINTS]
+        return f"{self.target}: verification failed: {shown}" + "".join(f"; {h}" for h in hints)
+
+
+UNPINNED_WARNING = (
+    "WARNING: nothing pins the signer: the checks below only show that the image agrees with "
+    "its own SIGSTRUCT, and anyone can change an image and re-sign it; pin it with --record "
+    "measurement.json, --policy FILE, --mrsigner HEX or --signer-key PEM")
+# What the one stderr line adds when a check that only a flag can waive failed.
+ACCEPT_HINTS = {
+    "trust_anchor": "pin the signer with --record, --policy, --mrsigner or --signer-key "
+                    "(--allow-unpinned accepts a self-consistency check)",
+    "debug_mode": "--allow-debug accepts a debug enclave (tests only)",
+    "allowed_files": "--allow-unpinned accepts allowed files that cover the whole file system",
+}
 
 
 # --- the evidence ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SignerPin:
+    """An MRSIGNER the user expects: from --mrsigner or from the key given as --signer-key."""
+
+    option: str  # "--mrsigner" or "--signer-key key.pem", for messages
+    check_name: str
+    mrsigner: bytes
+
 
 @dataclass
 class Evidence:
@@ -118,6 +166,9 @@ class Evidence:
     record: Mapping[str, Any] | None = None
     record_source: str = "record"
     policies: list[PolicyDocument] = field(default_factory=list)
+    pins: list[SignerPin] = field(default_factory=list)  # --mrsigner / --signer-key
+    allow_debug: bool = False
+    allow_unpinned: bool = False  # no trust anchor, allowed files covering /
 
 
 def _differs(what: str, expected: Any, actual: Any, expected_from: str,
@@ -432,6 +483,81 @@ def evaluate_policy(doc: PolicyDocument, quote: QuoteValues) -> Check:
     return Check(label, True, f"{where} accepts this enclave")
 
 
+def policy_pins(doc: PolicyDocument, quote: QuoteValues) -> list[str]:
+    """Which of MRENCLAVE and MRSIGNER the policy really constrains: changing only that value
+    changes its verdict. Format-blind, so a policy that says "any" pins nothing."""
+    baseline = policy_problems(doc, quote)
+    pinned = []
+    for label, attr in (("MRENCLAVE", "mrenclave"), ("MRSIGNER", "mrsigner")):
+        flipped = bytes(b ^ 0xFF for b in bytes.fromhex(getattr(quote, attr))).hex()
+        if policy_problems(doc, dataclasses.replace(quote, **{attr: flipped})) != baseline:
+            pinned.append(label)
+    return pinned
+
+
+# --- is it acceptable: anchored, not debug, no unverified file system -------------------------
+
+def check_signer_pins(pins: Sequence[SignerPin], sig: Sigstruct) -> list[Check]:
+    actual = sig.mrsigner
+    return [Check(pin.check_name, True, f"MRSIGNER {actual.hex()} (= {pin.option})")
+            if pin.mrsigner == actual else
+            Check(pin.check_name, False,
+                  f"MRSIGNER is {pin.mrsigner.hex()} from {pin.option} but {actual.hex()} in the "
+                  "SIGSTRUCT (signed by another key)")
+            for pin in pins]
+
+
+def check_trust_anchor(anchors: Sequence[str], unpinning_policies: Sequence[str],
+                       allow_unpinned: bool) -> Check:
+    if anchors:
+        return Check("trust_anchor", True, "pinned by " + ", ".join(anchors))
+    why = "no --record, --mrsigner or --signer-key, and no --policy that pins MRENCLAVE or " \
+          "MRSIGNER"
+    if unpinning_policies:
+        why += f" ({', '.join(unpinning_policies)} pins neither)"
+    if allow_unpinned:
+        return Check("trust_anchor", True, f"none, accepted by --allow-unpinned: {why}")
+    return Check("trust_anchor", False, f"{why}: anyone could have re-signed this image; pin "
+                                        "the signer, or pass --allow-unpinned to accept a "
+                                        "self-consistency check")
+
+
+def check_debug_mode(manifest: Mapping[str, Any] | None, sig: Sigstruct,
+                     allow_debug: bool) -> Check:
+    """A debug enclave's memory is open to the host: never production-safe, anchored or not."""
+    sgx = (manifest or {}).get("sgx") or {}
+    why = [text for text, on in (("the SIGSTRUCT's ATTRIBUTES.DEBUG is set", sig.debug),
+                                 ("the manifest says sgx.debug = true", sgx.get("debug") is True))
+           if on]
+    if not why:
+        return Check("debug_mode", True, "release enclave (ATTRIBUTES.DEBUG clear, sgx.debug "
+                                         "false)")
+    what = f"a debug enclave ({'; '.join(why)}): the host can read and change its memory"
+    if allow_debug:
+        return Check("debug_mode", True, f"{what}; accepted by --allow-debug")
+    return Check("debug_mode", False, f"{what}, so it proves nothing in production; pass "
+                                      "--allow-debug to accept it (tests only)")
+
+
+def check_allowed_files(manifest: Mapping[str, Any], allow_unpinned: bool) -> Check:
+    """Allowed files are not hashed: one that covers / makes every trusted-file check moot."""
+    sgx = manifest.get("sgx") or {}
+    allowed = sgx.get("allowed_files") or []
+    allowed = allowed if isinstance(allowed, list) else []
+    whole = [f"sgx.allowed_files entry {uri!r} covers the whole file system" for uri in allowed
+             if isinstance(uri, str) and covers_whole_filesystem(uri)]
+    if sgx.get("file_check_policy") == "allow_all_but_log":
+        whole.append('sgx.file_check_policy = "allow_all_but_log" lets the enclave open any file')
+    if not whole:
+        return Check("allowed_files", True, f"{len(allowed)} allowed entries, none covers the "
+                                            "whole file system")
+    what = "; ".join(whole) + ": the host can supply any file unverified"
+    if allow_unpinned:
+        return Check("allowed_files", True, f"{what}; accepted by --allow-unpinned")
+    return Check("allowed_files", False, f"{what}; allow single files or directories, or pass "
+                                         "--allow-unpinned to accept it")
+
+
 # --- the core -------------------------------------------------------------------------------
 
 def run_checks(ev: Evidence) -> VerifyReport:
@@ -471,16 +597,35 @@ def run_checks(ev: Evidence) -> VerifyReport:
     if ev.labels is not None:
         shown = mrenclave or sig.enclave_hash.hex()
         checks += check_labels(ev.labels, expected_labels(ev.name, shown, sig, ev.record))
+    anchors = [f"record {ev.record_source} (MRENCLAVE, MRSIGNER)"] if ev.record is not None \
+        else []
+    anchors += [pin.option for pin in ev.pins]
+    checks += check_signer_pins(ev.pins, sig)
+    unpinning_policies = []
     for doc in ev.policies:
+        # The SIGSTRUCT's MRENCLAVE is enough to see what a policy pins, not to evaluate it.
+        quote = QuoteValues(mrenclave or sig.enclave_hash.hex(), sig.mrsigner.hex(),
+                            sig.isv_prod_id, sig.isv_svn, sig.debug, sig.attribute_flags,
+                            sig.attribute_xfrm, ev.name)
+        pinned = policy_pins(doc, quote)
+        if sig.mrsigner == keys.SAMPLE_KEY_MRSIGNER:  # anyone can sign with that key
+            pinned = [value for value in pinned if value != "MRSIGNER"]
+        if pinned:
+            anchors.append(f"policy {Path(doc.path).name} ({', '.join(pinned)})")
+        else:
+            unpinning_policies.append(Path(doc.path).name)
         if mrenclave is None:
             checks.append(Check(f"policy:{doc.format}", False,
                                 "not evaluated: MRENCLAVE could not be recomputed"))
             continue
-        quote = QuoteValues(mrenclave, sig.mrsigner.hex(), sig.isv_prod_id, sig.isv_svn,
-                            sig.debug, sig.attribute_flags, sig.attribute_xfrm, ev.name)
         checks.append(evaluate_policy(doc, quote))
+
+    checks.append(check_trust_anchor(anchors, unpinning_policies, ev.allow_unpinned))
+    checks.append(check_debug_mode(manifest, sig, ev.allow_debug))
+    if manifest is not None:
+        checks.append(check_allowed_files(manifest, ev.allow_unpinned))
     return VerifyReport(ev.target, ev.name, checks, mrenclave, sig.mrsigner.hex(),
-                        sig.isv_prod_id, sig.isv_svn, sig.debug)
+                        sig.isv_prod_id, sig.isv_svn, sig.debug, pinned_by=anchors)
 
 
 # --- the I/O edges --------------------------------------------------------------------------
@@ -490,20 +635,7 @@ def load_record_file(path: os.PathLike | str) -> tuple[dict[str, Any], str]:
     path = Path(path)
     if path.is_dir():
         path = path / RECORD_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: no such record file; pass the measurement.json written by "
-                          "`ppml-build build` (or its output directory)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise PolicyError(f"{path}: cannot read the record: {reason}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PolicyError(f"{path}: not JSON ({err.msg} at line {err.lineno} column "
-                          f"{err.colno}); pass the measurement.json written by `ppml-build "
-                          "build`") from None
+    data = read_record_json(path)
     EnclaveValues.from_mapping(data, str(path))  # the same validation `policy` applies
     return data, str(path)
 
@@ -515,9 +647,12 @@ def parse_sigstruct(data: bytes, source: str) -> Sigstruct:
     return Sigstruct.from_bytes(data, source=source)
 
 
-def _read_host(path: Path, what: str) -> bytes:
+def _read_host(path: Path, what: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """A host file, at most ``limit`` bytes (the path may be /dev/zero)."""
     try:
-        return path.read_bytes()
+        data = read_at_most(path, limit)
+        check_size(data, limit, str(path), f"the {what}")
+        return data
     except FileNotFoundError:
         raise PpmlError(f"{path}: {what} not found") from None
     except OSError as err:
@@ -539,17 +674,75 @@ def _discover_name(names: list[str], where: str, name: str | None) -> str:
     return found[0]
 
 
-def _load_common(record: os.PathLike | str | None, policies: Sequence[os.PathLike | str]
-                 ) -> tuple[dict | None, str, list[PolicyDocument]]:
-    """The record and the policies are read first: bad input fails before any export."""
-    data, source = (load_record_file(record) if record is not None else (None, "record"))
-    return data, source, [load_policy(p) for p in policies]
+_MRSIGNER_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _refuse_sample_key(mrsigner: bytes, option: str) -> None:
+    if mrsigner == keys.SAMPLE_KEY_MRSIGNER:
+        raise PpmlError(f"{option}: this is the public Intel SGX SDK sample key (MRSIGNER "
+                        f"{mrsigner.hex()}); anyone can sign with it, so it pins nothing; give "
+                        "the MRSIGNER or the public key of the real signing key")
+
+
+def parse_mrsigner_option(text: str) -> SignerPin:
+    value = text.strip().lower()
+    if not _MRSIGNER_HEX.fullmatch(value):
+        raise PpmlError(f"--mrsigner {text!r}: expected 64 hex digits, the SHA-256 of the "
+                        "signing key's modulus (mrsigner in measurement.json, or `ppml-build "
+                        "sigstruct-view APP.sig`)")
+    mrsigner = bytes.fromhex(value)
+    _refuse_sample_key(mrsigner, "--mrsigner")
+    return SignerPin("--mrsigner", "pin:mrsigner", mrsigner)
+
+
+def load_signer_key(path: os.PathLike | str) -> SignerPin:
+    """--signer-key: a PEM public key, or the private key itself (only its public half is used)."""
+    path = Path(path)
+    option = f"--signer-key {path}"
+    pem = _read_host(path, "signer key (--signer-key)", MAX_SMALL_FILE_BYTES)
+    if b"PRIVATE KEY" in pem:
+        if b"ENCRYPTED" in pem:
+            raise PpmlError(f"{option}: an encrypted private key; give its public half instead "
+                            "(openssl rsa -in KEY -pubout -out key.pub)")
+        public = keys.load_private_key(pem, source=option, allow_sample_key=True).public_key()
+    else:
+        public = keys.load_public_key(pem, source=option, allow_sample_key=True)
+    mrsigner = keys.mrsigner_of(public)
+    _refuse_sample_key(mrsigner, option)
+    return SignerPin(option, "pin:signer_key", mrsigner)
+
+
+def signer_pins(mrsigner: str | None = None,
+                signer_key: os.PathLike | str | None = None) -> list[SignerPin]:
+    pins = [parse_mrsigner_option(mrsigner)] if mrsigner is not None else []
+    return pins + ([load_signer_key(signer_key)] if signer_key is not None else [])
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What the user gave verify to compare the image with, and what they accept."""
+
+    record: os.PathLike | str | None = None
+    policies: Sequence[os.PathLike | str] = ()
+    mrsigner: str | None = None  # --mrsigner HEX
+    signer_key: os.PathLike | str | None = None  # --signer-key PEM
+    allow_debug: bool = False
+    allow_unpinned: bool = False
+
+
+def _load_expectations(expect: Expectations) -> dict[str, Any]:
+    """The Evidence fields the user supplied, read first: bad input fails before any export."""
+    data, source = (load_record_file(expect.record) if expect.record is not None
+                    else (None, "record"))
+    return {"record": data, "record_source": source,
+            "policies": [load_policy(p) for p in expect.policies],
+            "pins": signer_pins(expect.mrsigner, expect.signer_key),
+            "allow_debug": expect.allow_debug, "allow_unpinned": expect.allow_unpinned}
 
 
 def verify_directory(directory: os.PathLike | str, *, rootfs: os.PathLike | str | None = None,
                      name: str | None = None, libpal: os.PathLike | str | None = None,
-                     record: os.PathLike | str | None = None,
-                     policies: Sequence[os.PathLike | str] = ()) -> VerifyReport:
+                     expect: Expectations = Expectations()) -> VerifyReport:
     """Directory mode: APP.manifest.sgx and APP.sig in ``directory``, the image in ``rootfs``.
 
     Without ``rootfs``, a directory that is itself an unpacked image (it has ppml/APP.*) is
@@ -558,7 +751,7 @@ def verify_directory(directory: os.PathLike | str, *, rootfs: os.PathLike | str 
     from .hashing import FileHasher
 
     directory = Path(directory)
-    record_data, record_source, docs = _load_common(record, list(policies))
+    expected = _load_expectations(expect)
     artifacts = directory
     if rootfs is None:
         if (directory / IN_IMAGE_DIR.strip("/")).is_dir() and not any(
@@ -574,13 +767,13 @@ def verify_directory(directory: os.PathLike | str, *, rootfs: os.PathLike | str 
     app = _discover_name([p.name for p in artifacts.iterdir()], str(artifacts), name)
     manifest_sgx = _read_host(artifacts / f"{app}.manifest.sgx", "manifest (.manifest.sgx)")
     sig_path = artifacts / f"{app}.sig"
-    sig = parse_sigstruct(_read_host(sig_path, "SIGSTRUCT (.sig)"), str(sig_path))
+    sig = parse_sigstruct(_read_host(sig_path, "SIGSTRUCT (.sig)", MAX_SMALL_FILE_BYTES),
+                          str(sig_path))
     pal = _read_host(Path(libpal), "libpal.so (--libpal)") if libpal is not None else None
     # An auditor's check reads every byte: no hash cache.
     fs = DirRootFS(rootfs, FileHasher(use_cache=False))
     evidence = Evidence(target=str(directory), name=app, manifest_sgx=manifest_sgx,
-                        sigstruct=sig, fs=fs, libpal=pal, record=record_data,
-                        record_source=record_source, policies=docs)
+                        sigstruct=sig, fs=fs, libpal=pal, **expected)
     return run_checks(evidence)
 
 
@@ -592,15 +785,14 @@ def _keep_for_verify(path: str) -> bool:
 
 def verify_image(reference: str, *, name: str | None = None,
                  libpal: os.PathLike | str | None = None,
-                 record: os.PathLike | str | None = None,
-                 policies: Sequence[os.PathLike | str] = (),
+                 expect: Expectations = Expectations(),
                  client: Any = None, say: Say = lambda line: None) -> VerifyReport:
     """Image mode: everything from the local engine's image, exported in ONE stream."""
     import docker.errors
 
     from .engine import connect, export_image_rootfs
 
-    record_data, record_source, docs = _load_common(record, list(policies))
+    expected = _load_expectations(expect)
     pal = _read_host(Path(libpal), "libpal.so (--libpal)") if libpal is not None else None
     client = client or connect()
     try:
@@ -637,8 +829,7 @@ def verify_image(reference: str, *, name: str | None = None,
     if fs.lstat(f"{IN_IMAGE_DIR}/{app}.manifest") is not None:
         copy = image_file(f"{app}.manifest", "the manifest copy")
     evidence = Evidence(target=reference, name=app, manifest_sgx=manifest_sgx, sigstruct=sig,
-                        fs=fs, libpal=pal, labels=labels, manifest_copy=copy,
-                        record=record_data, record_source=record_source, policies=docs)
+                        fs=fs, libpal=pal, labels=labels, manifest_copy=copy, **expected)
     say("checking")
     return run_checks(evidence)
 
@@ -649,13 +840,11 @@ def _looks_like_path(target: str) -> bool:
 
 def verify_target(target: str, *, rootfs: os.PathLike | str | None = None,
                   name: str | None = None, libpal: os.PathLike | str | None = None,
-                  record: os.PathLike | str | None = None,
-                  policies: Sequence[os.PathLike | str] = (),
+                  expect: Expectations = Expectations(),
                   say: Say = lambda line: None) -> VerifyReport:
     """An existing directory → directory mode; anything else is a local image reference."""
     if Path(target).is_dir():
-        return verify_directory(target, rootfs=rootfs, name=name, libpal=libpal, record=record,
-                                policies=policies)
+        return verify_directory(target, rootfs=rootfs, name=name, libpal=libpal, expect=expect)
     if Path(target).exists():
         raise PpmlError(f"{target}: not a directory; give the directory holding "
                         "APP.manifest.sgx and APP.sig (or an image reference)")
@@ -665,10 +854,11 @@ def verify_target(target: str, *, rootfs: os.PathLike | str | None = None,
     if rootfs is not None:
         raise PpmlError(f"--rootfs is for directory mode; {target} is not a directory (an "
                         "image is checked against its own filesystem)")
-    return verify_image(target, name=name, libpal=libpal, record=record, policies=policies,
-                        say=say)
+    return verify_image(target, name=name, libpal=libpal, expect=expect, say=say)
 
 
-__all__ = ["Check", "Evidence", "POLICY_FORMATS", "PolicyDocument", "QuoteValues",
-           "VerifyReport", "evaluate_policy", "load_policy", "load_record_file", "run_checks",
-           "verify_directory", "verify_image", "verify_target"]
+__all__ = ["Check", "Evidence", "Expectations", "POLICY_FORMATS", "PolicyDocument", "QuoteValues",
+           "SignerPin", "VerifyReport", "evaluate_policy",
+           "load_policy", "load_record_file", "load_signer_key", "parse_mrsigner_option",
+           "policy_pins", "run_checks", "signer_pins", "verify_directory", "verify_image",
+           "verify_target"]

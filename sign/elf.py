@@ -12,6 +12,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import SigningError
+from ..limits import MAX_DOCUMENT_BYTES, check_size, read_at_most
 from .constants import PAGE_SIZE, PF_R, PF_W, PF_X, SECINFO_R, SECINFO_REG, SECINFO_W, SECINFO_X
 from .constants import round_down, round_up
 
@@ -97,11 +98,15 @@ def read_pal_image(source: bytes | os.PathLike | str, *, name: str | None = None
         path = Path(source)
         label = name or str(path)
         try:
-            data = path.read_bytes()
+            data = read_at_most(path, MAX_DOCUMENT_BYTES)  # bounded: it may be /dev/zero
         except OSError as err:
-            raise SigningError(f"{label}: cannot read the PAL binary ({err.strerror}); "
+            raise SigningError(f"{label}: cannot read the PAL binary ({err.strerror or err}); "
                                "pass the path of Gramine's sgx/libpal.so") from None
+        check_size(data, MAX_DOCUMENT_BYTES, label, "the PAL binary")
     return _parse(data, label)
+
+
+_USER_ADDRESS_LIMIT = 1 << 47
 
 
 def _parse(data: bytes, label: str) -> PalImage:
@@ -147,6 +152,15 @@ def _parse(data: bytes, label: str) -> PalImage:
     if not segments:
         raise SigningError(f"{label}: has no PT_LOAD segment, nothing to load; "
                            "pass the linked sgx/libpal.so")
+    # The enclave maps libpal.so inside its own range; an address past x86-64's 47-bit user
+    # space cannot be loaded (and would overflow the TCS's 64-bit OENTRY field).
+    if entry >= _USER_ADDRESS_LIMIT:
+        raise SigningError(f"{label}: e_entry {entry:#x} is past the 47-bit address space; "
+                           "the ELF header is corrupt")
+    for index, seg in enumerate(segments):
+        if seg.vaddr + seg.memsz >= _USER_ADDRESS_LIMIT:
+            raise SigningError(f"{label}: PT_LOAD segment {index} ends past the 47-bit address "
+                               "space; the ELF file is corrupt")
     for index, seg in enumerate(segments):
         if seg.filesz > seg.memsz:
             raise SigningError(f"{label}: PT_LOAD segment {index} has p_filesz > p_memsz; "

@@ -93,6 +93,9 @@ def _find_note(data: bytes, source: str) -> list[tuple[bytes, int]]:
                           if seg["p_type"] == "PT_NOTE"]
     except (ELFError, struct.error, ValueError) as exc:
         raise SigningError(f"{source}: not a readable ELF file ({exc})") from None
+    except Exception as exc:  # pyelftools: offsets past 2**63 (OverflowError), construct errors
+        raise SigningError(f"{source}: not a readable ELF file (malformed or truncated: "
+                           f"{type(exc).__name__})") from None
     for blob, base in candidates:
         for name, descs in _notes(blob, base):
             if name == NOTE_NAME:

@@ -88,7 +88,7 @@ def decode_bcd_date(raw: int) -> str:
     return f"{raw >> 16 & 0xFFFF:04x}-{raw >> 8 & 0xFF:02x}-{raw & 0xFF:02x}"
 
 
-_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_DATE_RE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
 
 
 def parse_date(text: str, *, today: datetime.date | None = None) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
 
-from ..errors import PpmlError
+from ..errors import PpmlError, one_line, printable
 from ._app import app
 
 # Each module registers its commands on ``app`` when imported.
@@ -28,6 +29,10 @@ def version() -> None:
     print(f"ppml-build {__version__} (Gramine 1.9 layout and signing, Occlum 0.31 configuration)")
 
 
+_UNUSABLE_PATH = {errno.ENAMETOOLONG: "give a shorter path",
+                  errno.ELOOP: "the path goes through a symbolic link loop; fix the link"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a PpmlError becomes one line on stderr and its exit code (2 for bad input)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -39,20 +44,31 @@ def main(argv: list[str] | None = None) -> int:
     except PpmlError as err:
         if debug:
             raise
-        print(f"ppml-build: error: {err}", file=sys.stderr)
+        print(f"ppml-build: error: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
         print("ppml-build: aborted", file=sys.stderr)
         return 130
-    except typer.TyperException as exc:  # usage errors: typer prints its own message
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            print(f"ppml-build: error: {exc.format_message()}", file=sys.stderr)
+    except typer.TyperException as exc:  # a bad command line: one line too, and where to look
+        if type(exc).__name__ == "NoArgsIsHelpError":  # no command given: the help answers
+            exc.show()
+            return exc.exit_code
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "ppml-build"
+        print(f"ppml-build: error: {printable(exc.format_message().rstrip('.'))}; see "
+              f"'{printable(command)} --help'", file=sys.stderr)
         return exc.exit_code if exc.exit_code else 2
+    except OSError as err:
+        # A path the kernel will not look up at all fails wherever a command first touches it
+        # (pathlib's exists() and is_dir() raise these): one line, as for any bad input.
+        fix = _UNUSABLE_PATH.get(err.errno)
+        if debug or fix is None:
+            raise
+        print(f"ppml-build: error: {printable(str(err.filename))}: {err.strerror}; {fix}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ppml-build: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import printable
 from ._app import app
 
 
@@ -39,6 +40,6 @@ def k8s(
         print(json.dumps(result, indent=2))
         return
     for path in result["files"]:
-        print(path)
+        print(printable(str(path)))
     for warning in result["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(printable(f"warning: {warning}"), file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import printable
 from ..policy import Pin, PolicyError, load_record, render, write_policy_files
 from ..policy import bigdl, ehsm
 from ..policy._http import check_url, read_secret
@@ -32,7 +33,7 @@ class SubmitTarget(str, enum.Enum):
 
 
 def _note(message: str) -> None:
-    print(f"ppml-build: note: {message}", file=sys.stderr)
+    print(f"ppml-build: note: {printable(message)}", file=sys.stderr)
 
 
 @app.command("policy")
@@ -93,7 +94,7 @@ def policy(
         sys.stdout.flush()
         return
     for path in write_policy_files(rendered.files, output):
-        print(f"ppml-build: wrote {path}", file=sys.stderr)
+        print(printable(f"ppml-build: wrote {path}"), file=sys.stderr)
 
 
 def _submit(

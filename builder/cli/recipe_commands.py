@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import printable
 from ._app import app
 
 RecipeArg = Annotated[Path, typer.Argument(help="The app recipe (YAML, apiVersion ppml-build/v1).",
@@ -34,7 +35,7 @@ def init(
 
     written = write_starter(kind, directory)
     for path in written:
-        print(path)
+        print(printable(str(path)))
 
 
 @app.command()
@@ -52,7 +53,8 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="One or more rec
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
         for item in results:
-            print(f"{item['recipe']}: ok ({item['kind']} app {item['name']!r}, {item['libos']})")
+            print(printable(f"{item['recipe']}: ok ({item['kind']} app {item['name']!r}, "
+                            f"{item['libos']})"))
 
 
 @app.command()
@@ -66,7 +68,7 @@ def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     if json_out:
         print(json.dumps(result.as_dict(), indent=2))
     else:
-        print(format_plan(result))
+        print("\n".join(printable(line) for line in format_plan(result).splitlines()))
 
 
 @app.command()
@@ -91,11 +93,12 @@ def manifest(
         print(json.dumps(result, indent=2))
     else:
         for key in ("manifest", "trusted_files_list"):
-            print(f"{key.replace('_', ' ')}: {result[key]}")
+            print(printable(f"{key.replace('_', ' ')}: {result[key]}"))
         print(f"trusted files: {result['trusted_file_count']} "
               f"({result['trusted_bytes']} bytes, {result['hashed_files']} hashed now)")
         print(f"enclave_size: {result['enclave_size']}, max_threads: {result['max_threads']}")
         if result.get("recipe_manifest_keys"):
-            print("manifest keys from the recipe: " + ", ".join(result["recipe_manifest_keys"]))
+            print(printable("manifest keys from the recipe: "
+                            + ", ".join(result["recipe_manifest_keys"])))
         for warning in result["warnings"]:
-            print(f"warning: {warning}")
+            print(printable(f"warning: {warning}"))

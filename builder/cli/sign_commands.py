@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import signing
-from ..errors import PpmlError, VerificationError
+from ..errors import PpmlError, VerificationError, printable
 from ._app import app
 
 def _json_option() -> Any:
@@ -54,15 +54,17 @@ def keygen_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the new PEM key "
                                          "(mode 0600; never overwritten).")],
     passphrase_file: Annotated[Optional[Path], typer.Option(
-        "--passphrase-file", help="Encrypt the key with the passphrase in this file.")] = None,
+        "--passphrase-file", help="Encrypt the key with the passphrase in this file (or set "
+        "PPML_KEY_PASSPHRASE).")] = None,
 ) -> None:
     """Make an enclave signing key: RSA-3072, public exponent 3 (gramine-sgx-gen-private-key)."""
-    passphrase = signing.read_passphrase(passphrase_file) if passphrase_file else None
+    # The same passphrase sources as sign and build read, so a key made here opens there.
+    passphrase = signing.read_passphrase(passphrase_file)
     key = signing.keygen(output, passphrase)
     from ..sign.keys import mrsigner_of
 
     encrypted = ", encrypted" if passphrase else ""
-    print(f"wrote {output} (RSA-3072, e=3, mode 0600{encrypted})")
+    print(printable(f"wrote {output} (RSA-3072, e=3, mode 0600{encrypted})"))
     print(f"mrsigner: {mrsigner_of(key.public_key()).hex()}")
 
 
@@ -163,7 +165,7 @@ def _report_signed(result: signing.SignResult, json_output: bool) -> None:
     if json_output:
         _print_json(summary)
         return
-    print(f"wrote {result.manifest_sgx} and {result.sigfile}")
+    print(printable(f"wrote {result.manifest_sgx} and {result.sigfile}"))
     _print_aligned([("  mrenclave", summary["mrenclave"]), ("  mrsigner", summary["mrsigner"]),
                     ("  isv_prod_id", summary["isv_prod_id"]), ("  isv_svn", summary["isv_svn"]),
                     ("  debug", summary["debug"]), ("  date", summary["date"]),
@@ -180,13 +182,14 @@ def _report_pending(result: signing.SignResult, json_output: bool) -> None:
     if json_output:
         _print_json(summary)
         return
-    print(f"wrote {result.manifest_sgx}, {result.signing_data} (256 bytes to sign) and "
-          f"{result.pending}")
+    print(printable(f"wrote {result.manifest_sgx}, {result.signing_data} (256 bytes to sign) "
+                    f"and {result.pending}"))
     print(f"  mrenclave: {summary['mrenclave']}")
-    print(f"next: sign {result.signing_data} with RSA-3072 (e=3), SHA-256, PKCS#1 v1.5, e.g. "
-          f"`openssl dgst -sha256 -sign KEY.pem -out SIG.bin {result.signing_data}`; then run "
-          f"`ppml-build sign --complete --signature SIG.bin --public-key PUB.pem "
-          f"--output {result.manifest_sgx} --sigfile {result.sigfile}`")
+    print(printable(
+        f"next: sign {result.signing_data} with RSA-3072 (e=3), SHA-256, PKCS#1 v1.5, e.g. "
+        f"`openssl dgst -sha256 -sign KEY.pem -out SIG.bin {result.signing_data}`; then run "
+        f"`ppml-build sign --complete --signature SIG.bin --public-key PUB.pem "
+        f"--output {result.manifest_sgx} --sigfile {result.sigfile}`"))
 
 
 # --- measure --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import printable
 from ._app import app
 
 
@@ -34,23 +35,48 @@ def verify_command(
     libpal: Annotated[Optional[Path], typer.Option(
         help="Measure with this libpal.so instead of the one in the image "
              "(<libsysdb.so dir>/sgx/libpal.so).")] = None,
+    mrsigner: Annotated[Optional[str], typer.Option(
+        metavar="HEX",
+        help="Pin the signer: the SIGSTRUCT's MRSIGNER (SHA-256 of the key's modulus, as "
+             "measurement.json holds it) must be this.", show_default=False)] = None,
+    signer_key: Annotated[Optional[Path], typer.Option(
+        metavar="PEM",
+        help="Pin the signer by its key: a PEM public key, or the unencrypted private key "
+             "(only its public half is used).", show_default=False)] = None,
+    allow_debug: Annotated[bool, typer.Option(
+        "--allow-debug",
+        help="Accept a debug enclave (ATTRIBUTES.DEBUG or sgx.debug = true), whose memory the "
+             "host can read and change; without it a debug enclave fails, pinned or not.")]
+    = False,
+    allow_unpinned: Annotated[bool, typer.Option(
+        "--allow-unpinned",
+        help="Accept what nothing pins: no trust anchor (--record, a --policy pinning "
+             "MRENCLAVE or MRSIGNER, --mrsigner, --signer-key), and sgx.allowed_files or "
+             "sgx.file_check_policy that let the host supply any file. The warning line and "
+             "the check lines still say so.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     """Re-verify a signed enclave from its own bytes: recompute MRENCLAVE, check the SIGSTRUCT,
-    every trusted file, the record, the image labels and a policy. Exit 0 only if all match,
-    1 with each mismatch listed, 2 if the input cannot be read."""
+    every trusted file, the record, the image labels and a policy.
+
+    An image that only agrees with itself may have been re-signed by anyone: without a trust
+    anchor the first line says nothing pins the signer and verify fails unless
+    --allow-unpinned. A debug enclave fails unless --allow-debug; allowed files covering the
+    whole file system fail unless --allow-unpinned. Exit 0 only if every check passes, 1 with
+    each failed check listed, 2 if the input cannot be read."""
     from ..errors import VerificationError
     from ..progress import reporter_for
-    from ..verify import verify_target
+    from ..verify import Expectations, verify_target
 
+    expect = Expectations(record=record, policies=list(policy or []), mrsigner=mrsigner,
+                          signer_key=signer_key, allow_debug=allow_debug,
+                          allow_unpinned=allow_unpinned)
     with reporter_for(sys.stderr) as say:
-        report = verify_target(target, rootfs=rootfs, name=name, libpal=libpal, record=record,
-                               policies=list(policy or []), say=say)
+        report = verify_target(target, rootfs=rootfs, name=name, libpal=libpal, expect=expect,
+                               say=say)
     if json_out:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        for check in report.checks:
-            print(check.line())
-        print(report.summary_line())
+        print("\n".join(printable(line) for line in report.lines()))
     if not report.ok:
         raise VerificationError(report.failure_message())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..limits import MAX_SMALL_FILE_BYTES, read_at_most
 from .model import PolicyError
 
 DEFAULT_TIMEOUT = 30.0
@@ -106,7 +107,11 @@ def read_secret(path: Path | None, option: str) -> str:
     if path is None:
         raise PolicyError(f"{option} FILE is required with --submit (credentials are read from files only)")
     try:
-        value = Path(path).read_text(encoding="utf-8").strip()
+        raw = read_at_most(path, MAX_SMALL_FILE_BYTES)  # bounded: the path may be /dev/zero
+        if len(raw) > MAX_SMALL_FILE_BYTES:
+            raise PolicyError(f"{option} {path}: larger than {MAX_SMALL_FILE_BYTES:,} bytes; "
+                              "it should hold one credential")
+        value = raw.decode("utf-8").strip()
     except FileNotFoundError:
         raise PolicyError(f"{option} {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from ..errors import InputLimitError, PpmlError
+from ..limits import (MAX_DOCUMENT_BYTES, MAX_NESTING, check_size, load_json_document,
+                      read_at_most)
 from .model import PolicyError
 
 SGX_FLAGS_INIT = 0x1  # a running enclave's quote always has INIT set
@@ -50,7 +53,9 @@ def load_policy(path: os.PathLike | str) -> PolicyDocument:
     """Read a policy file and detect its format from the extension and the content."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_at_most(path, MAX_DOCUMENT_BYTES)  # bounded: the path may be /dev/zero
+        check_size(raw, MAX_DOCUMENT_BYTES, str(path), "the policy")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise _policy_error(path, "no such policy file") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -76,9 +81,9 @@ def load_policy(path: os.PathLike | str) -> PolicyDocument:
         return PolicyDocument(str(path), "maa", text, text)
     if name.endswith(".json") or stripped.startswith(("{", "[")):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise _policy_error(path, f"not JSON ({err.msg} at line {err.lineno})") from None
+            data = load_json_document(text, str(path), "a JSON policy")
+        except PpmlError as err:
+            raise PolicyError(str(err)) from None
         if isinstance(data, Mapping) and "mr_enclave" in data and "mr_signer" in data:
             return PolicyDocument(str(path), "ehsm", text, data)
         if isinstance(data, list) and data and all(isinstance(b, Mapping) and "policyType" in b
@@ -102,19 +107,24 @@ def _trustee_reference_values(policy_path: Path) -> dict[str, Any]:
     stem = name[:-len(".rego")] if name.lower().endswith(".rego") else name
     rvps = policy_path.with_name(stem + ".rvps.json")
     try:
-        message = json.loads(rvps.read_text(encoding="utf-8"))
+        raw = read_at_most(rvps, MAX_DOCUMENT_BYTES)
     except FileNotFoundError:
         raise _policy_error(policy_path, f"a Trustee policy reads its reference values from the "
                                          f"RVPS: put them beside it as {rvps.name}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _policy_error(rvps, f"cannot read the RVPS reference values ({err})") from None
+    except OSError as err:
+        raise _policy_error(rvps, f"cannot read the RVPS reference values "
+                                  f"({err.strerror or err})") from None
     try:
+        message = load_json_document(raw, str(rvps), "the RVPS reference values")
         if isinstance(message, Mapping) and "payload" in message:
-            values = json.loads(base64.b64decode(message["payload"], validate=True))
+            values = load_json_document(base64.b64decode(message["payload"], validate=True),
+                                        str(rvps), "the RVPS message's payload")
         else:
             values = message
         if not isinstance(values, Mapping):
             raise ValueError("not an object")
+    except PpmlError as err:  # not UTF-8, not JSON, past a limit
+        raise PolicyError(str(err)) from None
     except (ValueError, TypeError) as err:
         raise _policy_error(rvps, f"the RVPS message's payload is not base64 of a JSON object "
                                   f"of reference values ({err})") from None
@@ -124,10 +134,11 @@ def _trustee_reference_values(policy_path: Path) -> dict[str, Any]:
 def _maa_text_from_jws(path: Path, token: str) -> str:
     try:
         payload = token.strip().split(".")[1]
-        body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        body = load_json_document(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)),
+                                  str(path), "the JWS payload")
         encoded = body["AttestationPolicy"]
         return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
-    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+    except (PpmlError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
         raise _policy_error(path, "not an MAA policy JWS (expected a payload with "
                                   "AttestationPolicy)") from None
 
@@ -341,6 +352,25 @@ def _quiet_native_stdout() -> Iterator[None]:
         os.close(saved)
 
 
+# A string, a raw string, a comment, or one bracket: brackets inside the first three don't count.
+_REGO_TOKEN = re.compile(r'"(?:\\.|[^"\\\n])*"|`[^`]*`|#[^\n]*|[()\[\]{}]')
+
+
+def _nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether (), [] and {} in Rego text nest more than ``limit`` deep (outside strings and
+    comments); stops at the first level past it."""
+    depth = 0
+    for token in _REGO_TOKEN.finditer(text):
+        char = token.group()
+        if char in "([{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in ")]}":
+            depth -= 1
+    return False
+
+
 def _rego_query(path: str, modules: dict[str, str], query: str, input_doc: Any,
                 data: Any = None) -> Any:
     """Evaluate ``query`` with regopy; None for undefined. PolicyError if it cannot run."""
@@ -349,6 +379,10 @@ def _rego_query(path: str, modules: dict[str, str], query: str, input_doc: Any,
     except ImportError:
         raise PolicyError(f"{path}: evaluating a Rego policy needs regopy "
                           "(pip install 'regopy>=1.5')") from None
+    # rego-cpp recurses per level and crashes (SIGSEGV) a few thousand levels deep.
+    if any(_nests_deeper_than(text, MAX_NESTING) for text in modules.values()):
+        raise InputLimitError(f"{path}: the policy nests brackets more than {MAX_NESTING} "
+                              "levels deep; a Rego policy needs a handful")
     with _quiet_native_stdout():
         try:
             interpreter = Interpreter()

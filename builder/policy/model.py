@@ -8,7 +8,6 @@ choices are checked once in :func:`make_spec`, and each ``<service>.py`` only tr
 from __future__ import annotations
 
 import enum
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PpmlError
+from ..limits import MAX_DOCUMENT_BYTES, load_json_document
 
 MEASUREMENT_SCHEMA = "ppml-build/measurement/v1"
 U16_MAX = 0xFFFF
@@ -118,25 +118,26 @@ def _u16(data: Mapping[str, Any], key: str, source: str) -> int:
     return value
 
 
-def load_record(path: os.PathLike | str) -> EnclaveValues:
-    """Read and validate a record file; every failure is one PolicyError line naming the file."""
+def read_record_json(path: os.PathLike | str) -> Any:
+    """The JSON of a record file, read within limits.py's bounds; one PolicyError line on any
+    failure (exit 2)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:  # no more than the limit: the path may be /dev/zero
+            raw = handle.read(MAX_DOCUMENT_BYTES + 1)
     except FileNotFoundError:
-        raise PolicyError(
-            f"{path}: no such record file; {_REGEN}"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise PolicyError(f"{path}: cannot read record: {reason}") from None
+        raise PolicyError(f"{path}: no such record file; {_REGEN}") from None
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read record: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolicyError(
-            f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {_REGEN}"
-        ) from None
-    return EnclaveValues.from_mapping(data, str(path))
+        return load_json_document(raw, str(path), "record")
+    except PpmlError as exc:
+        raise PolicyError(f"{exc}; {_REGEN}") from None
+
+
+def load_record(path: os.PathLike | str) -> EnclaveValues:
+    """Read and validate a record file; every failure is one PolicyError line naming the file."""
+    return EnclaveValues.from_mapping(read_record_json(path), str(path))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..atomic import check_writable, write_all_or_none
 from .model import PolicyError
 
 
@@ -26,7 +26,12 @@ def output_paths(names: list[str], output: Path) -> list[Path]:
             paths.append(output.with_name(out_stem + name[len(primary_stem):]))
         else:
             paths.append(output.with_name(name))
-    if len({p.resolve() for p in paths}) != len(paths):
+    try:
+        distinct = len({p.resolve() for p in paths})
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve)
+        raise PolicyError(f"--output {output}: cannot follow its links (a loop?); give a plain "
+                          "path or a directory") from None
+    if distinct != len(paths):
         raise PolicyError(
             f"--output {output}: the policy's {len(names)} files would overwrite each other; "
             f"give a name with the usual extension (e.g. {names[0]}) or a directory"
@@ -35,11 +40,8 @@ def output_paths(names: list[str], output: Path) -> list[Path]:
 
 
 def write_policy_files(files: dict[str, str], output: os.PathLike | str) -> list[Path]:
-    """Write every file atomically; returns the paths written, primary first."""
+    """Write every file, all or none; returns the paths written, primary first."""
     paths = output_paths(list(files), Path(output))
-    for path, text in zip(paths, files.values()):
-        try:
-            write_text_atomic(path, text)
-        except OSError as exc:
-            raise PolicyError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return paths
+    for path in paths:  # never a rename over /dev/null or a fifo: a regular file or nothing
+        check_writable(path, "--output")
+    return write_all_or_none(dict(zip(paths, files.values())), option="--output")

@@ -110,11 +110,24 @@ def test_built_image_verifies_against_record_labels_and_policies(built, capsys):
 
 
 def test_json_report_on_an_image(built, capsys):
-    code, lines, _ = verify(capsys, TAG, "--json")
+    record = built["result"].record
+    code, lines, _ = verify(capsys, TAG, "--json", "--mrsigner", record["mrsigner"])
     assert code == 0
     report = json.loads("\n".join(lines))
     assert report["ok"] is True and report["name"] == APP
-    assert report["mrenclave"] == built["result"].record["mrenclave"]
+    assert report["mrenclave"] == record["mrenclave"]
+    assert report["warning"] is None and report["pinned_by"] == ["--mrsigner"]
+
+
+def test_unanchored_image_is_reported_as_such(built, capsys):
+    code, lines, err = verify(capsys, TAG)
+    assert code == 1
+    assert lines[0].startswith("WARNING: nothing pins the signer")
+    assert set(failed(lines)) == {"trust_anchor"}
+    assert "--allow-unpinned" in error_line(err)
+    code, lines, _ = verify(capsys, TAG, "--allow-unpinned")
+    assert code == 0 and lines[0].startswith("WARNING: nothing pins the signer")
+    assert lines[-1].startswith("self-consistent only, nothing pins the signer")
 
 
 def test_changed_trusted_file_in_a_new_layer(built, capsys, docker_client):
@@ -149,7 +162,7 @@ def test_changed_manifest(built, capsys, docker_client):
     assert "mrenclave" in error_line(err)
 
 
-def test_swapped_sig(built, capsys, docker_client):
+def test_swapped_sig(built, capsys, docker_client, key):
     """A valid SIGSTRUCT for the same manifest, signed by someone else."""
     manifest = (built["out"] / f"{APP}.manifest.sgx").read_bytes()
     pal = read_pal_image(file_from_image(docker_client, TAG, LIBPAL))
@@ -164,12 +177,19 @@ def test_swapped_sig(built, capsys, docker_client):
     fails = failed(lines)
     assert set(fails) == {"label:ppml.mrsigner", "record:mrsigner", "policy:ita"}
     assert theirs.mrsigner.hex() in fails["label:ppml.mrsigner"]
+    # Pinned by the key alone, the swap is caught too; unpinned, only the labels tell.
+    code, lines, _ = verify(capsys, tag, "--signer-key", key)
+    assert code == 1
+    assert set(failed(lines)) == {"label:ppml.mrsigner", "pin:signer_key"}
+    code, lines, _ = verify(capsys, tag, "--allow-unpinned")
+    assert code == 1 and lines[0].startswith("WARNING: nothing pins the signer")
+    assert set(failed(lines)) == {"label:ppml.mrsigner"}
 
 
 def test_changed_label(built, capsys, docker_client):
     tag = derive(docker_client, built, "ppml-test/verify:relabelled",
                  labels={"ppml.mrenclave": "0" * 64, "ppml.debug": "true"})
-    code, lines, _ = verify(capsys, tag)
+    code, lines, _ = verify(capsys, tag, "--mrsigner", built["result"].record["mrsigner"])
     assert code == 1
     fails = failed(lines)
     assert set(fails) == {"label:ppml.mrenclave", "label:ppml.debug"}

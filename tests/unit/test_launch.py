@@ -96,7 +96,7 @@ def test_scratch_and_tmpfs_rules_name_the_fix():
 
 
 def test_the_host_may_not_replace_the_enclaves_jvm_flags():
-    with pytest.raises(PlanError, match="JAVA_TOOL_OPTIONS would let the host replace"):
+    with pytest.raises(PlanError, match="JAVA_TOOL_OPTIONS is set by ppml-build"):
         make_plan(recipe("[java, Main]", kind="java",
                          env="  passthrough_env: [JAVA_TOOL_OPTIONS]\n"))
 

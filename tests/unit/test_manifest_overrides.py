@@ -383,7 +383,7 @@ def test_build_says_the_recipes_keys_once(rootfs, monkeypatch):
     monkeypatch.setattr(build_module, "load_and_plan", lambda path: (recipe, make_plan(recipe)))
     monkeypatch.setattr(build_module, "read_passphrase", lambda path: None)
     monkeypatch.setattr(build_module, "load_signing_key", lambda *a, **k: None)
-    monkeypatch.setattr(build_module, "_key_fingerprints", lambda path: [])
+    monkeypatch.setattr(build_module, "_key_fingerprints", lambda path, key: [])
 
     @contextlib.contextmanager
     def fake_app_image(*args, **kwargs):

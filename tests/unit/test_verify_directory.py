@@ -1,12 +1,15 @@
 """`ppml-build verify` in directory mode (no Docker), and the --verify-reproducible comparison.
 
 A signed directory is made the way a user would: `ppml-build manifest` over an image-like root
-filesystem, then `ppml-build sign`. Each test tampers with one thing and checks that verify
-names it (exit 1), or feeds unusable input (exit 2, one line).
+filesystem, then `ppml-build sign`. Each test tampers with one thing and checks that verify,
+anchored to the signer (a record, a policy, --mrsigner or --signer-key), names it (exit 1), or
+feeds unusable input (exit 2, one line). Without an anchor verify says so on its first line and
+fails unless --allow-unpinned; debug enclaves and allowed files covering / fail unless accepted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -102,8 +105,11 @@ def signed(tmp_path_factory, standin_libpal):
     policies.mkdir()
     for fmt in ALL_FORMATS:
         write_policy_files(render_policy(record, fmt), policies)
-    return {"base": base, "rootfs": rootfs, "out": out, "key": key, "record": record,
-            "policies": policies, "recipe": recipe, "sig": sig}
+    public = base / "key.pub"
+    public.write_bytes(keys.public_key_pem(keys.load_private_key(key.read_bytes())))
+    return {"base": base, "rootfs": rootfs, "out": out, "key": key, "public": public,
+            "record": record, "policies": policies, "recipe": recipe, "sig": sig,
+            "libpal": standin_libpal, "pin": ["--mrsigner", sig.mrsigner.hex()]}
 
 
 def verify(capsys, *args) -> tuple[int, list[str], str]:
@@ -127,6 +133,33 @@ def one_error_line(err: str) -> str:
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("ppml-build: error: "), err
     return lines[0]
+
+
+UNPINNED = "WARNING: nothing pins the signer"
+
+
+def resign(signed, target: Path, *, edit=lambda text: text, key: Path | None = None,
+           sign_args: tuple[str, ...] = ()) -> Path:
+    """``target``/APP.manifest.sgx and APP.sig: the fixture's manifest, edited, signed again."""
+    target.mkdir()
+    manifest = target / f"{APP}.manifest"
+    text = (signed["out"] / f"{APP}.manifest").read_text()
+    manifest.write_text(edit(text))
+    assert main(["sign", "--manifest", str(manifest), "--libpal", str(signed["libpal"]),
+                 "--key", str(key or signed["key"]), "--output",
+                 str(target / f"{APP}.manifest.sgx"), "--sigfile", str(target / f"{APP}.sig"),
+                 "--chroot", str(signed["rootfs"]), "--date", "2026-01-02", *sign_args]) == 0
+    manifest.unlink()  # verify reads the signed .manifest.sgx only
+    return target
+
+
+def in_sgx_table(old: str, new: str):
+    """An edit of one line of the manifest's [sgx] table."""
+    def edit(text: str) -> str:
+        head, sep, sgx = text.partition("\n[sgx]\n")
+        assert sep and sgx.count(f"\n{old}\n") + sgx.startswith(f"{old}\n") == 1, old
+        return head + sep + ("\n" + sgx).replace(f"\n{old}\n", f"\n{new}\n", 1)[1:]
+    return edit
 
 
 # --- the untouched enclave ------------------------------------------------------------------
@@ -164,6 +197,9 @@ def test_json_report(signed, capsys):
     assert report["mrenclave"] == signed["record"]["mrenclave"]
     assert report["mrsigner"] == signed["record"]["mrsigner"]
     assert report["isv_prod_id"] == 7 and report["isv_svn"] == 3 and report["debug"] is False
+    assert report["warning"] is None
+    record_path = signed["out"] / "measurement.json"
+    assert report["pinned_by"] == [f"record {record_path} (MRENCLAVE, MRSIGNER)"]
     assert all(set(c) == {"name", "ok", "detail"} and c["ok"] for c in report["checks"])
 
 
@@ -173,8 +209,9 @@ def test_unpacked_image_directory_needs_no_rootfs(signed, tmp_path, capsys):
     (root / "ppml").mkdir(exist_ok=True)  # the support files are there already
     for suffix in (".manifest.sgx", ".sig"):
         shutil.copy(signed["out"] / f"{APP}{suffix}", root / "ppml")
-    code, lines, err = verify(capsys, root)
+    code, lines, err = verify(capsys, root, "--signer-key", signed["key"])
     assert code == 0, "\n".join(lines) + err
+    assert lines[0].startswith("ok   ")  # pinned: no warning
 
 
 # --- tampering: exit 1, each mismatch named --------------------------------------------------
@@ -185,7 +222,7 @@ def test_changed_and_missing_trusted_files_are_named(signed, tmp_path, capsys):
     old = jar.read_bytes()
     jar.write_bytes(old[:-1] + bytes([old[-1] ^ 1]))
     (root / "app/job.py").unlink()
-    code, lines, err = verify(capsys, signed["out"], "--rootfs", root)
+    code, lines, err = verify(capsys, signed["out"], "--rootfs", root, *signed["pin"])
     assert code == 1
     fails = failed(lines)
     assert set(fails) == {"trusted_files", f"trusted_file:{JAR}", "trusted_file:/app/job.py"}
@@ -202,8 +239,11 @@ def test_changed_and_missing_trusted_files_are_named(signed, tmp_path, capsys):
 def test_replaced_libos_is_named(signed, tmp_path, capsys):
     root = copy_tree(signed["rootfs"], tmp_path / "rootfs")
     (root / "usr/lib/x86_64-linux-gnu/gramine/libsysdb.so").write_bytes(b"another LibOS")
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", root)
+    code, lines, _ = verify(capsys, signed["out"], "--rootfs", root, "--signer-key",
+                            signed["public"])
     assert code == 1
+    libsysdb = "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
+    assert set(failed(lines)) == {"loader.entrypoint", "trusted_files", f"trusted_file:{libsysdb}"}
     assert "the LibOS was replaced" in failed(lines)["loader.entrypoint"]
 
 
@@ -228,9 +268,10 @@ def test_manifest_that_no_longer_parses(signed, tmp_path, capsys):
     out = copy_tree(signed["out"], tmp_path / "out")
     with open(out / f"{APP}.manifest.sgx", "a") as handle:
         handle.write("[sgx\n")
-    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"])
+    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"], *signed["pin"])
     assert code == 1
     fails = failed(lines)
+    assert set(fails) == {"manifest", "mrenclave"}
     assert "invalid TOML" in fails["manifest"] and "not recomputed" in fails["mrenclave"]
 
 
@@ -254,9 +295,11 @@ def test_sig_from_another_key(signed, tmp_path, capsys):
 def test_sig_of_another_enclave(signed, tmp_path, capsys, vectors_dir):
     out = copy_tree(signed["out"], tmp_path / "out")
     shutil.copy(vectors_dir / "intel-le" / "le_prod_css.bin", out / f"{APP}.sig")
-    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"])
+    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"], "--signer-key",
+                            signed["key"])
     assert code == 1
     fails = failed(lines)
+    assert "signed by another key" in fails["pin:signer_key"]
     assert "7881af9f9def547da9908c008f29cde9bd78064e36ac7e14c83c294ca4806150" in fails["mrenclave"]
     assert "isv_prod_id is 7 in the manifest (sgx.isvprodid) but 32 in the SIGSTRUCT" in \
         fails["sigstruct:isv_prod_id"]
@@ -268,7 +311,7 @@ def test_sig_modified_after_signing(signed, tmp_path, capsys):
     raw = bytearray((out / f"{APP}.sig").read_bytes())
     raw[1026] ^= 1  # ISVSVN: inside the signed bytes
     (out / f"{APP}.sig").write_bytes(bytes(raw))
-    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"])
+    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"], *signed["pin"])
     assert code == 1
     fails = failed(lines)
     assert set(fails) == {"sigstruct:signature", "sigstruct:isv_svn"}
@@ -276,7 +319,7 @@ def test_sig_modified_after_signing(signed, tmp_path, capsys):
 
 def test_other_libpal_changes_the_measurement(signed, capsys, standin_libsysdb):
     code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--libpal",
-                            standin_libsysdb)
+                            standin_libsysdb, *signed["pin"])
     assert code == 1
     assert set(failed(lines)) == {"mrenclave"}
 
@@ -311,6 +354,208 @@ def test_labels_are_compared_with_the_recomputed_values(signed, standin_libpal):
     assert "missing" in checks["label:ppml.mrsigner"].detail
 
 
+# --- no trust anchor: said first, and not "verified" ------------------------------------------
+
+def test_unanchored_verify_says_so_first_and_fails(signed, capsys):
+    code, lines, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"])
+    assert code == 1
+    assert lines[0].startswith(UNPINNED)
+    for option in ("--record", "--policy", "--mrsigner", "--signer-key"):
+        assert option in lines[0]
+    assert set(failed(lines)) == {"trust_anchor"}  # the enclave itself is consistent
+    assert lines[-1] == f"NOT verified: 1 of {len(lines) - 2} checks failed"
+    line = one_error_line(err)
+    assert "trust_anchor" in line and "--allow-unpinned" in line and "--mrsigner" in line
+
+    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--json")
+    assert code == 1
+    report = json.loads("\n".join(lines))
+    assert report["ok"] is False and report["pinned_by"] == []
+    assert report["warning"].startswith(UNPINNED) and "--signer-key" in report["warning"]
+
+
+def test_allow_unpinned_passes_but_still_says_nothing_pins_the_signer(signed, capsys):
+    code, lines, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"],
+                              "--allow-unpinned")
+    assert code == 0, "\n".join(lines) + err
+    assert lines[0].startswith(UNPINNED)
+    assert any(line.startswith("ok   trust_anchor: none, accepted by --allow-unpinned")
+               for line in lines)
+    assert not lines[-1].startswith("verified")
+    assert lines[-1].startswith("self-consistent only, nothing pins the signer: ")
+    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"],
+                            "--allow-unpinned", "--json")
+    report = json.loads("\n".join(lines))
+    assert code == 0 and report["ok"] is True and report["warning"].startswith(UNPINNED)
+
+
+def test_enclave_resigned_by_an_unknown_key(signed, tmp_path, capsys):
+    """The issue's case: a consistent image re-signed by someone else. Unanchored, verify
+    cannot tell and says so; each anchor catches it."""
+    other_key = tmp_path / "other.pem"
+    assert main(["keygen", "--output", str(other_key)]) == 0
+    out = resign(signed, tmp_path / "out", key=other_key)
+    theirs = Sigstruct.from_bytes((out / f"{APP}.sig").read_bytes()).mrsigner.hex()
+    ours = signed["sig"].mrsigner.hex()
+    base = [out, "--rootfs", signed["rootfs"]]
+
+    code, lines, _ = verify(capsys, *base)
+    assert code == 1 and lines[0].startswith(UNPINNED)
+    assert set(failed(lines)) == {"trust_anchor"}
+    code, lines, _ = verify(capsys, *base, "--allow-unpinned")
+    assert code == 0 and lines[0].startswith(UNPINNED)  # consistent, and reported as unpinned
+
+    code, lines, _ = verify(capsys, *base, "--mrsigner", ours.upper())
+    assert code == 1 and not lines[0].startswith(UNPINNED)
+    assert set(failed(lines)) == {"pin:mrsigner"}
+    assert f"MRSIGNER is {ours} from --mrsigner but {theirs} in the SIGSTRUCT" in \
+        failed(lines)["pin:mrsigner"]
+    for key in (signed["key"], signed["public"]):  # the private key or its public half
+        code, lines, _ = verify(capsys, *base, "--signer-key", key)
+        assert code == 1 and set(failed(lines)) == {"pin:signer_key"}
+        assert f"--signer-key {key}" in failed(lines)["pin:signer_key"]
+    code, lines, _ = verify(capsys, *base, "--record", signed["out"])
+    assert code == 1 and set(failed(lines)) == {"record:mrsigner"}  # same manifest, same MRENCLAVE
+    # Pinned to the key that did sign it, the same image verifies.
+    code, lines, err = verify(capsys, *base, "--mrsigner", theirs, "--signer-key", other_key)
+    assert code == 0, "\n".join(lines) + err
+    assert f"ok   pin:mrsigner: MRSIGNER {theirs} (= --mrsigner)" in lines
+    assert f"ok   trust_anchor: pinned by --mrsigner, --signer-key {other_key}" in lines
+
+
+def test_a_policy_anchors_only_when_it_pins_mrenclave_or_mrsigner(signed, tmp_path, capsys):
+    record = signed["record"]
+    loose = tmp_path / "loose.env"
+    loose.write_text("RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER=any\nRA_TLS_ISV_PROD_ID=7\n"
+                     "RA_TLS_ISV_SVN=3\n")
+    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", loose)
+    assert code == 1 and lines[0].startswith(UNPINNED)
+    assert set(failed(lines)) == {"trust_anchor"}
+    assert "loose.env pins neither" in failed(lines)["trust_anchor"]
+    assert "ok   policy:gramine-ratls: loose.env accepts this enclave" in lines
+
+    signer_only = tmp_path / "signer.env"
+    signer_only.write_text(f"RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER={record['mrsigner']}\n"
+                           "RA_TLS_ISV_PROD_ID=any\nRA_TLS_ISV_SVN=any\n")
+    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy",
+                            signer_only, "--json")
+    report = json.loads("\n".join(lines))
+    assert code == 0 and report["warning"] is None
+    assert report["pinned_by"] == ["policy signer.env (MRSIGNER)"]
+
+    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy",
+                            signed["policies"] / "ita-policy.rego", "--json")
+    report = json.loads("\n".join(lines))
+    assert code == 0 and report["pinned_by"] == ["policy ita-policy.rego (MRENCLAVE, MRSIGNER)"], report
+
+
+def test_the_sdk_sample_key_pins_nothing(signed, tmp_path, capsys, vectors_dir):
+    """Anyone can sign with Intel's sample key: a policy naming its MRSIGNER is no anchor."""
+    sample = vectors_dir / "fortanix-sig1" / "sig1.key.pem"
+    out = resign(signed, tmp_path / "out", key=sample, sign_args=("--insecure-sample-key",))
+    env = tmp_path / "sample.env"
+    env.write_text(f"RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER={keys.SAMPLE_KEY_MRSIGNER.hex()}\n"
+                   "RA_TLS_ISV_PROD_ID=7\nRA_TLS_ISV_SVN=3\n")
+    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"], "--policy", env)
+    assert code == 1 and lines[0].startswith(UNPINNED)
+    assert set(failed(lines)) == {"trust_anchor"}
+    code, _, err = verify(capsys, out, "--rootfs", signed["rootfs"], "--signer-key", sample)
+    assert code == 2 and "sample key" in one_error_line(err)
+
+
+# --- never production-safe: debug enclaves, allowed files covering / -----------------------------
+
+def test_debug_enclave_fails_unless_allowed(signed, tmp_path, capsys):
+    out = resign(signed, tmp_path / "out", edit=in_sgx_table("debug = false", "debug = true"))
+    base = [out, "--rootfs", signed["rootfs"]]
+    code, lines, err = verify(capsys, *base, "--signer-key", signed["key"])
+    assert code == 1
+    assert set(failed(lines)) == {"debug_mode"}  # pinned and consistent, but debug
+    detail = failed(lines)["debug_mode"]
+    assert "ATTRIBUTES.DEBUG is set" in detail and "sgx.debug = true" in detail
+    assert "--allow-debug" in one_error_line(err)
+    code, lines, err = verify(capsys, *base, "--signer-key", signed["key"], "--allow-debug")
+    assert code == 0, "\n".join(lines) + err
+    assert any(line.startswith("ok   debug_mode: a debug enclave") and
+               line.endswith("accepted by --allow-debug") for line in lines)
+
+    # A record that says debug anchors it; the enclave still needs --allow-debug.
+    sig = Sigstruct.from_bytes((out / f"{APP}.sig").read_bytes())
+    record = {**signed["record"], "debug": True, "mrenclave": sig.mrenclave.hex(),
+              "manifest_sha256": hashlib.sha256(
+                  (out / f"{APP}.manifest.sgx").read_bytes()).hexdigest()}
+    (tmp_path / "debug.json").write_text(json.dumps(record))
+    code, lines, _ = verify(capsys, *base, "--record", tmp_path / "debug.json")
+    assert code == 1 and set(failed(lines)) == {"debug_mode"}
+    assert "ok   record:debug: true" in lines
+    code, lines, _ = verify(capsys, *base, "--record", tmp_path / "debug.json", "--allow-debug")
+    assert code == 0
+
+    # Unanchored: --allow-unpinned does not accept debug, nor --allow-debug the missing anchor.
+    code, lines, _ = verify(capsys, *base)
+    assert code == 1 and lines[0].startswith(UNPINNED)
+    assert set(failed(lines)) == {"trust_anchor", "debug_mode"}
+    assert set(failed(verify(capsys, *base, "--allow-unpinned")[1])) == {"debug_mode"}
+    assert set(failed(verify(capsys, *base, "--allow-debug")[1])) == {"trust_anchor"}
+    code, lines, _ = verify(capsys, *base, "--allow-debug", "--allow-unpinned")
+    assert code == 0 and lines[0].startswith(UNPINNED)
+
+
+@pytest.mark.parametrize("old,new,named", [
+    ("allowed_files = []", 'allowed_files = ["file:/tmp/", "file:/."]',
+     "sgx.allowed_files entry 'file:/.' covers the whole file system"),
+    ('file_check_policy = "strict"', 'file_check_policy = "allow_all_but_log"',
+     'sgx.file_check_policy = "allow_all_but_log"'),
+])
+def test_allowed_files_covering_everything_fail_unless_allowed(signed, tmp_path, capsys, old,
+                                                                new, named):
+    out = resign(signed, tmp_path / "out", edit=in_sgx_table(old, new))
+    base = [out, "--rootfs", signed["rootfs"]]
+    code, lines, err = verify(capsys, *base, *signed["pin"])
+    assert code == 1
+    assert set(failed(lines)) == {"allowed_files"}
+    detail = failed(lines)["allowed_files"]
+    assert named in detail and "the host can supply any file unverified" in detail
+    assert "file:/tmp/" not in detail
+    assert "--allow-unpinned" in one_error_line(err)
+    code, lines, _ = verify(capsys, *base, *signed["pin"], "--allow-unpinned")
+    assert code == 0
+    assert any(line.startswith(f"ok   allowed_files: {named}") and
+               line.endswith("accepted by --allow-unpinned") for line in lines)
+    assert not lines[0].startswith(UNPINNED)  # pinned: --allow-unpinned changes no warning
+    code, lines, _ = verify(capsys, *base)
+    assert code == 1 and lines[0].startswith(UNPINNED)
+    assert set(failed(lines)) == {"trust_anchor", "allowed_files"}
+
+
+def test_allowed_files_that_do_not_cover_everything_pass(signed, tmp_path, capsys):
+    out = resign(signed, tmp_path / "out", edit=in_sgx_table(
+        "allowed_files = []", 'allowed_files = ["file:/tmp/", "file:/../..a/"]'))
+    code, lines, err = verify(capsys, out, "--rootfs", signed["rootfs"], *signed["pin"])
+    assert code == 0, "\n".join(lines) + err
+    assert "ok   allowed_files: 2 allowed entries, none covers the whole file system" in lines
+
+
+def test_unusable_pins_exit_2_with_one_line(signed, tmp_path, capsys):
+    base = [signed["out"], "--rootfs", signed["rootfs"]]
+    for value in ("xyz", "ab" * 31, "ab" * 33):
+        code, lines, err = verify(capsys, *base, "--mrsigner", value)
+        assert code == 2 and lines == []
+        assert "--mrsigner" in one_error_line(err) and "64 hex digits" in one_error_line(err)
+    code, _, err = verify(capsys, *base, "--mrsigner", keys.SAMPLE_KEY_MRSIGNER.hex())
+    assert code == 2 and "sample key" in one_error_line(err)
+    code, _, err = verify(capsys, *base, "--signer-key", tmp_path / "missing.pem")
+    assert code == 2 and "missing.pem" in one_error_line(err)
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    code, _, err = verify(capsys, *base, "--signer-key", tmp_path / "junk.pem")
+    assert code == 2 and "not a PEM public key" in one_error_line(err)
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(keys.private_key_pem(keys.load_private_key(signed["key"].read_bytes()),
+                                               b"secret"))
+    code, _, err = verify(capsys, *base, "--signer-key", encrypted)
+    assert code == 2 and "-pubout" in one_error_line(err)
+
+
 # --- policies that do not accept the enclave ---------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ALL_FORMATS)
@@ -340,7 +585,8 @@ def test_policy_details_name_the_field(signed, tmp_path, capsys):
     maa.write_text('version=1.0;\nauthorizationrules\n{\n'
                    '    [ type=="x-ms-sgx-product-id", value==8 ] => permit();\n'
                    '    [ type=="x-ms-sgx-svn", value>=9 ] => permit();\n};\n')
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", maa)
+    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", maa,
+                            *signed["pin"])
     assert code == 1
     detail = failed(lines)["policy:maa"]
     assert "x-ms-sgx-product-id == 8" in detail and "x-ms-sgx-svn >= 9" in detail
@@ -348,7 +594,8 @@ def test_policy_details_name_the_field(signed, tmp_path, capsys):
     maa.write_text('version=1.0;\nauthorizationrules\n{\n'
                    '    [ type=="x-ms-sgx-product-id", value==8 ] => permit();\n'
                    '    [ type=="x-ms-sgx-svn", value>=3 ] => permit();\n};\n')
-    assert verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", maa)[0] == 0
+    assert verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", maa,
+                  *signed["pin"])[0] == 0
 
 
 def test_debug_policy_rules(signed, tmp_path):
@@ -422,7 +669,7 @@ def test_unusable_inputs_exit_2_with_one_line(signed, tmp_path, capsys):
     shutil.copy(two / f"{APP}.manifest.sgx", two / "other.manifest.sgx")
     code, _, err = verify(capsys, two, "--rootfs", signed["rootfs"])
     assert code == 2 and "--name" in one_error_line(err)
-    code, _, _ = verify(capsys, two, "--rootfs", signed["rootfs"], "--name", APP)
+    code, _, _ = verify(capsys, two, "--rootfs", signed["rootfs"], "--name", APP, *signed["pin"])
     assert code == 0
 
 
