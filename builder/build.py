@@ -669,14 +669,20 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
 def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedManifest,
                    sig_bytes: bytes, record: dict, policies: list[str],
                    source: str) -> list[Path]:
-    """Manifest, .sig, trusted-file list, policies and the record, all or none; the record is
-    renamed last, so a record in OUTPUT_DIR means the files beside it are from its build."""
-    outputs: dict[Path, str | bytes] = {
-        output_dir / f"{recipe.name}.manifest.sgx": rendered.data,
-        output_dir / f"{recipe.name}.sig": sig_bytes,
-        output_dir / "trusted-files.json":
-            json.dumps(trusted_files_document(rendered), indent=2) + "\n",
-    }
+    """Manifest, .sig and trusted-file list, then write_build_outputs."""
+    return write_build_outputs(output_dir, {
+        f"{recipe.name}.manifest.sgx": rendered.data,
+        f"{recipe.name}.sig": sig_bytes,
+        "trusted-files.json": json.dumps(trusted_files_document(rendered), indent=2) + "\n",
+    }, record, policies, source)
+
+
+def write_build_outputs(output_dir: Path, files: dict[str, str | bytes], record: dict,
+                        policies: list[str], source: str) -> list[Path]:
+    """A backend's ``files``, the policies and the record, all or none; the record is renamed
+    last, so a record in OUTPUT_DIR means the files beside it are from its build. Returns the
+    policy files' paths."""
+    outputs: dict[Path, str | bytes] = {output_dir / name: data for name, data in files.items()}
     policy_paths: list[Path] = []
     if policies:
         from .policy import render

@@ -23,7 +23,6 @@ import contextlib
 import datetime
 import hashlib
 import io
-import json
 import os
 import posixpath
 import shutil
@@ -42,7 +41,7 @@ from . import __version__
 from .atomic import check_writable, write_all_or_none
 # The app image is made exactly as for Gramine (ppml_build.build.app_image).
 from .build import (BuildOptions, BuildResult, Say, _key_fingerprints, _Timer, app_image,
-                    image_labels, push_if_asked, record_fields)
+                    image_labels, push_if_asked, record_fields, write_build_outputs)
 from .engine import STREAM_TIMEOUT, ImageReference
 from .errors import ImageError, RecipeError, SigningError, VerificationError
 from .launch import SUPPORT_DIR
@@ -552,25 +551,12 @@ def _key_fingerprints_of_pem(pem: bytes) -> list[bytes]:
 def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedOcclum,
                    enclave: OcclumEnclave, record: dict, policies: list[str],
                    source: str) -> list[Path]:
-    """Occlum.json, bom.yaml, the SIGSTRUCT (.sig), policies and the record, all or none; the
-    record is renamed last, so a record in OUTPUT_DIR means the files beside it are from its
-    build."""
-    outputs: dict[Path, str | bytes] = {
-        output_dir / "Occlum.json": rendered.occlum_json_text,
-        output_dir / "bom.yaml": rendered.bom_text,
-        output_dir / f"{recipe.name}.sig": enclave.sigstruct.to_bytes(),
-    }
-    policy_paths: list[Path] = []
-    if policies:
-        from .policy import render
-
-        for fmt in dict.fromkeys(policies):  # --policy maa --policy maa: once
-            for name, text in render(record, fmt, source=source).files.items():
-                outputs[output_dir / name] = text
-                policy_paths.append(output_dir / name)
-    outputs[output_dir / "measurement.json"] = json.dumps(record, indent=2) + "\n"
-    write_all_or_none(outputs, option="--output-dir")
-    return policy_paths
+    """Occlum.json, bom.yaml and the SIGSTRUCT (.sig), then build.write_build_outputs."""
+    return write_build_outputs(output_dir, {
+        "Occlum.json": rendered.occlum_json_text,
+        "bom.yaml": rendered.bom_text,
+        f"{recipe.name}.sig": enclave.sigstruct.to_bytes(),
+    }, record, policies, source)
 
 
 __all__ = ["build_occlum", "occlum_build_script", "final_image_config", "program_path",
