@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from typing import Any
 
 from .errors import InputLimitError, PpmlError
@@ -89,18 +88,3 @@ def load_json_document(data: bytes | str, where: str, what: str) -> Any:
                         f"{err.colno}); {what} must be JSON") from None
     except RecursionError:
         raise _nesting_error(where, what) from None
-
-
-def load_toml_document(text: str, where: str, what: str) -> dict[str, Any]:
-    """tomllib.loads with bounded size, nesting and numbers; a PpmlError line on bad input."""
-    check_size(text, MAX_DOCUMENT_BYTES, where, what)
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise PpmlError(f"{where}: {what} is not valid TOML ({err})") from None
-    except RecursionError:
-        raise _nesting_error(where, what) from None
-    except ValueError as err:  # int() past Python's digit limit
-        raise InputLimitError(f"{where}: {what} holds a number too large to read "
-                              f"({str(err).split(':')[0]}); numbers here have at most "
-                              f"{MAX_INT_DIGITS} digits") from None

@@ -462,8 +462,8 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
     private_key = load_signing_key(options.key, passphrase,
                                    allow_sample_key=options.allow_sample_key)
     expected_mrsigner = keys.mrsigner_of(private_key.public_key())
-    key_refusals = _key_fingerprints(options.key, private_key) + _key_fingerprints_of_pem(
-        keys.private_key_pem(private_key))
+    # The copy we mount is this key re-encoded: its DER and private numbers are among these.
+    key_refusals = _key_fingerprints(options.key, private_key)
 
     # The app image exactly as the Gramine build makes it (app files, build stage, workdir,
     # env), and our view of its filesystem: the base's cached index + the app layer.
@@ -539,13 +539,6 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
                                       options.policies, source)
     return BuildResult(record, output_dir / "measurement.json", output_dir, image,
                        timer.timings, policy_files, stats)
-
-
-def _key_fingerprints_of_pem(pem: bytes) -> list[bytes]:
-    """The PEM body of the copy we mount (it differs from --key's bytes if that is PKCS#8 or
-    encrypted)."""
-    body = b"".join(line for line in pem.splitlines() if line and not line.startswith(b"-----"))
-    return [pem.strip(), body[:64]]
 
 
 def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedOcclum,

@@ -17,7 +17,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
                       ValidationError, field_validator, model_validator)
 
 from .errors import InputLimitError, RecipeError
-from .limits import MAX_INT_DIGITS, MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_VALUES
+from .limits import (MAX_INT_DIGITS, MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_VALUES,
+                     read_at_most)
 from .manifest_overrides import OverrideError, normalise_overrides
 from .sizes import GiB, format_gramine_size, is_power_of_two, parse_size
 from .versions import DEFAULT_GRAMINE_PREFIX
@@ -641,8 +642,7 @@ def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
 def load_recipe(path: Path | str) -> Recipe:
     path = Path(path)
     try:
-        with path.open("rb") as handle:  # read no more than the limit: the path may be /dev/zero
-            raw = handle.read(MAX_RECIPE_BYTES + 1)
+        raw = read_at_most(path, MAX_RECIPE_BYTES)  # the path may be /dev/zero
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such recipe file") from None
     except IsADirectoryError:

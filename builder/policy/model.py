@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PpmlError
-from ..limits import MAX_DOCUMENT_BYTES, load_json_document
+from ..limits import MAX_DOCUMENT_BYTES, load_json_document, read_at_most
 
 MEASUREMENT_SCHEMA = "ppml-build/measurement/v1"
 U16_MAX = 0xFFFF
@@ -123,8 +123,7 @@ def read_record_json(path: os.PathLike | str) -> Any:
     failure (exit 2)."""
     path = Path(path)
     try:
-        with path.open("rb") as handle:  # no more than the limit: the path may be /dev/zero
-            raw = handle.read(MAX_DOCUMENT_BYTES + 1)
+        raw = read_at_most(path, MAX_DOCUMENT_BYTES)  # the path may be /dev/zero
     except FileNotFoundError:
         raise PolicyError(f"{path}: no such record file; {_REGEN}") from None
     except OSError as exc:
