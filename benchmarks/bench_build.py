@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ppml_build import build as build_module
-from ppml_build.engine import connect
-from ppml_build.signing import keygen
+from ppml_build.gramine import build as build_module
+from ppml_build.image.engine import connect
+from ppml_build.gramine.signing import keygen
 
 PROJECT = Path(__file__).resolve().parents[1]
 RECIPE = PROJECT / "recipes/spark/pyspark-sql-agg"

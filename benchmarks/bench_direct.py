@@ -16,7 +16,7 @@ the human report to stderr and a JSON document to stdout.
 What each figure means (issue "Gramine's own LibOS in the loop"):
 
 1. Startup and total, per bundled job. "native" is the recipe's command run in the built image
-   (ppml_build.native.run_native: no enclave, no LibOS); "direct" is ppml_build.direct.run_direct:
+   (ppml_build.image.native.run_native: no enclave, no LibOS); "direct" is ppml_build.gramine.direct.run_direct:
    `gramine-direct /ppml/NAME` with the signed manifest (Gramine's LibOS on its Linux PAL, no
    SGX; trusted-file hashes, mounts, fixed argv and env enforced as in the enclave).
    Both are timed by Docker's own clocks, the same way: t0 is the container's State.StartedAt;
@@ -82,9 +82,9 @@ from pathlib import Path
 
 import docker.errors
 import yaml
-from ppml_build.direct import run_direct
-from ppml_build.engine import connect
-from ppml_build.native import run_native
+from ppml_build.gramine.direct import run_direct
+from ppml_build.image.engine import connect
+from ppml_build.image.native import run_native
 from ppml_build.recipe import load_recipe
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -366,7 +366,7 @@ def fmt(value: float | None, width: int = 0) -> str:
 # --- what an image trusts ----------------------------------------------------------------------
 
 def file_from_image(client, image: str, path: str) -> bytes:
-    from ppml_build.direct import read_file_from_image
+    from ppml_build.gramine.direct import read_file_from_image
     from ppml_build.errors import ImageError
 
     try:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ppml_build.hashing import FileHasher, sha256_files_reference
+from ppml_build.image.hashing import FileHasher, sha256_files_reference
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 PYSPARK_VERSION = "3.5.3"

@@ -26,7 +26,7 @@ import yaml
 from .errors import ImageError, PlanError, PpmlError, RecipeError
 from .plan import Plan, spark_submit_flags
 from .recipe import Recipe
-from .sizes import KiB, MiB, human, parse_size
+from .units import KiB, MiB, human, parse_size
 
 SGX_EPC = "sgx.intel.com/epc"
 SGX_ENCLAVE = "sgx.intel.com/enclave"
@@ -497,7 +497,7 @@ def write_k8s(recipe_path: Path, image: str, output_dir: Path | None = None, *,
               allow_tag: bool = False, flink_version: str | None = None) -> dict:
     """``ppml-build k8s``: render every file first, then write them all or none."""
     from .atomic import Output, check_writable, write_all_or_none
-    from .pipeline import load_and_plan
+    from ppml_build.gramine.pipeline import load_and_plan
 
     ref = parse_image(image, allow_tag=allow_tag)
     flink_version = flink_version or DEFAULT_FLINK_VERSION

@@ -16,11 +16,10 @@ import shlex
 from dataclasses import asdict, dataclass, field
 
 from .errors import PlanError
-from .launch import LaunchPlan, describe_launch, plan_launch
-from .manifest_overrides import (INSECURE_FLAG, flatten_overrides, guarded_overrides,
-                                 guarded_recipe_fields, toml_literal)
+from ppml_build.gramine.launch import LaunchPlan, describe_launch, plan_launch
+from ppml_build.gramine.overrides import INSECURE_FLAG, flatten_overrides, guarded_overrides, guarded_recipe_fields, toml_literal
 from .recipe import GRAMINE_MAX_ENCLAVE_SIZE, GRAMINE_MAX_THREADS, Recipe
-from .sizes import GiB, KiB, MiB, format_gramine_size, human, next_power_of_two, parse_size
+from .units import GiB, KiB, MiB, format_gramine_size, human, next_power_of_two, parse_size
 
 # Gramine's fixed cost per thread slot: 2 SSA frames of 4 pages, TCS, TLS, 256K stack, 64K
 # signal stack = 90 pages (gramine.md §1.3).

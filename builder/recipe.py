@@ -19,8 +19,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
 from .errors import InputLimitError, RecipeError
 from .limits import (MAX_INT_DIGITS, MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_VALUES,
                      read_at_most)
-from .manifest_overrides import OverrideError, normalise_overrides
-from .sizes import GiB, format_gramine_size, is_power_of_two, parse_size
+from ppml_build.gramine.overrides import OverrideError, normalise_overrides
+from .units import GiB, format_gramine_size, is_power_of_two, parse_size
 from .versions import DEFAULT_GRAMINE_PREFIX
 
 API_VERSION = "ppml-build/v1"
@@ -664,7 +664,7 @@ def _host_sources(items, field_name: str, recipe_dir: Path, source: str, *,
                   linked_dirs: bool = False) -> list[tuple[Path, str]]:
     """(resolved host path, dest) of each item, after checking it and everything below it
     (host_sources: nothing may lead out of the recipe's directory, by link or otherwise)."""
-    from .host_sources import read_source  # here: the models above need none of it
+    from ppml_build.image.host_sources import read_source  # here: the models above need none of it
 
     out = []
     for index, item in enumerate(items):

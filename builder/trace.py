@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import ImageError, ManifestError, RecipeError
-from .launch import SUPPORT_DIR
-from .rootfs import ENGINE_MANAGED_PATHS, RootFS, RootFSError, normalize, resolve
+from ppml_build.gramine.launch import SUPPORT_DIR
+from ppml_build.image.rootfs import ENGINE_MANAGED_PATHS, RootFS, RootFSError, normalize, resolve
 
 if TYPE_CHECKING:  # direct.py imports the Docker SDK; the pure core here never needs it
-    from .direct import LibosReport
+    from ppml_build.gramine.direct import LibosReport
 
 # Paths the LibOS serves itself: never trusted-file material.
 PSEUDO_FS = ("/proc", "/sys", "/dev")
@@ -777,7 +777,7 @@ def tracing_dockerfile(image_id: str, user: str | None) -> str:
 
 def tracing_image(client, image_id: str, *, say: Say = lambda line: None) -> str:
     """An image FROM ``image_id`` with strace, built once per image id (found by its label)."""
-    from .imagebuild import build_image
+    from ppml_build.image.docker_build import build_image
 
     found = client.images.list(filters={"label": f"{TRACE_IMAGE_LABEL}={image_id}"})
     if found:
@@ -827,7 +827,7 @@ def _search_path(image_attrs: dict[str, Any]) -> str:
 def trace_under_libos(client, image: str, name: str, *, timeout: int,
                       say: Say) -> "tuple[LibosReport, Any]":
     """The job under gramine-direct at log level trace: (what Gramine said, the DirectRun)."""
-    from .direct import read_libos_log, run_direct
+    from ppml_build.gramine.direct import read_libos_log, run_direct
 
     say(f"running the job under {LIBOS_PROGRAM} (the signed manifest at loader.log_level = "
         "trace, no network)")
@@ -867,10 +867,10 @@ def run_trace(recipe_path: Path, *, image: str | None = None, manifest: Path | N
     ``libos``, also run the job under gramine-direct and report what the LibOS refused."""
     import docker.errors
 
-    from .engine import connect, export_image_rootfs
-    from .image_index import cached_image_rootfs
-    from .native import run_native
-    from .pipeline import validate_recipe
+    from ppml_build.image.engine import connect, export_image_rootfs
+    from ppml_build.image.base_index import cached_image_rootfs
+    from ppml_build.image.native import run_native
+    from ppml_build.gramine.pipeline import validate_recipe
 
     started = time.perf_counter()
     recipe = validate_recipe(recipe_path)

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ImageError, ManifestError, PpmlError, SigningError
-from .launch import SUPPORT_DIR
+from ppml_build.gramine.launch import SUPPORT_DIR
 from .policy.evaluate import (POLICY_FORMATS, PolicyDocument, QuoteValues, load_policy,
                               policy_problems)
 from .limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
 from .policy.model import EnclaveValues, read_record_json
-from .rootfs import DirRootFS, RootFS, RootFSError, resolve
+from ppml_build.image.rootfs import DirRootFS, RootFS, RootFSError, resolve
 from .sign import keys
 from .sign.sigstruct import (
     SIGSTRUCT_SIZE,
@@ -45,8 +45,8 @@ from .sign.sigstruct import (
     verify_q1_q2,
     verify_signature,
 )
-from .trusted import TrustedFile, trusted_list_digest
-from .uris import covers_whole_filesystem
+from ppml_build.gramine.trusted import TrustedFile, trusted_list_digest
+from ppml_build.gramine.uris import covers_whole_filesystem
 from .versions import DEFAULT_GRAMINE_PREFIX
 
 IN_IMAGE_DIR = SUPPORT_DIR  # /ppml: where `build` puts APP.manifest.sgx and APP.sig
@@ -179,7 +179,7 @@ def _differs(what: str, expected: Any, actual: Any, expected_from: str,
 # --- manifest-side checks ---------------------------------------------------------------------
 
 def parse_manifest(data: bytes, source: str) -> tuple[dict | None, Check]:
-    from .signing import parse_manifest_toml
+    from ppml_build.gramine.signing import parse_manifest_toml
 
     try:
         manifest = parse_manifest_toml(data, source)
@@ -216,7 +216,7 @@ def read_libpal(fs: RootFS, path: str) -> tuple[bytes | None, str]:
 def check_measurement(manifest_sgx: bytes, libpal: bytes | None, libpal_problem: str,
                       sig: Sigstruct, source: str) -> tuple[str | None, Check]:
     """Recompute MRENCLAVE and compare it with the SIGSTRUCT's ENCLAVEHASH."""
-    from .signing import measure_manifest_bytes
+    from ppml_build.gramine.signing import measure_manifest_bytes
 
     if libpal is None:
         return None, Check("mrenclave", False, f"not recomputed: {libpal_problem}")
@@ -748,7 +748,7 @@ def verify_directory(directory: os.PathLike | str, *, rootfs: os.PathLike | str 
     Without ``rootfs``, a directory that is itself an unpacked image (it has ppml/APP.*) is
     used as both.
     """
-    from .hashing import FileHasher
+    from ppml_build.image.hashing import FileHasher
 
     directory = Path(directory)
     expected = _load_expectations(expect)
@@ -790,7 +790,7 @@ def verify_image(reference: str, *, name: str | None = None,
     """Image mode: everything from the local engine's image, exported in ONE stream."""
     import docker.errors
 
-    from .engine import connect, export_image_rootfs
+    from ppml_build.image.engine import connect, export_image_rootfs
 
     expected = _load_expectations(expect)
     pal = _read_host(Path(libpal), "libpal.so (--libpal)") if libpal is not None else None

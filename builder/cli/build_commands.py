@@ -65,8 +65,8 @@ def build(
     """Build a signed enclave image from a recipe (Gramine: measured and signed natively;
     Occlum: `occlum build` in the Occlum base, measurement read back) and record MRENCLAVE
     (measurement.json + image labels)."""
-    from ..build import BuildOptions, build as run_build
-    from ..manifest_overrides import ManifestOptions
+    from ppml_build.gramine.build import BuildOptions, build as run_build
+    from ppml_build.gramine.overrides import ManifestOptions
     from ..progress import reporter_for
 
     options = BuildOptions(recipe=recipe, key=key, output_dir=output_dir, tag=tag,
@@ -79,7 +79,7 @@ def build(
                                allow_jvm_without_exinfo=allow_jvm_without_exinfo))
     with reporter_for(sys.stderr) as say:
         if verify_reproducible:
-            from ..reproducible import verify_reproducible as run_twice
+            from ppml_build.build.reproducible import verify_reproducible as run_twice
 
             twice = run_twice(options, say=say)
             say(f"reproducible: both builds measured MRENCLAVE {twice.mrenclave}")
@@ -113,9 +113,9 @@ def run_native_command(
 ) -> None:
     """Run the recipe's command natively in the built image, without an enclave (a smoke test
     that needs no SGX machine). Prints the job's output; exits with its exit code."""
-    from ..engine import connect
-    from ..native import run_native
-    from ..pipeline import validate_recipe
+    from ppml_build.image.engine import connect
+    from ppml_build.image.native import run_native
+    from ppml_build.gramine.pipeline import validate_recipe
 
     parsed = validate_recipe(recipe)
     result = run_native(connect(), image or f"ppml/{parsed.name}:latest", parsed, network=network)
@@ -144,9 +144,9 @@ def run_direct_command(
     """Run the built image's job under gramine-direct (Gramine's LibOS without SGX) with the
     signed manifest the enclave would load. Prints the job's output and Gramine's own lines;
     exits with the job's exit code (non-zero when the LibOS refuses something)."""
-    from ..direct import run_direct
-    from ..engine import connect
-    from ..pipeline import validate_recipe
+    from ppml_build.gramine.direct import run_direct
+    from ppml_build.image.engine import connect
+    from ppml_build.gramine.pipeline import validate_recipe
 
     parsed = validate_recipe(recipe)
     if parsed.libos.type != "gramine":
@@ -163,7 +163,7 @@ def run_direct_command(
     if result.exit_code != 0 and log_level is None and diagnose:
         # The signed manifest logs only errors, and Gramine reports refused files as
         # warnings (libos/src/fs/chroot/fs.c, trusted.c): run once more to show them.
-        from ..direct import refusal_lines
+        from ppml_build.gramine.direct import refusal_lines
 
         print(f"run-direct: the job failed (exit {result.exit_code}); what the LibOS refused "
               "(a second run at loader.log_level = warning):", file=sys.stderr)

@@ -153,7 +153,7 @@ def bootstrap_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Build (or reuse) the base images, cached by the hash of their inputs."""
-    from .. import bootstrap, engine
+    from ppml_build.image import bootstrap, engine
     from ..errors import ImageError
 
     if registry is not None:

@@ -42,7 +42,7 @@ def init(
 def validate(recipes: Annotated[list[Path], typer.Argument(help="One or more recipes.")],
              json_out: JsonOpt = False) -> None:
     """Check recipes: schema, types, sizes, paths. Exit 2 with file:line:column on the first error."""
-    from ..pipeline import validate_recipe
+    from ppml_build.gramine.pipeline import validate_recipe
 
     results = []
     for path in recipes:
@@ -61,7 +61,7 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="One or more rec
 def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     """Size the enclave (sgx.enclave_size, sgx.max_threads) from the app's JVM and engine settings,
     showing each term of the derivation."""
-    from ..pipeline import load_and_plan
+    from ppml_build.gramine.pipeline import load_and_plan
     from ..plan import format_plan
 
     _, result = load_and_plan(recipe)
@@ -83,8 +83,8 @@ def manifest(
 ) -> None:
     """Render the LibOS configuration for a recipe against a root filesystem: a Gramine manifest
     with every trusted file hashed (APP.manifest + trusted-files.json)."""
-    from ..manifest_overrides import ManifestOptions
-    from ..pipeline import write_manifest
+    from ppml_build.gramine.overrides import ManifestOptions
+    from ppml_build.gramine.pipeline import write_manifest
 
     options = ManifestOptions(allow_insecure_manifest=allow_insecure_manifest,
                               allow_jvm_without_exinfo=allow_jvm_without_exinfo)

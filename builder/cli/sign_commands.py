@@ -1,6 +1,6 @@
 """CLI commands: keygen, sign, measure, sigstruct-view (mirroring Gramine's SGX tools).
 
-Commands only parse arguments and call ``ppml_build.signing``. Passphrases never come from argv:
+Commands only parse arguments and call ``ppml_build.gramine.signing``. Passphrases never come from argv:
 only ``--passphrase-file`` or $PPML_KEY_PASSPHRASE.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .. import signing
+from ppml_build.gramine import signing
 from ..errors import PpmlError, VerificationError, printable
 from ._app import app
 

@@ -40,7 +40,7 @@ def trace(
     and report what the LibOS itself refused, hash mismatches and its processes.
     Exits 0 when clean, 1 when the enclave would refuse something or the app failed."""
     from ..progress import reporter_for
-    from ..sizes import human
+    from ppml_build.units import human
     from ..trace import group_by_directory, libos_lines, run_trace
 
     with reporter_for(sys.stderr) as say:

@@ -5,7 +5,7 @@
 - ``registry``: Debian's distribution v2 ``docker-registry`` on 127.0.0.1:<free port> with
   htpasswd (bcrypt) auth and temporary storage.
 - ``debian_base`` / ``spark_base`` / ``flink_base`` / ``standin_base``: base images made by
-  ``ppml_build.bootstrap``, cached across runs by their input hash (the first run is slow: it
+  ``ppml_build.image.bootstrap``, cached across runs by their input hash (the first run is slow: it
   debootstraps and pip-downloads Spark/Flink; later runs reuse the images in seconds).
 - ``gramine_bases`` / ``pushed_bases``: Spark and Flink on real Gramine 1.9 built from the
   source tarballs in ../shared/gramine (or $PPML_GRAMINE_SOURCE; Gramine's apt repository
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build import bootstrap, engine
+from ppml_build.image import bootstrap, engine
 from ppml_build.errors import ImageError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

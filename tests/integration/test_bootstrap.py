@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ppml_build import bootstrap, engine
+from ppml_build.image import bootstrap, engine
 from ppml_build.cli import main
 
 pytestmark = pytest.mark.docker

@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build import build as build_module, engine
+from ppml_build.gramine import build as build_module
+from ppml_build.image import engine
 from ppml_build.cli import main
-from ppml_build.native import run_native
+from ppml_build.image.native import run_native
 from ppml_build.recipe import load_recipe
 from ppml_build.sign.elf import read_pal_image
 from ppml_build.sign.measure import measure_manifest
 from ppml_build.sign.sigstruct import Sigstruct, verify_q1_q2, verify_signature
-from ppml_build.tarfs import keep_paths
+from ppml_build.image.tarfs import keep_paths
 
 pytestmark = pytest.mark.docker
 
@@ -143,7 +144,7 @@ def test_manifest_from_cached_index_equals_manifest_from_a_real_export(spark_bui
                                                                        docker_client):
     """The base index (read from the registry's layers during the pull) + app-layer model
     must see exactly what the built image holds."""
-    from ppml_build.pipeline import load_and_plan, render_for_rootfs
+    from ppml_build.gramine.pipeline import load_and_plan, render_for_rootfs
 
     assert spark_build["stats"]["base_index_source"] == "registry"
 

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from ppml_build import engine
+from ppml_build.image import engine
 from ppml_build.cli import main
 from ppml_build.errors import ImageError
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build import build as build_module
-from ppml_build.direct import run_direct
+from ppml_build.gramine import build as build_module
+from ppml_build.gramine.direct import run_direct
 from ppml_build.cli import main
-from ppml_build.imagebuild import build_image
+from ppml_build.image.docker_build import build_image
 from ppml_build.sign.sigstruct import Sigstruct
 from test_build import copy_recipe, file_from_image
 from test_recipes import EXPECTED, NAMES, RECIPE_DIRS, answer

@@ -27,11 +27,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build import build as build_module, engine
+from ppml_build.gramine import build as build_module
+from ppml_build.image import engine
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, VerificationError
-from ppml_build.imagebuild import build_image
-from ppml_build.occlum_build import BuildOptions, build_occlum
+from ppml_build.image.docker_build import build_image
+from ppml_build.occlum.build import BuildOptions, build_occlum
 from ppml_build.recipe import load_recipe
 from ppml_build.sign import keys
 from ppml_build.sign.sigstruct import Sigstruct

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ppml_build import build as build_module
+from ppml_build.gramine import build as build_module
 from ppml_build.cli import main
-from ppml_build.native import run_native
+from ppml_build.image.native import run_native
 from ppml_build.recipe import load_recipe
 from ppml_build.trace import run_trace
 # Fixtures and helpers shared with the build tests (same bases, key and cache isolation).

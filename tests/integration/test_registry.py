@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from ppml_build import engine
+from ppml_build.image import engine
 from ppml_build.errors import ImageError
 
 pytestmark = pytest.mark.docker

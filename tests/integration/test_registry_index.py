@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from ppml_build import engine
-from ppml_build.image_index import BaseIndexJob, index_from_registry, keep_under
-from ppml_build.registry import RegistryClient, credentials_for
-from ppml_build.rootfs import ENGINE_MANAGED_PATHS
-from ppml_build.tarstream import TarReader
+from ppml_build.image import engine
+from ppml_build.image.base_index import BaseIndexJob, index_from_registry, keep_under
+from ppml_build.image.registry import RegistryClient, credentials_for
+from ppml_build.image.rootfs import ENGINE_MANAGED_PATHS
+from ppml_build.image.tarstream import TarReader
 
 pytestmark = pytest.mark.docker
 

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from ppml_build import engine
-from ppml_build.hashing import FileHasher
-from ppml_build.rootfs import DirRootFS, RootFSError, resolve
+from ppml_build.image import engine
+from ppml_build.image.hashing import FileHasher
+from ppml_build.image.rootfs import DirRootFS, RootFSError, resolve
 
 pytestmark = pytest.mark.docker
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build import build as build_module
+from ppml_build.gramine import build as build_module
 from ppml_build.cli import main
-from ppml_build.imagebuild import build_image
-from ppml_build.reproducible import verify_reproducible
+from ppml_build.image.docker_build import build_image
+from ppml_build.build.reproducible import verify_reproducible
 from ppml_build.sign import keys
 from ppml_build.sign.elf import read_pal_image
 from ppml_build.sign.sigstruct import Sigstruct
-from ppml_build.signing import tbs_sigstruct
+from ppml_build.gramine.signing import tbs_sigstruct
 
 # Fixtures shared with the build tests: the stand-in bases pushed to the auth registry, the
 # signing key and the isolated caches (autouse).

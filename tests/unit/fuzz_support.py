@@ -384,15 +384,15 @@ def build_signed_world(base: Path, libpal: Path) -> World:
     """base/: recipe.yaml + job.py, rootfs/, out/ (APP.manifest, trusted-files.json,
     APP.manifest.sgx, APP.sig, measurement.json), key.pem, key.pub, policies/ (every format).
     The way test_verify_directory.py makes one; the caller sets PPML_BUILD_CACHE_DIR."""
-    from ppml_build import build as build_module
-    from ppml_build.pipeline import load_and_plan, render_for_rootfs
+    from ppml_build.gramine import build as build_module
+    from ppml_build.gramine.pipeline import load_and_plan, render_for_rootfs
     from ppml_build.plan import make_plan
     from ppml_build.policy import render_policy, write_policy_files
     from ppml_build.recipe import load_recipe_text
-    from ppml_build.rootfs import DirRootFS
+    from ppml_build.image.rootfs import DirRootFS
     from ppml_build.sign import keys
     from ppml_build.sign.sigstruct import Sigstruct
-    from ppml_build.signing import sign_summary
+    from ppml_build.gramine.signing import sign_summary
     from rootfs_factory import add_ppml_support, make_spark_rootfs
 
     rootfs = make_spark_rootfs(base / "rootfs", libpal=Path(libpal).read_bytes())

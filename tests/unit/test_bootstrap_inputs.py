@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from ppml_build import bootstrap
-from ppml_build.bootstrap import BootstrapOptions, TargetSpec, input_hash, select_targets
+from ppml_build.image import bootstrap
+from ppml_build.image.bootstrap import BootstrapOptions, TargetSpec, input_hash, select_targets
 from ppml_build.errors import ImageError
 
 
@@ -171,7 +171,7 @@ def test_gramine_from_source_is_cached_by_its_tarballs(tmp_path):
 
 def test_a_bad_gramine_source_is_one_line_and_exit_2_before_any_docker_work(tmp_path, capsys,
                                                                             monkeypatch):
-    from ppml_build import engine
+    from ppml_build.image import engine
     from ppml_build.cli import main
 
     def no_engine():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ppml_build import build as build_module
+from ppml_build.gramine import build as build_module
 from ppml_build.cli import main
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from ppml_build.hashing import FileHasher, sha256_files_reference
+from ppml_build.image.hashing import FileHasher, sha256_files_reference
 
 
 def make_tree(root, count=20):
@@ -65,7 +65,7 @@ def test_damaged_cache_only_costs_time(tmp_path):
 
 
 def test_cache_location_follows_environment(tmp_path, monkeypatch):
-    from ppml_build.hashing import default_cache_path
+    from ppml_build.image.hashing import default_cache_path
 
     monkeypatch.setenv("PPML_BUILD_CACHE_DIR", str(tmp_path / "c"))
     assert default_cache_path() == tmp_path / "c" / "hash-cache.json"

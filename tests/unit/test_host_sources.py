@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ppml_build import build as build_module
+from ppml_build.gramine import build as build_module
 from ppml_build.cli import main
 from ppml_build.errors import RecipeError
-from ppml_build.hashing import FileHasher
+from ppml_build.image.hashing import FileHasher
 from ppml_build.recipe import load_recipe
-from ppml_build.rootfs import DirRootFS
-from ppml_build.trusted import expand_trusted_file_list
+from ppml_build.image.rootfs import DirRootFS
+from ppml_build.gramine.trusted import expand_trusted_file_list
 
 RECIPE = """\
 apiVersion: ppml-build/v1

@@ -228,8 +228,8 @@ def test_an_allowed_tree_of_the_whole_file_system(tmp_path, capsys, allowed):
 def test_a_trusted_tree_deeper_than_the_limit(tmp_path):
     from ppml_build.errors import InputLimitError
     from ppml_build.limits import MAX_TREE_DEPTH
-    from ppml_build.rootfs import DirRootFS
-    from ppml_build.trusted import expand_trusted_file_list
+    from ppml_build.image.rootfs import DirRootFS
+    from ppml_build.gramine.trusted import expand_trusted_file_list
 
     deep = tmp_path / "d"
     leaf = deep.joinpath(*["x"] * (MAX_TREE_DEPTH + 5))
@@ -248,8 +248,8 @@ def test_a_file_name_that_is_not_utf8_in_a_trusted_tree(tmp_path):
     import os
 
     from ppml_build.errors import ManifestError
-    from ppml_build.rootfs import DirRootFS
-    from ppml_build.trusted import expand_trusted_file_list
+    from ppml_build.image.rootfs import DirRootFS
+    from ppml_build.gramine.trusted import expand_trusted_file_list
 
     (tmp_path / "d").mkdir()
     with open(os.path.join(os.fsencode(tmp_path / "d"), b"caf\xe9"), "wb") as handle:

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppml_build import build as build_module
-from ppml_build import key_scan
+from ppml_build.gramine import build as build_module
+from ppml_build.build import key_scan
 from ppml_build.errors import RecipeError
 from ppml_build.recipe import load_recipe
 from ppml_build.sign import keys

@@ -14,7 +14,7 @@ import yaml
 
 from ppml_build import trace
 from ppml_build.cli import main
-from ppml_build.direct import LibosRefusal, LibosReport, read_libos_log
+from ppml_build.gramine.direct import LibosRefusal, LibosReport, read_libos_log
 from ppml_build.trace import (ManifestView, combined_suggestion, libos_lines, libos_run_problem,
                               merge_libos, suggest_libos)
 
@@ -459,9 +459,10 @@ class FakeClient:
 
 def test_an_image_without_gramine_direct_is_one_line_naming_no_libos(monkeypatch, capsys,
                                                                      tmp_path):
-    from ppml_build import engine, image_index, pipeline
+    from ppml_build.image import engine, base_index as image_index
+    from ppml_build.gramine import pipeline
     from ppml_build.recipe import load_recipe_text
-    from ppml_build.rootfs import DirRootFS
+    from ppml_build.image.rootfs import DirRootFS
 
     root = tmp_path / "root"
     (root / "ppml").mkdir(parents=True)

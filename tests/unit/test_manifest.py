@@ -12,12 +12,12 @@ import pytest
 
 from ppml_build.cli import main
 from ppml_build.errors import ManifestError
-from ppml_build.gramine_schema import check_manifest
-from ppml_build.hashing import FileHasher
-from ppml_build.manifest import render_manifest
+from ppml_build.gramine.schema import check_manifest
+from ppml_build.image.hashing import FileHasher
+from ppml_build.gramine.manifest import render_manifest
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
-from ppml_build.rootfs import DirRootFS
+from ppml_build.image.rootfs import DirRootFS
 from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 RECIPE = """\
@@ -46,7 +46,7 @@ def rootfs(tmp_path) -> Path:
 
 
 def resolve_in_root(root: Path, path: str) -> Path:
-    """Follow links as a chroot would (written here independently of ppml_build.rootfs)."""
+    """Follow links as a chroot would (written here independently of ppml_build.image.rootfs)."""
     parts, done, hops = [p for p in path.split("/") if p], [], 0
     while parts:
         part = parts.pop(0)

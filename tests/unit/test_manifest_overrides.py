@@ -12,17 +12,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppml_build import build as build_module
+from ppml_build.gramine import build as build_module
 from ppml_build.cli import main
 from ppml_build.errors import ManifestError, RecipeError
-from ppml_build.gramine_schema import ANY, GRAMINE_1_9, AnyOf, DictOf, ListOf, OneOf
-from ppml_build.hashing import FileHasher
-from ppml_build.manifest import render_manifest
-from ppml_build.manifest_overrides import OWNED, ManifestOptions, merge_overrides
+from ppml_build.gramine.schema import ANY, GRAMINE_1_9, AnyOf, DictOf, ListOf, OneOf
+from ppml_build.image.hashing import FileHasher
+from ppml_build.gramine.manifest import render_manifest
+from ppml_build.gramine.overrides import OWNED, ManifestOptions, merge_overrides
 from ppml_build.plan import format_plan, make_plan
 from ppml_build.policy.model import EnclaveValues
 from ppml_build.recipe import load_recipe_text
-from ppml_build.rootfs import DirRootFS
+from ppml_build.image.rootfs import DirRootFS
 from rootfs_factory import make_spark_rootfs
 
 HEAD = """\
@@ -376,7 +376,7 @@ def test_build_says_the_recipes_keys_once(rootfs, monkeypatch):
     import contextlib
     from types import SimpleNamespace
 
-    from ppml_build.manifest_overrides import describe_overrides
+    from ppml_build.gramine.overrides import describe_overrides
 
     recipe = load_recipe_text(recipe_text("manifest: {sys.stack.size: 2M}\n"))
     said: list[str] = []

@@ -18,20 +18,16 @@ from types import SimpleNamespace
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build import build as build_module
-from ppml_build import occlum_build
+from ppml_build.gramine import build as build_module
+from ppml_build.occlum import build as occlum_build
 from ppml_build.errors import RecipeError, SigningError, VerificationError
-from ppml_build.occlum_build import (BuildOptions, check_occlum_sigstruct,
-                                     config_archive, final_image_config, key_mount_dir,
-                                     occlum_build_script, occlum_labels,
-                                     occlum_measurement_record, read_occlum_enclave,
-                                     sdk_debuggable, sdk_edmm)
+from ppml_build.occlum.build import BuildOptions, check_occlum_sigstruct, config_archive, final_image_config, key_mount_dir, occlum_build_script, occlum_labels, occlum_measurement_record, read_occlum_enclave, sdk_debuggable, sdk_edmm
 from ppml_build.recipe import load_recipe_text
 from ppml_build.plan import make_plan
 from ppml_build.sign import keys
 from ppml_build.sign.sdk_metadata import read_sdk_metadata
 from ppml_build.sign.sigstruct import SGX_FLAGS_DEBUG, verify_signature
-from ppml_build.signing import sign_summary
+from ppml_build.gramine.signing import sign_summary
 
 PROJECT = Path(__file__).resolve().parents[2]
 VECTOR_MRENCLAVE = "d1d79feb6fe2a02270d0bdc6e973544567e4fd9d5cb481e99c9b8c044aa76a40"
@@ -274,7 +270,7 @@ def no_docker(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the engine must not be contacted")
 
-    from ppml_build import build as build_module
+    from ppml_build.gramine import build as build_module
 
     monkeypatch.setattr(build_module, "connect", refuse)
 
@@ -301,9 +297,9 @@ def test_a_gramine_recipe_is_not_built_as_occlum(tmp_path, no_docker):
 
 
 def test_debuggable_occlum_json_is_never_written_for_a_release_recipe():
-    """The first line of refusal is the config itself (ppml_build.occlum.check_occlum_json)."""
+    """The first line of refusal is the config itself (ppml_build.occlum.config.check_occlum_json)."""
     from ppml_build.errors import ManifestError
-    from ppml_build.occlum import check_occlum_json
+    from ppml_build.occlum.config import check_occlum_json
 
     with pytest.raises(ManifestError, match="debuggable"):
         check_occlum_json({"metadata": {"debuggable": True}}, recipe(debug=False))

@@ -16,12 +16,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from ppml_build.cli import main
 from ppml_build.errors import ManifestError, RecipeError
-from ppml_build.hashing import FileHasher
-from ppml_build.occlum import (check_occlum_json, format_occlum_size, occlum_sizing,
-                               parse_occlum_size, render_occlum)
+from ppml_build.image.hashing import FileHasher
+from ppml_build.occlum.config import check_occlum_json, format_occlum_size, occlum_sizing, parse_occlum_size, render_occlum
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
-from ppml_build.rootfs import DirRootFS
+from ppml_build.image.rootfs import DirRootFS
 from rootfs_factory import make_spark_rootfs
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -56,7 +55,7 @@ def flink_recipe_text() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Occlum 0.31's Occlum.json, written from occlum.md §1.2 (independently of ppml_build.occlum):
+# Occlum 0.31's Occlum.json, written from occlum.md §1.2 (independently of ppml_build.occlum.config):
 # required keys, types, and every key we may write (extra keys would be silently dropped by
 # gen_internal_conf, so emitting one is a bug).
 

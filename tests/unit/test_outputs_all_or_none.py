@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppml_build import build as build_module
-from ppml_build import occlum_build
+from ppml_build.gramine import build as build_module
+from ppml_build.occlum import build as occlum_build
 from ppml_build.atomic import Output, OutputError, check_writable, write_all_or_none
 from ppml_build.cli import main
 from ppml_build.plan import make_plan

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build import build as build_module
-from ppml_build.build import BuildOptions, app_dockerfile
+from ppml_build.gramine import build as build_module
+from ppml_build.gramine.build import BuildOptions, app_dockerfile
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, RecipeError
-from ppml_build.manifest import render_manifest
+from ppml_build.gramine.manifest import render_manifest
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
-from ppml_build.rootfs import DirRootFS
+from ppml_build.image.rootfs import DirRootFS
 from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ppml_build.engine import ImageReference, load_registry_auth
+from ppml_build.image.engine import ImageReference, load_registry_auth
 from ppml_build.errors import ImageError
 
 

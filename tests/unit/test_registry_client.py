@@ -28,13 +28,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ppml_build import registry as registry_module
-from ppml_build.engine import ImageReference
-from ppml_build.image_index import BaseIndexJob, index_from_registry, keep_under
-from ppml_build.registry import (MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST,
-                                 RegistryClient, RegistryReadError, credentials_for,
-                                 engine_treats_insecure, repository_path)
-from ppml_build.rootfs import RootFSError
+from ppml_build.image import registry as registry_module
+from ppml_build.image.engine import ImageReference
+from ppml_build.image.base_index import BaseIndexJob, index_from_registry, keep_under
+from ppml_build.image.registry import MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryReadError, credentials_for, engine_treats_insecure, repository_path
+from ppml_build.image.rootfs import RootFSError
 
 OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_TAR = "application/vnd.oci.image.layer.v1.tar"

@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from ppml_build.rootfs import RootFSError, resolve, stat_followed
-from ppml_build.tarfs import TarRootFS, keep_paths
+from ppml_build.image.rootfs import RootFSError, resolve, stat_followed
+from ppml_build.image.tarfs import TarRootFS, keep_paths
 
 
 class OneWay(io.RawIOBase):

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppml_build.rootfs import RootFSError
-from ppml_build.tarfs import TarRootFS, keep_paths
+from ppml_build.image.rootfs import RootFSError
+from ppml_build.image.tarfs import TarRootFS, keep_paths
 
 OPQ = ".wh..wh..opq"
 

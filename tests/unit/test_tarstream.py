@@ -16,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppml_build.tarstream import (BLOCK, BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR,
-                                  SYMLINK, Member, TarFormatError, TarReader)
+from ppml_build.image.tarstream import BLOCK, BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, Member, TarFormatError, TarReader
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
 
@@ -348,7 +347,7 @@ def test_base256_size_field():
 @settings(database=None)
 @given(st.integers(-(256 ** 11), -1))
 def test_negative_base256_numbers_match_tarfile(value):
-    from ppml_build.tarstream import _number
+    from ppml_build.image.tarstream import _number
 
     field = tarfile.itn(value, 12, tarfile.GNU_FORMAT)
     assert _number(field) == tarfile.nti(field) == value
@@ -357,7 +356,7 @@ def test_negative_base256_numbers_match_tarfile(value):
 @settings(database=None)
 @given(st.integers(0, 256 ** 11 - 1))
 def test_positive_base256_numbers_match_tarfile(value):
-    from ppml_build.tarstream import _number
+    from ppml_build.image.tarstream import _number
 
     field = bytes([0x80]) + value.to_bytes(11, "big")
     assert _number(field) == tarfile.nti(field) == value

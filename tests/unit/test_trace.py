@@ -9,7 +9,7 @@ import pytest
 
 from ppml_build import trace
 from ppml_build.cli import main
-from ppml_build.rootfs import DirRootFS
+from ppml_build.image.rootfs import DirRootFS
 from ppml_build.trace import (FileAccess, ManifestView, compare, hash_everything_size,
                               image_lookup, parse_strace, suggest)
 
@@ -322,7 +322,7 @@ def flink_rootfs(root: Path, *, linked: bool) -> Path:
 
 
 def render(text: str, root: Path):
-    from ppml_build.manifest import render_manifest
+    from ppml_build.gramine.manifest import render_manifest
     from ppml_build.plan import make_plan
     from ppml_build.recipe import load_recipe_text
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ppml_build.uris import covers_whole_filesystem, gramine_norm_path
+from ppml_build.gramine.uris import covers_whole_filesystem, gramine_norm_path
 
 GRAMINE_NORM_PATH_CASES = [
     ("/", "/"), ("/a/b/c", "/a/b/c"), ("/a/../b", "/b"), ("/../a", "/a"),

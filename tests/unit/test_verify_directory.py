@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build import build as build_module
-from ppml_build import reproducible
+from ppml_build.gramine import build as build_module
+from ppml_build.build import reproducible
 from ppml_build.cli import main
-from ppml_build.hashing import FileHasher
-from ppml_build.pipeline import load_and_plan, render_for_rootfs
+from ppml_build.image.hashing import FileHasher
+from ppml_build.gramine.pipeline import load_and_plan, render_for_rootfs
 from ppml_build.policy import render_policy, write_policy_files
-from ppml_build.rootfs import DirRootFS
+from ppml_build.image.rootfs import DirRootFS
 from ppml_build.sign import keys
 from ppml_build.sign.sigstruct import Sigstruct
-from ppml_build.signing import sign_summary, tbs_sigstruct
+from ppml_build.gramine.signing import sign_summary, tbs_sigstruct
 from ppml_build.verify import Evidence, load_policy, parse_sigstruct, run_checks
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
@@ -697,7 +697,7 @@ def test_first_difference_order():
 
 
 class FakeBuilds:
-    """Stands in for ppml_build.build.build: writes the outputs a build would, records calls."""
+    """Stands in for ppml_build.gramine.build.build: writes the outputs a build would, records calls."""
 
     def __init__(self, mrenclaves: list[str], trusted: list[list[dict]]) -> None:
         self.mrenclaves, self.trusted = mrenclaves, trusted

@@ -23,22 +23,15 @@ from typing import Any
 
 import tomli_w
 
-from .atomic import Output, OutputError, check_writable, write_all_or_none, write_and_sync
-from .errors import InputLimitError, ManifestError, PpmlError, SigningError
-from .gramine_schema import apply_gramine_defaults
-from .limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
-from .versions import DEFAULT_GRAMINE_PREFIX
-from .rootfs import DirRootFS, RootFS, stat_followed
-from .sign import keys
-from .sign.sdk_metadata import SdkMetadata, is_elf, read_sdk_metadata
-from .sign.sigstruct import (
-    SIGSTRUCT_SIZE,
-    Sigstruct,
-    parse_date,
-    unsigned_sigstruct,
-    verify_q1_q2,
-    verify_signature,
-)
+from ppml_build.atomic import Output, OutputError, check_writable, write_all_or_none, write_and_sync
+from ppml_build.errors import InputLimitError, ManifestError, PpmlError, SigningError
+from .schema import apply_gramine_defaults
+from ppml_build.limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
+from ppml_build.versions import DEFAULT_GRAMINE_PREFIX
+from ppml_build.image.rootfs import DirRootFS, RootFS, stat_followed
+from ppml_build.sign import keys
+from ppml_build.sign.sdk_metadata import SdkMetadata, is_elf, read_sdk_metadata
+from ppml_build.sign.sigstruct import SIGSTRUCT_SIZE, Sigstruct, parse_date, unsigned_sigstruct, verify_q1_q2, verify_signature
 
 PASSPHRASE_ENV = "PPML_KEY_PASSPHRASE"
 DEFAULT_LIBPAL = f"{DEFAULT_GRAMINE_PREFIX}sgx/libpal.so"
@@ -175,7 +168,7 @@ def _prefixed(err: PpmlError, source: str) -> PpmlError:
 
 def load_pal(libpal: Path | Any) -> Any:
     """A parsed libpal (``PalImage``); accepts an already parsed one."""
-    from .sign.elf import PalImage, read_pal_image
+    from ppml_build.sign.elf import PalImage, read_pal_image
 
     return libpal if isinstance(libpal, PalImage) else read_pal_image(libpal)
 
@@ -183,7 +176,7 @@ def load_pal(libpal: Path | Any) -> Any:
 def measure_manifest_bytes(manifest_sgx: bytes, libpal: Path | Any, *,
                            source: str) -> tuple[bytes, Any, dict]:
     """(MRENCLAVE, MeasurementInputs, parsed manifest) of exactly these .manifest.sgx bytes."""
-    from .sign.measure import measure_enclave, measurement_inputs
+    from ppml_build.sign.measure import measure_enclave, measurement_inputs
 
     manifest = parse_manifest_toml(manifest_sgx, source)
     try:

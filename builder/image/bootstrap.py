@@ -32,7 +32,7 @@ import docker
 import docker.errors
 
 from . import engine
-from .errors import ImageError
+from ppml_build.errors import ImageError
 
 INPUT_HASH_LABEL = "ppml.input-hash"
 STANDIN_LABEL = "ppml.libos.standin"
@@ -53,7 +53,7 @@ GRAMINE_VERSION = "1.9"
 GRAMINE_SOURCE_MAIN = f"gramine-{GRAMINE_VERSION}.tar.gz"
 GRAMINE_SOURCE_SUMS = "SHA256SUMS"
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 Action = Literal["built", "reused", "pulled"]
 

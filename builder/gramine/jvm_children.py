@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .launch import LaunchPlan
-from .recipe import Recipe
+from ppml_build.recipe import Recipe
 
 ARROW_KEY = "spark.sql.execution.arrow.pyspark.enabled"
 FINDINGS_NAMED = 3  # the warning names this many lines, then says how many more

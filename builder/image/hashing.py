@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .atomic import write_text_atomic
+from ppml_build.atomic import write_text_atomic
 
 CACHE_SCHEMA = "ppml-build/hash-cache/v1"
 _CHUNK = 4 * 1024 * 1024  # one read and one hashlib.update per 4 MiB

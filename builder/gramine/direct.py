@@ -30,10 +30,10 @@ import docker
 import docker.errors
 import tomli_w
 
-from .errors import ImageError
-from .gramine_schema import GRAMINE_1_9
+from ppml_build.errors import ImageError
+from .schema import GRAMINE_1_9
 from .launch import SUPPORT_DIR
-from .native import run_container
+from ppml_build.image.native import run_container
 
 LOG_LEVELS = GRAMINE_1_9["loader"]["log_level"].values  # Gramine 1.9's loader.log_level
 DIAGNOSTIC_DIR = "/ppml-direct"  # where a log-level copy of the manifest is mounted

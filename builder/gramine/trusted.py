@@ -17,9 +17,9 @@ import posixpath
 from dataclasses import dataclass
 from typing import Iterator
 
-from .errors import InputLimitError, ManifestError
-from .limits import MAX_TREE_DEPTH
-from .rootfs import ENGINE_MANAGED_PATHS, Entry, RootFS, RootFSError, resolve
+from ppml_build.errors import InputLimitError, ManifestError
+from ppml_build.limits import MAX_TREE_DEPTH
+from ppml_build.image.rootfs import ENGINE_MANAGED_PATHS, Entry, RootFS, RootFSError, resolve
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,17 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from .atomic import check_writable, write_all_or_none
-from .errors import ManifestError, PpmlError, RecipeError
-from .hashing import FileHasher
+from ppml_build.atomic import check_writable, write_all_or_none
+from ppml_build.errors import ManifestError, PpmlError, RecipeError
+from ppml_build.image.hashing import FileHasher
 from .jvm_children import jvm_children_warning, scans_app_python
 from .manifest import RenderedManifest, render_manifest
-from .manifest_overrides import ManifestOptions
-from .occlum import RenderedOcclum, render_occlum
-from .plan import Plan, make_plan
-from .recipe import Recipe, check_app_files, load_recipe
-from .rootfs import DirRootFS, RootFS, RootFSError
-from .sizes import format_gramine_size
+from .overrides import ManifestOptions
+from ppml_build.occlum.config import RenderedOcclum, render_occlum
+from ppml_build.plan import Plan, make_plan
+from ppml_build.recipe import Recipe, check_app_files, load_recipe
+from ppml_build.image.rootfs import DirRootFS, RootFS, RootFSError
+from ppml_build.units import format_gramine_size
 
 # Bounds of reading the app's Python for the JVM-children warning (read_app_python).
 MAX_SCANNED_SOURCE = 1 << 20

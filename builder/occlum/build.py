@@ -1,7 +1,7 @@
 """``ppml-build build`` for ``libos.type: occlum``: recipe → signed Occlum enclave image + record.
 
     pull base (digest pinned) → app layer (Docker SDK) → base index + app overlay
-    → Occlum.json + bom.yaml (ppml_build.occlum) → in a container of that image:
+    → Occlum.json + bom.yaml (ppml_build.occlum.config) → in a container of that image:
       ``occlum new``, ``copy_bom``, ``occlum build --sign-key`` → read the SIGSTRUCT of
       build/lib/libocclum-libos.signed.so natively and check it → commit the container
       (labels, ``occlum run`` entrypoint) → record (+ policies) → optional push
@@ -37,23 +37,22 @@ import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
-from . import __version__
-from .atomic import check_writable, write_all_or_none
-# The app image is made exactly as for Gramine (ppml_build.build.app_image).
-from .build import (BuildOptions, BuildResult, Say, _key_fingerprints, _Timer, app_image,
-                    image_labels, push_if_asked, record_fields, write_build_outputs)
-from .engine import STREAM_TIMEOUT, ImageReference
-from .errors import ImageError, RecipeError, SigningError, VerificationError
-from .launch import SUPPORT_DIR
-from .occlum import OCCLUM_VERSION, RenderedOcclum
-from .pipeline import load_and_plan, render_occlum_for_rootfs
-from .plan import Plan
-from .recipe import Recipe
-from .sign import keys
-from .sign.sdk_metadata import SdkMetadata, read_sdk_metadata
-from .sign.sigstruct import SGX_FLAGS_DEBUG, Sigstruct, verify_q1_q2, verify_signature
-from .signing import load_signing_key, read_passphrase
-from .sizes import format_gramine_size
+from ppml_build import __version__
+from ppml_build.atomic import check_writable, write_all_or_none
+# The app image is made exactly as for Gramine (ppml_build.gramine.build.app_image).
+from ppml_build.gramine.build import BuildOptions, BuildResult, Say, _key_fingerprints, _Timer, app_image, image_labels, push_if_asked, record_fields, write_build_outputs
+from ppml_build.image.engine import STREAM_TIMEOUT, ImageReference
+from ppml_build.errors import ImageError, RecipeError, SigningError, VerificationError
+from ppml_build.gramine.launch import SUPPORT_DIR
+from .config import OCCLUM_VERSION, RenderedOcclum
+from ppml_build.gramine.pipeline import load_and_plan, render_occlum_for_rootfs
+from ppml_build.plan import Plan
+from ppml_build.recipe import Recipe
+from ppml_build.sign import keys
+from ppml_build.sign.sdk_metadata import SdkMetadata, read_sdk_metadata
+from ppml_build.sign.sigstruct import SGX_FLAGS_DEBUG, Sigstruct, verify_q1_q2, verify_signature
+from ppml_build.gramine.signing import load_signing_key, read_passphrase
+from ppml_build.units import format_gramine_size
 
 # Where Occlum 0.31's packages install their tools (base_images/occlum/Dockerfile). Named by
 # absolute path: a Spark or Flink layer on top of the Occlum base may have reset PATH.
@@ -257,7 +256,7 @@ def _sha256(data: bytes) -> str:
 def occlum_measurement_record(*, recipe: Recipe, plan: Plan, enclave: OcclumEnclave, image: str,
                               image_id: str, pushed_digest: str | None, base_digest: str,
                               rendered: RenderedOcclum) -> dict:
-    """The record, in the shape of ``ppml_build.build.measurement_record``.
+    """The record, in the shape of ``ppml_build.gramine.build.measurement_record``.
 
     What Gramine's keys mean here: ``manifest_sha256`` is Occlum.json's digest (the
     configuration sealed into the LibOS); ``trusted_files`` counts the files the bom puts into

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from .errors import ImageError
-from .recipe import Recipe
+from ppml_build.errors import ImageError
+from ppml_build.recipe import Recipe
 
 
 @dataclass(frozen=True)

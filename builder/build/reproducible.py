@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import build as build_module
-from .atomic import write_all_or_none
-from .build import BuildOptions, BuildResult
-from .errors import ImageError, VerificationError
+from ppml_build.gramine import build as build_module
+from ppml_build.atomic import write_all_or_none
+from ppml_build.gramine.build import BuildOptions, BuildResult
+from ppml_build.errors import ImageError, VerificationError
 
 Say = Callable[[str], None]
 CACHE_ENV = "PPML_BUILD_CACHE_DIR"
@@ -137,7 +137,7 @@ def _cache_dir(path: Path) -> Iterator[None]:
 
 def check_tag(image: str) -> str:
     """A tag beside the user's for the throw-away second build."""
-    from .engine import ImageReference
+    from ppml_build.image.engine import ImageReference
 
     ref = ImageReference.parse(image)
     tag = (ref.tag or "latest")[:128 - len(CHECK_TAG_SUFFIX)]
@@ -161,7 +161,7 @@ def libpal_path_of(manifest_sgx: bytes) -> str:
     """<directory of loader.entrypoint (libsysdb.so)>/sgx/libpal.so, as verify reads it."""
     import tomllib
 
-    from .versions import DEFAULT_GRAMINE_PREFIX
+    from ppml_build.versions import DEFAULT_GRAMINE_PREFIX
 
     try:
         uri = tomllib.loads(manifest_sgx.decode("utf-8"))["loader"]["entrypoint"]["uri"]
@@ -206,7 +206,7 @@ def read_image_file(client: Any, image: str, path: str, *, max_links: int = 8) -
 def _image_libpals(first: BuildResult, second: BuildResult,
                    manifest: bytes) -> Callable[[], tuple[str, bytes, bytes]]:
     def read() -> tuple[str, bytes, bytes]:
-        from .engine import connect
+        from ppml_build.image.engine import connect
 
         client = connect()
         path = libpal_path_of(manifest)
@@ -219,7 +219,7 @@ def _image_libpals(first: BuildResult, second: BuildResult,
 def _remove_image(reference: str) -> None:
     import docker.errors
 
-    from .engine import connect
+    from ppml_build.image.engine import connect
 
     try:
         connect().api.remove_image(reference)
@@ -229,7 +229,7 @@ def _remove_image(reference: str) -> None:
 
 def _push_and_record(result: BuildResult, options: BuildOptions) -> None:
     """Push the kept image after both builds agreed; put its digest in the record."""
-    from .engine import ImageReference, connect, load_registry_auth, push_image
+    from ppml_build.image.engine import ImageReference, connect, load_registry_auth, push_image
 
     auth = None
     if options.registry_auth is not None:

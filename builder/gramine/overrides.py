@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator
 
 import tomli_w
 
-from .errors import ManifestError
+from ppml_build.errors import ManifestError
 from .uris import covers_whole_filesystem
 # _check is the schema walk check_manifest uses; reused so a key is judged by the same rules.
-from .gramine_schema import ANY, BOOL, GRAMINE_1_9, INT, STR, DictOf, _check
+from .schema import ANY, BOOL, GRAMINE_1_9, INT, STR, DictOf, _check
 
 INSECURE_FLAG = "--allow-insecure-manifest"
 JVM_EXINFO_FLAG = "--allow-jvm-without-exinfo"

@@ -1,7 +1,7 @@
 """A read-only view of an image's filesystem, with chroot-style symlink resolution.
 
 Two back ends share one interface: ``DirRootFS`` (a directory on the host, e.g. an unpacked
-image) and the tar-stream view of an exported image (``ppml_build.tarfs``). Everything above
+image) and the tar-stream view of an exported image (``ppml_build.image.tarfs``). Everything above
 this module (trusted-file expansion, the manifest renderer) talks in in-image absolute paths
 ("/opt/spark/jars/x.jar") and never touches host paths, so a symlink can never lead outside the
 image.

@@ -29,12 +29,12 @@ from typing import Any
 
 import yaml
 
-from .errors import ManifestError, RecipeError
-from .plan import HEADROOM_FRACTION, Plan, Term
-from .programs import find_program, path_env, script_interpreters
-from .recipe import Recipe
-from .rootfs import MAX_SYMLINK_HOPS, RootFS, RootFSError, resolve, stat_followed
-from .sizes import GiB, KiB, MiB, human, next_power_of_two
+from ppml_build.errors import ManifestError, RecipeError
+from ppml_build.plan import HEADROOM_FRACTION, Plan, Term
+from ppml_build.image.programs import find_program, path_env, script_interpreters
+from ppml_build.recipe import Recipe
+from ppml_build.image.rootfs import MAX_SYMLINK_HOPS, RootFS, RootFSError, resolve, stat_followed
+from ppml_build.units import GiB, KiB, MiB, human, next_power_of_two
 
 OCCLUM_VERSION = "0.31"
 PAGE = 4 * KiB

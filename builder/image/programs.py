@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import posixpath
 
-from .errors import ManifestError
-from .recipe import Recipe
+from ppml_build.errors import ManifestError
+from ppml_build.recipe import Recipe
 from .rootfs import RootFS, RootFSError, resolve, stat_followed
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"

@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .errors import ImageError
+from ppml_build.errors import ImageError
 from .rootfs import ENGINE_MANAGED_PATHS  # noqa: F401  (re-exported)
 from .tarfs import KeepPredicate, TarRootFS
 

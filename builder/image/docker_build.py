@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 import docker
 import docker.errors
 
-from .errors import ImageError
+from ppml_build.errors import ImageError
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BUILT_RE = re.compile(r"Successfully built ([0-9a-f]{12,64})")

@@ -27,36 +27,33 @@ from typing import Any, Callable, Iterator
 
 import docker.errors
 
-from . import __version__
-from .atomic import check_writable, write_all_or_none
-from .engine import (ImageReference, connect, export_image_rootfs, load_registry_auth,
-                     pull_image, push_image)
-from . import key_scan
-from .hashing import FileHasher
-from .host_sources import SourceTree, Staged, StagingConflict, read_source, stage_tree
-from .image_index import BaseIndexJob, cached_image_rootfs
-from .tarfs import TarRootFS
-from .overlay import OverlayRootFS
-from .errors import ImageError, ManifestError, RecipeError
-from .imagebuild import build_image
-from .launch import (SUPPORT_CONTEXT_DIR, SUPPORT_DIR, app_stage_copy_line,
-                     support_stage_lines)
+from ppml_build import __version__
+from ppml_build.atomic import check_writable, write_all_or_none
+from ppml_build.image.engine import ImageReference, connect, export_image_rootfs, load_registry_auth, pull_image, push_image
+from ppml_build.build import key_scan
+from ppml_build.image.hashing import FileHasher
+from ppml_build.image.host_sources import SourceTree, Staged, StagingConflict, read_source, stage_tree
+from ppml_build.image.base_index import BaseIndexJob, cached_image_rootfs
+from ppml_build.image.tarfs import TarRootFS
+from ppml_build.image.overlay import OverlayRootFS
+from ppml_build.errors import ImageError, ManifestError, RecipeError
+from ppml_build.image.docker_build import build_image
+from .launch import SUPPORT_CONTEXT_DIR, SUPPORT_DIR, app_stage_copy_line, support_stage_lines
 from .manifest import RenderedManifest
-from .manifest_overrides import (ManifestOptions, check_guarded, describe_overrides,
-                                 guarded_recipe_fields, recipe_manifest_keys)
+from .overrides import ManifestOptions, check_guarded, describe_overrides, guarded_recipe_fields, recipe_manifest_keys
 from .pipeline import load_and_plan, render_for_rootfs, trusted_files_document
-from .plan import Plan
-from .recipe import Recipe
-from .rootfs import RootFS, RootFSError, resolve
+from ppml_build.plan import Plan
+from ppml_build.recipe import Recipe
+from ppml_build.image.rootfs import RootFS, RootFSError, resolve
 from .signing import load_signing_key, read_passphrase, sign_summary, tbs_sigstruct
-from .sign import keys
-from .sign.elf import read_pal_image
-from .sign.sigstruct import parse_date
+from ppml_build.sign import keys
+from ppml_build.sign.elf import read_pal_image
+from ppml_build.sign.sigstruct import parse_date
 from .trusted import trusted_list_digest
-from .versions import gramine_version
+from ppml_build.versions import gramine_version
 
 RECORD_SCHEMA = "ppml-build/measurement/v1"
-SUPPORT_SOURCES = Path(__file__).resolve().parent / "gramine_support"
+SUPPORT_SOURCES = Path(__file__).resolve().parent / "support"
 IN_IMAGE_DIR = SUPPORT_DIR  # where the final image keeps APP.manifest.sgx and APP.sig
 BUILD_SOURCES_DIR = "build-src"  # build.sources[i] is staged as <context>/build-src/<i>
 CA_CONTEXT_NAME = "ppml-ca-bundle.pem"
@@ -174,7 +171,7 @@ def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool
 
 
 def _stage_support_files(context: Path) -> None:
-    """builder/gramine_support/ into the context, for the support stage to COPY."""
+    """builder/gramine/support/ into the context, for the support stage to COPY."""
     shutil.copytree(SUPPORT_SOURCES, context / SUPPORT_CONTEXT_DIR,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
@@ -310,13 +307,13 @@ def _stage_ca_bundle(options: BuildOptions, recipe: Recipe, context: Path,
         return False
     bundle, origin = options.ca_bundle, "--ca-bundle"
     if bundle is None:
-        from .bootstrap import default_ca_bundle
+        from ppml_build.image.bootstrap import default_ca_bundle
 
         found = default_ca_bundle()
         if found is None:
             return False
         bundle, origin = found[0], f"${found[1]}"
-    from .bootstrap import check_ca_bundle
+    from ppml_build.image.bootstrap import check_ca_bundle
 
     check_ca_bundle(Path(bundle))
     shutil.copyfile(bundle, context / CA_CONTEXT_NAME)
@@ -590,7 +587,7 @@ def build(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
         recipe, plan = load_and_plan(options.recipe)
     if recipe.libos.type == "occlum":
         # Occlum measures its own image filesystem: `occlum build` runs in the Occlum base.
-        from .occlum_build import build_occlum  # late import: occlum_build uses this module
+        from ppml_build.occlum.build import build_occlum  # late import: occlum_build uses this module
 
         return build_occlum(options, say)
     # A refused recipe field or manifest: key fails now, not after the image build (the
@@ -685,7 +682,7 @@ def write_build_outputs(output_dir: Path, files: dict[str, str | bytes], record:
     outputs: dict[Path, str | bytes] = {output_dir / name: data for name, data in files.items()}
     policy_paths: list[Path] = []
     if policies:
-        from .policy import render
+        from ppml_build.policy import render
 
         for fmt in dict.fromkeys(policies):  # --policy maa --policy maa: once
             for name, text in render(record, fmt, source=source).files.items():

@@ -30,8 +30,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import ManifestError, PlanError
-from .recipe import Recipe
+from ppml_build.errors import ManifestError, PlanError
+from ppml_build.recipe import Recipe
 
 # Where ppml-build's in-enclave support files live in the image (trusted, except launch inputs).
 SUPPORT_DIR = "/ppml"
@@ -293,7 +293,7 @@ def describe_launch(launch: LaunchPlan) -> list[str]:
 # --- the build side: computing the launcher's output in the image ------------------------------
 
 SUPPORT_STAGE = "ppml-support"
-SUPPORT_CONTEXT_DIR = "ppml-support"  # the build context's copy of builder/gramine_support/
+SUPPORT_CONTEXT_DIR = "ppml-support"  # the build context's copy of builder/gramine/support/
 _STAGE_SRC = "/ppml-support/src"
 _STAGE_OUT = "/ppml-support/out"
 

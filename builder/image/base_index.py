@@ -3,7 +3,7 @@
 A base image pinned by digest never changes, and its local image id is the SHA-256 of its
 config, which names every layer's content digest: an index stored under that id can never go
 stale. The index holds entries, per-file SHA-256, the first bytes of every file, and the full
-bytes of the LibOS files we measure; the app layer is laid over it (``ppml_build.overlay``).
+bytes of the LibOS files we measure; the app layer is laid over it (``ppml_build.image.overlay``).
 
 It is made once per base, in one of two ways: from the registry's layer blobs in a thread while
 the engine pulls the image (``BaseIndexJob``; nothing waits for it but the pull), or from one
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .atomic import write_bytes_atomic
+from ppml_build.atomic import write_bytes_atomic
 from .engine import ImageReference
 from .hashing import default_cache_path
 from .registry import RegistryClient, RegistryImage, credentials_for, engine_treats_insecure

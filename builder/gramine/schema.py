@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .errors import ManifestError
-from .versions import DEFAULT_GRAMINE_PREFIX
+from ppml_build.errors import ManifestError
+from ppml_build.versions import DEFAULT_GRAMINE_PREFIX
 
 DEFAULT_LIBSYSDB_URI = f"file:{DEFAULT_GRAMINE_PREFIX}libsysdb.so"
 

@@ -17,21 +17,18 @@ from typing import Any
 import jinja2
 import tomli_w
 
-from .errors import ManifestError
-from .gramine_schema import apply_gramine_defaults, check_manifest
-from .launch import (ENCLAVE_HOSTS, LAUNCH_INPUT_SUFFIX, SCRATCH_KEY_NAME, SUPPORT_TRUSTED,
-                     PYSPARK_JVM_ARGS, check_launcher_input, check_pyspark_jvm_args,
-                     launcher_command)
-from .manifest_overrides import (ManifestOptions, check_guarded, guarded_recipe_fields,
-                                 merge_overrides, recipe_manifest_keys, toml_string)
-from .plan import Plan
-from .programs import find_program, path_env, script_interpreters
-from .recipe import Recipe
-from .rootfs import RootFS, RootFSError, resolve, stat_followed
+from ppml_build.errors import ManifestError
+from .schema import apply_gramine_defaults, check_manifest
+from .launch import ENCLAVE_HOSTS, LAUNCH_INPUT_SUFFIX, SCRATCH_KEY_NAME, SUPPORT_TRUSTED, PYSPARK_JVM_ARGS, check_launcher_input, check_pyspark_jvm_args, launcher_command
+from .overrides import ManifestOptions, check_guarded, guarded_recipe_fields, merge_overrides, recipe_manifest_keys, toml_string
+from ppml_build.plan import Plan
+from ppml_build.image.programs import find_program, path_env, script_interpreters
+from ppml_build.recipe import Recipe
+from ppml_build.image.rootfs import RootFS, RootFSError, resolve, stat_followed
 from .trusted import TrustedFile, expand_trusted_file_list
-from .versions import gramine_version
+from ppml_build.versions import gramine_version
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "manifest_templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "manifest_templates"
 
 
 def _template_root() -> Path:

@@ -5,7 +5,7 @@ file is SHA-256'd (so ``sha256_many`` is a dictionary lookup), and the bytes of 
 ``keep(path)`` predicate selects (the LibOS's libpal.so, small scripts) are held in memory.
 Everything else about a file is known except its content.
 
-Paths follow ``ppml_build.rootfs``: in-image absolute and normalised; '..' in a tar member name
+Paths follow ``ppml_build.image.rootfs``: in-image absolute and normalised; '..' in a tar member name
 can never climb above the image root.
 """
 
@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator
 
 from .rootfs import HEAD_SIZE, Entry, EntryKind, RootFSError, normalize
-from .tarstream import (BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, Member,
-                        TarFormatError, TarReader)
+from .tarstream import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, Member, TarFormatError, TarReader
 
 KeepPredicate = Callable[[str], bool]
 

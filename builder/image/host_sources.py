@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import RecipeError
+from ppml_build.errors import RecipeError
 from .rootfs import MAX_SYMLINK_HOPS
 
 EntryKind = Literal["dir", "file", "link"]

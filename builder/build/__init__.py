@@ -1,0 +1,1 @@
+"""``ppml-build build`` across backends: options, the backend registry, the key guard, outputs."""

@@ -1,0 +1,1 @@
+"""The Gramine 1.9 backend: manifest, trusted files, launch, signing, ``gramine-direct`` runs."""

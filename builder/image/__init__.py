@@ -1,0 +1,1 @@
+"""Images and their filesystems: the Docker engine, registries, base images, rootfs views."""
