@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions
 from ppml_build.image.engine import connect
 from ppml_build.gramine.signing import keygen
 
@@ -42,7 +43,7 @@ DOCKER = ("pull", "docker_build_app", "docker_build_final")
 def timed_build(recipe: Path, key: Path, out: Path, tag: str, no_cache: bool,
                 base_index: str = "registry"):
     start = time.perf_counter()
-    result = build_module.build(build_module.BuildOptions(
+    result = backends.build(BuildOptions(
         recipe=recipe, key=key, output_dir=out, tag=tag, date="2026-11-01", no_cache=no_cache,
         base_index=base_index))
     return time.perf_counter() - start, result

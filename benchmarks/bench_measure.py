@@ -26,7 +26,8 @@ import standin  # noqa: E402  (tests/standin: builds the stand-in libpal.so)
 from ppml_build.sign.elf import PalImage, read_pal_image  # noqa: E402
 from ppml_build.sign.layout import enclave_layout  # noqa: E402
 from ppml_build.sign.measure import MeasurementInputs, _thread_pages, measure_enclave  # noqa: E402
-from ppml_build.sign.constants import gramine_constants, format_size  # noqa: E402
+from ppml_build.sign.constants import gramine_constants  # noqa: E402
+from ppml_build.units import format_gramine_size as format_size  # noqa: E402
 
 PAGE = 4096
 THREADS = 4

@@ -24,9 +24,9 @@ from pathlib import Path
 import yaml
 
 from .errors import ImageError, PlanError, PpmlError, RecipeError
-from .plan import Plan, spark_submit_flags
+from .plan import FLINK_DEFAULT_PROCESS_SIZE, SPARK_DEFAULT_MEMORY, Plan, spark_submit_flags
 from .recipe import Recipe
-from .units import KiB, MiB, human, parse_size
+from .units import KiB, MiB, Size, human, parse_spark_size, round_up
 
 SGX_EPC = "sgx.intel.com/epc"
 SGX_ENCLAVE = "sgx.intel.com/enclave"
@@ -44,9 +44,6 @@ PCMD_FRACTION = 32
 # flinkVersion of the FlinkDeployment (operator enum); ppml-build's Flink base image is 2.x.
 DEFAULT_FLINK_VERSION = "v2_0"
 _FLINK_VERSION_RE = re.compile(r"^v\d+_\d+$")
-
-SPARK_DEFAULT_MEMORY = "1g"  # Spark's default spark.driver.memory / spark.executor.memory
-FLINK_DEFAULT_PROCESS_SIZE = "1728m"  # Flink's default taskmanager.memory.process.size
 
 DRIVER_TEMPLATE = "driver-pod-template.yaml"
 EXECUTOR_TEMPLATE = "executor-pod-template.yaml"
@@ -142,7 +139,7 @@ def pod_sizing(recipe: Recipe, plan: Plan) -> PodSizing:
                         "to auto")
     host = HOST_PROCESS_BASE + plan.max_threads * HOST_BYTES_PER_THREAD
     pcmd = plan.enclave_size // PCMD_FRACTION
-    memory = -(-(plan.enclave_size + pcmd + host) // MiB) * MiB
+    memory = round_up(plan.enclave_size + pcmd + host, MiB)
     if plan.jvm is not None:
         cpus = plan.jvm.cpus
     else:
@@ -247,13 +244,14 @@ def _header(recipe: Recipe, plan: Plan, sizing: PodSizing, image: ImageRef) -> l
 # --------------------------------------------------------------------------------------------
 # Spark
 
-def _spark_value(flags: dict[str, str], recipe_value: str | int | None, key: str,
-                 default: str) -> str:
-    """The value the plan sized for: spark-submit flags in app.command > resources.spark."""
+def _spark_value(flags: dict[str, str], recipe_value: Size | int | None, key: str,
+                 default: Size | str) -> str:
+    """The value the plan sized for, as written: spark-submit flags in app.command >
+    resources.spark > Spark's default."""
     value = flags.get(key)
     if value is None and recipe_value is not None:
         value = str(recipe_value)
-    return default if value is None else value
+    return str(default) if value is None else value
 
 
 def _spark_primary_resource(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -273,7 +271,7 @@ def _spark_primary_resource(argv: list[str]) -> tuple[str | None, list[str]]:
 def _spark_mib(value: str, where: str) -> int:
     """A Spark memory setting in MiB (Spark reads a number without a unit as MiB)."""
     try:
-        return parse_size(value + "m" if value.strip().isdigit() else value) // MiB
+        return parse_spark_size(value) // MiB
     except ValueError:
         raise RecipeError(f"{where}: {value!r} is not a size; write e.g. 4g") from None
 
@@ -403,8 +401,8 @@ def _render_flink(recipe: Recipe, plan: Plan, image: ImageRef, sizing: PodSizing
             "flinkVersion": flink_version,
             "serviceAccount": "flink",
             "flinkConfiguration": {
-                "taskmanager.memory.process.size": flink.process_size
-                or FLINK_DEFAULT_PROCESS_SIZE,
+                "taskmanager.memory.process.size": str(flink.process_size
+                                                       or FLINK_DEFAULT_PROCESS_SIZE),
                 "taskmanager.numberOfTaskSlots": str(flink.task_slots or 1),
             },
             "jobManager": role("jobmanager"),
@@ -497,7 +495,7 @@ def write_k8s(recipe_path: Path, image: str, output_dir: Path | None = None, *,
               allow_tag: bool = False, flink_version: str | None = None) -> dict:
     """``ppml-build k8s``: render every file first, then write them all or none."""
     from .atomic import Output, check_writable, write_all_or_none
-    from ppml_build.gramine.pipeline import load_and_plan
+    from ppml_build.pipeline import load_and_plan
 
     ref = parse_image(image, allow_tag=allow_tag)
     flink_version = flink_version or DEFAULT_FLINK_VERSION

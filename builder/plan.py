@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass, field
 from .errors import PlanError
 from ppml_build.gramine.launch import LaunchPlan, describe_launch, plan_launch
 from ppml_build.gramine.overrides import INSECURE_FLAG, flatten_overrides, guarded_overrides, guarded_recipe_fields, toml_literal
-from .recipe import GRAMINE_MAX_ENCLAVE_SIZE, GRAMINE_MAX_THREADS, Recipe
-from .units import GiB, KiB, MiB, format_gramine_size, human, next_power_of_two, parse_size
+from .recipe import Recipe
+from .units import (JVM_SIZE_PATTERN, GiB, KiB, MiB, Size, format_gramine_size, format_jvm_size,
+                    human, next_power_of_two, parse_size, parse_spark_size, round_up)
+from .versions import DEFAULT_GRAMINE_VERSION
+from ppml_build.sign.constants import GramineSgxConstants, gramine_constants
 
-# Gramine's fixed cost per thread slot: 2 SSA frames of 4 pages, TCS, TLS, 256K stack, 64K
-# signal stack = 90 pages (gramine.md §1.3).
-GRAMINE_PAGES_PER_THREAD = 90
-GRAMINE_BYTES_PER_THREAD = GRAMINE_PAGES_PER_THREAD * 4 * KiB
 # Gramine's own helper threads (IPC, async events, TLS handshake) — why its docs say "at least 4".
 GRAMINE_HELPER_THREADS = 3
 # LibOS + PAL internal memory (its own heap, page tables of the LibOS VMA tracker, loaded ELFs).
@@ -34,6 +33,10 @@ DEFAULT_MALLOC_ARENA_MAX = 4
 HEADROOM_FRACTION = 0.25
 THREAD_MARGIN = 1.25
 MIN_ENCLAVE_SIZE = 256 * MiB
+# What Spark and Flink use when nothing sets them (Spark's spark.driver.memory and
+# spark.executor.memory; Flink's taskmanager.memory.process.size), as they spell them.
+SPARK_DEFAULT_MEMORY = Size(1 * GiB, "1g")
+FLINK_DEFAULT_PROCESS_SIZE = Size(1728 * MiB, "1728m")
 
 
 @dataclass
@@ -133,10 +136,10 @@ class Plan:
 # ---------------------------------------------------------------------------------------------
 # Reading the flags the app runs with
 
-_XMX = re.compile(r"^-Xmx([0-9]+[kKmMgGtT]?)$")
-_XSS = re.compile(r"^-Xss([0-9]+[kKmMgGtT]?)$")
+_XMX = re.compile(rf"^-Xmx({JVM_SIZE_PATTERN})$")
+_XSS = re.compile(rf"^-Xss({JVM_SIZE_PATTERN})$")
 _XX_SIZE = re.compile(r"^-XX:(MaxMetaspaceSize|MaxDirectMemorySize|ReservedCodeCacheSize|"
-                      r"ThreadStackSize|CompressedClassSpaceSize)=([0-9]+[kKmMgGtT]?)$")
+                      rf"ThreadStackSize|CompressedClassSpaceSize)=({JVM_SIZE_PATTERN})$")
 _XX_CPUS = re.compile(r"^-XX:ActiveProcessorCount=([0-9]+)$")
 _LOCAL_MASTER = re.compile(r"^local\[([0-9]+|\*)(?:,[0-9]+)?\]$")
 
@@ -169,12 +172,6 @@ def spark_submit_flags(recipe: Recipe) -> dict[str, str]:
     return flags
 
 
-def spark_memory(text: str) -> int:
-    """Spark memory settings: a bare number means MiB (JVM flags and Flink read it as bytes)."""
-    text = str(text).strip()
-    return parse_size(text) * MiB if text.isascii() and text.isdigit() else parse_size(text)
-
-
 _SPARK_MEMORY_KEYS = ("spark.driver.memory", "spark.executor.memory",
                       "spark.memory.offHeap.size", "spark.driver.memoryOverhead",
                       "spark.executor.memoryOverhead")
@@ -187,7 +184,7 @@ def check_spark_flags(flags: dict[str, str]) -> None:
     for key in _SPARK_MEMORY_KEYS:
         if key in flags:
             try:
-                readable = spark_memory(flags[key]) > 0
+                readable = parse_spark_size(flags[key]) > 0
             except ValueError:
                 readable = False
             if not readable:
@@ -278,34 +275,42 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
     jvm_res = recipe.resources.jvm
     spark_res = recipe.resources.spark
 
-    def pick(key: str, resource: str | None, resource_name: str, default: int,
+    def pick(key: str, resource: Size | None, resource_name: str, default: int,
              default_source: str) -> tuple[int, str]:
         if key in found:
             return found[key]
         if resource is not None:
-            return parse_size(resource), f"resources.jvm.{resource_name}"
+            return resource.bytes, f"resources.jvm.{resource_name}"
         return default, default_source
+
+    def spark_setting(key: str, resource: Size | None) -> int | None:
+        """app.command's spark-submit flag, else the recipe's resources.spark value."""
+        if spark_flags.get(key):
+            return parse_spark_size(spark_flags[key])
+        return None if resource is None else resource.bytes
 
     # Heap: flags > kind resources > resources.jvm.heap > kind default.
     if "heap" in found:
         heap, heap_source = found["heap"]
     elif recipe.kind == "spark":
-        driver = spark_flags.get("spark.driver.memory") or spark_res.driver_memory
-        executor = spark_flags.get("spark.executor.memory") or spark_res.executor_memory
         # One image serves driver and executor pods, so size for the larger JVM.
-        candidates = [(spark_memory(v), n) for v, n in ((driver, "spark.driver.memory"),
-                                                       (executor, "spark.executor.memory")) if v]
+        candidates = [(value, name) for value, name in (
+            (spark_setting("spark.driver.memory", spark_res.driver_memory),
+             "spark.driver.memory"),
+            (spark_setting("spark.executor.memory", spark_res.executor_memory),
+             "spark.executor.memory")) if value is not None]
         if candidates:
             heap, name = max(candidates)
             heap_source = f"{name} (the larger of driver and executor memory)"
         elif jvm_res.heap:
-            heap, heap_source = parse_size(jvm_res.heap), "resources.jvm.heap"
+            heap, heap_source = jvm_res.heap.bytes, "resources.jvm.heap"
         else:
-            heap, heap_source = 1 * GiB, "Spark's default spark.driver.memory (1g)"
+            heap = SPARK_DEFAULT_MEMORY.bytes
+            heap_source = f"Spark's default spark.driver.memory ({SPARK_DEFAULT_MEMORY})"
     elif recipe.kind == "flink" and flink_model is not None:
         heap, heap_source = flink_model["heap"], "Flink memory model: task heap + framework heap"
     elif jvm_res.heap:
-        heap, heap_source = parse_size(jvm_res.heap), "resources.jvm.heap"
+        heap, heap_source = jvm_res.heap.bytes, "resources.jvm.heap"
     else:
         heap, heap_source = 1 * GiB, "assumed 1G: set -Xmx or resources.jvm.heap"
         warnings.append("no JVM heap size given: assumed 1G; the JVM's own default is 1/4 of the "
@@ -320,7 +325,7 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
                              "default is unlimited)")
         direct_value = max(256 * MiB, heap // 4)
         if recipe.kind == "spark" and spark_res.offheap_size:
-            direct_value += spark_memory(spark_res.offheap_size)
+            direct_value += spark_res.offheap_size.bytes
         direct_default = (direct_value, "max(256M, heap/4) (+ spark.memory.offHeap.size), "
                           "pinned with -XX:MaxDirectMemorySize (the JVM's default is -Xmx)")
     metaspace = pick("metaspace", jvm_res.metaspace, "metaspace", *metaspace_default)
@@ -371,6 +376,14 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
 
 # ---------------------------------------------------------------------------------------------
 
+def gramine_layout(recipe: Recipe) -> GramineSgxConstants:
+    """The Gramine layout whose limits and per-thread cost the plan sizes with: the recipe's
+    release's, or the default release's for Occlum (occlum/sizing.py maps the plan onto
+    Occlum's own model)."""
+    gramine = recipe.libos.type == "gramine"
+    return gramine_constants(recipe.libos.version if gramine else DEFAULT_GRAMINE_VERSION)
+
+
 def _thread_terms(recipe: Recipe, jvm: JvmSettings | None,
                   spark_flags: dict[str, str]) -> list[ThreadTerm]:
     terms = [ThreadTerm("gramine_helpers", GRAMINE_HELPER_THREADS,
@@ -412,11 +425,6 @@ def _thread_terms(recipe: Recipe, jvm: JvmSettings | None,
     return terms
 
 
-def _jvm_size(value: int) -> str:
-    """A size as HotSpot's flags take it: whole megabytes where they divide, else kilobytes."""
-    return f"{value // MiB}m" if value % MiB == 0 else f"{-(-value // KiB)}k"
-
-
 def jvm_pinning_flags(jvm: JvmSettings) -> list[str]:
     """The flags that make the JVM keep to what the plan sized for.
 
@@ -434,7 +442,7 @@ def jvm_pinning_flags(jvm: JvmSettings) -> list[str]:
                              ("direct_memory", "MaxDirectMemorySize", jvm.direct_memory),
                              ("code_cache", "ReservedCodeCacheSize", jvm.code_cache)):
         if key not in jvm.set_by_flags:
-            flags.append(f"-XX:{flag}={_jvm_size(value)}")
+            flags.append(f"-XX:{flag}={format_jvm_size(value)}")
     return flags
 
 
@@ -446,10 +454,11 @@ def make_plan(recipe: Recipe) -> Plan:
     spark_flags = spark_submit_flags(recipe) if recipe.kind == "spark" else {}
     check_spark_flags(spark_flags)
 
+    gramine = gramine_layout(recipe)
     flink_model = None
     if recipe.kind == "flink":
-        process = recipe.resources.flink.process_size or "1728m"
-        flink_model = _flink_memory(parse_size(process))
+        process = recipe.resources.flink.process_size or FLINK_DEFAULT_PROCESS_SIZE
+        flink_model = _flink_memory(process.bytes)
 
     jvm = _resolve_jvm(recipe, warnings, flink_model, spark_flags) if is_jvm else None
 
@@ -470,8 +479,8 @@ def make_plan(recipe: Recipe) -> Plan:
     # Thread count first: stacks scale with it.
     thread_terms = _thread_terms(recipe, jvm, spark_flags)
     thread_estimate = sum(term.count for term in thread_terms)
-    threads_needed = min(GRAMINE_MAX_THREADS, _round_up(math.ceil(thread_estimate *
-                                                                   THREAD_MARGIN), 8))
+    threads_needed = min(gramine.max_threads_limit, round_up(math.ceil(thread_estimate *
+                                                                  THREAD_MARGIN), 8))
     explicit_threads = recipe.enclave.max_threads != "auto"
     max_threads = recipe.enclave.max_threads if explicit_threads else threads_needed
     if explicit_threads and max_threads < thread_estimate:
@@ -513,17 +522,19 @@ def make_plan(recipe: Recipe) -> Plan:
     terms += [
         Term("thread_stacks", max_threads * stack, stack_source),
         Term("glibc_arenas", arenas * GLIBC_ARENA_SIZE, f"{arenas} × 64M ({arena_source})"),
-        Term("libos_overhead", LIBOS_BASE_OVERHEAD + max_threads * GRAMINE_BYTES_PER_THREAD,
-             f"Gramine LibOS/PAL memory (192M) + {max_threads} × 360K per-thread SGX areas"),
+        Term("libos_overhead", LIBOS_BASE_OVERHEAD + max_threads * gramine.bytes_per_thread,
+             f"Gramine LibOS/PAL memory ({human(LIBOS_BASE_OVERHEAD)}) + {max_threads} × "
+             f"{human(gramine.bytes_per_thread)} per-thread SGX areas"),
     ]
     subtotal = sum(term.value for term in terms)
     terms.append(Term("headroom", int(subtotal * HEADROOM_FRACTION),
                       "25% for fragmentation, mmap'ed files and the LibOS page cache"))
     estimate = sum(term.value for term in terms)
     size_needed = max(MIN_ENCLAVE_SIZE, next_power_of_two(estimate))
-    if size_needed > GRAMINE_MAX_ENCLAVE_SIZE:
+    if size_needed > gramine.max_enclave_size:
         raise PlanError(f"the app needs about {human(estimate)} of enclave memory, more than "
-                        "Gramine's 1024G; lower the heap or executor memory")
+                        f"Gramine's {format_gramine_size(gramine.max_enclave_size)}; lower the "
+                        "heap or executor memory")
 
     explicit_size = recipe.enclave.size_bytes
     enclave_size = explicit_size if explicit_size is not None else size_needed
@@ -569,10 +580,6 @@ def _check_passthrough(recipe: Recipe, extra_env: dict[str, str], launch) -> Non
             raise PlanError(f"app.passthrough_env[{index}]: {name} is set by ppml-build "
                             f"(see `ppml-build plan`); a host value would replace it. Remove it, "
                             f"or set it in app.env")
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def format_plan(plan: Plan) -> str:

@@ -8,9 +8,30 @@ from typing import Callable, Iterator, TextIO
 
 from .errors import printable
 
+Say = Callable[[str], None]  # one progress line; every long step takes one
+
+
+def say_nothing(line: str) -> None:
+    """The default ``say``: a library caller who passes none sees no progress."""
+
+
+class StepTimer:
+    """Seconds per named step (``build`` reports them; the benchmarks read them)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
 
 @contextlib.contextmanager
-def reporter_for(stream: TextIO) -> Iterator[Callable[[str], None]]:
+def reporter_for(stream: TextIO) -> Iterator[Say]:
     """Yield a ``say(line)`` function suited to ``stream``."""
     if stream.isatty():
         from rich.console import Console

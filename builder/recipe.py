@@ -9,23 +9,23 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt,
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt,
                       ValidationError, field_validator, model_validator)
 
 from .errors import InputLimitError, RecipeError
 from .limits import (MAX_INT_DIGITS, MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_VALUES,
                      read_at_most)
 from ppml_build.gramine.overrides import OverrideError, normalise_overrides
-from .units import GiB, format_gramine_size, is_power_of_two, parse_size
-from .versions import DEFAULT_GRAMINE_PREFIX
+from .units import MiB, Size, format_gramine_size, is_power_of_two, parse_size, parse_spark_size
+from .versions import DEFAULT_GRAMINE_PREFIX, DEFAULT_GRAMINE_VERSION
+from ppml_build.sign.constants import gramine_constants
 
 API_VERSION = "ppml-build/v1"
-GRAMINE_MAX_ENCLAVE_SIZE = 1024 * GiB
-GRAMINE_MAX_THREADS = 4096
 
 # Variables read as a list of words (the JVM's option variables, PySpark's submit arguments):
 # split with shlex by plan.py and jvm_children.py, so their quotes must balance.
@@ -68,7 +68,7 @@ class BaseImage(_Strict):
 
 class LibOS(_Strict):
     type: Literal["gramine", "occlum"] = "gramine"
-    version: str = "1.9"
+    version: str = DEFAULT_GRAMINE_VERSION
     prefix: str = DEFAULT_GRAMINE_PREFIX
 
     @field_validator("prefix")
@@ -178,39 +178,44 @@ class Runtime(_Strict):
         return _image_path(value).rstrip("/") or "/"
 
 
-def _size_text(value: Any) -> Any:
-    """A memory size as written ("2g", "1728m", 4096): checked here, kept as the user wrote it."""
-    if value is not None:
-        if parse_size(value) == 0:
-            raise ValueError("a size of 0 leaves it to a default the enclave cannot be sized "
-                             "for; give the size, e.g. 512m")
-        return str(value)
-    return value
+def _memory_size(value: Any, *, spark: bool = False) -> Size | None:
+    """A memory size as written ("2g", "1728m", 4096), parsed once: its bytes as the runtime
+    that reads it counts them (``spark``: a bare number is MiB), and its text as written."""
+    if value is None:
+        return None
+    size = parse_size(value)
+    if size == 0:
+        raise ValueError("a size of 0 leaves it to a default the enclave cannot be sized "
+                         "for; give the size, e.g. 512m")
+    text = str(value)
+    return Size(parse_spark_size(text) if spark else size, text)
 
 
-SizeText = Annotated[str | None, BeforeValidator(_size_text)]
+# A JVM flag's or Flink's size (a bare number is bytes), and a Spark setting's (MiB).
+MemorySize = Annotated[Size | None, PlainValidator(_memory_size)]
+SparkMemorySize = Annotated[Size | None, PlainValidator(partial(_memory_size, spark=True))]
 
 
 class SparkResources(_Strict):
-    driver_memory: SizeText = Field(default=None, alias="spark.driver.memory")
-    executor_memory: SizeText = Field(default=None, alias="spark.executor.memory")
+    driver_memory: SparkMemorySize = Field(default=None, alias="spark.driver.memory")
+    executor_memory: SparkMemorySize = Field(default=None, alias="spark.executor.memory")
     executor_cores: StrictInt | None = Field(default=None, alias="spark.executor.cores", ge=1,
                                              le=1024)
-    offheap_size: SizeText = Field(default=None, alias="spark.memory.offHeap.size")
+    offheap_size: SparkMemorySize = Field(default=None, alias="spark.memory.offHeap.size")
 
 
 class FlinkResources(_Strict):
-    process_size: SizeText = Field(default=None, alias="taskmanager.memory.process.size")
+    process_size: MemorySize = Field(default=None, alias="taskmanager.memory.process.size")
     task_slots: StrictInt | None = Field(default=None, alias="taskmanager.numberOfTaskSlots",
                                    ge=1, le=1024)
 
 
 class JvmResources(_Strict):
-    heap: SizeText = None
-    metaspace: SizeText = None
-    direct_memory: SizeText = None
-    code_cache: SizeText = None
-    thread_stack: SizeText = None
+    heap: MemorySize = None
+    metaspace: MemorySize = None
+    direct_memory: MemorySize = None
+    code_cache: MemorySize = None
+    thread_stack: MemorySize = None
 
 
 class Resources(_Strict):
@@ -223,8 +228,30 @@ class Resources(_Strict):
                              description="extra threads the application itself starts")
 
 
+def _enclave_size(value: Any) -> Size | None:
+    """``auto`` (None: the plan sizes it) or a power of two within Gramine's limits, written
+    back in Gramine's spelling for messages ("16g" is "16G")."""
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError("must be 'auto' or a size such as 16G")
+    try:
+        size = parse_size(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a size; write 'auto' or e.g. 16G") from None
+    if not is_power_of_two(size):
+        raise ValueError(f"must be a power of two, e.g. 16G (got {value})")
+    # The field cannot see libos: the default Gramine's limits hold for every recipe.
+    limit = gramine_constants(DEFAULT_GRAMINE_VERSION).max_enclave_size
+    if size > limit:
+        raise ValueError(f"must be at most {format_gramine_size(limit)} (Gramine's limit)")
+    if size < 1 * MiB:
+        raise ValueError("must be at least 1M; write e.g. 256M")
+    return Size(size, format_gramine_size(size))
+
+
 class Enclave(_Strict):
-    size: str = "auto"
+    size: Annotated[Size | None, PlainValidator(_enclave_size)] = None  # None: auto
     max_threads: int | Literal["auto"] = "auto"
     # Strict: a wrong type here changes what the enclave is (debug: "yes" is not a yes).
     edmm: StrictBool = False
@@ -233,39 +260,23 @@ class Enclave(_Strict):
     isv_svn: StrictInt = Field(default=0, ge=0, le=0xFFFF)
     remote_attestation: Literal["dcap", "none"] = "dcap"
 
-    @field_validator("size", mode="before")
-    @classmethod
-    def _size(cls, value: Any) -> Any:
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise ValueError("must be 'auto' or a size such as 16G")
-        try:
-            size = parse_size(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a size; write 'auto' or e.g. 16G") from None
-        if not is_power_of_two(size):
-            raise ValueError(f"must be a power of two, e.g. 16G (got {value})")
-        if size > GRAMINE_MAX_ENCLAVE_SIZE:
-            raise ValueError("must be at most 1024G (Gramine's limit)")
-        if size < 1024 * 1024:
-            raise ValueError("must be at least 1M; write e.g. 256M")
-        return format_gramine_size(size)
-
     @field_validator("max_threads", mode="before")
     @classmethod
     def _threads(cls, value: Any) -> Any:
         if value == "auto":
             return value
+        # As for size: the default Gramine's limit.
+        limit = gramine_constants(DEFAULT_GRAMINE_VERSION).max_threads_limit
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("must be 'auto' or a whole number from 1 to 4096")
-        if not 1 <= value <= GRAMINE_MAX_THREADS:
-            raise ValueError(f"must be from 1 to 4096 (Gramine's limit), got {value}")
+            raise ValueError(f"must be 'auto' or a whole number from 1 to {limit}")
+        if not 1 <= value <= limit:
+            raise ValueError(f"must be from 1 to {limit} (Gramine's limit), got {value}")
         return value
 
     @property
     def size_bytes(self) -> int | None:
-        return None if self.size == "auto" else parse_size(self.size)
+        """The explicit enclave size in bytes; None for auto."""
+        return None if self.size is None else self.size.bytes
 
 
 class EncryptedMount(_Strict):
@@ -409,6 +420,11 @@ class Recipe(_Strict):
     @classmethod
     def _manifest(cls, value: Any) -> dict[str, Any]:
         return normalise_overrides(value)
+
+    @property
+    def uses_python(self) -> bool:
+        """The app runs a Python interpreter: kind python, or a .py file in app.command."""
+        return self.kind == "python" or any(arg.endswith(".py") for arg in self.app.command)
 
     @model_validator(mode="after")
     def _manifest_needs_gramine(self) -> "Recipe":
@@ -664,7 +680,7 @@ def _host_sources(items, field_name: str, recipe_dir: Path, source: str, *,
                   linked_dirs: bool = False) -> list[tuple[Path, str]]:
     """(resolved host path, dest) of each item, after checking it and everything below it
     (host_sources: nothing may lead out of the recipe's directory, by link or otherwise)."""
-    from ppml_build.image.host_sources import read_source  # here: the models above need none of it
+    from ppml_build.host_sources import read_source  # here: the models above need none of it
 
     out = []
     for index, item in enumerate(items):

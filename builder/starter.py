@@ -10,7 +10,7 @@ from .errors import RecipeError
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 STARTERS = {"spark": "spark/pyspark-sql-agg", "flink": "flink/pyflink-table"}
 # Added to the starter's recipe.yaml only (the bundled recipes stay as they are): where a
-# Gramine key the recipe does not model goes (builder/manifest_overrides.py).
+# Gramine key the recipe does not model goes (builder/gramine/overrides.py).
 MANIFEST_HINT = """
 # Extra Gramine 1.9 manifest keys the recipe does not model, dotted or nested (checked
 # against Gramine's manifest schema; keys the recipe sets elsewhere are refused):

@@ -1,14 +1,20 @@
 """Gramine's SGX layout constants: one table, keyed by Gramine version.
 
-Values are those of Gramine's generated ``_graminelibos_offsets`` module on x86_64 (see
-/work/shared/reference/gramine.md §1.1) plus the PAGEINFO flags of ``sgx_sign.py``. They have been
-identical from v1.5 (base fixed at 0, 4-page SSA frames) to v1.9. When a future Gramine changes a
-value, add one entry to ``GRAMINE_CONSTANTS``; everything else reads the table.
+Values are those of Gramine's generated ``_graminelibos_offsets`` module on x86_64 (Gramine 1.9
+``pal/src/host/linux-sgx/generated_offsets.c``) plus the PAGEINFO flags of
+``python/graminelibos/sgx_sign.py``. They have been identical from v1.5 (base fixed at 0, 4-page
+SSA frames) to v1.9. Which release uses which layout is said in ``ppml_build.versions``; a future
+Gramine that changes a value adds one entry to ``GRAMINE_LAYOUTS`` here and names it in its
+versions entry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+
+from ppml_build.units import round_up as _round_up_to
+from ppml_build.versions import DEFAULT_GRAMINE_VERSION, GRAMINE_MEASURED_ONLY, GRAMINE_VERSIONS
 
 from ..errors import SigningError
 
@@ -69,6 +75,11 @@ class GramineSgxConstants:
         return self.ssa_frame_size * self.ssa_frame_num
 
     @property
+    def bytes_per_thread(self) -> int:
+        """Enclave memory every thread slot takes besides the app's own (360K in v1.9)."""
+        return self.pages_per_thread * PAGE_SIZE
+
+    @property
     def pages_per_thread(self) -> int:
         """SSA + TCS + TLS + stack + signal stack pages every thread slot costs (90 in v1.9)."""
         per_thread = (
@@ -113,10 +124,14 @@ _GRAMINE_1_5 = GramineSgxConstants(
     tls_heap_max=0x1B0,
 )
 
-# Versions whose measurement we reproduce; the layout code has been unchanged since v1.5.
-GRAMINE_LAYOUT_VERSIONS: tuple[str, ...] = ("1.5", "1.6", "1.7", "1.8", "1.9")
-GRAMINE_CONSTANTS: dict[str, GramineSgxConstants] = {v: _GRAMINE_1_5 for v in GRAMINE_LAYOUT_VERSIONS}
-DEFAULT_GRAMINE_VERSION = "1.9"
+# Layouts by the release that introduced them; the layout code has been unchanged since v1.5.
+GRAMINE_LAYOUTS: dict[str, GramineSgxConstants] = {"1.5": _GRAMINE_1_5}
+# Versions whose measurement we reproduce: the older ones and every one a recipe may choose.
+_LAYOUT_OF = {**GRAMINE_MEASURED_ONLY,
+              **{version: entry.layout for version, entry in GRAMINE_VERSIONS.items()}}
+GRAMINE_LAYOUT_VERSIONS: tuple[str, ...] = tuple(_LAYOUT_OF)
+GRAMINE_CONSTANTS: dict[str, GramineSgxConstants] = {
+    version: GRAMINE_LAYOUTS[layout] for version, layout in _LAYOUT_OF.items()}
 
 
 def gramine_constants(version: str = DEFAULT_GRAMINE_VERSION) -> GramineSgxConstants:
@@ -134,16 +149,4 @@ def round_down(value: int) -> int:
     return value - value % PAGE_SIZE
 
 
-def round_up(value: int) -> int:
-    return -(-value // PAGE_SIZE) * PAGE_SIZE
-
-
-_SIZE_UNITS = (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10))
-
-
-def format_size(size: int) -> str:
-    """Write a byte count in Gramine's size syntax with the largest exact unit ("256M", "1512K")."""
-    for suffix, unit in _SIZE_UNITS:
-        if size and size % unit == 0:
-            return f"{size // unit}{suffix}"
-    return str(size)
+round_up = partial(_round_up_to, multiple=PAGE_SIZE)  # up to a page boundary

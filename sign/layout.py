@@ -19,11 +19,11 @@ from .constants import (
     SECINFO_TCS,
     SECINFO_W,
     SECINFO_X,
-    format_size,
     gramine_constants,
     round_up,
 )
 from .elf import PalImage
+from ppml_build.units import format_gramine_size as format_size
 
 if TYPE_CHECKING:  # measure.py imports this module; only the type is needed here
     from .measure import MeasurementInputs

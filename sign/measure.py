@@ -2,15 +2,15 @@
 
 MRENCLAVE is SHA-256 over the records the CPU hashes while the loader builds the enclave: one
 ECREATE, then per page an EADD and, for measured pages, 16 EEXTENDs with 256 data bytes each
-(gramine.md §1.6). The few thousand measured pages are built one page at a time. The free (heap)
-area is millions of EADD-only records that differ only in their offset, so it is produced from a
-template buffer in big slices and fed to hashlib several MiB at a time.
+(Gramine 1.9 ``python/graminelibos/sgx_sign.py``, ``generate_measurement``). The few thousand
+measured pages are built one page at a time. The free (heap) area is millions of EADD-only records
+that differ only in their offset, so it is produced from a template buffer in big slices and fed
+to hashlib several MiB at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 import tomllib
 from dataclasses import dataclass
@@ -22,11 +22,12 @@ from .constants import (
     EEXTEND_CHUNK,
     PAGE_SIZE,
     GramineSgxConstants,
-    format_size,
     gramine_constants,
 )
 from .elf import PalImage
 from .layout import MemoryArea, enclave_layout
+from ppml_build.units import format_gramine_size as format_size, parse_gramine_size
+from ppml_build.versions import gramine_version
 
 _DEFAULTS = gramine_constants(DEFAULT_GRAMINE_VERSION)
 _MAX_SIZE_TEXT = format_size(_DEFAULTS.max_enclave_size)
@@ -71,22 +72,12 @@ class MeasurementInputs:
             raise SigningError(f"sgx.edmm_enable must be true or false, got {self.edmm_enable!r}")
 
 
-# Accepted by both Gramine's signer (int(x, 0)) and its runtime parser (decimal, k/m/g).
-_SIZE_SYNTAX = re.compile(r"(0|[1-9][0-9]*)([KMG]?)")
-_SIZE_SCALE = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-
-
 def parse_enclave_size(text: str, *, field: str = "sgx.enclave_size") -> int:
-    """Bytes for a Gramine size string: decimal digits and an optional K, M or G ("16G")."""
-    if not isinstance(text, str):
-        raise SigningError(f'{field} must be a string like "16G", got {text!r}')
-    match = _SIZE_SYNTAX.fullmatch(text)
-    if match is None:
-        raise SigningError(
-            f'{field} = "{text}" is not a size Gramine accepts; write decimal digits without a '
-            'leading zero and an optional uppercase K, M or G suffix, e.g. "16G"'
-        )
-    return int(match.group(1)) * _SIZE_SCALE[match.group(2)]
+    """Bytes for a Gramine size string ("16G"), SigningError naming ``field`` otherwise."""
+    try:
+        return parse_gramine_size(text, field=field)
+    except ValueError as err:
+        raise SigningError(str(err)) from None
 
 
 def measurement_inputs(manifest: dict[str, Any]) -> MeasurementInputs:
@@ -97,15 +88,16 @@ def measurement_inputs(manifest: dict[str, Any]) -> MeasurementInputs:
     edmm = sgx.get("edmm_enable", False)
     if not isinstance(edmm, bool):
         raise SigningError(f"sgx.edmm_enable must be true or false, got {edmm!r}")
-    size_text = sgx.get("enclave_size", "1024G" if edmm else "256M")
+    defaults = gramine_version()  # what Gramine's Manifest constructor fills in
     return MeasurementInputs(
-        enclave_size=parse_enclave_size(size_text),
-        max_threads=sgx.get("max_threads", 4),
+        enclave_size=(parse_enclave_size(sgx["enclave_size"]) if "enclave_size" in sgx
+                      else defaults.enclave_size_default(edmm)),
+        max_threads=sgx.get("max_threads", defaults.default_max_threads),
         edmm_enable=edmm,
     )
 
 
-# --- hashed records (gramine.md §1.6; Intel SDM ECREATE/EADD/EEXTEND) ----------------------
+# --- hashed records (sgx_sign.py do_ecreate/do_eadd/do_eextend; Intel SDM ECREATE/EADD/EEXTEND)
 
 _ECREATE = struct.Struct("<8sLQ44s")
 _EADD = struct.Struct("<8sQQ40s")
@@ -189,7 +181,7 @@ def _hash_unmeasured_pages(digest: Any, first_offset: int, size: int, flags: int
     view.release()
 
 
-# --- TCS and TLS pages (gramine.md §1.4) ----------------------------------------------------
+# --- TCS and TLS pages (Gramine 1.9 sgx_sign.py, gen_area_content) ----------------------------
 
 def _thread_pages(c: GramineSgxConstants, areas: list[MemoryArea], pal: PalImage,
                   manifest_size: int, enclave_size: int) -> tuple[bytes, bytes]:

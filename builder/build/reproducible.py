@@ -1,7 +1,7 @@
 """``build --verify-reproducible``: build twice from scratch and require the same MRENCLAVE.
 
 Both builds run with Docker's build cache off and with their own empty hash and image-index
-caches (PPML_BUILD_CACHE_DIR pointed at a fresh temporary directory each), so nothing computed
+caches (a fresh ``CacheLocations`` under a temporary directory each), so nothing computed
 by the first build can hide a difference in the second. The first build is the one the user
 keeps (their tag, their output directory); the second goes to a temporary tag and directory and
 is removed afterwards. A requested push happens only once both builds agree.
@@ -12,25 +12,24 @@ them: a trusted file (trusted-files.json), then the manifest text, then libpal.s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
 import posixpath
 import tarfile
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from ppml_build.gramine import build as build_module
 from ppml_build.atomic import write_all_or_none
-from ppml_build.gramine.build import BuildOptions, BuildResult
 from ppml_build.errors import ImageError, VerificationError
+from ppml_build.image.caches import CacheLocations
+from ppml_build.progress import Say, say_nothing
 
-Say = Callable[[str], None]
-CACHE_ENV = "PPML_BUILD_CACHE_DIR"
+from . import backends
+from .options import BuildOptions, BuildResult
+
 CHECK_TAG_SUFFIX = "-reproducible-check"
 LIBPAL_IN_PREFIX = "sgx/libpal.so"
 
@@ -120,20 +119,6 @@ def first_difference(trusted: tuple[list[dict], list[dict]], manifests: tuple[by
 
 
 # --- the I/O edge ----------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _cache_dir(path: Path) -> Iterator[None]:
-    """Point the hash cache and the image-index cache at ``path`` for one build."""
-    old = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(CACHE_ENV, None)
-        else:
-            os.environ[CACHE_ENV] = old
-
 
 def check_tag(image: str) -> str:
     """A tag beside the user's for the throw-away second build."""
@@ -241,23 +226,23 @@ def _push_and_record(result: BuildResult, options: BuildOptions) -> None:
                       option="--output-dir")
 
 
-def verify_reproducible(options: BuildOptions, say: Say = lambda line: None) -> ReproducibleResult:
+def verify_reproducible(options: BuildOptions, say: Say = say_nothing) -> ReproducibleResult:
     """Build ``options`` twice from scratch; raise NotReproducibleError if MRENCLAVE differs.
 
     Returns the result of the first build (tagged and written as ``options`` asks) together
     with the second build's MRENCLAVE. ``options.push`` is honoured after the comparison.
     """
-    run_build = build_module.build
+    run_build = backends.build
     with tempfile.TemporaryDirectory(prefix="ppml-reproducible-") as scratch_name:
         scratch = Path(scratch_name)
-        with _cache_dir(scratch / "cache-1"):
-            first = run_build(replace(options, no_cache=True, push=False),
-                              _prefixed(say, "build 1/2"))
+        first = run_build(replace(options, no_cache=True, push=False,
+                                  cache=CacheLocations(scratch / "cache-1")),
+                          _prefixed(say, "build 1/2"))
         second_tag = check_tag(first.image)
-        with _cache_dir(scratch / "cache-2"):
-            second = run_build(replace(options, no_cache=True, push=False, tag=second_tag,
-                                       output_dir=scratch / "second", policies=[]),
-                               _prefixed(say, "build 2/2"))
+        second = run_build(replace(options, no_cache=True, push=False, tag=second_tag,
+                                   output_dir=scratch / "second", policies=(),
+                                   cache=CacheLocations(scratch / "cache-2")),
+                           _prefixed(say, "build 2/2"))
         try:
             result = ReproducibleResult(first, second.record["mrenclave"], second.image)
             if not result.reproducible:

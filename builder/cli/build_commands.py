@@ -65,14 +65,15 @@ def build(
     """Build a signed enclave image from a recipe (Gramine: measured and signed natively;
     Occlum: `occlum build` in the Occlum base, measurement read back) and record MRENCLAVE
     (measurement.json + image labels)."""
-    from ppml_build.gramine.build import BuildOptions, build as run_build
+    from ppml_build.build.backends import build as run_build
+    from ppml_build.build.options import BuildOptions
     from ppml_build.gramine.overrides import ManifestOptions
     from ..progress import reporter_for
 
     options = BuildOptions(recipe=recipe, key=key, output_dir=output_dir, tag=tag,
                            registry_auth=registry_auth, push=push, ca_bundle=ca_bundle, date=date,
                            passphrase_file=passphrase_file, allow_sample_key=insecure_sample_key,
-                           policies=list(policy or []), no_cache=no_cache,
+                           policies=tuple(policy or ()), no_cache=no_cache,
                            base_index=BaseIndexSource(base_index).value,
                            manifest=ManifestOptions(
                                allow_insecure_manifest=allow_insecure_manifest,
@@ -115,7 +116,7 @@ def run_native_command(
     that needs no SGX machine). Prints the job's output; exits with its exit code."""
     from ppml_build.image.engine import connect
     from ppml_build.image.native import run_native
-    from ppml_build.gramine.pipeline import validate_recipe
+    from ppml_build.pipeline import validate_recipe
 
     parsed = validate_recipe(recipe)
     result = run_native(connect(), image or f"ppml/{parsed.name}:latest", parsed, network=network)
@@ -146,7 +147,7 @@ def run_direct_command(
     exits with the job's exit code (non-zero when the LibOS refuses something)."""
     from ppml_build.gramine.direct import run_direct
     from ppml_build.image.engine import connect
-    from ppml_build.gramine.pipeline import validate_recipe
+    from ppml_build.pipeline import validate_recipe
 
     parsed = validate_recipe(recipe)
     if parsed.libos.type != "gramine":

@@ -14,7 +14,7 @@ from ._app import app
 RecipeArg = Annotated[Path, typer.Argument(help="The app recipe (YAML, apiVersion ppml-build/v1).",
                                            show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-# For the recipe's manifest: keys (manifest_overrides.py); `build` takes the same two flags.
+# For the recipe's manifest: keys (gramine/overrides.py); `build` takes the same two flags.
 AllowInsecureManifestOpt = Annotated[bool, typer.Option(
     "--allow-insecure-manifest", help="Accept manifest: keys that weaken the enclave "
     "(insecure__*, sgx.debug, allow_all_but_log, allowed directory trees), each with a "
@@ -42,7 +42,7 @@ def init(
 def validate(recipes: Annotated[list[Path], typer.Argument(help="One or more recipes.")],
              json_out: JsonOpt = False) -> None:
     """Check recipes: schema, types, sizes, paths. Exit 2 with file:line:column on the first error."""
-    from ppml_build.gramine.pipeline import validate_recipe
+    from ppml_build.pipeline import validate_recipe
 
     results = []
     for path in recipes:
@@ -61,7 +61,7 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="One or more rec
 def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     """Size the enclave (sgx.enclave_size, sgx.max_threads) from the app's JVM and engine settings,
     showing each term of the derivation."""
-    from ppml_build.gramine.pipeline import load_and_plan
+    from ppml_build.pipeline import load_and_plan
     from ..plan import format_plan
 
     _, result = load_and_plan(recipe)
@@ -84,7 +84,7 @@ def manifest(
     """Render the LibOS configuration for a recipe against a root filesystem: a Gramine manifest
     with every trusted file hashed (APP.manifest + trusted-files.json)."""
     from ppml_build.gramine.overrides import ManifestOptions
-    from ppml_build.gramine.pipeline import write_manifest
+    from ppml_build.pipeline import write_manifest
 
     options = ManifestOptions(allow_insecure_manifest=allow_insecure_manifest,
                               allow_jvm_without_exinfo=allow_jvm_without_exinfo)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ppml_build import key_files
 from ppml_build.gramine import signing
 from ..errors import PpmlError, VerificationError, printable
 from ._app import app
@@ -59,7 +60,7 @@ def keygen_command(
 ) -> None:
     """Make an enclave signing key: RSA-3072, public exponent 3 (gramine-sgx-gen-private-key)."""
     # The same passphrase sources as sign and build read, so a key made here opens there.
-    passphrase = signing.read_passphrase(passphrase_file)
+    passphrase = key_files.read_passphrase(passphrase_file)
     key = signing.keygen(output, passphrase)
     from ..sign.keys import mrsigner_of
 
@@ -94,7 +95,7 @@ def sign_command(
                              "or 'today' (UTC) [default: today].")] = None,
     passphrase_file: Annotated[Optional[Path], typer.Option(
         "--passphrase-file", help="File holding the key's passphrase (or set "
-                                  f"{signing.PASSPHRASE_ENV}).")] = None,
+                                  f"{key_files.PASSPHRASE_ENV}).")] = None,
     chroot: Annotated[Optional[Path], typer.Option(
         "--chroot", help="Resolve trusted files inside this image root.")] = None,
     insecure_sample_key: Annotated[bool, typer.Option(
@@ -146,7 +147,7 @@ def sign_command(
     if key is None:
         raise PpmlError("sign needs --key KEY.pem (make one with `ppml-build keygen`), or "
                         "--signing-data-out DATA.bin to sign with an HSM/KMS")
-    passphrase = signing.read_passphrase(passphrase_file)
+    passphrase = key_files.read_passphrase(passphrase_file)
     result = signing.sign(manifest, libpal, output, sigfile, key_path=key, passphrase=passphrase,
                           date=date, chroot=chroot, allow_sample_key=insecure_sample_key)
     _report_signed(result, json_output)

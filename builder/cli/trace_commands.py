@@ -41,7 +41,8 @@ def trace(
     Exits 0 when clean, 1 when the enclave would refuse something or the app failed."""
     from ..progress import reporter_for
     from ppml_build.units import human
-    from ..trace import group_by_directory, libos_lines, run_trace
+    from ppml_build.trace.report import group_by_directory, libos_lines
+    from ppml_build.trace.run import run_trace
 
     with reporter_for(sys.stderr) as say:
         result = run_trace(recipe, image=image, manifest=manifest, timeout=timeout,

@@ -66,7 +66,8 @@ def verify_command(
     each failed check listed, 2 if the input cannot be read."""
     from ..errors import VerificationError
     from ..progress import reporter_for
-    from ..verify import Expectations, verify_target
+    from ppml_build.verify.evidence import Expectations
+    from ppml_build.verify.target import verify_target
 
     expect = Expectations(record=record, policies=list(policy or []), mrsigner=mrsigner,
                           signer_key=signer_key, allow_debug=allow_debug,

@@ -32,7 +32,7 @@ import tomli_w
 
 from ppml_build.errors import ImageError
 from .schema import GRAMINE_1_9
-from .launch import SUPPORT_DIR
+from ppml_build.record import IN_IMAGE_DIR
 from ppml_build.image.native import run_container
 
 LOG_LEVELS = GRAMINE_1_9["loader"]["log_level"].values  # Gramine 1.9's loader.log_level
@@ -92,8 +92,8 @@ def run_direct(client, image: str, name: str, *, network: str = "none",
         raise ImageError(f"network {network!r}: only 'none' or 'host' (never the default bridge)")
     if log_level is not None and log_level not in LOG_LEVELS:
         raise ImageError(f"--log-level {log_level!r}: one of {', '.join(LOG_LEVELS)}")
-    signed = read_file_from_image(client, image, f"{SUPPORT_DIR}/{name}.manifest.sgx")
-    app = f"{SUPPORT_DIR}/{name}"
+    signed = read_file_from_image(client, image, f"{IN_IMAGE_DIR}/{name}.manifest.sgx")
+    app = f"{IN_IMAGE_DIR}/{name}"
     extra = dict(extra_args or {})
     with tempfile.TemporaryDirectory(prefix="ppml-direct-") as scratch:
         if log_level is not None:

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ppml_build.errors import ManifestError, PlanError
+from ppml_build.record import IN_IMAGE_DIR
 from ppml_build.recipe import Recipe
 
 # Where ppml-build's in-enclave support files live in the image (trusted, except launch inputs).
-SUPPORT_DIR = "/ppml"
+SUPPORT_DIR = IN_IMAGE_DIR
 LAUNCH_DIR = f"{SUPPORT_DIR}/launch"
 PPML_LAUNCHER = f"{SUPPORT_DIR}/bin/ppml-launch.py"
 SPARK_SUBMIT_WRAPPER = f"{SUPPORT_DIR}/bin/spark-submit"

@@ -163,8 +163,7 @@ def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
         mounts.append({"type": "encrypted", "path": enc.path, "uri": enc.uri,
                        "key_name": enc.key_name})
 
-    uses_python = recipe.kind == "python" or any(
-        arg.endswith(".py") for arg in recipe.app.command)
+    uses_python = recipe.uses_python
     return {
         "recipe": recipe,
         "plan": plan,
@@ -259,8 +258,9 @@ def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS, *,
     real_libsysdb = resolve(fs, libsysdb)
     manifest["loader"]["entrypoint"]["sha256"] = fs.sha256_many([real_libsysdb])[real_libsysdb]
 
-    manifest = apply_gramine_defaults(manifest, source=recipe.name)
-    check_manifest(manifest)
+    manifest = apply_gramine_defaults(manifest, source=recipe.name,
+                                      version=recipe.libos.version)
+    check_manifest(manifest, recipe.libos.version)
     text = tomli_w.dumps(manifest)
     if "\0" in text:
         raise ManifestError("the manifest would contain a NUL byte (Gramine measures up to the "

@@ -6,7 +6,7 @@ nested (``sys: {stack: {size: 2M}}``), under three rules:
 
 * One home per fact: a key the recipe sets from one of its own fields (``sgx.enclave_size`` from
   ``enclave.size``, ``loader.argv`` from ``app.command``, ...) is refused, naming that field.
-* Keys and values are checked against Gramine 1.9's manifest schema (gramine_schema.py, written
+* Keys and values are checked against Gramine 1.9's manifest schema (schema.py, written
   from python/graminelibos/manifest_check.py) when the recipe is read, so a typo fails
   ``ppml-build validate`` at its line and column instead of a build.
 * Keys that weaken the enclave (``insecure__*``, ``sgx.debug``, ``allow_all_but_log``, a whole

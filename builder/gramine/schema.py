@@ -12,9 +12,8 @@ import copy
 from typing import Any
 
 from ppml_build.errors import ManifestError
-from ppml_build.versions import DEFAULT_GRAMINE_PREFIX
-
-DEFAULT_LIBSYSDB_URI = f"file:{DEFAULT_GRAMINE_PREFIX}libsysdb.so"
+from ppml_build.units import format_gramine_size
+from ppml_build.versions import DEFAULT_GRAMINE_VERSION, GramineVersion, gramine_version
 
 STR, INT, BOOL = str, int, bool
 
@@ -109,14 +108,17 @@ GRAMINE_1_9: dict[str, Any] = {
     },
 }
 
+# The schemas by name (versions.py's GramineVersion.schema).
+SCHEMAS: dict[str, dict[str, Any]] = {"gramine-1.9": GRAMINE_1_9}
+
 # Required keys (graminelibos' schema): a manifest without them is rejected.
 REQUIRED = [("fs",), ("fs", "mounts"), ("libos",), ("libos", "entrypoint"), ("loader",),
             ("loader", "entrypoint"), ("loader", "entrypoint", "uri")]
 
 
-def _matches(value: Any, shape: Any) -> bool:
+def _matches(value: Any, shape: Any, version: str) -> bool:
     try:
-        _check(value, shape, ())
+        _check(value, shape, (), version)
         return True
     except ManifestError:
         return False
@@ -129,7 +131,9 @@ def _name(path: tuple) -> str:
     return out or "(top level)"
 
 
-def _check(value: Any, shape: Any, path: tuple) -> None:
+def _check(value: Any, shape: Any, path: tuple, version: str = DEFAULT_GRAMINE_VERSION) -> None:
+    """ManifestError for the first part of ``value`` that ``shape`` (Gramine ``version``'s
+    schema, or a part of it) refuses."""
     if shape is ANY:
         return
     if isinstance(shape, dict):
@@ -137,24 +141,24 @@ def _check(value: Any, shape: Any, path: tuple) -> None:
             raise ManifestError(f"{_name(path)}: expected a table")
         for key, item in value.items():
             if key not in shape:
-                raise ManifestError(f"{_name(path + (key,))}: Gramine 1.9 does not accept this "
-                                    "key (its manifest check rejects unknown keys)")
-            _check(item, shape[key], path + (key,))
+                raise ManifestError(f"{_name(path + (key,))}: Gramine {version} does not accept "
+                                    "this key (its manifest check rejects unknown keys)")
+            _check(item, shape[key], path + (key,), version)
         return
     if isinstance(shape, ListOf):
         if not isinstance(value, list):
             raise ManifestError(f"{_name(path)}: expected an array")
         for index, item in enumerate(value):
-            _check(item, shape.item, path + (index,))
+            _check(item, shape.item, path + (index,), version)
         return
     if isinstance(shape, DictOf):
         if not isinstance(value, dict):
             raise ManifestError(f"{_name(path)}: expected a table")
         for key, item in value.items():
-            _check(item, shape.value, path + (key,))
+            _check(item, shape.value, path + (key,), version)
         return
     if isinstance(shape, AnyOf):
-        if not any(_matches(value, option) for option in shape.shapes):
+        if not any(_matches(value, option, version) for option in shape.shapes):
             raise ManifestError(f"{_name(path)}: value {value!r} has the wrong shape")
         return
     if isinstance(shape, OneOf):
@@ -167,14 +171,19 @@ def _check(value: Any, shape: Any, path: tuple) -> None:
                             f"{type(value).__name__}")
 
 
-def check_manifest(manifest: dict, schema: dict[str, Any] = GRAMINE_1_9) -> None:
-    """Raise ManifestError naming the first key Gramine 1.9 would reject."""
-    _check(manifest, schema, ())
+def schema_of(version: str = DEFAULT_GRAMINE_VERSION) -> dict[str, Any]:
+    """The manifest keys Gramine ``version`` accepts."""
+    return SCHEMAS[gramine_version(version).schema]
+
+
+def check_manifest(manifest: dict, version: str = DEFAULT_GRAMINE_VERSION) -> None:
+    """Raise ManifestError naming the first key Gramine ``version`` would reject."""
+    _check(manifest, schema_of(version), (), version)
     for path in REQUIRED:
         node: Any = manifest
         for part in path:
             if not isinstance(node, dict) or part not in node:
-                raise ManifestError(f"{_name(path)}: required by Gramine 1.9 but missing")
+                raise ManifestError(f"{_name(path)}: required by Gramine {version} but missing")
             node = node[part]
     for index, mount in enumerate(manifest["fs"]["mounts"]):
         kind = mount.get("type", "chroot")
@@ -184,26 +193,30 @@ def check_manifest(manifest: dict, schema: dict[str, Any] = GRAMINE_1_9) -> None
             raise ManifestError(f"fs.mounts[{index}].path: required")
 
 
-def apply_gramine_defaults(manifest: dict[str, Any], *, source: str = "manifest") -> dict[str, Any]:
-    """A copy with the keys Gramine 1.9's ``Manifest`` constructor inserts (gramine.md §2).
+def apply_gramine_defaults(manifest: dict[str, Any], *, source: str = "manifest",
+                           version: str = DEFAULT_GRAMINE_VERSION) -> dict[str, Any]:
+    """A copy with the keys Gramine's ``Manifest`` constructor inserts (Gramine 1.9
+    ``python/graminelibos/manifest.py``, ``Manifest.__init__``).
 
     These end up in the .manifest.sgx and so in MRENCLAVE; order matters for the bytes, so the
     keys are added with ``setdefault`` in Gramine's order. ``loader.entrypoint.sha256`` is filled
     in later by :func:`finalize_manifest` (it needs the filesystem).
     """
+    defaults: GramineVersion = gramine_version(version)
     manifest = copy.deepcopy(manifest)
     sgx = manifest.setdefault("sgx", {})
     if not isinstance(sgx, dict):
         raise ManifestError(f"{source}: sgx must be a table; write sgx.<key> = ... settings")
     sgx.setdefault("trusted_files", [])
-    sgx.setdefault("max_threads", 4)
+    sgx.setdefault("max_threads", defaults.default_max_threads)
     sgx.setdefault("isvprodid", 0)
     sgx.setdefault("isvsvn", 0)
     sgx.setdefault("remote_attestation", "none")
     sgx.setdefault("debug", False)
     sgx.setdefault("enable_stats", False)
     sgx.setdefault("edmm_enable", False)
-    sgx.setdefault("enclave_size", "1024G" if sgx["edmm_enable"] is True else "256M")
+    sgx.setdefault("enclave_size",
+                   format_gramine_size(defaults.enclave_size_default(sgx["edmm_enable"] is True)))
     sgx.setdefault("use_exinfo", False)
     features = sgx.setdefault("cpu_features", {})
     if not isinstance(features, dict):
@@ -234,5 +247,5 @@ def apply_gramine_defaults(manifest: dict[str, Any], *, source: str = "manifest"
                             "(or leave it out for Gramine's libsysdb.so)")
     if not isinstance(entrypoint, dict):
         raise ManifestError(f"{source}: loader.entrypoint must be a table with uri and sha256")
-    entrypoint.setdefault("uri", DEFAULT_LIBSYSDB_URI)
+    entrypoint.setdefault("uri", f"file:{defaults.prefix}{defaults.libsysdb}")
     return manifest

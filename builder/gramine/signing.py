@@ -25,52 +25,21 @@ import tomli_w
 
 from ppml_build.atomic import Output, OutputError, check_writable, write_all_or_none, write_and_sync
 from ppml_build.errors import InputLimitError, ManifestError, PpmlError, SigningError
+from ppml_build.key_files import load_signing_key, read_file as _read
 from .schema import apply_gramine_defaults
-from ppml_build.limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
+from ppml_build.limits import MAX_SMALL_FILE_BYTES
 from ppml_build.versions import DEFAULT_GRAMINE_PREFIX
 from ppml_build.image.rootfs import DirRootFS, RootFS, stat_followed
 from ppml_build.sign import keys
 from ppml_build.sign.sdk_metadata import SdkMetadata, is_elf, read_sdk_metadata
 from ppml_build.sign.sigstruct import SIGSTRUCT_SIZE, Sigstruct, parse_date, unsigned_sigstruct, verify_q1_q2, verify_signature
 
-PASSPHRASE_ENV = "PPML_KEY_PASSPHRASE"
 DEFAULT_LIBPAL = f"{DEFAULT_GRAMINE_PREFIX}sgx/libpal.so"
 PENDING_SUFFIX = ".pending"
 PENDING_FORMAT = "ppml-build-pending-sigstruct/1"
 
 
 # --- small file helpers ---------------------------------------------------------------------
-
-def _read(path: Path, what: str, exc: type[PpmlError] = SigningError, *,
-          limit: int = MAX_DOCUMENT_BYTES) -> bytes:
-    try:
-        data = read_at_most(path, limit)  # bounded: the path may be /dev/zero
-    except FileNotFoundError:
-        raise exc(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise exc(f"{path}: is a directory, expected the {what} file") from None
-    except OSError as err:
-        raise exc(f"{path}: cannot read the {what} ({err.strerror or err})") from None
-    check_size(data, limit, str(path), f"the {what}")
-    return data
-
-
-def read_passphrase(passphrase_file: Path | None) -> bytes | None:
-    """The key passphrase: from ``--passphrase-file`` or $PPML_KEY_PASSPHRASE, never argv.
-
-    One trailing newline is dropped (``echo secret > file`` is the common way to make one).
-    """
-    if passphrase_file is not None:
-        raw = _read(passphrase_file, "passphrase file", limit=MAX_SMALL_FILE_BYTES)
-        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
-        if not raw:
-            raise SigningError(f"{passphrase_file}: the passphrase file is empty")
-        return raw
-    env = os.environb.get(PASSPHRASE_ENV.encode())  # bytes: any encoding the shell used
-    if env:
-        return env
-    return None
-
 
 def _check_distinct(**paths: Path | None) -> None:
     seen: dict[Path, str] = {}
@@ -228,13 +197,6 @@ class SignResult:
     signed: bool = True
     signing_data: Path | None = None
     pending: Path | None = None
-
-
-def load_signing_key(key_path: Path, passphrase: bytes | None, *,
-                     allow_sample_key: bool) -> keys.PrivateKey:
-    pem = _read(key_path, "signing key", limit=MAX_SMALL_FILE_BYTES)
-    return keys.load_private_key(pem, passphrase, source=str(key_path),
-                                 allow_sample_key=allow_sample_key)
 
 
 def sign(manifest_path: Path, libpal: Path, output: Path, sigfile: Path, *, key_path: Path,

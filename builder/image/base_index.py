@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 
 from ppml_build.atomic import write_bytes_atomic
 from .engine import ImageReference
-from .hashing import default_cache_path
+from .caches import CacheLocations
 from .registry import RegistryClient, RegistryImage, credentials_for, engine_treats_insecure
 from .rootfs import Entry
 from .tarfs import TarRootFS, _FileData
@@ -35,7 +35,8 @@ _IMAGE_ID_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 
 def index_cache_dir() -> Path:
-    return default_cache_path().parent / "images"
+    """The index cache of a run that was handed no ``CacheLocations``."""
+    return CacheLocations.from_environment().base_indexes
 
 
 def to_document(fs: TarRootFS, keep_prefixes: tuple[str, ...]) -> dict:

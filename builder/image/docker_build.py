@@ -10,6 +10,7 @@ from typing import Callable, Mapping
 import docker
 import docker.errors
 
+from ppml_build.progress import Say, say_nothing
 from ppml_build.errors import ImageError
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -19,7 +20,7 @@ _BUILT_RE = re.compile(r"Successfully built ([0-9a-f]{12,64})")
 def build_image(client: docker.DockerClient, context: Path, *, tag: str | None,
                 labels: Mapping[str, str] | None = None,
                 buildargs: Mapping[str, str] | None = None,
-                say: Callable[[str], None] = lambda line: None,
+                say: Say = say_nothing,
                 nocache: bool = False) -> str:
     """Build ``context`` (which holds a Dockerfile) with host networking; return the image id.
 

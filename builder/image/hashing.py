@@ -19,16 +19,15 @@ from typing import Iterable, Sequence
 
 from ppml_build.atomic import write_text_atomic
 
+from .caches import CacheLocations
+
 CACHE_SCHEMA = "ppml-build/hash-cache/v1"
 _CHUNK = 4 * 1024 * 1024  # one read and one hashlib.update per 4 MiB
 
 
 def default_cache_path() -> Path:
-    base = os.environ.get("PPML_BUILD_CACHE_DIR")
-    if base:
-        return Path(base) / "hash-cache.json"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "ppml-build" / "hash-cache.json"
+    """The hash cache of a run that was handed no ``CacheLocations`` (``manifest``, ``verify``)."""
+    return CacheLocations.from_environment().hash_cache
 
 
 _thread_buffers = threading.local()

@@ -8,7 +8,7 @@
 
 Unlike Gramine, MRENCLAVE cannot be computed from the configuration: ``occlum build`` seals
 the SEFS image and initfs MACs into the LibOS binary before ``sgx_sign`` measures it
-(occlum.md §0, §2.1). So Occlum's own tools build and sign, and we read the result.
+(Occlum 0.31 `tools/occlum_build.mk`: the image MACs go into the config, then `sgx_sign`). So Occlum's own tools build and sign, and we read the result.
 
 The signing key: a fresh host temp dir holds only a copy of it (0400), bind-mounted read-only
 into the build container, which has no network. The copy is deleted as soon as the container
@@ -38,29 +38,33 @@ import requests.exceptions
 from docker.types import Mount
 
 from ppml_build import __version__
-from ppml_build.atomic import check_writable, write_all_or_none
-# The app image is made exactly as for Gramine (ppml_build.gramine.build.app_image).
-from ppml_build.gramine.build import BuildOptions, BuildResult, Say, _key_fingerprints, _Timer, app_image, image_labels, push_if_asked, record_fields, write_build_outputs
+from ppml_build.atomic import write_all_or_none
+from ppml_build.build.job import BuildJob
+from ppml_build.build.key_guard import refuse_key_in_bytes
+from ppml_build.build.options import BuildOptions, BuildResult
+from ppml_build.build.outputs import write_build_outputs
+from ppml_build.errors import ImageError, RecipeError, VerificationError
+# The app image is made exactly as for Gramine, without Gramine's support stage.
+from ppml_build.image.app_layer import app_image
 from ppml_build.image.engine import STREAM_TIMEOUT, ImageReference
-from ppml_build.errors import ImageError, RecipeError, SigningError, VerificationError
-from ppml_build.gramine.launch import SUPPORT_DIR
-from .config import OCCLUM_VERSION, RenderedOcclum
-from ppml_build.gramine.pipeline import load_and_plan, render_occlum_for_rootfs
 from ppml_build.plan import Plan
+from ppml_build.progress import Say, say_nothing
 from ppml_build.recipe import Recipe
+from ppml_build.record import IN_IMAGE_DIR, LABEL_EDMM, LABEL_OCCLUM_INSTANCE, image_labels, record_fields
 from ppml_build.sign import keys
-from ppml_build.sign.sdk_metadata import SdkMetadata, read_sdk_metadata
-from ppml_build.sign.sigstruct import SGX_FLAGS_DEBUG, Sigstruct, verify_q1_q2, verify_signature
-from ppml_build.gramine.signing import load_signing_key, read_passphrase
 from ppml_build.units import format_gramine_size
+
+from .config import RenderedOcclum
+from ppml_build.versions import OCCLUM_VERSION
+from .enclave import OcclumEnclave, read_occlum_enclave
+from .render import render_occlum_for_rootfs
 
 # Where Occlum 0.31's packages install their tools (base_images/occlum/Dockerfile). Named by
 # absolute path: a Spark or Flink layer on top of the Occlum base may have reset PATH.
 OCCLUM_BIN_DIR = "/opt/occlum/build/bin"
 OCCLUM_TEMPLATE_DIR = "/opt/occlum/etc/template"   # copy_bom's --include-dir (base.yaml)
-IN_IMAGE_DIR = SUPPORT_DIR  # /ppml: our public inputs, kept for audits
 INSTANCE_DIR = f"{IN_IMAGE_DIR}/occlum_instance"
-SIGNED_ENCLAVE = "build/lib/libocclum-libos.signed.so"  # relative to the instance (occlum.md §2.1)
+SIGNED_ENCLAVE = "build/lib/libocclum-libos.signed.so"  # relative to the instance (occlum_build.mk)
 BUILD_SCRIPT = f"{IN_IMAGE_DIR}/occlum-build.sh"
 OCCLUM_JSON = f"{IN_IMAGE_DIR}/Occlum.json"
 BOM_YAML = f"{IN_IMAGE_DIR}/bom.yaml"
@@ -139,113 +143,13 @@ def final_image_config(recipe: Recipe, rendered: RenderedOcclum,
     }
 
 
-def sdk_debuggable(sig: Sigstruct) -> bool:
-    """Can the enclave be launched with DEBUG (host-readable memory)?
-
-    sgx_sign never sets DEBUG in ATTRIBUTES; a debuggable enclave (DisableDebug=0, from
-    Occlum's metadata.debuggable) is one whose ATTRIBUTEMASK leaves DEBUG free, so the loader
-    may set it at ECREATE and EINIT still accepts it.
-    """
-    return bool(sig.attribute_flags & SGX_FLAGS_DEBUG) or \
-        not sig.attribute_flags_mask & SGX_FLAGS_DEBUG
-
-
-def sdk_edmm(sig: Sigstruct) -> bool:
-    """Was the enclave signed for EDMM? Occlum's EDMM Enclave.xml sets MiscSelect 1 (EXINFO)
-    with MiscMask 0xFFFFFFFF, the non-EDMM one 0/0 (occlum.md §2.2); SIGSTRUCT keeps
-    MiscSelect & MiscMask."""
-    return bool(sig.misc_select & 1)
-
-
-@dataclass(frozen=True)
-class OcclumEnclave:
-    """The checked SIGSTRUCT of a signed Occlum LibOS and what the record says about it."""
-
-    sigstruct: Sigstruct
-    metadata: SdkMetadata | None
-    debuggable: bool
-    edmm: bool
-
-    def summary(self) -> dict[str, Any]:
-        """The ``sign --json`` shape; ``debug`` means "may run as a debug enclave"."""
-        sig = self.sigstruct
-        return {
-            "mrenclave": sig.enclave_hash.hex(),
-            "mrsigner": sig.mrsigner.hex(),
-            "isv_prod_id": sig.isv_prod_id,
-            "isv_svn": sig.isv_svn,
-            "debug": self.debuggable,
-            "date": sig.date_text,
-            "attributes": {"flags": f"0x{sig.attribute_flags:016x}",
-                           "xfrm": f"0x{sig.attribute_xfrm:016x}"},
-            "misc_select": f"0x{sig.misc_select:08x}",
-        }
-
-
-def check_occlum_sigstruct(sig: Sigstruct, *, source: str, recipe: Recipe,
-                           expected_mrsigner: bytes, metadata: SdkMetadata | None = None
-                           ) -> OcclumEnclave:
-    """Refuse a signed enclave that is not what the recipe and key asked for.
-
-    The values come from Occlum's tools inside the base image, so each one the recipe decides
-    is checked: a base whose ``occlum`` ignores --sign-key, Occlum.json or --enable-edmm must
-    not get a record that claims otherwise.
-    """
-    if not (verify_signature(sig) and verify_q1_q2(sig)):
-        raise VerificationError(f"{source}: the SIGSTRUCT's RSA signature does not verify; "
-                                "the enclave is damaged or was not signed by sgx_sign")
-    if sig.mrsigner != expected_mrsigner:
-        if sig.mrsigner == keys.SAMPLE_KEY_MRSIGNER:
-            raise VerificationError(
-                f"{source}: signed with Occlum's default key, the public Intel SDK sample key "
-                f"(MRSIGNER {keys.SAMPLE_KEY_MRSIGNER.hex()}), not with --key; the base "
-                "image's occlum ignored --sign-key: use a genuine Occlum 0.31 base")
-        raise VerificationError(
-            f"{source}: MRSIGNER is {sig.mrsigner.hex()}, but --key has MRSIGNER "
-            f"{expected_mrsigner.hex()}; the base image's occlum signed with another key")
-    if (sig.isv_prod_id, sig.isv_svn) != (recipe.enclave.isv_prod_id, recipe.enclave.isv_svn):
-        raise VerificationError(
-            f"{source}: ISVPRODID/ISVSVN are {sig.isv_prod_id}/{sig.isv_svn}, but the recipe's "
-            f"enclave.isv_prod_id/isv_svn are {recipe.enclave.isv_prod_id}/"
-            f"{recipe.enclave.isv_svn}; the base image's occlum did not sign the Occlum.json "
-            "we wrote")
-    debuggable = sdk_debuggable(sig)
-    if debuggable and not recipe.enclave.debug:
-        raise VerificationError(
-            f"{source}: the signed enclave is debuggable (its ATTRIBUTEMASK leaves DEBUG open, "
-            "so the host can read its memory) but the recipe has enclave.debug: false; the "
-            "base image's occlum ignored Occlum.json metadata.debuggable: use a genuine Occlum "
-            "0.31 base (or set enclave.debug: true for a test build)")
-    edmm = sdk_edmm(sig)
-    if edmm != recipe.enclave.edmm:
-        raise VerificationError(
-            f"{source}: the enclave was signed {'with' if edmm else 'without'} EDMM "
-            f"(MISCSELECT 0x{sig.misc_select:08x}) but the recipe has enclave.edmm: "
-            f"{'true' if recipe.enclave.edmm else 'false'}; EDMM changes MRENCLAVE, so the base "
-            "image must not override --enable-edmm (check its ENABLE_EDMM / "
-            "INSTANCE_IS_FOR_EDMM_PLATFORM environment)")
-    return OcclumEnclave(sig, metadata, debuggable, edmm)
-
-
-def read_occlum_enclave(data: bytes, *, source: str, recipe: Recipe,
-                        expected_mrsigner: bytes) -> OcclumEnclave:
-    """Parse the SIGSTRUCT from an SDK-signed ELF's .note.sgxmeta (as ``sigstruct-view``
-    does) and check it."""
-    try:
-        metadata = read_sdk_metadata(data, source=source)[0]
-    except SigningError as err:
-        raise VerificationError(str(err)) from None
-    return check_occlum_sigstruct(metadata.sigstruct, source=source, recipe=recipe,
-                                  expected_mrsigner=expected_mrsigner, metadata=metadata)
-
-
 def occlum_labels(recipe: Recipe, enclave: OcclumEnclave, base_digest: str,
                   created: str) -> dict[str, str]:
     """Gramine's label set (OCI + ppml.*; ppml.libos = "occlum 0.31"), plus EDMM and where
     the instance is."""
     labels = image_labels(recipe, enclave.summary(), base_digest, created)
-    labels["ppml.edmm"] = "true" if enclave.edmm else "false"
-    labels["ppml.occlum.instance"] = INSTANCE_DIR
+    labels[LABEL_EDMM] = "true" if enclave.edmm else "false"
+    labels[LABEL_OCCLUM_INSTANCE] = INSTANCE_DIR
     return labels
 
 
@@ -437,37 +341,33 @@ def _check_instance(container, occlum_json: bytes) -> None:
                                 "MRENCLAVE)")
 
 
-def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildResult:
-    timer = _Timer()
-    stats: dict[str, Any] = {}
+def check_occlum(options: BuildOptions, recipe: Recipe, plan: Plan, say: Say) -> None:
+    """What refuses an Occlum build before any Docker work (and before the key is read)."""
     source = str(options.recipe)
-    with timer.step("plan"):
-        recipe, plan = load_and_plan(options.recipe)
     if recipe.libos.type != "occlum":
         raise RecipeError(f"{source}: libos.type {recipe.libos.type!r}: the Occlum build "
                           "handles occlum recipes only")
     if recipe.libos.version != OCCLUM_VERSION:
         raise RecipeError(f"{source}: libos.version: Occlum {recipe.libos.version} is not "
                           f"supported; use \"{OCCLUM_VERSION}\"")
-    output_dir = (options.output_dir or Path("ppml-out") / recipe.name).resolve()
-    check_writable(output_dir, "--output-dir", directory=True)  # not after minutes of Docker
-    image = options.tag or f"ppml/{recipe.name}:latest"
+    image = options.image_name(recipe.name)
     if ImageReference.parse(image).digest:
         raise ImageError(f"--tag {image}: name the image with a tag, not a digest")
 
-    # The key first: a refused key (the SDK sample key, Occlum's default) fails before any
-    # Docker work.
-    passphrase = read_passphrase(options.passphrase_file)
-    private_key = load_signing_key(options.key, passphrase,
-                                   allow_sample_key=options.allow_sample_key)
+
+def build_occlum(job: BuildJob, say: Say = say_nothing) -> BuildResult:
+    recipe, plan, options, timer, source = job.recipe, job.plan, job.options, job.timer, job.source
+    stats, image, output_dir = job.stats, job.image, job.output_dir
+    # The sample key (Occlum's default) was refused when the job was made, before Docker.
+    private_key = job.private_key
     expected_mrsigner = keys.mrsigner_of(private_key.public_key())
     # The copy we mount is this key re-encoded: its DER and private numbers are among these.
-    key_refusals = _key_fingerprints(options.key, private_key)
+    key_refusals = job.key_needles
 
     # The app image exactly as the Gramine build makes it (app files, build stage, workdir,
     # env), and our view of its filesystem: the base's cached index + the app layer.
-    with app_image(options, recipe, plan, key_refusals=key_refusals, timer=timer,
-                   stats=stats, say=say) as app:
+    with app_image(job.app_layer_request(), recipe, plan, timer=timer, stats=stats,
+                   say=say) as app:
         with timer.step("render"):
             rendered = render_occlum_for_rootfs(recipe, plan, app.fs, source)
         stats["image_files"] = rendered.image_file_count
@@ -479,10 +379,8 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
     inputs = {OCCLUM_JSON: rendered.occlum_json_text.encode("utf-8"),
               BOM_YAML: rendered.bom_text.encode("utf-8"),
               BUILD_SCRIPT: occlum_build_script(edmm=recipe.enclave.edmm).encode("utf-8")}
-    for path, data in inputs.items():
-        if any(needle and needle in data for needle in key_refusals):
-            raise RecipeError(f"{source}: {posixpath.basename(path)} would contain the signing "
-                              "key; never put the key in app.env or app.files")
+    refuse_key_in_bytes({posixpath.basename(path): data for path, data in inputs.items()},
+                        key_refusals, source)
 
     enclave_path = f"{INSTANCE_DIR}/{SIGNED_ENCLAVE}"
     log_path = output_dir / "occlum-build.log"
@@ -527,21 +425,20 @@ def build_occlum(options: BuildOptions, say: Say = lambda line: None) -> BuildRe
             except docker.errors.APIError:
                 pass  # already gone
 
-    pushed_digest = push_if_asked(options, client, image, auth, timer=timer, say=say)
+    pushed_digest = job.push_if_asked(client, auth, say)
 
     with timer.step("record"):
         record = occlum_measurement_record(recipe=recipe, plan=plan, enclave=enclave,
                                            image=image, image_id=image_id,
                                            pushed_digest=pushed_digest,
                                            base_digest=app.base_digest, rendered=rendered)
-        policy_files = _write_outputs(output_dir, recipe, rendered, enclave, record,
+        policy_files = write_outputs(output_dir, recipe, rendered, enclave, record,
                                       options.policies, source)
-    return BuildResult(record, output_dir / "measurement.json", output_dir, image,
-                       timer.timings, policy_files, stats)
+    return job.result(record, policy_files)
 
 
-def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedOcclum,
-                   enclave: OcclumEnclave, record: dict, policies: list[str],
+def write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedOcclum,
+                   enclave: OcclumEnclave, record: dict, policies: tuple[str, ...],
                    source: str) -> list[Path]:
     """Occlum.json, bom.yaml and the SIGSTRUCT (.sig), then build.write_build_outputs."""
     return write_build_outputs(output_dir, {
@@ -551,7 +448,6 @@ def _write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedOcclum,
     }, record, policies, source)
 
 
-__all__ = ["build_occlum", "occlum_build_script", "final_image_config", "program_path",
-           "check_occlum_sigstruct", "read_occlum_enclave", "occlum_labels",
-           "occlum_measurement_record", "sdk_debuggable", "sdk_edmm", "OcclumEnclave",
+__all__ = ["build_occlum", "check_occlum", "write_outputs", "occlum_build_script", "final_image_config", "program_path",
+           "occlum_labels", "occlum_measurement_record",
            "config_archive", "key_mount_dir"]

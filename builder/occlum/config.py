@@ -1,19 +1,16 @@
-"""The Occlum 0.31 backend's configuration: ``Occlum.json`` and ``copy_bom``'s ``bom.yaml``.
+"""The Occlum 0.31 backend's configuration: ``Occlum.json``, and both documents together.
 
-recipe + sizing plan + image filesystem ──▶ two documents, pure (bytes in, bytes out):
+recipe + sizing plan + image filesystem ──▶ ``Occlum.json`` (here) and ``bom.yaml``
+(``bom.py``), pure (bytes in, bytes out):
 
 * ``Occlum.json`` — what ``occlum build`` turns into ``Enclave.xml`` and ``.Occlum_sys.json``
-  (occlum.md §1.2, §2.2). Only keys Occlum 0.31's parser knows are written: its
-  ``gen_internal_conf`` silently drops unknown keys, so a typo would be lost, not rejected.
-* ``bom.yaml`` — what ``copy_bom -f bom.yaml --root image --include-dir
-  /opt/occlum/etc/template`` copies from the build container into the instance's ``image/``:
-  the JDK, the Spark/Flink distribution, the app files (pinned by SHA-256) and the glibc
-  pieces Occlum does not ship in a new instance. ``copy_bom`` resolves ELF dependencies itself.
+  (Occlum tools/gen_internal_conf/src/main.rs, ``OcclumConfiguration`` and ``main``). Only keys
+  Occlum 0.31's parser knows are written: gen_internal_conf silently drops unknown keys, so a
+  typo would be lost, not rejected. Its sizes come from ``sizing.py``.
 
 Unlike Gramine, Occlum does not take argv from the signed configuration: ``occlum run PATH
 ARGS`` chooses them on the host, and ``entry_points`` only pins which directories PATH may
-name. Every file of ``image/`` is integrity-protected by the SEFS image MAC, so the bom is this
-backend's trusted-file list.
+name; what may run is what ``bom.yaml`` puts into the integrity-protected image.
 
 No Jinja template here: both outputs are data structures serialised by ``json``/``yaml``, so
 nothing a recipe contains can break their syntax.
@@ -24,236 +21,24 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ppml_build.errors import ManifestError, RecipeError
-from ppml_build.plan import HEADROOM_FRACTION, Plan, Term
+from ppml_build.plan import Plan
 from ppml_build.image.programs import find_program, path_env, script_interpreters
 from ppml_build.recipe import Recipe
-from ppml_build.image.rootfs import MAX_SYMLINK_HOPS, RootFS, RootFSError, resolve, stat_followed
-from ppml_build.units import GiB, KiB, MiB, human, next_power_of_two
+from ppml_build.image.rootfs import RootFS, RootFSError, resolve
+from ppml_build.units import parse_occlum_size
+from ppml_build.versions import OCCLUM_VERSION, occlum_version
 
-OCCLUM_VERSION = "0.31"
-PAGE = 4 * KiB
-
-# --- sizing constants (see occlum_sizing for how they combine) ------------------------------
-# User space and kernel heap are rounded up to this: readable sizes, a little slack, and
-# always page-aligned, which sgx_sign requires.
-SIZE_GRANULE = 64 * MiB
-# The LibOS kernel heap holds Occlum's own state: VMAs, file tables, SEFS caches and per-thread
-# kernel structures. Occlum's Java/Python demos use 64-256MB; BigDL's Spark images 1GB for
-# 512 threads. Base + per-thread slope reproduces both ends.
-KERNEL_HEAP_BASE = 128 * MiB
-KERNEL_HEAP_PER_THREAD = 1 * MiB
-# Occlum's template value; the LibOS kernel runs on this stack per TCS (must be page-aligned).
-KERNEL_STACK_SIZE = 1 * MiB
-# Per-TCS SDK areas besides the kernel stack (occlum.md §3.3): three 64K guards, TCS page, two
-# 1-page SSA frames (AMX off), two TD/TLS pages.
-TCS_AREA = 3 * 64 * KiB + 5 * PAGE
-# Estimated loaded size of libocclum-libos.so (code, data, .bss): only used to carve the user
-# space out of an explicit enclave.size and to estimate the final enclave size.
-LIBOS_IMAGE_ALLOWANCE = 64 * MiB
-# Every process gets a brk heap and a main-thread stack from the user space at spawn.
-PROCESS_HEAP_SIZE = 64 * MiB     # glibc's main arena; it falls back to mmap when this is full
-PROCESS_STACK_SIZE = 8 * MiB     # Linux's default `ulimit -s`: deep Python recursion needs it
-# Obsolete since Occlum's VM rewrite (mmap is no longer bounded by it) but still a required key;
-# Occlum's own template value, with which BigDL runs multi-GB JVM heaps.
-PROCESS_MMAP_SIZE = 100 * MiB
-MIN_USER_SPACE = 128 * MiB
-# EDMM: memory committed at load (EADDed page by page: more means a slower start); the rest up
-# to the max sizes is committed on demand.
-EDMM_USER_SPACE_INIT = 256 * MiB
-EDMM_KERNEL_HEAP_INIT = 64 * MiB
-# What gen_internal_conf raises the EDMM maxima to (occlum.md §2.2), for the size estimate.
-EDMM_MIN_KERNEL_HEAP_MAX = 1 * GiB
-EDMM_MIN_USER_SPACE_MAX = 16 * GiB
-EDMM_SDK_USER_REGION_EXTRA = 1 * GiB
-EDMM_MIN_TCS_MAX = 4096
-
-# Plan terms that describe Gramine's LibOS, not the app: Occlum's kernel lives outside the user
-# space (kernel heap, per-TCS areas), and headroom is recomputed on the Occlum subtotal.
-GRAMINE_ONLY_TERMS = frozenset({"libos_overhead", "headroom"})
+from .bom import OCCLUM_GLIBC_LIB, build_bom, dumps_bom, select_image_content
+from .sizing import PAGE, OcclumSizing, occlum_sizing
 
 # Mount points gen_internal_conf adds itself (/proc, /dev) or that is the root union.
 RESERVED_MOUNT_TARGETS = frozenset({"/", "/proc", "/dev"})
-MOUNT_TYPES_031 = frozenset({"sefs", "hostfs", "ramfs", "unionfs", "devfs", "procfs", "ext2"})
-MOUNT_OPTIONS_031 = frozenset({"MAC", "layers", "temporary", "cache_size", "disk_size", "index"})
 
-# Where the build container has Occlum's glibc; NSS modules are dlopen'ed, so autodep misses them.
-OCCLUM_GLIBC_LIB = "/opt/occlum/glibc/lib"
-NSS_LIBRARIES = ("libnss_files.so.2",)
-ETC_FILES = ("/etc/group", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd")
 LIBRARY_PATH = (OCCLUM_GLIBC_LIB, "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu")
-
-_OCCLUM_SIZE_UNITS = (("KB", KiB), ("MB", MiB), ("GB", GiB), ("TB", 1024 * GiB), ("B", 1))
-
-
-# ---------------------------------------------------------------------------------------------
-# Sizes in Occlum's syntax
-
-def format_occlum_size(value: int) -> str:
-    """Bytes as Occlum writes them: the largest exact of GB/MB/KB, else ``<n>B`` ("32MB")."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ManifestError(f"cannot write {value!r} as an Occlum size")
-    for suffix, unit in (("GB", GiB), ("MB", MiB), ("KB", KiB)):
-        if value >= unit and value % unit == 0:
-            return f"{value // unit}{suffix}"
-    return f"{value}B"
-
-
-def parse_occlum_size(text: str) -> int:
-    """Occlum 0.31's ``parse_memory_size``: trim, first matching suffix of KB/MB/GB/TB/B (powers
-    of 1024, upper case), then a whole number. ValueError for anything it would refuse."""
-    if not isinstance(text, str):
-        raise ValueError(f"an Occlum size is a string, got {type(text).__name__}")
-    stripped = text.strip()
-    for suffix, unit in _OCCLUM_SIZE_UNITS:
-        if stripped.endswith(suffix):
-            number = stripped[: -len(suffix)].strip()
-            if not number.isascii() or not number.isdigit():
-                raise ValueError(f"{text!r}: Occlum needs a whole number before {suffix}")
-            return int(number) * unit
-    raise ValueError(f"{text!r}: Occlum sizes end in KB, MB, GB, TB or B (e.g. 32MB)")
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-# ---------------------------------------------------------------------------------------------
-# Sizing: the plan's numbers → Occlum's resource_limits and process defaults
-
-@dataclass(frozen=True)
-class OcclumSizing:
-    """resource_limits/process values in bytes, and how the user space was derived."""
-
-    user_space_size: int          # non-EDMM: the static user space; EDMM: committed at load
-    user_space_max_size: int | None  # EDMM only: the user space the app may grow to
-    kernel_space_heap_size: int
-    kernel_space_heap_max_size: int | None  # EDMM only
-    kernel_space_stack_size: int
-    max_num_of_threads: int
-    default_stack_size: int
-    default_heap_size: int
-    default_mmap_size: int
-    edmm: bool
-    user_space_terms: list[Term]
-    user_space_needed: int        # what the app needs (before an explicit enclave.size cap)
-    enclave_size_estimate: int    # what sgx_sign will likely lay out (a power of two)
-    warnings: list[str] = field(default_factory=list)
-
-    def resource_limits(self) -> dict[str, Any]:
-        limits: dict[str, Any] = {
-            "kernel_space_heap_size": format_occlum_size(self.kernel_space_heap_size)}
-        if self.kernel_space_heap_max_size is not None:
-            limits["kernel_space_heap_max_size"] = format_occlum_size(
-                self.kernel_space_heap_max_size)
-        limits["kernel_space_stack_size"] = format_occlum_size(self.kernel_space_stack_size)
-        limits["user_space_size"] = format_occlum_size(self.user_space_size)
-        if self.user_space_max_size is not None:
-            limits["user_space_max_size"] = format_occlum_size(self.user_space_max_size)
-        limits["max_num_of_threads"] = self.max_num_of_threads
-        return limits
-
-    def process(self) -> dict[str, str]:
-        return {"default_stack_size": format_occlum_size(self.default_stack_size),
-                "default_heap_size": format_occlum_size(self.default_heap_size),
-                "default_mmap_size": format_occlum_size(self.default_mmap_size)}
-
-
-def uses_python(recipe: Recipe) -> bool:
-    return recipe.kind == "python" or any(arg.endswith(".py") for arg in recipe.app.command)
-
-
-def _process_count(recipe: Recipe, plan: Plan) -> tuple[int, str]:
-    """Processes that each take a brk heap and a main stack from the user space."""
-    count, parts = 0, []
-    if recipe.kind in ("java", "spark", "flink"):
-        count, parts = 1, ["1 JVM"]
-    if uses_python(recipe):
-        # The Python driver, plus one worker per core the JVM runs tasks on (PySpark workers,
-        # PyFlink UDF runners).
-        workers = plan.jvm.cpus if plan.jvm is not None else 0
-        count += 1 + workers
-        parts.append(f"1 Python driver + {workers} Python workers" if workers else
-                     "1 Python interpreter")
-    return max(count, 1), " + ".join(parts) or "1 process"
-
-
-def occlum_sizing(recipe: Recipe, plan: Plan) -> OcclumSizing:
-    """Map the plan onto Occlum's memory model.
-
-    Gramine has one number (enclave_size) for everything; Occlum splits the enclave into
-    * the *user space* (SDK "reserved memory"): every mmap, brk heap and stack of the app's
-      processes — so it gets the plan's app terms (JVM heap, metaspace, code cache, direct
-      memory, native, thread stacks, glibc arenas), plus each process's brk heap and main
-      stack, plus the plan's 25% headroom recomputed on that subtotal;
-    * the *kernel heap* (SDK heap): the LibOS's own memory, sized from the thread count;
-    * per-TCS areas: ``max_num_of_threads`` × (kernel stack + SDK thread pages).
-    The plan's Gramine ``libos_overhead`` term has no place in the user space: its job is done
-    by the kernel heap and the per-TCS areas.
-
-    An explicit ``enclave.size`` bounds the whole enclave, as it does for Gramine: the user
-    space is what is left after the LibOS image, the kernel heap and the per-TCS areas.
-    """
-    threads = plan.max_threads
-    terms = [term for term in plan.memory_terms if term.name not in GRAMINE_ONLY_TERMS]
-    processes, process_source = _process_count(recipe, plan)
-    terms.append(Term("occlum_process_areas",
-                      processes * (PROCESS_HEAP_SIZE + PROCESS_STACK_SIZE),
-                      f"{process_source} × ({human(PROCESS_HEAP_SIZE)} brk heap + "
-                      f"{human(PROCESS_STACK_SIZE)} main stack)"))
-    subtotal = sum(term.value for term in terms)
-    terms.append(Term("headroom", int(subtotal * HEADROOM_FRACTION),
-                      "25% for fragmentation and mmap'ed files"))
-    needed = _round_up(sum(term.value for term in terms), SIZE_GRANULE)
-
-    kernel_heap = _round_up(KERNEL_HEAP_BASE + threads * KERNEL_HEAP_PER_THREAD, SIZE_GRANULE)
-    per_thread = KERNEL_STACK_SIZE + TCS_AREA
-    outside_user_space = LIBOS_IMAGE_ALLOWANCE + kernel_heap + threads * per_thread
-
-    warnings: list[str] = []
-    explicit = recipe.enclave.size_bytes
-    if explicit is not None:
-        user_space = (explicit - outside_user_space) // MiB * MiB
-        if user_space < MIN_USER_SPACE:
-            raise RecipeError(
-                f"enclave.size: {recipe.enclave.size} cannot hold Occlum's LibOS "
-                f"({human(LIBOS_IMAGE_ALLOWANCE)} image + {human(kernel_heap)} kernel heap + "
-                f"{threads} threads × {human(per_thread)}) and a user space of at least "
-                f"{human(MIN_USER_SPACE)}; raise enclave.size (the app needs about "
-                f"{human(needed + outside_user_space)}) or set it to auto")
-        if user_space < needed:
-            warnings.append(f"enclave.size {recipe.enclave.size} leaves a {human(user_space)} "
-                            f"Occlum user space; the app needs about {human(needed)}")
-    else:
-        user_space = needed
-
-    edmm = recipe.enclave.edmm
-    if edmm:
-        sizing_user = min(user_space, EDMM_USER_SPACE_INIT)
-        sizing_user_max: int | None = user_space
-        heap_init = min(kernel_heap, EDMM_KERNEL_HEAP_INIT)
-        heap_max: int | None = kernel_heap
-        # gen_internal_conf raises the maxima and adds the SDK's bookkeeping region (§2.2).
-        estimate = (LIBOS_IMAGE_ALLOWANCE + max(kernel_heap, EDMM_MIN_KERNEL_HEAP_MAX)
-                    + max(threads, EDMM_MIN_TCS_MAX) * per_thread + sizing_user
-                    + max(user_space, EDMM_MIN_USER_SPACE_MAX) + EDMM_SDK_USER_REGION_EXTRA)
-    else:
-        sizing_user, sizing_user_max = user_space, None
-        heap_init, heap_max = kernel_heap, None
-        estimate = outside_user_space + user_space
-    return OcclumSizing(
-        user_space_size=sizing_user, user_space_max_size=sizing_user_max,
-        kernel_space_heap_size=heap_init, kernel_space_heap_max_size=heap_max,
-        kernel_space_stack_size=KERNEL_STACK_SIZE, max_num_of_threads=threads,
-        default_stack_size=PROCESS_STACK_SIZE, default_heap_size=PROCESS_HEAP_SIZE,
-        default_mmap_size=PROCESS_MMAP_SIZE, edmm=edmm, user_space_terms=terms,
-        user_space_needed=needed, enclave_size_estimate=next_power_of_two(estimate),
-        warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +56,7 @@ def trusted_env(recipe: Recipe, plan: Plan) -> dict[str, str]:
     if recipe.kind == "spark":
         env["SPARK_HOME"] = runtime.spark_home
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
-        if uses_python(recipe):
+        if recipe.uses_python:
             env["PYSPARK_PYTHON"] = runtime.python
     if recipe.kind == "flink":
         env["FLINK_HOME"] = runtime.flink_home
@@ -401,12 +186,13 @@ def check_occlum_json(doc: dict[str, Any], recipe: Recipe) -> None:
     for point in doc.get("entry_points", []):
         if not point.startswith("/"):
             raise ManifestError(f"Occlum.json entry_points: {point!r} is not absolute")
+    occlum = occlum_version(recipe.libos.version)
     for mount in doc.get("mount", []):
         for item in [mount] + list(mount.get("options", {}).get("layers", [])):
-            if item["type"] not in MOUNT_TYPES_031:
+            if item["type"] not in occlum.mount_types:
                 raise ManifestError(f"Occlum.json mount {item['target']}: type "
-                                    f"{item['type']!r} does not exist in Occlum 0.31")
-            unknown = set(item.get("options", {})) - MOUNT_OPTIONS_031
+                                    f"{item['type']!r} does not exist in Occlum {occlum.version}")
+            unknown = set(item.get("options", {})) - occlum.mount_options
             if unknown:
                 raise ManifestError(f"Occlum.json mount {item['target']}: unknown option(s) "
                                     f"{', '.join(sorted(unknown))}")
@@ -414,234 +200,6 @@ def check_occlum_json(doc: dict[str, Any], recipe: Recipe) -> None:
 
 def dumps_occlum_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=4, ensure_ascii=False) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# bom.yaml
-
-@dataclass
-class _ImageSelection:
-    """What the bom copies, keyed by destination; plus counts for the summary."""
-
-    dirs: dict[str, str] = field(default_factory=dict)     # in-image dir → field that wants it
-    files: dict[str, str] = field(default_factory=dict)   # in-image file → field that wants it
-    links: dict[str, str] = field(default_factory=dict)   # in-image symlink → its target text
-    external_files: list[str] = field(default_factory=list)  # from Occlum's install, not rootfs
-    mkdirs: set[str] = field(default_factory=set)
-    excludes: set[str] = field(default_factory=set)
-    file_count: int = 0
-    byte_count: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-
-def _inside(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def _is_unsafe_link(depth: int, target: str) -> bool:
-    """rsync's --copy-unsafe-links test: absolute, or climbing above the copied tree's top
-    (``depth`` = directories between the top and the link)."""
-    if target.startswith("/"):
-        return True
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
-
-
-def _walk_copied_dir(fs: RootFS, given: str, selection: _ImageSelection) -> None:
-    """Count what ``rsync -ar --copy-unsafe-links GIVEN/ image/GIVEN`` copies, and exclude the
-    dangling unsafe links that would make rsync (and so copy_bom) fail."""
-    seen: set[str] = set()
-    # (real dir to list, path relative to the copied top, depth below the top)
-    stack: list[tuple[str, str, int]] = [(resolve(fs, given), "", 0)]
-    while stack:
-        real, rel, depth = stack.pop()
-        if real in seen:
-            continue
-        seen.add(real)
-        for name in sorted(fs.listdir(real), reverse=True):
-            path = posixpath.join(real, name)
-            entry = fs.lstat(path)
-            rel_path = posixpath.join(rel, name)
-            if entry is None:
-                continue
-            if entry.kind == "dir":
-                stack.append((path, rel_path, depth + 1))
-            elif entry.kind == "file":
-                selection.file_count += 1
-                selection.byte_count += entry.size
-            elif entry.kind == "symlink" and _is_unsafe_link(depth, entry.link_target or ""):
-                # rsync copies what an unsafe link points to (e.g. the JDK's conf/ → /etc/…).
-                referent = stat_followed(fs, path)
-                if referent is None:
-                    selection.excludes.add(f"/{rel_path}")
-                    selection.warnings.append(
-                        f"{posixpath.join(given, rel_path)} -> {entry.link_target} points "
-                        "nowhere in the image; left out of the Occlum image")
-                elif referent.kind == "dir":
-                    stack.append((resolve(fs, path), rel_path, depth + 1))
-                elif referent.kind == "file":
-                    selection.file_count += 1
-                    selection.byte_count += referent.size
-
-
-def _python_dirs(fs: RootFS) -> list[str]:
-    """The stdlib and dist-packages directories present in the image."""
-    found = []
-    for base in ("/usr/lib", "/usr/local/lib"):
-        try:
-            names = sorted(fs.listdir(resolve(fs, base)))
-        except (OSError, KeyError):
-            continue
-        for name in names:
-            if name.startswith("python3"):
-                entry = stat_followed(fs, posixpath.join(base, name))
-                if entry is not None and entry.kind == "dir":
-                    found.append(posixpath.join(base, name))
-    return found
-
-
-def _select_image_content(recipe: Recipe, fs: RootFS, program: str) -> _ImageSelection:
-    selection = _ImageSelection()
-    runtime = recipe.runtime
-
-    def want_dir(path: str, field_name: str, required: bool = True) -> None:
-        path = path.rstrip("/") or "/"
-        entry = stat_followed(fs, path)
-        if entry is None or entry.kind != "dir":
-            if required:
-                raise ManifestError(f"{field_name}: {path} is not a directory in the image; "
-                                    f"fix {field_name} or the base image")
-            return
-        selection.dirs.setdefault(path, field_name)
-
-    def want_file(path: str, field_name: str, required: bool = True) -> None:
-        """The file at ``path``; a symlink is recreated as a link (the java launcher finds its
-        JDK through /proc/self/exe) and what it names is wanted in turn."""
-        links: dict[str, str] = {}
-        current = path
-        while True:
-            if current in links or len(links) > MAX_SYMLINK_HOPS:
-                raise ManifestError(f"{field_name}: {path}: too many levels of symbolic links")
-            try:
-                parent = resolve(fs, posixpath.dirname(current))
-                entry = fs.lstat(posixpath.join(parent, posixpath.basename(current)))
-            except RootFSError:
-                entry = None
-            if entry is not None and entry.kind == "symlink":
-                text = entry.link_target or ""
-                links[current] = text
-                current = text if text.startswith("/") else posixpath.normpath(
-                    posixpath.join(posixpath.dirname(current), text))
-                continue
-            if entry is None or entry.kind != "file":
-                if required:
-                    raise ManifestError(f"{field_name}: {path} is not a file in the image; "
-                                        f"fix {field_name} or the base image")
-                return
-            selection.links.update(links)
-            selection.files.setdefault(current, field_name)
-            return
-
-    if recipe.kind in ("java", "spark", "flink"):
-        want_dir(runtime.java_home, "runtime.java_home")
-    if recipe.kind == "spark":
-        want_dir(runtime.spark_home, "runtime.spark_home")
-    if recipe.kind == "flink":
-        want_dir(runtime.flink_home, "runtime.flink_home")
-    if uses_python(recipe):
-        want_file(runtime.python, "runtime.python")
-        for directory in _python_dirs(fs):
-            want_dir(directory, "runtime.python")
-    want_file(program, "app.command[0]")
-    for index, path in enumerate(recipe.files.trusted):
-        if path.endswith("/"):
-            want_dir(path, f"files.trusted[{index}]")
-        else:
-            want_file(path, f"files.trusted[{index}]")
-    for index, item in enumerate(recipe.app.files):
-        want_file(item.dest, f"app.files[{index}].dest")
-    for path in ETC_FILES:
-        want_file(path, path, required=False)
-    selection.external_files = [posixpath.join(OCCLUM_GLIBC_LIB, name) for name in NSS_LIBRARIES]
-
-    # Drop what a copied directory already brings. Paths as configured, not resolved: the bom
-    # copies a directory's content to the path it was asked for.
-    top_dirs = [path for path in selection.dirs
-                if not any(other != path and _inside(path, other) for other in selection.dirs)]
-    selection.dirs = {path: selection.dirs[path] for path in top_dirs}
-    selection.files = {path: name for path, name in selection.files.items()
-                       if not any(_inside(path, d) for d in top_dirs)}
-    selection.links = {path: text for path, text in selection.links.items()
-                       if not any(_inside(path, d) for d in top_dirs)}
-    for path in sorted(selection.dirs):
-        _walk_copied_dir(fs, path, selection)
-    for path in selection.files:
-        selection.file_count += 1
-        selection.byte_count += stat_followed(fs, path).size  # type: ignore[union-attr]
-
-    # Mount points and the working directory must exist in the image to be used.
-    for mount in _mounts(recipe)[1:]:
-        selection.mkdirs.add(mount["target"])
-    selection.mkdirs.add(recipe.app.workdir)
-    selection.mkdirs.discard("/")
-    return selection
-
-
-def _add_file(target: dict[str, Any], entry: str | dict[str, Any]) -> None:
-    copy = target.setdefault("copy", [])
-    if not copy or "files" not in copy[-1]:
-        copy.append({"files": []})
-    copy[-1]["files"].append(entry)
-
-
-def build_bom(selection: _ImageSelection, digests: dict[str, str]) -> dict[str, Any]:
-    """copy_bom's document: one target per destination directory, sorted."""
-    targets: dict[str, dict[str, Any]] = {}
-
-    def target(path: str) -> dict[str, Any]:
-        return targets.setdefault(path, {"target": path})
-
-    for path in sorted(selection.dirs):
-        # "DIR/" copies the contents into image/DIR: symlinks on the way (/opt/spark →
-        # spark-3.5.3) are followed, so the app finds the tree at the path it was configured.
-        target(path).setdefault("copy", [{"dirs": []}])[0]["dirs"].append(path + "/")
-    for path in sorted(selection.files):
-        # copy_bom aborts if the build container's file differs from the one checked here.
-        _add_file(target(posixpath.dirname(path)),
-                  {"name": path, "hash": digests[path].upper()})
-    for path in selection.external_files:
-        _add_file(target(posixpath.dirname(path)), path)
-    for path in sorted(selection.links):
-        target(posixpath.dirname(path)).setdefault("createlinks", []).append(
-            {"src": selection.links[path], "linkname": posixpath.basename(path)})
-    root = target("/")
-    if selection.mkdirs:
-        root["mkdirs"] = sorted(path.lstrip("/") for path in selection.mkdirs)
-
-    bom: dict[str, Any] = {"includes": ["base.yaml"]}  # Occlum's basic directory layout
-    if selection.excludes:
-        bom["excludes"] = sorted(selection.excludes)
-    ordered = []
-    for path in sorted(targets):
-        item = targets[path]
-        ordered.append({key: item[key] for key in ("target", "mkdirs", "createlinks", "copy")
-                        if key in item})
-    bom["targets"] = ordered
-    return bom
-
-
-def dumps_bom(bom: dict[str, Any], recipe: Recipe) -> str:
-    header = (f"# copy_bom file for {recipe.name} (Occlum {OCCLUM_VERSION}), written by "
-              "ppml-build.\n# copy_bom -f bom.yaml --root image --include-dir "
-              "/opt/occlum/etc/template\n")
-    return header + yaml.safe_dump(bom, sort_keys=False, default_flow_style=False,
-                                   allow_unicode=True, width=4096)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -688,7 +246,8 @@ def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
     check_occlum_json(doc, recipe)
 
     try:
-        selection = _select_image_content(recipe, fs, program)
+        selection = select_image_content(recipe, fs, program,
+                                         [mount["target"] for mount in doc["mount"][1:]])
         real = {path: resolve(fs, path) for path in selection.files}
         by_real = fs.sha256_many(sorted(set(real.values())))
     except RootFSError as err:

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..errors import PpmlError
 from ..limits import MAX_DOCUMENT_BYTES, load_json_document, read_at_most
+from ..record import RECORD_SCHEMA
 
-MEASUREMENT_SCHEMA = "ppml-build/measurement/v1"
 U16_MAX = 0xFFFF
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -66,10 +66,10 @@ class EnclaveValues:
                 f"isv_svn and debug; got {type(data).__name__}"
             )
         schema = data.get("schema")
-        if schema is not None and schema != MEASUREMENT_SCHEMA:
+        if schema is not None and schema != RECORD_SCHEMA:
             raise PolicyError(
                 f"{source}: field 'schema' is {schema!r}, this ppml-build reads "
-                f"{MEASUREMENT_SCHEMA!r}; regenerate the record with this version"
+                f"{RECORD_SCHEMA!r}; regenerate the record with this version"
             )
         mrenclave = _hex32(data, "mrenclave", source)
         mrsigner = _hex32(data, "mrsigner", source)

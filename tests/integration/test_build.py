@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions
 from ppml_build.gramine import build as build_module
+from ppml_build.image import app_layer
 from ppml_build.image import engine
 from ppml_build.cli import main
 from ppml_build.image.native import run_native
@@ -85,7 +88,7 @@ def spark_build(pushed_bases, key, registry, tmp_path_factory):
     work = tmp_path_factory.mktemp("spark")
     recipe = copy_recipe(SPARK_RECIPE, work / "recipe", remote)
     out = work / "out"
-    result = build_module.build(build_module.BuildOptions(
+    result = backends.build(BuildOptions(
         recipe=recipe, key=key, output_dir=out, tag="ppml-test/pyspark-sql-agg:it",
         registry_auth=registry.auth_file, date="2026-11-01", policies=["gramine-ratls"]))
     summary = {"mrenclave": result.record["mrenclave"], "mrsigner": result.record["mrsigner"]}
@@ -144,7 +147,8 @@ def test_manifest_from_cached_index_equals_manifest_from_a_real_export(spark_bui
                                                                        docker_client):
     """The base index (read from the registry's layers during the pull) + app-layer model
     must see exactly what the built image holds."""
-    from ppml_build.gramine.pipeline import load_and_plan, render_for_rootfs
+    from ppml_build.pipeline import load_and_plan
+    from ppml_build.gramine.render import render_for_rootfs
 
     assert spark_build["stats"]["base_index_source"] == "registry"
 
@@ -214,7 +218,8 @@ def test_no_key_material_anywhere(pushed_bases, key, registry, tmp_path, capsys,
         contexts.append(Path(context))
         return real_build_image(client, context, **kwargs)
 
-    monkeypatch.setattr(build_module, "build_image", scanning_build_image)
+    monkeypatch.setattr(build_module, "build_image", scanning_build_image)  # the final image
+    monkeypatch.setattr(app_layer, "build_image", scanning_build_image)  # the app layer
     remote, _ = pushed_bases["spark"]
     recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
     summary = build_cli(recipe, key, registry, tmp_path / "out", capsys,

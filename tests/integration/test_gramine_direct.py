@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions, BuildResult
 from ppml_build.gramine.direct import run_direct
 from ppml_build.cli import main
 from ppml_build.image.docker_build import build_image
@@ -92,7 +93,7 @@ def gramine_sign(docker_client, image: str, name: str, key: Path) -> tuple[str, 
             (work / "out" / "out.manifest.sgx").read_bytes())
 
 
-def assert_gramine_agrees(docker_client, result: build_module.BuildResult, name: str, key: Path):
+def assert_gramine_agrees(docker_client, result: BuildResult, name: str, key: Path):
     theirs, sig_bytes, manifest_sgx = gramine_sign(docker_client, result.image, name, key)
     ours = file_from_image(docker_client, result.image, f"/ppml/{name}.sig")
     label = docker_client.images.get(result.image).labels["ppml.mrenclave"]
@@ -126,7 +127,7 @@ def test_gramine_sgx_sign_agrees_in_other_configurations(enclave, pushed_bases, 
         text = re.sub(rf"(?m)^  {field}: .*$", f"  {field}: {rendered}", text)
     recipe.write_text(text)
     tag = f"ppml-test/configs:{'-'.join(str(v).lower() for v in enclave.values())}"
-    result = build_module.build(build_module.BuildOptions(
+    result = backends.build(BuildOptions(
         recipe=recipe, key=key, output_dir=tmp_path / "out", tag=tag,
         registry_auth=registry.auth_file, date=SIGN_DATE))
     record = result.record

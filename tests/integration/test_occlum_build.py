@@ -2,20 +2,21 @@
 
 THE OCCLUM HERE IS A STAND-IN (tests/standin/occlum, TEST ONLY): Occlum's image cannot be pulled
 or installed on this machine. Its `occlum build` checks its arguments and the key, then copies a
-REAL enclave signed by the Intel SGX SDK (../shared/vectors/sdk-signed-enclave/enclave.signed.so,
-put into the stand-in's build context at test time) to where Occlum writes
-build/lib/libocclum-libos.signed.so. That enclave is signed with the SDK sample key (which is
-Occlum's default key), so these builds pass --insecure-sample-key; it is debuggable
-(DisableDebug=0), so the recipe says enclave.debug: true; its ISVPRODID/ISVSVN are 0/0.
+pre-signed enclave to where Occlum writes build/lib/libocclum-libos.signed.so. That enclave is
+written at test time by tests/sdk_enclave_factory.py in the form the Intel SDK's sgx_sign leaves
+it (.note.sgxmeta carrying metadata_t and the SIGSTRUCT), signed with a key made for this module,
+which the builds pass as --key; it is debuggable (DisableDebug=0: ATTRIBUTEMASK leaves DEBUG
+free), so the recipe says enclave.debug: true; it is not EDMM and its ISVPRODID/ISVSVN are 0/0.
 
 Everything of ours is real: Occlum.json and bom.yaml from the image's filesystem (the bom's
 SHA-256 pins are checked against the build container's files by the stand-in copy_bom), the
 container orchestration (read-only key mount, no network, commit), the native SIGSTRUCT read,
-the record, the labels — and the record must name exactly the vector's MRENCLAVE and MRSIGNER.
+the record, the labels — and the record must name exactly that enclave's MRENCLAVE and MRSIGNER.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -27,15 +28,19 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import backends
+from ppml_build.image import app_layer
 from ppml_build.image import engine
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, VerificationError
 from ppml_build.image.docker_build import build_image
-from ppml_build.occlum.build import BuildOptions, build_occlum
+from ppml_build.build.options import BuildOptions
 from ppml_build.recipe import load_recipe
 from ppml_build.sign import keys
 from ppml_build.sign.sigstruct import Sigstruct
+from sdk_enclave_factory import Metadata, sdk_signed_elf
+from sdk_sample_key import lookalike_private_pem
+from sigstruct_reference import signed_sigstruct
 
 pytestmark = pytest.mark.docker
 
@@ -45,19 +50,41 @@ STANDIN_DIR = PROJECT / "tests/standin/occlum"
 STANDIN_TAG = "ppml-test/spark-occlum-standin:0.31"
 INSTANCE = "/ppml/occlum_instance"
 SIGNED = f"{INSTANCE}/build/lib/libocclum-libos.signed.so"
-# sdk-signed-enclave/README values
-VECTOR_MRENCLAVE = "d1d79feb6fe2a02270d0bdc6e973544567e4fd9d5cb481e99c9b8c044aa76a40"
-SAMPLE_MRSIGNER = "83d719e77deaca1470f6baf62a4d774303c899db69020f9c70ee1dfc08c7ce9e"
+# The stand-in's pre-signed enclave: its MRENCLAVE, date and metadata (8M, metadata 2.1).
+STANDIN_MRENCLAVE = hashlib.sha256(b"stand-in libocclum-libos.signed.so").hexdigest()
+STANDIN_DATE = "2025-03-04"
 
 
 @pytest.fixture(scope="module")
-def occlum_base(docker_client, registry, spark_base, vectors_dir, tmp_path_factory):
+def signing_key(tmp_path_factory) -> Path:
+    """The enclave key these builds pass as --key; it signed the stand-in's enclave."""
+    path = tmp_path_factory.mktemp("occlum-key") / "enclave-key.pem"
+    path.write_bytes(keys.private_key_pem(keys.generate_key()))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def signer_mrsigner(signing_key) -> str:
+    return keys.mrsigner_of(keys.load_private_key(signing_key.read_bytes()).public_key()).hex()
+
+
+@pytest.fixture(scope="module")
+def standin_enclave(signing_key) -> bytes:
+    """What `occlum build` + sgx_sign would leave for a debuggable, non-EDMM, ISV 0/0 recipe,
+    signed with --key (tests/sdk_enclave_factory.py, tests/sigstruct_reference.py)."""
+    key = keys.load_private_key(signing_key.read_bytes())
+    css = signed_sigstruct(key, enclave_hash=bytes.fromhex(STANDIN_MRENCLAVE), date=(2025, 3, 4))
+    return sdk_signed_elf(Metadata(css, version=(2, 1), enclave_size=0x800000))
+
+
+@pytest.fixture(scope="module")
+def occlum_base(docker_client, registry, spark_base, standin_enclave, tmp_path_factory):
     """TEST ONLY stand-in "Occlum base": the Spark base + the stand-in occlum/copy_bom and the
-    SDK-signed vector enclave, pushed to the auth registry. Returns (reference, digest)."""
+    pre-signed enclave, pushed to the auth registry. Returns (reference, digest)."""
     context = tmp_path_factory.mktemp("occlum-standin")
     shutil.copytree(STANDIN_DIR, context, dirs_exist_ok=True)
-    shutil.copyfile(vectors_dir / "sdk-signed-enclave" / "enclave.signed.so",
-                    context / "enclave.signed.so")
+    (context / "enclave.signed.so").write_bytes(standin_enclave)
     build_image(docker_client, context, tag=STANDIN_TAG,
                 buildargs={"BASE": spark_base.reference})
     remote = f"{registry.address}/{STANDIN_TAG}"
@@ -65,15 +92,10 @@ def occlum_base(docker_client, registry, spark_base, vectors_dir, tmp_path_facto
     return remote, engine.push_image(docker_client, remote, auth=registry.auth)
 
 
-@pytest.fixture(scope="module")
-def sample_key(vectors_dir) -> Path:
-    """The Intel SDK sample key (= Occlum's etc/template/Enclave.pem), which signed the vector."""
-    return vectors_dir / "fortanix-sig1" / "sig1.key.pem"
-
-
 def occlum_recipe(target: Path, base: str, digest: str | None, *, debug: bool = True,
                   edmm: bool = False) -> Path:
-    """The repository's PySpark recipe, switched to Occlum and to the vector's ISV values."""
+    """The repository's PySpark recipe, switched to Occlum and to the stand-in enclave's ISV
+    values."""
     shutil.copytree(SPARK_RECIPE, target)
     path = target / "recipe.yaml"
     text = path.read_text()
@@ -118,14 +140,14 @@ def leftover_build_containers(client) -> list:
 
 
 @pytest.fixture(scope="module")
-def built(occlum_base, sample_key, registry, docker_client, tmp_path_factory):
+def built(occlum_base, signing_key, registry, docker_client, tmp_path_factory):
     """One stand-in Occlum build, watched: every build context is kept for the key scan, the
     key's temp dir must be created under a private TMPDIR, and every progress line is kept."""
     remote, digest = occlum_base
     work = tmp_path_factory.mktemp("occlum-build")
     recipe = occlum_recipe(work / "recipe", remote, digest)
     contexts: list[bytes] = []
-    real_build_image = build_module.build_image  # the app layer is built by build.app_image
+    real_build_image = app_layer.build_image  # the app layer is built by app_layer.app_image
 
     def recording_build_image(client, context, **kwargs):
         for path in Path(context).rglob("*"):
@@ -137,28 +159,30 @@ def built(occlum_base, sample_key, registry, docker_client, tmp_path_factory):
     tmp = work / "tmp"
     tmp.mkdir()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(build_module, "build_image", recording_build_image)
+        patch.setattr(app_layer, "build_image", recording_build_image)
         patch.setattr(tempfile, "tempdir", str(tmp))
-        result = build_occlum(BuildOptions(
-            recipe=recipe, key=sample_key, output_dir=work / "out",
-            tag="ppml-test/pyspark-occlum:it", registry_auth=registry.auth_file,
-            allow_sample_key=True), say=said.append)
+        result = backends.build(BuildOptions(
+            recipe=recipe, key=signing_key, output_dir=work / "out",
+            tag="ppml-test/pyspark-occlum:it", registry_auth=registry.auth_file),
+            say=said.append)
         leftovers = sorted(p.name for p in tmp.iterdir())
     return {"result": result, "recipe": recipe, "out": work / "out", "work": work,
             "contexts": contexts, "said": said, "tmp_leftovers": leftovers, "digest": digest}
 
 
 def test_record_and_labels_carry_exactly_the_signed_enclaves_values(built, docker_client,
-                                                                    vectors_dir):
+                                                                    standin_enclave,
+                                                                    signer_mrsigner):
     out = built["out"]
     record = json.loads((out / "measurement.json").read_text())
     assert record == built["result"].record
-    assert record["mrenclave"] == VECTOR_MRENCLAVE
-    assert record["mrsigner"] == SAMPLE_MRSIGNER
+    assert record["mrenclave"] == STANDIN_MRENCLAVE
+    assert record["mrsigner"] == signer_mrsigner
     assert record["libos"] == {"type": "occlum", "version": "0.31"}
     assert record["edmm"] is False and record["debug"] is True
     assert (record["isv_prod_id"], record["isv_svn"]) == (0, 0)
-    assert record["enclave_size"] == "8M" and record["date"] == "2017-05-29"
+    assert record["enclave_size"] == "8M" and record["date"] == STANDIN_DATE
+    assert record["occlum"]["sdk_metadata_version"] == "2.1"
     assert record["base"]["digest"] == built["digest"]
     assert record["manifest_sha256"] == record["occlum"]["occlum_json_sha256"]
     assert record["image"]["reference"] == "ppml-test/pyspark-occlum:it"
@@ -166,20 +190,20 @@ def test_record_and_labels_carry_exactly_the_signed_enclaves_values(built, docke
     image = docker_client.images.get("ppml-test/pyspark-occlum:it")
     assert image.id == record["image"]["id"]
     labels = image.labels
-    assert labels["ppml.mrenclave"] == VECTOR_MRENCLAVE
-    assert labels["ppml.mrsigner"] == SAMPLE_MRSIGNER
+    assert labels["ppml.mrenclave"] == STANDIN_MRENCLAVE
+    assert labels["ppml.mrsigner"] == signer_mrsigner
     assert labels["ppml.libos"] == "occlum 0.31"
     assert labels["ppml.edmm"] == "false" and labels["ppml.debug"] == "true"
     assert labels["ppml.base.digest"] == built["digest"]
     assert labels["ppml.libos.standin"] == "true"          # inherited: this is the stand-in
 
-    # The enclave in the image is the vector, byte for byte, and `sigstruct-view` reads the
-    # same values from it as the build did.
+    # The enclave in the image is the stand-in's, byte for byte, and the .sig written is the
+    # SIGSTRUCT read from it.
     signed = file_from_image(docker_client, image.id, SIGNED)
-    assert signed == (vectors_dir / "sdk-signed-enclave" / "enclave.signed.so").read_bytes()
+    assert signed == standin_enclave
     sig = Sigstruct.from_bytes((out / "pyspark-sql-agg.sig").read_bytes())
-    assert sig.mrenclave.hex() == VECTOR_MRENCLAVE and sig.mrsigner.hex() == SAMPLE_MRSIGNER
-    assert f"MRENCLAVE {VECTOR_MRENCLAVE}" in built["said"]
+    assert sig.mrenclave.hex() == STANDIN_MRENCLAVE and sig.mrsigner.hex() == signer_mrsigner
+    assert f"MRENCLAVE {STANDIN_MRENCLAVE}" in built["said"]
 
 
 def test_sigstruct_view_of_the_image_enclave_agrees(built, docker_client, tmp_path, capsys):
@@ -244,8 +268,8 @@ def test_bom_pins_and_occlum_json_match_the_build_container(built, docker_client
     assert (out / "occlum-build.log").read_text().count("ppml-step: ") >= 4
 
 
-def test_no_key_material_anywhere(built, sample_key, docker_client):
-    needles = key_needles(sample_key)
+def test_no_key_material_anywhere(built, signing_key, docker_client):
+    needles = key_needles(signing_key)
 
     def scan(blob: bytes, where: str) -> None:
         for needle in needles:
@@ -280,14 +304,13 @@ def test_the_keys_temp_dir_is_gone_after_the_build(built):
     (True, True, "signed without EDMM"),
 ])
 def test_an_enclave_unlike_the_recipe_is_refused_and_nothing_is_left(
-        occlum_base, sample_key, registry, docker_client, tmp_path, debug, edmm, needle):
+        occlum_base, signing_key, registry, docker_client, tmp_path, debug, edmm, needle):
     remote, digest = occlum_base
     recipe = occlum_recipe(tmp_path / "recipe", remote, digest, debug=debug, edmm=edmm)
     tag = f"ppml-test/pyspark-occlum-refused:{int(debug)}{int(edmm)}"
     with pytest.raises(VerificationError) as err:
-        build_occlum(BuildOptions(recipe=recipe, key=sample_key, output_dir=tmp_path / "out",
-                                  tag=tag, registry_auth=registry.auth_file,
-                                  allow_sample_key=True))
+        backends.build(BuildOptions(recipe=recipe, key=signing_key, output_dir=tmp_path / "out",
+                                    tag=tag, registry_auth=registry.auth_file))
     message = str(err.value)
     assert needle in message and "\n" not in message
     assert message.startswith(SIGNED)
@@ -299,40 +322,42 @@ def test_an_enclave_unlike_the_recipe_is_refused_and_nothing_is_left(
         assert "--enable-edmm Y" in log
 
 
-def test_a_base_without_occlum_fails_in_one_line(spark_base, sample_key, registry, tmp_path,
+def test_a_base_without_occlum_fails_in_one_line(spark_base, signing_key, registry, tmp_path,
                                                  docker_client, occlum_base):
     remote = f"{registry.address}/ppml-test/spark-no-occlum:1"
     docker_client.images.get(spark_base.reference).tag(remote)
     engine.push_image(docker_client, remote, auth=registry.auth)
     recipe = occlum_recipe(tmp_path / "recipe", remote, None)
     with pytest.raises(ImageError) as err:
-        build_occlum(BuildOptions(recipe=recipe, key=sample_key, output_dir=tmp_path / "out",
-                                  tag="ppml-test/no-occlum:it",
-                                  registry_auth=registry.auth_file, allow_sample_key=True))
+        backends.build(BuildOptions(recipe=recipe, key=signing_key, output_dir=tmp_path / "out",
+                                    tag="ppml-test/no-occlum:it",
+                                    registry_auth=registry.auth_file))
     message = str(err.value)
     assert "has no `occlum`" in message and "\n" not in message
     assert not docker_client.images.list(name="ppml-test/no-occlum")
 
 
-def test_cli_build_prints_the_summary_and_refusals_exit_1(built, occlum_base,
-                                                          sample_key, registry, tmp_path,
+def test_cli_build_prints_the_summary_and_refusals_exit_1(built, occlum_base, signing_key,
+                                                          signer_mrsigner, registry, tmp_path,
                                                           capsys):
     remote, digest = occlum_base
     recipe = occlum_recipe(tmp_path / "ok", remote, digest)
-    common = ["--key", str(sample_key), "--registry-auth", str(registry.auth_file),
-              "--insecure-sample-key"]
+    common = ["--key", str(signing_key), "--registry-auth", str(registry.auth_file)]
     capsys.readouterr()
     code = main(["build", str(recipe), *common, "--output-dir", str(tmp_path / "out"),
                  "--tag", "ppml-test/pyspark-occlum:cli", "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(captured.out)
-    assert summary["mrenclave"] == VECTOR_MRENCLAVE and summary["mrsigner"] == SAMPLE_MRSIGNER
+    assert summary["mrenclave"] == STANDIN_MRENCLAVE and summary["mrsigner"] == signer_mrsigner
     assert summary["image"] == "ppml-test/pyspark-occlum:cli"
     assert summary["stats"]["base_index_cached"] is True     # the module build indexed it
 
-    # Without --insecure-sample-key: refused before any Docker work, exit 2.
-    code = main(["build", str(recipe), "--key", str(sample_key), "--output-dir",
+    # Occlum's default key, the SDK sample key (refused by its public half, so a key file with
+    # only that half will do), without --insecure-sample-key: refused before any Docker work.
+    sample = tmp_path / "Enclave.pem"
+    sample.write_bytes(lookalike_private_pem())
+    code = main(["build", str(recipe), "--key", str(sample), "--output-dir",
                  str(tmp_path / "out2")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "sample key" in err[0]

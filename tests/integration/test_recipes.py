@@ -28,11 +28,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions, BuildResult
 from ppml_build.cli import main
 from ppml_build.image.native import run_native
 from ppml_build.recipe import load_recipe
-from ppml_build.trace import run_trace
+from ppml_build.trace.run import run_trace
 # Fixtures and helpers shared with the build tests (same bases, key and cache isolation).
 from test_build import copy_recipe, expected_spark_lines, file_from_image
 
@@ -128,9 +129,9 @@ class Builds:
         # A full line of the base64 body near the end (public key and signature bytes):
         # unique to this run.
         self.ca_marker = self.ca_pem.splitlines()[-3]
-        self.done: dict[str, tuple[Path, build_module.BuildResult]] = {}
+        self.done: dict[str, tuple[Path, BuildResult]] = {}
 
-    def get(self, name: str) -> tuple[Path, build_module.BuildResult]:
+    def get(self, name: str) -> tuple[Path, BuildResult]:
         if name not in self.done:
             source = next(d for d in RECIPE_DIRS if d.name == name)
             remote, digest = self.bases[source.parent.name]  # spark | flink
@@ -143,7 +144,7 @@ class Builds:
                     "  steps:\n    - grep -qF '" + marker + "' \"$PIP_CERT\" && grep -qF '"
                     + marker + "' \"$SSL_CERT_FILE\"\n"), 1)
                 recipe.write_text(text)
-            result = build_module.build(build_module.BuildOptions(
+            result = backends.build(BuildOptions(
                 recipe=recipe, key=self.key, output_dir=self.workdir / f"{name}-out",
                 tag=f"ppml-test/{name}:recipes", registry_auth=self.registry.auth_file,
                 date="2026-11-01", ca_bundle=self.ca_bundle))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions
 from ppml_build.cli import main
 from ppml_build.image.docker_build import build_image
 from ppml_build.build.reproducible import verify_reproducible
@@ -36,7 +37,7 @@ def built(pushed_bases, key, registry, tmp_path_factory, docker_client):
     work = tmp_path_factory.mktemp("verify-image")
     recipe = copy_recipe(SPARK_RECIPE, work / "recipe", remote, digest)
     out = work / "out"
-    result = build_module.build(build_module.BuildOptions(
+    result = backends.build(BuildOptions(
         recipe=recipe, key=key, output_dir=out, tag=TAG, registry_auth=registry.auth_file,
         date="2026-11-01", policies=list(POLICIES)))
     tags: list[str] = [TAG]
@@ -211,7 +212,7 @@ def test_verify_reproducible_two_scratch_builds(built, pushed_bases, key, regist
                                                 capsys, docker_client):
     remote, digest = pushed_bases["spark"]
     recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote, digest)
-    options = build_module.BuildOptions(
+    options = BuildOptions(
         recipe=recipe, key=key, output_dir=tmp_path / "out", tag="ppml-test/verify:repro",
         registry_auth=registry.auth_file, date="2026-11-01")
     said: list[str] = []

@@ -384,8 +384,9 @@ def build_signed_world(base: Path, libpal: Path) -> World:
     """base/: recipe.yaml + job.py, rootfs/, out/ (APP.manifest, trusted-files.json,
     APP.manifest.sgx, APP.sig, measurement.json), key.pem, key.pub, policies/ (every format).
     The way test_verify_directory.py makes one; the caller sets PPML_BUILD_CACHE_DIR."""
-    from ppml_build.gramine import build as build_module
-    from ppml_build.gramine.pipeline import load_and_plan, render_for_rootfs
+    from ppml_build.gramine import build as gramine_build
+    from ppml_build.pipeline import load_and_plan
+    from ppml_build.gramine.render import render_for_rootfs
     from ppml_build.plan import make_plan
     from ppml_build.policy import render_policy, write_policy_files
     from ppml_build.recipe import load_recipe_text
@@ -411,7 +412,7 @@ def build_signed_world(base: Path, libpal: Path) -> World:
     parsed, plan = load_and_plan(recipe)
     rendered = render_for_rootfs(parsed, plan, DirRootFS(rootfs), str(recipe))
     sig = Sigstruct.from_bytes((out / f"{APP}.sig").read_bytes())
-    record = build_module.measurement_record(
+    record = gramine_build.measurement_record(
         recipe=parsed, plan=plan, summary=sign_summary(sig), image="dir", image_id="",
         pushed_digest=None, base_digest="sha256:" + "0" * 64, rendered=rendered)
     (out / "measurement.json").write_text(json.dumps(record, indent=2))

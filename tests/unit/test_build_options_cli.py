@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import backends
+from ppml_build.build.options import BuildResult
 from ppml_build.cli import main
 
 
@@ -13,14 +14,14 @@ def _fake_build(calls: list):
         calls.append(options)
         out = Path(options.output_dir)
         record = {"mrenclave": "11" * 32, "mrsigner": "22" * 32}
-        return build_module.BuildResult(record, out / "measurement.json", out, "ppml/app:latest",
+        return BuildResult(record, out / "measurement.json", out, "ppml/app:latest",
                                         {}, [])
     return fake
 
 
 def test_base_index_defaults_to_registry_and_takes_engine(tmp_path, monkeypatch, capsys):
     calls: list = []
-    monkeypatch.setattr(build_module, "build", _fake_build(calls))
+    monkeypatch.setattr(backends, "build", _fake_build(calls))
     args = ["build", str(tmp_path / "recipe.yaml"), "--key", str(tmp_path / "k.pem"),
             "--output-dir", str(tmp_path / "out")]
     assert main(args) == 0
@@ -30,7 +31,7 @@ def test_base_index_defaults_to_registry_and_takes_engine(tmp_path, monkeypatch,
 
 def test_a_bad_base_index_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
     calls: list = []
-    monkeypatch.setattr(build_module, "build", _fake_build(calls))
+    monkeypatch.setattr(backends, "build", _fake_build(calls))
     code = main(["build", str(tmp_path / "recipe.yaml"), "--key", str(tmp_path / "k.pem"),
                  "--output-dir", str(tmp_path / "out"), "--base-index", "bogus"])
     err = capsys.readouterr().err

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from fuzz_support import (assert_all_or_none, assert_clean, fuzz_settings, hostile_values,
                           mutated_bytes, mutated_tree, run_bounded, run_cli, SCALE, snapshot,
                           World)
-from ppml_build.gramine.pipeline import load_and_plan
+from ppml_build.pipeline import load_and_plan
 from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 REPO = Path(__file__).resolve().parents[2]

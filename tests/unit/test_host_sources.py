@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ppml_build.gramine import build as build_module
+from ppml_build.image import app_layer
 from ppml_build.cli import main
 from ppml_build.errors import RecipeError
 from ppml_build.image.hashing import FileHasher
@@ -180,7 +180,7 @@ def test_build_sources_are_walked_too(tmp_path, capsys):
 def stage(directory: Path, tmp_path: Path) -> Path:
     context = tmp_path / "context"
     context.mkdir()
-    build_module._stage_app_files(load_recipe(directory / "recipe.yaml"), directory, context,
+    app_layer.stage_app_files(load_recipe(directory / "recipe.yaml"), directory, context,
                                   "recipe.yaml")
     return context
 
@@ -265,13 +265,13 @@ def file_view_and_image(directory: Path, work: Path, monkeypatch) -> tuple[list,
     recipe = load_recipe(directory / "recipe.yaml")
     context = work / "context"
     context.mkdir()
-    pairs = build_module._stage_app_files(recipe, directory, context, "recipe.yaml")
+    pairs = app_layer.stage_app_files(recipe, directory, context, "recipe.yaml")
     empty = work / "base"
     empty.mkdir()
     hasher = FileHasher(use_cache=False)
-    monkeypatch.setattr(build_module, "_base_index",
+    monkeypatch.setattr(app_layer, "_base_index",
                         lambda *args, **kwargs: (DirRootFS(empty, hasher), "cache"))
-    view = build_module.app_rootfs(None, "sha256:base", recipe, pairs, use_cache=False)
+    view = app_layer.app_rootfs(None, "sha256:base", recipe, pairs, use_cache=False)
     image = DirRootFS(context / "rootfs", hasher)
     return trusted(view, recipe), trusted(image, recipe)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build.gramine import pipeline
+from ppml_build import pipeline
 from ppml_build.cli import main
 from ppml_build.gramine.jvm_children import Finding, find_jvm_children, format_warning
 

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import key_guard
+from ppml_build.image import app_layer
 from ppml_build.build import key_scan
 from ppml_build.errors import RecipeError
 from ppml_build.recipe import load_recipe
@@ -185,12 +186,12 @@ def refusal(recipe_dir: Path, key, tmp_path: Path) -> str:
     recipe_path.write_text(RECIPE)
     context = tmp_path / "context"
     context.mkdir()
-    build_module._stage_app_files(load_recipe(recipe_path), recipe_dir, context, "recipe.yaml")
+    app_layer.stage_app_files(load_recipe(recipe_path), recipe_dir, context, "recipe.yaml")
     key_file = tmp_path / "key.pem"
     key_file.write_bytes(keys.private_key_pem(key))
     with pytest.raises(RecipeError) as info:
-        build_module._refuse_key_in_context(
-            context, build_module._key_fingerprints(key_file, key), "recipe.yaml")
+        key_guard.refuse_key_in_context(
+            context, key_guard.key_needles(key_file, key), "recipe.yaml")
     return str(info.value)
 
 
@@ -230,12 +231,12 @@ def test_the_key_in_a_build_stage_source_is_refused_too(key, tmp_path):
                            "  steps: [make]\n  outputs: [{src: /build/a.jar, dest: /app/a.jar}]\n")
     context = tmp_path / "context"
     context.mkdir()
-    build_module._stage_app_files(load_recipe(recipe_path), recipe_dir, context, "recipe.yaml")
+    app_layer.stage_app_files(load_recipe(recipe_path), recipe_dir, context, "recipe.yaml")
     key_file = tmp_path / "key.pem"
     key_file.write_bytes(keys.private_key_pem(key))
     with pytest.raises(RecipeError) as info:
-        build_module._refuse_key_in_context(
-            context, build_module._key_fingerprints(key_file, key), "recipe.yaml")
+        key_guard.refuse_key_in_context(
+            context, key_guard.key_needles(key_file, key), "recipe.yaml")
     assert str(info.value) == (
         "recipe.yaml: build.sources[0] would put the signing key (base64 of the private "
         "exponent d, as a PEM or JWK has it) into the build stage (build-src/0/Main.java); the "

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from real_vectors import vector
+from sdk_sample_key import SAMPLE_MRSIGNER_HEX, SAMPLE_PUBLIC_PEM, lookalike_private_pem
+from sigstruct_reference import signed_sigstruct
 
 from ppml_build.errors import SigningError
 from ppml_build.sign import keys
@@ -14,8 +19,17 @@ FORTANIX_MRENCLAVE = "c50673624a6cb17c1c6c2a4e6906f47a170c4629b8723781d1017ef376
 
 
 @pytest.fixture(scope="module")
-def sample_pem(vectors_dir) -> bytes:
-    return (vectors_dir / "fortanix-sig1" / "sig1.key.pem").read_bytes()
+def sample_pem() -> bytes:
+    """The SDK sample key itself (fortanix-sig1/sig1.key.pem signed the fortanix vector)."""
+    return vector("fortanix-sig1/sig1.key.pem", "real-sample-key check").read_bytes()
+
+
+@pytest.fixture(scope="module", params=["lookalike", "real"])
+def sample_private_pem(request) -> bytes:
+    """A private key PEM whose public half is the sample key's: made here, or the real one."""
+    if request.param == "real":
+        return vector("fortanix-sig1/sig1.key.pem", "real-sample-key check").read_bytes()
+    return lookalike_private_pem()
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +59,38 @@ def _fortanix_fields() -> Sigstruct:
     )
 
 
-def test_resigning_fortanix_vector_reproduces_all_1808_bytes(vectors_dir, sample_pem):
+def test_resigning_fortanix_vector_reproduces_all_1808_bytes(sample_pem):
     key = keys.load_private_key(sample_pem, source="sig1.key.pem", allow_sample_key=True)
     signed = keys.sign_sigstruct(_fortanix_fields(), key)
-    expected = (vectors_dir / "fortanix-sig1" / "sig1.sigstruct.bin").read_bytes()
-    assert signed.to_bytes() == expected
+    expected = vector("fortanix-sig1/sig1.sigstruct.bin", "real-SIGSTRUCT cross-check")
+    assert signed.to_bytes() == expected.read_bytes()
+
+
+def _unsigned(enclave_hash: bytes, *, vendor=0, date=(2025, 1, 2), misc_select=0,
+              attribute_flags=0x4, attribute_xfrm=0x3, attribute_flags_mask=0xFFFFFFFFFFFFFFFD,
+              attribute_xfrm_mask=0xFFFFFFFFFFFFFF1B, isv_prod_id=0, isv_svn=0) -> Sigstruct:
+    """Our Sigstruct with the fields (and defaults) of sigstruct_reference.signed_sigstruct."""
+    return Sigstruct(vendor=vendor, date_bcd=encode_bcd_date(*date), misc_select=misc_select,
+                     misc_mask=0xFFFFFFFF, attribute_flags=attribute_flags,
+                     attribute_xfrm=attribute_xfrm, attribute_flags_mask=attribute_flags_mask,
+                     attribute_xfrm_mask=attribute_xfrm_mask, enclave_hash=enclave_hash,
+                     isv_prod_id=isv_prod_id, isv_svn=isv_svn)
+
+
+@pytest.mark.parametrize("fields", [
+    dict(),
+    dict(vendor=0x8086, date=(2024, 8, 11), misc_select=1, attribute_flags=0x6,
+         attribute_xfrm=0xE7, attribute_flags_mask=(1 << 64) - 1, attribute_xfrm_mask=0xFF,
+         isv_prod_id=65535, isv_svn=7),
+], ids=["sdk-defaults", "every-field-set"])
+def test_signing_reproduces_an_independently_written_sigstruct_byte_for_byte(sgx_key, fields):
+    """The in-repo twin of the fortanix cross-check: tests/sigstruct_reference.py writes and
+    signs the SIGSTRUCT from the SDK's enclave_css_t; our signer must make the same 1808
+    bytes (PKCS#1 v1.5 is deterministic)."""
+    enclave_hash = hashlib.sha256(repr(fields).encode()).digest()
+    expected = signed_sigstruct(sgx_key, enclave_hash=enclave_hash, **fields)
+    ours = keys.sign_sigstruct(_unsigned(enclave_hash, **fields), sgx_key)
+    assert ours.to_bytes() == expected
 
 
 def test_generated_key_is_sgx_shaped_and_signs(sgx_key):
@@ -71,13 +112,22 @@ def test_corrupt_key_is_caught_by_verifying_the_signature(sgx_key):
         keys.sign_sigstruct(_fortanix_fields(), key, source="KEY.pem")
 
 
-def test_sample_key_refused_without_flag(sample_pem):
+def test_the_refused_mrsigner_is_the_sample_keys():
+    """What the refusal compares with is the SHA-256 of the sample key's little-endian modulus
+    (its public half is in tests/sdk_sample_key.py)."""
+    n = serialization.load_pem_public_key(SAMPLE_PUBLIC_PEM).public_numbers().n
+    assert hashlib.sha256(n.to_bytes(384, "little")).hexdigest() == SAMPLE_MRSIGNER_HEX
+    assert keys.SAMPLE_KEY_MRSIGNER.hex() == SAMPLE_MRSIGNER_HEX
+
+
+def test_sample_key_refused_without_flag(sample_private_pem):
     with pytest.raises(SigningError) as info:
-        keys.load_private_key(sample_pem, source="sig1.key.pem")
+        keys.load_private_key(sample_private_pem, source="sig1.key.pem")
     msg = str(info.value)
     assert msg.startswith("sig1.key.pem: this is the public Intel SGX SDK sample key")
-    assert keys.SAMPLE_KEY_MRSIGNER.hex() in msg
+    assert SAMPLE_MRSIGNER_HEX in msg
     assert "ppml-build keygen" in msg and "\n" not in msg
+    assert keys.load_private_key(sample_private_pem, source="k", allow_sample_key=True)
 
 
 @pytest.mark.parametrize("bits, e", [(2048, 65537), (2048, 3), (3072, 65537)])
@@ -123,12 +173,15 @@ def test_unencrypted_pem_is_traditional_openssl_like_gramine(sgx_key):
     assert keys.private_key_pem(sgx_key).startswith(b"-----BEGIN RSA PRIVATE KEY-----")
 
 
-def test_public_key_loading(sgx_key, sample_pem):
+@pytest.mark.parametrize("sample_pub", [
+    SAMPLE_PUBLIC_PEM,                                                    # PKCS#1
+    keys.public_key_pem(serialization.load_pem_public_key(SAMPLE_PUBLIC_PEM)),  # SPKI
+], ids=["pkcs1", "spki"])
+def test_public_key_loading(sgx_key, sample_pub):
     pub_pem = keys.public_key_pem(sgx_key)
     pub = keys.load_public_key(pub_pem, source="pub.pem")
     assert pub.public_numbers() == sgx_key.public_key().public_numbers()
-    sample_pub = keys.public_key_pem(serialization.load_pem_private_key(sample_pem, None))
-    with pytest.raises(SigningError, match="sample key"):
+    with pytest.raises(SigningError, match=r"^pub\.pem: this is the public Intel SGX SDK sample"):
         keys.load_public_key(sample_pub, source="pub.pem")
     assert keys.load_public_key(sample_pub, source="pub.pem", allow_sample_key=True)
     with pytest.raises(SigningError, match=r"^pub\.pem: not a PEM public key \(this is a private"):

@@ -12,11 +12,14 @@ import json
 import pytest
 import yaml
 
-from ppml_build import trace
 from ppml_build.cli import main
 from ppml_build.gramine.direct import LibosRefusal, LibosReport, read_libos_log
-from ppml_build.trace import (ManifestView, combined_suggestion, libos_lines, libos_run_problem,
-                              merge_libos, suggest_libos)
+from ppml_build.trace import run as trace_run
+from ppml_build.trace.comparison import compare
+from ppml_build.trace.manifest_view import ManifestView
+from ppml_build.trace.report import libos_lines, merge_libos, report_document
+from ppml_build.trace.run import libos_run_problem
+from ppml_build.trace.suggest import NATIVE_ESTIMATE, combined_suggestion, suggest, suggest_libos
 
 
 def log(text: str) -> str:
@@ -384,7 +387,7 @@ def test_suggest_libos_with_nothing_refused_says_so():
 
 
 def test_the_suggestion_is_the_libos_first_then_the_native_estimate():
-    native = trace.suggest(trace.compare([], view(), lookup), title=trace.NATIVE_ESTIMATE)
+    native = suggest(compare([], view(), lookup), title=NATIVE_ESTIMATE)
     libos = suggest_libos(REFUSING, view(), lookup)
     documents = list(yaml.safe_load_all(combined_suggestion(libos, native)))
     assert len(documents) == 2 and "trusted" in documents[0]["files"]
@@ -401,22 +404,22 @@ def test_libos_run_problem_wants_the_signed_manifest_and_gramine_direct():
 
 # --- the command ---------------------------------------------------------------------------------
 
-def result_with(document: dict) -> trace.TraceResult:
-    report = trace.compare([], view(), lookup)
-    return trace.TraceResult(report, document, "# suggestion\n", "", "", 0,
-                             ["Error: could not find libjava.so"])
+def result_with(document: dict) -> trace_run.TraceResult:
+    report = compare([], view(), lookup)
+    return trace_run.TraceResult(report, document, "# suggestion\n", "", "", 0,
+                                 ["Error: could not find libjava.so"])
 
 
 def native_report_document() -> dict:
-    report = trace.compare([], view(), lookup)
-    return trace.report_document(report, recipe="demo", image="ppml/demo:latest", exit_code=0,
-                                 shipped=(2, 205), everything=(8, 3614), seconds=1.0)
+    report = compare([], view(), lookup)
+    return report_document(report, recipe="demo", image="ppml/demo:latest", exit_code=0,
+                           shipped=(2, 205), everything=(8, 3614), seconds=1.0)
 
 
 def test_trace_prints_the_libos_section_and_exits_1_on_a_refusal(monkeypatch, capsys, tmp_path):
     document = merge_libos(native_report_document(), REFUSING, exit_code=1, seconds=25.0)
     calls = []
-    monkeypatch.setattr(trace, "run_trace",
+    monkeypatch.setattr(trace_run, "run_trace",
                         lambda *a, **kw: calls.append(kw) or result_with(document))
     code = main(["trace", str(tmp_path / "recipe.yaml")])
     out = capsys.readouterr().out
@@ -433,7 +436,7 @@ def test_trace_prints_the_libos_section_and_exits_1_on_a_refusal(monkeypatch, ca
 def test_trace_no_libos_skips_the_run_and_says_so(monkeypatch, capsys, tmp_path):
     calls = []
     document = merge_libos(native_report_document(), None)
-    monkeypatch.setattr(trace, "run_trace",
+    monkeypatch.setattr(trace_run, "run_trace",
                         lambda *a, **kw: calls.append(kw) or result_with(document))
     assert main(["trace", str(tmp_path / "recipe.yaml"), "--no-libos"]) == 0
     assert calls[0]["libos"] is False
@@ -460,7 +463,7 @@ class FakeClient:
 def test_an_image_without_gramine_direct_is_one_line_naming_no_libos(monkeypatch, capsys,
                                                                      tmp_path):
     from ppml_build.image import engine, base_index as image_index
-    from ppml_build.gramine import pipeline
+    from ppml_build import pipeline
     from ppml_build.recipe import load_recipe_text
     from ppml_build.image.rootfs import DirRootFS
 
@@ -479,7 +482,7 @@ app:
     monkeypatch.setattr(engine, "connect", lambda: FakeClient())
     monkeypatch.setattr(image_index, "cached_image_rootfs",
                         lambda *a, **kw: (DirRootFS(root), True))
-    monkeypatch.setattr(trace, "tracing_image", lambda *a, **kw: pytest.fail("traced anyway"))
+    monkeypatch.setattr(trace_run, "tracing_image", lambda *a, **kw: pytest.fail("traced anyway"))
     code = main(["trace", str(tmp_path / "recipe.yaml")])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1

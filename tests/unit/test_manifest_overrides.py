@@ -12,7 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions, BuildResult
+from ppml_build.gramine import build as gramine_build
 from ppml_build.cli import main
 from ppml_build.errors import ManifestError, RecipeError
 from ppml_build.gramine.schema import ANY, GRAMINE_1_9, AnyOf, DictOf, ListOf, OneOf
@@ -255,10 +257,10 @@ def test_build_passes_the_two_flags_down(tmp_path, monkeypatch, capsys):
     def fake(options, say=lambda line: None):
         calls.append(options)
         out = Path(options.output_dir)
-        return build_module.BuildResult({"mrenclave": "11" * 32, "mrsigner": "22" * 32},
+        return BuildResult({"mrenclave": "11" * 32, "mrsigner": "22" * 32},
                                         out / "measurement.json", out, "ppml/app:latest", {}, [])
 
-    monkeypatch.setattr(build_module, "build", fake)
+    monkeypatch.setattr(backends, "build", fake)
     args = ["build", tmp_path / "recipe.yaml", "--key", tmp_path / "k.pem", "--output-dir",
             tmp_path / "out"]
     assert cli(capsys, *args)[0] == 0
@@ -362,7 +364,7 @@ def test_the_record_names_the_recipes_keys_and_readers_do_not_need_them(rootfs):
     summary = {"mrenclave": "11" * 32, "mrsigner": "22" * 32, "isv_prod_id": 0, "isv_svn": 0,
                "debug": False, "attributes": {}, "misc_select": "0x00000001",
                "date": "2026-01-01"}
-    record = build_module.measurement_record(
+    record = gramine_build.measurement_record(
         recipe=recipe, plan=plan, summary=summary, image="ppml/x:1", image_id="i",
         pushed_digest=None, base_digest="d", rendered=rendered)
     assert list(record)[-1] == "recipe_manifest_keys"
@@ -380,10 +382,10 @@ def test_build_says_the_recipes_keys_once(rootfs, monkeypatch):
 
     recipe = load_recipe_text(recipe_text("manifest: {sys.stack.size: 2M}\n"))
     said: list[str] = []
-    monkeypatch.setattr(build_module, "load_and_plan", lambda path: (recipe, make_plan(recipe)))
-    monkeypatch.setattr(build_module, "read_passphrase", lambda path: None)
-    monkeypatch.setattr(build_module, "load_signing_key", lambda *a, **k: None)
-    monkeypatch.setattr(build_module, "_key_fingerprints", lambda path, key: [])
+    monkeypatch.setattr(backends, "load_and_plan", lambda path: (recipe, make_plan(recipe)))
+    monkeypatch.setattr(backends, "read_passphrase", lambda path: None)
+    monkeypatch.setattr(backends, "load_signing_key", lambda *a, **k: None)
+    monkeypatch.setattr(backends, "key_needles", lambda path, key: [])
 
     @contextlib.contextmanager
     def fake_app_image(*args, **kwargs):
@@ -396,10 +398,10 @@ def test_build_says_the_recipes_keys_once(rootfs, monkeypatch):
     def stop(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(build_module, "app_image", fake_app_image)
-    monkeypatch.setattr(build_module, "gramine_version", stop)
+    monkeypatch.setattr(gramine_build, "app_image", fake_app_image)
+    monkeypatch.setattr(gramine_build, "gramine_version", stop)
     with pytest.raises(Stop):
-        build_module.build(build_module.BuildOptions(recipe=Path("r.yaml"), key=Path("k")),
+        backends.build(BuildOptions(recipe=Path("r.yaml"), key=Path("k")),
                            say=said.append)
     assert describe_overrides(recipe.manifest) == ['sys.stack.size = "2M"']
     assert said.count('manifest key from the recipe: sys.stack.size = "2M"') == 1

@@ -1,7 +1,9 @@
 """MRENCLAVE: ours against an independent, page-by-page reference written from the spec.
 
 The reference below (``reference_mrenclave``) uses nothing from ppml_build: it parses the ELF
-program headers with struct, restates Gramine's constants (gramine.md §1.1-1.6, Intel SDM
+program headers with struct, restates Gramine's constants (Gramine 1.9
+``pal/src/host/linux-sgx/generated_offsets.c``; ``python/graminelibos/sgx_sign.py``
+``get_memory_areas``, ``populate_memory_areas``, ``generate_measurement``; Intel SDM
 ECREATE/EADD/EEXTEND) and hashes every record with one update per record, like Gramine's signer.
 """
 
@@ -254,8 +256,9 @@ def test_free_area_records_match_per_page_loop(first_page, pages):
 
 # --- layout -----------------------------------------------------------------------------------
 
-def test_worked_example_layout_from_gramine_md():
-    # gramine.md §1.3: 256M, 4 threads, a 1-page manifest, an 8-page PAL.
+def test_worked_example_layout_256m_4_threads():
+    # What Gramine 1.9 sgx_sign.py get_memory_areas + populate_memory_areas lay out for 256M,
+    # 4 threads, a 1-page manifest and an 8-page PAL.
     pal = read_pal_image(synthetic_elf(rw_end=0x8000))
     assert pal.span == (0, 8 * PAGE)
     areas = enclave_layout(100, MeasurementInputs(256 * M, 4, False), pal)

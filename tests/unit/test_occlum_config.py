@@ -17,7 +17,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from ppml_build.cli import main
 from ppml_build.errors import ManifestError, RecipeError
 from ppml_build.image.hashing import FileHasher
-from ppml_build.occlum.config import check_occlum_json, format_occlum_size, occlum_sizing, parse_occlum_size, render_occlum
+from ppml_build.occlum.config import check_occlum_json, render_occlum
+from ppml_build.occlum.sizing import occlum_sizing
+from ppml_build.units import format_occlum_size, parse_occlum_size
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
 from ppml_build.image.rootfs import DirRootFS
@@ -55,7 +57,9 @@ def flink_recipe_text() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Occlum 0.31's Occlum.json, written from occlum.md §1.2 (independently of ppml_build.occlum.config):
+# Occlum 0.31's Occlum.json, written from Occlum's tools/gen_internal_conf/src/main.rs
+# (OcclumConfiguration, the keys it deserialises) and etc/template/Occlum.json, independently of
+# ppml_build.occlum.config:
 # required keys, types, and every key we may write (extra keys would be silently dropped by
 # gen_internal_conf, so emitting one is a bug).
 

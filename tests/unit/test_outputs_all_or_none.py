@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppml_build.gramine import build as build_module
+from ppml_build.image import app_layer
+from ppml_build.gramine import build as gramine_build
 from ppml_build.occlum import build as occlum_build
 from ppml_build.atomic import Output, OutputError, check_writable, write_all_or_none
 from ppml_build.cli import main
@@ -341,14 +342,14 @@ def test_manifest_refuses_an_unwritable_output_dir_before_hashing(capsys, tmp_pa
 
 def _gramine_outputs(out: Path, policies: list[str]) -> list[Path]:
     rendered = SimpleNamespace(data=b"[loader]\n", trusted_files=[])
-    return build_module._write_outputs(out, SimpleNamespace(name="app"), rendered, b"S" * 1808,
+    return gramine_build.write_outputs(out, SimpleNamespace(name="app"), rendered, b"S" * 1808,
                                        RECORD, policies, "recipe.yaml")
 
 
 def _occlum_outputs(out: Path, policies: list[str]) -> list[Path]:
     rendered = SimpleNamespace(occlum_json_text="{}\n", bom_text="includes: []\n")
     enclave = SimpleNamespace(sigstruct=SimpleNamespace(to_bytes=lambda: b"S" * 1808))
-    return occlum_build._write_outputs(out, SimpleNamespace(name="app"), rendered, enclave,
+    return occlum_build.write_outputs(out, SimpleNamespace(name="app"), rendered, enclave,
                                        RECORD, policies, "recipe.yaml")
 
 
@@ -386,8 +387,8 @@ def test_build_refuses_an_unwritable_output_dir_before_any_docker_work(capsys, t
     def no_docker(*args, **kwargs):
         raise AssertionError("Docker work started before the output directory was checked")
 
-    monkeypatch.setattr(build_module, "app_image", no_docker)
-    monkeypatch.setattr(build_module, "connect", no_docker)
+    monkeypatch.setattr(gramine_build, "app_image", no_docker)
+    monkeypatch.setattr(app_layer, "connect", no_docker)
     (tmp_path / "plain").write_text("x")
     code, err = run(capsys, "build", SPARK_RECIPE, "--key", tmp_path / "no-such-key.pem",
                     "--output-dir", tmp_path / "plain" / "out")

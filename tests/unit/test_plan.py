@@ -112,6 +112,16 @@ def test_explicit_values_win_but_warn_when_too_small():
     assert roomy.warnings == [w for w in roomy.warnings if "below" not in w]
 
 
+def test_gramine_per_thread_cost_is_the_signers_layout():
+    # Gramine 1.9 python/graminelibos/sgx_sign.py, get_memory_areas: per thread 2 SSA frames of
+    # 4 pages, a TCS page, a TLS page, a 256K stack and a 64K signal stack = 90 pages.
+    plan = make_plan(recipe(extra="enclave: {max_threads: 64}\n"))
+    overhead = term(plan, "libos_overhead")
+    assert overhead.value == 192 * MiB + 64 * 90 * 4096
+    assert overhead.source == ("Gramine LibOS/PAL memory (192M) + 64 × 360K per-thread SGX "
+                               "areas")
+
+
 def test_too_big_for_gramine():
     with pytest.raises(PlanError, match="more than Gramine's 1024G"):
         make_plan(recipe(command="[java, -Xmx900g, Main]"))

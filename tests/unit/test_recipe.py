@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ppml_build.cli import main
 from ppml_build.errors import RecipeError
 from ppml_build.recipe import load_recipe, load_recipe_text
+from ppml_build.units import GiB, MiB, Size
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = sorted((ROOT / "recipes").glob("*/*/recipe.yaml"))
@@ -55,7 +56,7 @@ def test_good_recipe_defaults():
     recipe = load_recipe_text(GOOD)
     assert recipe.libos.type == "gramine" and recipe.libos.version == "1.9"
     assert recipe.libos.prefix == "/usr/lib/x86_64-linux-gnu/gramine/"
-    assert recipe.enclave.size == "16G" and recipe.enclave.size_bytes == 16 << 30
+    assert recipe.enclave.size == Size(16 << 30, "16G") and recipe.enclave.size_bytes == 16 << 30
     assert recipe.enclave.debug is False
 
 
@@ -81,6 +82,23 @@ def test_missing_field():
 def test_yaml_syntax_error():
     message = error_of(GOOD.replace("size: 16G", "size: [16G"))
     assert message.startswith("recipe.yaml:13:") and "YAML syntax error" in message
+
+
+def test_sizes_are_parsed_once_into_bytes_keeping_the_text_for_messages():
+    recipe = load_recipe_text(GOOD.replace("size: 16G", "size: 16384m").replace(
+        "enclave:\n", "resources:\n  jvm: {heap: 3g, thread_stack: 1048576}\n"
+        "  spark: {spark.driver.memory: 2048, spark.executor.memory: 4g}\n"
+        "  flink: {taskmanager.memory.process.size: 1728m}\nenclave:\n"))
+    # enclave.size is written back in Gramine's spelling, as plan warnings show it.
+    assert recipe.enclave.size == Size(16 * GiB, "16G") and str(recipe.enclave.size) == "16G"
+    jvm, spark = recipe.resources.jvm, recipe.resources.spark
+    assert jvm.heap == Size(3 * GiB, "3g") and jvm.thread_stack == Size(MiB, "1048576")
+    # Spark reads a bare number as MiB, the JVM (and Flink) as bytes.
+    assert spark.driver_memory == Size(2048 * MiB, "2048")
+    assert spark.executor_memory == Size(4 * GiB, "4g")
+    assert recipe.resources.flink.process_size == Size(1728 * MiB, "1728m")
+    auto = load_recipe_text(GOOD.replace("size: 16G", "size: auto"))
+    assert auto.enclave.size is None and auto.enclave.size_bytes is None
 
 
 def test_non_power_of_two_size():

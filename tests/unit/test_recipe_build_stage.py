@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build.gramine import build as build_module
+from ppml_build.image import app_layer
 from ppml_build.gramine.build import BuildOptions, app_dockerfile
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, RecipeError
@@ -156,7 +156,7 @@ def test_sources_are_staged_by_index(tmp_path):
     recipe = load_recipe_text(path.read_text())
     context = tmp_path / "context"
     context.mkdir()
-    build_module._stage_app_files(recipe, path.parent, context, str(path))
+    app_layer.stage_app_files(recipe, path.parent, context, str(path))
     assert (context / "build-src/0/org/Main.java").read_text() == "class Main {}\n"
     assert (context / "build-src/1").read_text() == "version=1\n"
 
@@ -166,7 +166,7 @@ def test_a_file_source_needs_a_file_dest(tmp_path):
                                                             "dest: /build/"))
     recipe = load_recipe_text(path.read_text())
     with pytest.raises(RecipeError) as info:
-        build_module._stage_app_files(recipe, path.parent, tmp_path, str(path))
+        app_layer.stage_app_files(recipe, path.parent, tmp_path, str(path))
     assert "build.sources[1].dest: '/build/' ends with '/' but the source is a file" in \
         str(info.value)
 
@@ -194,10 +194,10 @@ def test_ca_bundle_is_staged_only_for_a_build_stage(tmp_path, monkeypatch):
 
     context = tmp_path / "c1"
     context.mkdir()
-    assert build_module._stage_ca_bundle(options, plain, context, said.append) is False
+    assert app_layer.stage_ca_bundle(options.ca_bundle, plain, context, said.append) is False
     assert not (context / "ppml-ca-bundle.pem").exists()
 
-    assert build_module._stage_ca_bundle(options, recipe, context, said.append) is True
+    assert app_layer.stage_ca_bundle(options.ca_bundle, recipe, context, said.append) is True
     assert (context / "ppml-ca-bundle.pem").read_text() == PEM
     assert "build stage only" in said[-1]
 
@@ -205,14 +205,14 @@ def test_ca_bundle_is_staged_only_for_a_build_stage(tmp_path, monkeypatch):
     default = BuildOptions(recipe=tmp_path / "r.yaml", key=tmp_path / "k.pem")
     other = tmp_path / "c2"
     other.mkdir()
-    assert build_module._stage_ca_bundle(default, recipe, other, said.append) is False
+    assert app_layer.stage_ca_bundle(default.ca_bundle, recipe, other, said.append) is False
     monkeypatch.setenv("PIP_CERT", str(bundle))
-    assert build_module._stage_ca_bundle(default, recipe, other, said.append) is True
+    assert app_layer.stage_ca_bundle(default.ca_bundle, recipe, other, said.append) is True
     assert "$PIP_CERT" in said[-1]
 
     bundle.write_text("not a certificate\n")
     with pytest.raises(ImageError) as info:
-        build_module._stage_ca_bundle(options, recipe, tmp_path / "c3", said.append)
+        app_layer.stage_ca_bundle(options.ca_bundle, recipe, tmp_path / "c3", said.append)
     assert "not a PEM certificate bundle" in str(info.value)
 
 

@@ -17,6 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml_build.cli import main
+from ppml_build.sign import keys
+from real_vectors import vector
+from sdk_enclave_factory import Metadata, sdk_signed_elf
+from sdk_sample_key import lookalike_private_pem
+from sigstruct_reference import signed_sigstruct
 
 GRAMINE_LIB = "usr/lib/x86_64-linux-gnu/gramine"
 HEX64 = set("0123456789abcdef")
@@ -340,16 +345,28 @@ def test_wrong_key_shape(capsys, work, image_root, standin_libpal, bits, e):
     assert _nothing_written(work)
 
 
-def test_sample_key_needs_the_insecure_flag(capsys, work, image_root, standin_libpal, vectors_dir):
-    sample = vectors_dir / "fortanix-sig1" / "sig1.key.pem"
+@pytest.mark.parametrize("which", ["lookalike", "real"])
+def test_sample_key_needs_the_insecure_flag(capsys, work, image_root, standin_libpal, which):
+    """The SDK sample key is refused by its public half: the real key (a real vector), and
+    a key file made here with only that public half (tests/sdk_sample_key.py)."""
+    if which == "real":
+        sample = vector("fortanix-sig1/sig1.key.pem", "real-sample-key signing")
+    else:
+        sample = work / "Enclave.pem"
+        sample.write_bytes(lookalike_private_pem())
     rc, _, err = run(capsys, *sign_args(work, sample, image_root, standin_libpal))
     assert rc == 2
     assert_one_line_error(err, "sample key", SAMPLE_MRSIGNER)
     assert _nothing_written(work)
-    rc, out, _ = run(capsys, *sign_args(work, sample, image_root, standin_libpal,
-                                        "--insecure-sample-key", "--json"))
-    assert rc == 0
-    assert json.loads(out)["mrsigner"] == SAMPLE_MRSIGNER
+    rc, out, err = run(capsys, *sign_args(work, sample, image_root, standin_libpal,
+                                          "--insecure-sample-key", "--json"))
+    if which == "real":
+        assert rc == 0
+        assert json.loads(out)["mrsigner"] == SAMPLE_MRSIGNER
+    else:   # past the refusal; with made-up private numbers its signature cannot verify
+        assert rc == 2
+        assert_one_line_error(err, "signature that does not verify")
+        assert _nothing_written(work)
 
 
 def test_conflicting_options(capsys, work, key_pem, image_root, standin_libpal):
@@ -414,11 +431,12 @@ def test_two_step_with_openssl_is_byte_identical(capsys, work, key_pem, image_ro
 
 @needs_openssl
 def test_two_step_refuses_changed_manifest_or_wrong_key(capsys, work, key_pem, image_root,
-                                                        standin_libpal, vectors_dir):
+                                                        standin_libpal):
     assert _step1(capsys, work, image_root, standin_libpal)[0] == 0
     _openssl_pub(key_pem, work / "pub.pem")
 
-    other = vectors_dir / "fortanix-sig1" / "sig1.key.pem"  # any other RSA-3072 key
+    other = work / "other.pem"  # any other RSA-3072 key
+    other.write_bytes(keys.private_key_pem(keys.generate_key()))
     _openssl_sign(other, work / "data.bin", work / "wrong.bin")
     rc, _, err = _step2(capsys, work, work / "wrong.bin", work / "pub.pem")
     assert rc == 2
@@ -468,7 +486,7 @@ def test_truncated_and_corrupted_sig(capsys, work, key_pem, image_root, standin_
     assert_one_line_error(err, "Q1/Q2")
 
 
-def test_view_intel_le_and_sdk_enclave(capsys, vectors_dir, standin_libpal):
+def test_view_intel_le_and_sdk_enclave(capsys, vectors_dir):
     rc, out, _ = run(capsys, "sigstruct-view", vectors_dir / "intel-le" / "le_prod_css.bin",
                      "--json")
     assert rc == 0
@@ -482,6 +500,28 @@ def test_view_intel_le_and_sdk_enclave(capsys, vectors_dir, standin_libpal):
     assert rc == 0
     assert "d1d79feb6fe2a02270d0bdc6e973544567e4fd9d5cb481e99c9b8c044aa76a40" in out
     assert "sdk_metadata.version:" in out
+
+
+def test_view_a_foreign_sig_and_an_sdk_signed_enclave(capsys, tmp_path, standin_libpal):
+    """The in-repo twin of the test above: a .sig and an SDK-signed ELF written here from the
+    SDK's definitions (tests/sigstruct_reference.py, tests/sdk_enclave_factory.py)."""
+    key = keys.generate_key()
+    mrenclave = hashlib.sha256(b"someone else's enclave").digest()
+    css = signed_sigstruct(key, enclave_hash=mrenclave, vendor=0x8086, date=(2024, 8, 11),
+                           isv_prod_id=32, isv_svn=7)
+    (tmp_path / "le.sig").write_bytes(css)
+    rc, out, _ = run(capsys, "sigstruct-view", tmp_path / "le.sig", "--json")
+    assert rc == 0
+    view = json.loads(out)
+    assert view["vendor"] == "0x00008086" and view["date"] == "2024-08-11"
+    assert view["mrsigner"] == keys.mrsigner_of(key.public_key()).hex()
+    assert (view["isv_prod_id"], view["isv_svn"]) == (32, 7)
+
+    (tmp_path / "enclave.signed.so").write_bytes(sdk_signed_elf(Metadata(css, version=(2, 1))))
+    rc, out, _ = run(capsys, "sigstruct-view", tmp_path / "enclave.signed.so")
+    assert rc == 0
+    assert mrenclave.hex() in out
+    assert re.search(r"^sdk_metadata\.version:\s+2\.1$", out, re.M), out
 
     rc, _, err = run(capsys, "sigstruct-view", standin_libpal)
     assert rc == 2

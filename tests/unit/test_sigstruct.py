@@ -192,7 +192,8 @@ def test_avx_required():
 
 
 def test_xfrm_ordering_quirk():
-    # SGX_XFRM_AVX512 (0xe4) includes the AVX bit and is applied after AVX (gramine.md §3).
+    # SGX_XFRM_AVX512 (0xe4) includes the AVX bit and is applied after AVX (Gramine 1.9
+    # python/graminelibos/sgx_sign.py, get_enclave_attributes: xfrms_dict order).
     sgx = {"cpu_features": {"avx": "required", "avx512": "disabled", "pkru": "required"}}
     _, xfrm, _, mask, _, _ = enclave_attributes(sgx)
     assert (xfrm, mask) == (0x203, 0xFFFFFFFFFFF9FFFF)

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build import trace
 from ppml_build.cli import main
 from ppml_build.image.rootfs import DirRootFS
-from ppml_build.trace import (FileAccess, ManifestView, compare, hash_everything_size,
-                              image_lookup, parse_strace, suggest)
+from ppml_build.trace import run as trace_run
+from ppml_build.trace.comparison import compare, image_lookup
+from ppml_build.trace.manifest_view import ManifestView
+from ppml_build.trace.parse import FileAccess, parse_strace
+from ppml_build.trace.report import hash_everything_size, report_document
+from ppml_build.trace.suggest import suggest
 
 # Real shapes of `strace -f -qq -y -s 4096 -e trace=%file,execve,execveat` lines (JVM, bash,
 # Python), including an interleaved unfinished/resumed pair and a thread's execve.
@@ -249,12 +252,12 @@ def test_trace_command_prints_findings_and_exits_1(monkeypatch, capsys, tmp_path
     view = ManifestView.from_text(MANIFEST, "m")
     report = compare([access("/app/job.py"), access("/usr/lib/jvm/jdk/lib/jvm.cfg")], view,
                      lookup_from(IMAGE))
-    document = trace.report_document(report, recipe="demo", image="ppml/demo:latest",
-                                     exit_code=0, shipped=(5, 7047), everything=(20, 90000),
-                                     seconds=1.0)
-    result = trace.TraceResult(report, document, suggest(report), "RESULT 1\n", "", 0)
+    document = report_document(report, recipe="demo", image="ppml/demo:latest",
+                               exit_code=0, shipped=(5, 7047), everything=(20, 90000),
+                               seconds=1.0)
+    result = trace_run.TraceResult(report, document, suggest(report), "RESULT 1\n", "", 0)
     calls = []
-    monkeypatch.setattr(trace, "run_trace", lambda *a, **kw: calls.append((a, kw)) or result)
+    monkeypatch.setattr(trace_run, "run_trace", lambda *a, **kw: calls.append((a, kw)) or result)
     code = main(["trace", str(tmp_path / "recipe.yaml"), "--suggest"])
     out = capsys.readouterr().out
     assert code == 1
@@ -263,7 +266,7 @@ def test_trace_command_prints_findings_and_exits_1(monkeypatch, capsys, tmp_path
     assert "hash every file (GSC's way):" in out and "- /app/job.py" in out
     assert calls[0][1]["image"] is None
 
-    monkeypatch.setattr(trace, "run_trace", lambda *a, **kw: trace.TraceResult(
+    monkeypatch.setattr(trace_run, "run_trace", lambda *a, **kw: trace_run.TraceResult(
         compare([], view, lookup_from(IMAGE)), document | {"clean": True,
                                                              "untrusted_reads": []},
         "", "", "", 0))
@@ -275,19 +278,19 @@ def test_trace_command_prints_findings_and_exits_1(monkeypatch, capsys, tmp_path
 
 
 def test_tracing_dockerfile_adds_strace_and_keeps_the_user():
-    text = trace.tracing_dockerfile("sha256:" + "a" * 64, "spark")
+    text = trace_run.tracing_dockerfile("sha256:" + "a" * 64, "spark")
     lines = text.splitlines()
     assert lines[0] == "FROM sha256:" + "a" * 64 and lines[1] == "USER root"
     assert "strace" in lines[2] and lines[-1] == "USER spark"
-    assert trace.tracing_dockerfile("sha256:" + "a" * 64, None).splitlines()[-1] != "USER None"
+    assert trace_run.tracing_dockerfile("sha256:" + "a" * 64, None).splitlines()[-1] != "USER None"
 
 
 def test_strace_arguments_cover_execs_and_full_paths():
-    args = trace.STRACE_ARGS
+    args = trace_run.STRACE_ARGS
     assert args[:2] == ["strace", "-f"] and "-y" in args
     assert args[args.index("-s") + 1] == "4096"
     assert "execve" in args[args.index("-e") + 1]
-    assert Path(args[args.index("-o") + 1]).parent == Path(trace.TRACE_DIR)
+    assert Path(args[args.index("-o") + 1]).parent == Path(trace_run.TRACE_DIR)
 
 
 # --- what trace found in the bundled recipes is covered by the kind templates ------------------

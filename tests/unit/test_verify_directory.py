@@ -18,17 +18,22 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build.gramine import build as build_module
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions, BuildResult
+from ppml_build.gramine import build as gramine_build
 from ppml_build.build import reproducible
 from ppml_build.cli import main
 from ppml_build.image.hashing import FileHasher
-from ppml_build.gramine.pipeline import load_and_plan, render_for_rootfs
+from ppml_build.pipeline import load_and_plan
+from ppml_build.gramine.render import render_for_rootfs
 from ppml_build.policy import render_policy, write_policy_files
 from ppml_build.image.rootfs import DirRootFS
 from ppml_build.sign import keys
 from ppml_build.sign.sigstruct import Sigstruct
 from ppml_build.gramine.signing import sign_summary, tbs_sigstruct
-from ppml_build.verify import Evidence, load_policy, parse_sigstruct, run_checks
+from ppml_build.policy.evaluate import load_policy
+from ppml_build.verify.checks import run_checks
+from ppml_build.verify.evidence import Evidence, parse_sigstruct
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
 from rootfs_factory import add_ppml_support, make_spark_rootfs
@@ -97,7 +102,7 @@ def signed(tmp_path_factory, standin_libpal):
     rendered = render_for_rootfs(parsed, plan, DirRootFS(rootfs), str(recipe))
     assert rendered.data == (out / f"{APP}.manifest.sgx").read_bytes()
     sig = Sigstruct.from_bytes((out / f"{APP}.sig").read_bytes())
-    record = build_module.measurement_record(
+    record = gramine_build.measurement_record(
         recipe=parsed, plan=plan, summary=sign_summary(sig), image="dir", image_id="",
         pushed_digest=None, base_digest="sha256:" + "0" * 64, rendered=rendered)
     (out / "measurement.json").write_text(json.dumps(record, indent=2))
@@ -600,7 +605,8 @@ def test_policy_details_name_the_field(signed, tmp_path, capsys):
 
 def test_debug_policy_rules(signed, tmp_path):
     """A policy that only admits debug enclaves rejects this release enclave, and vice versa."""
-    from ppml_build.verify import QuoteValues, evaluate_policy
+    from ppml_build.policy.evaluate import QuoteValues
+    from ppml_build.verify.policies import evaluate_policy
 
     record = signed["record"]
     write_policy_files(render_policy({**record, "debug": True}, "marblerun", pin="mrenclave",
@@ -697,7 +703,7 @@ def test_first_difference_order():
 
 
 class FakeBuilds:
-    """Stands in for ppml_build.gramine.build.build: writes the outputs a build would, records calls."""
+    """Stands in for ppml_build.build.backends.build: writes the outputs a build would, records calls."""
 
     def __init__(self, mrenclaves: list[str], trusted: list[list[dict]]) -> None:
         self.mrenclaves, self.trusted = mrenclaves, trusted
@@ -705,7 +711,8 @@ class FakeBuilds:
 
     def __call__(self, options, say=lambda line: None):
         index = len(self.calls)
-        self.calls.append({"options": options, "cache": os.environ.get("PPML_BUILD_CACHE_DIR")})
+        self.calls.append({"options": options, "cache": str(options.cache.root),
+                           "environment": os.environ.get("PPML_BUILD_CACHE_DIR")})
         say("building")
         out = Path(options.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -714,19 +721,19 @@ class FakeBuilds:
         record = {"name": "app", "mrenclave": self.mrenclaves[index],
                   "base": {"digest": "sha256:" + "1" * 64}, "image": {"digest": None}}
         (out / "measurement.json").write_text(json.dumps(record))
-        return build_module.BuildResult(record, out / "measurement.json", out,
+        return BuildResult(record, out / "measurement.json", out,
                                         options.tag or "ppml/app:latest", {}, [])
 
 
 def test_verify_reproducible_builds_twice_from_scratch(tmp_path, monkeypatch):
     files = [{"path": "/app/job.py", "sha256": "aa", "size": 1}]
     fake = FakeBuilds(["11" * 32, "11" * 32], [files, files])
-    monkeypatch.setattr(build_module, "build", fake)
+    monkeypatch.setattr(backends, "build", fake)
     removed: list[str] = []
     monkeypatch.setattr(reproducible, "_remove_image", removed.append)
     monkeypatch.setenv("PPML_BUILD_CACHE_DIR", str(tmp_path / "user-cache"))
     said: list[str] = []
-    options = build_module.BuildOptions(recipe=tmp_path / "recipe.yaml", key=tmp_path / "k.pem",
+    options = BuildOptions(recipe=tmp_path / "recipe.yaml", key=tmp_path / "k.pem",
                                         output_dir=tmp_path / "out", tag="reg/app:1",
                                         policies=["ita"])
     result = reproducible.verify_reproducible(options, said.append)
@@ -735,12 +742,14 @@ def test_verify_reproducible_builds_twice_from_scratch(tmp_path, monkeypatch):
     assert first["options"].no_cache and second["options"].no_cache
     assert not first["options"].push and not second["options"].push
     assert first["options"].tag == "reg/app:1" and first["options"].output_dir == tmp_path / "out"
-    assert first["options"].policies == ["ita"]
+    assert first["options"].policies == ("ita",)
     assert second["options"].tag == "reg/app:1-reproducible-check"
     assert second["options"].output_dir != first["options"].output_dir
     assert first["cache"] != second["cache"]
     assert str(tmp_path / "user-cache") not in (first["cache"], second["cache"])
-    assert os.environ["PPML_BUILD_CACHE_DIR"] == str(tmp_path / "user-cache")  # restored
+    # ... handed to each build, never through the environment (which stays the user's)
+    assert first["environment"] == second["environment"] == str(tmp_path / "user-cache")
+    assert os.environ["PPML_BUILD_CACHE_DIR"] == str(tmp_path / "user-cache")
     assert removed == ["reg/app:1-reproducible-check"]
     assert "[build 1/2] building" in said and "[build 2/2] building" in said
     assert result.build.output_dir == tmp_path / "out"
@@ -750,11 +759,11 @@ def test_verify_reproducible_names_the_first_differing_input(tmp_path, monkeypat
     files = [{"path": "/app/job.py", "sha256": "aa", "size": 1},
              {"path": "/opt/spark/jars/x.jar", "sha256": "bb", "size": 1}]
     drifted = [files[0], {**files[1], "sha256": "cc"}]
-    monkeypatch.setattr(build_module, "build", FakeBuilds(["11" * 32, "22" * 32],
+    monkeypatch.setattr(backends, "build", FakeBuilds(["11" * 32, "22" * 32],
                                                           [files, drifted]))
     removed: list[str] = []
     monkeypatch.setattr(reproducible, "_remove_image", removed.append)
-    options = build_module.BuildOptions(recipe=tmp_path / "recipe.yaml", key=tmp_path / "k.pem",
+    options = BuildOptions(recipe=tmp_path / "recipe.yaml", key=tmp_path / "k.pem",
                                         output_dir=tmp_path / "out")
     with pytest.raises(reproducible.NotReproducibleError) as caught:
         reproducible.verify_reproducible(options)

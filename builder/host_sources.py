@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from ppml_build.errors import RecipeError
-from .rootfs import MAX_SYMLINK_HOPS
+from ppml_build.image.rootfs import MAX_SYMLINK_HOPS
 
 EntryKind = Literal["dir", "file", "link"]
 

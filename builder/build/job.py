@@ -1,0 +1,63 @@
+"""One build, resolved before any Docker work: what every LibOS backend is handed.
+
+``backends.build`` makes a ``BuildJob`` once (recipe loaded and planned, output directory and
+image name settled, signing key loaded and its fingerprints taken) and passes it to the
+backend that ``libos.type`` names. Backends read it; they never reload the recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ppml_build.image.app_layer import AppLayerRequest, SupportStage
+from ppml_build.image.engine import push_image
+from ppml_build.plan import Plan
+from ppml_build.progress import Say, StepTimer
+from ppml_build.recipe import Recipe
+from ppml_build.record import RECORD_FILE
+from ppml_build.sign import keys
+
+from .key_guard import refuse_key_in_context
+from .options import BuildOptions, BuildResult
+
+
+@dataclass
+class BuildJob:
+    options: BuildOptions
+    recipe: Recipe
+    plan: Plan
+    output_dir: Path
+    image: str  # the final image's name (--tag, else ppml/<name>:latest)
+    private_key: keys.PrivateKey
+    key_needles: list[bytes]  # the key in every encoding key_scan derives: never in a context
+    timer: StepTimer = field(default_factory=StepTimer)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """The recipe's path as the user gave it: the head of every message."""
+        return str(self.options.recipe)
+
+    def refuse_key_in(self, context: Path) -> None:
+        refuse_key_in_context(context, self.key_needles, self.source)
+
+    def app_layer_request(self, support: SupportStage | None = None) -> AppLayerRequest:
+        options = self.options
+        return AppLayerRequest(recipe_path=options.recipe, registry_auth=options.registry_auth,
+                               ca_bundle=options.ca_bundle, base_index=options.base_index,
+                               use_cache=not options.no_cache, cache=options.cache,
+                               support=support, check_context=self.refuse_key_in)
+
+    def push_if_asked(self, client, auth: dict | None, say: Say) -> str | None:
+        """With --push: push the final image; the digest the registry stored. Else None."""
+        if not self.options.push:
+            return None
+        with self.timer.step("push"):
+            say(f"pushing {self.image}")
+            return push_image(client, self.image, auth=auth)
+
+    def result(self, record: dict, policy_files: list[Path]) -> BuildResult:
+        return BuildResult(record, self.output_dir / RECORD_FILE, self.output_dir,
+                           self.image, self.timer.timings, policy_files, self.stats)

@@ -1,0 +1,98 @@
+"""The I/O edge of the recipe → plan → render stages, for every backend.
+
+``load_and_plan`` reads, validates and plans a recipe once (the build hands the result to its
+backend); ``write_manifest`` is ``ppml-build manifest``: the backend's configuration files for
+an unpacked image root.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from ppml_build.atomic import check_writable
+from ppml_build.errors import ManifestError, PpmlError
+from ppml_build.gramine.jvm_children import jvm_children_warning, scans_app_python
+from ppml_build.gramine.overrides import ManifestOptions
+from ppml_build.gramine.render import write_gramine_manifest
+from ppml_build.image.hashing import FileHasher
+from ppml_build.image.rootfs import DirRootFS
+from ppml_build.occlum.render import write_occlum_config
+from ppml_build.plan import Plan, make_plan
+from ppml_build.recipe import Recipe, check_app_files, load_recipe
+
+# Bounds of reading the app's Python for the JVM-children warning (read_app_python).
+MAX_SCANNED_SOURCE = 1 << 20
+MAX_SCANNED_FILES = 2000
+
+
+def validate_recipe(path: Path) -> Recipe:
+    recipe = load_recipe(path)
+    check_app_files(recipe, Path(path).parent, str(path))
+    return recipe
+
+
+def load_and_plan(path: Path) -> tuple[Recipe, Plan]:
+    recipe = validate_recipe(path)
+    try:
+        plan = make_plan(recipe)
+    except PpmlError as err:
+        raise type(err)(f"{path}: {err}") from None
+    if scans_app_python(recipe, plan.launch):
+        sources = read_app_python(recipe, Path(path).parent)
+        warning = jvm_children_warning(recipe, plan.launch, sources)
+        if warning:
+            plan.warnings.append(warning)
+    return recipe, plan
+
+
+def read_app_python(recipe: Recipe, recipe_dir: Path) -> dict[str, bytes]:
+    """The app's Python source for jvm_children: each .py of app.files (and under its
+    directories) by its recipe-relative path. Only a warning depends on it, so what would make
+    reading slow or unsafe (over MAX_SCANNED_SOURCE, not a regular file, outside the recipe's
+    directory, past MAX_SCANNED_FILES) is left out, not reported."""
+    root = recipe_dir.resolve()
+    sources: dict[str, bytes] = {}
+    for path in itertools.islice(_app_python_paths(recipe, recipe_dir), MAX_SCANNED_FILES):
+        try:
+            real = path.resolve()
+            if root not in real.parents or not stat.S_ISREG(real.stat().st_mode):
+                continue
+            with open(real, "rb") as handle:
+                data = handle.read(MAX_SCANNED_SOURCE + 1)
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve)
+            continue
+        if len(data) <= MAX_SCANNED_SOURCE:
+            sources[path.relative_to(recipe_dir).as_posix()] = data
+    return sources
+
+
+def _app_python_paths(recipe: Recipe, recipe_dir: Path) -> Iterator[Path]:
+    for item in recipe.app.files:
+        host = recipe_dir / item.src
+        if host.is_dir():
+            for parent, dirs, files in os.walk(host):  # symlinked directories are not entered
+                dirs.sort()
+                yield from (Path(parent, name) for name in sorted(files) if name.endswith(".py"))
+        elif item.src.endswith(".py") or item.dest.endswith(".py"):
+            yield host
+
+
+def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
+                   use_cache: bool = True,
+                   options: ManifestOptions = ManifestOptions()) -> dict:
+    """``ppml-build manifest``: the backend's configuration and its file list in ``output_dir``."""
+    check_writable(output_dir, "--output-dir", directory=True)  # before minutes of hashing
+    recipe, plan = load_and_plan(recipe_path)
+    if not Path(rootfs).is_dir():
+        raise ManifestError(f"--rootfs {rootfs}: not a directory; unpack the image there first "
+                            "(e.g. docker export | tar -x)")
+    hasher = FileHasher(use_cache=use_cache)
+    fs = DirRootFS(rootfs, hasher)
+    if recipe.libos.type == "occlum":  # Occlum.json + bom.yaml
+        return write_occlum_config(recipe, plan, fs, hasher, Path(output_dir), str(recipe_path))
+    return write_gramine_manifest(recipe, plan, fs, hasher, Path(output_dir), str(recipe_path),
+                                  options=options)

@@ -1,0 +1,103 @@
+"""The dependency rule of ppml_build (README, "Where things live"), checked on the source.
+
+Layers, lowest first; a module may import its own layer and those below, never above:
+
+  vocabulary  errors, limits, units, versions, progress, atomic, record
+  sign        sign/ (SGX facts and crypto: bytes in, bytes out)
+  image       image/ views and edges (rootfs, tar, overlay, hashing, caches, engine, registry,
+              base index, bootstrap, docker build)
+  policy      policy/ (reads records)
+  keys        key_files (the signing key, read from its file)
+  recipe      gramine's manifest vocabulary (schema, overrides, uris), host_sources, recipe
+  plan        gramine.launch (how the enclave starts), plan
+  app image   image.app_layer, image.programs, image.native
+  backends    build's shared parts (options, job, outputs, key guard), then gramine/, occlum/
+  pipeline    pipeline (load and plan once; ``manifest`` for every backend)
+  build       build.backends (the registry), build.reproducible
+  commands    verify/, trace/, k8s, starter
+  cli         cli/, __main__
+
+gramine/ and occlum/ are siblings: neither imports the other.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from import_graph import cycles, import_graph  # noqa: E402
+
+P = "ppml_build."
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("vocabulary", ("ppml_build", P + "errors", P + "limits", P + "units", P + "versions",
+                    P + "progress", P + "atomic", P + "record")),
+    ("sign", (P + "sign",)),
+    ("image", (P + "image",)),
+    ("policy", (P + "policy",)),
+    ("keys", (P + "key_files",)),
+    ("recipe", (P + "gramine.schema", P + "gramine.overrides", P + "gramine.uris",
+                P + "host_sources", P + "recipe")),
+    ("plan", (P + "gramine.launch", P + "plan")),
+    ("app image", (P + "image.app_layer", P + "image.programs", P + "image.native")),
+    ("backends", (P + "build.options", P + "build.job", P + "build.outputs",
+                  P + "build.key_guard", P + "build.key_scan", P + "gramine", P + "occlum")),
+    ("pipeline", (P + "pipeline",)),
+    ("build", (P + "build",)),
+    ("commands", (P + "verify", P + "trace", P + "k8s", P + "starter")),
+    ("cli", (P + "cli", P + "__main__")),
+]
+SIBLINGS = [(P + "gramine", P + "occlum")]
+
+
+def _owner(module: str, table: list[tuple[str, tuple[str, ...]]]) -> tuple[int, str]:
+    """The layer of ``module``: the one naming its longest prefix."""
+    best = (-1, -1)
+    for rank, (_, prefixes) in enumerate(table):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                best = max(best, (len(prefix), rank))
+    assert best[1] >= 0, f"{module} is in no layer: add it to LAYERS (and the README)"
+    return best[1], table[best[1]][0]
+
+
+def _family(module: str) -> str | None:
+    for pair in SIBLINGS:
+        for side in pair:
+            if module == side or module.startswith(side + "."):
+                return side
+    return None
+
+
+def test_no_module_imports_another_that_imports_it_back():
+    assert cycles(import_graph()) == []
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for module, targets in sorted(import_graph().items()):
+        rank, layer = _owner(module, LAYERS)
+        for target in sorted(targets):
+            target_rank, target_layer = _owner(target, LAYERS)
+            if target_rank > rank:
+                upward.append(f"{module} ({layer}) imports {target} ({target_layer})")
+    assert upward == []
+
+
+def test_gramine_and_occlum_do_not_import_each_other():
+    crossing = []
+    for module, targets in sorted(import_graph().items()):
+        family = _family(module)
+        for target in targets:
+            other = _family(target)
+            if family and other and other != family:
+                crossing.append(f"{module} imports {target}")
+    assert crossing == []
+
+
+def test_the_rule_can_fail():
+    """The checks above see a cycle and an upward import when there is one."""
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+    assert _owner(P + "cli.build_commands", LAYERS)[0] > _owner(P + "gramine.build", LAYERS)[0]
+    assert _owner(P + "gramine.launch", LAYERS)[1] == "plan"
