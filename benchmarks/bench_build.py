@@ -31,8 +31,8 @@ from pathlib import Path
 
 from ppml_build.build import backends
 from ppml_build.build.options import BuildOptions
-from ppml_build.image.engine import connect
 from ppml_build.gramine.signing import keygen
+from ppml_build.image.engine import connect
 
 PROJECT = Path(__file__).resolve().parents[1]
 RECIPE = PROJECT / "recipes/spark/pyspark-sql-agg"
@@ -40,12 +40,21 @@ OURS = ("plan", "export_hash", "manifest", "measure_sign", "record")
 DOCKER = ("pull", "docker_build_app", "docker_build_final")
 
 
-def timed_build(recipe: Path, key: Path, out: Path, tag: str, no_cache: bool,
-                base_index: str = "registry"):
+def timed_build(
+    recipe: Path, key: Path, out: Path, tag: str, no_cache: bool, base_index: str = "registry"
+):
     start = time.perf_counter()
-    result = backends.build(BuildOptions(
-        recipe=recipe, key=key, output_dir=out, tag=tag, date="2026-11-01", no_cache=no_cache,
-        base_index=base_index))
+    result = backends.build(
+        BuildOptions(
+            recipe=recipe,
+            key=key,
+            output_dir=out,
+            tag=tag,
+            date="2026-11-01",
+            no_cache=no_cache,
+            base_index=base_index,
+        )
+    )
     return time.perf_counter() - start, result
 
 
@@ -55,9 +64,23 @@ def throwaway_engine(root: Path):
     sock = root / "docker.sock"
     log = open(root / "dockerd.log", "wb")
     proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-         "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{sock}", "--bridge=none",
-         "--iptables=false", "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
+        [
+            "dockerd",
+            "--data-root",
+            str(root / "data"),
+            "--exec-root",
+            str(root / "exec"),
+            "--pidfile",
+            str(root / "dockerd.pid"),
+            "-H",
+            f"unix://{sock}",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     old = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = f"unix://{sock}"
     try:
@@ -95,22 +118,30 @@ def cold_build(scratch: Path, registry: str, base_index: str, *, rebuild: bool):
         base = re.search(r"(?m)^  image: (\S+)$", text).group(1)
         base = f"{registry}/{base.split('/', 1)[1]}"
         recipe.write_text(re.sub(r"(?m)^  image: \S+$", f"  image: {base}", text))
-        full, result = timed_build(recipe, key, scratch / "out1", "ppml-bench/spark:full", True,
-                                   base_index)
+        full, result = timed_build(
+            recipe, key, scratch / "out1", "ppml-bench/spark:full", True, base_index
+        )
         again = None
         if rebuild:
             job = recipe_dir / "job.py"
             job.write_text(job.read_text() + "# one changed line\n")
-            again = timed_build(recipe, key, scratch / "out2", "ppml-bench/spark:re", False,
-                                base_index)
+            again = timed_build(
+                recipe, key, scratch / "out2", "ppml-bench/spark:re", False, base_index
+            )
     return base, full, result, again
 
 
 def report(title: str, full: float, result) -> tuple[float, float]:
     docker = sum(result.timings.get(k, 0.0) for k in DOCKER)
-    print(f"{title}: {full:6.1f} s  (base index: {result.stats.get('base_index_source')}"
-          + (f", {result.stats['base_index_seconds']:.1f} s in the background during the pull"
-             if "base_index_seconds" in result.stats else "") + ")")
+    print(
+        f"{title}: {full:6.1f} s  (base index: {result.stats.get('base_index_source')}"
+        + (
+            f", {result.stats['base_index_seconds']:.1f} s in the background during the pull"
+            if "base_index_seconds" in result.stats
+            else ""
+        )
+        + ")"
+    )
     for name, value in result.timings.items():
         print(f"  {name:<20} {value:6.2f} s")
     return docker, full - docker
@@ -121,31 +152,40 @@ def main() -> None:
     parser.add_argument("--registry", default="127.0.0.1:5000")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ppml-bench-", dir="/var/tmp") as scratch:
-        base, full_e, result_e, _ = cold_build(Path(scratch) / "engine", args.registry, "engine",
-                                               rebuild=False)
+        base, full_e, result_e, _ = cold_build(
+            Path(scratch) / "engine", args.registry, "engine", rebuild=False
+        )
     with tempfile.TemporaryDirectory(prefix="ppml-bench-", dir="/var/tmp") as scratch:
-        base, full, result, again = cold_build(Path(scratch) / "registry", args.registry,
-                                               "registry", rebuild=True)
+        base, full, result, again = cold_build(
+            Path(scratch) / "registry", args.registry, "registry", rebuild=True
+        )
     rebuild, rebuilt = again
 
     print(f"recipe: recipes/spark/pyspark-sql-agg (base {base})")
-    _, ours_e = report("full build, --base-index engine (cold: pull from registry, no caches)",
-                       full_e, result_e)
+    _, ours_e = report(
+        "full build, --base-index engine (cold: pull from registry, no caches)", full_e, result_e
+    )
     print(f"  our steps: {ours_e:5.1f} s = {100 * ours_e / full_e:.0f}% of that build")
     docker, critical = report("full build, default --base-index registry (cold)", full, result)
     pull_alone = result_e.timings["pull"]
     overlap_cost = max(0.0, result.timings["pull"] - pull_alone)
     ours = critical + overlap_cost
     print(f"  Docker's part (pull + 2 builds):    {docker:6.1f} s")
-    print(f"  our steps after the pull: {critical:5.1f} s; the pull took "
-          f"{result.timings['pull']:.1f} s with our index reading alongside vs {pull_alone:.1f} s "
-          f"alone (+{overlap_cost:.1f} s, charged to us)")
-    print(f"  our steps (index, hash, manifest, measure, sign, record): {ours:5.1f} s = "
-          f"{100 * ours / full:.0f}% of the full build (target < 20%)")
-    print(f"rebuild after changing one app file: {rebuild:6.1f} s = "
-          f"{100 * rebuild / full:.0f}% of the full build (target < 25%); "
-          f"files hashed: {rebuilt.stats.get('app_files_hashed')}, base index cached: "
-          f"{rebuilt.stats.get('base_index_cached')}")
+    print(
+        f"  our steps after the pull: {critical:5.1f} s; the pull took "
+        f"{result.timings['pull']:.1f} s with our index reading alongside vs {pull_alone:.1f} s "
+        f"alone (+{overlap_cost:.1f} s, charged to us)"
+    )
+    print(
+        f"  our steps (index, hash, manifest, measure, sign, record): {ours:5.1f} s = "
+        f"{100 * ours / full:.0f}% of the full build (target < 20%)"
+    )
+    print(
+        f"rebuild after changing one app file: {rebuild:6.1f} s = "
+        f"{100 * rebuild / full:.0f}% of the full build (target < 25%); "
+        f"files hashed: {rebuilt.stats.get('app_files_hashed')}, base index cached: "
+        f"{rebuilt.stats.get('base_index_cached')}"
+    )
 
 
 if __name__ == "__main__":

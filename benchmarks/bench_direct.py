@@ -82,6 +82,7 @@ from pathlib import Path
 
 import docker.errors
 import yaml
+
 from ppml_build.gramine.direct import run_direct
 from ppml_build.image.engine import connect
 from ppml_build.image.native import run_native
@@ -104,12 +105,12 @@ STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d
 
 # --- the steady-state variants: how much more work. Calibrated under load (2 CPUs, load ~3) to
 # ~45-60 s natively, i.e. >= ~30 s on a quiet machine; --scale multiplies the work of all five.
-PI_GRID = (150_000, 8)              # GridPi n, slices: n*n grid points (bundled: 2000, 4)
-AGG_ROWS = 200_000_000              # spark.range rows (bundled: 1,000)
-PARQUET_ROWS = 5_000_000            # generated CSV rows, ~25 bytes each (bundled: ~120)
-WORDCOUNT_LINES = 500_000           # lines through the stream, 8 words each (bundled: 5)
-PYFLINK_ROWS = 20_000_000           # datagen rows (bundled: 10 words)
-SCALE = 1.0                         # --scale
+PI_GRID = (150_000, 8)  # GridPi n, slices: n*n grid points (bundled: 2000, 4)
+AGG_ROWS = 200_000_000  # spark.range rows (bundled: 1,000)
+PARQUET_ROWS = 5_000_000  # generated CSV rows, ~25 bytes each (bundled: ~120)
+WORDCOUNT_LINES = 500_000  # lines through the stream, 8 words each (bundled: 5)
+PYFLINK_ROWS = 20_000_000  # datagen rows (bundled: 10 words)
+SCALE = 1.0  # --scale
 
 
 def scaled(n: int) -> int:
@@ -130,16 +131,37 @@ class Job:
 
 
 JOBS = [
-    Job("spark-java-pi", "spark", PROJECT / "recipes/spark/spark-java-pi",
-        "ppml/spark-java-pi:latest"),
-    Job("pyspark-sql-agg", "spark", PROJECT / "recipes/spark/pyspark-sql-agg",
-        "ppml/pyspark-sql-agg:latest"),
-    Job("spark-sql-parquet", "spark", PROJECT / "recipes/spark/spark-sql-parquet",
-        "ppml/spark-sql-parquet:latest", mount_out=True),
-    Job("flink-java-wordcount", "flink", PROJECT / "recipes/flink/flink-java-wordcount",
-        "ppml/flink-java-wordcount:latest"),
-    Job("pyflink-table", "flink", PROJECT / "recipes/flink/pyflink-table",
-        "ppml/pyflink-table:latest"),
+    Job(
+        "spark-java-pi",
+        "spark",
+        PROJECT / "recipes/spark/spark-java-pi",
+        "ppml/spark-java-pi:latest",
+    ),
+    Job(
+        "pyspark-sql-agg",
+        "spark",
+        PROJECT / "recipes/spark/pyspark-sql-agg",
+        "ppml/pyspark-sql-agg:latest",
+    ),
+    Job(
+        "spark-sql-parquet",
+        "spark",
+        PROJECT / "recipes/spark/spark-sql-parquet",
+        "ppml/spark-sql-parquet:latest",
+        mount_out=True,
+    ),
+    Job(
+        "flink-java-wordcount",
+        "flink",
+        PROJECT / "recipes/flink/flink-java-wordcount",
+        "ppml/flink-java-wordcount:latest",
+    ),
+    Job(
+        "pyflink-table",
+        "flink",
+        PROJECT / "recipes/flink/pyflink-table",
+        "ppml/pyflink-table:latest",
+    ),
 ]
 
 
@@ -156,6 +178,7 @@ def say(text: str = "") -> None:
 
 # --- Docker's clocks ---------------------------------------------------------------------------
 
+
 def epoch(stamp: str) -> float:
     """Seconds since the epoch of an RFC 3339 timestamp with nanoseconds (Docker's format)."""
     match = STAMP.match(stamp.strip() + " ")
@@ -169,6 +192,7 @@ def epoch(stamp: str) -> float:
 @dataclass
 class Watch:
     """What one started container did, by Docker's clocks."""
+
     started: float | None = None
     finished: float | None = None
     exit_code: int | None = None
@@ -199,8 +223,9 @@ class _WatchedContainer:
     def _stream(self) -> None:
         watch, pending = self._watch, b""
         try:
-            for chunk in self._log_client.api.logs(self._real.id, stream=True, follow=True,
-                                                    timestamps=True, stdout=True, stderr=True):
+            for chunk in self._log_client.api.logs(
+                self._real.id, stream=True, follow=True, timestamps=True, stdout=True, stderr=True
+            ):
                 pending += chunk
                 *complete, pending = pending.split(b"\n")
                 for raw in complete:
@@ -218,7 +243,7 @@ class _WatchedContainer:
                 stamp, before = self._watch.lines[-1]
                 self._watch.lines[-1] = (stamp, before + text)
             return
-        self._watch.lines.append((epoch(text[:match.end()]), text[match.end():]))
+        self._watch.lines.append((epoch(text[: match.end()]), text[match.end() :]))
 
     def remove(self, *args, **kwargs):
         if self._watch is not None:
@@ -243,8 +268,9 @@ class _WatchedContainers:
         return getattr(self._real, name)
 
     def create(self, *args, **kwargs):
-        return _WatchedContainer(self._real.create(*args, **kwargs), self._log_client,
-                                 self._watches)
+        return _WatchedContainer(
+            self._real.create(*args, **kwargs), self._log_client, self._watches
+        )
 
 
 class WatchingClient:
@@ -261,6 +287,7 @@ class WatchingClient:
 
 
 # --- one run of a job --------------------------------------------------------------------------
+
 
 @dataclass
 class Timing:
@@ -280,14 +307,17 @@ def timing_from(watch: Watch, exit_code: int) -> Timing:
     if watch.started is None or watch.finished is None:
         raise RunFailed(f"no container state recorded ({watch.error or 'unknown'})")
     t0 = watch.started
-    output = [(t, line) for t, line in watch.lines
-              if line.strip() and not GRAMINE_LINE.match(line)]
+    output = [(t, line) for t, line in watch.lines if line.strip() and not GRAMINE_LINE.match(line)]
     first = output[0] if output else None
     result = next(((t, line) for t, line in output if line.startswith(MARKERS)), None)
-    return Timing(startup=first[0] - t0 if first else None,
-                  first_result=result[0] - t0 if result else None,
-                  total=watch.finished - t0, exit_code=exit_code,
-                  first_line=first[1][:100] if first else "", lines=len(output))
+    return Timing(
+        startup=first[0] - t0 if first else None,
+        first_result=result[0] - t0 if result else None,
+        total=watch.finished - t0,
+        exit_code=exit_code,
+        first_line=first[1][:100] if first else "",
+        lines=len(output),
+    )
 
 
 @contextlib.contextmanager
@@ -320,8 +350,9 @@ def run_once(client, log_client, job: Job, image: str, recipe, mode: str) -> Tim
         tail = (stdout + stderr)[-2500:]
         raise RunFailed(f"{image} ({mode}) exited {code}:\n{tail}")
     if len(watching.watches) != 1:
-        raise RunFailed(f"{image} ({mode}): expected one started container, saw "
-                        f"{len(watching.watches)}")
+        raise RunFailed(
+            f"{image} ({mode}): expected one started container, saw {len(watching.watches)}"
+        )
     return timing_from(watching.watches[0], code)
 
 
@@ -344,8 +375,9 @@ def summary(timings: list[Timing]) -> dict:
     return figures
 
 
-def measure(client, log_client, job: Job, image: str, recipe, runs: int,
-            label: str) -> dict[str, dict]:
+def measure(
+    client, log_client, job: Job, image: str, recipe, runs: int, label: str
+) -> dict[str, dict]:
     """native and direct, interleaved, ``runs`` times each."""
     timings: dict[str, list[Timing]] = {"native": [], "direct": []}
     for index in range(runs):
@@ -353,8 +385,10 @@ def measure(client, log_client, job: Job, image: str, recipe, runs: int,
             say(f"  [{label}] run {index + 1}/{runs} {mode} ...")
             timing = run_once(client, log_client, job, image, recipe, mode)
             timings[mode].append(timing)
-            say(f"    startup {fmt(timing.startup)}  first result {fmt(timing.first_result)}  "
-                f"total {fmt(timing.total)}  (first line: {timing.first_line!r})")
+            say(
+                f"    startup {fmt(timing.startup)}  first result {fmt(timing.first_result)}  "
+                f"total {fmt(timing.total)}  (first line: {timing.first_line!r})"
+            )
     return {mode: summary(values) for mode, values in timings.items()}
 
 
@@ -365,9 +399,10 @@ def fmt(value: float | None, width: int = 0) -> str:
 
 # --- what an image trusts ----------------------------------------------------------------------
 
+
 def file_from_image(client, image: str, path: str) -> bytes:
-    from ppml_build.gramine.direct import read_file_from_image
     from ppml_build.errors import ImageError
+    from ppml_build.gramine.direct import read_file_from_image
 
     try:
         return read_file_from_image(client, image, path)
@@ -376,8 +411,9 @@ def file_from_image(client, image: str, path: str) -> bytes:
 
 
 def signed_manifest(client, image: str, name: str) -> dict:
-    return tomllib.loads(file_from_image(client, image, f"/ppml/{name}.manifest.sgx")
-                         .decode("utf-8"))
+    return tomllib.loads(
+        file_from_image(client, image, f"/ppml/{name}.manifest.sgx").decode("utf-8")
+    )
 
 
 def check_command(job: Job, recipe, manifest: dict) -> None:
@@ -385,11 +421,14 @@ def check_command(job: Job, recipe, manifest: dict) -> None:
     (native would then run something else than the enclave)."""
     argv = manifest.get("loader", {}).get("argv", [])
     if argv and list(recipe.app.command)[-1] != argv[-1]:
-        say(f"  WARNING: {job.name}: the recipe's command ends {recipe.app.command[-1]!r} but "
-            f"the image's signed argv ends {argv[-1]!r}; rebuild the image")
+        say(
+            f"  WARNING: {job.name}: the recipe's command ends {recipe.app.command[-1]!r} but "
+            f"the image's signed argv ends {argv[-1]!r}; rebuild the image"
+        )
 
 
 # --- part 1 and 2 ------------------------------------------------------------------------------
+
 
 def report_pair(title: str, job: Job, entries: int, figures: dict) -> dict:
     native, direct = figures["native"], figures["direct"]
@@ -427,13 +466,21 @@ def report_steady(job: Job, figures: dict) -> dict:
         return verdict
     ratio = direct / native
     passed = ratio <= STEADY_RATIO_TARGET
-    verdict |= {"steady_native": native, "steady_direct": direct, "steady_ratio": ratio,
-                "steady_pass": passed}
-    say(f"  steady state (total - startup): native {native:.2f} s, direct {direct:.2f} s = "
-        f"{ratio:.2f}x  target <= {STEADY_RATIO_TARGET}x: {'PASS' if passed else 'MISS'}")
+    verdict |= {
+        "steady_native": native,
+        "steady_direct": direct,
+        "steady_ratio": ratio,
+        "steady_pass": passed,
+    }
+    say(
+        f"  steady state (total - startup): native {native:.2f} s, direct {direct:.2f} s = "
+        f"{ratio:.2f}x  target <= {STEADY_RATIO_TARGET}x: {'PASS' if passed else 'MISS'}"
+    )
     if native < 25:
-        say(f"  note: the native steady state is {native:.1f} s, under the ~30 s the variant "
-            "should take; raise --scale (or the sizes at the top of this script)")
+        say(
+            f"  note: the native steady state is {native:.1f} s, under the ~30 s the variant "
+            "should take; raise --scale (or the sizes at the top of this script)"
+        )
     return verdict
 
 
@@ -451,19 +498,24 @@ def bundled(client, log_client, job: Job, runs: int) -> dict:
 def note_result_first(figures: dict) -> None:
     for mode, data in figures.items():
         if any(run["first_line"].startswith(MARKERS) for run in data["runs"]):
-            say(f"  note: {mode}, the first output line is already the job's result (it prints "
-                "nothing before): startup here is almost the whole run")
+            say(
+                f"  note: {mode}, the first output line is already the job's result (it prints "
+                "nothing before): startup here is almost the whole run"
+            )
             break
 
 
 # -- the variants (temp copies of the recipes; nothing in the checkout changes)
 
+
 def _sub(path: Path, pattern: str, replacement: str, what: str) -> None:
     text = path.read_text()
     new, count = re.subn(pattern, replacement, text, count=1)
     if count != 1:
-        raise RunFailed(f"{path.name}: cannot find {what} to enlarge (pattern {pattern!r}); "
-                        "update benchmarks/bench_direct.py to the recipe")
+        raise RunFailed(
+            f"{path.name}: cannot find {what} to enlarge (pattern {pattern!r}); "
+            "update benchmarks/bench_direct.py to the recipe"
+        )
     path.write_text(new)
 
 
@@ -478,9 +530,11 @@ def long_spark_java_pi(recipe_dir: Path) -> str:
     def edit(data):
         command = data["app"]["command"]
         if command[-2:] != ["2000", "4"]:
-            raise RunFailed(f"spark-java-pi: command ends {command[-2:]}, expected the grid "
-                            "args 2000 4")
+            raise RunFailed(
+                f"spark-java-pi: command ends {command[-2:]}, expected the grid args 2000 4"
+            )
         command[-2:] = [str(n), str(PI_GRID[1])]
+
     n = max(1, round(PI_GRID[0] * math.sqrt(SCALE)))  # the work grows with n * n
     _edit_recipe(recipe_dir, edit)
     return f"GridPi {n:,} x {n:,} grid, {PI_GRID[1]} slices"
@@ -488,8 +542,12 @@ def long_spark_java_pi(recipe_dir: Path) -> str:
 
 def long_pyspark_sql_agg(recipe_dir: Path) -> str:
     rows = scaled(AGG_ROWS)
-    _sub(recipe_dir / "job.py", r"spark\.range\(1, 1001\)", f"spark.range(1, {rows + 1})",
-         "spark.range(1, 1001)")
+    _sub(
+        recipe_dir / "job.py",
+        r"spark\.range\(1, 1001\)",
+        f"spark.range(1, {rows + 1})",
+        "spark.range(1, 1001)",
+    )
     return f"{rows:,} rows from spark.range (JVM only)"
 
 
@@ -518,32 +576,44 @@ def long_flink_java_wordcount(recipe_dir: Path) -> str:
     sources = list((recipe_dir / "src").rglob("StreamingWordCount.java"))
     if len(sources) != 1:
         raise RunFailed("flink-java-wordcount: StreamingWordCount.java not found")
-    _sub(sources[0], r"env\.fromData\(LINES\)",
-         f"env.fromSequence(1, {scaled(WORDCOUNT_LINES)}L)"
-         ".map(i -> LINES[(int) (i % LINES.length)]).returns(Types.STRING)",
-         "env.fromData(LINES)")
+    _sub(
+        sources[0],
+        r"env\.fromData\(LINES\)",
+        f"env.fromSequence(1, {scaled(WORDCOUNT_LINES)}L)"
+        ".map(i -> LINES[(int) (i % LINES.length)]).returns(Types.STRING)",
+        "env.fromData(LINES)",
+    )
     return f"{scaled(WORDCOUNT_LINES):,} lines from fromSequence (every update collected)"
 
 
 def long_pyflink_table(recipe_dir: Path) -> str:
     rows = scaled(PYFLINK_ROWS)
     generated = (
-        'env.execute_sql("CREATE TEMPORARY TABLE seq (id BIGINT) WITH (\'connector\' = '
-        f'\'datagen\', \'fields.id.kind\' = \'sequence\', \'fields.id.start\' = \'1\', '
-        f'\'fields.id.end\' = \'{rows}\', \'number-of-rows\' = \'{rows}\', '
-        '\'rows-per-second\' = \'1000000000\')")\n'
+        "env.execute_sql(\"CREATE TEMPORARY TABLE seq (id BIGINT) WITH ('connector' = "
+        f"'datagen', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', "
+        f"'fields.id.end' = '{rows}', 'number-of-rows' = '{rows}', "
+        "'rows-per-second' = '1000000000')\")\n"
         'array = ", ".join(f"\'{w}\'" for w in words)\n'
         'table = env.sql_query(f"SELECT ARRAY[{array}][CAST(MOD(id, {len(words)}) AS INT) + 1] '
-        'AS word FROM seq")')
-    _sub(recipe_dir / "job.py", r'table = env\.from_elements\(\[\(w,\) for w in words\], '
-         r'\["word"\]\)', generated.replace("\\", "\\\\"), "table = env.from_elements(...)")
+        'AS word FROM seq")'
+    )
+    _sub(
+        recipe_dir / "job.py",
+        r"table = env\.from_elements\(\[\(w,\) for w in words\], "
+        r'\["word"\]\)',
+        generated.replace("\\", "\\\\"),
+        "table = env.from_elements(...)",
+    )
     # PyFlink's JVM writes to no console and the job prints only its result, so "startup"
     # (the first output line) would be the whole run: mark the environment being up (the
     # TableEnvironment exists, so the gateway JVM runs), as the JVM's own first line does for
     # the other jobs.
-    _sub(recipe_dir / "job.py", r"(?m)^(env = TableEnvironment\.create\(.*\)\n)",
-         r'\1print("BENCH table environment ready", flush=True)\n',
-         "env = TableEnvironment.create(...)")
+    _sub(
+        recipe_dir / "job.py",
+        r"(?m)^(env = TableEnvironment\.create\(.*\)\n)",
+        r'\1print("BENCH table environment ready", flush=True)\n',
+        "env = TableEnvironment.create(...)",
+    )
     return f"{rows:,} rows from a datagen sequence table (JVM only)"
 
 
@@ -562,23 +632,35 @@ def build_variant(job: Job, scratch: Path, key: Path):
     what = VARIANTS[job.name](recipe_dir)
     say(f"  building {job.long_image}: {what} ...")
     started = time.perf_counter()
-    command = [sys.executable, "-m", "ppml_build", "build", str(recipe_dir / "recipe.yaml"),
-               "--key", str(key), "--tag", job.long_image,
-               "--output-dir", str(scratch / f"{job.name}-out")]
+    command = [
+        sys.executable,
+        "-m",
+        "ppml_build",
+        "build",
+        str(recipe_dir / "recipe.yaml"),
+        "--key",
+        str(key),
+        "--tag",
+        job.long_image,
+        "--output-dir",
+        str(scratch / f"{job.name}-out"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RunFailed(f"building {job.long_image} failed ({done.returncode}):\n"
-                        f"{(done.stdout + done.stderr)[-3000:]}")
+        raise RunFailed(
+            f"building {job.long_image} failed ({done.returncode}):\n"
+            f"{(done.stdout + done.stderr)[-3000:]}"
+        )
     say(f"  built in {time.perf_counter() - started:.0f} s")
     return load_recipe(recipe_dir / "recipe.yaml"), what
 
 
 def steady(client, log_client, job: Job, runs: int, scratch: Path, key: Path) -> dict:
     recipe, what = build_variant(job, scratch, key)
-    entries = len(signed_manifest(client, job.long_image, job.name)
-                  .get("sgx", {}).get("trusted_files", []))
-    figures = measure(client, log_client, job, job.long_image, recipe, runs,
-                      f"{job.name}-long")
+    entries = len(
+        signed_manifest(client, job.long_image, job.name).get("sgx", {}).get("trusted_files", [])
+    )
+    figures = measure(client, log_client, job, job.long_image, recipe, runs, f"{job.name}-long")
     verdict = report_pair(f"{job.name}-long ({what}), best of {runs}", job, entries, figures)
     note_result_first(figures)
     verdict |= report_steady(job, figures)
@@ -587,12 +669,15 @@ def steady(client, log_client, job: Job, runs: int, scratch: Path, key: Path) ->
 
 # --- part 3: Gramine's startup vs the number of trusted entries --------------------------------
 
+
 def base_files(client) -> tuple[str, list[tuple[str, str]]]:
     """libsysdb.so's sha256 and the (path, sha256) of /usr/bin/true and Gramine's runtime glibc,
     read out of the Gramine base image and hashed here."""
-    container = client.containers.create(GRAMINE_BASE, entrypoint=["/ppml-never-runs"],
-                                         network_mode="none")
+    container = client.containers.create(
+        GRAMINE_BASE, entrypoint=["/ppml-never-runs"], network_mode="none"
+    )
     try:
+
         def archive(path: str) -> tarfile.TarFile:
             chunks, _ = container.get_archive(path)
             return tarfile.open(fileobj=io.BytesIO(b"".join(chunks)))
@@ -606,12 +691,14 @@ def base_files(client) -> tuple[str, list[tuple[str, str]]]:
         glibc = f"{GRAMINE_PREFIX}/runtime/glibc"
         with archive(glibc) as tar:
             members = {m.name: m for m in tar.getmembers()}
-            digests = {name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()
-                       for name, m in members.items() if m.isfile()}
+            digests = {
+                name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()
+                for name, m in members.items()
+                if m.isfile()
+            }
             for name, member in sorted(members.items()):
                 if member.issym():  # trusted by its own path, with its target's bytes
-                    target = os.path.normpath(os.path.join(os.path.dirname(name),
-                                                           member.linkname))
+                    target = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname))
                     if target in digests:
                         digests[name] = digests[target]
         for name in sorted(digests):
@@ -649,17 +736,22 @@ def generate_files(root: Path, count: int) -> list[tuple[str, str]]:
             folder.mkdir(parents=True, exist_ok=True)
         data = f"ppml-bench trusted entry {i}\n".encode()
         (folder / f"f{i:06d}.txt").write_bytes(data)
-        files.append((f"/bench/files/d{i // 1000:03d}/f{i:06d}.txt",
-                      hashlib.sha256(data).hexdigest()))
+        files.append(
+            (f"/bench/files/d{i // 1000:03d}/f{i:06d}.txt", hashlib.sha256(data).hexdigest())
+        )
     return files
 
 
 def run_true(client, root: Path, app: str) -> tuple[float, float]:
     """(StartedAt -> FinishedAt, host seconds from start() to wait() returning)."""
     container = client.containers.create(
-        GRAMINE_BASE, entrypoint=["gramine-direct"], command=[f"/bench/{app}"],
-        network_mode="none", security_opt=["seccomp=unconfined"],
-        volumes={str(root): {"bind": "/bench", "mode": "ro"}})
+        GRAMINE_BASE,
+        entrypoint=["gramine-direct"],
+        command=[f"/bench/{app}"],
+        network_mode="none",
+        security_opt=["seccomp=unconfined"],
+        volumes={str(root): {"bind": "/bench", "mode": "ro"}},
+    )
     try:
         began = time.perf_counter()
         container.start()
@@ -683,8 +775,9 @@ def entries_curve(client, counts: list[int], runs: int) -> dict:
         generated = generate_files(root, max(0, max(counts) - len(base)))
         plan = [("base", len(base))] + [(f"n{n}", n) for n in counts]
         for app, n in plan:
-            write_manifest(root / f"{app}.manifest", sysdb,
-                           base + generated[:max(0, n - len(base))])
+            write_manifest(
+                root / f"{app}.manifest", sysdb, base + generated[: max(0, n - len(base))]
+            )
         os.chmod(root, 0o755)
         for app, n in plan:
             seconds, walls = [], []
@@ -693,39 +786,66 @@ def entries_curve(client, counts: list[int], runs: int) -> dict:
                 seconds.append(docker_seconds)
                 walls.append(wall)
             entries = max(n, len(base))
-            rows.append({"entries": entries, "best": min(seconds),
-                         "median": statistics.median(seconds), "runs": seconds,
-                         "wall_best": min(walls), "wall_runs": walls,
-                         "manifest_bytes": (root / f"{app}.manifest").stat().st_size,
-                         "base": app == "base"})
+            rows.append(
+                {
+                    "entries": entries,
+                    "best": min(seconds),
+                    "median": statistics.median(seconds),
+                    "runs": seconds,
+                    "wall_best": min(walls),
+                    "wall_runs": walls,
+                    "manifest_bytes": (root / f"{app}.manifest").stat().st_size,
+                    "base": app == "base",
+                }
+            )
     base_row = rows[0]
-    say(f"Gramine's startup vs trusted entries: /usr/bin/true under gramine-direct in "
-        f"{GRAMINE_BASE}, best of {runs} (StartedAt -> FinishedAt)")
-    say(f"  {'entries':>12} {'manifest':>10} {'seconds':>9} {'- base':>8} {'ms/entry':>8} "
-        f"{'exponent':>9} {'host wall':>10} {'previous':>12}")
+    say(
+        f"Gramine's startup vs trusted entries: /usr/bin/true under gramine-direct in "
+        f"{GRAMINE_BASE}, best of {runs} (StartedAt -> FinishedAt)"
+    )
+    say(
+        f"  {'entries':>12} {'manifest':>10} {'seconds':>9} {'- base':>8} {'ms/entry':>8} "
+        f"{'exponent':>9} {'host wall':>10} {'previous':>12}"
+    )
     previous = None
     for row in rows:
         net = row["best"] - base_row["best"]
         row["net"] = net
         exponent = None
-        if previous is not None and previous["net"] >= MIN_NET and net >= MIN_NET \
-                and row["entries"] > previous["entries"]:
-            exponent = math.log(net / previous["net"]) / math.log(row["entries"]
-                                                                 / previous["entries"])
+        if (
+            previous is not None
+            and previous["net"] >= MIN_NET
+            and net >= MIN_NET
+            and row["entries"] > previous["entries"]
+        ):
+            exponent = math.log(net / previous["net"]) / math.log(
+                row["entries"] / previous["entries"]
+            )
         row["exponent"] = exponent
         extra = max(1, row["entries"] - base_row["entries"])
         per_entry = "" if row["base"] else f"{1000 * net / extra:.3f}"
         shown_exponent = "" if exponent is None else f"{exponent:.2f}"
-        ref = next((f"{s:.1f} s@{n:,}" for n, s in PREVIOUS_ENTRIES.items()
-                    if abs(n - row["entries"]) <= 0.05 * n), "")
+        ref = next(
+            (
+                f"{s:.1f} s@{n:,}"
+                for n, s in PREVIOUS_ENTRIES.items()
+                if abs(n - row["entries"]) <= 0.05 * n
+            ),
+            "",
+        )
         label = f"{row['entries']:,}" + (" base" if row["base"] else "")
-        say(f"  {label:>12} {row['manifest_bytes'] / 1e6:8.2f}MB {row['best']:8.2f}s "
-            f"{net:7.2f}s {per_entry:>8} {shown_exponent:>9} {row['wall_best']:9.2f}s {ref:>12}")
+        say(
+            f"  {label:>12} {row['manifest_bytes'] / 1e6:8.2f}MB {row['best']:8.2f}s "
+            f"{net:7.2f}s {per_entry:>8} {shown_exponent:>9} {row['wall_best']:9.2f}s {ref:>12}"
+        )
         if not row["base"]:
             previous = row
     exps = [r["exponent"] for r in rows if r["exponent"] is not None]
-    fit = [(math.log(r["entries"]), math.log(r["net"])) for r in rows
-           if not r["base"] and r["net"] >= MIN_NET]
+    fit = [
+        (math.log(r["entries"]), math.log(r["net"]))
+        for r in rows
+        if not r["base"] and r["net"] >= MIN_NET
+    ]
     fitted = None
     if len(fit) >= 2:  # least squares in log-log: net seconds ~ c * entries ** fitted
         mx, my = statistics.fmean(x for x, _ in fit), statistics.fmean(y for _, y in fit)
@@ -733,14 +853,20 @@ def entries_curve(client, counts: list[int], runs: int) -> dict:
     verdict = None
     if exps:
         verdict = exps[-1] > 1.15
-        say(f"  growth between the two largest counts: exponent {exps[-1]:.2f}"
+        say(
+            f"  growth between the two largest counts: exponent {exps[-1]:.2f}"
             + (f"; fitted over {len(fit)} counts: {fitted:.2f}" if fitted is not None else "")
             + f" -> {'faster than linear' if verdict else 'about linear or slower'}"
-            " (1 = linear, 2 = quadratic)")
+            " (1 = linear, 2 = quadratic)"
+        )
     else:
         say(f"  (too few counts with more than {MIN_NET} s over the base to say how it grows)")
-    return {"rows": rows, "faster_than_linear": verdict, "fitted_exponent": fitted,
-            "previous": {str(k): v for k, v in PREVIOUS_ENTRIES.items()}}
+    return {
+        "rows": rows,
+        "faster_than_linear": verdict,
+        "fitted_exponent": fitted,
+        "previous": {str(k): v for k, v in PREVIOUS_ENTRIES.items()},
+    }
 
 
 def predict(curve: dict, entries: int) -> tuple[float | None, bool]:
@@ -763,8 +889,10 @@ def predict(curve: dict, entries: int) -> tuple[float | None, bool]:
 
 def image_entries(client, results: dict, curve: dict | None, names: list[str]) -> list[dict]:
     say("Each image's own trusted entries (its /ppml/NAME.manifest.sgx) and its startup:")
-    say(f"  {'image':<44} {'entries':>8} {'direct startup':>15} {'overhead':>9} "
-        f"{'curve predicts':>15}")
+    say(
+        f"  {'image':<44} {'entries':>8} {'direct startup':>15} {'overhead':>9} "
+        f"{'curve predicts':>15}"
+    )
     table, extrapolated = [], False
     for job in JOBS:
         if job.name not in names:
@@ -775,25 +903,39 @@ def image_entries(client, results: dict, curve: dict | None, names: list[str]) -
                 entries = measured["entries"]
             else:
                 try:
-                    entries = len(signed_manifest(client, image, job.name)
-                                  .get("sgx", {}).get("trusted_files", []))
+                    entries = len(
+                        signed_manifest(client, image, job.name)
+                        .get("sgx", {})
+                        .get("trusted_files", [])
+                    )
                 except (docker.errors.ImageNotFound, docker.errors.NotFound, RunFailed):
                     continue
             startup = measured["direct"]["startup"]["best"] if measured else None
             overhead = measured.get("startup_overhead") if measured else None
             predicted, beyond = predict(curve, entries) if curve else (None, False)
-            table.append({"image": image, "entries": entries, "direct_startup": startup,
-                          "startup_overhead": overhead, "predicted_gramine_startup": predicted,
-                          "predicted_by_extrapolation": beyond})
+            table.append(
+                {
+                    "image": image,
+                    "entries": entries,
+                    "direct_startup": startup,
+                    "startup_overhead": overhead,
+                    "predicted_gramine_startup": predicted,
+                    "predicted_by_extrapolation": beyond,
+                }
+            )
             shown = fmt(predicted) + ("*" if beyond and predicted is not None else "")
-            say(f"  {image:<44} {entries:8,} {fmt(startup, 15)} "
-                f"{'—' if overhead is None else f'{overhead:+.2f} s':>9} {shown:>15}")
+            say(
+                f"  {image:<44} {entries:8,} {fmt(startup, 15)} "
+                f"{'—' if overhead is None else f'{overhead:+.2f} s':>9} {shown:>15}"
+            )
             extrapolated = extrapolated or beyond
     if extrapolated:
         say("  * beyond the largest entry count measured: the fitted power law, extrapolated")
     if curve:
-        say("  (curve predicts: /usr/bin/true's startup with that many entries, the part of the "
-            "direct startup the entry count explains)")
+        say(
+            "  (curve predicts: /usr/bin/true's startup with that many entries, the part of the "
+            "direct startup the entry count explains)"
+        )
     return table
 
 
@@ -810,28 +952,45 @@ def rounded(value):
 
 # --- main --------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     global OUT, SCALE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [job.name for job in JOBS]
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help=f"only this job (repeatable): {', '.join(names)}; 'none' for no "
-                             "job (e.g. only the entries part)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"only this job (repeatable): {', '.join(names)}; 'none' for no "
+        "job (e.g. only the entries part)",
+    )
     parser.add_argument("--runs", type=int, default=2, help="runs per configuration (default 2)")
-    parser.add_argument("--skip-bundled", action="store_true",
-                        help="no part 1 (the bundled images)")
+    parser.add_argument(
+        "--skip-bundled", action="store_true", help="no part 1 (the bundled images)"
+    )
     parser.add_argument("--skip-steady", action="store_true", help="no steady-state variants")
-    parser.add_argument("--skip-entries", action="store_true",
-                        help="no trusted-entries curve")
-    parser.add_argument("--entries", default=",".join(map(str, ENTRY_COUNTS)),
-                        help="entry counts for the curve (default %(default)s)")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply the steady-state variants' work (default 1: ~30 s "
-                             "natively on a quiet 2-core machine)")
-    parser.add_argument("--key", type=Path, default=DEFAULT_KEY,
-                        help="signing key for the variants' builds (default %(default)s)")
-    parser.add_argument("--json", action="store_true",
-                        help="JSON results on stdout (the report goes to stderr)")
+    parser.add_argument("--skip-entries", action="store_true", help="no trusted-entries curve")
+    parser.add_argument(
+        "--entries",
+        default=",".join(map(str, ENTRY_COUNTS)),
+        help="entry counts for the curve (default %(default)s)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the steady-state variants' work (default 1: ~30 s "
+        "natively on a quiet 2-core machine)",
+    )
+    parser.add_argument(
+        "--key",
+        type=Path,
+        default=DEFAULT_KEY,
+        help="signing key for the variants' builds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="JSON results on stdout (the report goes to stderr)"
+    )
     args = parser.parse_args(argv)
     selected = names if not args.only else [n for n in args.only if n != "none"]
     unknown = sorted(set(selected) - set(names))
@@ -849,12 +1008,21 @@ def main(argv: list[str] | None = None) -> int:
 
     client, log_client = connect(), connect()
     load = os.getloadavg()
-    results: dict = {"runs": args.runs, "scale": SCALE, "statistic": "best (minimum per figure)",
-                     "machine": {"cpus": os.cpu_count(), "loadavg_at_start": load},
-                     "bundled": {}, "steady": {}, "entries": None, "images": [],
-                     "failures": []}
-    say(f"bench_direct: {args.runs} run(s) per configuration, best shown; {os.cpu_count()} "
-        f"CPUs, load average {load[0]:.2f} at start")
+    results: dict = {
+        "runs": args.runs,
+        "scale": SCALE,
+        "statistic": "best (minimum per figure)",
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": load},
+        "bundled": {},
+        "steady": {},
+        "entries": None,
+        "images": [],
+        "failures": [],
+    }
+    say(
+        f"bench_direct: {args.runs} run(s) per configuration, best shown; {os.cpu_count()} "
+        f"CPUs, load average {load[0]:.2f} at start"
+    )
     jobs = [job for job in JOBS if job.name in selected]
 
     if not args.skip_bundled and jobs:
@@ -872,15 +1040,18 @@ def main(argv: list[str] | None = None) -> int:
             say(f"no signing key at {args.key} (--key): skipping the steady-state part")
             results["failures"].append({"part": "steady", "error": f"no key {args.key}"})
         else:
-            with tempfile.TemporaryDirectory(prefix="ppml-bench-variants-",
-                                             dir="/var/tmp") as scratch:
+            with tempfile.TemporaryDirectory(
+                prefix="ppml-bench-variants-", dir="/var/tmp"
+            ) as scratch:
                 for job in jobs:
                     try:
-                        results["steady"][job.name] = steady(client, log_client, job,
-                                                             args.runs, Path(scratch), args.key)
+                        results["steady"][job.name] = steady(
+                            client, log_client, job, args.runs, Path(scratch), args.key
+                        )
                     except RunFailed as err:
-                        results["failures"].append({"part": "steady", "job": job.name,
-                                                    "error": str(err)})
+                        results["failures"].append(
+                            {"part": "steady", "job": job.name, "error": str(err)}
+                        )
                         say(f"{job.name}-long: FAILED: {err}")
 
     if not args.skip_entries:
@@ -897,18 +1068,26 @@ def main(argv: list[str] | None = None) -> int:
     say("\n== summary ==")
     for job, data in results["bundled"].items():
         if "startup_pass" in data:
-            say(f"  {job:<22} startup overhead < 10 s: {data['startup_overhead']:+.2f} s "
-                f"{'PASS' if data['startup_pass'] else 'MISS'}")
+            say(
+                f"  {job:<22} startup overhead < 10 s: {data['startup_overhead']:+.2f} s "
+                f"{'PASS' if data['startup_pass'] else 'MISS'}"
+            )
     for job, data in results["steady"].items():
         if "steady_pass" in data:
-            say(f"  {job + '-long':<22} steady state <= 1.5x: {data['steady_ratio']:.2f}x "
-                f"{'PASS' if data['steady_pass'] else 'MISS'}")
+            say(
+                f"  {job + '-long':<22} steady state <= 1.5x: {data['steady_ratio']:.2f}x "
+                f"{'PASS' if data['steady_pass'] else 'MISS'}"
+            )
     if results["entries"] and results["entries"]["faster_than_linear"] is not None:
-        say(f"  trusted entries: startup grows "
-            f"{'faster than linearly' if results['entries']['faster_than_linear'] else 'about linearly'}")
+        say(
+            f"  trusted entries: startup grows "
+            f"{'faster than linearly' if results['entries']['faster_than_linear'] else 'about linearly'}"
+        )
     for failure in results["failures"]:
-        say(f"  FAILED: {failure.get('job', failure['part'])}: "
-            f"{failure['error'].splitlines()[0] if failure['error'] else ''}")
+        say(
+            f"  FAILED: {failure.get('job', failure['part'])}: "
+            f"{failure['error'].splitlines()[0] if failure['error'] else ''}"
+        )
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     if args.json:
         json.dump(rounded(results), sys.stdout, indent=2, default=str)

@@ -37,8 +37,9 @@ def download_sdist(name: str, version: str, target: Path) -> Path:
 
     with urllib.request.urlopen(f"https://pypi.org/simple/{name}/") as answer:
         index = answer.read().decode()
-    match = re.search(rf'href="([^"]*/{name}-{re.escape(version)}\.tar\.gz)#sha256=([0-9a-f]{{64}})"',
-                      index)
+    match = re.search(
+        rf'href="([^"]*/{name}-{re.escape(version)}\.tar\.gz)#sha256=([0-9a-f]{{64}})"', index
+    )
     if not match:
         raise SystemExit(f"{name} {version}: no sdist on the index")
     url, expected = match.groups()
@@ -77,8 +78,9 @@ def prepare_tree() -> Path:
         shutil.copytree(HOST_JDK, jdk_target, symlinks=True)
     else:
         with tempfile.TemporaryDirectory() as scratch:
-            subprocess.run(["apt-get", "download", "openjdk-17-jre-headless"], cwd=scratch,
-                           check=True)
+            subprocess.run(
+                ["apt-get", "download", "openjdk-17-jre-headless"], cwd=scratch, check=True
+            )
             deb = next(Path(scratch).glob("*.deb"))
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
     (tree / ".complete").write_text("ok\n")
@@ -119,10 +121,14 @@ def main() -> None:
     reference = best_of(args.repeat, lambda: sha256_files_reference(files))
     ours = best_of(args.repeat, lambda: FileHasher(use_cache=False).sha256_files(files))
     assert FileHasher(use_cache=False).sha256_files(files) == sha256_files_reference(files)
-    print(f"reference (1 thread, 8 KiB reads, as gramine-manifest): {reference:.3f} s "
-          f"({total / 2**30 / reference:.2f} GiB/s)")
-    print(f"ppml-build hasher (parallel, 4 MiB reads):            {ours:.3f} s "
-          f"({total / 2**30 / ours:.2f} GiB/s)")
+    print(
+        f"reference (1 thread, 8 KiB reads, as gramine-manifest): {reference:.3f} s "
+        f"({total / 2**30 / reference:.2f} GiB/s)"
+    )
+    print(
+        f"ppml-build hasher (parallel, 4 MiB reads):            {ours:.3f} s "
+        f"({total / 2**30 / ours:.2f} GiB/s)"
+    )
     print(f"speed-up vs reference: {reference / ours:.2f}x (target >= 1.8x)")
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -130,10 +136,11 @@ def main() -> None:
         start = time.perf_counter()
         FileHasher(cache_path=cache_path).sha256_files(files)
         first = time.perf_counter() - start
-        second = best_of(args.repeat,
-                         lambda: FileHasher(cache_path=cache_path).sha256_files(files))
-    print(f"first run with cache: {first:.3f} s, unchanged re-run: {second:.4f} s, "
-          f"{first / second:.0f}x faster (target >= 20x)")
+        second = best_of(args.repeat, lambda: FileHasher(cache_path=cache_path).sha256_files(files))
+    print(
+        f"first run with cache: {first:.3f} s, unchanged re-run: {second:.4f} s, "
+        f"{first / second:.0f}x faster (target >= 20x)"
+    )
 
 
 if __name__ == "__main__":

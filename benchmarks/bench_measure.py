@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import standin  # noqa: E402  (tests/standin: builds the stand-in libpal.so)
 
+from ppml_build.sign.constants import gramine_constants  # noqa: E402
 from ppml_build.sign.elf import PalImage, read_pal_image  # noqa: E402
 from ppml_build.sign.layout import enclave_layout  # noqa: E402
 from ppml_build.sign.measure import MeasurementInputs, _thread_pages, measure_enclave  # noqa: E402
-from ppml_build.sign.constants import gramine_constants  # noqa: E402
 from ppml_build.units import format_gramine_size as format_size  # noqa: E402
 
 PAGE = 4096
@@ -73,7 +73,7 @@ def per_page_loop(pal: PalImage, inputs: MeasurementInputs) -> bytes:
         if measure:
             for i in range(0, PAGE, 256):
                 digest.update(struct.pack("<8sQ48s", b"EEXTEND", addr + i, b""))
-                digest.update(content[i:i + 256])
+                digest.update(content[i : i + 256])
 
     for area in areas:
         if area.name == "pal":
@@ -86,7 +86,7 @@ def per_page_loop(pal: PalImage, inputs: MeasurementInputs) -> bytes:
         for addr in range(area.addr, area.end, PAGE):
             data = zero
             if content is not None:
-                data = content[addr - area.addr:addr - area.addr + PAGE].ljust(PAGE, b"\0")
+                data = content[addr - area.addr : addr - area.addr + PAGE].ljust(PAGE, b"\0")
             include_page(addr, area.flags, data, area.measured)
     return digest.digest()
 
@@ -112,8 +112,10 @@ def ours_and_floor(pal: PalImage, inputs: MeasurementInputs, nbytes: int, runs: 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pal = read_pal_image(standin.build_libpal(Path(tmp)))
-    print(f"MRENCLAVE benchmark: Python {platform.python_version()}, {platform.machine()}, "
-          f"{THREADS} threads, non-EDMM, stand-in libpal ({pal.span[1] // PAGE} pages)")
+    print(
+        f"MRENCLAVE benchmark: Python {platform.python_version()}, {platform.machine()}, "
+        f"{THREADS} threads, non-EDMM, stand-in libpal ({pal.span[1] // PAGE} pages)"
+    )
     print(f"{'size':>6} {'hashed':>11} {'ours':>8} {'floor':>8} {'ratio':>6} {'per-page loop':>16}")
     per_page_rate = None
     for size, runs in SIZES:
@@ -121,16 +123,20 @@ def main() -> None:
         nbytes = hashed_bytes(pal, inputs)
         ours, floor, digest = ours_and_floor(pal, inputs, nbytes, runs)
         if size <= ESTIMATE_PER_PAGE_ABOVE:
-            loop, loop_digest = timed(lambda: per_page_loop(pal, inputs))
+            loop, loop_digest = timed(lambda: per_page_loop(pal, inputs))  # noqa: B023 -- timed here
             assert loop_digest == digest, "per-page loop and measure_enclave disagree"
             per_page_rate = loop / (size // PAGE)
             loop_text = f"{loop:7.2f} s"
         else:
             loop_text = f"~{per_page_rate * (size // PAGE):6.1f} s (est.)"
-        print(f"{format_size(size):>6} {nbytes / (1 << 30):7.3f} GiB {ours:6.3f} s {floor:6.3f} s "
-              f"{ours / floor:5.2f}x {loop_text:>16}")
-    print("floor = hashlib.sha256 over the same number of bytes in 4 MiB updates; "
-          "256G per-page loop estimated from the 64G per-page rate")
+        print(
+            f"{format_size(size):>6} {nbytes / (1 << 30):7.3f} GiB {ours:6.3f} s {floor:6.3f} s "
+            f"{ours / floor:5.2f}x {loop_text:>16}"
+        )
+    print(
+        "floor = hashlib.sha256 over the same number of bytes in 4 MiB updates; "
+        "256G per-page loop estimated from the 64G per-page rate"
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class Output:
 
 # --- single file (raises OSError) -----------------------------------------------------------
 
+
 def write_bytes_atomic(path: os.PathLike | str, data: bytes, mode: int = 0o644) -> Path:
     """Write ``data`` to ``path`` atomically with the given file mode; returns the path."""
     path = Path(path)
@@ -56,6 +57,7 @@ def write_text_atomic(path: os.PathLike | str, text: str, mode: int = 0o644) -> 
 
 
 # --- checks before any work -----------------------------------------------------------------
+
 
 def check_writable(path: os.PathLike | str, option: str, *, directory: bool = False) -> None:
     """Raise ``OutputError`` unless files can be written at ``path`` (a file, or with
@@ -105,6 +107,7 @@ def _nearest_existing(directory: Path) -> Path:
 
 # --- several files, all or none -------------------------------------------------------------
 
+
 @dataclass
 class _Staged:
     dest: Path
@@ -113,8 +116,9 @@ class _Staged:
     replaced: bool = False
 
 
-def write_all_or_none(files: Mapping[os.PathLike | str, Output | bytes | str], *,
-                      option: str | None = None) -> list[Path]:
+def write_all_or_none(
+    files: Mapping[os.PathLike | str, Output | bytes | str], *, option: str | None = None
+) -> list[Path]:
     """Write every file, or on any failure none: the old outputs stay as they were.
 
     Each file is first written completely to a temp file beside its destination (same file
@@ -128,14 +132,17 @@ def write_all_or_none(files: Mapping[os.PathLike | str, Output | bytes | str], *
     ``option`` (e.g. ``--output-dir``) names the CLI option in error messages, unless an
     ``Output`` names its own. A file-system error becomes one ``OutputError`` line.
     """
-    outputs = [(Path(path), item if isinstance(item, Output) else Output(item))
-               for path, item in files.items()]
+    outputs = [
+        (Path(path), item if isinstance(item, Output) else Output(item))
+        for path, item in files.items()
+    ]
     seen: dict[str, Path] = {}
     for dest, _ in outputs:
         real = os.path.realpath(dest)
         if real in seen:
-            raise OutputError(f"{dest}: written twice in one command (also as {seen[real]}); "
-                              "give different paths")
+            raise OutputError(
+                f"{dest}: written twice in one command (also as {seen[real]}); give different paths"
+            )
         seen[real] = dest
     staged: list[_Staged] = []
     created: list[Path] = []
@@ -147,17 +154,19 @@ def write_all_or_none(files: Mapping[os.PathLike | str, Output | bytes | str], *
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(dest))
             if dest.exists() and not stat.S_ISREG(dest.stat().st_mode):
                 # A rename would replace /dev/null or a fifo with a file (as root, for good).
-                raise OutputError(f"{output.option or option or 'output'} {dest}: exists and "
-                                  "is not a regular file; choose another path")
+                raise OutputError(
+                    f"{output.option or option or 'output'} {dest}: exists and "
+                    "is not a regular file; choose another path"
+                )
             _make_parents(dest.parent, created)
             fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
             staged.append(_Staged(dest, tmp))
             write_and_sync(fd, output.content, output.mode)
         # ``current`` stays the file an error is about.
-        for item, current in zip(staged, outputs):
+        for item, current in zip(staged, outputs):  # noqa: B007 -- read by the except below
             if os.path.lexists(item.dest):
                 item.backup = _keep_old(item.dest)
-        for item, current in zip(staged, outputs):
+        for item, current in zip(staged, outputs):  # noqa: B007 -- read by the except below
             os.replace(item.tmp, item.dest)
             item.replaced = True
     except BaseException as err:
@@ -180,7 +189,7 @@ def write_and_sync(fd: int, data: bytes, mode: int) -> None:
         os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -197,8 +206,9 @@ def _make_parents(directory: Path, created: list[Path]) -> None:
             candidate.mkdir()
         except FileExistsError:
             if not candidate.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
-                                         str(candidate)) from None
+                raise NotADirectoryError(
+                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(candidate)
+                ) from None
             continue  # made by someone else meanwhile: not ours to remove
         created.append(candidate)
 
@@ -280,12 +290,16 @@ def _explain(err: OSError) -> tuple[str, str]:
     return _REASONS.get(err.errno, (reason[:1].lower() + reason[1:], "check the path"))
 
 
-def _write_error(err: OSError, dest: Path | None, option: str | None,
-                 rolled_back: bool) -> OutputError:
+def _write_error(
+    err: OSError, dest: Path | None, option: str | None, rolled_back: bool
+) -> OutputError:
     reason, fix = _explain(err)
     if err.errno == errno.ENOTDIR and err.filename and str(err.filename) != str(dest):
         reason = f"{err.filename} is a file, not a directory"
     prefix = f"{option}: " if option else ""
-    outcome = "nothing was written" if rolled_back else \
-        "some outputs could not be restored; run the command again"
+    outcome = (
+        "nothing was written"
+        if rolled_back
+        else "some outputs could not be restored; run the command again"
+    )
     return OutputError(f"{prefix}cannot write {dest} ({reason}); {fix}; {outcome}")

@@ -7,8 +7,9 @@ import re
 # C0/C1 controls, DEL, zero-width and bidirectional format characters, lone surrogates: shown
 # escaped, so a file name or value cannot move the cursor, recolour the terminal, reorder the
 # line (U+202E) or split the one-line error (\r, \n).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069"
-                          "\ufeff\ud800-\udfff]")
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ppml_build.errors import RecipeError
-from ppml_build.image.rootfs import MAX_SYMLINK_HOPS
+from .errors import RecipeError
+from .image.rootfs import MAX_SYMLINK_HOPS
 
 EntryKind = Literal["dir", "file", "link"]
 
@@ -57,8 +57,7 @@ class SourceTree:
         return bool(self.entries) and self.entries[0].kind == "dir"
 
 
-def read_source(recipe_dir: Path, src: str, *, where: str,
-                linked_dirs: bool = False) -> SourceTree:
+def read_source(recipe_dir: Path, src: str, *, where: str, linked_dirs: bool = False) -> SourceTree:
     """Check ``src`` (relative to ``recipe_dir``) and everything below it; RecipeError if not ok.
 
     ``where`` starts every message (``recipe.yaml: app.files[0].src: ``). ``linked_dirs``
@@ -73,14 +72,18 @@ def read_source(recipe_dir: Path, src: str, *, where: str,
     except OSError as err:
         raise RecipeError(f"{where}{src!r} {_broken_link(err)}") from None
     if not _inside(real, root):
-        raise RecipeError(f"{where}{src!r} leaves the recipe's directory (it leads to "
-                          f"'{real}'); move the file next to the recipe")
+        raise RecipeError(
+            f"{where}{src!r} leaves the recipe's directory (it leads to "
+            f"'{real}'); move the file next to the recipe"
+        )
     mode = _lstat(real, where, src).st_mode
     if stat.S_ISREG(mode):
         return SourceTree(real, [SourceEntry("", "file", real)])
     if not stat.S_ISDIR(mode):
-        raise RecipeError(f"{where}{src!r} is {_special_kind(mode)}, not a file or directory; "
-                          "name a file or directory")
+        raise RecipeError(
+            f"{where}{src!r} is {_special_kind(mode)}, not a file or directory; "
+            "name a file or directory"
+        )
     walker = _Walker(root, real, src, where, linked_dirs)
     return SourceTree(real, walker.walk())
 
@@ -118,9 +121,11 @@ class _Walker:
                 elif stat.S_ISREG(mode):
                     self.entries.append(SourceEntry(child_rel, "file", path))
                 else:
-                    raise RecipeError(f"{self.where}{self.src!r} holds "
-                                      f"{self.shown(child_rel)!r}, {_special_kind(mode)}, not "
-                                      "a file, directory or link; remove it")
+                    raise RecipeError(
+                        f"{self.where}{self.src!r} holds "
+                        f"{self.shown(child_rel)!r}, {_special_kind(mode)}, not "
+                        "a file, directory or link; remove it"
+                    )
             for child_rel in subdirs:
                 self.entries.append(SourceEntry(child_rel, "dir", self.tree / child_rel))
             pending.extend(reversed(subdirs))
@@ -132,8 +137,9 @@ class _Walker:
             with os.scandir(directory) as listing:
                 names = sorted(item.name for item in listing)
         except OSError as err:
-            raise RecipeError(f"{self.where}cannot read {self.shown(rel)!r}: "
-                              f"{err.strerror}") from None
+            raise RecipeError(
+                f"{self.where}cannot read {self.shown(rel)!r}: {err.strerror}"
+            ) from None
         return [(posixpath.join(rel, name) if rel else name, directory / name) for name in names]
 
     def _link(self, rel: str, path: Path) -> None:
@@ -143,14 +149,17 @@ class _Walker:
         except OSError as err:
             if err.errno == errno.ELOOP:
                 raise self.refuse(rel, text, "that loops; remove it") from None
-            raise self.refuse(rel, text, "that dangles (nothing is there); remove it or copy "
-                              "the file in") from None
+            raise self.refuse(
+                rel, text, "that dangles (nothing is there); remove it or copy the file in"
+            ) from None
         if not _inside(real, self.root):
-            problem = (f"to '{real}'" if text == str(real) else f"that leads to '{real}'")
+            problem = f"to '{real}'" if text == str(real) else f"that leads to '{real}'"
             what = "directory" if real.is_dir() else "file"
-            raise self.refuse(rel, text if text != str(real) else None,
-                              f"{problem}, outside the recipe's directory; copy the {what} in "
-                              "instead")
+            raise self.refuse(
+                rel,
+                text if text != str(real) else None,
+                f"{problem}, outside the recipe's directory; copy the {what} in instead",
+            )
         mode = os.stat(real).st_mode
         # Kept as a link only if the image, holding just this tree, resolves it the same way.
         in_tree = resolve_in_tree(self.tree, rel)
@@ -160,13 +169,21 @@ class _Walker:
                 self.entries.append(SourceEntry(rel, "link", path, text, real))
                 return
             if self.linked_dirs:
-                raise self.refuse(rel, text, "to a directory that the copied tree would not "
-                                  f"resolve to (the link is absolute or leaves {self.src!r}); "
-                                  "make it a relative link inside it, or copy the directory in "
-                                  "instead")
-            raise self.refuse(rel, text, "to a directory; Gramine never trusts files reached "
-                              "through a linked directory, so they could not be read in the "
-                              "enclave: replace the link by the directory itself")
+                raise self.refuse(
+                    rel,
+                    text,
+                    "to a directory that the copied tree would not "
+                    f"resolve to (the link is absolute or leaves {self.src!r}); "
+                    "make it a relative link inside it, or copy the directory in "
+                    "instead",
+                )
+            raise self.refuse(
+                rel,
+                text,
+                "to a directory; Gramine never trusts files reached "
+                "through a linked directory, so they could not be read in the "
+                "enclave: replace the link by the directory itself",
+            )
         if not stat.S_ISREG(mode):
             raise self.refuse(rel, text, f"to {_special_kind(mode)}; remove it")
         if kept:
@@ -209,6 +226,7 @@ def resolve_in_tree(tree: Path, rel: str) -> str | None:
 
 # --- staging ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Staged:
     """What staging put where: each staged regular file's host source, and the kept links."""
@@ -230,8 +248,9 @@ class StagingConflict(Exception):
     """An entry would go where an earlier one put something of another kind."""
 
 
-def stage_tree(tree: SourceTree, target: Path, staged: Staged, *, shown: str,
-               normalise_file_mode: bool = False) -> None:
+def stage_tree(
+    tree: SourceTree, target: Path, staged: Staged, *, shown: str, normalise_file_mode: bool = False
+) -> None:
     """Copy ``tree`` to ``target``: directories, regular files (never through a link on either
     side) and kept links as links, with their modes and times. A file or link replaces an
     earlier file or link at its path; anything else in the way is a StagingConflict."""
@@ -261,9 +280,10 @@ def stage_tree(tree: SourceTree, target: Path, staged: Staged, *, shown: str,
                 os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
                 staged.origins[os.path.realpath(path)] = entry.host
         except OSError as err:
-            raise StagingConflict(f"{name!r} cannot be staged ({err.strerror}); does an "
-                                  "earlier entry put a file where it needs a directory?") \
-                from None
+            raise StagingConflict(
+                f"{name!r} cannot be staged ({err.strerror}); does an "
+                "earlier entry put a file where it needs a directory?"
+            ) from None
     for path, st in reversed(directories):  # last: adding children changed mode and mtime
         # u+w kept so a read-only directory's staged copy can still be cleaned up
         os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR | stat.S_IXUSR)
@@ -289,19 +309,22 @@ def _copy_regular(host: Path, target: Path, name: str) -> os.stat_result:
     try:
         source = os.open(host, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as err:
-        raise StagingConflict(f"{name!r} cannot be read ({err.strerror}); was it changed "
-                              "during the build?") from None
+        raise StagingConflict(
+            f"{name!r} cannot be read ({err.strerror}); was it changed during the build?"
+        ) from None
     with open(source, "rb") as reader:
         st = os.fstat(reader.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise StagingConflict(f"{name!r} is no longer a regular file; was it changed "
-                                  "during the build?")
+            raise StagingConflict(
+                f"{name!r} is no longer a regular file; was it changed during the build?"
+            )
         with open(target, "xb") as writer:
             shutil.copyfileobj(reader, writer, 4 * 1024 * 1024)
     return st
 
 
 # --- small helpers ----------------------------------------------------------------------------
+
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
@@ -317,8 +340,10 @@ def _lstat(path: Path, where: str, shown: str) -> os.stat_result:
 def _broken_link(err: OSError) -> str:
     if err.errno == errno.ELOOP:
         return "is a link that loops; point it at a file inside the recipe's directory"
-    return ("is a link that dangles (nothing is there); point it at a file inside the "
-            "recipe's directory")
+    return (
+        "is a link that dangles (nothing is there); point it at a file inside the "
+        "recipe's directory"
+    )
 
 
 def _special_kind(mode: int) -> str:

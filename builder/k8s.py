@@ -55,12 +55,14 @@ EXECUTABLE = frozenset({SPARK_SUBMIT})
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPOSITORY_RE = re.compile(r"^[a-z0-9]+([._:/-][a-zA-Z0-9]+|__[a-z0-9]+|-+[a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_SPARK_SUBMIT_FLAGS = frozenset({"--verbose", "-v", "--supervise", "--help", "-h", "--version",
-                                 "--usage-error"})
+_SPARK_SUBMIT_FLAGS = frozenset(
+    {"--verbose", "-v", "--supervise", "--help", "-h", "--version", "--usage-error"}
+)
 
 
 # --------------------------------------------------------------------------------------------
 # The image reference
+
 
 @dataclass(frozen=True)
 class ImageRef:
@@ -71,8 +73,11 @@ class ImageRef:
     digest: str | None
 
     def __str__(self) -> str:
-        return (self.repository + (f":{self.tag}" if self.tag else "")
-                + (f"@{self.digest}" if self.digest else ""))
+        return (
+            self.repository
+            + (f":{self.tag}" if self.tag else "")
+            + (f"@{self.digest}" if self.digest else "")
+        )
 
 
 def parse_image(reference: str, *, allow_tag: bool = False) -> ImageRef:
@@ -89,21 +94,25 @@ def parse_image(reference: str, *, allow_tag: bool = False) -> ImageRef:
     tag = None
     slash, colon = name.rfind("/"), name.rfind(":")
     if colon > slash:
-        name, tag = name[:colon], name[colon + 1:]
+        name, tag = name[:colon], name[colon + 1 :]
     if not _REPOSITORY_RE.match(name) or (tag is not None and not _TAG_RE.match(tag)):
         raise ImageError(f"--image {reference}: not an image reference ({usage})")
     if at and not _DIGEST_RE.match(digest):
-        raise ImageError(f"--image {reference}: the digest must be sha256: followed by 64 "
-                         "lowercase hex digits")
+        raise ImageError(
+            f"--image {reference}: the digest must be sha256: followed by 64 lowercase hex digits"
+        )
     if not at and not allow_tag:
-        raise ImageError(f"--image {reference}: not pinned by digest; give "
-                         f"{name}@sha256:<digest> (as pushed by ppml-build build) or pass "
-                         "--allow-tag")
+        raise ImageError(
+            f"--image {reference}: not pinned by digest; give "
+            f"{name}@sha256:<digest> (as pushed by ppml-build build) or pass "
+            "--allow-tag"
+        )
     return ImageRef(name, tag, digest or None)
 
 
 # --------------------------------------------------------------------------------------------
 # Pod sizing
+
 
 @dataclass(frozen=True)
 class PodSizing:
@@ -122,21 +131,30 @@ class PodSizing:
         return f"{self.memory // MiB}Mi"
 
     def as_dict(self) -> dict:
-        return {"epc_bytes": self.enclave_size, "jvm_reserved_bytes": self.jvm_reserved,
-                "host_process_bytes": self.host_process, "pcmd_backing_bytes": self.pcmd_backing,
-                "pod_memory_bytes": self.memory, "pod_memory": self.memory_quantity,
-                "cpus": self.cpus, "sgx_provision": self.provision}
+        return {
+            "epc_bytes": self.enclave_size,
+            "jvm_reserved_bytes": self.jvm_reserved,
+            "host_process_bytes": self.host_process,
+            "pcmd_backing_bytes": self.pcmd_backing,
+            "pod_memory_bytes": self.memory,
+            "pod_memory": self.memory_quantity,
+            "cpus": self.cpus,
+            "sgx_provision": self.provision,
+        }
 
 
 def pod_sizing(recipe: Recipe, plan: Plan) -> PodSizing:
     """Memory and CPU for an enclave pod: JVM heap + off-heap ≤ enclave ≤ pod memory."""
     # Every JVM/Flink term of the plan is memory the JVM reserves inside the enclave.
-    jvm_reserved = sum(term.value for term in plan.memory_terms
-                       if term.name.startswith(("jvm_", "flink_")))
+    jvm_reserved = sum(
+        term.value for term in plan.memory_terms if term.name.startswith(("jvm_", "flink_"))
+    )
     if jvm_reserved > plan.enclave_size:
-        raise PlanError(f"enclave.size {plan.enclave_size_text} is smaller than the JVM's heap and "
-                        f"off-heap memory ({human(jvm_reserved)}); raise enclave.size or set it "
-                        "to auto")
+        raise PlanError(
+            f"enclave.size {plan.enclave_size_text} is smaller than the JVM's heap and "
+            f"off-heap memory ({human(jvm_reserved)}); raise enclave.size or set it "
+            "to auto"
+        )
     host = HOST_PROCESS_BASE + plan.max_threads * HOST_BYTES_PER_THREAD
     pcmd = plan.enclave_size // PCMD_FRACTION
     memory = round_up(plan.enclave_size + pcmd + host, MiB)
@@ -144,12 +162,20 @@ def pod_sizing(recipe: Recipe, plan: Plan) -> PodSizing:
         cpus = plan.jvm.cpus
     else:
         cpus = recipe.resources.cpus or 1
-    return PodSizing(plan.enclave_size, jvm_reserved, host, pcmd, memory, cpus,
-                     recipe.enclave.remote_attestation == "dcap")
+    return PodSizing(
+        plan.enclave_size,
+        jvm_reserved,
+        host,
+        pcmd,
+        memory,
+        cpus,
+        recipe.enclave.remote_attestation == "dcap",
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Building blocks
+
 
 def k8s_name(recipe_name: str) -> str:
     """A DNS-1035 label (≤ 45 characters, Flink's cluster-id limit) from the recipe name."""
@@ -160,9 +186,11 @@ def k8s_name(recipe_name: str) -> str:
 
 
 def _labels(recipe: Recipe, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": k8s_name(recipe.name),
-            "app.kubernetes.io/component": component,
-            "app.kubernetes.io/managed-by": "ppml-build"}
+    return {
+        "app.kubernetes.io/name": k8s_name(recipe.name),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "ppml-build",
+    }
 
 
 def _resources(sizing: PodSizing, cpus: int) -> dict:
@@ -172,12 +200,15 @@ def _resources(sizing: PodSizing, cpus: int) -> dict:
     sgx = {SGX_EPC: str(sizing.enclave_size), SGX_ENCLAVE: "1"}
     if sizing.provision:
         sgx[SGX_PROVISION] = "1"
-    return {"requests": {"cpu": str(cpus), "memory": sizing.memory_quantity, **sgx},
-            "limits": {"memory": sizing.memory_quantity, **sgx}}
+    return {
+        "requests": {"cpu": str(cpus), "memory": sizing.memory_quantity, **sgx},
+        "limits": {"memory": sizing.memory_quantity, **sgx},
+    }
 
 
-def _enclave_container(recipe: Recipe, image: ImageRef, sizing: PodSizing, *, name: str,
-                       cpus: int) -> dict:
+def _enclave_container(
+    recipe: Recipe, image: ImageRef, sizing: PodSizing, *, name: str, cpus: int
+) -> dict:
     container: dict = {
         "name": name,
         "image": str(image),
@@ -206,14 +237,19 @@ def _pod_spec(containers: list[dict], sizing: PodSizing, **extra) -> dict:
 
 
 def _pod(recipe: Recipe, component: str, spec: dict) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"labels": _labels(recipe, component)}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"labels": _labels(recipe, component)},
+        "spec": spec,
+    }
 
 
 def _yaml(header: list[str], document: dict) -> str:
     comments = "".join(f"# {line}\n" if line else "#\n" for line in header)
-    return comments + yaml.safe_dump(document, sort_keys=False, default_flow_style=False,
-                                     allow_unicode=True, width=100)
+    return comments + yaml.safe_dump(
+        document, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100
+    )
 
 
 def _header(recipe: Recipe, plan: Plan, sizing: PodSizing, image: ImageRef) -> list[str]:
@@ -226,16 +262,24 @@ def _header(recipe: Recipe, plan: Plan, sizing: PodSizing, image: ImageRef) -> l
         f"Pod memory {sizing.memory_quantity} = enclave {human(sizing.enclave_size)} + PCMD "
         f"backing {human(sizing.pcmd_backing)} + untrusted host process "
         f"{human(sizing.host_process)}"
-        + (f" (JVM heap + off-heap {human(sizing.jvm_reserved)} ≤ enclave ≤ pod memory)."
-           if sizing.jvm_reserved else "."),
+        + (
+            f" (JVM heap + off-heap {human(sizing.jvm_reserved)} ≤ enclave ≤ pod memory)."
+            if sizing.jvm_reserved
+            else "."
+        ),
     ]
-    lines.append(f"The container runs the signed enclave: `gramine-sgx {recipe.name}` reads "
-                 f"{recipe.name}.manifest.sgx and {recipe.name}.sig")
-    lines.append("  from the image's WORKDIR. The image's entrypoint runs the same command, so "
-                 "`command` may be dropped.")
+    lines.append(
+        f"The container runs the signed enclave: `gramine-sgx {recipe.name}` reads "
+        f"{recipe.name}.manifest.sgx and {recipe.name}.sig"
+    )
+    lines.append(
+        "  from the image's WORKDIR. The image's entrypoint runs the same command, so "
+        "`command` may be dropped."
+    )
     if sizing.provision:
-        lines.append(f"DCAP attestation: {SGX_PROVISION} and the host's aesmd socket "
-                     f"({AESM_SOCKET}).")
+        lines.append(
+            f"DCAP attestation: {SGX_PROVISION} and the host's aesmd socket ({AESM_SOCKET})."
+        )
     else:
         lines.append("enclave.remote_attestation is none: no provisioning device, no aesmd.")
     return lines
@@ -244,8 +288,10 @@ def _header(recipe: Recipe, plan: Plan, sizing: PodSizing, image: ImageRef) -> l
 # --------------------------------------------------------------------------------------------
 # Spark
 
-def _spark_value(flags: dict[str, str], recipe_value: Size | int | None, key: str,
-                 default: Size | str) -> str:
+
+def _spark_value(
+    flags: dict[str, str], recipe_value: Size | int | None, key: str, default: Size | str
+) -> str:
     """The value the plan sized for, as written: spark-submit flags in app.command >
     resources.spark > Spark's default."""
     value = flags.get(key)
@@ -264,7 +310,7 @@ def _spark_primary_resource(argv: list[str]) -> tuple[str | None, list[str]]:
         elif token.startswith("-"):
             index += 2
         else:
-            return token, argv[index + 1:]
+            return token, argv[index + 1 :]
     return None, []
 
 
@@ -276,26 +322,31 @@ def _spark_mib(value: str, where: str) -> int:
         raise RecipeError(f"{where}: {value!r} is not a size; write e.g. 4g") from None
 
 
-def spark_conf(recipe: Recipe, image: ImageRef, sizing: PodSizing,
-               template_dir: str = "$HERE") -> dict[str, str]:
+def spark_conf(
+    recipe: Recipe, image: ImageRef, sizing: PodSizing, template_dir: str = "$HERE"
+) -> dict[str, str]:
     """The spark-submit ``--conf`` values for cluster mode with ppml-build's pod templates."""
     flags = spark_submit_flags(recipe)
     spark = recipe.resources.spark
-    driver_memory = _spark_value(flags, spark.driver_memory, "spark.driver.memory",
-                                 SPARK_DEFAULT_MEMORY)
-    executor_memory = _spark_value(flags, spark.executor_memory, "spark.executor.memory",
-                                   SPARK_DEFAULT_MEMORY)
-    executor_cores = _spark_value(flags, spark.executor_cores, "spark.executor.cores",
-                                  str(sizing.cpus))
+    driver_memory = _spark_value(
+        flags, spark.driver_memory, "spark.driver.memory", SPARK_DEFAULT_MEMORY
+    )
+    executor_memory = _spark_value(
+        flags, spark.executor_memory, "spark.executor.memory", SPARK_DEFAULT_MEMORY
+    )
+    executor_cores = _spark_value(
+        flags, spark.executor_cores, "spark.executor.cores", str(sizing.cpus)
+    )
     memory_mib = sizing.memory // MiB
     driver_mib = _spark_mib(driver_memory, "spark.driver.memory")
     executor_mib = _spark_mib(executor_memory, "spark.executor.memory")
-    for key, mib in (("spark.driver.memory", driver_mib),
-                     ("spark.executor.memory", executor_mib)):
+    for key, mib in (("spark.driver.memory", driver_mib), ("spark.executor.memory", executor_mib)):
         if mib * MiB > sizing.enclave_size:
-            raise PlanError(f"{key} {human(mib * MiB)} does not fit the "
-                            f"{human(sizing.enclave_size)} enclave; raise enclave.size or set it "
-                            "to auto")
+            raise PlanError(
+                f"{key} {human(mib * MiB)} does not fit the "
+                f"{human(sizing.enclave_size)} enclave; raise enclave.size or set it "
+                "to auto"
+            )
     conf: dict[str, str] = {}
     conf["spark.kubernetes.container.image"] = str(image)
     conf["spark.kubernetes.container.image.pullPolicy"] = "IfNotPresent"
@@ -341,28 +392,55 @@ def _spark_submit_script(recipe: Recipe, conf: dict[str, str]) -> str:
         else:
             lines.append(f"  --conf {shlex.quote(f'{key}={value}')} \\")
     if resource is None:
-        lines.append('  "${APP_RESOURCE:?set APP_RESOURCE to the application, '
-                     'e.g. local:///app/job.py}" "$@"')
+        lines.append(
+            '  "${APP_RESOURCE:?set APP_RESOURCE to the application, '
+            'e.g. local:///app/job.py}" "$@"'
+        )
     else:
         local = resource if "://" in resource else f"local://{resource}"
-        lines.append("  " + " ".join(shlex.quote(part) for part in [local, *app_args])
-                     + ' "$@"')
+        lines.append("  " + " ".join(shlex.quote(part) for part in [local, *app_args]) + ' "$@"')
     return "\n".join(lines) + "\n"
 
 
-def _render_spark(recipe: Recipe, plan: Plan, image: ImageRef, sizing: PodSizing,
-                  header: list[str], warnings: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+def _render_spark(
+    recipe: Recipe,
+    plan: Plan,
+    image: ImageRef,
+    sizing: PodSizing,
+    header: list[str],
+    warnings: list[str],
+) -> tuple[dict[str, str], dict[str, str]]:
     conf = spark_conf(recipe, image, sizing)
     executor_cores = int(conf["spark.executor.cores"])
-    driver = _pod(recipe, "driver", _pod_spec(
-        [_enclave_container(recipe, image, sizing, name="spark-kubernetes-driver",
-                            cpus=sizing.cpus)], sizing))
-    executor = _pod(recipe, "executor", _pod_spec(
-        [_enclave_container(recipe, image, sizing, name="spark-kubernetes-executor",
-                            cpus=executor_cores)], sizing))
-    note = ["Spark pod template: spark-submit.sh points spark.kubernetes.*.podTemplateFile here.",
-            "Spark sets the memory to spark.*.memory + spark.*.memoryOverhead (= the value below)"
-            " and keeps the SGX resources."]
+    driver = _pod(
+        recipe,
+        "driver",
+        _pod_spec(
+            [
+                _enclave_container(
+                    recipe, image, sizing, name="spark-kubernetes-driver", cpus=sizing.cpus
+                )
+            ],
+            sizing,
+        ),
+    )
+    executor = _pod(
+        recipe,
+        "executor",
+        _pod_spec(
+            [
+                _enclave_container(
+                    recipe, image, sizing, name="spark-kubernetes-executor", cpus=executor_cores
+                )
+            ],
+            sizing,
+        ),
+    )
+    note = [
+        "Spark pod template: spark-submit.sh points spark.kubernetes.*.podTemplateFile here.",
+        "Spark sets the memory to spark.*.memory + spark.*.memoryOverhead (= the value below)"
+        " and keeps the SGX resources.",
+    ]
     files = {
         DRIVER_TEMPLATE: _yaml(header + [""] + note, driver),
         EXECUTOR_TEMPLATE: _yaml(header + [""] + note, executor),
@@ -370,25 +448,44 @@ def _render_spark(recipe: Recipe, plan: Plan, image: ImageRef, sizing: PodSizing
     }
     master = spark_submit_flags(recipe).get("spark.master", "")
     if master.startswith("local"):
-        warnings.append(f"app.command runs Spark with --master {master}, fixed in the signed "
-                        "manifest: the driver pod runs the whole job in its enclave and no "
-                        "executor pods start")
+        warnings.append(
+            f"app.command runs Spark with --master {master}, fixed in the signed "
+            "manifest: the driver pod runs the whole job in its enclave and no "
+            "executor pods start"
+        )
     return files, conf
 
 
 # --------------------------------------------------------------------------------------------
 # Flink
 
-def _render_flink(recipe: Recipe, plan: Plan, image: ImageRef, sizing: PodSizing,
-                  header: list[str], warnings: list[str], flink_version: str) -> dict[str, str]:
+
+def _render_flink(
+    recipe: Recipe,
+    plan: Plan,
+    image: ImageRef,
+    sizing: PodSizing,
+    header: list[str],
+    warnings: list[str],
+    flink_version: str,
+) -> dict[str, str]:
     flink = recipe.resources.flink
     # Flink's memory syntax; the operator turns resource.memory into the container's memory.
     resource = {"cpu": sizing.cpus, "memory": f"{sizing.memory // MiB}m"}
 
     def role(component: str) -> dict:
-        template = _pod(recipe, component, _pod_spec(
-            [_enclave_container(recipe, image, sizing, name="flink-main-container",
-                                cpus=sizing.cpus)], sizing))
+        template = _pod(
+            recipe,
+            component,
+            _pod_spec(
+                [
+                    _enclave_container(
+                        recipe, image, sizing, name="flink-main-container", cpus=sizing.cpus
+                    )
+                ],
+                sizing,
+            ),
+        )
         return {"resource": dict(resource), "podTemplate": template}
 
     document = {
@@ -401,8 +498,9 @@ def _render_flink(recipe: Recipe, plan: Plan, image: ImageRef, sizing: PodSizing
             "flinkVersion": flink_version,
             "serviceAccount": "flink",
             "flinkConfiguration": {
-                "taskmanager.memory.process.size": str(flink.process_size
-                                                       or FLINK_DEFAULT_PROCESS_SIZE),
+                "taskmanager.memory.process.size": str(
+                    flink.process_size or FLINK_DEFAULT_PROCESS_SIZE
+                ),
                 "taskmanager.numberOfTaskSlots": str(flink.task_slots or 1),
             },
             "jobManager": role("jobmanager"),
@@ -416,22 +514,30 @@ def _render_flink(recipe: Recipe, plan: Plan, image: ImageRef, sizing: PodSizing
         "app.command as signed. The operator starts flink-main-container through",
         f"kubernetes.entry.path, so the image's entry path must start `gramine-sgx {recipe.name}`.",
     ]
-    warnings.append("the Flink operator replaces flink-main-container's command with "
-                    "kubernetes.entry.path and Flink's start arguments: the image's entry path "
-                    f"must run `gramine-sgx {recipe.name}` (the enclave's argv is fixed by the "
-                    "signed manifest)")
+    warnings.append(
+        "the Flink operator replaces flink-main-container's command with "
+        "kubernetes.entry.path and Flink's start arguments: the image's entry path "
+        f"must run `gramine-sgx {recipe.name}` (the enclave's argv is fixed by the "
+        "signed manifest)"
+    )
     return {FLINK_DEPLOYMENT: _yaml(header + [""] + note, document)}
 
 
 # --------------------------------------------------------------------------------------------
 # java / python: a plain Job
 
-def _render_job(recipe: Recipe, image: ImageRef, sizing: PodSizing,
-                header: list[str]) -> dict[str, str]:
-    template = {"metadata": {"labels": _labels(recipe, "enclave")},
-                "spec": _pod_spec([_enclave_container(recipe, image, sizing, name="enclave",
-                                                      cpus=sizing.cpus)], sizing,
-                                  restartPolicy="Never")}
+
+def _render_job(
+    recipe: Recipe, image: ImageRef, sizing: PodSizing, header: list[str]
+) -> dict[str, str]:
+    template = {
+        "metadata": {"labels": _labels(recipe, "enclave")},
+        "spec": _pod_spec(
+            [_enclave_container(recipe, image, sizing, name="enclave", cpus=sizing.cpus)],
+            sizing,
+            restartPolicy="Never",
+        ),
+    }
     document = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -443,6 +549,7 @@ def _render_job(recipe: Recipe, image: ImageRef, sizing: PodSizing,
 
 
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class K8sBundle:
@@ -460,16 +567,20 @@ class K8sBundle:
 
 def _check_flink_version(flink_version: str) -> None:
     if not _FLINK_VERSION_RE.match(flink_version):
-        raise PpmlError(f"--flink-version {flink_version!r}: write the operator's spelling, "
-                        "e.g. v1_20 or v2_0")
+        raise PpmlError(
+            f"--flink-version {flink_version!r}: write the operator's spelling, e.g. v1_20 or v2_0"
+        )
 
 
-def render_k8s(recipe: Recipe, plan: Plan, image: ImageRef, *,
-               flink_version: str = DEFAULT_FLINK_VERSION) -> K8sBundle:
+def render_k8s(
+    recipe: Recipe, plan: Plan, image: ImageRef, *, flink_version: str = DEFAULT_FLINK_VERSION
+) -> K8sBundle:
     """Kubernetes files for ``recipe``'s signed image. Pure: no files, no cluster."""
     if recipe.libos.type != "gramine":
-        raise RecipeError(f"libos.type {recipe.libos.type!r}: `ppml-build k8s` deploys Gramine "
-                          "enclaves only; use gramine")
+        raise RecipeError(
+            f"libos.type {recipe.libos.type!r}: `ppml-build k8s` deploys Gramine "
+            "enclaves only; use gramine"
+        )
     _check_flink_version(flink_version)
     sizing = pod_sizing(recipe, plan)
     header = _header(recipe, plan, sizing, image)
@@ -487,15 +598,22 @@ def render_k8s(recipe: Recipe, plan: Plan, image: ImageRef, *,
 # --------------------------------------------------------------------------------------------
 # I/O edge
 
+
 def default_output_dir(recipe: Recipe) -> Path:
     return Path("ppml-out") / recipe.name / "k8s"
 
 
-def write_k8s(recipe_path: Path, image: str, output_dir: Path | None = None, *,
-              allow_tag: bool = False, flink_version: str | None = None) -> dict:
+def write_k8s(
+    recipe_path: Path,
+    image: str,
+    output_dir: Path | None = None,
+    *,
+    allow_tag: bool = False,
+    flink_version: str | None = None,
+) -> dict:
     """``ppml-build k8s``: render every file first, then write them all or none."""
     from .atomic import Output, check_writable, write_all_or_none
-    from ppml_build.pipeline import load_and_plan
+    from .pipeline import load_and_plan
 
     ref = parse_image(image, allow_tag=allow_tag)
     flink_version = flink_version or DEFAULT_FLINK_VERSION
@@ -507,9 +625,16 @@ def write_k8s(recipe_path: Path, image: str, output_dir: Path | None = None, *,
         bundle = render_k8s(recipe, plan, ref, flink_version=flink_version)
     except (PlanError, RecipeError) as err:
         raise type(err)(f"{recipe_path}: {err}") from None
-    written = [str(path) for path in write_all_or_none(
-        {directory / name: Output(text, mode=bundle.mode(name))
-         for name, text in bundle.files.items()}, option="--output-dir")]
+    written = [
+        str(path)
+        for path in write_all_or_none(
+            {
+                directory / name: Output(text, mode=bundle.mode(name))
+                for name, text in bundle.files.items()
+            },
+            option="--output-dir",
+        )
+    ]
     return {
         "output_dir": str(directory),
         "files": written,
@@ -517,7 +642,9 @@ def write_k8s(recipe_path: Path, image: str, output_dir: Path | None = None, *,
         "enclave_size": plan.enclave_size_text,
         **bundle.sizing.as_dict(),
         # The script finds the templates beside itself ($HERE); JSON readers get real paths.
-        "spark_conf": {key: value.replace("$HERE", str(directory.resolve()))
-                       for key, value in bundle.spark_conf.items()},
+        "spark_conf": {
+            key: value.replace("$HERE", str(directory.resolve()))
+            for key, value in bundle.spark_conf.items()
+        },
         "warnings": bundle.warnings,
     }

@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ppml_build.errors import PpmlError, SigningError
-from ppml_build.limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
-from ppml_build.sign import keys
+from .errors import PpmlError, SigningError
+from .limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
+from .sign import keys
 
 PASSPHRASE_ENV = "PPML_KEY_PASSPHRASE"
 
 
-def read_file(path: Path, what: str, exc: type[PpmlError] = SigningError, *,
-          limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+def read_file(
+    path: Path, what: str, exc: type[PpmlError] = SigningError, *, limit: int = MAX_DOCUMENT_BYTES
+) -> bytes:
     try:
         data = read_at_most(path, limit)  # bounded: the path may be /dev/zero
     except FileNotFoundError:
@@ -48,8 +49,10 @@ def read_passphrase(passphrase_file: Path | None) -> bytes | None:
     return None
 
 
-def load_signing_key(key_path: Path, passphrase: bytes | None, *,
-                     allow_sample_key: bool) -> keys.PrivateKey:
+def load_signing_key(
+    key_path: Path, passphrase: bytes | None, *, allow_sample_key: bool
+) -> keys.PrivateKey:
     pem = read_file(key_path, "signing key", limit=MAX_SMALL_FILE_BYTES)
-    return keys.load_private_key(pem, passphrase, source=str(key_path),
-                                 allow_sample_key=allow_sample_key)
+    return keys.load_private_key(
+        pem, passphrase, source=str(key_path), allow_sample_key=allow_sample_key
+    )

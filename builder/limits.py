@@ -34,8 +34,10 @@ def check_int_text(text: str, where: str) -> None:
     """Refuse a whole number written with more than MAX_INT_DIGITS digits."""
     digits = sum(ch.isdigit() for ch in text)
     if digits > MAX_INT_DIGITS:
-        raise InputLimitError(f"{where}: a number of {digits} digits; numbers here have at most "
-                              f"{MAX_INT_DIGITS} digits")
+        raise InputLimitError(
+            f"{where}: a number of {digits} digits; numbers here have at most "
+            f"{MAX_INT_DIGITS} digits"
+        )
 
 
 def read_at_most(path, limit: int) -> bytes:
@@ -47,14 +49,17 @@ def read_at_most(path, limit: int) -> bytes:
 
 def check_size(data: bytes | str, limit: int, where: str, what: str) -> None:
     if len(data) > limit:
-        raise InputLimitError(f"{where}: {what} is {len(data):,} bytes; the limit is "
-                              f"{limit:,} bytes")
+        raise InputLimitError(
+            f"{where}: {what} is {len(data):,} bytes; the limit is {limit:,} bytes"
+        )
 
 
 def _nesting_error(where: str, what: str) -> InputLimitError:
     # json's and tomllib's decoders recurse per level: Python's recursion limit is the bound.
-    return InputLimitError(f"{where}: {what} nests tables or lists too deeply to read; "
-                           f"keep it under {MAX_NESTING} levels")
+    return InputLimitError(
+        f"{where}: {what} nests tables or lists too deeply to read; "
+        f"keep it under {MAX_NESTING} levels"
+    )
 
 
 def load_json_document(data: bytes | str, where: str, what: str) -> Any:
@@ -63,8 +68,9 @@ def load_json_document(data: bytes | str, where: str, what: str) -> Any:
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as err:
-        raise PpmlError(f"{where}: cannot read {what}: not UTF-8 (byte {err.start}); it must "
-                        "be JSON text") from None
+        raise PpmlError(
+            f"{where}: cannot read {what}: not UTF-8 (byte {err.start}); it must be JSON text"
+        ) from None
 
     def whole_number(token: str) -> int:
         check_int_text(token, where)
@@ -73,18 +79,23 @@ def load_json_document(data: bytes | str, where: str, what: str) -> Any:
     def finite_number(token: str) -> float:
         value = float(token)
         if not math.isfinite(value):  # 1e999: json reads it as infinity
-            raise InputLimitError(f"{where}: {what} holds a number too large for a float "
-                                  f"({token[:20]}...); JSON numbers here are finite")
+            raise InputLimitError(
+                f"{where}: {what} holds a number too large for a float "
+                f"({token[:20]}...); JSON numbers here are finite"
+            )
         return value
 
     def not_json(name: str):  # NaN, Infinity: Python's json reads them, JSON has no such thing
         raise PpmlError(f"{where}: {what} holds {name}, which is not a JSON number")
 
     try:
-        return json.loads(text, parse_int=whole_number, parse_float=finite_number,
-                          parse_constant=not_json)
+        return json.loads(
+            text, parse_int=whole_number, parse_float=finite_number, parse_constant=not_json
+        )
     except json.JSONDecodeError as err:
-        raise PpmlError(f"{where}: not JSON ({err.msg} at line {err.lineno} column "
-                        f"{err.colno}); {what} must be JSON") from None
+        raise PpmlError(
+            f"{where}: not JSON ({err.msg} at line {err.lineno} column "
+            f"{err.colno}); {what} must be JSON"
+        ) from None
     except RecursionError:
         raise _nesting_error(where, what) from None

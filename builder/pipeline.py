@@ -13,16 +13,16 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ppml_build.atomic import check_writable
-from ppml_build.errors import ManifestError, PpmlError
-from ppml_build.gramine.jvm_children import jvm_children_warning, scans_app_python
-from ppml_build.gramine.overrides import ManifestOptions
-from ppml_build.gramine.render import write_gramine_manifest
-from ppml_build.image.hashing import FileHasher
-from ppml_build.image.rootfs import DirRootFS
-from ppml_build.occlum.render import write_occlum_config
-from ppml_build.plan import Plan, make_plan
-from ppml_build.recipe import Recipe, check_app_files, load_recipe
+from .atomic import check_writable
+from .errors import ManifestError, PpmlError
+from .gramine.jvm_children import jvm_children_warning, scans_app_python
+from .gramine.overrides import ManifestOptions
+from .gramine.render import write_gramine_manifest
+from .image.hashing import FileHasher
+from .image.rootfs import DirRootFS
+from .occlum.render import write_occlum_config
+from .plan import Plan, make_plan
+from .recipe import Recipe, check_app_files, load_recipe
 
 # Bounds of reading the app's Python for the JVM-children warning (read_app_python).
 MAX_SCANNED_SOURCE = 1 << 20
@@ -81,18 +81,26 @@ def _app_python_paths(recipe: Recipe, recipe_dir: Path) -> Iterator[Path]:
             yield host
 
 
-def write_manifest(recipe_path: Path, rootfs: Path, output_dir: Path, *,
-                   use_cache: bool = True,
-                   options: ManifestOptions = ManifestOptions()) -> dict:
+def write_manifest(
+    recipe_path: Path,
+    rootfs: Path,
+    output_dir: Path,
+    *,
+    use_cache: bool = True,
+    options: ManifestOptions = ManifestOptions(),
+) -> dict:
     """``ppml-build manifest``: the backend's configuration and its file list in ``output_dir``."""
     check_writable(output_dir, "--output-dir", directory=True)  # before minutes of hashing
     recipe, plan = load_and_plan(recipe_path)
     if not Path(rootfs).is_dir():
-        raise ManifestError(f"--rootfs {rootfs}: not a directory; unpack the image there first "
-                            "(e.g. docker export | tar -x)")
+        raise ManifestError(
+            f"--rootfs {rootfs}: not a directory; unpack the image there first "
+            "(e.g. docker export | tar -x)"
+        )
     hasher = FileHasher(use_cache=use_cache)
     fs = DirRootFS(rootfs, hasher)
     if recipe.libos.type == "occlum":  # Occlum.json + bom.yaml
         return write_occlum_config(recipe, plan, fs, hasher, Path(output_dir), str(recipe_path))
-    return write_gramine_manifest(recipe, plan, fs, hasher, Path(output_dir), str(recipe_path),
-                                  options=options)
+    return write_gramine_manifest(
+        recipe, plan, fs, hasher, Path(output_dir), str(recipe_path), options=options
+    )

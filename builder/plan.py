@@ -16,13 +16,31 @@ import shlex
 from dataclasses import asdict, dataclass, field
 
 from .errors import PlanError
-from ppml_build.gramine.launch import LaunchPlan, describe_launch, plan_launch
-from ppml_build.gramine.overrides import INSECURE_FLAG, flatten_overrides, guarded_overrides, guarded_recipe_fields, toml_literal
+from .gramine.launch import LaunchPlan, describe_launch, plan_launch
+from .gramine.overrides import (
+    INSECURE_FLAG,
+    flatten_overrides,
+    guarded_overrides,
+    guarded_recipe_fields,
+    toml_literal,
+)
 from .recipe import Recipe
-from .units import (JVM_SIZE_PATTERN, GiB, KiB, MiB, Size, format_gramine_size, format_jvm_size,
-                    human, next_power_of_two, parse_size, parse_spark_size, round_up)
+from .sign.constants import GramineSgxConstants, gramine_constants
+from .units import (
+    JVM_SIZE_PATTERN,
+    GiB,
+    KiB,
+    MiB,
+    Size,
+    format_gramine_size,
+    format_jvm_size,
+    human,
+    next_power_of_two,
+    parse_size,
+    parse_spark_size,
+    round_up,
+)
 from .versions import DEFAULT_GRAMINE_VERSION
-from ppml_build.sign.constants import GramineSgxConstants, gramine_constants
 
 # Gramine's own helper threads (IPC, async events, TLS handshake) — why its docs say "at least 4".
 GRAMINE_HELPER_THREADS = 3
@@ -46,8 +64,12 @@ class Term:
     source: str
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "bytes": self.value, "human": human(self.value),
-                "source": self.source}
+        return {
+            "name": self.name,
+            "bytes": self.value,
+            "human": human(self.value),
+            "source": self.source,
+        }
 
 
 @dataclass
@@ -125,11 +147,15 @@ class Plan:
             "warnings": self.warnings,
             "recipe_manifest": self.recipe_manifest,
             "recipe_manifest_guarded": self.recipe_manifest_guarded,
-            "launch": {"form": self.launch.form, "argv": list(self.launch.argv),
-                       "spark_launcher_args": list(self.launch.spark_launcher_args),
-                       "env": self.launch.env, "java_options": list(self.launch.java_options),
-                       "python_first": self.launch.python_first,
-                       "single_process": self.launch.single_process},
+            "launch": {
+                "form": self.launch.form,
+                "argv": list(self.launch.argv),
+                "spark_launcher_args": list(self.launch.spark_launcher_args),
+                "env": self.launch.env,
+                "java_options": list(self.launch.java_options),
+                "python_first": self.launch.python_first,
+                "single_process": self.launch.single_process,
+            },
         }
 
 
@@ -138,16 +164,20 @@ class Plan:
 
 _XMX = re.compile(rf"^-Xmx({JVM_SIZE_PATTERN})$")
 _XSS = re.compile(rf"^-Xss({JVM_SIZE_PATTERN})$")
-_XX_SIZE = re.compile(r"^-XX:(MaxMetaspaceSize|MaxDirectMemorySize|ReservedCodeCacheSize|"
-                      rf"ThreadStackSize|CompressedClassSpaceSize)=({JVM_SIZE_PATTERN})$")
+_XX_SIZE = re.compile(
+    r"^-XX:(MaxMetaspaceSize|MaxDirectMemorySize|ReservedCodeCacheSize|"
+    rf"ThreadStackSize|CompressedClassSpaceSize)=({JVM_SIZE_PATTERN})$"
+)
 _XX_CPUS = re.compile(r"^-XX:ActiveProcessorCount=([0-9]+)$")
 _LOCAL_MASTER = re.compile(r"^local\[([0-9]+|\*)(?:,[0-9]+)?\]$")
 
 
 def _jvm_tokens(recipe: Recipe) -> list[tuple[str, str]]:
     """(token, where) for the command line and JAVA_TOOL_OPTIONS; later tokens win, as in java."""
-    tokens = [(token, "JAVA_TOOL_OPTIONS") for token in
-              shlex.split(recipe.app.env.get("JAVA_TOOL_OPTIONS", ""))]
+    tokens = [
+        (token, "JAVA_TOOL_OPTIONS")
+        for token in shlex.split(recipe.app.env.get("JAVA_TOOL_OPTIONS", ""))
+    ]
     tokens += [(token, "app.command") for token in recipe.app.command]
     return tokens
 
@@ -156,9 +186,12 @@ def spark_submit_flags(recipe: Recipe) -> dict[str, str]:
     """spark-submit options in app.command that size the JVM (--driver-memory, --conf k=v)."""
     argv = recipe.app.command
     flags: dict[str, str] = {}
-    names = {"--driver-memory": "spark.driver.memory", "--executor-memory":
-             "spark.executor.memory", "--executor-cores": "spark.executor.cores",
-             "--master": "spark.master"}
+    names = {
+        "--driver-memory": "spark.driver.memory",
+        "--executor-memory": "spark.executor.memory",
+        "--executor-cores": "spark.executor.cores",
+        "--master": "spark.master",
+    }
     for index, token in enumerate(argv):
         value = argv[index + 1] if index + 1 < len(argv) else None
         if token in names and value is not None:
@@ -172,9 +205,13 @@ def spark_submit_flags(recipe: Recipe) -> dict[str, str]:
     return flags
 
 
-_SPARK_MEMORY_KEYS = ("spark.driver.memory", "spark.executor.memory",
-                      "spark.memory.offHeap.size", "spark.driver.memoryOverhead",
-                      "spark.executor.memoryOverhead")
+_SPARK_MEMORY_KEYS = (
+    "spark.driver.memory",
+    "spark.executor.memory",
+    "spark.memory.offHeap.size",
+    "spark.driver.memoryOverhead",
+    "spark.executor.memoryOverhead",
+)
 _SPARK_COUNT_KEYS = ("spark.executor.cores", "spark.driver.cores")
 
 
@@ -188,13 +225,16 @@ def check_spark_flags(flags: dict[str, str]) -> None:
             except ValueError:
                 readable = False
             if not readable:
-                raise PlanError(f"app.command: {key} = {flags[key]!r} (from --conf or its "
-                                "spark-submit flag) is not a size Spark reads; write a whole "
-                                "number above 0 with a unit, e.g. 1536m or 2g")
+                raise PlanError(
+                    f"app.command: {key} = {flags[key]!r} (from --conf or its "
+                    "spark-submit flag) is not a size Spark reads; write a whole "
+                    "number above 0 with a unit, e.g. 1536m or 2g"
+                )
     for key in _SPARK_COUNT_KEYS:
         if key in flags and not _is_count(flags[key]):
-            raise PlanError(f"app.command: {key} = {flags[key]!r} is not a whole number from "
-                            "1 to 1024")
+            raise PlanError(
+                f"app.command: {key} = {flags[key]!r} is not a whole number from 1 to 1024"
+            )
 
 
 def _is_count(text: str, top: int = 1024) -> bool:
@@ -213,8 +253,10 @@ def _size_or_error(text: str, where: str, token: str) -> int:
     except ValueError as err:
         raise PlanError(f"{where}: {token}: {err}") from None
     if value == 0:
-        raise PlanError(f"{where}: {token}: a size of 0 leaves it to the JVM's or the OS's "
-                        "default, which the enclave cannot be sized for; give the size")
+        raise PlanError(
+            f"{where}: {token}: a size of 0 leaves it to the JVM's or the OS's "
+            "default, which the enclave cannot be sized for; give the size"
+        )
     return value
 
 
@@ -224,14 +266,21 @@ def _flink_memory(process_size: int) -> dict[str, int]:
     metaspace = 256 * MiB
     total_flink = process_size - overhead - metaspace
     if total_flink <= 512 * MiB:
-        raise PlanError(f"taskmanager.memory.process.size {human(process_size)} is too small for "
-                        "Flink's memory model; use at least 1728m")
+        raise PlanError(
+            f"taskmanager.memory.process.size {human(process_size)} is too small for "
+            "Flink's memory model; use at least 1728m"
+        )
     network = min(max(int(total_flink * 0.1), 64 * MiB), 1 * GiB)
     managed = int(total_flink * 0.4)
     framework_heap = framework_offheap = 128 * MiB
     task_heap = total_flink - network - managed - framework_heap - framework_offheap
-    return {"heap": task_heap + framework_heap, "direct": network + framework_offheap,
-            "managed": managed, "metaspace": metaspace, "overhead": overhead}
+    return {
+        "heap": task_heap + framework_heap,
+        "direct": network + framework_offheap,
+        "managed": managed,
+        "metaspace": metaspace,
+        "overhead": overhead,
+    }
 
 
 def _jit_compiler_threads(cpus: int) -> int:
@@ -248,21 +297,30 @@ def _gc_threads(cpus: int) -> int:
     return parallel + concurrent + parallel + 2
 
 
-def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int] | None,
-                 spark_flags: dict[str, str]) -> JvmSettings:
+def _resolve_jvm(
+    recipe: Recipe,
+    warnings: list[str],
+    flink_model: dict[str, int] | None,
+    spark_flags: dict[str, str],
+) -> JvmSettings:
     found: dict[str, tuple[int, str]] = {}
     cpus_flag: tuple[int, str] | None = None
     for token, where in _jvm_tokens(recipe):
         if match := _XMX.match(token):
-            found["heap"] = (_size_or_error(match.group(1), where, token),
-                             f"{token} in {where}")
+            found["heap"] = (_size_or_error(match.group(1), where, token), f"{token} in {where}")
         elif match := _XSS.match(token):
-            found["thread_stack"] = (_size_or_error(match.group(1), where, token),
-                                     f"{token} in {where}")
+            found["thread_stack"] = (
+                _size_or_error(match.group(1), where, token),
+                f"{token} in {where}",
+            )
         elif match := _XX_SIZE.match(token):
-            key = {"MaxMetaspaceSize": "metaspace", "MaxDirectMemorySize": "direct_memory",
-                   "ReservedCodeCacheSize": "code_cache", "ThreadStackSize": "thread_stack",
-                   "CompressedClassSpaceSize": "class_space"}[match.group(1)]
+            key = {
+                "MaxMetaspaceSize": "metaspace",
+                "MaxDirectMemorySize": "direct_memory",
+                "ReservedCodeCacheSize": "code_cache",
+                "ThreadStackSize": "thread_stack",
+                "CompressedClassSpaceSize": "class_space",
+            }[match.group(1)]
             value = _size_or_error(match.group(2), where, token)
             if match.group(1) == "ThreadStackSize" and match.group(2).isdigit():
                 value *= KiB  # -XX:ThreadStackSize is in KiB
@@ -275,8 +333,9 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
     jvm_res = recipe.resources.jvm
     spark_res = recipe.resources.spark
 
-    def pick(key: str, resource: Size | None, resource_name: str, default: int,
-             default_source: str) -> tuple[int, str]:
+    def pick(
+        key: str, resource: Size | None, resource_name: str, default: int, default_source: str
+    ) -> tuple[int, str]:
         if key in found:
             return found[key]
         if resource is not None:
@@ -294,11 +353,20 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
         heap, heap_source = found["heap"]
     elif recipe.kind == "spark":
         # One image serves driver and executor pods, so size for the larger JVM.
-        candidates = [(value, name) for value, name in (
-            (spark_setting("spark.driver.memory", spark_res.driver_memory),
-             "spark.driver.memory"),
-            (spark_setting("spark.executor.memory", spark_res.executor_memory),
-             "spark.executor.memory")) if value is not None]
+        candidates = [
+            (value, name)
+            for value, name in (
+                (
+                    spark_setting("spark.driver.memory", spark_res.driver_memory),
+                    "spark.driver.memory",
+                ),
+                (
+                    spark_setting("spark.executor.memory", spark_res.executor_memory),
+                    "spark.executor.memory",
+                ),
+            )
+            if value is not None
+        ]
         if candidates:
             heap, name = max(candidates)
             heap_source = f"{name} (the larger of driver and executor memory)"
@@ -313,30 +381,44 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
         heap, heap_source = jvm_res.heap.bytes, "resources.jvm.heap"
     else:
         heap, heap_source = 1 * GiB, "assumed 1G: set -Xmx or resources.jvm.heap"
-        warnings.append("no JVM heap size given: assumed 1G; the JVM's own default is 1/4 of the "
-                        "machine's memory, which may not fit the enclave. Set -Xmx.")
+        warnings.append(
+            "no JVM heap size given: assumed 1G; the JVM's own default is 1/4 of the "
+            "machine's memory, which may not fit the enclave. Set -Xmx."
+        )
 
     if flink_model is not None:
         metaspace_default = (flink_model["metaspace"], "Flink's jvm-metaspace default (256m)")
-        direct_default = (flink_model["direct"], "Flink memory model: network + framework "
-                          "off-heap")
+        direct_default = (flink_model["direct"], "Flink memory model: network + framework off-heap")
     else:
-        metaspace_default = (256 * MiB, "256M, pinned with -XX:MaxMetaspaceSize (the JVM's "
-                             "default is unlimited)")
+        metaspace_default = (
+            256 * MiB,
+            "256M, pinned with -XX:MaxMetaspaceSize (the JVM's default is unlimited)",
+        )
         direct_value = max(256 * MiB, heap // 4)
         if recipe.kind == "spark" and spark_res.offheap_size:
             direct_value += spark_res.offheap_size.bytes
-        direct_default = (direct_value, "max(256M, heap/4) (+ spark.memory.offHeap.size), "
-                          "pinned with -XX:MaxDirectMemorySize (the JVM's default is -Xmx)")
+        direct_default = (
+            direct_value,
+            "max(256M, heap/4) (+ spark.memory.offHeap.size), "
+            "pinned with -XX:MaxDirectMemorySize (the JVM's default is -Xmx)",
+        )
     metaspace = pick("metaspace", jvm_res.metaspace, "metaspace", *metaspace_default)
     direct = pick("direct_memory", jvm_res.direct_memory, "direct_memory", *direct_default)
-    code_cache = pick("code_cache", jvm_res.code_cache, "code_cache", 240 * MiB,
-                      "HotSpot's default ReservedCodeCacheSize (240M), pinned")
-    stack = pick("thread_stack", jvm_res.thread_stack, "thread_stack", 1 * MiB,
-                 "HotSpot default -Xss (1M)")
+    code_cache = pick(
+        "code_cache",
+        jvm_res.code_cache,
+        "code_cache",
+        240 * MiB,
+        "HotSpot's default ReservedCodeCacheSize (240M), pinned",
+    )
+    stack = pick(
+        "thread_stack", jvm_res.thread_stack, "thread_stack", 1 * MiB, "HotSpot default -Xss (1M)"
+    )
     if stack[0] < MIN_JAVA_THREAD_STACK:
-        raise PlanError(f"{stack[1]}: a Java thread stack of {human(stack[0])} is below "
-                        "HotSpot's minimum of 136K; write e.g. -Xss1m")
+        raise PlanError(
+            f"{stack[1]}: a Java thread stack of {human(stack[0])} is below "
+            "HotSpot's minimum of 136K; write e.g. -Xss1m"
+        )
 
     if cpus_flag is not None:
         cpus, cpus_source, pinned = cpus_flag[0], cpus_flag[1], True
@@ -348,8 +430,9 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
         executor_cores = spark_flags.get("spark.executor.cores") or spark_res.executor_cores
         if local and local.group(1) != "*":
             if not _is_count(local.group(1)):
-                raise PlanError(f"app.command: --master {master}: the thread count must be "
-                                "from 1 to 1024")
+                raise PlanError(
+                    f"app.command: --master {master}: the thread count must be from 1 to 1024"
+                )
             cpus, cpus_source = int(local.group(1)), f"--master {master}"
         elif executor_cores:
             cpus, cpus_source = int(executor_cores), "spark.executor.cores"
@@ -367,14 +450,32 @@ def _resolve_jvm(recipe: Recipe, warnings: list[str], flink_model: dict[str, int
         # src/hotspot/share/memory/metaspace.cpp, Metaspace::ergo_initialize). The plan sets
         # MaxMetaspaceSize, so the cap applies; it is pinned with its own flag as well.
         capped = min(1 * GiB, (metaspace[0] * 8 // 10) // MiB * MiB)
-        class_space = (capped, "80% of MaxMetaspaceSize, HotSpot's cap on "
-                       "CompressedClassSpaceSize (default 1G)")
-    return JvmSettings(heap, heap_source, metaspace[0], metaspace[1], code_cache[0],
-                       code_cache[1], direct[0], direct[1], stack[0], stack[1], cpus,
-                       cpus_source, pinned, tuple(sorted(found)), class_space[0], class_space[1])
+        class_space = (
+            capped,
+            "80% of MaxMetaspaceSize, HotSpot's cap on CompressedClassSpaceSize (default 1G)",
+        )
+    return JvmSettings(
+        heap,
+        heap_source,
+        metaspace[0],
+        metaspace[1],
+        code_cache[0],
+        code_cache[1],
+        direct[0],
+        direct[1],
+        stack[0],
+        stack[1],
+        cpus,
+        cpus_source,
+        pinned,
+        tuple(sorted(found)),
+        class_space[0],
+        class_space[1],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def gramine_layout(recipe: Recipe) -> GramineSgxConstants:
     """The Gramine layout whose limits and per-thread cost the plan sizes with: the recipe's
@@ -384,44 +485,72 @@ def gramine_layout(recipe: Recipe) -> GramineSgxConstants:
     return gramine_constants(recipe.libos.version if gramine else DEFAULT_GRAMINE_VERSION)
 
 
-def _thread_terms(recipe: Recipe, jvm: JvmSettings | None,
-                  spark_flags: dict[str, str]) -> list[ThreadTerm]:
-    terms = [ThreadTerm("gramine_helpers", GRAMINE_HELPER_THREADS,
-                        "Gramine IPC, async-event and TLS-handshake helper threads")]
+def _thread_terms(
+    recipe: Recipe, jvm: JvmSettings | None, spark_flags: dict[str, str]
+) -> list[ThreadTerm]:
+    terms = [
+        ThreadTerm(
+            "gramine_helpers",
+            GRAMINE_HELPER_THREADS,
+            "Gramine IPC, async-event and TLS-handshake helper threads",
+        )
+    ]
     if jvm is not None:
         terms += [
-            ThreadTerm("jvm_internal", 12, "VM thread, reference handler, finalizer, signal "
-                       "dispatcher, service, cleaner, notification, attach listener…"),
-            ThreadTerm("gc", _gc_threads(jvm.cpus), f"G1 workers, marking, refinement for "
-                       f"{jvm.cpus} CPUs"),
-            ThreadTerm("jit", _jit_compiler_threads(jvm.cpus), f"C1/C2 compiler threads for "
-                       f"{jvm.cpus} CPUs"),
+            ThreadTerm(
+                "jvm_internal",
+                12,
+                "VM thread, reference handler, finalizer, signal "
+                "dispatcher, service, cleaner, notification, attach listener…",
+            ),
+            ThreadTerm(
+                "gc", _gc_threads(jvm.cpus), f"G1 workers, marking, refinement for {jvm.cpus} CPUs"
+            ),
+            ThreadTerm(
+                "jit",
+                _jit_compiler_threads(jvm.cpus),
+                f"C1/C2 compiler threads for {jvm.cpus} CPUs",
+            ),
         ]
     if recipe.kind == "spark":
         cores = jvm.cpus if jvm else 4
         terms += [
             ThreadTerm("spark_tasks", cores, "one task thread per core"),
-            ThreadTerm("spark_rpc_netty", 2 * min(cores, 8) + 8,
-                       "dispatcher event loops, netty RPC/shuffle client and server threads"),
-            ThreadTerm("spark_services", 40, "listener bus, block manager, heartbeater, "
-                       "context cleaner, broadcast, Jetty UI pool, scheduler timers"),
+            ThreadTerm(
+                "spark_rpc_netty",
+                2 * min(cores, 8) + 8,
+                "dispatcher event loops, netty RPC/shuffle client and server threads",
+            ),
+            ThreadTerm(
+                "spark_services",
+                40,
+                "listener bus, block manager, heartbeater, "
+                "context cleaner, broadcast, Jetty UI pool, scheduler timers",
+            ),
         ]
     elif recipe.kind == "flink":
         slots = recipe.resources.flink.task_slots or 1
         cpus = jvm.cpus if jvm else 4
         terms += [
-            ThreadTerm("flink_tasks", 4 * slots, "per slot: task, mailbox, output flusher, "
-                       "source/timer threads"),
-            ThreadTerm("flink_rpc", 2 * cpus + 16, "Pekko dispatchers and netty for "
-                       f"{cpus} CPUs"),
-            ThreadTerm("flink_services", 60, "mini-cluster: dispatcher, resource manager, job "
-                       "master, blob server, heartbeat, metrics, REST endpoint pools"),
+            ThreadTerm(
+                "flink_tasks",
+                4 * slots,
+                "per slot: task, mailbox, output flusher, source/timer threads",
+            ),
+            ThreadTerm("flink_rpc", 2 * cpus + 16, f"Pekko dispatchers and netty for {cpus} CPUs"),
+            ThreadTerm(
+                "flink_services",
+                60,
+                "mini-cluster: dispatcher, resource manager, job "
+                "master, blob server, heartbeat, metrics, REST endpoint pools",
+            ),
         ]
     elif recipe.kind == "python":
         terms.append(ThreadTerm("python", 4, "interpreter main thread and a few helpers"))
     if recipe.resources.app_threads:
-        terms.append(ThreadTerm("app_threads", recipe.resources.app_threads,
-                                "resources.app_threads"))
+        terms.append(
+            ThreadTerm("app_threads", recipe.resources.app_threads, "resources.app_threads")
+        )
     return terms
 
 
@@ -437,10 +566,12 @@ def jvm_pinning_flags(jvm: JvmSettings) -> list[str]:
     flags = []
     if not jvm.cpus_pinned_by_flag:
         flags.append(f"-XX:ActiveProcessorCount={jvm.cpus}")
-    for key, flag, value in (("metaspace", "MaxMetaspaceSize", jvm.metaspace),
-                             ("class_space", "CompressedClassSpaceSize", jvm.class_space),
-                             ("direct_memory", "MaxDirectMemorySize", jvm.direct_memory),
-                             ("code_cache", "ReservedCodeCacheSize", jvm.code_cache)):
+    for key, flag, value in (
+        ("metaspace", "MaxMetaspaceSize", jvm.metaspace),
+        ("class_space", "CompressedClassSpaceSize", jvm.class_space),
+        ("direct_memory", "MaxDirectMemorySize", jvm.direct_memory),
+        ("code_cache", "ReservedCodeCacheSize", jvm.code_cache),
+    ):
         if key not in jvm.set_by_flags:
             flags.append(f"-XX:{flag}={format_jvm_size(value)}")
     return flags
@@ -466,32 +597,38 @@ def make_plan(recipe: Recipe) -> Plan:
     arena_text = recipe.app.env.get("MALLOC_ARENA_MAX")
     if arena_text is not None:
         if not _is_count(arena_text):  # glibc's tunable starts at 1 (malloc/arena.c)
-            raise PlanError(f"app.env.MALLOC_ARENA_MAX: {arena_text!r} must be a whole number "
-                            "from 1 to 1024")
+            raise PlanError(
+                f"app.env.MALLOC_ARENA_MAX: {arena_text!r} must be a whole number from 1 to 1024"
+            )
         arenas = int(arena_text)
         arena_source = "app.env.MALLOC_ARENA_MAX"
     else:
         arenas = DEFAULT_MALLOC_ARENA_MAX
         extra_env["MALLOC_ARENA_MAX"] = str(arenas)
-        arena_source = ("MALLOC_ARENA_MAX=4 set by ppml-build (glibc's default of 8 per CPU "
-                        "reserves 64M each)")
+        arena_source = (
+            "MALLOC_ARENA_MAX=4 set by ppml-build (glibc's default of 8 per CPU reserves 64M each)"
+        )
 
     # Thread count first: stacks scale with it.
     thread_terms = _thread_terms(recipe, jvm, spark_flags)
     thread_estimate = sum(term.count for term in thread_terms)
-    threads_needed = min(gramine.max_threads_limit, round_up(math.ceil(thread_estimate *
-                                                                  THREAD_MARGIN), 8))
+    threads_needed = min(
+        gramine.max_threads_limit, round_up(math.ceil(thread_estimate * THREAD_MARGIN), 8)
+    )
     explicit_threads = recipe.enclave.max_threads != "auto"
     max_threads = recipe.enclave.max_threads if explicit_threads else threads_needed
     if explicit_threads and max_threads < thread_estimate:
-        warnings.append(f"enclave.max_threads {max_threads} is below the estimated "
-                        f"{thread_estimate} threads; expect 'no available TCS pages' errors")
+        warnings.append(
+            f"enclave.max_threads {max_threads} is below the estimated "
+            f"{thread_estimate} threads; expect 'no available TCS pages' errors"
+        )
 
     if jvm is not None:
         pinned = jvm_pinning_flags(jvm)
         if pinned:
-            extra_env["JAVA_TOOL_OPTIONS"] = " ".join(filter(None, [
-                recipe.app.env.get("JAVA_TOOL_OPTIONS", ""), *pinned]))
+            extra_env["JAVA_TOOL_OPTIONS"] = " ".join(
+                filter(None, [recipe.app.env.get("JAVA_TOOL_OPTIONS", ""), *pinned])
+            )
 
     terms: list[Term] = []
     if jvm is not None:
@@ -501,15 +638,24 @@ def make_plan(recipe: Recipe) -> Plan:
             Term("jvm_class_space", jvm.class_space, jvm.class_space_source),
             Term("jvm_code_cache", jvm.code_cache, jvm.code_cache_source),
             Term("jvm_direct_memory", jvm.direct_memory, jvm.direct_memory_source),
-            Term("jvm_native", jvm.heap // 10 + 64 * MiB,
-                 "GC structures (~10% of heap) + class data sharing, symbol tables"),
+            Term(
+                "jvm_native",
+                jvm.heap // 10 + 64 * MiB,
+                "GC structures (~10% of heap) + class data sharing, symbol tables",
+            ),
         ]
         if flink_model is not None:
             terms += [
-                Term("flink_managed_memory", flink_model["managed"],
-                     "Flink managed memory (0.4 of total Flink memory, off-heap)"),
-                Term("flink_jvm_overhead", flink_model["overhead"],
-                     "Flink jvm-overhead (0.1 of process size, 192m..1g)"),
+                Term(
+                    "flink_managed_memory",
+                    flink_model["managed"],
+                    "Flink managed memory (0.4 of total Flink memory, off-heap)",
+                ),
+                Term(
+                    "flink_jvm_overhead",
+                    flink_model["overhead"],
+                    "Flink jvm-overhead (0.1 of process size, 192m..1g)",
+                ),
             ]
         stack = jvm.thread_stack
         stack_source = f"{max_threads} threads × {human(stack)} ({jvm.thread_stack_source})"
@@ -517,56 +663,91 @@ def make_plan(recipe: Recipe) -> Plan:
         stack = 8 * MiB
         stack_source = f"{max_threads} threads × 8M (glibc default stack)"
         if recipe.kind == "python":
-            terms.append(Term("python_heap", 512 * MiB, "assumed 512M for the interpreter and the "
-                              "app; set enclave.size to override"))
+            terms.append(
+                Term(
+                    "python_heap",
+                    512 * MiB,
+                    "assumed 512M for the interpreter and the app; set enclave.size to override",
+                )
+            )
     terms += [
         Term("thread_stacks", max_threads * stack, stack_source),
         Term("glibc_arenas", arenas * GLIBC_ARENA_SIZE, f"{arenas} × 64M ({arena_source})"),
-        Term("libos_overhead", LIBOS_BASE_OVERHEAD + max_threads * gramine.bytes_per_thread,
-             f"Gramine LibOS/PAL memory ({human(LIBOS_BASE_OVERHEAD)}) + {max_threads} × "
-             f"{human(gramine.bytes_per_thread)} per-thread SGX areas"),
+        Term(
+            "libos_overhead",
+            LIBOS_BASE_OVERHEAD + max_threads * gramine.bytes_per_thread,
+            f"Gramine LibOS/PAL memory ({human(LIBOS_BASE_OVERHEAD)}) + {max_threads} × "
+            f"{human(gramine.bytes_per_thread)} per-thread SGX areas",
+        ),
     ]
     subtotal = sum(term.value for term in terms)
-    terms.append(Term("headroom", int(subtotal * HEADROOM_FRACTION),
-                      "25% for fragmentation, mmap'ed files and the LibOS page cache"))
+    terms.append(
+        Term(
+            "headroom",
+            int(subtotal * HEADROOM_FRACTION),
+            "25% for fragmentation, mmap'ed files and the LibOS page cache",
+        )
+    )
     estimate = sum(term.value for term in terms)
     size_needed = max(MIN_ENCLAVE_SIZE, next_power_of_two(estimate))
     if size_needed > gramine.max_enclave_size:
-        raise PlanError(f"the app needs about {human(estimate)} of enclave memory, more than "
-                        f"Gramine's {format_gramine_size(gramine.max_enclave_size)}; lower the "
-                        "heap or executor memory")
+        raise PlanError(
+            f"the app needs about {human(estimate)} of enclave memory, more than "
+            f"Gramine's {format_gramine_size(gramine.max_enclave_size)}; lower the "
+            "heap or executor memory"
+        )
 
     explicit_size = recipe.enclave.size_bytes
     enclave_size = explicit_size if explicit_size is not None else size_needed
     if explicit_size is not None and explicit_size < estimate:
-        warnings.append(f"enclave.size {recipe.enclave.size} is below the estimated "
-                        f"{human(estimate)}; the plan would choose "
-                        f"{format_gramine_size(size_needed)}")
+        warnings.append(
+            f"enclave.size {recipe.enclave.size} is below the estimated "
+            f"{human(estimate)}; the plan would choose "
+            f"{format_gramine_size(size_needed)}"
+        )
     if recipe.libos.type == "gramine" and recipe.enclave.edmm and explicit_size is None:
-        warnings.append("EDMM is on: the free heap is not added at start, but sgx.enclave_size "
-                        "still bounds the address space")
+        warnings.append(
+            "EDMM is on: the free heap is not added at start, but sgx.enclave_size "
+            "still bounds the address space"
+        )
     if recipe.app.insecure_host_argv:
-        warnings.append("INSECURE: app.insecure_host_argv lets the host choose the command line "
-                        "(loader.insecure__use_cmdline_argv); the measured argv is not enforced")
+        warnings.append(
+            "INSECURE: app.insecure_host_argv lets the host choose the command line "
+            "(loader.insecure__use_cmdline_argv); the measured argv is not enforced"
+        )
     if recipe.enclave.debug:
-        warnings.append("enclave.debug is true: a debug enclave's memory can be read by the host; "
-                        "never use it in production")
+        warnings.append(
+            "enclave.debug is true: a debug enclave's memory can be read by the host; "
+            "never use it in production"
+        )
 
     dominant = max((term for term in terms if term.name != "headroom"), key=lambda t: t.value)
     _check_passthrough(recipe, extra_env, launch)
     for item in guarded_recipe_fields(recipe.files.allowed, recipe.app.passthrough_env):
-        warnings.append(f"{item.key}: {toml_literal(item.value)} needs {item.flag} to build: "
-                        f"{item.reason}")
+        warnings.append(
+            f"{item.key}: {toml_literal(item.value)} needs {item.flag} to build: {item.reason}"
+        )
     return Plan(
-        kind=recipe.kind, enclave_size=enclave_size, enclave_size_estimate=estimate,
-        memory_terms=terms, dominant_term=dominant.name, max_threads=max_threads,
-        max_threads_estimate=thread_estimate, thread_terms=thread_terms, jvm=jvm,
-        malloc_arena_max=arenas, extra_env=extra_env, warnings=warnings,
-        enclave_size_explicit=explicit_size is not None, max_threads_explicit=explicit_threads,
+        kind=recipe.kind,
+        enclave_size=enclave_size,
+        enclave_size_estimate=estimate,
+        memory_terms=terms,
+        dominant_term=dominant.name,
+        max_threads=max_threads,
+        max_threads_estimate=thread_estimate,
+        thread_terms=thread_terms,
+        jvm=jvm,
+        malloc_arena_max=arenas,
+        extra_env=extra_env,
+        warnings=warnings,
+        enclave_size_explicit=explicit_size is not None,
+        max_threads_explicit=explicit_threads,
         launch=launch,
         recipe_manifest=flatten_overrides(recipe.manifest),
-        recipe_manifest_guarded={item.key: item.flag
-                                 for item in guarded_overrides(recipe.manifest, recipe.kind)})
+        recipe_manifest_guarded={
+            item.key: item.flag for item in guarded_overrides(recipe.manifest, recipe.kind)
+        },
+    )
 
 
 def _check_passthrough(recipe: Recipe, extra_env: dict[str, str], launch) -> None:
@@ -577,23 +758,35 @@ def _check_passthrough(recipe: Recipe, extra_env: dict[str, str], launch) -> Non
         planned.add("JAVA_TOOL_OPTIONS")
     for index, name in enumerate(recipe.app.passthrough_env):
         if name in planned:
-            raise PlanError(f"app.passthrough_env[{index}]: {name} is set by ppml-build "
-                            f"(see `ppml-build plan`); a host value would replace it. Remove it, "
-                            f"or set it in app.env")
+            raise PlanError(
+                f"app.passthrough_env[{index}]: {name} is set by ppml-build "
+                f"(see `ppml-build plan`); a host value would replace it. Remove it, "
+                f"or set it in app.env"
+            )
 
 
 def format_plan(plan: Plan) -> str:
     """The human-readable derivation printed by ``ppml-build plan``."""
-    lines = [f"enclave_size = {plan.enclave_size_text}"
-             + (" (from the recipe)" if plan.enclave_size_explicit else
-                f" (next power of two ≥ {human(plan.enclave_size_estimate)})"),
-             f"  dominated by {plan.dominant_term}"]
+    lines = [
+        f"enclave_size = {plan.enclave_size_text}"
+        + (
+            " (from the recipe)"
+            if plan.enclave_size_explicit
+            else f" (next power of two ≥ {human(plan.enclave_size_estimate)})"
+        ),
+        f"  dominated by {plan.dominant_term}",
+    ]
     width = max(len(term.name) for term in plan.memory_terms)
     for term in plan.memory_terms:
         lines.append(f"  {term.name:<{width}}  {human(term.value):>7}  {term.source}")
-    lines.append(f"max_threads = {plan.max_threads}"
-                 + (" (from the recipe)" if plan.max_threads_explicit else
-                    f" (estimate {plan.max_threads_estimate} × {THREAD_MARGIN}, rounded up to 8)"))
+    lines.append(
+        f"max_threads = {plan.max_threads}"
+        + (
+            " (from the recipe)"
+            if plan.max_threads_explicit
+            else f" (estimate {plan.max_threads_estimate} × {THREAD_MARGIN}, rounded up to 8)"
+        )
+    )
     width = max(len(term.name) for term in plan.thread_terms)
     for thread in plan.thread_terms:
         lines.append(f"  {thread.name:<{width}}  {thread.count:>7}  {thread.source}")

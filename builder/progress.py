@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator, TextIO
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 from .errors import printable
 
@@ -40,14 +41,18 @@ def reporter_for(stream: TextIO) -> Iterator[Say]:
         console = Console(file=stream)
         start = time.perf_counter()
         with console.status("starting") as status:
+
             def say(line: str) -> None:
                 line = printable(line)  # and no rich markup: a path may hold "[red]"
                 status.update(Text(line))
                 if not line.startswith("Step "):
                     console.log(Text(line))
+
             yield say
         console.log(f"done in {time.perf_counter() - start:.1f} s")
     else:
+
         def say(line: str) -> None:
             print(f"ppml-build: {printable(line)}", file=stream, flush=True)
+
         yield say

@@ -14,23 +14,39 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InputLimitError, RecipeError
-from .limits import (MAX_INT_DIGITS, MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_VALUES,
-                     read_at_most)
-from ppml_build.gramine.overrides import OverrideError, normalise_overrides
+from .gramine.overrides import OverrideError, normalise_overrides
+from .limits import MAX_INT_DIGITS, MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_VALUES, read_at_most
+from .sign.constants import gramine_constants
 from .units import MiB, Size, format_gramine_size, is_power_of_two, parse_size, parse_spark_size
 from .versions import DEFAULT_GRAMINE_PREFIX, DEFAULT_GRAMINE_VERSION
-from ppml_build.sign.constants import gramine_constants
 
 API_VERSION = "ppml-build/v1"
 
 # Variables read as a list of words (the JVM's option variables, PySpark's submit arguments):
 # split with shlex by plan.py and jvm_children.py, so their quotes must balance.
-WORD_LIST_ENV = frozenset({"JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS",
-                           "PYSPARK_SUBMIT_ARGS", "SPARK_SUBMIT_OPTS", "FLINK_ENV_JAVA_OPTS"})
+WORD_LIST_ENV = frozenset(
+    {
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "_JAVA_OPTIONS",
+        "PYSPARK_SUBMIT_ARGS",
+        "SPARK_SUBMIT_OPTS",
+        "FLINK_ENV_JAVA_OPTS",
+    }
+)
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -83,15 +99,19 @@ class LibOS(_Strict):
 
         known = LIBOS_VERSIONS.get(self.type, {})
         if self.version not in known:
-            raise ValueError(f"{self.type} {self.version!r} is not supported; use one of: "
-                             + ", ".join(sorted(known)))
+            raise ValueError(
+                f"{self.type} {self.version!r} is not supported; use one of: "
+                + ", ".join(sorted(known))
+            )
         return self
 
 
 def _recipe_relative(value: str) -> str:
     if value.startswith("/") or any(p == ".." for p in Path(value).parts):
-        raise ValueError(f"{value!r} must be a relative path inside the recipe's directory "
-                         "(no '..', no absolute path)")
+        raise ValueError(
+            f"{value!r} must be a relative path inside the recipe's directory "
+            "(no '..', no absolute path)"
+        )
     return value
 
 
@@ -119,7 +139,8 @@ class App(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     passthrough_env: list[str] = Field(default_factory=list)
     insecure_host_argv: StrictBool = Field(
-        default=False, description="take argv from the host at run time (INSECURE)")
+        default=False, description="take argv from the host at run time (INSECURE)"
+    )
 
     @field_validator("workdir")
     @classmethod
@@ -143,8 +164,10 @@ class App(_Strict):
             try:
                 shlex.split(value[name])
             except ValueError as err:  # "No closing quotation", "No escaped character"
-                raise ValueError(f"{name}: {err}; the JVM and ppml-build split it into words "
-                                 "as a shell would, so balance the quotes") from None
+                raise ValueError(
+                    f"{name}: {err}; the JVM and ppml-build split it into words "
+                    "as a shell would, so balance the quotes"
+                ) from None
         return value
 
     @field_validator("passthrough_env")
@@ -159,8 +182,10 @@ class App(_Strict):
     def _no_double_env(self) -> "App":
         both = sorted(set(self.env) & set(self.passthrough_env))
         if both:
-            raise ValueError(f"{', '.join(both)} is both set in app.env and passed through from "
-                             "the host; keep one")
+            raise ValueError(
+                f"{', '.join(both)} is both set in app.env and passed through from "
+                "the host; keep one"
+            )
         return self
 
 
@@ -185,8 +210,10 @@ def _memory_size(value: Any, *, spark: bool = False) -> Size | None:
         return None
     size = parse_size(value)
     if size == 0:
-        raise ValueError("a size of 0 leaves it to a default the enclave cannot be sized "
-                         "for; give the size, e.g. 512m")
+        raise ValueError(
+            "a size of 0 leaves it to a default the enclave cannot be sized "
+            "for; give the size, e.g. 512m"
+        )
     text = str(value)
     return Size(parse_spark_size(text) if spark else size, text)
 
@@ -199,15 +226,17 @@ SparkMemorySize = Annotated[Size | None, PlainValidator(partial(_memory_size, sp
 class SparkResources(_Strict):
     driver_memory: SparkMemorySize = Field(default=None, alias="spark.driver.memory")
     executor_memory: SparkMemorySize = Field(default=None, alias="spark.executor.memory")
-    executor_cores: StrictInt | None = Field(default=None, alias="spark.executor.cores", ge=1,
-                                             le=1024)
+    executor_cores: StrictInt | None = Field(
+        default=None, alias="spark.executor.cores", ge=1, le=1024
+    )
     offheap_size: SparkMemorySize = Field(default=None, alias="spark.memory.offHeap.size")
 
 
 class FlinkResources(_Strict):
     process_size: MemorySize = Field(default=None, alias="taskmanager.memory.process.size")
-    task_slots: StrictInt | None = Field(default=None, alias="taskmanager.numberOfTaskSlots",
-                                   ge=1, le=1024)
+    task_slots: StrictInt | None = Field(
+        default=None, alias="taskmanager.numberOfTaskSlots", ge=1, le=1024
+    )
 
 
 class JvmResources(_Strict):
@@ -219,13 +248,18 @@ class JvmResources(_Strict):
 
 
 class Resources(_Strict):
-    cpus: StrictInt | None = Field(default=None, ge=1, le=1024,
-                             description="CPUs the JVM may use (pinned via ActiveProcessorCount)")
+    cpus: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="CPUs the JVM may use (pinned via ActiveProcessorCount)",
+    )
     jvm: JvmResources = Field(default_factory=JvmResources)
     spark: SparkResources = Field(default_factory=SparkResources)
     flink: FlinkResources = Field(default_factory=FlinkResources)
-    app_threads: StrictInt = Field(default=0, ge=0, le=4096,
-                             description="extra threads the application itself starts")
+    app_threads: StrictInt = Field(
+        default=0, ge=0, le=4096, description="extra threads the application itself starts"
+    )
 
 
 def _enclave_size(value: Any) -> Size | None:
@@ -294,7 +328,7 @@ class EncryptedMount(_Strict):
     def _uri(cls, value: str) -> str:
         if not value.startswith("file:/"):
             raise ValueError("must be a file: URI with an absolute path, e.g. file:/data/enc")
-        _image_path(value[len("file:"):])
+        _image_path(value[len("file:") :])
         return value
 
 
@@ -340,8 +374,10 @@ class BuildOutput(_Strict):
     @model_validator(mode="after")
     def _same_kind(self) -> "BuildOutput":
         if self.src.endswith("/") != self.dest.endswith("/"):
-            raise ValueError(f"src {self.src!r} and dest {self.dest!r} must both end with '/' "
-                             "(a directory's contents) or neither (one file)")
+            raise ValueError(
+                f"src {self.src!r} and dest {self.dest!r} must both end with '/' "
+                "(a directory's contents) or neither (one file)"
+            )
         if self.dest == "/":
             raise ValueError("dest must not be the image root; name a directory, e.g. /app/lib/")
         return self
@@ -358,8 +394,9 @@ class BuildStage(_Strict):
     copied into the app image (and trusted in the manifest).
     """
 
-    packages: list[str] = Field(default_factory=list,
-                                description="Debian packages for the build stage only")
+    packages: list[str] = Field(
+        default_factory=list, description="Debian packages for the build stage only"
+    )
     sources: list[BuildSource] = Field(default_factory=list)
     steps: list[str] = Field(default_factory=list, description="shell commands, in order")
     outputs: list[BuildOutput] = Field(default_factory=list, validate_default=True)
@@ -368,8 +405,10 @@ class BuildStage(_Strict):
     @classmethod
     def _outputs(cls, value: list[BuildOutput]) -> list[BuildOutput]:
         if not value:
-            raise ValueError("list at least one output: what the build stage hands to the app "
-                             "image, e.g. {src: /build/app.jar, dest: /app/app.jar}")
+            raise ValueError(
+                "list at least one output: what the build stage hands to the app "
+                "image, e.g. {src: /build/app.jar, dest: /app/app.jar}"
+            )
         return value
 
     @field_validator("packages")
@@ -377,8 +416,10 @@ class BuildStage(_Strict):
     def _packages(cls, value: list[str]) -> list[str]:
         for name in value:
             if not isinstance(name, str) or not _DEB_PACKAGE_RE.match(name):
-                raise ValueError(f"{name!r} is not a Debian package name (e.g. "
-                                 "openjdk-17-jdk-headless, or name=version)")
+                raise ValueError(
+                    f"{name!r} is not a Debian package name (e.g. "
+                    "openjdk-17-jdk-headless, or name=version)"
+                )
         return value
 
     @field_validator("steps")
@@ -405,15 +446,18 @@ class Recipe(_Strict):
     files: Files = Field(default_factory=Files)
     build: BuildStage | None = None
     manifest: dict[str, Any] = Field(
-        default_factory=dict, description="extra Gramine manifest keys the recipe does not "
-        "model, dotted or nested (checked and merged by manifest_overrides.py)")
+        default_factory=dict,
+        description="extra Gramine manifest keys the recipe does not "
+        "model, dotted or nested (checked and merged by manifest_overrides.py)",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not _NAME_RE.match(value):
-            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (max 64), "
-                             "e.g. spark-sql-agg")
+            raise ValueError(
+                "must be lowercase letters, digits, '.', '_' or '-' (max 64), e.g. spark-sql-agg"
+            )
         return value
 
     @field_validator("manifest", mode="before")
@@ -429,14 +473,17 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _manifest_needs_gramine(self) -> "Recipe":
         if self.manifest and self.libos.type != "gramine":
-            raise OverrideError(f"manifest: libos.type {self.libos.type!r} has no Gramine "
-                                "manifest (Occlum.json is generated from the recipe); remove "
-                                "manifest:")
+            raise OverrideError(
+                f"manifest: libos.type {self.libos.type!r} has no Gramine "
+                "manifest (Occlum.json is generated from the recipe); remove "
+                "manifest:"
+            )
         return self
 
 
 # --------------------------------------------------------------------------------------------
 # YAML with positions
+
 
 class _Located:
     """Line/column (1-based) of every key and value, keyed by the path of keys to it."""
@@ -464,12 +511,20 @@ class _Limits:
 def _to_python(node: yaml.Node, path: tuple, located: _Located, limits: _Limits) -> Any:
     limits.values += 1
     if limits.values > MAX_RECIPE_VALUES:
-        raise _Refused(node, f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values "
-                       "(counting each value a YAML alias repeats); a recipe needs hundreds", limit=True)
+        raise _Refused(
+            node,
+            f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values "
+            "(counting each value a YAML alias repeats); a recipe needs hundreds",
+            limit=True,
+        )
     depth = sum(1 for part in path if part != "<key>")
     if depth > MAX_NESTING:
-        raise _Refused(node, f"mappings and lists nest deeper than {MAX_NESTING} levels (or an "
-                       "alias refers to itself); a recipe needs a handful", limit=True)
+        raise _Refused(
+            node,
+            f"mappings and lists nest deeper than {MAX_NESTING} levels (or an "
+            "alias refers to itself); a recipe needs a handful",
+            limit=True,
+        )
     located.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
@@ -480,15 +535,21 @@ def _to_python(node: yaml.Node, path: tuple, located: _Located, limits: _Limits)
             if key in out:
                 raise _DuplicateKey(key, key_node)
             # A value error points at the value; a key error (unknown key) at the key.
-            located.positions[path + (key,)] = (value_node.start_mark.line + 1,
-                                                value_node.start_mark.column + 1)
-            located.positions[path + (key, "<key>")] = (key_node.start_mark.line + 1,
-                                                        key_node.start_mark.column + 1)
+            located.positions[path + (key,)] = (
+                value_node.start_mark.line + 1,
+                value_node.start_mark.column + 1,
+            )
+            located.positions[path + (key, "<key>")] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             out[key] = _to_python(value_node, path + (key,), located, limits)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, path + (index,), located, limits)
-                for index, item in enumerate(node.value)]
+        return [
+            _to_python(item, path + (index,), located, limits)
+            for index, item in enumerate(node.value)
+        ]
     try:
         return _scalar(node)
     except _Refused as refused:
@@ -521,13 +582,19 @@ _YAML_BOOL_TAG = "tag:yaml.org,2002:bool"
 
 def _scalar(node: yaml.ScalarNode) -> Any:
     if node.tag == _YAML_INT_TAG and sum(ch.isdigit() for ch in node.value) > MAX_INT_DIGITS:
-        raise _Refused(node, f"a number of more than {MAX_INT_DIGITS} digits; no recipe value "
-                       "is that large", limit=True)
+        raise _Refused(
+            node,
+            f"a number of more than {MAX_INT_DIGITS} digits; no recipe value is that large",
+            limit=True,
+        )
     # YAML 1.1 reads yes/no/on/off as booleans (debug: on is a debug enclave): only the two
     # spellings nobody misreads are taken.
     if node.tag == _YAML_BOOL_TAG and node.value.lower() not in ("true", "false"):
-        raise _Refused(node, f"{node.value!r} is read as a boolean by YAML 1.1; write true or "
-                       "false (or quote it if you meant the text)")
+        raise _Refused(
+            node,
+            f"{node.value!r} is read as a boolean by YAML 1.1; write true or "
+            "false (or quote it if you meant the text)",
+        )
     loader = yaml.SafeLoader("")
     try:
         value = loader.construct_object(node, deep=True)
@@ -548,11 +615,15 @@ def unsafe_character(text: str) -> str | None:
     """
     for index, ch in enumerate(text):
         if ch == "\0":
-            return (f"contains U+0000 (NUL) at character {index}; Gramine's C strings would "
-                    "end the value there. Remove it")
+            return (
+                f"contains U+0000 (NUL) at character {index}; Gramine's C strings would "
+                "end the value there. Remove it"
+            )
         if "\ud800" <= ch <= "\udfff":
-            return (f"contains U+{ord(ch):04X} at character {index}, half of a UTF-16 "
-                    "surrogate pair and not a character; write the character itself")
+            return (
+                f"contains U+{ord(ch):04X} at character {index}, half of a UTF-16 "
+                "surrogate pair and not a character; write the character itself"
+            )
     return None
 
 
@@ -578,23 +649,40 @@ def _friendly(error: dict) -> str:
         return "required field is missing"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '')}"
-    if kind in ("string_type", "int_type", "bool_type", "list_type", "dict_type", "model_type",
-                "int_parsing", "bool_parsing"):
-        wanted = {"string_type": "a string", "int_type": "a whole number",
-                  "int_parsing": "a whole number", "bool_type": "true or false",
-                  "bool_parsing": "true or false", "list_type": "a list",
-                  "dict_type": "a mapping", "model_type": "a mapping"}[kind]
+    if kind in (
+        "string_type",
+        "int_type",
+        "bool_type",
+        "list_type",
+        "dict_type",
+        "model_type",
+        "int_parsing",
+        "bool_parsing",
+    ):
+        wanted = {
+            "string_type": "a string",
+            "int_type": "a whole number",
+            "int_parsing": "a whole number",
+            "bool_type": "true or false",
+            "bool_parsing": "true or false",
+            "list_type": "a list",
+            "dict_type": "a mapping",
+            "model_type": "a mapping",
+        }[kind]
         return f"must be {wanted}, got {type(error.get('input')).__name__}"
     message = " ".join(str(error.get("msg", "invalid value")).split())
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     return message
 
 
 def _error_loc(error: dict, data: Any) -> tuple:
     """Strip pydantic's union/validator parts; use the key's position for unknown keys."""
-    loc = tuple(part for part in error.get("loc", ()) if not (
-        isinstance(part, str) and ("[" in part or part.startswith("function-"))))
+    loc = tuple(
+        part
+        for part in error.get("loc", ())
+        if not (isinstance(part, str) and ("[" in part or part.startswith("function-")))
+    )
     if error.get("type") == "extra_forbidden":
         return loc + ("<key>",)
     return loc
@@ -603,8 +691,10 @@ def _error_loc(error: dict, data: Any) -> tuple:
 def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
     located = _Located()
     if len(text.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
-        raise InputLimitError(f"{source}: the recipe is larger than {MAX_RECIPE_BYTES:,} bytes; "
-                              "keep data files in app.files, not in the recipe")
+        raise InputLimitError(
+            f"{source}: the recipe is larger than {MAX_RECIPE_BYTES:,} bytes; "
+            "keep data files in app.files, not in the recipe"
+        )
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -615,31 +705,37 @@ def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
     except yaml.YAMLError as err:
         raise RecipeError(f"{source}: YAML error: {str(err).splitlines()[0]}") from None
     except RecursionError:  # PyYAML's composer recurses once per nesting level
-        raise InputLimitError(f"{source}: mappings and lists nest deeper than {MAX_NESTING} "
-                              "levels; a recipe needs a handful") from None
+        raise InputLimitError(
+            f"{source}: mappings and lists nest deeper than {MAX_NESTING} "
+            "levels; a recipe needs a handful"
+        ) from None
     if node is None:
         raise RecipeError(f"{source}: the recipe is empty; start from `ppml-build init spark`")
     try:
         data = _to_python(node, (), located, _Limits())
     except _DuplicateKey as dup:
         mark = dup.node.start_mark
-        raise RecipeError(f"{source}:{mark.line + 1}:{mark.column + 1}: duplicate key "
-                          f"{dup.key!r}; keep one") from None
+        raise RecipeError(
+            f"{source}:{mark.line + 1}:{mark.column + 1}: duplicate key {dup.key!r}; keep one"
+        ) from None
     except _Refused as refused:
         mark = refused.node.start_mark
         error = InputLimitError if refused.limit else RecipeError
-        raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: {refused.where()}"
-                    f"{refused.message}") from None
+        raise error(
+            f"{source}:{mark.line + 1}:{mark.column + 1}: {refused.where()}{refused.message}"
+        ) from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{source}: YAML error: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise RecipeError(f"{source}:1:1: the recipe must be a mapping with apiVersion, kind, "
-                          "name, base and app")
+        raise RecipeError(
+            f"{source}:1:1: the recipe must be a mapping with apiVersion, kind, name, base and app"
+        )
     version = data.get("apiVersion")
     if version != API_VERSION:
         line, col = located.at(("apiVersion",)) or (1, 1)
-        raise RecipeError(f"{source}:{line}:{col}: apiVersion: must be {API_VERSION!r}, "
-                          f"got {version!r}")
+        raise RecipeError(
+            f"{source}:{line}:{col}: apiVersion: must be {API_VERSION!r}, got {version!r}"
+        )
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
@@ -651,8 +747,9 @@ def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
         loc = _error_loc(first, data)
         line, col = located.at(loc) or (1, 1)
         shown = tuple(part for part in loc if part != "<key>")
-        raise RecipeError(f"{source}:{line}:{col}: {_format_loc(shown)}: {_friendly(first)}") \
-            from None
+        raise RecipeError(
+            f"{source}:{line}:{col}: {_format_loc(shown)}: {_friendly(first)}"
+        ) from None
 
 
 def load_recipe(path: Path | str) -> Recipe:
@@ -666,38 +763,46 @@ def load_recipe(path: Path | str) -> Recipe:
     except OSError as err:
         raise RecipeError(f"{path}: cannot read: {err.strerror}") from None
     if len(raw) > MAX_RECIPE_BYTES:
-        raise InputLimitError(f"{path}: the recipe is larger than {MAX_RECIPE_BYTES:,} bytes; "
-                              "keep data files in app.files, not in the recipe")
+        raise InputLimitError(
+            f"{path}: the recipe is larger than {MAX_RECIPE_BYTES:,} bytes; "
+            "keep data files in app.files, not in the recipe"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as "
-                          "UTF-8") from None
+        raise RecipeError(
+            f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8"
+        ) from None
     return load_recipe_text(text, str(path))
 
 
-def _host_sources(items, field_name: str, recipe_dir: Path, source: str, *,
-                  linked_dirs: bool = False) -> list[tuple[Path, str]]:
+def _host_sources(
+    items, field_name: str, recipe_dir: Path, source: str, *, linked_dirs: bool = False
+) -> list[tuple[Path, str]]:
     """(resolved host path, dest) of each item, after checking it and everything below it
     (host_sources: nothing may lead out of the recipe's directory, by link or otherwise)."""
-    from ppml_build.host_sources import read_source  # here: the models above need none of it
+    from .host_sources import read_source  # here: the models above need none of it
 
     out = []
     for index, item in enumerate(items):
-        tree = read_source(recipe_dir, item.src, where=f"{source}: {field_name}[{index}].src: ",
-                           linked_dirs=linked_dirs)
+        tree = read_source(
+            recipe_dir,
+            item.src,
+            where=f"{source}: {field_name}[{index}].src: ",
+            linked_dirs=linked_dirs,
+        )
         out.append((tree.host, item.dest))
     return out
 
 
-def check_build_sources(recipe: Recipe, recipe_dir: Path,
-                        source: str) -> list[tuple[Path, str]]:
+def check_build_sources(recipe: Recipe, recipe_dir: Path, source: str) -> list[tuple[Path, str]]:
     """Host sources of build.sources, checked like app.files; [] without a build stage."""
     if recipe.build is None:
         return []
     # A build stage may keep a link to a directory of its own tree: nothing there is trusted.
-    return _host_sources(recipe.build.sources, "build.sources", recipe_dir, source,
-                         linked_dirs=True)
+    return _host_sources(
+        recipe.build.sources, "build.sources", recipe_dir, source, linked_dirs=True
+    )
 
 
 def check_app_files(recipe: Recipe, recipe_dir: Path, source: str) -> list[tuple[Path, str]]:

@@ -36,9 +36,11 @@ def write_starter(kind: str, directory: Path) -> list[Path]:
     if clashes:
         raise RecipeError(f"init: {clashes[0]} already exists; choose an empty directory")
     check_writable(directory, "DIRECTORY", directory=True)
-    contents = {directory / path.name: path.read_bytes()
-                for path in files if path.name != "recipe.yaml"}
+    contents = {
+        directory / path.name: path.read_bytes() for path in files if path.name != "recipe.yaml"
+    }
     # The recipe last: a recipe.yaml in DIRECTORY means its job files are there too.
-    contents[directory / "recipe.yaml"] = ((source / "recipe.yaml").read_bytes()
-                                           + MANIFEST_HINT.encode("utf-8"))
+    contents[directory / "recipe.yaml"] = (
+        source / "recipe.yaml"
+    ).read_bytes() + MANIFEST_HINT.encode("utf-8")
     return write_all_or_none(contents, option="DIRECTORY")

@@ -15,8 +15,18 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 TiB = 1024 * GiB
 
-_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "m": MiB, "mb": MiB, "g": GiB, "gb": GiB,
-          "t": TiB, "tb": TiB}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": KiB,
+    "kb": KiB,
+    "m": MiB,
+    "mb": MiB,
+    "g": GiB,
+    "gb": GiB,
+    "t": TiB,
+    "tb": TiB,
+}
 # JVM, Spark and Flink all accept these spellings (case-insensitive); Flink also "mb"/"gb".
 _SIZE_RE = re.compile(r"^\s*([0-9]+)\s*([a-zA-Z]*)\s*$", re.ASCII)  # no full-width digits
 
@@ -28,7 +38,7 @@ def parse_size(text: str | int) -> int:
     if isinstance(text, int):
         if text < 0:
             raise ValueError("a size cannot be negative")
-        if text >= 2 ** 63:
+        if text >= 2**63:
             raise ValueError(f"{text} is past any size the JVM or Gramine takes; write e.g. 16G")
         return text
     match = _SIZE_RE.match(str(text))
@@ -73,7 +83,8 @@ def parse_gramine_size(text: str, *, field: str = "sgx.enclave_size") -> int:
     if match is None:
         raise ValueError(
             f'{field} = "{text}" is not a size Gramine accepts; write decimal digits without a '
-            'leading zero and an optional uppercase K, M or G suffix, e.g. "16G"')
+            'leading zero and an optional uppercase K, M or G suffix, e.g. "16G"'
+        )
     return int(match.group(1)) * _GRAMINE_SCALE[match.group(2)]
 
 

@@ -73,10 +73,12 @@ OCCLUM_VERSIONS: dict[str, OcclumVersion] = {
     "0.31": OcclumVersion(
         "0.31",
         mount_types=frozenset({"sefs", "hostfs", "ramfs", "unionfs", "devfs", "procfs", "ext2"}),
-        mount_options=frozenset({"MAC", "layers", "temporary", "cache_size", "disk_size",
-                                 "index"}),
-        edmm_min_kernel_heap_max=1 * GiB, edmm_min_user_space_max=16 * GiB,
-        edmm_min_tcs_max=4096, edmm_sdk_user_region_extra=1 * GiB),
+        mount_options=frozenset({"MAC", "layers", "temporary", "cache_size", "disk_size", "index"}),
+        edmm_min_kernel_heap_max=1 * GiB,
+        edmm_min_user_space_max=16 * GiB,
+        edmm_min_tcs_max=4096,
+        edmm_sdk_user_region_extra=1 * GiB,
+    ),
 }
 OCCLUM_VERSION = "0.31"  # the one Occlum release the backend writes for
 

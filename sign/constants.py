@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from ppml_build.units import round_up as _round_up_to
-from ppml_build.versions import DEFAULT_GRAMINE_VERSION, GRAMINE_MEASURED_ONLY, GRAMINE_VERSIONS
-
 from ..errors import SigningError
+from ..units import round_up as _round_up_to
+from ..versions import DEFAULT_GRAMINE_VERSION, GRAMINE_MEASURED_ONLY, GRAMINE_VERSIONS
 
 PAGE_SIZE = 0x1000
 EEXTEND_CHUNK = 256  # EEXTEND measures 256 bytes at a time (16 per page)
@@ -127,11 +126,14 @@ _GRAMINE_1_5 = GramineSgxConstants(
 # Layouts by the release that introduced them; the layout code has been unchanged since v1.5.
 GRAMINE_LAYOUTS: dict[str, GramineSgxConstants] = {"1.5": _GRAMINE_1_5}
 # Versions whose measurement we reproduce: the older ones and every one a recipe may choose.
-_LAYOUT_OF = {**GRAMINE_MEASURED_ONLY,
-              **{version: entry.layout for version, entry in GRAMINE_VERSIONS.items()}}
+_LAYOUT_OF = {
+    **GRAMINE_MEASURED_ONLY,
+    **{version: entry.layout for version, entry in GRAMINE_VERSIONS.items()},
+}
 GRAMINE_LAYOUT_VERSIONS: tuple[str, ...] = tuple(_LAYOUT_OF)
 GRAMINE_CONSTANTS: dict[str, GramineSgxConstants] = {
-    version: GRAMINE_LAYOUTS[layout] for version, layout in _LAYOUT_OF.items()}
+    version: GRAMINE_LAYOUTS[layout] for version, layout in _LAYOUT_OF.items()
+}
 
 
 def gramine_constants(version: str = DEFAULT_GRAMINE_VERSION) -> GramineSgxConstants:

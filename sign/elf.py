@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import SigningError
 from ..limits import MAX_DOCUMENT_BYTES, check_size, read_at_most
-from .constants import PAGE_SIZE, PF_R, PF_W, PF_X, SECINFO_R, SECINFO_REG, SECINFO_W, SECINFO_X
-from .constants import round_down, round_up
+from .constants import (
+    PAGE_SIZE,
+    PF_R,
+    PF_W,
+    PF_X,
+    SECINFO_R,
+    SECINFO_REG,
+    SECINFO_W,
+    SECINFO_X,
+    round_down,
+    round_up,
+)
 
 _ELF_MAGIC = b"\x7fELF"
 _ELFCLASS64 = 2
@@ -100,8 +110,10 @@ def read_pal_image(source: bytes | os.PathLike | str, *, name: str | None = None
         try:
             data = read_at_most(path, MAX_DOCUMENT_BYTES)  # bounded: it may be /dev/zero
         except OSError as err:
-            raise SigningError(f"{label}: cannot read the PAL binary ({err.strerror or err}); "
-                               "pass the path of Gramine's sgx/libpal.so") from None
+            raise SigningError(
+                f"{label}: cannot read the PAL binary ({err.strerror or err}); "
+                "pass the path of Gramine's sgx/libpal.so"
+            ) from None
         check_size(data, MAX_DOCUMENT_BYTES, label, "the PAL binary")
     return _parse(data, label)
 
@@ -144,28 +156,40 @@ def _parse(data: bytes, label: str) -> PalImage:
     except SigningError:
         raise
     except ELFError as err:
-        raise SigningError(f"{label}: malformed ELF file ({err}); pass Gramine's sgx/libpal.so") from None
+        raise SigningError(
+            f"{label}: malformed ELF file ({err}); pass Gramine's sgx/libpal.so"
+        ) from None
     except Exception as err:  # pyelftools reports truncation through construct/struct errors
-        raise SigningError(f"{label}: malformed or truncated ELF file ({type(err).__name__}); "
-                           "pass Gramine's sgx/libpal.so") from None
+        raise SigningError(
+            f"{label}: malformed or truncated ELF file ({type(err).__name__}); "
+            "pass Gramine's sgx/libpal.so"
+        ) from None
 
     if not segments:
-        raise SigningError(f"{label}: has no PT_LOAD segment, nothing to load; "
-                           "pass the linked sgx/libpal.so")
+        raise SigningError(
+            f"{label}: has no PT_LOAD segment, nothing to load; pass the linked sgx/libpal.so"
+        )
     # The enclave maps libpal.so inside its own range; an address past x86-64's 47-bit user
     # space cannot be loaded (and would overflow the TCS's 64-bit OENTRY field).
     if entry >= _USER_ADDRESS_LIMIT:
-        raise SigningError(f"{label}: e_entry {entry:#x} is past the 47-bit address space; "
-                           "the ELF header is corrupt")
+        raise SigningError(
+            f"{label}: e_entry {entry:#x} is past the 47-bit address space; "
+            "the ELF header is corrupt"
+        )
     for index, seg in enumerate(segments):
         if seg.vaddr + seg.memsz >= _USER_ADDRESS_LIMIT:
-            raise SigningError(f"{label}: PT_LOAD segment {index} ends past the 47-bit address "
-                               "space; the ELF file is corrupt")
+            raise SigningError(
+                f"{label}: PT_LOAD segment {index} ends past the 47-bit address "
+                "space; the ELF file is corrupt"
+            )
     for index, seg in enumerate(segments):
         if seg.filesz > seg.memsz:
-            raise SigningError(f"{label}: PT_LOAD segment {index} has p_filesz > p_memsz; "
-                               "the ELF file is corrupt")
+            raise SigningError(
+                f"{label}: PT_LOAD segment {index} has p_filesz > p_memsz; the ELF file is corrupt"
+            )
         if seg.offset + seg.filesz > len(data):
-            raise SigningError(f"{label}: PT_LOAD segment {index} extends past the end of the "
-                               f"file ({len(data)} bytes); the file is truncated")
+            raise SigningError(
+                f"{label}: PT_LOAD segment {index} extends past the end of the "
+                f"file ({len(data)} bytes); the file is truncated"
+            )
     return PalImage(entry=entry, segments=segments, data=data, name=label)

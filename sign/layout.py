@@ -8,9 +8,10 @@ the enclave; only a non-PIE libpal keeps its own link address.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import SigningError
+from ..units import format_gramine_size as format_size
 from .constants import (
     DEFAULT_GRAMINE_VERSION,
     PAGE_SIZE,
@@ -23,10 +24,16 @@ from .constants import (
     round_up,
 )
 from .elf import PalImage
-from ppml_build.units import format_gramine_size as format_size
 
-if TYPE_CHECKING:  # measure.py imports this module; only the type is needed here
-    from .measure import MeasurementInputs
+
+class LayoutInputs(Protocol):
+    """What the layout depends on (measure.py's ``MeasurementInputs`` is one): the manifest's
+    sgx.enclave_size, sgx.max_threads and sgx.edmm_enable, already checked."""
+
+    enclave_size: int
+    max_threads: int
+    edmm_enable: bool
+
 
 _RW = SECINFO_REG | SECINFO_R | SECINFO_W
 _FREE_FLAGS = SECINFO_REG | SECINFO_R | SECINFO_W | SECINFO_X
@@ -52,16 +59,19 @@ class MemoryArea:
     def describe(self) -> str:
         """One line like Gramine's verbose output: ``0ffff000-10000000 [REG:R--] (manifest)``."""
         kind = "TCS" if self.flags & SECINFO_TCS else "REG"
-        prot = "".join(c if self.flags & bit else "-"
-                       for c, bit in (("R", SECINFO_R), ("W", SECINFO_W), ("X", SECINFO_X)))
+        prot = "".join(
+            c if self.flags & bit else "-"
+            for c, bit in (("R", SECINFO_R), ("W", SECINFO_W), ("X", SECINFO_X))
+        )
         label = self.name if self.thread is None else f"{self.name} {self.thread}"
-        return (f"{self.addr:016x}-{self.end:016x} [{kind}:{prot}] ({label})"
-                + (" measured" if self.measured else ""))
+        return f"{self.addr:016x}-{self.end:016x} [{kind}:{prot}] ({label})" + (
+            " measured" if self.measured else ""
+        )
 
 
 def enclave_layout(
     manifest_size: int,
-    inputs: MeasurementInputs,
+    inputs: LayoutInputs,
     pal: PalImage,
     *,
     version: str = DEFAULT_GRAMINE_VERSION,
@@ -92,8 +102,11 @@ def enclave_layout(
 
     needed = c.heap_min + sum(size for _, size, _, _ in stacked)
     if needed > top:
-        raise SigningError(_too_small_message(inputs.enclave_size, needed, threads, c.pages_per_thread,
-                                              c.max_enclave_size))
+        raise SigningError(
+            _too_small_message(
+                inputs.enclave_size, needed, threads, c.pages_per_thread, c.max_enclave_size
+            )
+        )
 
     areas: list[MemoryArea] = []
     last = top
@@ -133,13 +146,15 @@ def _free_areas(areas: list[MemoryArea], last: int, heap_min: int) -> list[Memor
     return free
 
 
-def _too_small_message(enclave_size: int, needed: int, threads: int, pages_per_thread: int,
-                       max_size: int) -> str:
+def _too_small_message(
+    enclave_size: int, needed: int, threads: int, pages_per_thread: int, max_size: int
+) -> str:
     suggestion = 1 << (needed - 1).bit_length()
-    what = (f"sgx.enclave_size {format_size(enclave_size)} is too small: the manifest, "
-            f"{threads} thread{'s' if threads != 1 else ''} ({pages_per_thread} pages each) and "
-            f"libpal need at least {format_size(needed)}")
+    what = (
+        f"sgx.enclave_size {format_size(enclave_size)} is too small: the manifest, "
+        f"{threads} thread{'s' if threads != 1 else ''} ({pages_per_thread} pages each) and "
+        f"libpal need at least {format_size(needed)}"
+    )
     if suggestion > max_size:
         return what + f"; that exceeds the {format_size(max_size)} maximum, lower sgx.max_threads"
     return what + f"; use {format_size(suggestion)} or more"
-

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SigningError
+from ..units import format_gramine_size as format_size
+from ..units import parse_gramine_size
+from ..versions import gramine_version
 from .constants import (
     DEFAULT_GRAMINE_VERSION,
     EEXTEND_CHUNK,
@@ -26,14 +29,13 @@ from .constants import (
 )
 from .elf import PalImage
 from .layout import MemoryArea, enclave_layout
-from ppml_build.units import format_gramine_size as format_size, parse_gramine_size
-from ppml_build.versions import gramine_version
 
 _DEFAULTS = gramine_constants(DEFAULT_GRAMINE_VERSION)
 _MAX_SIZE_TEXT = format_size(_DEFAULTS.max_enclave_size)
 
 
 # --- manifest inputs ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class MeasurementInputs:
@@ -63,11 +65,15 @@ class MeasurementInputs:
                 f"{_MAX_SIZE_TEXT} maximum; use {_MAX_SIZE_TEXT} or less"
             )
         if not isinstance(threads, int) or isinstance(threads, bool):
-            raise SigningError(f"sgx.max_threads must be an integer, got {threads!r}; "
-                               "write e.g. sgx.max_threads = 4")
+            raise SigningError(
+                f"sgx.max_threads must be an integer, got {threads!r}; "
+                "write e.g. sgx.max_threads = 4"
+            )
         if not 1 <= threads <= _DEFAULTS.max_threads_limit:
-            raise SigningError(f"sgx.max_threads = {threads} is out of range; "
-                               f"use 1 to {_DEFAULTS.max_threads_limit}")
+            raise SigningError(
+                f"sgx.max_threads = {threads} is out of range; "
+                f"use 1 to {_DEFAULTS.max_threads_limit}"
+            )
         if not isinstance(self.edmm_enable, bool):
             raise SigningError(f"sgx.edmm_enable must be true or false, got {self.edmm_enable!r}")
 
@@ -90,8 +96,11 @@ def measurement_inputs(manifest: dict[str, Any]) -> MeasurementInputs:
         raise SigningError(f"sgx.edmm_enable must be true or false, got {edmm!r}")
     defaults = gramine_version()  # what Gramine's Manifest constructor fills in
     return MeasurementInputs(
-        enclave_size=(parse_enclave_size(sgx["enclave_size"]) if "enclave_size" in sgx
-                      else defaults.enclave_size_default(edmm)),
+        enclave_size=(
+            parse_enclave_size(sgx["enclave_size"])
+            if "enclave_size" in sgx
+            else defaults.enclave_size_default(edmm)
+        ),
         max_threads=sgx.get("max_threads", defaults.default_max_threads),
         edmm_enable=edmm,
     )
@@ -118,7 +127,7 @@ class _MeasuredPages:
     def add(self, offset: int, flags: int, page: bytes) -> None:
         fields: list[Any] = [b"EADD", offset, flags, b""]
         for i in range(0, PAGE_SIZE, EEXTEND_CHUNK):
-            fields += (b"EEXTEND", offset + i, b"", page[i:i + EEXTEND_CHUNK])
+            fields += (b"EEXTEND", offset + i, b"", page[i : i + EEXTEND_CHUNK])
         self._pending += _MEASURED_PAGE.pack(*fields)
         if len(self._pending) >= _FLUSH_BYTES:
             self.flush()
@@ -130,7 +139,7 @@ class _MeasuredPages:
     def add_content(self, offset: int, flags: int, content: bytes) -> None:
         """``content`` zero-padded to whole pages."""
         for start in range(0, len(content), PAGE_SIZE):
-            page = content[start:start + PAGE_SIZE]
+            page = content[start : start + PAGE_SIZE]
             self.add(offset + start, flags, page.ljust(PAGE_SIZE, b"\0"))
 
     def flush(self) -> None:
@@ -155,8 +164,9 @@ def _hash_unmeasured_pages(digest: Any, first_offset: int, size: int, flags: int
         return
     first_page = first_offset // PAGE_SIZE
     end_page = first_page + size // PAGE_SIZE
-    block_template = b"".join(_EADD.pack(b"EADD", j * PAGE_SIZE, flags, b"")
-                              for j in range(_BLOCK_PAGES))
+    block_template = b"".join(
+        _EADD.pack(b"EADD", j * PAGE_SIZE, flags, b"") for j in range(_BLOCK_PAGES)
+    )
     buf = bytearray(block_template * _SLOTS)  # every slot starts out as block 0
     view = memoryview(buf)
     slot_block = [0] * _SLOTS
@@ -171,20 +181,28 @@ def _hash_unmeasured_pages(digest: Any, first_offset: int, size: int, flags: int
             for byte in _OFFSET_HIGH_BYTES:
                 if (changed >> (8 * (byte - 3))) & 0xFF:
                     value = (number >> (8 * (byte - 3))) & 0xFF
-                    buf[base + byte:base + _BLOCK_BYTES:_RECORD] = bytes((value,)) * _BLOCK_PAGES
+                    buf[base + byte : base + _BLOCK_BYTES : _RECORD] = (
+                        bytes((value,)) * _BLOCK_PAGES
+                    )
             slot_block[slot] = number
         lo_page = max(first_page, group[0] * _BLOCK_PAGES)
         hi_page = min(end_page, (group[-1] + 1) * _BLOCK_PAGES)
         start = (lo_page - group[0] * _BLOCK_PAGES) * _RECORD
-        digest.update(view[start:start + (hi_page - lo_page) * _RECORD])
+        digest.update(view[start : start + (hi_page - lo_page) * _RECORD])
         block = group[-1] + 1
     view.release()
 
 
 # --- TCS and TLS pages (Gramine 1.9 sgx_sign.py, gen_area_content) ----------------------------
 
-def _thread_pages(c: GramineSgxConstants, areas: list[MemoryArea], pal: PalImage,
-                  manifest_size: int, enclave_size: int) -> tuple[bytes, bytes]:
+
+def _thread_pages(
+    c: GramineSgxConstants,
+    areas: list[MemoryArea],
+    pal: PalImage,
+    manifest_size: int,
+    enclave_size: int,
+) -> tuple[bytes, bytes]:
     """The contents of the TCS area and of the TLS area, one page per thread."""
     by_name = {area.name: area for area in areas if area.thread is None}
     ssa, tcs, tls, pal_area = by_name["ssa"], by_name["tcs"], by_name["tls"], by_name["pal"]
@@ -225,6 +243,7 @@ def _thread_pages(c: GramineSgxConstants, areas: list[MemoryArea], pal: PalImage
 
 # --- MRENCLAVE ------------------------------------------------------------------------------
 
+
 def measure_enclave(
     manifest_bytes: bytes,
     pal: PalImage,
@@ -238,15 +257,18 @@ def measure_enclave(
     ``inputs`` must be the values in that manifest (see ``measurement_inputs``).
     """
     if b"\0" in manifest_bytes:
-        raise SigningError("the .manifest.sgx contains a NUL byte, which Gramine's loader would "
-                           "cut the manifest at; remove it from the manifest text")
+        raise SigningError(
+            "the .manifest.sgx contains a NUL byte, which Gramine's loader would "
+            "cut the manifest at; remove it from the manifest text"
+        )
     c = gramine_constants(version)
     areas = enclave_layout(len(manifest_bytes), inputs, pal, version=version)
     tcs_data, tls_data = _thread_pages(c, areas, pal, len(manifest_bytes), inputs.enclave_size)
     contents = {"manifest": manifest_bytes + b"\0", "tcs": tcs_data, "tls": tls_data}
 
-    digest = hashlib.sha256(_ECREATE.pack(b"ECREATE", c.ssa_frame_size // PAGE_SIZE,
-                                          inputs.enclave_size, b""))
+    digest = hashlib.sha256(
+        _ECREATE.pack(b"ECREATE", c.ssa_frame_size // PAGE_SIZE, inputs.enclave_size, b"")
+    )
     measured = _MeasuredPages(digest)
     for area in areas:
         offset = area.addr - c.enclave_base
@@ -279,10 +301,13 @@ def measure_manifest(
     try:
         manifest = tomllib.loads(manifest_bytes.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise SigningError(f"the .manifest.sgx is not UTF-8 (byte {err.start}); "
-                           "write the manifest as UTF-8 text") from None
+        raise SigningError(
+            f"the .manifest.sgx is not UTF-8 (byte {err.start}); write the manifest as UTF-8 text"
+        ) from None
     except tomllib.TOMLDecodeError as err:
-        raise SigningError(f"the .manifest.sgx is not valid TOML ({err}); fix the manifest") from None
+        raise SigningError(
+            f"the .manifest.sgx is not valid TOML ({err}); fix the manifest"
+        ) from None
     return measure_enclave(manifest_bytes, pal, measurement_inputs(manifest), version=version)
 
 

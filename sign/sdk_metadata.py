@@ -71,10 +71,10 @@ def _notes(blob: bytes, base: int) -> list[tuple[bytes, list[tuple[bytes, int]]]
     while pos + 12 <= len(blob):
         namesz, descsz, _type = struct.unpack_from("<III", blob, pos)
         name_start = pos + 12
-        name = blob[name_start:name_start + namesz].rstrip(b"\0")
+        name = blob[name_start : name_start + namesz].rstrip(b"\0")
         descs = []
         for desc_start in dict.fromkeys((name_start + namesz, name_start + (namesz + 3 & ~3))):
-            desc = blob[desc_start:desc_start + descsz]
+            desc = blob[desc_start : desc_start + descsz]
             descs.append((desc, base + desc_start))
         out.append((name, descs))
         pos = name_start + (namesz + 3 & ~3) + (descsz + 3 & ~3)
@@ -89,19 +89,25 @@ def _find_note(data: bytes, source: str) -> list[tuple[bytes, int]]:
             candidates = [(section.data(), section["sh_offset"])]
         else:
             # Section headers can be stripped; the loader only needs the PT_NOTE segment.
-            candidates = [(seg.data(), seg["p_offset"]) for seg in elf.iter_segments()
-                          if seg["p_type"] == "PT_NOTE"]
+            candidates = [
+                (seg.data(), seg["p_offset"])
+                for seg in elf.iter_segments()
+                if seg["p_type"] == "PT_NOTE"
+            ]
     except (ELFError, struct.error, ValueError) as exc:
         raise SigningError(f"{source}: not a readable ELF file ({exc})") from None
     except Exception as exc:  # pyelftools: offsets past 2**63 (OverflowError), construct errors
-        raise SigningError(f"{source}: not a readable ELF file (malformed or truncated: "
-                           f"{type(exc).__name__})") from None
+        raise SigningError(
+            f"{source}: not a readable ELF file (malformed or truncated: {type(exc).__name__})"
+        ) from None
     for blob, base in candidates:
         for name, descs in _notes(blob, base):
             if name == NOTE_NAME:
                 return descs
-    raise SigningError(f"{source}: ELF file has no {SECTION_NAME} note, so it is not an enclave "
-                       "signed by the Intel SGX SDK (sign it with sgx_sign, or give a .sig file)")
+    raise SigningError(
+        f"{source}: ELF file has no {SECTION_NAME} note, so it is not an enclave "
+        "signed by the Intel SGX SDK (sign it with sgx_sign, or give a .sig file)"
+    )
 
 
 def _magic_at(desc: bytes) -> bool:
@@ -117,24 +123,48 @@ def read_sdk_metadata(data: bytes, *, source: str = "enclave") -> list[SdkMetada
     blocks: list[SdkMetadata] = []
     pos = 0
     while pos + _HEADER.size + SIGSTRUCT_SIZE <= len(desc):
-        (magic, version, size, tcs_policy, ssa_frame_size, max_save, misc_select, tcs_min_pool,
-         enclave_size, flags, xfrm) = _HEADER.unpack_from(desc, pos)
+        (
+            magic,
+            version,
+            size,
+            tcs_policy,
+            ssa_frame_size,
+            max_save,
+            misc_select,
+            tcs_min_pool,
+            enclave_size,
+            flags,
+            xfrm,
+        ) = _HEADER.unpack_from(desc, pos)
         if magic != METADATA_MAGIC:
             break
-        css = desc[pos + _CSS_OFFSET:pos + _CSS_OFFSET + SIGSTRUCT_SIZE]
+        css = desc[pos + _CSS_OFFSET : pos + _CSS_OFFSET + SIGSTRUCT_SIZE]
         sig = Sigstruct.from_bytes(css, source=f"{source} ({SECTION_NAME} enclave_css)")
-        blocks.append(SdkMetadata(
-            version_major=version >> 32, version_minor=version & 0xFFFFFFFF, size=size,
-            tcs_policy=tcs_policy, ssa_frame_size=ssa_frame_size, max_save_buffer_size=max_save,
-            desired_misc_select=misc_select, tcs_min_pool=tcs_min_pool,
-            enclave_size=enclave_size, attribute_flags=flags, attribute_xfrm=xfrm,
-            sigstruct=sig, file_offset=base + pos))
+        blocks.append(
+            SdkMetadata(
+                version_major=version >> 32,
+                version_minor=version & 0xFFFFFFFF,
+                size=size,
+                tcs_policy=tcs_policy,
+                ssa_frame_size=ssa_frame_size,
+                max_save_buffer_size=max_save,
+                desired_misc_select=misc_select,
+                tcs_min_pool=tcs_min_pool,
+                enclave_size=enclave_size,
+                attribute_flags=flags,
+                attribute_xfrm=xfrm,
+                sigstruct=sig,
+                file_offset=base + pos,
+            )
+        )
         if size < _HEADER.size + SIGSTRUCT_SIZE:
             break  # a bogus size would loop forever or overlap; the first block is what counts
         pos += size
     if not blocks:
-        raise SigningError(f"{source}: the {SECTION_NAME} note holds no SGX SDK metadata "
-                           f"(magic {METADATA_MAGIC:#x} not found)")
+        raise SigningError(
+            f"{source}: the {SECTION_NAME} note holds no SGX SDK metadata "
+            f"(magic {METADATA_MAGIC:#x} not found)"
+        )
     return blocks
 
 

@@ -10,8 +10,9 @@ import datetime
 import hashlib
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import SigningError
 
@@ -78,8 +79,10 @@ SIGNED_RANGES = ((0, 128), (900, 1028))
 def encode_bcd_date(year: int, month: int, day: int) -> int:
     """DATE as stored (u32 LE 0xYYYYMMDD, BCD). As in Gramine, 0000-00-00 and the like are fine."""
     if not (0 <= year <= 9999 and 0 <= month <= 99 and 0 <= day <= 99):
-        raise SigningError(f"date {year:04d}-{month:02d}-{day:02d}: year must have 4 digits, "
-                           "month and day 2 digits")
+        raise SigningError(
+            f"date {year:04d}-{month:02d}-{day:02d}: year must have 4 digits, "
+            "month and day 2 digits"
+        )
     return (int(str(year), 16) << 16) | (int(str(month), 16) << 8) | int(str(day), 16)
 
 
@@ -98,12 +101,14 @@ def parse_date(text: str, *, today: datetime.date | None = None) -> int:
     reproducible signatures.
     """
     if text == "today":
-        day = today or datetime.datetime.now(datetime.timezone.utc).date()
+        day = today or datetime.datetime.now(datetime.UTC).date()
         return encode_bcd_date(day.year, day.month, day.day)
     match = _DATE_RE.match(text)
     if not match:
-        raise SigningError(f"--date {text!r}: expected YYYY-MM-DD (for example 2025-01-31 or "
-                           "0000-00-00) or 'today'")
+        raise SigningError(
+            f"--date {text!r}: expected YYYY-MM-DD (for example 2025-01-31 or "
+            "0000-00-00) or 'today'"
+        )
     year, month, day = (int(g) for g in match.groups())
     return encode_bcd_date(year, month, day)
 
@@ -149,28 +154,35 @@ class Sigstruct:
             try:
                 struct.pack_into(fmt, buf, offset, value)
             except struct.error as exc:
-                raise SigningError(f"SIGSTRUCT field {name} = {value!r} does not fit "
-                                   f"{fmt}") from exc
+                raise SigningError(
+                    f"SIGSTRUCT field {name} = {value!r} does not fit {fmt}"
+                ) from exc
             if fmt.endswith("s") and len(value) != struct.calcsize(fmt):
                 # struct pads or truncates silently; a wrong length is a bug in the caller
-                raise SigningError(f"SIGSTRUCT field {name} must be {struct.calcsize(fmt)} bytes, "
-                                   f"got {len(value)}")
+                raise SigningError(
+                    f"SIGSTRUCT field {name} must be {struct.calcsize(fmt)} bytes, got {len(value)}"
+                )
         return bytes(buf)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "SIGSTRUCT") -> "Sigstruct":
         """Parse 1808 bytes; SigningError (naming ``source``) on a wrong length or header."""
         if len(data) != SIGSTRUCT_SIZE:
-            raise SigningError(f"{source}: {len(data)} bytes, a SIGSTRUCT is exactly "
-                               f"{SIGSTRUCT_SIZE} bytes (truncated or not a .sig file)")
+            raise SigningError(
+                f"{source}: {len(data)} bytes, a SIGSTRUCT is exactly "
+                f"{SIGSTRUCT_SIZE} bytes (truncated or not a .sig file)"
+            )
         values = {name: struct.unpack_from(fmt, data, offset)[0] for name, offset, fmt in _LAYOUT}
         sig = cls(**values)
         if sig.header[:12] != HEADER_FIXED or sig.header_type & ~HEADER_TYPE_DEBUG:
-            raise SigningError(f"{source}: HEADER is {sig.header.hex()}, expected "
-                               f"{HEADER.hex()} (not a SIGSTRUCT)")
+            raise SigningError(
+                f"{source}: HEADER is {sig.header.hex()}, expected {HEADER.hex()} (not a SIGSTRUCT)"
+            )
         if sig.header2 != HEADER2:
-            raise SigningError(f"{source}: HEADER2 is {sig.header2.hex()}, expected "
-                               f"{HEADER2.hex()} (not a SIGSTRUCT)")
+            raise SigningError(
+                f"{source}: HEADER2 is {sig.header2.hex()}, expected "
+                f"{HEADER2.hex()} (not a SIGSTRUCT)"
+            )
         return sig
 
     def signing_data(self) -> bytes:
@@ -272,16 +284,24 @@ def verify_q1_q2(sig: Sigstruct) -> bool:
     if n == 0:
         return False
     q1, q2 = compute_q1_q2(sig.signature_int, n)
-    return (q1.to_bytes(KEY_SIZE_BYTES, "little") == sig.q1
-            and q2.to_bytes(KEY_SIZE_BYTES, "little") == sig.q2)
+    return (
+        q1.to_bytes(KEY_SIZE_BYTES, "little") == sig.q1
+        and q2.to_bytes(KEY_SIZE_BYTES, "little") == sig.q2
+    )
 
 
 # -- attributes from the manifest -------------------------------------------------------------
 
 _CPU_FEATURES_OPTIONAL = (("avx", SGX_XFRM_AVX), ("avx512", SGX_XFRM_AVX512), ("amx", SGX_XFRM_AMX))
 _CPU_FEATURES_SECURE = (("mpx", SGX_XFRM_MPX), ("pkru", SGX_XFRM_PKRU))
-_REMOVED_KEYS = ("require_avx", "require_avx512", "require_mpx", "require_pkru", "require_amx",
-                 "require_exinfo")
+_REMOVED_KEYS = (
+    "require_avx",
+    "require_avx512",
+    "require_mpx",
+    "require_pkru",
+    "require_amx",
+    "require_exinfo",
+)
 
 
 def _bool_option(sgx: Mapping[str, Any], key: str) -> bool:
@@ -311,15 +331,19 @@ def enclave_attributes(sgx: Mapping[str, Any]) -> tuple[int, int, int, int, int,
     xfrm, xfrm_mask = SGX_XFRM_LEGACY, SGX_XFRM_MASK_CONST
     features = sgx.get("cpu_features", {})
     if not isinstance(features, Mapping):
-        raise SigningError(f"sgx.cpu_features = {features!r}: expected a table such as "
-                           '{ avx = "required" }')
+        raise SigningError(
+            f'sgx.cpu_features = {features!r}: expected a table such as {{ avx = "required" }}'
+        )
     known = {name for name, _ in _CPU_FEATURES_OPTIONAL + _CPU_FEATURES_SECURE}
     for name in features:
         if name not in known:
-            raise SigningError(f"sgx.cpu_features.{name}: unknown CPU feature; known: "
-                               + ", ".join(sorted(known)))
-    for options, allowed in ((_CPU_FEATURES_OPTIONAL, ("unspecified", "disabled", "required")),
-                             (_CPU_FEATURES_SECURE, ("disabled", "required"))):
+            raise SigningError(
+                f"sgx.cpu_features.{name}: unknown CPU feature; known: " + ", ".join(sorted(known))
+            )
+    for options, allowed in (
+        (_CPU_FEATURES_OPTIONAL, ("unspecified", "disabled", "required")),
+        (_CPU_FEATURES_SECURE, ("disabled", "required")),
+    ):
         for name, bits in options:
             value = features.get(name)
             if value is None or value == "unspecified" and "unspecified" in allowed:

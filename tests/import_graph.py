@@ -27,8 +27,9 @@ def module_files() -> dict[str, Path]:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
@@ -72,9 +73,10 @@ def _longest_known(name: str, known: set[str]) -> str:
 def import_graph() -> dict[str, set[str]]:
     files = module_files()
     known = set(files)
-    return {module: _imports(ast.parse(path.read_text()), module, path.name == "__init__.py",
-                             known)
-            for module, path in files.items()}
+    return {
+        module: _imports(ast.parse(path.read_text()), module, path.name == "__init__.py", known)
+        for module, path in files.items()
+    }
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

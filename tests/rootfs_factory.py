@@ -55,14 +55,18 @@ def make_spark_rootfs(root: Path, *, libpal: bytes = b"\x7fELF stand-in libpal")
         os.symlink("/usr/bin/python3.11", root / venv / "bin/python3")
         _write(root, f"{venv}/lib/python3.11/site-packages/module.py", "x = 1\n")
     spark = "opt/spark-3.5.3"
-    _write(root, f"{spark}/bin/spark-submit",
-           '#!/usr/bin/env bash\nexec "${SPARK_HOME}"/bin/spark-class "$@"\n', 0o755)
+    _write(
+        root,
+        f"{spark}/bin/spark-submit",
+        '#!/usr/bin/env bash\nexec "${SPARK_HOME}"/bin/spark-class "$@"\n',
+        0o755,
+    )
     _write(root, f"{spark}/bin/spark-class", "#!/usr/bin/env bash\n", 0o755)
     for index in range(12):
         _write(root, f"{spark}/jars/lib-{index:02d}.jar", os.urandom(20_000 + index))
     _write(root, f"{spark}/jars/.hidden-index", b"dotfiles are included")
     _write(root, f"{spark}/conf/spark-defaults.conf", "spark.ui.enabled false\n")
-    os.symlink("../conf", root / spark / "jars/conf-link")   # symlinked dir: not descended
+    os.symlink("../conf", root / spark / "jars/conf-link")  # symlinked dir: not descended
     os.symlink("/etc/shadow-on-host", root / spark / "jars/dangling")  # dangling inside root
     os.symlink("../../../../../../etc/os-release", root / spark / "jars/escape")  # clamps at root
     os.mkfifo(root / spark / "jars/a-fifo")
@@ -82,8 +86,12 @@ def add_ppml_support(root: Path, plan) -> Path:
 
     support = Path(__file__).resolve().parent.parent / "builder" / "gramine" / "support"
     for rel in ("bin/ppml-launch.py", "bin/spark-submit", "etc/hosts"):
-        _write(root, f"ppml/{rel}", (support / rel).read_bytes(),
-               0o755 if rel.startswith("bin/") else 0o644)
+        _write(
+            root,
+            f"ppml/{rel}",
+            (support / rel).read_bytes(),
+            0o755 if rel.startswith("bin/") else 0o644,
+        )
     for jar in plan.launch.support_jars:
         _write(root, jar.lstrip("/"), b"PK stand-in jar " + jar.encode())
     if not (root / "usr/bin/dash").exists():
@@ -92,12 +100,23 @@ def add_ppml_support(root: Path, plan) -> Path:
     output = plan.launch.spark_launcher_output
     if output is not None:
         args = list(plan.launch.spark_launcher_args)
-        command = [f"/{JAVA_HOME}/bin/java", "-cp", "/opt/spark/conf/:/opt/spark/jars/*",
-                   "-Xmx1g", L.SPARK_SUBMIT_CLASS] + args
+        command = [
+            f"/{JAVA_HOME}/bin/java",
+            "-cp",
+            "/opt/spark/conf/:/opt/spark/jars/*",
+            "-Xmx1g",
+            L.SPARK_SUBMIT_CLASS,
+        ] + args
         _write(root, output.lstrip("/"), b"\0\n" + "".join(a + "\0" for a in command).encode())
         if plan.launch.form == "pyspark":
-            _write(root, L.PYSPARK_JVM_ARGS.lstrip("/"),
-                   "".join(arg + "\n" for arg in command).encode())
-        _write(root, (output + L.LAUNCH_INPUT_SUFFIX).lstrip("/"),
-               "".join(arg + "\0" for arg in args).encode())
+            _write(
+                root,
+                L.PYSPARK_JVM_ARGS.lstrip("/"),
+                "".join(arg + "\n" for arg in command).encode(),
+            )
+        _write(
+            root,
+            (output + L.LAUNCH_INPUT_SUFFIX).lstrip("/"),
+            "".join(arg + "\0" for arg in args).encode(),
+        )
     return root

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 METADATA_MAGIC = 0x86A80294635D0E4C
 METADATA_SIZE_1X = 0x1000
 METADATA_SIZE_2X = 0x5000
-NOTE_NAME = b"sgx_metadata\0"          # namesz 13, counted with its NUL
+NOTE_NAME = b"sgx_metadata\0"  # namesz 13, counted with its NUL
 NOTE_TYPE = 1
 TCS_POLICY_UNBIND = 1
 MAX_SAVE_BUF_SIZE = 2632
@@ -46,7 +46,7 @@ CSS_SIZE = 1808
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
-_METADATA_HEAD = struct.Struct("<QQIIIIIIQQQ")     # metadata_t up to enclave_css
+_METADATA_HEAD = struct.Struct("<QQIIIIIIQQQ")  # metadata_t up to enclave_css
 ET_DYN, EM_X86_64, EV_CURRENT = 3, 62, 1
 PT_LOAD, PT_NOTE = 1, 4
 PF_R = 4
@@ -67,8 +67,8 @@ class Metadata:
     desired_misc_select: int = 0
     tcs_min_pool: int = 0
     enclave_size: int = 1 << 24
-    attribute_flags: int = 0x4      # SGX_FLAGS_MODE64BIT
-    attribute_xfrm: int = 0x3       # x87 + SSE
+    attribute_flags: int = 0x4  # SGX_FLAGS_MODE64BIT
+    attribute_xfrm: int = 0x3  # x87 + SSE
 
     @property
     def block_size(self) -> int:
@@ -80,9 +80,18 @@ class Metadata:
         assert len(self.enclave_css) == CSS_SIZE, len(self.enclave_css)
         major, minor = self.version
         head = _METADATA_HEAD.pack(
-            METADATA_MAGIC, major << 32 | minor, self.block_size, self.tcs_policy,
-            self.ssa_frame_size, self.max_save_buffer_size, self.desired_misc_select,
-            self.tcs_min_pool, self.enclave_size, self.attribute_flags, self.attribute_xfrm)
+            METADATA_MAGIC,
+            major << 32 | minor,
+            self.block_size,
+            self.tcs_policy,
+            self.ssa_frame_size,
+            self.max_save_buffer_size,
+            self.desired_misc_select,
+            self.tcs_min_pool,
+            self.enclave_size,
+            self.attribute_flags,
+            self.attribute_xfrm,
+        )
         block = head + self.enclave_css
         return block + bytes(max(0, self.block_size - len(block)))
 
@@ -98,8 +107,12 @@ def sgxmeta_section(descriptor: bytes, *, align: int) -> bytes:
     return note + bytes(_round_up(len(note), align) - len(note))
 
 
-def sdk_signed_elf(metadata: Metadata | Sequence[Metadata], *, descriptor_size: int | None = None,
-                   section_headers: bool = True) -> bytes:
+def sdk_signed_elf(
+    metadata: Metadata | Sequence[Metadata],
+    *,
+    descriptor_size: int | None = None,
+    section_headers: bool = True,
+) -> bytes:
     """An SDK-signed enclave ELF holding ``metadata`` (one block, or several back to back).
 
     The descriptor is METADATA_SIZE of the first block's version (or ``descriptor_size``), at
@@ -111,14 +124,15 @@ def sdk_signed_elf(metadata: Metadata | Sequence[Metadata], *, descriptor_size: 
     blocks = [metadata] if isinstance(metadata, Metadata) else list(metadata)
     first = blocks[0]
     descriptor = b"".join(block.to_bytes() for block in blocks)
-    size = descriptor_size if descriptor_size is not None else max(first.block_size,
-                                                                   len(descriptor))
+    size = (
+        descriptor_size if descriptor_size is not None else max(first.block_size, len(descriptor))
+    )
     descriptor = descriptor[:size] + bytes(max(0, size - len(descriptor)))
     align = 1 if first.version[0] < 2 else 4
     section = sgxmeta_section(descriptor, align=align)
 
     phnum = 1 if section_headers else 2
-    note_offset = PAGE                         # after the loadable first page
+    note_offset = PAGE  # after the loadable first page
     shstrtab = b"\0.note.sgxmeta\0.shstrtab\0"
     shstrtab_offset = note_offset + len(section)
     shoff = _round_up(shstrtab_offset + len(shstrtab), 8)
@@ -126,10 +140,23 @@ def sdk_signed_elf(metadata: Metadata | Sequence[Metadata], *, descriptor_size: 
     phdrs = _PHDR.pack(PT_LOAD, PF_R, 0, 0, 0, PAGE, PAGE, PAGE)
     if not section_headers:
         phdrs += _PHDR.pack(PT_NOTE, PF_R, note_offset, 0, 0, len(section), len(section), align)
-    ident = b"\x7fELF" + bytes([2, 1, EV_CURRENT]) + bytes(9)   # ELFCLASS64, ELFDATA2LSB
-    ehdr = _EHDR.pack(ident, ET_DYN, EM_X86_64, EV_CURRENT, 0, _EHDR.size,
-                      shoff if section_headers else 0, 0, _EHDR.size, _PHDR.size, phnum,
-                      _SHDR.size, 3 if section_headers else 0, 2 if section_headers else 0)
+    ident = b"\x7fELF" + bytes([2, 1, EV_CURRENT]) + bytes(9)  # ELFCLASS64, ELFDATA2LSB
+    ehdr = _EHDR.pack(
+        ident,
+        ET_DYN,
+        EM_X86_64,
+        EV_CURRENT,
+        0,
+        _EHDR.size,
+        shoff if section_headers else 0,
+        0,
+        _EHDR.size,
+        _PHDR.size,
+        phnum,
+        _SHDR.size,
+        3 if section_headers else 0,
+        2 if section_headers else 0,
+    )
     image = bytearray(ehdr + phdrs)
     image += bytes(note_offset - len(image))
     image += section
@@ -138,10 +165,12 @@ def sdk_signed_elf(metadata: Metadata | Sequence[Metadata], *, descriptor_size: 
     image += shstrtab
     image += bytes(shoff - len(image))
     image += _SHDR.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    image += _SHDR.pack(shstrtab.index(b".note.sgxmeta"), SHT_NOTE, 0, 0, note_offset,
-                        len(section), 0, 0, align, 0)
-    image += _SHDR.pack(shstrtab.index(b".shstrtab"), SHT_STRTAB, 0, 0, shstrtab_offset,
-                        len(shstrtab), 0, 0, 1, 0)
+    image += _SHDR.pack(
+        shstrtab.index(b".note.sgxmeta"), SHT_NOTE, 0, 0, note_offset, len(section), 0, 0, align, 0
+    )
+    image += _SHDR.pack(
+        shstrtab.index(b".shstrtab"), SHT_STRTAB, 0, 0, shstrtab_offset, len(shstrtab), 0, 0, 1, 0
+    )
     return bytes(image)
 
 

@@ -63,5 +63,8 @@ def lookalike_private_pem() -> bytes:
     numbers = (0, sample_modulus(), 3, 1, 1, 1, 1, 1, 1)
     body = b"".join(_der_integer(value) for value in numbers)
     der = b"\x30" + _der_length(len(body)) + body
-    return (b"-----BEGIN RSA PRIVATE KEY-----\n" + base64.encodebytes(der)
-            + b"-----END RSA PRIVATE KEY-----\n")
+    return (
+        b"-----BEGIN RSA PRIVATE KEY-----\n"
+        + base64.encodebytes(der)
+        + b"-----END RSA PRIVATE KEY-----\n"
+    )

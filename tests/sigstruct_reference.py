@@ -36,13 +36,22 @@ def bcd_date(year: int, month: int, day: int) -> int:
     return int(f"{year:04d}{month:02d}{day:02d}", 16)
 
 
-def signed_sigstruct(key: rsa.RSAPrivateKey, *, enclave_hash: bytes, vendor: int = 0,
-                     date: tuple[int, int, int] = (2025, 1, 2), header_type: int = 0,
-                     misc_select: int = 0, misc_mask: int = 0xFFFFFFFF,
-                     attribute_flags: int = 0x4, attribute_xfrm: int = 0x3,
-                     attribute_flags_mask: int = 0xFFFFFFFFFFFFFFFD,
-                     attribute_xfrm_mask: int = 0xFFFFFFFFFFFFFF1B,
-                     isv_prod_id: int = 0, isv_svn: int = 0) -> bytes:
+def signed_sigstruct(
+    key: rsa.RSAPrivateKey,
+    *,
+    enclave_hash: bytes,
+    vendor: int = 0,
+    date: tuple[int, int, int] = (2025, 1, 2),
+    header_type: int = 0,
+    misc_select: int = 0,
+    misc_mask: int = 0xFFFFFFFF,
+    attribute_flags: int = 0x4,
+    attribute_xfrm: int = 0x3,
+    attribute_flags_mask: int = 0xFFFFFFFFFFFFFFFD,
+    attribute_xfrm_mask: int = 0xFFFFFFFFFFFFFF1B,
+    isv_prod_id: int = 0,
+    isv_svn: int = 0,
+) -> bytes:
     """The 1808 bytes, signed with ``key``. The default masks are those of an SDK enclave
     configured DisableDebug=0: ATTRIBUTEMASK leaves DEBUG (bit 1) free."""
     assert len(enclave_hash) == 32
@@ -51,18 +60,24 @@ def signed_sigstruct(key: rsa.RSAPrivateKey, *, enclave_hash: bytes, vendor: int
     struct.pack_into("<III", out, 12, header_type, vendor, bcd_date(*date))
     out[24:40] = HEADER2
     struct.pack_into("<II", out, 900, misc_select, misc_mask)
-    struct.pack_into("<QQQQ", out, 928, attribute_flags, attribute_xfrm, attribute_flags_mask,
-                     attribute_xfrm_mask)
+    struct.pack_into(
+        "<QQQQ",
+        out,
+        928,
+        attribute_flags,
+        attribute_xfrm,
+        attribute_flags_mask,
+        attribute_xfrm_mask,
+    )
     out[960:992] = enclave_hash
     struct.pack_into("<HH", out, 1024, isv_prod_id, isv_svn)
 
     numbers = key.public_key().public_numbers()
     signed_bytes = bytes(out[0:128] + out[900:1028])
-    signature = int.from_bytes(key.sign(signed_bytes, padding.PKCS1v15(), hashes.SHA256()),
-                               "big")
+    signature = int.from_bytes(key.sign(signed_bytes, padding.PKCS1v15(), hashes.SHA256()), "big")
     n = numbers.n
-    q1 = signature ** 2 // n
-    q2 = (signature ** 3 - q1 * signature * n) // n
+    q1 = signature**2 // n
+    q2 = (signature**3 - q1 * signature * n) // n
     out[128:512] = n.to_bytes(384, "little")
     struct.pack_into("<I", out, 512, numbers.e)
     out[516:900] = signature.to_bytes(384, "little")

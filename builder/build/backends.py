@@ -8,19 +8,18 @@ entry in ``BACKENDS`` (and ``versions.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from ppml_build.atomic import check_writable
-from ppml_build.errors import RecipeError
-from ppml_build.gramine.build import build_gramine, check_gramine
-from ppml_build.key_files import load_signing_key, read_passphrase
-from ppml_build.occlum.build import build_occlum, check_occlum
-from ppml_build.pipeline import load_and_plan
-from ppml_build.plan import Plan
-from ppml_build.progress import Say, StepTimer, say_nothing
-from ppml_build.recipe import Recipe
-
+from ..atomic import check_writable
+from ..errors import RecipeError
+from ..gramine.build import build_gramine, check_gramine
+from ..key_files import load_signing_key, read_passphrase
+from ..occlum.build import build_occlum, check_occlum
+from ..pipeline import load_and_plan
+from ..plan import Plan
+from ..progress import Say, StepTimer, say_nothing
+from ..recipe import Recipe
 from .job import BuildJob
 from .key_guard import key_needles
 from .options import BuildOptions, BuildResult
@@ -46,8 +45,10 @@ def build(options: BuildOptions, say: Say = say_nothing) -> BuildResult:
         recipe, plan = load_and_plan(options.recipe)
     backend = BACKENDS.get(recipe.libos.type)
     if backend is None:  # the recipe model admits only known types; this guards the table
-        raise RecipeError(f"{options.recipe}: libos.type {recipe.libos.type!r}: no backend "
-                          f"builds it; use one of {', '.join(sorted(BACKENDS))}")
+        raise RecipeError(
+            f"{options.recipe}: libos.type {recipe.libos.type!r}: no backend "
+            f"builds it; use one of {', '.join(sorted(BACKENDS))}"
+        )
     backend.check(options, recipe, plan, say)
     output_dir = options.resolved_output_dir(recipe.name)
     check_writable(output_dir, "--output-dir", directory=True)  # not after minutes of Docker
@@ -55,9 +56,17 @@ def build(options: BuildOptions, say: Say = say_nothing) -> BuildResult:
     # The key before any Docker work: a refused key (the SDK sample key, Occlum's default)
     # must fail first.
     passphrase = read_passphrase(options.passphrase_file)
-    private_key = load_signing_key(options.key, passphrase,
-                                   allow_sample_key=options.allow_sample_key)
-    job = BuildJob(options=options, recipe=recipe, plan=plan, output_dir=output_dir,
-                   image=options.image_name(recipe.name), private_key=private_key,
-                   key_needles=key_needles(options.key, private_key), timer=timer)
+    private_key = load_signing_key(
+        options.key, passphrase, allow_sample_key=options.allow_sample_key
+    )
+    job = BuildJob(
+        options=options,
+        recipe=recipe,
+        plan=plan,
+        output_dir=output_dir,
+        image=options.image_name(recipe.name),
+        private_key=private_key,
+        key_needles=key_needles(options.key, private_key),
+        timer=timer,
+    )
     return backend.build(job, say)

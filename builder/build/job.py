@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ppml_build.image.app_layer import AppLayerRequest, SupportStage
-from ppml_build.image.engine import push_image
-from ppml_build.plan import Plan
-from ppml_build.progress import Say, StepTimer
-from ppml_build.recipe import Recipe
-from ppml_build.record import RECORD_FILE
-from ppml_build.sign import keys
-
+from ..image.app_layer import AppLayerRequest, SupportStage
+from ..image.engine import push_image
+from ..plan import Plan
+from ..progress import Say, StepTimer
+from ..recipe import Recipe
+from ..record import RECORD_FILE
+from ..sign import keys
 from .key_guard import refuse_key_in_context
 from .options import BuildOptions, BuildResult
 
@@ -45,10 +44,16 @@ class BuildJob:
 
     def app_layer_request(self, support: SupportStage | None = None) -> AppLayerRequest:
         options = self.options
-        return AppLayerRequest(recipe_path=options.recipe, registry_auth=options.registry_auth,
-                               ca_bundle=options.ca_bundle, base_index=options.base_index,
-                               use_cache=not options.no_cache, cache=options.cache,
-                               support=support, check_context=self.refuse_key_in)
+        return AppLayerRequest(
+            recipe_path=options.recipe,
+            registry_auth=options.registry_auth,
+            ca_bundle=options.ca_bundle,
+            base_index=options.base_index,
+            use_cache=not options.no_cache,
+            cache=options.cache,
+            support=support,
+            check_context=self.refuse_key_in,
+        )
 
     def push_if_asked(self, client, auth: dict | None, say: Say) -> str | None:
         """With --push: push the final image; the digest the registry stored. Else None."""
@@ -59,5 +64,12 @@ class BuildJob:
             return push_image(client, self.image, auth=auth)
 
     def result(self, record: dict, policy_files: list[Path]) -> BuildResult:
-        return BuildResult(record, self.output_dir / RECORD_FILE, self.output_dir,
-                           self.image, self.timer.timings, policy_files, self.stats)
+        return BuildResult(
+            record,
+            self.output_dir / RECORD_FILE,
+            self.output_dir,
+            self.image,
+            self.timer.timings,
+            policy_files,
+            self.stats,
+        )

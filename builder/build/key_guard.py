@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ppml_build.errors import RecipeError
-from ppml_build.image.app_layer import APP_FILES_DIR, BUILD_SOURCES_DIR
-from ppml_build.sign import keys
-
+from ..errors import RecipeError
+from ..image.app_layer import APP_FILES_DIR, BUILD_SOURCES_DIR
+from ..sign import keys
 from . import key_scan
 
 
@@ -31,15 +30,19 @@ def refuse_key_in_context(context: Path, needles: list[bytes], source: str) -> N
     encoding = getattr(needle, "encoding", "PEM")
     first, _, rest = rel.partition("/")
     if first == APP_FILES_DIR:
-        place, fix = f"app.files would put the signing key ({encoding}) into the image at " \
-            f"/{rest}", "remove it from app.files"
+        place, fix = (
+            f"app.files would put the signing key ({encoding}) into the image at /{rest}",
+            "remove it from app.files",
+        )
     elif first == BUILD_SOURCES_DIR:
         index = rest.partition("/")[0]
-        place, fix = f"build.sources[{index}] would put the signing key ({encoding}) into " \
-            f"the build stage ({rel})", "remove it from build.sources"
+        place, fix = (
+            f"build.sources[{index}] would put the signing key ({encoding}) into "
+            f"the build stage ({rel})",
+            "remove it from build.sources",
+        )
     else:
-        place, fix = f"the build context file {rel} holds the signing key ({encoding})", \
-            "remove it"
+        place, fix = f"the build context file {rel} holds the signing key ({encoding})", "remove it"
     raise RecipeError(f"{source}: {place}; the signing key must never be shipped: {fix}")
 
 
@@ -47,5 +50,7 @@ def refuse_key_in_bytes(named: dict[str, bytes], needles: list[bytes], source: s
     """The same guard over files made in memory (e.g. Occlum.json, bom.yaml)."""
     for name, data in named.items():
         if any(needle and needle in data for needle in needles):
-            raise RecipeError(f"{source}: {name} would contain the signing key; never put the "
-                              "key in app.env or app.files")
+            raise RecipeError(
+                f"{source}: {name} would contain the signing key; never put the "
+                "key in app.env or app.files"
+            )

@@ -52,25 +52,34 @@ def key_needles(key_file: bytes, private_key: rsa.RSAPrivateKey | None) -> list[
     needles: list[KeyNeedle] = []
     is_pem = key_file.lstrip().startswith(b"-----BEGIN")
     if key_file.strip():
-        needles.append(KeyNeedle(key_file.strip(),
-                                 "PEM, the key file itself" if is_pem else "the key file itself"))
+        needles.append(
+            KeyNeedle(
+                key_file.strip(), "PEM, the key file itself" if is_pem else "the key file itself"
+            )
+        )
     if private_key is not None:
         # PKCS#8 first: it wraps the PKCS#1 form, which would otherwise name a PKCS#8 file.
-        for label, fmt in (("DER, PKCS#8", serialization.PrivateFormat.PKCS8),
-                           ("DER, PKCS#1", serialization.PrivateFormat.TraditionalOpenSSL)):
-            der = private_key.private_bytes(serialization.Encoding.DER, fmt,
-                                            serialization.NoEncryption())
+        for label, fmt in (
+            ("DER, PKCS#8", serialization.PrivateFormat.PKCS8),
+            ("DER, PKCS#1", serialization.PrivateFormat.TraditionalOpenSSL),
+        ):
+            der = private_key.private_bytes(
+                serialization.Encoding.DER, fmt, serialization.NoEncryption()
+            )
             needles.append(KeyNeedle(der, label))
     # An encrypted key file's own DER (the DER forms above are the unencrypted ones).
     file_der = _pem_body(key_file) if is_pem and b"ENCRYPTED" in key_file else None
     if file_der:
-        piece = file_der[-SLICE_START - SLICE_LENGTH:-SLICE_START]
+        piece = file_der[-SLICE_START - SLICE_LENGTH : -SLICE_START]
         needles.append(KeyNeedle(piece, "DER of the key file"))
-        needles += _base64_needles(file_der[len(file_der) // 2:], "base64 of the key file")
+        needles += _base64_needles(file_der[len(file_der) // 2 :], "base64 of the key file")
     if private_key is not None:
         numbers = private_key.private_numbers()
-        for name, value in (("private exponent d", numbers.d), ("prime p", numbers.p),
-                            ("prime q", numbers.q)):
+        for name, value in (
+            ("private exponent d", numbers.d),
+            ("prime p", numbers.p),
+            ("prime q", numbers.q),
+        ):
             needles += _number_needles(name, value)
     unique: dict[tuple[bytes, bool], KeyNeedle] = {}
     for needle in needles:
@@ -79,8 +88,11 @@ def key_needles(key_file: bytes, private_key: rsa.RSAPrivateKey | None) -> list[
 
 
 def _pem_body(pem: bytes) -> bytes | None:
-    body = b"".join(line.strip() for line in pem.splitlines()
-                    if line.strip() and not line.startswith(b"-----") and b":" not in line)
+    body = b"".join(
+        line.strip()
+        for line in pem.splitlines()
+        if line.strip() and not line.startswith(b"-----") and b":" not in line
+    )
     try:
         return base64.b64decode(body, validate=True)
     except ValueError:
@@ -90,20 +102,24 @@ def _pem_body(pem: bytes) -> bytes | None:
 def _number_needles(name: str, value: int) -> list[KeyNeedle]:
     width = (value.bit_length() + 7) // 8
     big = value.to_bytes(width, "big")
-    piece = big[SLICE_START:SLICE_START + SLICE_LENGTH]
-    little = value.to_bytes(width, "little")[SLICE_START:SLICE_START + SLICE_LENGTH]
-    return [KeyNeedle(piece, f"the raw {name}, big-endian"),
-            KeyNeedle(little, f"the raw {name}, little-endian"),
-            *_base64_needles(big[SLICE_START:], f"base64 of the {name}, as a PEM or JWK has it"),
-            KeyNeedle(piece.hex().encode(), f"hex of the {name}", folded=True),
-            KeyNeedle(piece.hex().upper().encode(), f"hex of the {name}", folded=True)]
+    piece = big[SLICE_START : SLICE_START + SLICE_LENGTH]
+    little = value.to_bytes(width, "little")[SLICE_START : SLICE_START + SLICE_LENGTH]
+    return [
+        KeyNeedle(piece, f"the raw {name}, big-endian"),
+        KeyNeedle(little, f"the raw {name}, little-endian"),
+        *_base64_needles(big[SLICE_START:], f"base64 of the {name}, as a PEM or JWK has it"),
+        KeyNeedle(piece.hex().encode(), f"hex of the {name}", folded=True),
+        KeyNeedle(piece.hex().upper().encode(), f"hex of the {name}", folded=True),
+    ]
 
 
 def _base64_needles(data: bytes, label: str) -> list[KeyNeedle]:
     """Base64 of a slice of ``data`` at each alignment: inside any base64 stream holding
     ``data``, one of the three appears verbatim."""
-    return [KeyNeedle(base64.b64encode(data[shift:shift + SLICE_LENGTH]), label, folded=True)
-            for shift in range(3)]
+    return [
+        KeyNeedle(base64.b64encode(data[shift : shift + SLICE_LENGTH]), label, folded=True)
+        for shift in range(3)
+    ]
 
 
 def find_in_bytes(data: bytes, needles: list[KeyNeedle]) -> KeyNeedle | None:
@@ -147,7 +163,7 @@ def find_in_file(path: os.PathLike | str, needles: list[KeyNeedle]) -> KeyNeedle
             if found is not None or end < len(buffer):
                 return found
             kept = overlap
-            buffer[:kept] = buffer[end - kept:end]
+            buffer[:kept] = buffer[end - kept : end]
 
 
 def find_in_tree(root: Path, needles: list[KeyNeedle]) -> tuple[str, KeyNeedle] | None:

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ppml_build.gramine.overrides import ManifestOptions
-from ppml_build.image.caches import CacheLocations
+from ..gramine.overrides import ManifestOptions
+from ..image.caches import CacheLocations
+
 
 @dataclass(frozen=True)
 class BuildOptions:

@@ -1,17 +1,35 @@
-"""A build's files on the host: the backend's files, the policies and the record, all or none."""
+"""A build's outputs: the record's fields and the image's labels, filled in one way for every
+backend, and the files on the host (the backend's, the policies, the record), all or none."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from ppml_build.atomic import write_all_or_none
-from ppml_build.policy import render
-from ppml_build.record import RECORD_FILE
+from .. import __version__
+from ..atomic import write_all_or_none
+from ..plan import Plan
+from ..policy import render
+from ..recipe import Recipe
+from ..record import (
+    OCI_BASE_NAME,
+    OCI_CREATED,
+    OCI_VENDOR,
+    RECORD_FILE,
+    RECORD_SCHEMA,
+    measurement_labels,
+    provenance_labels,
+)
 
 
-def write_build_outputs(output_dir: Path, files: dict[str, str | bytes], record: dict,
-                        policies: tuple[str, ...] | list[str], source: str) -> list[Path]:
+def write_build_outputs(
+    output_dir: Path,
+    files: dict[str, str | bytes],
+    record: dict,
+    policies: tuple[str, ...] | list[str],
+    source: str,
+) -> list[Path]:
     """A backend's ``files``, the policies and the record, all or none; the record is renamed
     last, so a record in OUTPUT_DIR means the files beside it are from its build. Returns the
     policy files' paths."""
@@ -24,3 +42,69 @@ def write_build_outputs(output_dir: Path, files: dict[str, str | bytes], record:
     outputs[output_dir / RECORD_FILE] = json.dumps(record, indent=2) + "\n"
     write_all_or_none(outputs, option="--output-dir")
     return policy_paths
+
+
+def image_labels(recipe: Recipe, summary: dict, base_digest: str, created: str) -> dict[str, str]:
+    """Every label a build puts on its final image (``summary``: the signed SIGSTRUCT's values)."""
+    labels = measurement_labels(
+        name=recipe.name,
+        mrenclave=summary["mrenclave"],
+        mrsigner=summary["mrsigner"],
+        isv_prod_id=summary["isv_prod_id"],
+        isv_svn=summary["isv_svn"],
+        debug=summary["debug"],
+    )
+    labels.update(
+        {OCI_CREATED: created, OCI_BASE_NAME: recipe.base.image, OCI_VENDOR: "ppml-build"}
+    )
+    labels.update(
+        provenance_labels(
+            base_digest=base_digest,
+            libos_type=recipe.libos.type,
+            libos_version=recipe.libos.version,
+        )
+    )
+    return labels
+
+
+def record_fields(
+    *,
+    recipe: Recipe,
+    plan: Plan,
+    summary: dict,
+    image: str,
+    image_id: str,
+    pushed_digest: str | None,
+    base_digest: str,
+    enclave_size: str | None,
+    edmm: bool,
+    manifest_sha256: str,
+    trusted_files: dict,
+    recipe_manifest_keys: list[str] | None = None,
+) -> dict[str, Any]:
+    """The record schema's fields, in order; each LibOS build says what it measured.
+
+    ``recipe_manifest_keys`` (added later, so readers must not require it): the manifest keys
+    the recipe's ``manifest:`` set, sorted."""
+    return {
+        "schema": RECORD_SCHEMA,
+        "name": recipe.name,
+        "image": {"reference": image, "id": image_id, "digest": pushed_digest},
+        "base": {"reference": recipe.base.image, "digest": base_digest},
+        "libos": {"type": recipe.libos.type, "version": recipe.libos.version},
+        "mrenclave": summary["mrenclave"],
+        "mrsigner": summary["mrsigner"],
+        "isv_prod_id": summary["isv_prod_id"],
+        "isv_svn": summary["isv_svn"],
+        "debug": summary["debug"],
+        "attributes": summary["attributes"],
+        "misc_select": summary["misc_select"],
+        "enclave_size": enclave_size,
+        "max_threads": plan.max_threads,
+        "edmm": edmm,
+        "manifest_sha256": manifest_sha256,
+        "trusted_files": trusted_files,
+        "tool": {"name": "ppml-build", "version": __version__},
+        "date": summary["date"],
+        "recipe_manifest_keys": sorted(recipe_manifest_keys or []),
+    }

@@ -18,20 +18,21 @@ import json
 import posixpath
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ppml_build.atomic import write_all_or_none
-from ppml_build.errors import ImageError, VerificationError
-from ppml_build.image.caches import CacheLocations
-from ppml_build.progress import Say, say_nothing
-
+from ..atomic import write_all_or_none
+from ..errors import ImageError, VerificationError
+from ..image.caches import CacheLocations
+from ..progress import Say, say_nothing
+from ..versions import gramine_version
 from . import backends
 from .options import BuildOptions, BuildResult
 
 CHECK_TAG_SUFFIX = "-reproducible-check"
-LIBPAL_IN_PREFIX = "sgx/libpal.so"
+LIBPAL_IN_PREFIX = gramine_version().libpal
 
 
 @dataclass
@@ -62,6 +63,7 @@ class NotReproducibleError(VerificationError):
 
 # --- the pure comparison ---------------------------------------------------------------------
 
+
 def first_trusted_difference(first: list[dict], second: list[dict]) -> str | None:
     """The first trusted file (in the first build's order) whose sha256 differs or that only
     one build has; lists are trusted-files.json ``files`` entries ({path, sha256, size})."""
@@ -90,17 +92,24 @@ def first_manifest_difference(first: bytes, second: bytes) -> str | None:
     b = second.decode("utf-8", "replace").splitlines()
     for number, (line_a, line_b) in enumerate(zip(a, b), start=1):
         if line_a != line_b:
-            return (f"manifest line {number}: {_clip(line_a)!r} in build 1, "
-                    f"{_clip(line_b)!r} in build 2")
+            return (
+                f"manifest line {number}: {_clip(line_a)!r} in build 1, "
+                f"{_clip(line_b)!r} in build 2"
+            )
     if len(a) != len(b):
         number = min(len(a), len(b)) + 1
-        return (f"manifest line {number}: build {1 if len(a) > len(b) else 2} has more lines "
-                f"({len(a)} vs {len(b)})")
+        return (
+            f"manifest line {number}: build {1 if len(a) > len(b) else 2} has more lines "
+            f"({len(a)} vs {len(b)})"
+        )
     return "manifest: the bytes differ (line endings or a trailing newline)"
 
 
-def first_difference(trusted: tuple[list[dict], list[dict]], manifests: tuple[bytes, bytes],
-                     libpals: Callable[[], tuple[str, bytes, bytes]] | None = None) -> str:
+def first_difference(
+    trusted: tuple[list[dict], list[dict]],
+    manifests: tuple[bytes, bytes],
+    libpals: Callable[[], tuple[str, bytes, bytes]] | None = None,
+) -> str:
     """Name the first input that differs: trusted files, then the manifest, then libpal.so.
 
     ``libpals`` is called only when the first two agree (reading libpal.so from the images
@@ -112,20 +121,25 @@ def first_difference(trusted: tuple[list[dict], list[dict]], manifests: tuple[by
     if libpals is not None:
         path, pal_a, pal_b = libpals()
         if pal_a != pal_b:
-            return (f"libpal.so ({path}): sha256 {hashlib.sha256(pal_a).hexdigest()} in build 1, "
-                    f"{hashlib.sha256(pal_b).hexdigest()} in build 2")
-    return ("no differing input found: trusted files, manifest and libpal.so are identical, "
-            "yet MRENCLAVE differs (report this as a ppml-build bug)")
+            return (
+                f"libpal.so ({path}): sha256 {hashlib.sha256(pal_a).hexdigest()} in build 1, "
+                f"{hashlib.sha256(pal_b).hexdigest()} in build 2"
+            )
+    return (
+        "no differing input found: trusted files, manifest and libpal.so are identical, "
+        "yet MRENCLAVE differs (report this as a ppml-build bug)"
+    )
 
 
 # --- the I/O edge ----------------------------------------------------------------------------
 
+
 def check_tag(image: str) -> str:
     """A tag beside the user's for the throw-away second build."""
-    from ppml_build.image.engine import ImageReference
+    from ..image.engine import ImageReference
 
     ref = ImageReference.parse(image)
-    tag = (ref.tag or "latest")[:128 - len(CHECK_TAG_SUFFIX)]
+    tag = (ref.tag or "latest")[: 128 - len(CHECK_TAG_SUFFIX)]
     return f"{ref.repository}:{tag}{CHECK_TAG_SUFFIX}"
 
 
@@ -146,11 +160,11 @@ def libpal_path_of(manifest_sgx: bytes) -> str:
     """<directory of loader.entrypoint (libsysdb.so)>/sgx/libpal.so, as verify reads it."""
     import tomllib
 
-    from ppml_build.versions import DEFAULT_GRAMINE_PREFIX
+    from ..versions import DEFAULT_GRAMINE_PREFIX
 
     try:
         uri = tomllib.loads(manifest_sgx.decode("utf-8"))["loader"]["entrypoint"]["uri"]
-        directory = posixpath.dirname(uri[len("file:"):])
+        directory = posixpath.dirname(uri[len("file:") :])
     except (ValueError, KeyError, TypeError):
         directory = DEFAULT_GRAMINE_PREFIX.rstrip("/")
     return posixpath.join(directory, LIBPAL_IN_PREFIX)
@@ -160,8 +174,9 @@ def read_image_file(client: Any, image: str, path: str, *, max_links: int = 8) -
     """One file's bytes from an image (a never-started container's archive; links followed)."""
     import docker.errors
 
-    container = client.api.create_container(image, command=["/ppml-read-never-runs"],
-                                            network_disabled=True, labels={"ppml.export": "1"})
+    container = client.api.create_container(
+        image, command=["/ppml-read-never-runs"], network_disabled=True, labels={"ppml.export": "1"}
+    )
     try:
         for _ in range(max_links):
             stream, _stat = client.api.get_archive(container["Id"], path)
@@ -171,8 +186,11 @@ def read_image_file(client: Any, image: str, path: str, *, max_links: int = 8) -
                     raise ImageError(f"{image}: {path} is empty in the archive")
                 if member.issym():
                     target = member.linkname
-                    path = target if target.startswith("/") else posixpath.normpath(
-                        posixpath.join(posixpath.dirname(path), target))
+                    path = (
+                        target
+                        if target.startswith("/")
+                        else posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+                    )
                     continue
                 handle = archive.extractfile(member)
                 if handle is None:
@@ -188,15 +206,19 @@ def read_image_file(client: Any, image: str, path: str, *, max_links: int = 8) -
             pass
 
 
-def _image_libpals(first: BuildResult, second: BuildResult,
-                   manifest: bytes) -> Callable[[], tuple[str, bytes, bytes]]:
+def _image_libpals(
+    first: BuildResult, second: BuildResult, manifest: bytes
+) -> Callable[[], tuple[str, bytes, bytes]]:
     def read() -> tuple[str, bytes, bytes]:
-        from ppml_build.image.engine import connect
+        from ..image.engine import connect
 
         client = connect()
         path = libpal_path_of(manifest)
-        return (path, read_image_file(client, first.image, path),
-                read_image_file(client, second.image, path))
+        return (
+            path,
+            read_image_file(client, first.image, path),
+            read_image_file(client, second.image, path),
+        )
 
     return read
 
@@ -204,7 +226,7 @@ def _image_libpals(first: BuildResult, second: BuildResult,
 def _remove_image(reference: str) -> None:
     import docker.errors
 
-    from ppml_build.image.engine import connect
+    from ..image.engine import connect
 
     try:
         connect().api.remove_image(reference)
@@ -214,16 +236,18 @@ def _remove_image(reference: str) -> None:
 
 def _push_and_record(result: BuildResult, options: BuildOptions) -> None:
     """Push the kept image after both builds agreed; put its digest in the record."""
-    from ppml_build.image.engine import ImageReference, connect, load_registry_auth, push_image
+    from ..image.engine import ImageReference, connect, load_registry_auth, push_image
 
     auth = None
     if options.registry_auth is not None:
-        auth = load_registry_auth(options.registry_auth, ImageReference.parse(result.image)
-                                  .registry)
+        auth = load_registry_auth(
+            options.registry_auth, ImageReference.parse(result.image).registry
+        )
     digest = push_image(connect(), result.image, auth=auth)
     result.record["image"]["digest"] = digest
-    write_all_or_none({result.record_path: json.dumps(result.record, indent=2) + "\n"},
-                      option="--output-dir")
+    write_all_or_none(
+        {result.record_path: json.dumps(result.record, indent=2) + "\n"}, option="--output-dir"
+    )
 
 
 def verify_reproducible(options: BuildOptions, say: Say = say_nothing) -> ReproducibleResult:
@@ -235,14 +259,23 @@ def verify_reproducible(options: BuildOptions, say: Say = say_nothing) -> Reprod
     run_build = backends.build
     with tempfile.TemporaryDirectory(prefix="ppml-reproducible-") as scratch_name:
         scratch = Path(scratch_name)
-        first = run_build(replace(options, no_cache=True, push=False,
-                                  cache=CacheLocations(scratch / "cache-1")),
-                          _prefixed(say, "build 1/2"))
+        first = run_build(
+            replace(options, no_cache=True, push=False, cache=CacheLocations(scratch / "cache-1")),
+            _prefixed(say, "build 1/2"),
+        )
         second_tag = check_tag(first.image)
-        second = run_build(replace(options, no_cache=True, push=False, tag=second_tag,
-                                   output_dir=scratch / "second", policies=(),
-                                   cache=CacheLocations(scratch / "cache-2")),
-                           _prefixed(say, "build 2/2"))
+        second = run_build(
+            replace(
+                options,
+                no_cache=True,
+                push=False,
+                tag=second_tag,
+                output_dir=scratch / "second",
+                policies=(),
+                cache=CacheLocations(scratch / "cache-2"),
+            ),
+            _prefixed(say, "build 2/2"),
+        )
         try:
             result = ReproducibleResult(first, second.record["mrenclave"], second.image)
             if not result.reproducible:
@@ -250,16 +283,24 @@ def verify_reproducible(options: BuildOptions, say: Say = say_nothing) -> Reprod
                 result.difference = first_difference(
                     (_trusted_list(first.output_dir), _trusted_list(second.output_dir)),
                     (manifest_first, _manifest_bytes(second)),
-                    _image_libpals(first, second, manifest_first))
+                    _image_libpals(first, second, manifest_first),
+                )
                 base_first = first.record["base"]["digest"]
                 base_second = second.record["base"]["digest"]
-                moved = "" if base_first == base_second else (
-                    f" (the base image changed between the builds: {base_first} then "
-                    f"{base_second}; pin base.digest)")
+                moved = (
+                    ""
+                    if base_first == base_second
+                    else (
+                        f" (the base image changed between the builds: {base_first} then "
+                        f"{base_second}; pin base.digest)"
+                    )
+                )
                 raise NotReproducibleError(
                     f"{options.recipe}: not reproducible: MRENCLAVE {result.mrenclave} in build "
                     f"1, {result.check_mrenclave} in build 2; first difference: "
-                    f"{result.difference}{moved}", result)
+                    f"{result.difference}{moved}",
+                    result,
+                )
         finally:
             _remove_image(second.image)
     say(f"reproducible: both builds give MRENCLAVE {result.mrenclave}")
@@ -269,5 +310,11 @@ def verify_reproducible(options: BuildOptions, say: Say = say_nothing) -> Reprod
     return result
 
 
-__all__ = ["NotReproducibleError", "ReproducibleResult", "first_difference",
-           "first_manifest_difference", "first_trusted_difference", "verify_reproducible"]
+__all__ = [
+    "NotReproducibleError",
+    "ReproducibleResult",
+    "first_difference",
+    "first_manifest_difference",
+    "first_trusted_difference",
+    "verify_reproducible",
+]

@@ -10,7 +10,8 @@ import typer
 from ..errors import PpmlError, one_line, printable
 from ._app import app
 
-# Each module registers its commands on ``app`` when imported.
+# Each module registers its commands on ``app`` when imported, in this order (``--help``'s).
+# isort: off
 from . import recipe_commands  # noqa: E402,F401
 from . import sign_commands  # noqa: E402,F401
 from . import image_commands  # noqa: E402,F401
@@ -19,18 +20,25 @@ from . import k8s_commands  # noqa: E402,F401
 from . import build_commands  # noqa: E402,F401
 from . import trace_commands  # noqa: E402,F401
 from . import verify_commands  # noqa: E402,F401
+# isort: on
 
 
 @app.command()
 def version() -> None:
     """Print the ppml-build version and the LibOS versions it implements."""
     from .. import __version__
+    from ..versions import DEFAULT_GRAMINE_VERSION, OCCLUM_VERSION
 
-    print(f"ppml-build {__version__} (Gramine 1.9 layout and signing, Occlum 0.31 configuration)")
+    print(
+        f"ppml-build {__version__} (Gramine {DEFAULT_GRAMINE_VERSION} layout and signing, "
+        f"Occlum {OCCLUM_VERSION} configuration)"
+    )
 
 
-_UNUSABLE_PATH = {errno.ENAMETOOLONG: "give a shorter path",
-                  errno.ELOOP: "the path goes through a symbolic link loop; fix the link"}
+_UNUSABLE_PATH = {
+    errno.ENAMETOOLONG: "give a shorter path",
+    errno.ELOOP: "the path goes through a symbolic link loop; fix the link",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         ctx = getattr(exc, "ctx", None)
         command = ctx.command_path if ctx is not None else "ppml-build"
-        print(f"ppml-build: error: {printable(exc.format_message().rstrip('.'))}; see "
-              f"'{printable(command)} --help'", file=sys.stderr)
+        print(
+            f"ppml-build: error: {printable(exc.format_message().rstrip('.'))}; see "
+            f"'{printable(command)} --help'",
+            file=sys.stderr,
+        )
         return exc.exit_code if exc.exit_code else 2
     except OSError as err:
         # A path the kernel will not look up at all fails wherever a command first touches it
@@ -66,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         fix = _UNUSABLE_PATH.get(err.errno)
         if debug or fix is None:
             raise
-        print(f"ppml-build: error: {printable(str(err.filename))}: {err.strerror}; {fix}",
-              file=sys.stderr)
+        print(
+            f"ppml-build: error: {printable(str(err.filename))}: {err.strerror}; {fix}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("ppml-build: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -19,8 +19,21 @@ base_app = typer.Typer(
 app.add_typer(base_app, name="base")
 
 # Build-log lines worth a line of their own in a non-terminal log (CI); the rest is noise there.
-_PLAIN_PREFIXES = ("Step ", "pushing ", "pulling ", "importing ", "Downloading ", "Successfully built")
-_PLAIN_DEBOOTSTRAP_SKIP = ("I: Retrieving", "I: Validating", "I: Extracting", "I: Unpacking", "I: Configuring")
+_PLAIN_PREFIXES = (
+    "Step ",
+    "pushing ",
+    "pulling ",
+    "importing ",
+    "Downloading ",
+    "Successfully built",
+)
+_PLAIN_DEBOOTSTRAP_SKIP = (
+    "I: Retrieving",
+    "I: Validating",
+    "I: Extracting",
+    "I: Unpacking",
+    "I: Configuring",
+)
 
 
 class PlainReporter:
@@ -42,7 +55,9 @@ class PlainReporter:
         self._say(f"[{target}] {message}")
 
     def progress(self, target: str, line: str) -> None:
-        if line.startswith(_PLAIN_PREFIXES) or (line.startswith("I: ") and not line.startswith(_PLAIN_DEBOOTSTRAP_SKIP)):
+        if line.startswith(_PLAIN_PREFIXES) or (
+            line.startswith("I: ") and not line.startswith(_PLAIN_DEBOOTSTRAP_SKIP)
+        ):
             self._say(f"[{target}] {line[:200]}")
 
     def end(self, result) -> None:
@@ -116,7 +131,10 @@ def _describe(result) -> str:
 @base_app.command("bootstrap")
 def bootstrap_command(
     registry: Optional[str] = typer.Option(
-        None, "--registry", metavar="HOST:PORT", help="Also tag and push the images to this registry."
+        None,
+        "--registry",
+        metavar="HOST:PORT",
+        help="Also tag and push the images to this registry.",
     ),
     registry_auth: Optional[Path] = typer.Option(
         None,
@@ -131,7 +149,7 @@ def bootstrap_command(
         help="PEM CA bundle pip trusts while downloading Spark/Flink (TLS-inspecting proxies); "
         "defaults to $PIP_CERT; never copied into an image.",
     ),
-    only: Optional[List[str]] = typer.Option(
+    only: Optional[list[str]] = typer.Option(
         None,
         "--only",
         metavar="TARGET",
@@ -148,18 +166,24 @@ def bootstrap_command(
         "tarballs its meson wraps name, SHA256SUMS) instead of installing it from "
         "packages.gramineproject.io; for air-gapped build farms. Cached by the tarballs' hash.",
     ),
-    spark_version: Optional[str] = typer.Option(None, "--spark-version", help="PyPI pyspark version to install."),
-    flink_version: Optional[str] = typer.Option(None, "--flink-version", help="PyPI apache-flink version to install."),
+    spark_version: Optional[str] = typer.Option(
+        None, "--spark-version", help="PyPI pyspark version to install."
+    ),
+    flink_version: Optional[str] = typer.Option(
+        None, "--flink-version", help="PyPI apache-flink version to install."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Build (or reuse) the base images, cached by the hash of their inputs."""
-    from ppml_build.image import bootstrap, engine
     from ..errors import ImageError
+    from ..image import bootstrap, engine
 
     if registry is not None:
         bootstrap.validate_registry(registry)
     if registry_auth is not None and registry is None:
-        raise ImageError("--registry-auth needs --registry HOST:PORT (credentials are for that registry)")
+        raise ImageError(
+            "--registry-auth needs --registry HOST:PORT (credentials are for that registry)"
+        )
     auth = engine.load_registry_auth(registry_auth, registry=registry) if registry_auth else None
     notes: list[str] = []
     if ca_bundle is None:
@@ -174,10 +198,14 @@ def bootstrap_command(
     if "gramine" in selected:
         if gramine_source is not None:
             bootstrap.gramine_source_files(gramine_source)  # a bad directory fails before any work
-            notes.append(f"building Gramine {bootstrap.GRAMINE_VERSION} from the source tarballs in {gramine_source}")
+            notes.append(
+                f"building Gramine {bootstrap.GRAMINE_VERSION} from the source tarballs in {gramine_source}"
+            )
         else:
-            notes.append(f"no --gramine-source: installing Gramine {bootstrap.GRAMINE_VERSION} from "
-                         "packages.gramineproject.io (needs that network)")
+            notes.append(
+                f"no --gramine-source: installing Gramine {bootstrap.GRAMINE_VERSION} from "
+                "packages.gramineproject.io (needs that network)"
+            )
 
     options = bootstrap.BootstrapOptions(
         registry=registry,
@@ -197,7 +225,16 @@ def bootstrap_command(
         results = bootstrap.bootstrap_bases(client, options, reporter)
     elapsed = round(time.monotonic() - started, 1)
     if as_json:
-        print(json.dumps({"registry": registry, "seconds": elapsed, "images": [r.to_json() for r in results]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "registry": registry,
+                    "seconds": elapsed,
+                    "images": [r.to_json() for r in results],
+                },
+                indent=2,
+            )
+        )
         return
     built = [r.reference for r in results if r.action == "built"]
     reused = [r.reference for r in results if r.action != "built"]
@@ -205,5 +242,7 @@ def bootstrap_command(
     for r in results:
         line = f"  {r.action:<6} {r.reference}"
         if r.registry_reference:
-            line += f"  ->  {r.registry_reference}@{r.repo_digest}" + ("" if r.pushed else " (already there)")
+            line += f"  ->  {r.registry_reference}@{r.repo_digest}" + (
+                "" if r.pushed else " (already there)"
+            )
         print(line)

@@ -15,27 +15,45 @@ from ._app import app
 
 @app.command()
 def k8s(
-    recipe: Annotated[Path, typer.Argument(help="The app recipe (YAML, apiVersion ppml-build/v1).",
-                                           show_default=False)],
-    image: Annotated[str, typer.Option(
-        "--image", help="The signed image, pinned: NAME@sha256:<digest>.", show_default=False)],
-    output_dir: Annotated[Optional[Path], typer.Option(
-        "--output-dir", help="Where to write the files [default: ppml-out/<name>/k8s/].",
-        show_default=False)] = None,
-    allow_tag: Annotated[bool, typer.Option(
-        "--allow-tag", help="Accept an image reference without a digest (the tag may move).")]
-    = False,
-    flink_version: Annotated[Optional[str], typer.Option(
-        "--flink-version", help="flinkVersion of the FlinkDeployment, in the operator's spelling "
-        "[default: v2_0].", show_default=False)] = None,
+    recipe: Annotated[
+        Path,
+        typer.Argument(help="The app recipe (YAML, apiVersion ppml-build/v1).", show_default=False),
+    ],
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image", help="The signed image, pinned: NAME@sha256:<digest>.", show_default=False
+        ),
+    ],
+    output_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output-dir",
+            help="Where to write the files [default: ppml-out/<name>/k8s/].",
+            show_default=False,
+        ),
+    ] = None,
+    allow_tag: Annotated[
+        bool,
+        typer.Option(
+            "--allow-tag", help="Accept an image reference without a digest (the tag may move)."
+        ),
+    ] = False,
+    flink_version: Annotated[
+        Optional[str],
+        typer.Option(
+            "--flink-version",
+            help="flinkVersion of the FlinkDeployment, in the operator's spelling [default: v2_0].",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Write Kubernetes files that run the signed enclave on SGX nodes: Spark pod templates and
     spark-submit.sh, a FlinkDeployment, or a Job; EPC, memory and CPU from the enclave plan."""
     from ..k8s import write_k8s
 
-    result = write_k8s(recipe, image, output_dir, allow_tag=allow_tag,
-                       flink_version=flink_version)
+    result = write_k8s(recipe, image, output_dir, allow_tag=allow_tag, flink_version=flink_version)
     if json_out:
         print(json.dumps(result, indent=2))
         return

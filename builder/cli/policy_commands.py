@@ -10,8 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import printable
-from ..policy import Pin, PolicyError, load_record, render, write_policy_files
-from ..policy import bigdl, ehsm
+from ..policy import Pin, PolicyError, bigdl, ehsm, load_record, render, write_policy_files
 from ..policy._http import check_url, read_secret
 from ..policy.model import make_spec
 from ._app import app
@@ -39,7 +38,9 @@ def _note(message: str) -> None:
 @app.command("policy")
 def policy(
     record: Path = typer.Argument(
-        ..., metavar="RECORD.json", help="measurement.json, or what 'ppml-build sign --json' printed"
+        ...,
+        metavar="RECORD.json",
+        help="measurement.json, or what 'ppml-build sign --json' printed",
     ),
     fmt: Optional[PolicyFormat] = typer.Option(
         None, "--format", "-f", help="Attestation service whose policy format to write."
@@ -71,18 +72,28 @@ def policy(
     """Write the policy that accepts exactly this enclave, for one attestation service."""
     if submit is not None:
         if fmt is not None and fmt.value != submit.value:
-            raise PolicyError(f"--format {fmt.value} and --submit {submit.value} disagree; give one")
+            raise PolicyError(
+                f"--format {fmt.value} and --submit {submit.value} disagree; give one"
+            )
         if output is not None:
-            raise PolicyError("--submit sends the policy to the service; it cannot be combined with --output")
+            raise PolicyError(
+                "--submit sends the policy to the service; it cannot be combined with --output"
+            )
         _submit(record, submit, pin, min_svn, allow_debug, url, appid_file, apikey_file, cacert)
         return
     if fmt is None:
-        raise PolicyError("give --format FORMAT (gramine-ratls, ehsm, bigdl, marblerun, maa, ita, trustee)")
+        raise PolicyError(
+            "give --format FORMAT (gramine-ratls, ehsm, bigdl, marblerun, maa, ita, trustee)"
+        )
     if url or appid_file or apikey_file or cacert:
-        raise PolicyError("--url, --appid-file, --apikey-file and --cacert only apply with --submit")
+        raise PolicyError(
+            "--url, --appid-file, --apikey-file and --cacert only apply with --submit"
+        )
 
     values = load_record(record)
-    rendered = render(values, fmt.value, pin=pin, min_svn=min_svn, allow_debug=allow_debug, source=str(record))
+    rendered = render(
+        values, fmt.value, pin=pin, min_svn=min_svn, allow_debug=allow_debug, source=str(record)
+    )
     for message in rendered.notes:
         _note(message)
     if output is None:
@@ -124,6 +135,8 @@ def _submit(
         return
     for message in bigdl.notes(spec):
         _note(message)
-    for policy_type, policy_id in bigdl.submit(spec, url=url, app_id=appid, api_key=apikey, cacert=cacert):
+    for policy_type, policy_id in bigdl.submit(
+        spec, url=url, app_id=appid, api_key=apikey, cacert=cacert
+    ):
         _note(f"BigDL registered {policy_type} as {policy_id}")
         print(policy_id)

@@ -11,24 +11,37 @@ import typer
 from ..errors import printable
 from ._app import app
 
-RecipeArg = Annotated[Path, typer.Argument(help="The app recipe (YAML, apiVersion ppml-build/v1).",
-                                           show_default=False)]
+RecipeArg = Annotated[
+    Path,
+    typer.Argument(help="The app recipe (YAML, apiVersion ppml-build/v1).", show_default=False),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 # For the recipe's manifest: keys (gramine/overrides.py); `build` takes the same two flags.
-AllowInsecureManifestOpt = Annotated[bool, typer.Option(
-    "--allow-insecure-manifest", help="Accept manifest: keys that weaken the enclave "
-    "(insecure__*, sgx.debug, allow_all_but_log, allowed directory trees), each with a "
-    "warning.")]
-AllowJvmWithoutExinfoOpt = Annotated[bool, typer.Option(
-    "--allow-jvm-without-exinfo", help="Accept manifest: sgx.use_exinfo = false for a JVM app "
-    "(Gramine 1.9 then ends the enclave at the JVM's first deliberate page fault).")]
+AllowInsecureManifestOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-insecure-manifest",
+        help="Accept manifest: keys that weaken the enclave "
+        "(insecure__*, sgx.debug, allow_all_but_log, allowed directory trees), each with a "
+        "warning.",
+    ),
+]
+AllowJvmWithoutExinfoOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-jvm-without-exinfo",
+        help="Accept manifest: sgx.use_exinfo = false for a JVM app "
+        "(Gramine 1.9 then ends the enclave at the JVM's first deliberate page fault).",
+    ),
+]
 
 
 @app.command()
 def init(
     kind: Annotated[str, typer.Argument(help="spark or flink")],
-    directory: Annotated[Path, typer.Argument(help="Where to write the recipe and its job.")] =
-    Path("."),
+    directory: Annotated[
+        Path, typer.Argument(help="Where to write the recipe and its job.")
+    ] = Path("."),
 ) -> None:
     """Write a working, commented recipe (and a small job) to start from."""
     from ..starter import write_starter
@@ -39,29 +52,41 @@ def init(
 
 
 @app.command()
-def validate(recipes: Annotated[list[Path], typer.Argument(help="One or more recipes.")],
-             json_out: JsonOpt = False) -> None:
+def validate(
+    recipes: Annotated[list[Path], typer.Argument(help="One or more recipes.")],
+    json_out: JsonOpt = False,
+) -> None:
     """Check recipes: schema, types, sizes, paths. Exit 2 with file:line:column on the first error."""
-    from ppml_build.pipeline import validate_recipe
+    from ..pipeline import validate_recipe
 
     results = []
     for path in recipes:
         recipe = validate_recipe(path)
-        results.append({"recipe": str(path), "name": recipe.name, "kind": recipe.kind,
-                        "libos": recipe.libos.type, "valid": True})
+        results.append(
+            {
+                "recipe": str(path),
+                "name": recipe.name,
+                "kind": recipe.kind,
+                "libos": recipe.libos.type,
+                "valid": True,
+            }
+        )
     if json_out:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
         for item in results:
-            print(printable(f"{item['recipe']}: ok ({item['kind']} app {item['name']!r}, "
-                            f"{item['libos']})"))
+            print(
+                printable(
+                    f"{item['recipe']}: ok ({item['kind']} app {item['name']!r}, {item['libos']})"
+                )
+            )
 
 
 @app.command()
 def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     """Size the enclave (sgx.enclave_size, sgx.max_threads) from the app's JVM and engine settings,
     showing each term of the derivation."""
-    from ppml_build.pipeline import load_and_plan
+    from ..pipeline import load_and_plan
     from ..plan import format_plan
 
     _, result = load_and_plan(recipe)
@@ -83,22 +108,29 @@ def manifest(
 ) -> None:
     """Render the LibOS configuration for a recipe against a root filesystem: a Gramine manifest
     with every trusted file hashed (APP.manifest + trusted-files.json)."""
-    from ppml_build.gramine.overrides import ManifestOptions
-    from ppml_build.pipeline import write_manifest
+    from ..gramine.overrides import ManifestOptions
+    from ..pipeline import write_manifest
 
-    options = ManifestOptions(allow_insecure_manifest=allow_insecure_manifest,
-                              allow_jvm_without_exinfo=allow_jvm_without_exinfo)
+    options = ManifestOptions(
+        allow_insecure_manifest=allow_insecure_manifest,
+        allow_jvm_without_exinfo=allow_jvm_without_exinfo,
+    )
     result = write_manifest(recipe, rootfs, output_dir, use_cache=not no_cache, options=options)
     if json_out:
         print(json.dumps(result, indent=2))
     else:
         for key in ("manifest", "trusted_files_list"):
             print(printable(f"{key.replace('_', ' ')}: {result[key]}"))
-        print(f"trusted files: {result['trusted_file_count']} "
-              f"({result['trusted_bytes']} bytes, {result['hashed_files']} hashed now)")
+        print(
+            f"trusted files: {result['trusted_file_count']} "
+            f"({result['trusted_bytes']} bytes, {result['hashed_files']} hashed now)"
+        )
         print(f"enclave_size: {result['enclave_size']}, max_threads: {result['max_threads']}")
         if result.get("recipe_manifest_keys"):
-            print(printable("manifest keys from the recipe: "
-                            + ", ".join(result["recipe_manifest_keys"])))
+            print(
+                printable(
+                    "manifest keys from the recipe: " + ", ".join(result["recipe_manifest_keys"])
+                )
+            )
         for warning in result["warnings"]:
             print(printable(f"warning: {warning}"))

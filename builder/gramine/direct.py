@@ -22,20 +22,20 @@ import re
 import tarfile
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import docker
 import docker.errors
 import tomli_w
 
-from ppml_build.errors import ImageError
-from .schema import GRAMINE_1_9
-from ppml_build.record import IN_IMAGE_DIR
-from ppml_build.image.native import run_container
+from ..errors import ImageError
+from ..image.native import run_container
+from ..record import IN_IMAGE_DIR
+from .schema import schema_of
 
-LOG_LEVELS = GRAMINE_1_9["loader"]["log_level"].values  # Gramine 1.9's loader.log_level
+LOG_LEVELS = schema_of()["loader"]["log_level"].values  # the default release's loader.log_level
 DIAGNOSTIC_DIR = "/ppml-direct"  # where a log-level copy of the manifest is mounted
 DIRECT_LABEL = "ppml.direct-run"
 
@@ -51,19 +51,20 @@ class DirectRun:
 
 def read_file_from_image(client, image: str, path: str) -> bytes:
     try:
-        container = client.containers.create(image, entrypoint=["/ppml-never-runs"],
-                                             network_mode="none")
+        container = client.containers.create(
+            image, entrypoint=["/ppml-never-runs"], network_mode="none"
+        )
     except docker.errors.ImageNotFound:
         raise ImageError(f"{image}: no such image; build it first (ppml-build build)") from None
     except docker.errors.APIError as err:
-        raise ImageError(f"{image}: cannot create a container: {err.explanation or err}") \
-            from None
+        raise ImageError(f"{image}: cannot create a container: {err.explanation or err}") from None
     try:
         try:
             chunks, _ = container.get_archive(path)
         except docker.errors.NotFound:
-            raise ImageError(f"{image}: no {path}; is this an image `ppml-build build` made "
-                             "for this recipe?") from None
+            raise ImageError(
+                f"{image}: no {path}; is this an image `ppml-build build` made for this recipe?"
+            ) from None
         with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
             member = archive.next()
             handle = archive.extractfile(member) if member is not None else None
@@ -84,9 +85,16 @@ def with_log_level(manifest_text: str, level: str) -> str:
     return tomli_w.dumps(manifest)
 
 
-def run_direct(client, image: str, name: str, *, network: str = "none",
-               log_level: str | None = None, timeout: int = 1800,
-               extra_args: dict | None = None) -> DirectRun:
+def run_direct(
+    client,
+    image: str,
+    name: str,
+    *,
+    network: str = "none",
+    log_level: str | None = None,
+    timeout: int = 1800,
+    extra_args: dict | None = None,
+) -> DirectRun:
     """Run ``gramine-direct /ppml/NAME`` in ``image``; the job's output and exit code."""
     if network not in ("none", "host"):
         raise ImageError(f"network {network!r}: only 'none' or 'host' (never the default bridge)")
@@ -105,10 +113,18 @@ def run_direct(client, image: str, name: str, *, network: str = "none",
             app = f"{DIAGNOSTIC_DIR}/{name}"
         security = list(extra.pop("security_opt", []) or []) + ["seccomp=unconfined"]
         run = run_container(
-            client, image, what="gramine-direct run", timeout=timeout,
-            entrypoint=["gramine-direct"], command=[app], network_mode=network,
-            hostname="localhost" if network == "none" else None, security_opt=security,
-            labels={DIRECT_LABEL: name}, **extra)
+            client,
+            image,
+            what="gramine-direct run",
+            timeout=timeout,
+            entrypoint=["gramine-direct"],
+            command=[app],
+            network_mode=network,
+            hostname="localhost" if network == "none" else None,
+            security_opt=security,
+            labels={DIRECT_LABEL: name},
+            **extra,
+        )
     return DirectRun(run.exit_code, run.stdout, run.stderr, run.seconds, log_level)
 
 
@@ -118,12 +134,16 @@ def run_direct(client, image: str, name: str, *, network: str = "none",
 # "(file:line:function) " part only at log level debug and above; "[P1::java]" while a process
 # starts and has no thread yet; "[P1:libos]" for the LibOS's own worker threads, which run no
 # program of the app and so name none.
-_PREFIX = re.compile(r"(?:\([^)]*\) )?\[P(?P<process>\d+):"
-                     r"(?:(?:T(?P<thread>\d+))?:(?P<name>[^\]]*)|libos)\] ")
+_PREFIX = re.compile(
+    r"(?:\([^)]*\) )?\[P(?P<process>\d+):"
+    r"(?:(?:T(?P<thread>\d+))?:(?P<name>[^\]]*)|libos)\] "
+)
 # libos/src/fs/chroot/fs.c: is_open_allowed names the dentry (the last path component),
 # is_create_allowed the host path; writing or creating a trusted file is refused as an error.
-_REFUSED = re.compile(r"(?:warning|error): Disallowing (?:access to|creating|creating a trusted"
-                      r"|write/append to a trusted) file '(?P<name>[^']*)'")
+_REFUSED = re.compile(
+    r"(?:warning|error): Disallowing (?:access to|creating|creating a trusted"
+    r"|write/append to a trusted) file '(?P<name>[^']*)'"
+)
 _HASH = re.compile(r"warning: Hash of trusted file '(?P<name>[^']*)' does not match")
 # Gramine 1.9's syscall trace (libos/src/libos_parser.c): "---- openat(AT_FDCWD, "/x", ...) = -13"
 # once a call returns; a call that may block ("slow") is printed before, "---- clone(ARGS) ...",
@@ -135,8 +155,10 @@ _TRACE = "trace: "
 _SYSCALL = "trace: ---- "
 _PRINT_BUF_SIZE = 256
 _RETURN = re.compile(r"return from (?P<call>[a-z0-9_]+)\(\.\.\.\)(?: = (?P<ret>\S+))?$")
-_CALL = re.compile(r"(?P<call>[a-z0-9_]+)\((?P<args>.*)\)"
-                   r"(?: = (?P<ret>\S+)|(?P<enters> \.\.\.))?$")
+_CALL = re.compile(
+    r"(?P<call>[a-z0-9_]+)\((?P<args>.*)\)"
+    r"(?: = (?P<ret>\S+)|(?P<enters> \.\.\.))?$"
+)
 _STRING_ARG = re.compile(r'"([^"]*)"')  # parse_string_arg prints a path as is, unescaped
 # "(fs.c:405:is_open_allowed) ": how every line starts at log level debug and above.
 _LINE_HEAD = re.compile(r"\([\w.-]+:\d+:\w+\) ")
@@ -208,8 +230,8 @@ def _mended_lines(text: str) -> Iterator[str]:
                 yield broken.pop(0) + line
             continue
         while (inner := _INNER_LINE.search(line, 1)) is not None:
-            broken.append(line[:inner.start()])
-            line = line[inner.start():]
+            broken.append(line[: inner.start()])
+            line = line[inner.start() :]
         yield line
     yield from broken
 
@@ -224,10 +246,10 @@ def _log_events(text: str) -> Iterator[tuple[_ThreadKey, str, str, str]]:
             continue
         thread = (int(head.group("process")), head.group("thread") or "")
         program = head.group("name") or ""
-        rest = line[head.end():]
+        rest = line[head.end() :]
         if thread in held:
             if rest.startswith(_TRACE) and not rest.startswith(_SYSCALL):
-                chunk = rest[len(_TRACE):]
+                chunk = rest[len(_TRACE) :]
                 held[thread] += chunk
                 if len(chunk) < _PRINT_BUF_SIZE:
                     yield thread, program, "syscall", held.pop(thread)
@@ -235,9 +257,9 @@ def _log_events(text: str) -> Iterator[tuple[_ThreadKey, str, str, str]]:
             yield thread, program, "syscall", held.pop(thread)  # exactly one full buffer
         if rest.startswith(_SYSCALL):
             if len(rest) - len(_TRACE) == _PRINT_BUF_SIZE:
-                held[thread] = rest[len(_SYSCALL):]
+                held[thread] = rest[len(_SYSCALL) :]
             else:
-                yield thread, program, "syscall", rest[len(_SYSCALL):]
+                yield thread, program, "syscall", rest[len(_SYSCALL) :]
         elif match := _REFUSED.match(rest):
             yield thread, program, "refused", match.group("name")
         elif match := _HASH.match(rest):
@@ -293,8 +315,10 @@ def read_libos_log(text: str) -> LibosReport:
 
 
 # What a failed run's diagnosis shows: Gramine's own lines about files it refused.
-_DIAGNOSIS = re.compile(r"(Disallowing (?:access to|creating|write/append to) |Hash of trusted file "
-                        r"|Writing to a trusted file|error: )")
+_DIAGNOSIS = re.compile(
+    r"(Disallowing (?:access to|creating|write/append to) |Hash of trusted file "
+    r"|Writing to a trusted file|error: )"
+)
 
 
 def refusal_lines(text: str) -> list[str]:
@@ -303,14 +327,23 @@ def refusal_lines(text: str) -> list[str]:
     lines = []
     for line in text.splitlines():
         head = _PREFIX.match(line)
-        if head is None or not _DIAGNOSIS.search(line[head.end():]):
+        if head is None or not _DIAGNOSIS.search(line[head.end() :]):
             continue
-        shown = line[line.index("["):] if line.startswith("(") else line
+        shown = line[line.index("[") :] if line.startswith("(") else line
         if shown not in seen:
             seen.add(shown)
             lines.append(shown)
     return lines
 
 
-__all__ = ["DirectRun", "LOG_LEVELS", "LibosRefusal", "LibosReport", "read_file_from_image",
-           "read_libos_log", "refusal_lines", "run_direct", "with_log_level"]
+__all__ = [
+    "DirectRun",
+    "LOG_LEVELS",
+    "LibosRefusal",
+    "LibosReport",
+    "read_file_from_image",
+    "read_libos_log",
+    "refusal_lines",
+    "run_direct",
+    "with_log_level",
+]

@@ -41,8 +41,8 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..recipe import Recipe
 from .launch import LaunchPlan
-from ppml_build.recipe import Recipe
 
 ARROW_KEY = "spark.sql.execution.arrow.pyspark.enabled"
 FINDINGS_NAMED = 3  # the warning names this many lines, then says how many more
@@ -51,40 +51,100 @@ FINDINGS_NAMED = 3  # the warning names this many lines, then says how many more
 # pyflink/table/udf.py); PyFlink's create_temporary_*function accept only Python functions
 # (Java ones go through create_java_temporary_function).
 _SPARK_UDF_MAKERS = frozenset({"udf", "pandas_udf", "udtf", "UserDefinedFunction"})
-_FLINK_UDF_MAKERS = frozenset({"udf", "udtf", "udaf", "udtaf", "create_temporary_function",
-                               "create_temporary_system_function", "register_function"})
+_FLINK_UDF_MAKERS = frozenset(
+    {
+        "udf",
+        "udtf",
+        "udaf",
+        "udtaf",
+        "create_temporary_function",
+        "create_temporary_system_function",
+        "register_function",
+    }
+)
 # DataFrame/GroupedData methods that always run Python workers (pyspark/sql/pandas/*.py).
-_SPARK_PYTHON_METHODS = frozenset({"mapInPandas", "mapInArrow", "applyInPandas", "applyInArrow",
-                                   "applyInPandasWithState", "transformWithStateInPandas",
-                                   "cogroup"})
+_SPARK_PYTHON_METHODS = frozenset(
+    {
+        "mapInPandas",
+        "mapInArrow",
+        "applyInPandas",
+        "applyInArrow",
+        "applyInPandasWithState",
+        "transformWithStateInPandas",
+        "cogroup",
+    }
+)
 # Methods that run the function passed at this argument position in a Python worker. RDD's
 # fold/aggregate take the zero value first; F.aggregate's 2nd argument is a Column.
 _SPARK_FUNCTION_METHODS = {
-    **dict.fromkeys(("map", "flatMap", "filter", "mapPartitions", "mapPartitionsWithIndex",
-                     "mapValues", "flatMapValues", "foreach", "foreachPartition", "reduce",
-                     "treeReduce", "reduceByKey", "keyBy", "sortBy", "combineByKey"), 0),
+    **dict.fromkeys(
+        (
+            "map",
+            "flatMap",
+            "filter",
+            "mapPartitions",
+            "mapPartitionsWithIndex",
+            "mapValues",
+            "flatMapValues",
+            "foreach",
+            "foreachPartition",
+            "reduce",
+            "treeReduce",
+            "reduceByKey",
+            "keyBy",
+            "sortBy",
+            "combineByKey",
+        ),
+        0,
+    ),
     **dict.fromkeys(("fold", "aggregate", "treeAggregate", "foldByKey", "aggregateByKey"), 1),
 }
 # (Not groupBy/partitionBy: on DataFrames and writers they take column names and Columns.)
-_FLINK_FUNCTION_METHODS = dict.fromkeys(("map", "flat_map", "filter", "key_by", "process",
-                                         "reduce"), 0)
+_FLINK_FUNCTION_METHODS = dict.fromkeys(
+    ("map", "flat_map", "filter", "key_by", "process", "reduce"), 0
+)
 # The keyword names PySpark's RDD and PyFlink's DataStream give those function parameters.
-_FUNCTION_KEYWORDS = ("f", "func", "op", "seqOp", "seqFunc", "keyfunc", "createCombiner",
-                      "key_selector")
+_FUNCTION_KEYWORDS = (
+    "f",
+    "func",
+    "op",
+    "seqOp",
+    "seqFunc",
+    "keyfunc",
+    "createCombiner",
+    "key_selector",
+)
 # Calls that make an RDD on the Python side (pyspark/context.py): createDataFrame of one, or
 # any action on it, maps Python functions over it.
-_RDD_SOURCES = frozenset({"parallelize", "textFile", "wholeTextFiles", "binaryFiles",
-                          "pickleFile", "emptyRDD"})
+_RDD_SOURCES = frozenset(
+    {"parallelize", "textFile", "wholeTextFiles", "binaryFiles", "pickleFile", "emptyRDD"}
+)
 # Builtins that make local Python data when called, or are Python functions when passed.
-_ITERABLE_BUILTINS = frozenset({"list", "tuple", "set", "zip", "map", "filter", "range",
-                                "enumerate", "sorted", "reversed", "iter"})
-_BUILTIN_FUNCTIONS = frozenset(name for name in dir(builtins)
-                               if callable(getattr(builtins, name)) and not name.startswith("_"))
+_ITERABLE_BUILTINS = frozenset(
+    {
+        "list",
+        "tuple",
+        "set",
+        "zip",
+        "map",
+        "filter",
+        "range",
+        "enumerate",
+        "sorted",
+        "reversed",
+        "iter",
+    }
+)
+_BUILTIN_FUNCTIONS = frozenset(
+    name for name in dir(builtins) if callable(getattr(builtins, name)) and not name.startswith("_")
+)
 # Flink SQL's own way to a Python UDF:
 # CREATE [TEMPORARY [SYSTEM]] FUNCTION [IF NOT EXISTS] name AS 'module.f' LANGUAGE PYTHON.
 _PYTHON_SQL_FUNCTION = re.compile(
     r"\bCREATE\s+(?:TEMPORARY\s+)?(?:SYSTEM\s+)?FUNCTION\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"[\w.`]+\s+AS\s+(?:'[^']*'|\"[^\"]*\")\s+LANGUAGE\s+PYTHON\b", re.IGNORECASE)
+    r"[\w.`]+\s+AS\s+(?:'[^']*'|\"[^\"]*\")\s+LANGUAGE\s+PYTHON\b",
+    re.IGNORECASE,
+)
 _NAME_DEPTH = 2  # how many ``name = value`` steps createDataFrame's data is followed through
 
 
@@ -92,7 +152,7 @@ _NAME_DEPTH = 2  # how many ``name = value`` steps createDataFrame's data is fol
 class Finding:
     file: str  # as the recipe names it: the app.files src, or a .py under an app.files directory
     line: int
-    api: str   # what on that line needs a Python worker, e.g. "udf", "map(lambda ...)"
+    api: str  # what on that line needs a Python worker, e.g. "udf", "map(lambda ...)"
 
 
 def scans_app_python(recipe: Recipe, launch: LaunchPlan) -> bool:
@@ -100,21 +160,22 @@ def scans_app_python(recipe: Recipe, launch: LaunchPlan) -> bool:
     return recipe.kind in ("spark", "flink") and launch.python_first
 
 
-def jvm_children_warning(recipe: Recipe, launch: LaunchPlan,
-                         sources: Mapping[str, str | bytes]) -> str | None:
+def jvm_children_warning(
+    recipe: Recipe, launch: LaunchPlan, sources: Mapping[str, str | bytes]
+) -> str | None:
     """The one warning line for ``recipe`` (without ``warning:``), or None if nothing needs
     a JVM-started Python worker. ``sources``: label -> source text of the app's .py files."""
     if not scans_app_python(recipe, launch):
         return None
     submit_args = list(launch.spark_launcher_args)
     submit_args += shlex.split(recipe.app.env.get("PYSPARK_SUBMIT_ARGS", ""))
-    findings = find_jvm_children(recipe.kind, sources,
-                                 arrow_enabled=_arrow_in_options(submit_args))
+    findings = find_jvm_children(recipe.kind, sources, arrow_enabled=_arrow_in_options(submit_args))
     return format_warning(recipe.kind, findings) if findings else None
 
 
-def find_jvm_children(kind: str, sources: Mapping[str, str | bytes], *,
-                      arrow_enabled: bool = False) -> list[Finding]:
+def find_jvm_children(
+    kind: str, sources: Mapping[str, str | bytes], *, arrow_enabled: bool = False
+) -> list[Finding]:
     """Every line of ``sources`` (label -> text, in order) whose code needs a JVM-started
     Python worker under ``kind`` ("spark" or "flink"), one finding per line. Files that do not
     parse are skipped. ``arrow_enabled``: the job's command line turns Arrow on (its code is
@@ -137,17 +198,24 @@ def format_warning(kind: str, findings: list[Finding]) -> str:
     if more > 0:
         named += f" and {more} more"
     if kind == "flink":
-        instead = ("Use Table API expressions and Flink SQL (from_elements, SQL, connectors) "
-                   "instead of Python UDFs and DataStream functions")
+        instead = (
+            "Use Table API expressions and Flink SQL (from_elements, SQL, connectors) "
+            "instead of Python UDFs and DataStream functions"
+        )
     else:
-        instead = ("Build the data in the JVM (spark.range, SQL, spark.read) and use "
-                   "SQL/DataFrame expressions instead of Python UDFs")
-    return (f"app.files {named}: this job needs the JVM to start Python worker processes, "
-            "which Gramine 1.9 cannot run in an enclave (a running JVM must not fork); "
-            f"run-direct will fail at those lines. {instead}")
+        instead = (
+            "Build the data in the JVM (spark.range, SQL, spark.read) and use "
+            "SQL/DataFrame expressions instead of Python UDFs"
+        )
+    return (
+        f"app.files {named}: this job needs the JVM to start Python worker processes, "
+        "which Gramine 1.9 cannot run in an enclave (a running JVM must not fork); "
+        f"run-direct will fail at those lines. {instead}"
+    )
 
 
 # --- parsing ------------------------------------------------------------------------------------
+
 
 def _parse_all(sources: Mapping[str, str | bytes]) -> dict[str, ast.Module]:
     trees = {}
@@ -168,11 +236,17 @@ def _is_true(node: ast.expr) -> bool:
 
 def _arrow_in_options(spark_submit_args: list[str]) -> bool:
     """``--conf spark.sql.execution.arrow.pyspark.enabled=true`` among spark-submit's options."""
-    values = [value for option, value in zip(spark_submit_args, spark_submit_args[1:])
-              if option in ("--conf", "-c")]
+    values = [
+        value
+        for option, value in zip(spark_submit_args, spark_submit_args[1:])
+        if option in ("--conf", "-c")
+    ]
     values += [arg.split("=", 1)[1] for arg in spark_submit_args if arg.startswith("--conf=")]
-    return any(value.partition("=")[0].strip() == ARROW_KEY
-               and value.partition("=")[2].strip().lower() == "true" for value in values)
+    return any(
+        value.partition("=")[0].strip() == ARROW_KEY
+        and value.partition("=")[2].strip().lower() == "true"
+        for value in values
+    )
 
 
 def _arrow_in_code(trees) -> bool:
@@ -187,6 +261,7 @@ def _arrow_in_code(trees) -> bool:
 
 
 # --- what the app's files define ---------------------------------------------------------------
+
 
 class _AppFacts:
     """Names the app's own files define: a function or class of the app passed to ``map`` is
@@ -251,22 +326,27 @@ def _where(node: ast.expr) -> tuple[int, int]:
 
 
 class _FileScan:
-    def __init__(self, kind: str, label: str, tree: ast.Module, facts: _AppFacts,
-                 arrow_enabled: bool) -> None:
+    def __init__(
+        self, kind: str, label: str, tree: ast.Module, facts: _AppFacts, arrow_enabled: bool
+    ) -> None:
         self.kind, self.label, self.tree, self.facts = kind, label, tree, facts
         self.arrow_enabled = arrow_enabled
         self.imports = _imports(tree)
         self.assigned = _assignments(tree)
         self.udf_makers = _SPARK_UDF_MAKERS if kind == "spark" else _FLINK_UDF_MAKERS
-        self.function_methods = (_SPARK_FUNCTION_METHODS if kind == "spark"
-                                 else _FLINK_FUNCTION_METHODS)
+        self.function_methods = (
+            _SPARK_FUNCTION_METHODS if kind == "spark" else _FLINK_FUNCTION_METHODS
+        )
         self._found: dict[int, tuple[int, str]] = {}  # line -> (column, api): one per line
 
     def findings(self) -> list[Finding]:
         decorator_calls: set[int] = set()
         # A string that is a statement of its own (a docstring) is never run as SQL.
-        docstrings = {id(node.value) for node in ast.walk(self.tree)
-                      if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+        docstrings = {
+            id(node.value)
+            for node in ast.walk(self.tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        }
         for node in ast.walk(self.tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self._decorators(node, decorator_calls)
@@ -274,12 +354,15 @@ class _FileScan:
                 self._call(node)
             elif isinstance(node, ast.Attribute) and self.kind == "spark":
                 self._rdd_attribute(node)
-            elif (isinstance(node, ast.Constant) and self.kind == "flink"
-                  and id(node) not in docstrings and isinstance(node.value, str)
-                  and _PYTHON_SQL_FUNCTION.search(node.value)):
+            elif (
+                isinstance(node, ast.Constant)
+                and self.kind == "flink"
+                and id(node) not in docstrings
+                and isinstance(node.value, str)
+                and _PYTHON_SQL_FUNCTION.search(node.value)
+            ):
                 self._add(node, "CREATE FUNCTION ... LANGUAGE PYTHON")
-        return [Finding(self.label, line, api)
-                for line, (_, api) in sorted(self._found.items())]
+        return [Finding(self.label, line, api) for line, (_, api) in sorted(self._found.items())]
 
     def _add(self, node: ast.expr, api: str) -> None:
         line, column = _where(node)
@@ -301,15 +384,23 @@ class _FileScan:
             return
         if name in self.udf_makers:
             self._add(node, name)
-        elif (self.kind == "spark" and name == "register" and isinstance(func, ast.Attribute)
-              and _called_name(func.value) in ("udf", "udtf")):
+        elif (
+            self.kind == "spark"
+            and name == "register"
+            and isinstance(func, ast.Attribute)
+            and _called_name(func.value) in ("udf", "udtf")
+        ):
             self._add(node, ast.unparse(func))  # spark.udf.register
         elif self.kind == "spark" and name in _SPARK_PYTHON_METHODS:
             self._add(node, name)
         elif self.kind == "spark" and name == "parallelize":
             self._add(node, "parallelize")
-        elif (self.kind == "spark" and name == "range" and isinstance(func, ast.Attribute)
-              and _is_spark_context(func.value)):
+        elif (
+            self.kind == "spark"
+            and name == "range"
+            and isinstance(func, ast.Attribute)
+            and _is_spark_context(func.value)
+        ):
             # SparkContext.range is parallelize plus a Python map; spark.range is the JVM's.
             self._add(node, "SparkContext.range")
         elif self.kind == "spark" and name == "createDataFrame":
@@ -322,8 +413,11 @@ class _FileScan:
 
     def _rdd_attribute(self, node: ast.Attribute) -> None:
         """``df.rdd``: any action on it runs Python (RDD.count is a mapPartitions)."""
-        if (node.attr == "rdd" and isinstance(node.ctx, ast.Load)
-                and not self._is_imported(node.value)):
+        if (
+            node.attr == "rdd"
+            and isinstance(node.ctx, ast.Load)
+            and not self._is_imported(node.value)
+        ):
             self._add(node, "DataFrame.rdd")
 
     def _function_method(self, node: ast.Call, name: str) -> None:
@@ -343,8 +437,9 @@ class _FileScan:
         if isinstance(node, ast.Name):
             values = self.assigned.get(node.id, [])
             if values:  # a variable of this file: a function only if it holds one
-                holds_one = any(isinstance(value, ast.Lambda) or self._app_instance(value)
-                                for value in values)
+                holds_one = any(
+                    isinstance(value, ast.Lambda) or self._app_instance(value) for value in values
+                )
                 return node.id if holds_one else None
             if node.id in self.facts.functions or node.id in _BUILTIN_FUNCTIONS:
                 return node.id
@@ -361,13 +456,19 @@ class _FileScan:
         if not isinstance(node.value, ast.Name):
             return False
         owner = node.value.id
-        return (owner in self.imports or node.attr in self.facts.functions
-                or (owner in _BUILTIN_FUNCTIONS and owner not in self.assigned))
+        return (
+            owner in self.imports
+            or node.attr in self.facts.functions
+            or (owner in _BUILTIN_FUNCTIONS and owner not in self.assigned)
+        )
 
     def _app_instance(self, node: ast.expr | None) -> bool:
         """``Double()``: an object of a class the app defines (its methods are Python)."""
-        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in self.facts.classes)
+        return (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in self.facts.classes
+        )
 
     def _is_imported(self, node: ast.expr) -> bool:
         return isinstance(node, ast.Name) and node.id in self.imports
@@ -440,12 +541,17 @@ def _is_spark_context(node: ast.expr) -> bool:
     if isinstance(node, ast.Call):  # SparkContext(...), SparkContext.getOrCreate()
         func = node.func
         return _called_name(func) == "SparkContext" or (
-            isinstance(func, ast.Attribute) and func.attr == "getOrCreate"
-            and _called_name(func.value) == "SparkContext")
+            isinstance(func, ast.Attribute)
+            and func.attr == "getOrCreate"
+            and _called_name(func.value) == "SparkContext"
+        )
     return False
 
 
 def _is_pandas_column(node: ast.expr) -> bool:
     """``pdf["a"]``: a pandas Series (its .map takes lambdas), never an RDD."""
-    return (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
-            and isinstance(node.slice.value, str))
+    return (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.slice, ast.Constant)
+        and isinstance(node.slice.value, str)
+    )

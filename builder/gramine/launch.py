@@ -30,9 +30,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ppml_build.errors import ManifestError, PlanError
-from ppml_build.record import IN_IMAGE_DIR
-from ppml_build.recipe import Recipe
+from ..errors import ManifestError, PlanError
+from ..recipe import Recipe
+from ..record import IN_IMAGE_DIR
 
 # Where ppml-build's in-enclave support files live in the image (trusted, except launch inputs).
 SUPPORT_DIR = IN_IMAGE_DIR
@@ -49,8 +49,12 @@ PYSPARK_JVM_COMMAND = f"{LAUNCH_DIR}/pyspark-jvm.cmd"
 PYSPARK_JVM_ARGS = f"{LAUNCH_DIR}/pyspark-jvm.args"
 # The arguments each was computed for (NUL-separated), so a render can tell a stale one.
 LAUNCH_INPUT_SUFFIX = ".input"
-SUPPORT_TRUSTED = (f"{SUPPORT_DIR}/bin/", f"{SUPPORT_DIR}/etc/", f"{SUPPORT_DIR}/lib/",
-                   f"{LAUNCH_DIR}/")
+SUPPORT_TRUSTED = (
+    f"{SUPPORT_DIR}/bin/",
+    f"{SUPPORT_DIR}/etc/",
+    f"{SUPPORT_DIR}/lib/",
+    f"{LAUNCH_DIR}/",
+)
 
 SPARK_SUBMIT_CLASS = "org.apache.spark.deploy.SparkSubmit"
 PYSPARK_SHELL_RESOURCE = "pyspark-shell"  # SparkSubmitCommandBuilder.PYSPARK_SHELL_RESOURCE
@@ -61,16 +65,54 @@ NO_CHILD_PROCESSES = "org.ppmlbuild.enclave.NoChildProcesses"
 # spark-submit's options that take a value and its switches (Spark 4.3
 # launcher/src/main/java/org/apache/spark/launcher/SparkSubmitOptionParser.java); the first
 # argument that is neither is the primary resource.
-_SPARK_SUBMIT_SWITCHES = frozenset({"--help", "-h", "--supervise", "--usage-error", "--verbose",
-                                    "-v", "--version", "--load-spark-defaults"})
-_SPARK_SUBMIT_OPTS = frozenset({
-    "--archives", "--class", "--conf", "-c", "--deploy-mode", "--driver-class-path",
-    "--driver-cores", "--driver-default-class-path", "--driver-java-options",
-    "--driver-library-path", "--driver-memory", "--exclude-packages", "--executor-cores",
-    "--executor-memory", "--extra-properties-file", "--files", "--jars", "--keytab", "--kill",
-    "--master", "--name", "--num-executors", "--packages", "--principal", "--properties-file",
-    "--proxy-user", "--py-files", "--queue", "--remote", "--repositories", "--status",
-    "--total-executor-cores"})
+_SPARK_SUBMIT_SWITCHES = frozenset(
+    {
+        "--help",
+        "-h",
+        "--supervise",
+        "--usage-error",
+        "--verbose",
+        "-v",
+        "--version",
+        "--load-spark-defaults",
+    }
+)
+_SPARK_SUBMIT_OPTS = frozenset(
+    {
+        "--archives",
+        "--class",
+        "--conf",
+        "-c",
+        "--deploy-mode",
+        "--driver-class-path",
+        "--driver-cores",
+        "--driver-default-class-path",
+        "--driver-java-options",
+        "--driver-library-path",
+        "--driver-memory",
+        "--exclude-packages",
+        "--executor-cores",
+        "--executor-memory",
+        "--extra-properties-file",
+        "--files",
+        "--jars",
+        "--keytab",
+        "--kill",
+        "--master",
+        "--name",
+        "--num-executors",
+        "--packages",
+        "--principal",
+        "--properties-file",
+        "--proxy-user",
+        "--py-files",
+        "--queue",
+        "--remote",
+        "--repositories",
+        "--status",
+        "--total-executor-cores",
+    }
+)
 
 LaunchForm = Literal["exec", "spark-jvm", "pyspark"]
 
@@ -97,12 +139,15 @@ def parse_spark_submit(argv: list[str]) -> SparkSubmit | None:
         elif name in _SPARK_SUBMIT_OPTS:
             index += 1 if "=" in token and token.startswith("--") else 2
         elif token.startswith("-"):
-            raise PlanError(f"app.command: spark-submit option {token!r} is not one Spark 4 "
-                            "knows (SparkSubmitOptionParser); check the spelling")
+            raise PlanError(
+                f"app.command: spark-submit option {token!r} is not one Spark 4 "
+                "knows (SparkSubmitOptionParser); check the spelling"
+            )
         else:
-            return SparkSubmit(tuple(argv[1:index]), token, tuple(argv[index + 1:]))
-    raise PlanError("app.command: spark-submit has no application (app.jar or job.py) after "
-                    "its options")
+            return SparkSubmit(tuple(argv[1:index]), token, tuple(argv[index + 1 :]))
+    raise PlanError(
+        "app.command: spark-submit has no application (app.jar or job.py) after its options"
+    )
 
 
 @dataclass(frozen=True)
@@ -143,8 +188,10 @@ JVM_ENCLAVE_OPTIONS = (
 )
 # A JVM that shares the enclave with Python: refuse starting programs in the JVM itself, since
 # Gramine's sys.disallow_subprocesses would also stop Python from starting the JVM.
-SHARED_ENCLAVE_JVM_OPTIONS = (f"-Xbootclasspath/a:{JDK_SUPPORT_JAR}",
-                              f"-Djava.security.manager={NO_CHILD_PROCESSES}")
+SHARED_ENCLAVE_JVM_OPTIONS = (
+    f"-Xbootclasspath/a:{JDK_SUPPORT_JAR}",
+    f"-Djava.security.manager={NO_CHILD_PROCESSES}",
+)
 
 
 def _is_python(program: str) -> bool:
@@ -169,7 +216,7 @@ def _spark_enclave_options(options: tuple[str, ...]) -> tuple[str, ...]:
             index += 2
             continue
         if token.startswith("--driver-class-path="):
-            out[index:index + 1] = ["--driver-class-path", token.split("=", 1)[1]]
+            out[index : index + 1] = ["--driver-class-path", token.split("=", 1)[1]]
             class_path_at = index + 1
             index += 2
             continue
@@ -199,16 +246,20 @@ def _with_scratch(recipe: Recipe, launch: LaunchPlan) -> LaunchPlan:
         raise PlanError(f"files.tmpfs and files.scratch both list {', '.join(both)}; keep one")
     if launch.python_first:
         if "/tmp" in tmpfs:
-            raise PlanError("files.tmpfs: /tmp: this app's Python and JVM processes exchange "
-                            "files through /tmp, and Gramine gives each process its own tmpfs; "
-                            "list /tmp under files.scratch instead")
+            raise PlanError(
+                "files.tmpfs: /tmp: this app's Python and JVM processes exchange "
+                "files through /tmp, and Gramine gives each process its own tmpfs; "
+                "list /tmp under files.scratch instead"
+            )
         if "/tmp" not in scratch:
             scratch.insert(0, "/tmp")
     elif "/tmp" not in scratch and "/tmp" not in tmpfs:
         tmpfs.insert(0, "/tmp")
     if scratch and not launch.python_first:
-        raise PlanError(f"files.scratch: {scratch[0]}: scratch directories are shared by an "
-                        "app's processes, and this app runs as one process; use files.tmpfs")
+        raise PlanError(
+            f"files.scratch: {scratch[0]}: scratch directories are shared by an "
+            "app's processes, and this app runs as one process; use files.tmpfs"
+        )
     return dataclasses.replace(launch, tmpfs=tuple(tmpfs), scratch=tuple(scratch))
 
 
@@ -216,8 +267,12 @@ def plan_launch(recipe: Recipe) -> LaunchPlan:
     """How the enclave starts ``recipe``'s command (pure)."""
     if recipe.libos.type != "gramine":
         # Occlum starts the command itself (occlum.py); these rules are Gramine's.
-        return LaunchPlan("exec", tuple(recipe.app.command), tmpfs=tuple(recipe.files.tmpfs),
-                          scratch=tuple(recipe.files.scratch))
+        return LaunchPlan(
+            "exec",
+            tuple(recipe.app.command),
+            tmpfs=tuple(recipe.files.tmpfs),
+            scratch=tuple(recipe.files.scratch),
+        )
     # A passthrough of what the launch sets (JAVA_TOOL_OPTIONS, ...) is refused by
     # plan._check_passthrough, with the plan's other variables.
     return _with_scratch(recipe, _launch_form(recipe))
@@ -238,52 +293,71 @@ def _launch_form(recipe: Recipe) -> LaunchPlan:
             (recipe.runtime.python, PPML_LAUNCHER, submit.resource) + submit.app_args,
             spark_launcher_args=submit_args,
             spark_launcher_output=PYSPARK_JVM_COMMAND,
-            env={"PYSPARK_SUBMIT_ARGS": shlex.join(submit_args),
-                 # spark-submit exports it for PySpark's Python workers (bin/spark-submit).
-                 "PYTHONHASHSEED": "0"},
+            env={
+                "PYSPARK_SUBMIT_ARGS": shlex.join(submit_args),
+                # spark-submit exports it for PySpark's Python workers (bin/spark-submit).
+                "PYTHONHASHSEED": "0",
+            },
             java_options=JVM_ENCLAVE_OPTIONS + SHARED_ENCLAVE_JVM_OPTIONS,
             python_first=True,
             support_jars=(JDK_SUPPORT_JAR, HADOOP_SUPPORT_JAR),
-            file_mounts={f"{recipe.runtime.spark_home}/bin/spark-submit": SPARK_SUBMIT_WRAPPER})
+            file_mounts={f"{recipe.runtime.spark_home}/bin/spark-submit": SPARK_SUBMIT_WRAPPER},
+        )
     if submit is not None:
         options = _spark_enclave_options(submit.options)
         return LaunchPlan(
-            "spark-jvm", (),
+            "spark-jvm",
+            (),
             spark_launcher_args=options + (submit.resource,) + submit.app_args,
             spark_launcher_output=SPARK_JVM_COMMAND,
-            java_options=JVM_ENCLAVE_OPTIONS, single_process=True,
-            support_jars=(HADOOP_SUPPORT_JAR,))
+            java_options=JVM_ENCLAVE_OPTIONS,
+            single_process=True,
+            support_jars=(HADOOP_SUPPORT_JAR,),
+        )
     if jvm_kind and _is_python(argv[0]):
         # PyFlink (or PySpark started by its own Python): Python starts the JVM itself.
-        return LaunchPlan("exec", (argv[0], PPML_LAUNCHER, *argv[1:]),
-                          java_options=JVM_ENCLAVE_OPTIONS + SHARED_ENCLAVE_JVM_OPTIONS,
-                          python_first=True, support_jars=(JDK_SUPPORT_JAR,))
+        return LaunchPlan(
+            "exec",
+            (argv[0], PPML_LAUNCHER, *argv[1:]),
+            java_options=JVM_ENCLAVE_OPTIONS + SHARED_ENCLAVE_JVM_OPTIONS,
+            python_first=True,
+            support_jars=(JDK_SUPPORT_JAR,),
+        )
     if jvm_kind and _is_java(argv[0]):
-        return LaunchPlan("exec", tuple(argv), java_options=JVM_ENCLAVE_OPTIONS,
-                          single_process=True)
+        return LaunchPlan(
+            "exec", tuple(argv), java_options=JVM_ENCLAVE_OPTIONS, single_process=True
+        )
     return LaunchPlan("exec", tuple(argv))
 
 
 def describe_launch(launch: LaunchPlan) -> list[str]:
     """What ``ppml-build plan`` says about how the enclave starts the job."""
     if launch.form == "spark-jvm":
-        start = ("the JVM directly, with the command Spark's launcher computes for "
-                 "app.command in the image at build time")
+        start = (
+            "the JVM directly, with the command Spark's launcher computes for "
+            "app.command in the image at build time"
+        )
     elif launch.form == "pyspark":
-        start = (f"Python first ({' '.join(launch.argv)}); it starts the JVM through "
-                 "ppml-build's spark-submit wrapper, with the command Spark's launcher "
-                 "computes at build time")
+        start = (
+            f"Python first ({' '.join(launch.argv)}); it starts the JVM through "
+            "ppml-build's spark-submit wrapper, with the command Spark's launcher "
+            "computes at build time"
+        )
     else:
         start = " ".join(launch.argv) or "the host's argv (INSECURE)"
     lines = [f"launch: {start}"]
     if launch.single_process:
         lines.append("processes: 1; the LibOS refuses every fork (sys.disallow_subprocesses)")
     elif launch.python_first:
-        lines.append("processes: 2, Python and the JVM it starts; the JVM may start none "
-                     f"({NO_CHILD_PROCESSES})")
+        lines.append(
+            "processes: 2, Python and the JVM it starts; the JVM may start none "
+            f"({NO_CHILD_PROCESSES})"
+        )
     for path in launch.scratch:
-        lines.append(f"scratch: {path} (shared by the app's processes; encrypted, keyed "
-                     "afresh for every run)")
+        lines.append(
+            f"scratch: {path} (shared by the app's processes; encrypted, keyed "
+            "afresh for every run)"
+        )
     for path in launch.tmpfs:
         lines.append(f"tmpfs: {path} (in enclave memory, one per process)")
     if launch.java_options:
@@ -311,37 +385,53 @@ def support_stage_lines(recipe: Recipe, launch: LaunchPlan, app_stage: str) -> l
     JAVA_TOOL_OPTIONS is unset for these JVMs: the image's options are for the app's JVM.
     """
     java = f"{recipe.runtime.java_home}/bin/java"
-    lines = [f"FROM {app_stage} AS {SUPPORT_STAGE}", "USER root",
-             f"COPY {SUPPORT_CONTEXT_DIR}/ {_STAGE_SRC}/",
-             _run(f"mkdir -p {_STAGE_OUT}/bin {_STAGE_OUT}/etc; "
-                  f"cp {_STAGE_SRC}/bin/* {_STAGE_OUT}/bin/; "
-                  f"cp {_STAGE_SRC}/etc/hosts {_STAGE_OUT}/etc/hosts; "
-                  f"chmod 0755 {_STAGE_OUT}/bin/*; chmod 0644 {_STAGE_OUT}/etc/hosts")]
+    lines = [
+        f"FROM {app_stage} AS {SUPPORT_STAGE}",
+        "USER root",
+        f"COPY {SUPPORT_CONTEXT_DIR}/ {_STAGE_SRC}/",
+        _run(
+            f"mkdir -p {_STAGE_OUT}/bin {_STAGE_OUT}/etc; "
+            f"cp {_STAGE_SRC}/bin/* {_STAGE_OUT}/bin/; "
+            f"cp {_STAGE_SRC}/etc/hosts {_STAGE_OUT}/etc/hosts; "
+            f"chmod 0755 {_STAGE_OUT}/bin/*; chmod 0644 {_STAGE_OUT}/etc/hosts"
+        ),
+    ]
     # A fixed entry date and sorted entries keep the jars, and so MRENCLAVE, reproducible.
-    jar = (f'mkdir -p "$(dirname "$3")"; cd "$2" && env -u JAVA_TOOL_OPTIONS {java} '
-           '-m jdk.jartool/sun.tools.jar.Main --create --file "$3" --date 2026-01-01T00:00:00Z '
-           '$(find . -type f | LC_ALL=C sort)')
+    jar = (
+        f'mkdir -p "$(dirname "$3")"; cd "$2" && env -u JAVA_TOOL_OPTIONS {java} '
+        '-m jdk.jartool/sun.tools.jar.Main --create --file "$3" --date 2026-01-01T00:00:00Z '
+        "$(find . -type f | LC_ALL=C sort)"
+    )
     javac = f"env -u JAVA_TOOL_OPTIONS {java} -m jdk.compiler/com.sun.tools.javac.Main"
     if JDK_SUPPORT_JAR in launch.support_jars:
-        lines.append(_run(
-            f'mkdir -p "$2"; {javac} -encoding UTF-8 -nowarn -d "$2" '
-            f'$(find "$1" -name "*.java" | LC_ALL=C sort); {jar}',
-            f"{_STAGE_SRC}/java", "/ppml-support/classes-jdk", _out(JDK_SUPPORT_JAR)))
+        lines.append(
+            _run(
+                f'mkdir -p "$2"; {javac} -encoding UTF-8 -nowarn -d "$2" '
+                f'$(find "$1" -name "*.java" | LC_ALL=C sort); {jar}',
+                f"{_STAGE_SRC}/java",
+                "/ppml-support/classes-jdk",
+                _out(JDK_SUPPORT_JAR),
+            )
+        )
     if HADOOP_SUPPORT_JAR in launch.support_jars:
         spark_home = recipe.runtime.spark_home
-        lines.append(_run(
-            f'mkdir -p "$2"; api=$(ls {spark_home}/jars/hadoop-client-api-*.jar); '
-            f'{javac} -encoding UTF-8 -nowarn -cp "$api" -d "$2" '
-            f'$(find "$1" -name "*.java" | LC_ALL=C sort); {jar}',
-            f"{_STAGE_SRC}/java-hadoop", "/ppml-support/classes-hadoop",
-            _out(HADOOP_SUPPORT_JAR)))
+        lines.append(
+            _run(
+                f'mkdir -p "$2"; api=$(ls {spark_home}/jars/hadoop-client-api-*.jar); '
+                f'{javac} -encoding UTF-8 -nowarn -cp "$api" -d "$2" '
+                f'$(find "$1" -name "*.java" | LC_ALL=C sort); {jar}',
+                f"{_STAGE_SRC}/java-hadoop",
+                "/ppml-support/classes-hadoop",
+                _out(HADOOP_SUPPORT_JAR),
+            )
+        )
     if launch.spark_launcher_output is not None:
         lines.append(_spark_launcher_run(recipe, launch))
     return lines
 
 
 def _out(in_image: str) -> str:
-    return _STAGE_OUT + in_image[len(SUPPORT_DIR):]
+    return _STAGE_OUT + in_image[len(SUPPORT_DIR) :]
 
 
 def _spark_launcher_run(recipe: Recipe, launch: LaunchPlan) -> str:
@@ -350,19 +440,28 @@ def _spark_launcher_run(recipe: Recipe, launch: LaunchPlan) -> str:
     ``java -Xmx128m $SPARK_LAUNCHER_OPTS -cp 'jars/*' org.apache.spark.launcher.Main``.
     Recipe values only ever travel as arguments, never inside the script text."""
     runtime = recipe.runtime
-    launcher = ('. "$SPARK_HOME/bin/load-spark-env.sh"; exec "$JAVA_HOME/bin/java" -Xmx128m '
-                '$SPARK_LAUNCHER_OPTS -cp "$SPARK_HOME/jars/*" org.apache.spark.launcher.Main '
-                f'{SPARK_SUBMIT_CLASS} "$@"')
-    script = ('out="$1"; export SPARK_HOME="$2" JAVA_HOME="$3"; shift 3; unset JAVA_TOOL_OPTIONS; '
-              'mkdir -p "$(dirname "$out")"; '
-              f'printf "%s\\0" "$@" > "$out{LAUNCH_INPUT_SUFFIX}"; '
-              f"bash -c '{launcher}' bash \"$@\" > \"$out\"")
+    launcher = (
+        '. "$SPARK_HOME/bin/load-spark-env.sh"; exec "$JAVA_HOME/bin/java" -Xmx128m '
+        '$SPARK_LAUNCHER_OPTS -cp "$SPARK_HOME/jars/*" org.apache.spark.launcher.Main '
+        f'{SPARK_SUBMIT_CLASS} "$@"'
+    )
+    script = (
+        'out="$1"; export SPARK_HOME="$2" JAVA_HOME="$3"; shift 3; unset JAVA_TOOL_OPTIONS; '
+        'mkdir -p "$(dirname "$out")"; '
+        f'printf "%s\\0" "$@" > "$out{LAUNCH_INPUT_SUFFIX}"; '
+        f'bash -c \'{launcher}\' bash "$@" > "$out"'
+    )
     if launch.form == "pyspark":
         # The command is the last line (after Main's "\0\n" marker): one argument per line
         # for the wrapper (launch.check_pyspark_jvm_args refuses one with a newline in it).
         script += f'; sed -n "\\$p" "$out" | tr "\\000" "\\n" > "{_out(PYSPARK_JVM_ARGS)}"'
-    return _run(script, _out(launch.spark_launcher_output or ""), runtime.spark_home,
-                runtime.java_home, *launch.spark_launcher_args)
+    return _run(
+        script,
+        _out(launch.spark_launcher_output or ""),
+        runtime.spark_home,
+        runtime.java_home,
+        *launch.spark_launcher_args,
+    )
 
 
 def app_stage_copy_line() -> str:
@@ -370,6 +469,7 @@ def app_stage_copy_line() -> str:
 
 
 # --- the render side: the launcher's output into argv -----------------------------------------
+
 
 def _split_nul(data: bytes) -> list[str]:
     text = data.decode("utf-8")
@@ -382,23 +482,28 @@ def _split_nul(data: bytes) -> list[str]:
 def check_launcher_input(launch: LaunchPlan, recorded_input: bytes, where: str) -> None:
     """The launcher output in the image was computed for exactly these arguments."""
     if tuple(_split_nul(recorded_input)) != launch.spark_launcher_args:
-        raise ManifestError(f"{where}: Spark's launcher output in the image was computed for "
-                            "other spark-submit arguments than app.command's; rebuild the "
-                            "image with `ppml-build build`")
+        raise ManifestError(
+            f"{where}: Spark's launcher output in the image was computed for "
+            "other spark-submit arguments than app.command's; rebuild the "
+            "image with `ppml-build build`"
+        )
 
 
 def launcher_command(output: bytes, where: str) -> tuple[str, ...]:
     """The java command in org.apache.spark.launcher.Main's output: whatever it printed, a
     ``\0\n`` marker, then the arguments NUL-separated (bin/spark-class reads it so)."""
     marker = output.find(b"\0\n")
-    argv = _split_nul(output[marker + 2:]) if marker >= 0 else []
+    argv = _split_nul(output[marker + 2 :]) if marker >= 0 else []
     if argv and argv[0] == "env":
-        raise ManifestError(f"{where}: Spark's launcher asks for environment variables "
-                            f"({argv[1] if len(argv) > 1 else ''}); set them in app.env")
-    if (not argv or SPARK_SUBMIT_CLASS not in argv
-            or posixpath.basename(argv[0]) != "java"):
-        raise ManifestError(f"{where}: Spark's launcher printed no java command for "
-                            f"{SPARK_SUBMIT_CLASS}; is this a Spark distribution?")
+        raise ManifestError(
+            f"{where}: Spark's launcher asks for environment variables "
+            f"({argv[1] if len(argv) > 1 else ''}); set them in app.env"
+        )
+    if not argv or SPARK_SUBMIT_CLASS not in argv or posixpath.basename(argv[0]) != "java":
+        raise ManifestError(
+            f"{where}: Spark's launcher printed no java command for "
+            f"{SPARK_SUBMIT_CLASS}; is this a Spark distribution?"
+        )
     return tuple(argv)
 
 
@@ -407,5 +512,7 @@ def check_pyspark_jvm_args(command: tuple[str, ...], lines: bytes, where: str) -
     expected = "".join(arg + "\n" for arg in command)
     text = lines.decode("utf-8")
     if any("\n" in arg for arg in command) or text not in (expected, expected + "\n"):
-        raise ManifestError(f"{where}: the JVM command Spark's launcher computed cannot be "
-                            "read one argument per line (an argument has a newline in it)")
+        raise ManifestError(
+            f"{where}: the JVM command Spark's launcher computed cannot be "
+            "read one argument per line (an argument has a newline in it)"
+        )

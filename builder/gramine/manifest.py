@@ -17,16 +17,32 @@ from typing import Any
 import jinja2
 import tomli_w
 
-from ppml_build.errors import ManifestError
+from ..errors import ManifestError
+from ..image.programs import find_program, path_env, script_interpreters
+from ..image.rootfs import RootFS, RootFSError, resolve, stat_followed
+from ..plan import Plan
+from ..recipe import Recipe
+from ..versions import gramine_version
+from .launch import (
+    ENCLAVE_HOSTS,
+    LAUNCH_INPUT_SUFFIX,
+    PYSPARK_JVM_ARGS,
+    SCRATCH_KEY_NAME,
+    SUPPORT_TRUSTED,
+    check_launcher_input,
+    check_pyspark_jvm_args,
+    launcher_command,
+)
+from .overrides import (
+    ManifestOptions,
+    check_guarded,
+    guarded_recipe_fields,
+    merge_overrides,
+    recipe_manifest_keys,
+    toml_string,
+)
 from .schema import apply_gramine_defaults, check_manifest
-from .launch import ENCLAVE_HOSTS, LAUNCH_INPUT_SUFFIX, SCRATCH_KEY_NAME, SUPPORT_TRUSTED, PYSPARK_JVM_ARGS, check_launcher_input, check_pyspark_jvm_args, launcher_command
-from .overrides import ManifestOptions, check_guarded, guarded_recipe_fields, merge_overrides, recipe_manifest_keys, toml_string
-from ppml_build.plan import Plan
-from ppml_build.image.programs import find_program, path_env, script_interpreters
-from ppml_build.recipe import Recipe
-from ppml_build.image.rootfs import RootFS, RootFSError, resolve, stat_followed
 from .trusted import TrustedFile, expand_trusted_file_list
-from ppml_build.versions import gramine_version
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "manifest_templates"
 
@@ -51,8 +67,11 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}"
-                                for k, v in value.items()) + " }"
+        return (
+            "{ "
+            + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}" for k, v in value.items())
+            + " }"
+        )
     raise ManifestError(f"cannot write {type(value).__name__} into a manifest template")
 
 
@@ -104,12 +123,13 @@ def launch_argv(plan: Plan, fs: RootFS) -> list[str]:
     try:
         raw = fs.read_bytes(resolve(fs, output))
         recorded = fs.read_bytes(resolve(fs, output + LAUNCH_INPUT_SUFFIX))
-        lines = (fs.read_bytes(resolve(fs, PYSPARK_JVM_ARGS)) if launch.form == "pyspark"
-                 else b"")
+        lines = fs.read_bytes(resolve(fs, PYSPARK_JVM_ARGS)) if launch.form == "pyspark" else b""
     except (OSError, KeyError, RootFSError):
-        raise ManifestError(f"{where}: missing; Spark's launcher computes the JVM command "
-                            "while `ppml-build build` builds the image, so render against an "
-                            "image it built") from None
+        raise ManifestError(
+            f"{where}: missing; Spark's launcher computes the JVM command "
+            "while `ppml-build build` builds the image, so render against an "
+            "image it built"
+        ) from None
     check_launcher_input(launch, recorded, where)
     command = launcher_command(raw, where)
     if launch.form == "spark-jvm":
@@ -147,21 +167,27 @@ def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
         mounts.append({"path": "/etc/hosts", "uri": f"file:{ENCLAVE_HOSTS}"})
     for path, source in launch.file_mounts.items():
         if not present(source):
-            raise ManifestError(f"{source}: not in the image; ppml-build's support files are "
-                                "added by `ppml-build build`")
+            raise ManifestError(
+                f"{source}: not in the image; ppml-build's support files are "
+                "added by `ppml-build build`"
+            )
         mounts.append({"path": path, "uri": f"file:{source}"})
     for path in launch.tmpfs:
         mounts.append({"type": "tmpfs", "path": path})
     for path in launch.scratch:
         entry = stat_followed(fs, path)
         if entry is None or entry.kind != "dir":
-            raise ManifestError(f"files.scratch: {path} is not a directory in the image; "
-                                "create it in the base image or the build stage")
-        mounts.append({"type": "encrypted", "path": path, "uri": f"file:{path}",
-                       "key_name": SCRATCH_KEY_NAME})
+            raise ManifestError(
+                f"files.scratch: {path} is not a directory in the image; "
+                "create it in the base image or the build stage"
+            )
+        mounts.append(
+            {"type": "encrypted", "path": path, "uri": f"file:{path}", "key_name": SCRATCH_KEY_NAME}
+        )
     for enc in recipe.files.encrypted:
-        mounts.append({"type": "encrypted", "path": enc.path, "uri": enc.uri,
-                       "key_name": enc.key_name})
+        mounts.append(
+            {"type": "encrypted", "path": enc.path, "uri": enc.uri, "key_name": enc.key_name}
+        )
 
     uses_python = recipe.uses_python
     return {
@@ -169,9 +195,12 @@ def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
         "plan": plan,
         "launch": launch,
         "runtime": runtime,
-        "gramine": {"prefix": prefix, "libpal": prefix + version.libpal,
-                    "libsysdb": prefix + version.libsysdb,
-                    "runtime_glibc": prefix + version.runtime_glibc},
+        "gramine": {
+            "prefix": prefix,
+            "libpal": prefix + version.libpal,
+            "libsysdb": prefix + version.libsysdb,
+            "runtime_glibc": prefix + version.runtime_glibc,
+        },
         "entrypoint": entrypoint,
         "argv": argv,
         "python_main": posixpath.basename(argv[0]).startswith("python"),
@@ -197,15 +226,17 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS, *,
-                    options: ManifestOptions = ManifestOptions()) -> RenderedManifest:
+def render_manifest(
+    recipe: Recipe, plan: Plan, fs: RootFS, *, options: ManifestOptions = ManifestOptions()
+) -> RenderedManifest:
     """The manifest text for ``recipe`` over the image filesystem ``fs``. Pure given ``fs``.
 
     ``options`` says which guarded keys of the recipe's ``manifest:`` the CLI allowed.
     """
     if recipe.libos.type != "gramine":
-        raise ManifestError(f"libos.type {recipe.libos.type!r}: the Gramine renderer was asked "
-                            "for another LibOS")
+        raise ManifestError(
+            f"libos.type {recipe.libos.type!r}: the Gramine renderer was asked for another LibOS"
+        )
     context = render_context(recipe, plan, fs)
     template_name = f"gramine/{recipe.kind}.toml.j2"
     try:
@@ -215,8 +246,10 @@ def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS, *,
     try:
         manifest = tomllib.loads(rendered)
     except tomllib.TOMLDecodeError as err:
-        raise ManifestError(f"{template_name} rendered invalid TOML ({err}); a recipe value "
-                            "may contain characters the template does not escape") from None
+        raise ManifestError(
+            f"{template_name} rendered invalid TOML ({err}); a recipe value "
+            "may contain characters the template does not escape"
+        ) from None
 
     # The recipe's own values: Python overlays them so a user's env wins over kind defaults.
     env = manifest["loader"].setdefault("env", {})
@@ -231,14 +264,18 @@ def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS, *,
     env.update(plan.launch.env)
     if plan.launch.java_options:
         env["JAVA_TOOL_OPTIONS"] = " ".join(
-            filter(None, [env.get("JAVA_TOOL_OPTIONS", ""), *plan.launch.java_options]))
+            filter(None, [env.get("JAVA_TOOL_OPTIONS", ""), *plan.launch.java_options])
+        )
 
     # The recipe's manifest: keys (manifest_overrides.py), merged before sgx.trusted_files is
     # expanded so the entries they add are hashed like the others.
-    warnings = check_guarded(recipe.manifest, recipe.kind, options, is_directory=lambda path:
-                             getattr(stat_followed(fs, path), "kind", None) == "dir",
-                             fields=guarded_recipe_fields(recipe.files.allowed,
-                                                          recipe.app.passthrough_env))
+    warnings = check_guarded(
+        recipe.manifest,
+        recipe.kind,
+        options,
+        is_directory=lambda path: getattr(stat_followed(fs, path), "kind", None) == "dir",
+        fields=guarded_recipe_fields(recipe.files.allowed, recipe.app.passthrough_env),
+    )
     manifest = merge_overrides(manifest, recipe.manifest)
 
     sgx = manifest["sgx"]
@@ -248,22 +285,32 @@ def render_manifest(recipe: Recipe, plan: Plan, fs: RootFS, *,
     trusted = expand_trusted_file_list(entries, fs)
     sgx["trusted_files"] = [tf.to_manifest() for tf in trusted]
     sgx["allowed_files"] = list(sgx.get("allowed_files", [])) + [
-        f"file:{path}" for path in recipe.files.allowed]
+        f"file:{path}" for path in recipe.files.allowed
+    ]
 
     libsysdb = context["gramine"]["libsysdb"]
     libsysdb_entry = stat_followed(fs, libsysdb)
     if libsysdb_entry is None or libsysdb_entry.kind != "file":
-        raise ManifestError(f"libos.prefix: {libsysdb} is not in the image; is Gramine "
-                            f"{recipe.libos.version} installed there? (set libos.prefix)")
+        raise ManifestError(
+            f"libos.prefix: {libsysdb} is not in the image; is Gramine "
+            f"{recipe.libos.version} installed there? (set libos.prefix)"
+        )
     real_libsysdb = resolve(fs, libsysdb)
     manifest["loader"]["entrypoint"]["sha256"] = fs.sha256_many([real_libsysdb])[real_libsysdb]
 
-    manifest = apply_gramine_defaults(manifest, source=recipe.name,
-                                      version=recipe.libos.version)
+    manifest = apply_gramine_defaults(manifest, source=recipe.name, version=recipe.libos.version)
     check_manifest(manifest, recipe.libos.version)
     text = tomli_w.dumps(manifest)
     if "\0" in text:
-        raise ManifestError("the manifest would contain a NUL byte (Gramine measures up to the "
-                            "first NUL); remove it from the recipe")
-    return RenderedManifest(text, manifest, trusted, context["gramine"]["libpal"],
-                            tuple(recipe_manifest_keys(recipe.manifest)), tuple(warnings))
+        raise ManifestError(
+            "the manifest would contain a NUL byte (Gramine measures up to the "
+            "first NUL); remove it from the recipe"
+        )
+    return RenderedManifest(
+        text,
+        manifest,
+        trusted,
+        context["gramine"]["libpal"],
+        tuple(recipe_manifest_keys(recipe.manifest)),
+        tuple(warnings),
+    )

@@ -21,15 +21,17 @@ from __future__ import annotations
 import copy
 import datetime
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import tomli_w
 
-from ppml_build.errors import ManifestError
-from .uris import covers_whole_filesystem
+from ..errors import ManifestError
+
 # _check is the schema walk check_manifest uses; reused so a key is judged by the same rules.
-from .schema import ANY, BOOL, GRAMINE_1_9, INT, STR, DictOf, _check
+from .schema import ANY, BOOL, INT, STR, DictOf, _check, schema_of
+from .uris import covers_whole_filesystem
 
 INSECURE_FLAG = "--allow-insecure-manifest"
 JVM_EXINFO_FLAG = "--allow-jvm-without-exinfo"
@@ -57,17 +59,27 @@ OWNED: dict[tuple[str, ...], str] = {
 }
 
 # Lists the recipe's entries are appended to; any other list or scalar replaces the template's.
-APPENDED = {("sgx", "trusted_files"), ("sgx", "allowed_files"), ("fs", "mounts"),
-            ("sys", "allowed_ioctls")}
+APPENDED = {
+    ("sgx", "trusted_files"),
+    ("sgx", "allowed_files"),
+    ("fs", "mounts"),
+    ("sys", "allowed_ioctls"),
+}
 
 # Keys Gramine's schema marks Required() inside list items (manifest_check.py); our schema
 # table does not model item-level requirements, so they are checked here.
-_REQUIRED_ITEM_KEYS = {("fs", "mounts"): ("path",), ("sys", "allowed_ioctls"): ("request_code",),
-                       ("sys", "debug__mock_syscalls"): ("name",)}
+_REQUIRED_ITEM_KEYS = {
+    ("fs", "mounts"): ("path",),
+    ("sys", "allowed_ioctls"): ("request_code",),
+    ("sys", "debug__mock_syscalls"): ("name",),
+}
 
-_PLAIN_SHAPES = {STR: "a string (sizes too, e.g. \"2M\")", INT: "a whole number",
-                 BOOL: "true or false"}
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+_PLAIN_SHAPES = {
+    STR: 'a string (sizes too, e.g. "2M")',
+    INT: "a whole number",
+    BOOL: "true or false",
+}
+_INT64 = (-(2**63), 2**63 - 1)
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -106,6 +118,7 @@ class Guarded:
 
 # --- reading the recipe's table ---------------------------------------------------------------
 
+
 def dotted(path: tuple) -> str:
     """``sys.stack.size``; a key that is not a bare TOML key is quoted, as TOML would."""
     return ".".join(part if _BARE_KEY.match(part) else toml_string(part) for part in path)
@@ -130,20 +143,27 @@ def normalise_overrides(raw: Any) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise OverrideError("manifest: must be a mapping of Gramine manifest keys, e.g. "
-                            "{sgx.preheat_enclave: true}")
+        raise OverrideError(
+            "manifest: must be a mapping of Gramine manifest keys, e.g. {sgx.preheat_enclave: true}"
+        )
     tree: dict[str, Any] = {}
-    _insert_table(tree, raw, (), (), GRAMINE_1_9, {})
+    _insert_table(
+        tree, raw, (), (), schema_of(), {}
+    )  # the default release: the recipe field cannot see libos
     return _without_empty_tables(tree)
 
 
-def _insert_table(target: dict, mapping: dict, path: tuple, where: tuple, shape: Any,
-                  origins: dict[tuple, tuple]) -> None:
+def _insert_table(
+    target: dict, mapping: dict, path: tuple, where: tuple, shape: Any, origins: dict[tuple, tuple]
+) -> None:
     for raw_key, value in mapping.items():
         key_where = where + (raw_key,)
         if not isinstance(raw_key, str):
-            raise OverrideError(f"manifest.{dotted(path + (str(raw_key),))}: keys must be "
-                                "strings", key_where, at_key=True)
+            raise OverrideError(
+                f"manifest.{dotted(path + (str(raw_key),))}: keys must be strings",
+                key_where,
+                at_key=True,
+            )
         node, node_path, node_shape = target, path, shape
         parts = _split_key(raw_key, path, shape, key_where)
         while len(parts) > 1:  # walk the tables a dotted key names
@@ -162,8 +182,7 @@ def _insert_table(target: dict, mapping: dict, path: tuple, where: tuple, shape:
             _leaf(node, parts[0], value, node_path, node_shape, key_where, origins)
 
 
-def _table_at(node: dict, key: str, path: tuple, where: tuple,
-              origins: dict[tuple, tuple]) -> dict:
+def _table_at(node: dict, key: str, path: tuple, where: tuple, origins: dict[tuple, tuple]) -> dict:
     """The table at ``key``, made when missing: a dotted and a nested spelling share it."""
     if key not in node:
         node[key] = {}
@@ -178,8 +197,12 @@ def _split_key(raw_key: str, path: tuple, shape: Any, where: tuple) -> list[str]
         return [raw_key]  # a free-form table: the key is a name, dots and all
     parts = raw_key.split(".")
     if any(not part.strip() for part in parts):
-        raise OverrideError(f"manifest.{dotted(path + (raw_key,))}: {raw_key!r} is not a "
-                            "manifest key (empty part between dots)", where, at_key=True)
+        raise OverrideError(
+            f"manifest.{dotted(path + (raw_key,))}: {raw_key!r} is not a "
+            "manifest key (empty part between dots)",
+            where,
+            at_key=True,
+        )
     return parts
 
 
@@ -191,30 +214,52 @@ def _child_shape(shape: Any, path: tuple, where: tuple) -> Any:
     """The schema shape of ``path``; refuses keys the recipe owns and keys Gramine rejects."""
     if path in OWNED:
         field = OWNED[path]
-        raise OverrideError(f"manifest.{dotted(path)}: set from the recipe's {field} (one home "
-                            f"per fact); change {field} instead", where, at_key=True)
+        raise OverrideError(
+            f"manifest.{dotted(path)}: set from the recipe's {field} (one home "
+            f"per fact); change {field} instead",
+            where,
+            at_key=True,
+        )
     if isinstance(shape, dict):
         if path[-1] not in shape:
-            raise OverrideError(f"manifest.{dotted(path)}: not a Gramine 1.9 manifest key; "
-                                "check the spelling (Documentation/manifest-syntax.rst)",
-                                where, at_key=True)
+            raise OverrideError(
+                f"manifest.{dotted(path)}: not a Gramine 1.9 manifest key; "
+                "check the spelling (Documentation/manifest-syntax.rst)",
+                where,
+                at_key=True,
+            )
         return shape[path[-1]]
     if isinstance(shape, DictOf):
         return shape.value
     if shape is ANY:
         return ANY
-    raise OverrideError(f"manifest.{dotted(path[:-1])}: is a value in Gramine 1.9, not a table, "
-                        f"so it has no key {path[-1]!r}", where, at_key=True)
+    raise OverrideError(
+        f"manifest.{dotted(path[:-1])}: is a value in Gramine 1.9, not a table, "
+        f"so it has no key {path[-1]!r}",
+        where,
+        at_key=True,
+    )
 
 
 def _given_twice(path: tuple, origins: dict[tuple, tuple], where: tuple) -> OverrideError:
     first = origins.get(path, where)
-    return OverrideError(f"manifest.{dotted(path)}: given twice, as {_written(first)} and as "
-                         f"{_written(where)}; keep one", where, at_key=True)
+    return OverrideError(
+        f"manifest.{dotted(path)}: given twice, as {_written(first)} and as "
+        f"{_written(where)}; keep one",
+        where,
+        at_key=True,
+    )
 
 
-def _leaf(node: dict, key: str, value: Any, path: tuple, shape: Any, where: tuple,
-          origins: dict[tuple, tuple]) -> None:
+def _leaf(
+    node: dict,
+    key: str,
+    value: Any,
+    path: tuple,
+    shape: Any,
+    where: tuple,
+    origins: dict[tuple, tuple],
+) -> None:
     if key in node:
         raise _given_twice(path, origins, where)
     problem = _toml_problem(value)
@@ -222,8 +267,9 @@ def _leaf(node: dict, key: str, value: Any, path: tuple, shape: Any, where: tupl
         raise OverrideError(f"manifest.{dotted(path)}: {problem}", where)
     wanted = _PLAIN_SHAPES.get(shape) if isinstance(shape, type) else None
     if wanted and (not isinstance(value, shape) or shape is INT and isinstance(value, bool)):
-        raise OverrideError(f"manifest.{dotted(path)}: must be {wanted}, got "
-                            f"{type(value).__name__}", where)
+        raise OverrideError(
+            f"manifest.{dotted(path)}: must be {wanted}, got {type(value).__name__}", where
+        )
     try:
         _check(value, shape, path)
     except ManifestError as err:
@@ -257,12 +303,11 @@ def _toml_problem(value: Any) -> str | None:
             if problem:
                 return problem
         return None
-    wanted = ("Gramine manifest values are strings, whole numbers, true/false, lists and "
-              "tables")
+    wanted = "Gramine manifest values are strings, whole numbers, true/false, lists and tables"
     if value is None:
         return f"has no value (null); {wanted}; give one or remove the key"
     if isinstance(value, float):
-        return (f"{value!r} is a float; {wanted} (write a size as a string, e.g. \"2M\")")
+        return f'{value!r} is a float; {wanted} (write a size as a string, e.g. "2M")'
     if isinstance(value, (datetime.date, datetime.time)):
         return f"{value} is a date or time; {wanted} (quote it to mean a string)"
     return f"a {type(value).__name__} is not allowed; {wanted}"
@@ -277,8 +322,7 @@ def _item_problem(path: tuple, value: Any) -> str | None:
         for key in _REQUIRED_ITEM_KEYS.get(path, ()):
             if isinstance(item, dict) and key not in item:
                 return f"{name}[{index}].{key}: required (python/graminelibos/manifest_check.py)"
-        if path == ("fs", "mounts") and item.get("type", "chroot") != "tmpfs" \
-                and "uri" not in item:
+        if path == ("fs", "mounts") and item.get("type", "chroot") != "tmpfs" and "uri" not in item:
             return f"{name}[{index}].uri: required for a {item.get('type', 'chroot')} mount"
         if path == ("sgx", "trusted_files"):
             uri = item.get("uri") if isinstance(item, dict) else item
@@ -294,8 +338,8 @@ def _file_uri_problem(uri: str) -> str | None:
     """Trusted files are ``file:`` URIs with an absolute in-image path (graminelibos'
     manifest.py expands them under the image root; '..' would leave the path we hash)."""
     if not uri.startswith("file:/"):
-        return f"{uri!r} is not a file: URI with an absolute path; write \"file:/path\""
-    path = uri[len("file:"):]
+        return f'{uri!r} is not a file: URI with an absolute path; write "file:/path"'
+    path = uri[len("file:") :]
     if any(part == ".." for part in path.split("/")) or "\n" in path:
         return f"{uri!r} must not contain '..' or a newline"
     return None
@@ -315,6 +359,7 @@ def _without_empty_tables(tree: dict) -> dict:
 
 
 # --- showing them -----------------------------------------------------------------------------
+
 
 def _leaves(tree: dict, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
     for key, value in tree.items():
@@ -336,7 +381,7 @@ def recipe_manifest_keys(overrides: dict) -> list[str]:
 def toml_string(text: str) -> str:
     """A TOML basic string, escaped by tomli_w (JSON's escaping writes characters past U+FFFF
     as surrogate pairs, which TOML refuses)."""
-    return tomli_w.dumps({"v": text})[len("v = "):].rstrip("\n")
+    return tomli_w.dumps({"v": text})[len("v = ") :].rstrip("\n")
 
 
 def toml_literal(value: Any) -> str:
@@ -350,8 +395,13 @@ def toml_literal(value: Any) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        return "{ " + ", ".join(f"{dotted((str(key),))} = {toml_literal(item)}"
-                                for key, item in value.items()) + " }"
+        return (
+            "{ "
+            + ", ".join(
+                f"{dotted((str(key),))} = {toml_literal(item)}" for key, item in value.items()
+            )
+            + " }"
+        )
     return repr(value)
 
 
@@ -362,6 +412,7 @@ def describe_overrides(overrides: dict) -> list[str]:
 
 # --- guarded keys -----------------------------------------------------------------------------
 
+
 def _widens_allowed(entry: str, is_directory: Callable[[str], bool] | None) -> bool:
     """An allowed entry naming a directory allows everything below it, unverified: Gramine
     matches allowed files by path prefix, with or without a trailing '/'
@@ -369,12 +420,13 @@ def _widens_allowed(entry: str, is_directory: Callable[[str], bool] | None) -> b
     if entry.endswith("/") or entry in ("file:", "dev:"):
         return True
     if is_directory is not None and entry.startswith("file:/"):
-        return is_directory(entry[len("file:"):])
+        return is_directory(entry[len("file:") :])
     return False
 
 
-def guarded_overrides(overrides: dict, kind: str, *,
-                      is_directory: Callable[[str], bool] | None = None) -> list[Guarded]:
+def guarded_overrides(
+    overrides: dict, kind: str, *, is_directory: Callable[[str], bool] | None = None
+) -> list[Guarded]:
     """The recipe's keys that need a flag, in the recipe's (sorted) key order.
 
     ``is_directory`` (an in-image path → bool) lets an allowed entry without a trailing '/'
@@ -384,41 +436,102 @@ def guarded_overrides(overrides: dict, kind: str, *,
     for path, value in sorted(_leaves(overrides)):
         key = dotted(path)
         if any(part.startswith("insecure__") for part in path):
-            out.append(Guarded(key, value, INSECURE_FLAG, "insecure__ keys turn off a "
-                               "protection of Gramine (Documentation/manifest-syntax.rst)"))
+            out.append(
+                Guarded(
+                    key,
+                    value,
+                    INSECURE_FLAG,
+                    "insecure__ keys turn off a "
+                    "protection of Gramine (Documentation/manifest-syntax.rst)",
+                )
+            )
         elif path == ("sgx", "debug"):
-            out.append(Guarded(key, value, INSECURE_FLAG, "a debug enclave's memory can be "
-                               "read by the host; the recipe's field for it is enclave.debug"))
+            out.append(
+                Guarded(
+                    key,
+                    value,
+                    INSECURE_FLAG,
+                    "a debug enclave's memory can be "
+                    "read by the host; the recipe's field for it is enclave.debug",
+                )
+            )
         elif path == ("sgx", "file_check_policy") and value == "allow_all_but_log":
-            out.append(Guarded(key, value, INSECURE_FLAG, "the enclave may then open any "
-                               "file unverified, with only a log line"))
+            out.append(
+                Guarded(
+                    key,
+                    value,
+                    INSECURE_FLAG,
+                    "the enclave may then open any file unverified, with only a log line",
+                )
+            )
         elif path == ("sgx", "allowed_files"):
             for entry in value:
                 if _widens_allowed(entry, is_directory):
-                    out.append(Guarded(key, entry, INSECURE_FLAG, "it allows a whole directory "
-                                       "tree unverified (Gramine matches allowed files by path "
-                                       "prefix); allow files, or use files.encrypted"))
+                    out.append(
+                        Guarded(
+                            key,
+                            entry,
+                            INSECURE_FLAG,
+                            "it allows a whole directory "
+                            "tree unverified (Gramine matches allowed files by path "
+                            "prefix); allow files, or use files.encrypted",
+                        )
+                    )
         elif path == ("sgx", "use_exinfo") and value is False and kind in JVM_KINDS:
-            out.append(Guarded(key, value, JVM_EXINFO_FLAG, "the JVM takes deliberate page "
-                               "faults (safepoint polls, implicit null checks) and Gramine 1.9 "
-                               "ends the enclave at the first one without EXINFO "
-                               "(pal/src/host/linux-sgx/pal_exception.c)"))
+            out.append(
+                Guarded(
+                    key,
+                    value,
+                    JVM_EXINFO_FLAG,
+                    "the JVM takes deliberate page "
+                    "faults (safepoint polls, implicit null checks) and Gramine 1.9 "
+                    "ends the enclave at the first one without EXINFO "
+                    "(pal/src/host/linux-sgx/pal_exception.c)",
+                )
+            )
     return out
 
 
 # Variables that choose what code a process loads: a host value could load a library, a Java
 # agent or Python modules of its choosing (from an allowed or encrypted path the enclave
 # trusts less than its trusted files) or change the loader's behaviour.
-LOADER_ENV = frozenset({
-    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_BIND_NOW", "LD_DEBUG", "LD_PROFILE",
-    "GLIBC_TUNABLES", "MALLOC_ARENA_MAX",
-    "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS", "CLASSPATH", "JAVA_HOME",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONSAFEPATH",
-    "PYTHONINSPECT", "PYTHONNOUSERSITE", "PYTHONEXECUTABLE", "PYTHONPLATLIBDIR",
-    "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYSPARK_SUBMIT_ARGS", "SPARK_HOME",
-    "SPARK_CONF_DIR", "SPARK_SUBMIT_OPTS", "HADOOP_CONF_DIR", "FLINK_HOME", "FLINK_CONF_DIR",
-    "FLINK_ENV_JAVA_OPTS", "FLINK_PLUGINS_DIR",
-})
+LOADER_ENV = frozenset(
+    {
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "LD_BIND_NOW",
+        "LD_DEBUG",
+        "LD_PROFILE",
+        "GLIBC_TUNABLES",
+        "MALLOC_ARENA_MAX",
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "_JAVA_OPTIONS",
+        "CLASSPATH",
+        "JAVA_HOME",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "PYTHONSAFEPATH",
+        "PYTHONINSPECT",
+        "PYTHONNOUSERSITE",
+        "PYTHONEXECUTABLE",
+        "PYTHONPLATLIBDIR",
+        "PYSPARK_PYTHON",
+        "PYSPARK_DRIVER_PYTHON",
+        "PYSPARK_SUBMIT_ARGS",
+        "SPARK_HOME",
+        "SPARK_CONF_DIR",
+        "SPARK_SUBMIT_OPTS",
+        "HADOOP_CONF_DIR",
+        "FLINK_HOME",
+        "FLINK_CONF_DIR",
+        "FLINK_ENV_JAVA_OPTS",
+        "FLINK_PLUGINS_DIR",
+    }
+)
 
 
 def loads_code(name: str) -> bool:
@@ -432,39 +545,65 @@ def guarded_recipe_fields(allowed: list[str], passthrough_env: list[str]) -> lis
     out = []
     for path in allowed:
         if covers_whole_filesystem(f"file:{path}"):
-            out.append(Guarded("files.allowed", path, INSECURE_FLAG, "it lets the enclave read "
-                               "every file of the host's mounts unverified; list the files or "
-                               "directories the app reads, or use files.encrypted"))
+            out.append(
+                Guarded(
+                    "files.allowed",
+                    path,
+                    INSECURE_FLAG,
+                    "it lets the enclave read "
+                    "every file of the host's mounts unverified; list the files or "
+                    "directories the app reads, or use files.encrypted",
+                )
+            )
     for name in passthrough_env:
         if loads_code(name):
-            out.append(Guarded("app.passthrough_env", name, INSECURE_FLAG, f"{name} decides what "
-                               "code the process loads, and the host would choose it; set it "
-                               "in app.env (measured) instead"))
+            out.append(
+                Guarded(
+                    "app.passthrough_env",
+                    name,
+                    INSECURE_FLAG,
+                    f"{name} decides what "
+                    "code the process loads, and the host would choose it; set it "
+                    "in app.env (measured) instead",
+                )
+            )
     return out
 
 
-def check_guarded(overrides: dict, kind: str, options: ManifestOptions, *,
-                  is_directory: Callable[[str], bool] | None = None,
-                  fields: list[Guarded] = ()) -> list[str]:
+def check_guarded(
+    overrides: dict,
+    kind: str,
+    options: ManifestOptions,
+    *,
+    is_directory: Callable[[str], bool] | None = None,
+    fields: list[Guarded] = (),
+) -> list[str]:
     """Warning lines for the guarded keys (and recipe ``fields``, from guarded_recipe_fields)
     the flags allow; ManifestError for the first one they do not."""
-    allowed = {INSECURE_FLAG: options.allow_insecure_manifest,
-               JVM_EXINFO_FLAG: options.allow_jvm_without_exinfo}
+    allowed = {
+        INSECURE_FLAG: options.allow_insecure_manifest,
+        JVM_EXINFO_FLAG: options.allow_jvm_without_exinfo,
+    }
     warnings = []
     items = [(item.key, item) for item in fields]
-    items += [(f"manifest.{item.key}", item)
-              for item in guarded_overrides(overrides, kind, is_directory=is_directory)]
+    items += [
+        (f"manifest.{item.key}", item)
+        for item in guarded_overrides(overrides, kind, is_directory=is_directory)
+    ]
     for key, item in items:
         if not allowed[item.flag]:
-            raise ManifestError(f"{key}: {toml_literal(item.value)} is refused without "
-                                f"{item.flag}: {item.reason}")
+            raise ManifestError(
+                f"{key}: {toml_literal(item.value)} is refused without {item.flag}: {item.reason}"
+            )
         label = "INSECURE" if item.flag == INSECURE_FLAG else "JVM WITHOUT EXINFO"
-        warnings.append(f"{label}: {key} = {toml_literal(item.value)} from the recipe "
-                        f"({item.flag})")
+        warnings.append(
+            f"{label}: {key} = {toml_literal(item.value)} from the recipe ({item.flag})"
+        )
     return warnings
 
 
 # --- merging ----------------------------------------------------------------------------------
+
 
 def merge_overrides(manifest: dict, overrides: dict) -> dict:
     """A copy of the template's manifest with the recipe's keys: the lists in APPENDED get the

@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ppml_build.errors import ManifestError
-from ppml_build.units import format_gramine_size
-from ppml_build.versions import DEFAULT_GRAMINE_VERSION, GramineVersion, gramine_version
+from ..errors import ManifestError
+from ..units import format_gramine_size
+from ..versions import DEFAULT_GRAMINE_VERSION, GramineVersion, gramine_version
 
 STR, INT, BOOL = str, int, bool
 
@@ -42,8 +42,13 @@ class AnyOf:
 
 ANY = object()
 
-_MOUNT = {"type": OneOf("chroot", "encrypted", "tmpfs", "untrusted_shm"), "path": STR,
-          "uri": STR, "key_name": STR, "enable_recovery": BOOL}
+_MOUNT = {
+    "type": OneOf("chroot", "encrypted", "tmpfs", "untrusted_shm"),
+    "path": STR,
+    "uri": STR,
+    "key_name": STR,
+    "enable_recovery": BOOL,
+}
 _FEATURE3 = OneOf("unspecified", "disabled", "required")
 _FEATURE2 = OneOf("disabled", "required")
 
@@ -71,8 +76,13 @@ GRAMINE_1_9: dict[str, Any] = {
     },
     "sgx": {
         "allowed_files": ListOf(STR),
-        "cpu_features": {"avx": _FEATURE3, "avx512": _FEATURE3, "amx": _FEATURE3,
-                         "mpx": _FEATURE2, "pkru": _FEATURE2},
+        "cpu_features": {
+            "avx": _FEATURE3,
+            "avx512": _FEATURE3,
+            "amx": _FEATURE3,
+            "mpx": _FEATURE2,
+            "pkru": _FEATURE2,
+        },
         "debug": BOOL,
         "edmm_enable": BOOL,
         "enable_stats": BOOL,
@@ -84,9 +94,12 @@ GRAMINE_1_9: dict[str, Any] = {
         "isvsvn": INT,
         "max_threads": INT,
         "preheat_enclave": BOOL,
-        "profile": {"enable": OneOf("none", "main", "all"),
-                    "mode": OneOf("aex", "ocall_inner", "ocall_outer"),
-                    "with_stack": BOOL, "frequency": INT},
+        "profile": {
+            "enable": OneOf("none", "main", "all"),
+            "mode": OneOf("aex", "ocall_inner", "ocall_outer"),
+            "with_stack": BOOL,
+            "frequency": INT,
+        },
         "remote_attestation": OneOf("none", "dcap"),
         "seal_key": {"flags_mask": STR, "xfrm_mask": STR, "misc_mask": STR},
         "trusted_files": ListOf(AnyOf(STR, {"uri": STR, "sha256": STR})),
@@ -112,8 +125,15 @@ GRAMINE_1_9: dict[str, Any] = {
 SCHEMAS: dict[str, dict[str, Any]] = {"gramine-1.9": GRAMINE_1_9}
 
 # Required keys (graminelibos' schema): a manifest without them is rejected.
-REQUIRED = [("fs",), ("fs", "mounts"), ("libos",), ("libos", "entrypoint"), ("loader",),
-            ("loader", "entrypoint"), ("loader", "entrypoint", "uri")]
+REQUIRED = [
+    ("fs",),
+    ("fs", "mounts"),
+    ("libos",),
+    ("libos", "entrypoint"),
+    ("loader",),
+    ("loader", "entrypoint"),
+    ("loader", "entrypoint", "uri"),
+]
 
 
 def _matches(value: Any, shape: Any, version: str) -> bool:
@@ -141,8 +161,10 @@ def _check(value: Any, shape: Any, path: tuple, version: str = DEFAULT_GRAMINE_V
             raise ManifestError(f"{_name(path)}: expected a table")
         for key, item in value.items():
             if key not in shape:
-                raise ManifestError(f"{_name(path + (key,))}: Gramine {version} does not accept "
-                                    "this key (its manifest check rejects unknown keys)")
+                raise ManifestError(
+                    f"{_name(path + (key,))}: Gramine {version} does not accept "
+                    "this key (its manifest check rejects unknown keys)"
+                )
             _check(item, shape[key], path + (key,), version)
         return
     if isinstance(shape, ListOf):
@@ -163,12 +185,12 @@ def _check(value: Any, shape: Any, path: tuple, version: str = DEFAULT_GRAMINE_V
         return
     if isinstance(shape, OneOf):
         if value not in shape.values:
-            raise ManifestError(f"{_name(path)}: must be one of {', '.join(shape.values)}, "
-                                f"got {value!r}")
+            raise ManifestError(
+                f"{_name(path)}: must be one of {', '.join(shape.values)}, got {value!r}"
+            )
         return
     if shape is INT and isinstance(value, bool) or not isinstance(value, shape):
-        raise ManifestError(f"{_name(path)}: expected {shape.__name__}, got "
-                            f"{type(value).__name__}")
+        raise ManifestError(f"{_name(path)}: expected {shape.__name__}, got {type(value).__name__}")
 
 
 def schema_of(version: str = DEFAULT_GRAMINE_VERSION) -> dict[str, Any]:
@@ -193,8 +215,9 @@ def check_manifest(manifest: dict, version: str = DEFAULT_GRAMINE_VERSION) -> No
             raise ManifestError(f"fs.mounts[{index}].path: required")
 
 
-def apply_gramine_defaults(manifest: dict[str, Any], *, source: str = "manifest",
-                           version: str = DEFAULT_GRAMINE_VERSION) -> dict[str, Any]:
+def apply_gramine_defaults(
+    manifest: dict[str, Any], *, source: str = "manifest", version: str = DEFAULT_GRAMINE_VERSION
+) -> dict[str, Any]:
     """A copy with the keys Gramine's ``Manifest`` constructor inserts (Gramine 1.9
     ``python/graminelibos/manifest.py``, ``Manifest.__init__``).
 
@@ -215,13 +238,16 @@ def apply_gramine_defaults(manifest: dict[str, Any], *, source: str = "manifest"
     sgx.setdefault("debug", False)
     sgx.setdefault("enable_stats", False)
     sgx.setdefault("edmm_enable", False)
-    sgx.setdefault("enclave_size",
-                   format_gramine_size(defaults.enclave_size_default(sgx["edmm_enable"] is True)))
+    sgx.setdefault(
+        "enclave_size",
+        format_gramine_size(defaults.enclave_size_default(sgx["edmm_enable"] is True)),
+    )
     sgx.setdefault("use_exinfo", False)
     features = sgx.setdefault("cpu_features", {})
     if not isinstance(features, dict):
-        raise ManifestError(f"{source}: sgx.cpu_features must be a table such as "
-                            '{ avx = "required" }')
+        raise ManifestError(
+            f'{source}: sgx.cpu_features must be a table such as {{ avx = "required" }}'
+        )
     features.setdefault("avx", "unspecified")
     features.setdefault("avx512", "unspecified")
     features.setdefault("amx", "unspecified")
@@ -229,22 +255,28 @@ def apply_gramine_defaults(manifest: dict[str, Any], *, source: str = "manifest"
     features.setdefault("pkru", "disabled")
 
     if not isinstance(sgx["trusted_files"], list):
-        raise ManifestError(f"{source}: sgx.trusted_files must be a list of \"file:...\" URIs or "
-                            "{uri, sha256} tables (the sgx.trusted_files.<name> syntax was removed "
-                            "in Gramine 1.2)")
+        raise ManifestError(
+            f'{source}: sgx.trusted_files must be a list of "file:..." URIs or '
+            "{uri, sha256} tables (the sgx.trusted_files.<name> syntax was removed "
+            "in Gramine 1.2)"
+        )
     for entry in sgx["trusted_files"]:
         if not (isinstance(entry, str) or isinstance(entry, dict) and "uri" in entry):
-            raise ManifestError(f"{source}: sgx.trusted_files: unknown entry format {entry!r}; "
-                                'write "file:/path" or { uri = "file:/path", sha256 = "..." }')
+            raise ManifestError(
+                f"{source}: sgx.trusted_files: unknown entry format {entry!r}; "
+                'write "file:/path" or { uri = "file:/path", sha256 = "..." }'
+            )
 
     loader = manifest.setdefault("loader", {})
     if not isinstance(loader, dict):
         raise ManifestError(f"{source}: loader must be a table")
     entrypoint = loader.setdefault("entrypoint", {})
     if isinstance(entrypoint, str):
-        raise ManifestError(f"{source}: loader.entrypoint = {entrypoint!r}: the string form was "
-                            'removed in Gramine 1.9; write loader.entrypoint.uri = "file:..." '
-                            "(or leave it out for Gramine's libsysdb.so)")
+        raise ManifestError(
+            f"{source}: loader.entrypoint = {entrypoint!r}: the string form was "
+            'removed in Gramine 1.9; write loader.entrypoint.uri = "file:..." '
+            "(or leave it out for Gramine's libsysdb.so)"
+        )
     if not isinstance(entrypoint, dict):
         raise ManifestError(f"{source}: loader.entrypoint must be a table with uri and sha256")
     entrypoint.setdefault("uri", f"file:{defaults.prefix}{defaults.libsysdb}")

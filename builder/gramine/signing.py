@@ -23,23 +23,32 @@ from typing import Any
 
 import tomli_w
 
-from ppml_build.atomic import Output, OutputError, check_writable, write_all_or_none, write_and_sync
-from ppml_build.errors import InputLimitError, ManifestError, PpmlError, SigningError
-from ppml_build.key_files import load_signing_key, read_file as _read
+from ..atomic import Output, OutputError, check_writable, write_all_or_none, write_and_sync
+from ..errors import InputLimitError, ManifestError, PpmlError, SigningError
+from ..image.rootfs import DirRootFS, RootFS, stat_followed
+from ..key_files import load_signing_key
+from ..key_files import read_file as _read
+from ..limits import MAX_SMALL_FILE_BYTES
+from ..sign import keys
+from ..sign.sdk_metadata import SdkMetadata, is_elf, read_sdk_metadata
+from ..sign.sigstruct import (
+    SIGSTRUCT_SIZE,
+    Sigstruct,
+    parse_date,
+    unsigned_sigstruct,
+    verify_q1_q2,
+    verify_signature,
+)
+from ..versions import DEFAULT_GRAMINE_PREFIX, gramine_version
 from .schema import apply_gramine_defaults
-from ppml_build.limits import MAX_SMALL_FILE_BYTES
-from ppml_build.versions import DEFAULT_GRAMINE_PREFIX
-from ppml_build.image.rootfs import DirRootFS, RootFS, stat_followed
-from ppml_build.sign import keys
-from ppml_build.sign.sdk_metadata import SdkMetadata, is_elf, read_sdk_metadata
-from ppml_build.sign.sigstruct import SIGSTRUCT_SIZE, Sigstruct, parse_date, unsigned_sigstruct, verify_q1_q2, verify_signature
 
-DEFAULT_LIBPAL = f"{DEFAULT_GRAMINE_PREFIX}sgx/libpal.so"
+DEFAULT_LIBPAL = DEFAULT_GRAMINE_PREFIX + gramine_version().libpal
 PENDING_SUFFIX = ".pending"
 PENDING_FORMAT = "ppml-build-pending-sigstruct/1"
 
 
 # --- small file helpers ---------------------------------------------------------------------
+
 
 def _check_distinct(**paths: Path | None) -> None:
     seen: dict[Path, str] = {}
@@ -48,8 +57,9 @@ def _check_distinct(**paths: Path | None) -> None:
             continue
         real = Path(os.path.abspath(path))
         if real in seen:
-            raise SigningError(f"{path}: given as both --{seen[real]} and --{option}; "
-                               "use different files")
+            raise SigningError(
+                f"{path}: given as both --{seen[real]} and --{option}; use different files"
+            )
         seen[real] = option.replace("_", "-")
 
 
@@ -64,7 +74,7 @@ def parse_manifest_toml(data: bytes, source: str) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
+        line = data[: err.start].count(b"\n") + 1
         raise ManifestError(f"{source}:{line}: not UTF-8 text; a manifest is a TOML file") from None
     try:
         return tomllib.loads(text)
@@ -76,11 +86,14 @@ def parse_manifest_toml(data: bytes, source: str) -> dict[str, Any]:
         column = f" (column {match.group(2)})" if match else ""
         raise ManifestError(f"{where}: invalid TOML: {detail}{column}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
-        raise InputLimitError(f"{source}: arrays or inline tables nest too deeply to read; a "
-                              "Gramine manifest needs a few levels") from None
+        raise InputLimitError(
+            f"{source}: arrays or inline tables nest too deeply to read; a "
+            "Gramine manifest needs a few levels"
+        ) from None
     except ValueError as err:  # int() past Python's 4300-digit limit
-        raise InputLimitError(f"{source}: a number too large to read "
-                              f"({str(err).split(':')[0]})") from None
+        raise InputLimitError(
+            f"{source}: a number too large to read ({str(err).split(':')[0]})"
+        ) from None
 
 
 def finalize_manifest(manifest: dict[str, Any], fs: RootFS, *, source: str = "manifest") -> bytes:
@@ -91,22 +104,31 @@ def finalize_manifest(manifest: dict[str, Any], fs: RootFS, *, source: str = "ma
     entrypoint = manifest["loader"]["entrypoint"]
     uri = entrypoint.get("uri")
     if not isinstance(uri, str) or not uri.startswith("file:") or uri.endswith("/"):
-        raise ManifestError(f"{source}: loader.entrypoint.uri = {uri!r}: expected a file: URI of "
-                            "the LibOS (Gramine's libsysdb.so)")
+        raise ManifestError(
+            f"{source}: loader.entrypoint.uri = {uri!r}: expected a file: URI of "
+            "the LibOS (Gramine's libsysdb.so)"
+        )
     given = entrypoint.get("sha256")
     if given is not None and not (isinstance(given, str) and _SHA256_HEX.fullmatch(given)):
-        raise ManifestError(f"{source}: loader.entrypoint.sha256 = {given!r}: must be 64 "
-                            "lowercase hex digits (or leave it out to hash the file)")
+        raise ManifestError(
+            f"{source}: loader.entrypoint.sha256 = {given!r}: must be 64 "
+            "lowercase hex digits (or leave it out to hash the file)"
+        )
     if "sha256" not in entrypoint:
-        path = uri[len("file:"):]
+        path = uri[len("file:") :]
         entry = stat_followed(fs, path) if path.startswith("/") else None
         if entry is None or entry.kind != "file":
-            where = "in the --chroot image" if isinstance(fs, DirRootFS) and fs.root != Path("/") \
+            where = (
+                "in the --chroot image"
+                if isinstance(fs, DirRootFS) and fs.root != Path("/")
                 else "on this machine"
-            raise ManifestError(f"{source}: loader.entrypoint.sha256 is not given and "
-                                f"{path} is not a file {where}; give "
-                                "loader.entrypoint.sha256, or --chroot the image root that "
-                                "holds it")
+            )
+            raise ManifestError(
+                f"{source}: loader.entrypoint.sha256 is not given and "
+                f"{path} is not a file {where}; give "
+                "loader.entrypoint.sha256, or --chroot the image root that "
+                "holds it"
+            )
         try:
             [hashed] = expand_trusted_files([uri], fs)
         except ManifestError as err:
@@ -130,6 +152,7 @@ def load_and_finalize(manifest_path: Path, fs: RootFS) -> bytes:
 
 # --- measurement and the SIGSTRUCT ----------------------------------------------------------
 
+
 def _prefixed(err: PpmlError, source: str) -> PpmlError:
     text = str(err)
     return err if text.startswith(source) else type(err)(f"{source}: {text}")
@@ -137,15 +160,16 @@ def _prefixed(err: PpmlError, source: str) -> PpmlError:
 
 def load_pal(libpal: Path | Any) -> Any:
     """A parsed libpal (``PalImage``); accepts an already parsed one."""
-    from ppml_build.sign.elf import PalImage, read_pal_image
+    from ..sign.elf import PalImage, read_pal_image
 
     return libpal if isinstance(libpal, PalImage) else read_pal_image(libpal)
 
 
-def measure_manifest_bytes(manifest_sgx: bytes, libpal: Path | Any, *,
-                           source: str) -> tuple[bytes, Any, dict]:
+def measure_manifest_bytes(
+    manifest_sgx: bytes, libpal: Path | Any, *, source: str
+) -> tuple[bytes, Any, dict]:
     """(MRENCLAVE, MeasurementInputs, parsed manifest) of exactly these .manifest.sgx bytes."""
-    from ppml_build.sign.measure import measure_enclave, measurement_inputs
+    from ..sign.measure import measure_enclave, measurement_inputs
 
     manifest = parse_manifest_toml(manifest_sgx, source)
     try:
@@ -160,14 +184,16 @@ def measure_manifest_bytes(manifest_sgx: bytes, libpal: Path | Any, *,
     return mrenclave, inputs, manifest
 
 
-def tbs_sigstruct(manifest_sgx: bytes, libpal: Path | Any, date_bcd: int, *,
-                  source: str) -> Sigstruct:
+def tbs_sigstruct(
+    manifest_sgx: bytes, libpal: Path | Any, date_bcd: int, *, source: str
+) -> Sigstruct:
     """The to-be-signed SIGSTRUCT for a .manifest.sgx (Gramine's ``get_tbssigstruct``)."""
     manifest = parse_manifest_toml(manifest_sgx, source)
     try:
         # Attributes and ISV values first: a typo there should not wait for the measurement.
-        unsigned = unsigned_sigstruct(enclave_hash=bytes(32), sgx=manifest.get("sgx", {}),
-                                      date_bcd=date_bcd)
+        unsigned = unsigned_sigstruct(
+            enclave_hash=bytes(32), sgx=manifest.get("sgx", {}), date_bcd=date_bcd
+        )
     except PpmlError as err:
         raise _prefixed(err, source) from None
     mrenclave, _inputs, _ = measure_manifest_bytes(manifest_sgx, libpal, source=source)
@@ -185,7 +211,7 @@ def _rootfs(chroot: Path | None) -> RootFS:
 def default_sigfile(manifest_path: Path) -> Path:
     """Gramine's default: the input manifest name without ``.manifest``, plus ``.sig``."""
     name = manifest_path.name
-    stem = name[:-len(".manifest")] if name.endswith(".manifest") else name
+    stem = name[: -len(".manifest")] if name.endswith(".manifest") else name
     return manifest_path.with_name(stem + ".sig")
 
 
@@ -199,9 +225,18 @@ class SignResult:
     pending: Path | None = None
 
 
-def sign(manifest_path: Path, libpal: Path, output: Path, sigfile: Path, *, key_path: Path,
-         passphrase: bytes | None = None, date: str = "today", chroot: Path | None = None,
-         allow_sample_key: bool = False) -> SignResult:
+def sign(
+    manifest_path: Path,
+    libpal: Path,
+    output: Path,
+    sigfile: Path,
+    *,
+    key_path: Path,
+    passphrase: bytes | None = None,
+    date: str = "today",
+    chroot: Path | None = None,
+    allow_sample_key: bool = False,
+) -> SignResult:
     """One-step signing with a PEM key: write OUTPUT (.manifest.sgx) and SIGFILE."""
     _check_distinct(manifest=manifest_path, output=output, sigfile=sigfile, key=key_path)
     check_writable(output, "--output")
@@ -214,27 +249,43 @@ def sign(manifest_path: Path, libpal: Path, output: Path, sigfile: Path, *, key_
     sig = tbs_sigstruct(manifest_sgx, pal, date_bcd, source=str(output))
     signed = keys.sign_sigstruct(sig, private_key, source=str(key_path))
     # The .sig last: a .sig beside a .manifest.sgx means the pair is complete.
-    write_all_or_none({output: Output(manifest_sgx, option="--output"),
-                       sigfile: Output(signed.to_bytes(), option="--sigfile")})
+    write_all_or_none(
+        {
+            output: Output(manifest_sgx, option="--output"),
+            sigfile: Output(signed.to_bytes(), option="--sigfile"),
+        }
+    )
     return SignResult(signed, output, sigfile)
 
 
 def pending_path(sigfile: Path) -> Path:
     if not sigfile.name:  # ".", "/", "": a directory, not a file
-        raise SigningError(f"--sigfile {sigfile}: names a directory; give a file path for "
-                           "--sigfile")
+        raise SigningError(
+            f"--sigfile {sigfile}: names a directory; give a file path for --sigfile"
+        )
     return sigfile.with_name(sigfile.name + PENDING_SUFFIX)
 
 
-def prepare_external_signing(manifest_path: Path, libpal: Path, output: Path, sigfile: Path,
-                             signing_data_out: Path, *, date: str = "today",
-                             chroot: Path | None = None) -> SignResult:
+def prepare_external_signing(
+    manifest_path: Path,
+    libpal: Path,
+    output: Path,
+    sigfile: Path,
+    signing_data_out: Path,
+    *,
+    date: str = "today",
+    chroot: Path | None = None,
+) -> SignResult:
     """Step 1 of two-step signing: write OUTPUT, the 256 bytes to sign and SIGFILE.pending."""
     pending = pending_path(sigfile)
-    _check_distinct(manifest=manifest_path, output=output, sigfile=sigfile,
-                    signing_data_out=signing_data_out)
-    for path, option in ((output, "--output"), (sigfile, "--sigfile"),
-                         (signing_data_out, "--signing-data-out")):
+    _check_distinct(
+        manifest=manifest_path, output=output, sigfile=sigfile, signing_data_out=signing_data_out
+    )
+    for path, option in (
+        (output, "--output"),
+        (sigfile, "--sigfile"),
+        (signing_data_out, "--signing-data-out"),
+    ):
         check_writable(path, option)
     date_bcd = parse_date(date)
     pal = load_pal(libpal)
@@ -248,17 +299,24 @@ def prepare_external_signing(manifest_path: Path, libpal: Path, output: Path, si
         "sigstruct": sig.to_bytes().hex(),
     }
     # The pending state last: step 2 reads it, and finds the other two files beside it.
-    write_all_or_none({output: Output(manifest_sgx, option="--output"),
-                       signing_data_out: Output(sig.signing_data(), option="--signing-data-out"),
-                       pending: Output(json.dumps(state, indent=2) + "\n", option="--sigfile")})
-    return SignResult(sig, output, sigfile, signed=False, signing_data=signing_data_out,
-                      pending=pending)
+    write_all_or_none(
+        {
+            output: Output(manifest_sgx, option="--output"),
+            signing_data_out: Output(sig.signing_data(), option="--signing-data-out"),
+            pending: Output(json.dumps(state, indent=2) + "\n", option="--sigfile"),
+        }
+    )
+    return SignResult(
+        sig, output, sigfile, signed=False, signing_data=signing_data_out, pending=pending
+    )
 
 
 def _load_pending(pending: Path, sigfile: Path) -> tuple[Sigstruct, str]:
     if not pending.exists():
-        raise SigningError(f"{pending}: no pending signature for {sigfile}; run `ppml-build sign "
-                           "... --signing-data-out DATA.bin` first")
+        raise SigningError(
+            f"{pending}: no pending signature for {sigfile}; run `ppml-build sign "
+            "... --signing-data-out DATA.bin` first"
+        )
     raw = _read(pending, "pending-signature file", limit=MAX_SMALL_FILE_BYTES)
     try:
         state = json.loads(raw)
@@ -267,25 +325,35 @@ def _load_pending(pending: Path, sigfile: Path) -> tuple[Sigstruct, str]:
         sig = Sigstruct.from_bytes(bytes.fromhex(state["sigstruct"]), source=str(pending))
         expected = state["manifest_sgx_sha256"]
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        raise SigningError(f"{pending}: not a ppml-build pending-signature file; redo step 1 "
-                           "(`ppml-build sign ... --signing-data-out DATA.bin`)") from None
+        raise SigningError(
+            f"{pending}: not a ppml-build pending-signature file; redo step 1 "
+            "(`ppml-build sign ... --signing-data-out DATA.bin`)"
+        ) from None
     return sig, expected
 
 
-def complete_external_signing(output: Path, sigfile: Path, signature_path: Path,
-                              public_key_path: Path, *,
-                              allow_sample_key: bool = False) -> SignResult:
+def complete_external_signing(
+    output: Path,
+    sigfile: Path,
+    signature_path: Path,
+    public_key_path: Path,
+    *,
+    allow_sample_key: bool = False,
+) -> SignResult:
     """Step 2: check OUTPUT is unchanged, verify the external signature, write SIGFILE."""
     check_writable(sigfile, "--sigfile")
     pending = pending_path(sigfile)
     sig, expected = _load_pending(pending, sigfile)
     manifest_sgx = _read(output, "manifest (.manifest.sgx)")
     if hashlib.sha256(manifest_sgx).hexdigest() != expected:
-        raise SigningError(f"{output}: changed since the signing data was made (its MRENCLAVE "
-                           "would differ); redo step 1 with --signing-data-out")
+        raise SigningError(
+            f"{output}: changed since the signing data was made (its MRENCLAVE "
+            "would differ); redo step 1 with --signing-data-out"
+        )
     public_pem = _read(public_key_path, "public key", limit=MAX_SMALL_FILE_BYTES)
-    public_key = keys.load_public_key(public_pem, source=str(public_key_path),
-                                      allow_sample_key=allow_sample_key)
+    public_key = keys.load_public_key(
+        public_pem, source=str(public_key_path), allow_sample_key=allow_sample_key
+    )
     signature = _read(signature_path, "signature", limit=MAX_SMALL_FILE_BYTES)
     signed = keys.assemble_with_signature(sig, public_key, signature, source=str(signature_path))
     write_all_or_none({sigfile: Output(signed.to_bytes(), option="--sigfile")})
@@ -294,6 +362,7 @@ def complete_external_signing(output: Path, sigfile: Path, signature_path: Path,
 
 
 # --- measure, view, keygen ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -332,16 +401,20 @@ def view(path: Path) -> SigstructView:
     elif len(data) == SIGSTRUCT_SIZE:
         sig = Sigstruct.from_bytes(data, source=str(path))
     else:
-        raise SigningError(f"{path}: {len(data)} bytes, neither a {SIGSTRUCT_SIZE}-byte SIGSTRUCT "
-                           "(.sig; truncated?) nor an SGX-SDK-signed ELF enclave")
+        raise SigningError(
+            f"{path}: {len(data)} bytes, neither a {SIGSTRUCT_SIZE}-byte SIGSTRUCT "
+            "(.sig; truncated?) nor an SGX-SDK-signed ELF enclave"
+        )
     return SigstructView(sig, verify_signature(sig), verify_q1_q2(sig), meta)
 
 
 def keygen(output: Path, passphrase: bytes | None = None) -> keys.PrivateKey:
     """Write a new RSA-3072/e=3 key, mode 0600, never replacing an existing file."""
     if output.exists() or output.is_symlink():
-        raise SigningError(f"{output}: already exists; refusing to overwrite a key (remove it "
-                           "first or choose another --output)")
+        raise SigningError(
+            f"{output}: already exists; refusing to overwrite a key (remove it "
+            "first or choose another --output)"
+        )
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise SigningError(f"{output}: the directory {parent} does not exist")
@@ -351,8 +424,10 @@ def keygen(output: Path, passphrase: bytes | None = None) -> keys.PrivateKey:
     try:
         _link_new_key(output, parent, pem)
     except OSError as err:
-        raise OutputError(f"--output {output}: cannot write the key ({err.strerror or err}); "
-                          "choose a writable location") from None
+        raise OutputError(
+            f"--output {output}: cannot write the key ({err.strerror or err}); "
+            "choose a writable location"
+        ) from None
     return key
 
 
@@ -386,6 +461,7 @@ def _write_exclusive(path: Path, data: bytes) -> None:
 
 # --- presentation helpers (shared by the commands) ------------------------------------------
 
+
 def sign_summary(sig: Sigstruct) -> dict[str, Any]:
     """The ``sign --json`` object."""
     return {
@@ -395,8 +471,10 @@ def sign_summary(sig: Sigstruct) -> dict[str, Any]:
         "isv_svn": sig.isv_svn,
         "debug": sig.debug,
         "date": sig.date_text,
-        "attributes": {"flags": f"0x{sig.attribute_flags:016x}",
-                       "xfrm": f"0x{sig.attribute_xfrm:016x}"},
+        "attributes": {
+            "flags": f"0x{sig.attribute_flags:016x}",
+            "xfrm": f"0x{sig.attribute_xfrm:016x}",
+        },
         "misc_select": f"0x{sig.misc_select:08x}",
     }
 
@@ -418,10 +496,14 @@ def sigstruct_fields(sig: Sigstruct) -> dict[str, Any]:
         "cet_attributes": f"0x{sig.cet_attributes:02x}",
         "cet_attributes_mask": f"0x{sig.cet_attributes_mask:02x}",
         "isv_family_id": sig.isv_family_id.hex(),
-        "attributes": {"flags": f"0x{sig.attribute_flags:016x}",
-                       "xfrm": f"0x{sig.attribute_xfrm:016x}"},
-        "attribute_mask": {"flags": f"0x{sig.attribute_flags_mask:016x}",
-                           "xfrm": f"0x{sig.attribute_xfrm_mask:016x}"},
+        "attributes": {
+            "flags": f"0x{sig.attribute_flags:016x}",
+            "xfrm": f"0x{sig.attribute_xfrm:016x}",
+        },
+        "attribute_mask": {
+            "flags": f"0x{sig.attribute_flags_mask:016x}",
+            "xfrm": f"0x{sig.attribute_xfrm_mask:016x}",
+        },
         "mrenclave": sig.enclave_hash.hex(),
         "isv_ext_prod_id": sig.isv_ext_prod_id.hex(),
         "isv_prod_id": sig.isv_prod_id,
@@ -446,8 +528,10 @@ def view_summary(result: SigstructView) -> dict[str, Any]:
             "enclave_size": f"0x{meta.enclave_size:x}",
             "tcs_policy": meta.tcs_policy,
             "ssa_frame_size": meta.ssa_frame_size,
-            "attributes": {"flags": f"0x{meta.attribute_flags:016x}",
-                           "xfrm": f"0x{meta.attribute_xfrm:016x}"},
+            "attributes": {
+                "flags": f"0x{meta.attribute_flags:016x}",
+                "xfrm": f"0x{meta.attribute_xfrm:016x}",
+            },
             "file_offset": meta.file_offset,
         }
     return out

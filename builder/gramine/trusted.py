@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-from ppml_build.errors import InputLimitError, ManifestError
-from ppml_build.limits import MAX_TREE_DEPTH
-from ppml_build.image.rootfs import ENGINE_MANAGED_PATHS, Entry, RootFS, RootFSError, resolve
+from ..errors import InputLimitError, ManifestError
+from ..image.rootfs import ENGINE_MANAGED_PATHS, Entry, RootFS, RootFSError, resolve
+from ..limits import MAX_TREE_DEPTH
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class TrustedFile:
 def uri_to_path(uri: str) -> str:
     if not isinstance(uri, str) or not uri.startswith("file:"):
         raise ManifestError(f"sgx.trusted_files: {uri!r} is not a file: URI; write file:/path")
-    path = uri[len("file:"):]
+    path = uri[len("file:") :]
     if not path.startswith("/"):
         raise ManifestError(f"sgx.trusted_files: {uri!r} must be an absolute path (file:/...)")
     return path
@@ -47,13 +47,19 @@ def _parse_entry(data) -> tuple[str, str | None]:
     if isinstance(data, dict):
         extra = set(data) - {"uri", "sha256"}
         if "uri" not in data or extra:
-            raise ManifestError(f"sgx.trusted_files: entry {data!r} must have 'uri' and may have "
-                                "'sha256', nothing else")
+            raise ManifestError(
+                f"sgx.trusted_files: entry {data!r} must have 'uri' and may have "
+                "'sha256', nothing else"
+            )
         sha = data.get("sha256")
-        if sha is not None and (not isinstance(sha, str) or len(sha) != 64
-                                or any(c not in "0123456789abcdef" for c in sha)):
-            raise ManifestError(f"sgx.trusted_files: {data['uri']}: sha256 must be 64 lowercase "
-                                "hex digits")
+        if sha is not None and (
+            not isinstance(sha, str)
+            or len(sha) != 64
+            or any(c not in "0123456789abcdef" for c in sha)
+        ):
+            raise ManifestError(
+                f"sgx.trusted_files: {data['uri']}: sha256 must be 64 lowercase hex digits"
+            )
         return data["uri"], sha
     raise ManifestError(f"sgx.trusted_files: unknown entry format {data!r}")
 
@@ -73,15 +79,19 @@ def _readable(fs: RootFS, path: str) -> bool:
 def _walk_directory(fs: RootFS, directory: str, depth: int = 0) -> Iterator[str]:
     """Regular files below an already-resolved directory, in Gramine's order."""
     if depth > MAX_TREE_DEPTH:
-        raise InputLimitError(f"sgx.trusted_files: {directory} is more than {MAX_TREE_DEPTH} "
-                              "directory levels below its trusted tree; trust a shallower "
-                              "directory or list the files")
+        raise InputLimitError(
+            f"sgx.trusted_files: {directory} is more than {MAX_TREE_DEPTH} "
+            "directory levels below its trusted tree; trust a shallower "
+            "directory or list the files"
+        )
     for name in sorted(fs.listdir(directory)):
         child = posixpath.join(directory, name)
         if not _is_utf8_name(name):
-            raise ManifestError(f"sgx.trusted_files: {printable_name(child)} is not a UTF-8 file "
-                                "name; a manifest is UTF-8 TOML and cannot name it. Rename the "
-                                "file or leave its directory out of the trusted trees")
+            raise ManifestError(
+                f"sgx.trusted_files: {printable_name(child)} is not a UTF-8 file "
+                "name; a manifest is UTF-8 TOML and cannot name it. Rename the "
+                "file or leave its directory out of the trusted trees"
+            )
         if child in ENGINE_MANAGED_PATHS:
             continue  # the container engine replaces it at run time
         entry = fs.lstat(child)
@@ -119,15 +129,18 @@ def _expand_entry(fs: RootFS, data) -> Iterator[tuple[str, str | None, str]]:
     uri, sha = _parse_entry(data)
     path = uri_to_path(uri)
     if path.rstrip("/") in ENGINE_MANAGED_PATHS:
-        raise ManifestError(f"sgx.trusted_files: {uri} is replaced by the container engine at run "
-                            "time, so no hash of it can hold; drop it (the manifest mounts "
-                            "ppml-build's own trusted /etc/hosts, and Gramine 1.9 emulates "
-                            "/etc/resolv.conf with sys.enable_extra_runtime_domain_names_conf)")
+        raise ManifestError(
+            f"sgx.trusted_files: {uri} is replaced by the container engine at run "
+            "time, so no hash of it can hold; drop it (the manifest mounts "
+            "ppml-build's own trusted /etc/hosts, and Gramine 1.9 emulates "
+            "/etc/resolv.conf with sys.enable_extra_runtime_domain_names_conf)"
+        )
     try:
         real = resolve(fs, path)
     except RootFSError as err:
-        raise ManifestError(f"sgx.trusted_files: {uri}: {err}; fix the path or drop the entry "
-                            "from files.trusted") from None
+        raise ManifestError(
+            f"sgx.trusted_files: {uri}: {err}; fix the path or drop the entry from files.trusted"
+        ) from None
     entry = fs.lstat(real)
     if uri.endswith("/"):
         if entry is None or entry.kind != "dir":
@@ -138,8 +151,10 @@ def _expand_entry(fs: RootFS, data) -> Iterator[tuple[str, str | None, str]]:
             yield f"file:{child}", None, resolve(fs, child)
         return
     if entry is not None and entry.kind == "dir":
-        raise ManifestError(f"sgx.trusted_files: {uri} is a directory; write it with a trailing "
-                            "'/' to trust everything below it")
+        raise ManifestError(
+            f"sgx.trusted_files: {uri} is a directory; write it with a trailing "
+            "'/' to trust everything below it"
+        )
     if entry is None or entry.kind != "file":
         raise ManifestError(f"sgx.trusted_files: {uri} is not a regular file")
     yield uri, sha, real
@@ -153,8 +168,10 @@ def expand_trusted_file_list(entries: list, fs: RootFS) -> list[TrustedFile]:
             if uri in merged:
                 old_sha, _ = merged[uri]
                 if old_sha is not None and sha is not None and old_sha != sha:
-                    raise ManifestError(f"sgx.trusted_files: {uri} is listed with two different "
-                                        "sha256 values; keep one")
+                    raise ManifestError(
+                        f"sgx.trusted_files: {uri} is listed with two different "
+                        "sha256 values; keep one"
+                    )
                 if old_sha is None and sha is not None:
                     merged[uri] = (sha, real)
                 continue

@@ -42,7 +42,7 @@ def covers_whole_filesystem(uri: str) -> bool:
     prefix = next((p for p in ALLOWED_URI_PREFIXES if uri.startswith(p)), None)
     if prefix is None:
         return False  # Gramine refuses to start with such an entry
-    normalised = gramine_norm_path(uri[len(prefix):])
+    normalised = gramine_norm_path(uri[len(prefix) :])
     return normalised in ("/", "") or set(normalised.split("/")) == {".."}
 
 

@@ -18,23 +18,23 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import docker.errors
 
-from ppml_build.errors import ImageError, RecipeError
-from ppml_build.plan import Plan
-from ppml_build.progress import Say, StepTimer, say_nothing
-from ppml_build.recipe import Recipe
-
+from ..errors import ImageError, RecipeError
+from ..host_sources import SourceTree, Staged, StagingConflict, read_source, stage_tree
+from ..plan import Plan
+from ..progress import Say, StepTimer, say_nothing
+from ..recipe import Recipe
 from .base_index import BaseIndexJob, cached_image_rootfs
 from .caches import CacheLocations
 from .docker_build import build_image
 from .engine import ImageReference, connect, export_image_rootfs, load_registry_auth, pull_image
 from .hashing import FileHasher
-from ppml_build.host_sources import SourceTree, Staged, StagingConflict, read_source, stage_tree
 from .overlay import OverlayRootFS
 from .rootfs import RootFS, RootFSError
 from .tarfs import TarRootFS
@@ -76,6 +76,7 @@ class SupportStage:
 
 # --- pure pieces ------------------------------------------------------------------------------
 
+
 def build_stage_lines(recipe: Recipe, base_ref: str, *, ca_bundle: bool = False) -> list[str]:
     """``FROM base AS build``: packages, sources and steps of the recipe's build stage.
 
@@ -94,18 +95,33 @@ def build_stage_lines(recipe: Recipe, base_ref: str, *, ca_bundle: bool = False)
         apt_ca = f" -o Acquire::https::CAInfo={CA_IN_BUILD_STAGE}"
     if stage.packages:
         packages = " ".join(stage.packages)
-        lines.append("RUN " + json.dumps([
-            "/bin/sh", "-ec", f"apt-get{apt_ca} update; DEBIAN_FRONTEND=noninteractive "
-            f"apt-get{apt_ca} install -y --no-install-recommends {packages}; "
-            "rm -rf /var/lib/apt/lists/*"]))
+        lines.append(
+            "RUN "
+            + json.dumps(
+                [
+                    "/bin/sh",
+                    "-ec",
+                    f"apt-get{apt_ca} update; DEBIAN_FRONTEND=noninteractive "
+                    f"apt-get{apt_ca} install -y --no-install-recommends {packages}; "
+                    "rm -rf /var/lib/apt/lists/*",
+                ]
+            )
+        )
     for index, item in enumerate(stage.sources):
         lines.append("COPY " + json.dumps([f"{BUILD_SOURCES_DIR}/{index}", item.dest]))
     for step in stage.steps:
         lines.append("RUN " + json.dumps(["/bin/sh", "-ec", step]))
     return lines + [""]
 
-def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool = False,
-                   support: SupportStage | None = None) -> str:
+
+def app_dockerfile(
+    recipe: Recipe,
+    plan: Plan,
+    base_ref: str,
+    *,
+    ca_bundle: bool = False,
+    support: SupportStage | None = None,
+) -> str:
     """The app layer: the recipe's files on the base, the build stage's outputs, its workdir
     and (public) env; then the backend's support stage, if it has one."""
     env = {**recipe.app.env, **plan.extra_env}
@@ -113,7 +129,7 @@ def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool
     lines.append(f"FROM {base_ref}" + (f" AS {APP_STAGE}" if support else ""))
     if recipe.app.files:
         lines.append(f"COPY {APP_FILES_DIR}/ /")
-    for output in (recipe.build.outputs if recipe.build else []):
+    for output in recipe.build.outputs if recipe.build else []:
         lines.append("COPY --from=build " + json.dumps([output.src, output.dest]))
     lines.append(f"WORKDIR {recipe.app.workdir}")
     for name in sorted(env):
@@ -124,11 +140,10 @@ def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool
     return "\n".join(lines) + "\n"
 
 
-
 # --- the I/O edge -----------------------------------------------------------------------------
 
-def _copy_source(tree: SourceTree, target: Path, staged: Staged, *, where: str,
-                 shown: str) -> None:
+
+def _copy_source(tree: SourceTree, target: Path, staged: Staged, *, where: str, shown: str) -> None:
     """Stage one checked source at ``target`` (links as links; see host_sources)."""
     try:
         # A single file gets 0755 or 0644, as before; a directory keeps its files' modes.
@@ -137,8 +152,9 @@ def _copy_source(tree: SourceTree, target: Path, staged: Staged, *, where: str,
         raise RecipeError(f"{where}.dest: {conflict}") from None
 
 
-def stage_app_files(recipe: Recipe, recipe_dir: Path, context: Path,
-                    source: str) -> list[tuple[Path, str]]:
+def stage_app_files(
+    recipe: Recipe, recipe_dir: Path, context: Path, source: str
+) -> list[tuple[Path, str]]:
     """Copy app.files into context/rootfs/<dest> (and build.sources into context/build-src/<i>);
     returns the (host source, dest) pairs of app.files.
 
@@ -157,35 +173,39 @@ def stage_app_files(recipe: Recipe, recipe_dir: Path, context: Path,
         pairs.append((tree.host, item.dest))
     mismatched = staged.link_mismatches()
     if mismatched:
-        raise RecipeError(f"{source}: app.files: the link {mismatched[0]!r} would lead, in the "
-                          "image, to a file a later app.files entry puts over its target; give "
-                          "that entry another dest, or copy the file in instead of the link")
+        raise RecipeError(
+            f"{source}: app.files: the link {mismatched[0]!r} would lead, in the "
+            "image, to a file a later app.files entry puts over its target; give "
+            "that entry another dest, or copy the file in instead of the link"
+        )
     for index, item in enumerate(recipe.build.sources if recipe.build else []):
         where = f"{source}: build.sources[{index}]"
         tree = read_source(recipe_dir, item.src, where=f"{where}.src: ", linked_dirs=True)
         if item.dest.endswith("/") and not tree.is_dir:
-            raise RecipeError(f"{where}.dest: {item.dest!r} ends with '/' "
-                              "but the source is a file; give the file's full path in the "
-                              "build stage")
-        _copy_source(tree, context / BUILD_SOURCES_DIR / str(index), Staged(), where=where,
-                     shown=item.src)
+            raise RecipeError(
+                f"{where}.dest: {item.dest!r} ends with '/' "
+                "but the source is a file; give the file's full path in the "
+                "build stage"
+            )
+        _copy_source(
+            tree, context / BUILD_SOURCES_DIR / str(index), Staged(), where=where, shown=item.src
+        )
     return pairs
 
 
-def stage_ca_bundle(ca_bundle: Path | None, recipe: Recipe, context: Path,
-                    say: Say) -> bool:
+def stage_ca_bundle(ca_bundle: Path | None, recipe: Recipe, context: Path, say: Say) -> bool:
     """Put the CA bundle in the context when a build stage can use it (never otherwise)."""
     if recipe.build is None:
         return False
     bundle, origin = ca_bundle, "--ca-bundle"
     if bundle is None:
-        from ppml_build.image.bootstrap import default_ca_bundle
+        from .bootstrap import default_ca_bundle
 
         found = default_ca_bundle()
         if found is None:
             return False
         bundle, origin = found[0], f"${found[1]}"
-    from ppml_build.image.bootstrap import check_ca_bundle
+    from .bootstrap import check_ca_bundle
 
     check_ca_bundle(Path(bundle))
     shutil.copyfile(bundle, context / CA_CONTEXT_NAME)
@@ -193,22 +213,35 @@ def stage_ca_bundle(ca_bundle: Path | None, recipe: Recipe, context: Path,
     return True
 
 
-def image_outputs(recipe: Recipe, support: SupportStage | None = None
-                  ) -> list[tuple[str, bool, str, str]]:
+def image_outputs(
+    recipe: Recipe, support: SupportStage | None = None
+) -> list[tuple[str, bool, str, str]]:
     """What the build reads back from the app image, as (dest, is_dir, where, hint): the
     build stage's outputs and the backend's support files."""
-    wanted = [(output.dest, output.is_dir, f"build.outputs[{index}]",
-               f"did the build steps write {output.src}?")
-              for index, output in enumerate(recipe.build.outputs if recipe.build else [])]
+    wanted = [
+        (
+            output.dest,
+            output.is_dir,
+            f"build.outputs[{index}]",
+            f"did the build steps write {output.src}?",
+        )
+        for index, output in enumerate(recipe.build.outputs if recipe.build else [])
+    ]
     if support is not None:
-        wanted.append((support.in_image_dir + "/", True, "ppml-build's support stage",
-                       "the support stage did not run"))
+        wanted.append(
+            (
+                support.in_image_dir + "/",
+                True,
+                "ppml-build's support stage",
+                "the support stage did not run",
+            )
+        )
     return wanted
 
 
-def fetch_image_paths(client, app_image_id: str, name: str,
-                      wanted: list[tuple[str, bool, str, str]],
-                      into: Path) -> list[tuple[Path, str]]:
+def fetch_image_paths(
+    client, app_image_id: str, name: str, wanted: list[tuple[str, bool, str, str]], into: Path
+) -> list[tuple[Path, str]]:
     """The bytes of each (dest, is_dir, where, hint) path, read back from the built image.
 
     Returns (host copy, dest) pairs: a file, or a directory holding what the image has at
@@ -219,12 +252,16 @@ def fetch_image_paths(client, app_image_id: str, name: str,
         return []
     out: list[tuple[Path, str]] = []
     try:
-        container = client.containers.create(app_image_id, entrypoint=["/ppml-never-runs"],
-                                             network_mode="none",
-                                             labels={"ppml.build-outputs": "1"})
+        container = client.containers.create(
+            app_image_id,
+            entrypoint=["/ppml-never-runs"],
+            network_mode="none",
+            labels={"ppml.build-outputs": "1"},
+        )
     except docker.errors.APIError as err:
-        raise ImageError(f"{app_image_id[:19]}: cannot read the build outputs: "
-                         f"{err.explanation or err}") from None
+        raise ImageError(
+            f"{app_image_id[:19]}: cannot read the build outputs: {err.explanation or err}"
+        ) from None
     try:
         for index, (wanted_dest, is_dir, where, hint) in enumerate(wanted):
             dest = wanted_dest.rstrip("/")
@@ -232,29 +269,35 @@ def fetch_image_paths(client, app_image_id: str, name: str,
                 chunks, _ = container.get_archive(dest)
                 data = b"".join(chunks)
             except docker.errors.NotFound:
-                raise RecipeError(f"{name}: {where}: {dest} is not in the app image; "
-                                  + hint) from None
+                raise RecipeError(
+                    f"{name}: {where}: {dest} is not in the app image; " + hint
+                ) from None
             target = into / str(index)
             target.mkdir(parents=True)
             with tarfile.open(fileobj=io.BytesIO(data)) as archive:
                 members = archive.getmembers()
                 for member in members:
                     if not (member.isreg() or member.isdir()):
-                        raise RecipeError(f"{name}: {where}: {member.name} is not a "
-                                          "regular file or directory; outputs must be plain "
-                                          "files (copy the link's target instead)")
+                        raise RecipeError(
+                            f"{name}: {where}: {member.name} is not a "
+                            "regular file or directory; outputs must be plain "
+                            "files (copy the link's target instead)"
+                        )
                     if member.name.startswith("/") or ".." in member.name.split("/"):
-                        raise ImageError(f"{name}: {where}: the engine returned an "
-                                         f"unsafe name {member.name!r}")
+                        raise ImageError(
+                            f"{name}: {where}: the engine returned an unsafe name {member.name!r}"
+                        )
                 # The "data" filter where this Python has it (3.11.4+); names checked above.
                 safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 archive.extractall(target, members=members, **safe)
             host = target / posixpath.basename(dest)
             if is_dir != host.is_dir():
                 kind = "a directory" if host.is_dir() else "a file"
-                raise RecipeError(f"{name}: {where}: {dest} is {kind} in the image; write "
-                                  "directories with a trailing '/' on src and dest, files "
-                                  "without")
+                raise RecipeError(
+                    f"{name}: {where}: {dest} is {kind} in the image; write "
+                    "directories with a trailing '/' on src and dest, files "
+                    "without"
+                )
             out.append((host, wanted_dest))
     finally:
         try:
@@ -287,35 +330,60 @@ def base_index_keep(recipe: Recipe) -> tuple[str, ...]:
     return (recipe.libos.prefix,)
 
 
-def _base_index(client, base_image_id: str, recipe: Recipe, *, base_job: BaseIndexJob | None,
-                use_cache: bool, cache: CacheLocations | None, say: Say) -> tuple[TarRootFS, str]:
+def _base_index(
+    client,
+    base_image_id: str,
+    recipe: Recipe,
+    *,
+    base_job: BaseIndexJob | None,
+    use_cache: bool,
+    cache: CacheLocations | None,
+    say: Say,
+) -> tuple[TarRootFS, str]:
     """The base's index and where it came from: "registry", "cache" or "export"."""
     if base_job is not None:
         fs = base_job.result(base_image_id)
         if fs is not None:
-            how = ("reused from the cache" if base_job.source == "cache"
-                   else "read from the registry during the pull")
+            how = (
+                "reused from the cache"
+                if base_job.source == "cache"
+                else "read from the registry during the pull"
+            )
             say(f"base image index: {how} ({base_job.seconds:.1f} s)")
             return fs, base_job.source
-        say(f"base index: reading it from the registry failed ({base_job.failure}); "
-            "exporting it from the engine instead")
+        say(
+            f"base index: reading it from the registry failed ({base_job.failure}); "
+            "exporting it from the engine instead"
+        )
 
     def export(keep):
         say("indexing the base image's filesystem (one export stream, cached by image id)")
         return export_image_rootfs(client, base_image_id, keep=keep)
 
-    fs, cached = cached_image_rootfs(base_image_id, export, base_index_keep(recipe),
-                                     use_cache=use_cache,
-                                     cache_dir=cache.base_indexes if cache else None)
+    fs, cached = cached_image_rootfs(
+        base_image_id,
+        export,
+        base_index_keep(recipe),
+        use_cache=use_cache,
+        cache_dir=cache.base_indexes if cache else None,
+    )
     if cached:
         say("base image index: reused from the cache")
     return fs, "cache" if cached else "export"
 
 
-def app_rootfs(client, base_image_id: str, recipe: Recipe, app_files: list[tuple[Path, str]], *,
-               use_cache: bool = True, cache: CacheLocations | None = None,
-               say: Say = say_nothing, stats: dict | None = None,
-               base_job: BaseIndexJob | None = None) -> OverlayRootFS:
+def app_rootfs(
+    client,
+    base_image_id: str,
+    recipe: Recipe,
+    app_files: list[tuple[Path, str]],
+    *,
+    use_cache: bool = True,
+    cache: CacheLocations | None = None,
+    say: Say = say_nothing,
+    stats: dict | None = None,
+    base_job: BaseIndexJob | None = None,
+) -> OverlayRootFS:
     """The app image's filesystem: the base's index plus the app layer we built.
 
     The base index comes from ``base_job`` (read from the registry during the pull) when it
@@ -323,16 +391,18 @@ def app_rootfs(client, base_image_id: str, recipe: Recipe, app_files: list[tuple
     by image id (content-addressed, so it cannot go stale); the LibOS files are kept whole
     because we measure libpal.so.
     """
-    base_fs, source = _base_index(client, base_image_id, recipe, base_job=base_job,
-                                  use_cache=use_cache, cache=cache, say=say)
+    base_fs, source = _base_index(
+        client, base_image_id, recipe, base_job=base_job, use_cache=use_cache, cache=cache, say=say
+    )
     if stats is not None:
         stats["base_index_cached"] = source == "cache"
         stats["base_index_source"] = source
         if base_job is not None:
             stats["base_index_seconds"] = round(base_job.seconds, 3)
         stats["base_files"] = len(base_fs.files)
-    fs = OverlayRootFS(base_fs, FileHasher(cache.hash_cache if cache else None,
-                                           use_cache=use_cache))
+    fs = OverlayRootFS(
+        base_fs, FileHasher(cache.hash_cache if cache else None, use_cache=use_cache)
+    )
     try:
         # Hashed at their source in the recipe directory, so the hash cache recognises an
         # unchanged file from one build to the next (the staged copies are new every time).
@@ -360,8 +430,9 @@ class AppImage:
 
 
 @contextlib.contextmanager
-def app_image(request: AppLayerRequest, recipe: Recipe, plan: Plan, *, timer: StepTimer,
-              stats: dict, say: Say) -> Iterator[AppImage]:
+def app_image(
+    request: AppLayerRequest, recipe: Recipe, plan: Plan, *, timer: StepTimer, stats: dict, say: Say
+) -> Iterator[AppImage]:
     """Pull the base (digest pinned), build the app layer, and give its filesystem view.
 
     Shared by the Gramine and Occlum builds. Host files behind ``fs`` (staged build outputs)
@@ -370,25 +441,30 @@ def app_image(request: AppLayerRequest, recipe: Recipe, plan: Plan, *, timer: St
     client = connect()
     auth = None
     if request.registry_auth is not None:
-        auth = load_registry_auth(request.registry_auth,
-                                  ImageReference.parse(recipe.base.image).registry)
+        auth = load_registry_auth(
+            request.registry_auth, ImageReference.parse(recipe.base.image).registry
+        )
     base_job = None
     if request.base_index == "registry":
         # Read the base's layers from the registry while the engine pulls them: the cold
         # build then need not wait for an export of the whole base after the pull.
-        base_job = BaseIndexJob(_pinned_reference(recipe), auth=auth,
-                                registry_config=_engine_registry_config(client),
-                                keep_prefixes=base_index_keep(recipe),
-                                use_cache=request.use_cache,
-                                cache_dir=request.cache.base_indexes if request.cache else None
-                                ).start()
+        base_job = BaseIndexJob(
+            _pinned_reference(recipe),
+            auth=auth,
+            registry_config=_engine_registry_config(client),
+            keep_prefixes=base_index_keep(recipe),
+            use_cache=request.use_cache,
+            cache_dir=request.cache.base_indexes if request.cache else None,
+        ).start()
     try:
         with timer.step("pull"):
             say(f"pulling {recipe.base.image}")
-            pulled = pull_image(client, recipe.base.image, auth=auth,
-                                expected_digest=recipe.base.digest)
-        with _app_layer(request, recipe, plan, client, auth, pulled, base_job,
-                        timer=timer, stats=stats, say=say) as app:
+            pulled = pull_image(
+                client, recipe.base.image, auth=auth, expected_digest=recipe.base.digest
+            )
+        with _app_layer(
+            request, recipe, plan, client, auth, pulled, base_job, timer=timer, stats=stats, say=say
+        ) as app:
             yield app
     finally:
         if base_job is not None:
@@ -410,9 +486,19 @@ def _engine_registry_config(client) -> dict | None:
 
 
 @contextlib.contextmanager
-def _app_layer(request: AppLayerRequest, recipe: Recipe, plan: Plan, client, auth, pulled,
-               base_job: BaseIndexJob | None, *, timer: StepTimer, stats: dict,
-               say: Say) -> Iterator[AppImage]:
+def _app_layer(
+    request: AppLayerRequest,
+    recipe: Recipe,
+    plan: Plan,
+    client,
+    auth,
+    pulled,
+    base_job: BaseIndexJob | None,
+    *,
+    timer: StepTimer,
+    stats: dict,
+    say: Say,
+) -> Iterator[AppImage]:
     source = str(request.recipe_path)
     base_ref = f"{ImageReference.parse(recipe.base.image).repository}@{pulled.repo_digest}"
     say(f"base {base_ref}")
@@ -421,27 +507,48 @@ def _app_layer(request: AppLayerRequest, recipe: Recipe, plan: Plan, client, aut
     with tempfile.TemporaryDirectory(prefix="ppml-app-") as scratch:
         context = Path(scratch) / "context"
         context.mkdir()
-        app_files = stage_app_files(recipe, request.recipe_path.resolve().parent, context,
-                                    source)
+        app_files = stage_app_files(recipe, request.recipe_path.resolve().parent, context, source)
         ca_bundle = stage_ca_bundle(request.ca_bundle, recipe, context, say)
         if support is not None:
-            shutil.copytree(support.sources, context / support.context_dir,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                support.sources,
+                context / support.context_dir,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            )
         request.check_context(context)
-        (context / "Dockerfile").write_text(app_dockerfile(recipe, plan, base_ref,
-                                                          ca_bundle=ca_bundle, support=support))
+        (context / "Dockerfile").write_text(
+            app_dockerfile(recipe, plan, base_ref, ca_bundle=ca_bundle, support=support)
+        )
         with timer.step("docker_build_app"):
             say("building the app layer" + (" (with its build stage)" if recipe.build else ""))
-            app_image_id = build_image(client, context, tag=None, labels={
-                "ppml.stage": "app", "ppml.recipe": recipe.name}, say=say,
-                nocache=not request.use_cache)
+            app_image_id = build_image(
+                client,
+                context,
+                tag=None,
+                labels={"ppml.stage": "app", "ppml.recipe": recipe.name},
+                say=say,
+                nocache=not request.use_cache,
+            )
         with timer.step("export_hash"):
-            app_fs = app_rootfs(client, pulled.image_id, recipe, app_files,
-                                use_cache=request.use_cache, cache=request.cache, say=say,
-                                stats=stats, base_job=base_job)
+            app_fs = app_rootfs(
+                client,
+                pulled.image_id,
+                recipe,
+                app_files,
+                use_cache=request.use_cache,
+                cache=request.cache,
+                say=say,
+                stats=stats,
+                base_job=base_job,
+            )
             fs: RootFS = app_fs
-            outputs = fetch_image_paths(client, app_image_id, recipe.name,
-                                        image_outputs(recipe, support), Path(scratch) / "outputs")
+            outputs = fetch_image_paths(
+                client,
+                app_image_id,
+                recipe.name,
+                image_outputs(recipe, support),
+                Path(scratch) / "outputs",
+            )
             if outputs:
                 fs = add_build_outputs(app_fs, outputs, recipe)
         yield AppImage(client, auth, pulled.repo_digest, base_ref, app_image_id, fs)

@@ -19,12 +19,12 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
-from ppml_build.atomic import write_bytes_atomic
-from .engine import ImageReference
+from ..atomic import write_bytes_atomic
 from .caches import CacheLocations
+from .engine import ImageReference
 from .registry import RegistryClient, RegistryImage, credentials_for, engine_treats_insecure
 from .rootfs import Entry
 from .tarfs import TarRootFS, _FileData
@@ -44,9 +44,14 @@ def to_document(fs: TarRootFS, keep_prefixes: tuple[str, ...]) -> dict:
         "schema": INDEX_SCHEMA,
         "keep_prefixes": list(keep_prefixes),
         "entries": [[e.path, e.kind, e.size, e.mode, e.link_target] for e in fs.entries.values()],
-        "files": {path: [data.sha256, base64.b64encode(data.head).decode(),
-                         None if data.content is None else base64.b64encode(data.content).decode()]
-                  for path, data in fs.files.items()},
+        "files": {
+            path: [
+                data.sha256,
+                base64.b64encode(data.head).decode(),
+                None if data.content is None else base64.b64encode(data.content).decode(),
+            ]
+            for path, data in fs.files.items()
+        },
         "hardlinks": fs.hardlinks,
     }
 
@@ -62,8 +67,9 @@ def from_document(doc: dict) -> TarRootFS:
         if fs.entries[path].kind == "dir":
             fs.children.setdefault(path, set())
     for path, (sha, head, content) in doc["files"].items():
-        fs.files[path] = _FileData(sha, None if content is None else base64.b64decode(content),
-                                   base64.b64decode(head))
+        fs.files[path] = _FileData(
+            sha, None if content is None else base64.b64decode(content), base64.b64decode(head)
+        )
     fs.hardlinks = dict(doc.get("hardlinks", {}))
     return fs
 
@@ -77,16 +83,18 @@ def _cache_file(image_id: str, cache_dir: Path | None) -> Path | None:
     return (cache_dir or index_cache_dir()) / f"{match.group(1)}.json.gz" if match else None
 
 
-def load_cached(image_id: str, keep_prefixes: tuple[str, ...], *,
-                cache_dir: Path | None = None) -> TarRootFS | None:
+def load_cached(
+    image_id: str, keep_prefixes: tuple[str, ...], *, cache_dir: Path | None = None
+) -> TarRootFS | None:
     """The stored index of ``image_id``, or None (absent, damaged, other keep set)."""
     path = _cache_file(image_id, cache_dir)
     if path is None or not path.exists():
         return None
     try:
         doc = json.loads(gzip.decompress(path.read_bytes()))
-        if doc.get("schema") == INDEX_SCHEMA and \
-                tuple(doc.get("keep_prefixes", ())) == tuple(keep_prefixes):
+        if doc.get("schema") == INDEX_SCHEMA and tuple(doc.get("keep_prefixes", ())) == tuple(
+            keep_prefixes
+        ):
             os.utime(path)  # recently used: kept longest
             return from_document(doc)
     except (OSError, ValueError, KeyError, TypeError):
@@ -94,23 +102,32 @@ def load_cached(image_id: str, keep_prefixes: tuple[str, ...], *,
     return None
 
 
-def store(image_id: str, fs: TarRootFS, keep_prefixes: tuple[str, ...], *,
-          cache_dir: Path | None = None) -> None:
+def store(
+    image_id: str, fs: TarRootFS, keep_prefixes: tuple[str, ...], *, cache_dir: Path | None = None
+) -> None:
     path = _cache_file(image_id, cache_dir)
     if path is None:
         return
     try:
-        data = gzip.compress(json.dumps(to_document(fs, keep_prefixes),
-                                        separators=(",", ":")).encode(), compresslevel=1, mtime=0)
+        data = gzip.compress(
+            json.dumps(to_document(fs, keep_prefixes), separators=(",", ":")).encode(),
+            compresslevel=1,
+            mtime=0,
+        )
         write_bytes_atomic(path, data, mode=0o600)
         _prune(path.parent)
     except OSError:
         pass  # no cache is slower, never wrong
 
 
-def cached_image_rootfs(image_id: str, export: Callable[[Callable[[str], bool]], TarRootFS],
-                        keep_prefixes: tuple[str, ...], *, cache_dir: Path | None = None,
-                        use_cache: bool = True) -> tuple[TarRootFS, bool]:
+def cached_image_rootfs(
+    image_id: str,
+    export: Callable[[Callable[[str], bool]], TarRootFS],
+    keep_prefixes: tuple[str, ...],
+    *,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+) -> tuple[TarRootFS, bool]:
     """The index of ``image_id``: from the cache, or by ``export(keep)`` then stored.
 
     Returns (fs, came_from_cache).
@@ -124,8 +141,9 @@ def cached_image_rootfs(image_id: str, export: Callable[[Callable[[str], bool]],
     return fs, False
 
 
-def index_from_registry(client: RegistryClient, image: RegistryImage,
-                        keep: Callable[[str], bool]) -> TarRootFS:
+def index_from_registry(
+    client: RegistryClient, image: RegistryImage, keep: Callable[[str], bool]
+) -> TarRootFS:
     """The image's filesystem from its layers, applied in order (each checked by digest)."""
     fs = TarRootFS.empty()
     for layer in image.layers:
@@ -145,9 +163,17 @@ class BaseIndexJob:
     None with ``failure`` set, and the caller exports from the engine as before.
     """
 
-    def __init__(self, reference: str, *, auth: Mapping | None, registry_config: Mapping | None,
-                 keep_prefixes: tuple[str, ...], use_cache: bool,
-                 architecture: str = "amd64", cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        reference: str,
+        *,
+        auth: Mapping | None,
+        registry_config: Mapping | None,
+        keep_prefixes: tuple[str, ...],
+        use_cache: bool,
+        architecture: str = "amd64",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.reference = ImageReference.parse(reference)
         self._auth = auth
         self._registry_config = registry_config
@@ -179,15 +205,18 @@ class BaseIndexJob:
         try:
             registry = self.reference.registry
             client = RegistryClient(
-                registry, credentials=credentials_for(registry, self._auth),
+                registry,
+                credentials=credentials_for(registry, self._auth),
                 insecure=engine_treats_insecure(registry, self._registry_config),
-                cancel=self._cancel)
+                cancel=self._cancel,
+            )
             self._client = client
             image = client.image(self.reference, architecture=self._architecture)
             self.config_digest = image.config_digest
             if self._use_cache:
-                cached = load_cached(image.config_digest, self._keep_prefixes,
-                                     cache_dir=self._cache_dir)
+                cached = load_cached(
+                    image.config_digest, self._keep_prefixes, cache_dir=self._cache_dir
+                )
                 if cached is not None:
                     self.fs, self.source = cached, "cache"
                     return
@@ -205,8 +234,10 @@ class BaseIndexJob:
         if self.fs is None:
             return None
         if self.config_digest != image_id:
-            self.failure = (f"the registry's config {self.config_digest} is not the pulled image "
-                            f"{image_id} (the tag moved during the pull?)")
+            self.failure = (
+                f"the registry's config {self.config_digest} is not the pulled image "
+                f"{image_id} (the tag moved during the pull?)"
+            )
             return None
         return self.fs
 

@@ -8,9 +8,9 @@ them (``build --verify-reproducible`` hands each of its builds a fresh ``CacheLo
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 CACHE_DIR_ENV = "PPML_BUILD_CACHE_DIR"
 

@@ -12,15 +12,16 @@ import binascii
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from ppml_build.errors import ImageError
+from ..errors import ImageError
 from .rootfs import ENGINE_MANAGED_PATHS  # noqa: F401  (re-exported)
 from .tarfs import KeepPredicate, TarRootFS
 
@@ -47,7 +48,12 @@ def connect(*, timeout: int = STREAM_TIMEOUT) -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=PING_TIMEOUT)
         client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError, ValueError) as err:
+    except (
+        docker.errors.DockerException,
+        requests.exceptions.RequestException,
+        OSError,
+        ValueError,
+    ) as err:
         raise ImageError(
             f"cannot reach the Docker engine at {engine_address()}: {_short_reason(err)}; "
             "start one with scripts/docker-up.sh or point DOCKER_HOST at a running engine"
@@ -102,7 +108,9 @@ class ImageReference:
     def parse(cls, reference: str) -> "ImageReference":
         ref = reference.strip()
         if not ref or any(c.isspace() for c in ref):
-            raise ImageError(f"{reference!r} is not an image reference (expected NAME[:TAG][@sha256:DIGEST])")
+            raise ImageError(
+                f"{reference!r} is not an image reference (expected NAME[:TAG][@sha256:DIGEST])"
+            )
         name, _, digest = ref.partition("@")
         tag = None
         slash = name.rfind("/")
@@ -110,9 +118,13 @@ class ImageReference:
         if colon > slash:
             name, tag = name[:colon], name[colon + 1 :]
         if digest and not _DIGEST_RE.match(digest):
-            raise ImageError(f"{reference}: the digest must be sha256: followed by 64 lowercase hex digits")
+            raise ImageError(
+                f"{reference}: the digest must be sha256: followed by 64 lowercase hex digits"
+            )
         if not name or (tag is not None and not tag):
-            raise ImageError(f"{reference!r} is not an image reference (expected NAME[:TAG][@sha256:DIGEST])")
+            raise ImageError(
+                f"{reference!r} is not an image reference (expected NAME[:TAG][@sha256:DIGEST])"
+            )
         return cls(name, tag, digest or None)
 
     @property
@@ -161,13 +173,15 @@ def load_registry_auth(path: os.PathLike | str, registry: str | None = None) -> 
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ImageError(f"{path}: cannot read the registry credentials file: {err.strerror or err}") from None
+        raise ImageError(
+            f"{path}: cannot read the registry credentials file: {err.strerror or err}"
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as err:
         raise ImageError(
-            f"{path}: not valid JSON ({err}); write {{\"username\": ..., \"password\": ...}} "
-            "or a Docker config.json with \"auths\""
+            f'{path}: not valid JSON ({err}); write {{"username": ..., "password": ...}} '
+            'or a Docker config.json with "auths"'
         ) from None
     if not isinstance(data, dict):
         raise ImageError(f"{path}: expected a JSON object with username/password or auths")
@@ -180,9 +194,11 @@ def load_registry_auth(path: os.PathLike | str, registry: str | None = None) -> 
         if data.get("credsStore") or data.get("credHelpers"):
             raise ImageError(
                 f"{path}: uses a Docker credential helper, which ppml-build does not call; "
-                "write {\"username\": ..., \"password\": ...} to a file of its own instead"
+                'write {"username": ..., "password": ...} to a file of its own instead'
             )
-        raise ImageError(f"{path}: no credentials found; expected username/password or a non-empty \"auths\" table")
+        raise ImageError(
+            f'{path}: no credentials found; expected username/password or a non-empty "auths" table'
+        )
 
     entries = {_normalize_registry_key(k): (k, v) for k, v in auths.items()}
     if registry is not None:
@@ -209,12 +225,14 @@ def load_registry_auth(path: os.PathLike | str, registry: str | None = None) -> 
             decoded = ""
         user, sep, password = decoded.partition(":")
         if not sep or not user:
-            raise ImageError(f"{path}: auths[{key!r}].auth is not base64 of \"user:password\"")
+            raise ImageError(f'{path}: auths[{key!r}].auth is not base64 of "user:password"')
         return RegistryAuth(username=user, password=password, serveraddress=host)
     return _user_password(path, f"auths[{key!r}].", entry, host)
 
 
-def _user_password(path: Path, where: str, data: Mapping[str, Any], host: str | None) -> RegistryAuth:
+def _user_password(
+    path: Path, where: str, data: Mapping[str, Any], host: str | None
+) -> RegistryAuth:
     user, password = data.get("username"), data.get("password")
     if not isinstance(user, str) or not user:
         raise ImageError(f"{path}: {where}username must be a non-empty string")
@@ -229,7 +247,9 @@ def _user_password(path: Path, where: str, data: Mapping[str, Any], host: str | 
 # -- registry errors --------------------------------------------------------------------------
 
 
-def _registry_error(action: str, ref: ImageReference, message: str, auth: Mapping | None) -> ImageError:
+def _registry_error(
+    action: str, ref: ImageReference, message: str, auth: Mapping | None
+) -> ImageError:
     """One line naming the registry problem and its fix."""
     low = message.lower()
     registry = ref.registry
@@ -237,20 +257,34 @@ def _registry_error(action: str, ref: ImageReference, message: str, auth: Mappin
         return ImageError(
             f"{action} {ref}: registry {registry} requires credentials; pass --registry-auth FILE"
         )
-    if "unauthorized" in low or "authentication required" in low or "denied" in low or " 401" in low:
+    if (
+        "unauthorized" in low
+        or "authentication required" in low
+        or "denied" in low
+        or " 401" in low
+    ):
         return ImageError(
             f"{action} {ref}: registry {registry} refused the credentials (401 unauthorized); "
             "check the username and password in the --registry-auth file"
         )
-    if "manifest unknown" in low or "not found" in low or "does not exist" in low or "name unknown" in low:
+    if (
+        "manifest unknown" in low
+        or "not found" in low
+        or "does not exist" in low
+        or "name unknown" in low
+    ):
         if action == "push":
-            return ImageError(f"push {ref}: no such image in the local engine; build or tag it first")
+            return ImageError(
+                f"push {ref}: no such image in the local engine; build or tag it first"
+            )
         return ImageError(
             f"pull {ref}: no such image in registry {registry} (manifest unknown); "
             "check the repository name and tag, or push the image first"
         )
     if "connection refused" in low or "no such host" in low or "i/o timeout" in low:
-        return ImageError(f"{action} {ref}: cannot reach registry {registry}; is it running and is the address right?")
+        return ImageError(
+            f"{action} {ref}: cannot reach registry {registry}; is it running and is the address right?"
+        )
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     return ImageError(f"{action} {ref}: {first[:300]}")
 
@@ -290,7 +324,9 @@ def pull_image(
     tag = ref.digest or ref.tag or "latest"
     stream_digest = None
     try:
-        for event in client.api.pull(ref.repository, tag, stream=True, decode=True, auth_config=auth):
+        for event in client.api.pull(
+            ref.repository, tag, stream=True, decode=True, auth_config=auth
+        ):
             if "error" in event:
                 raise _registry_error("pull", ref, str(event.get("error")), auth)
             match = _STREAM_DIGEST_RE.search(str(event.get("status", "")))
@@ -299,13 +335,17 @@ def pull_image(
     except docker.errors.APIError as err:
         raise _registry_error("pull", ref, _api_message(err), auth) from None
     except requests.exceptions.RequestException as err:
-        raise ImageError(f"pull {ref}: lost the connection to the Docker engine ({_short_reason(err)})") from None
+        raise ImageError(
+            f"pull {ref}: lost the connection to the Docker engine ({_short_reason(err)})"
+        ) from None
 
     local_name = f"{ref.repository}@{ref.digest}" if ref.digest else f"{ref.repository}:{tag}"
     try:
         image = client.images.get(local_name)
     except docker.errors.ImageNotFound:
-        raise ImageError(f"pull {ref}: the engine reported success but has no image {local_name}") from None
+        raise ImageError(
+            f"pull {ref}: the engine reported success but has no image {local_name}"
+        ) from None
     repo_digest = stream_digest or ref.digest or _repo_digest_of(image.attrs, ref.repository)
     if repo_digest is None:
         raise ImageError(f"pull {ref}: the engine did not report a registry digest for the image")
@@ -333,7 +373,9 @@ def push_image(client: docker.DockerClient, reference: str, *, auth: Mapping | N
     tag = ref.tag or "latest"
     digest = None
     try:
-        for event in client.api.push(ref.repository, tag, stream=True, decode=True, auth_config=auth):
+        for event in client.api.push(
+            ref.repository, tag, stream=True, decode=True, auth_config=auth
+        ):
             if "error" in event:
                 raise _registry_error("push", ref, str(event.get("error")), auth)
             aux = event.get("aux")
@@ -342,13 +384,17 @@ def push_image(client: docker.DockerClient, reference: str, *, auth: Mapping | N
     except docker.errors.APIError as err:
         raise _registry_error("push", ref, _api_message(err), auth) from None
     except requests.exceptions.RequestException as err:
-        raise ImageError(f"push {ref}: lost the connection to the Docker engine ({_short_reason(err)})") from None
+        raise ImageError(
+            f"push {ref}: lost the connection to the Docker engine ({_short_reason(err)})"
+        ) from None
     if digest is None:
         raise ImageError(f"push {ref}: the registry did not report a digest")
     return digest
 
 
-def registry_digest(client: docker.DockerClient, reference: str, *, auth: Mapping | None = None) -> str | None:
+def registry_digest(
+    client: docker.DockerClient, reference: str, *, auth: Mapping | None = None
+) -> str | None:
     """The manifest digest the registry holds for ``reference``; None if it has no such tag."""
     ref = ImageReference.parse(reference)
     try:
@@ -380,12 +426,19 @@ def export_image_rootfs(
     try:
         # The command is never run; it only satisfies images without CMD/ENTRYPOINT.
         container = client.api.create_container(
-            image, command=["/ppml-export-never-runs"], network_disabled=True, labels={"ppml.export": "1"}
+            image,
+            command=["/ppml-export-never-runs"],
+            network_disabled=True,
+            labels={"ppml.export": "1"},
         )
     except docker.errors.ImageNotFound:
-        raise ImageError(f"{image}: no such image in the local Docker engine; pull or build it first") from None
+        raise ImageError(
+            f"{image}: no such image in the local Docker engine; pull or build it first"
+        ) from None
     except docker.errors.APIError as err:
-        raise ImageError(f"{image}: cannot create a container to export it: {_api_message(err)}") from None
+        raise ImageError(
+            f"{image}: cannot create a container to export it: {_api_message(err)}"
+        ) from None
     container_id = container["Id"]
     try:
         chunks: Iterable[bytes] = client.api.export(container_id, chunk_size=1 << 20)

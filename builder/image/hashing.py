@@ -13,12 +13,11 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
-from ppml_build.atomic import write_text_atomic
-
+from ..atomic import write_text_atomic
 from .caches import CacheLocations
 
 CACHE_SCHEMA = "ppml-build/hash-cache/v1"
@@ -53,8 +52,9 @@ def _cache_key(st: os.stat_result) -> list[int]:
 class FileHasher:
     """Hash files in parallel, reusing digests of files whose stat key has not changed."""
 
-    def __init__(self, cache_path: Path | None = None, *, use_cache: bool = True,
-                 workers: int | None = None) -> None:
+    def __init__(
+        self, cache_path: Path | None = None, *, use_cache: bool = True, workers: int | None = None
+    ) -> None:
         self.cache_path = cache_path or default_cache_path()
         self.use_cache = use_cache
         # One more thread than cores: a thread waiting on open()/read() leaves a core idle.
@@ -80,8 +80,10 @@ class FileHasher:
         if not self.use_cache or self._cache is None:
             return
         try:
-            write_text_atomic(self.cache_path, json.dumps(
-                {"schema": CACHE_SCHEMA, "entries": self._cache}, separators=(",", ":")))
+            write_text_atomic(
+                self.cache_path,
+                json.dumps({"schema": CACHE_SCHEMA, "entries": self._cache}, separators=(",", ":")),
+            )
         except OSError:
             pass  # a read-only home must not fail a build
 
@@ -103,7 +105,8 @@ class FileHasher:
         if todo:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 for (index, key_path, st), digest in zip(
-                        todo, pool.map(lambda item: sha256_file(item[1]), todo)):
+                    todo, pool.map(lambda item: sha256_file(item[1]), todo)
+                ):
                     results[index] = digest
                     with self._lock:
                         cache[key_path] = _cache_key(st) + [digest]
@@ -119,7 +122,7 @@ def sha256_files_reference(paths: Iterable[os.PathLike | str]) -> list[str]:
     for path in paths:
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(128 * digest.block_size), b""):
+            for chunk in iter(lambda: handle.read(128 * digest.block_size), b""):  # noqa: B023 -- called in this iteration
                 digest.update(chunk)
         out.append(digest.hexdigest())
     return out

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from ppml_build.errors import ImageError
-from ppml_build.recipe import Recipe
+from ..errors import ImageError
+from ..recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,9 @@ class NativeRun:
     seconds: float = 0.0
 
 
-def run_container(client: docker.DockerClient, image: str, *, what: str, timeout: int,
-                  **create: object) -> NativeRun:
+def run_container(
+    client: docker.DockerClient, image: str, *, what: str, timeout: int, **create: object
+) -> NativeRun:
     """Create, start and wait for a container; its exit code and output; always removed."""
     try:
         container = client.containers.create(image, **create)
@@ -51,15 +52,28 @@ def run_container(client: docker.DockerClient, image: str, *, what: str, timeout
             pass
 
 
-def run_native(client: docker.DockerClient, image: str, recipe: Recipe, *,
-               network: str = "none", extra_args: dict | None = None,
-               timeout: int = 600) -> NativeRun:
+def run_native(
+    client: docker.DockerClient,
+    image: str,
+    recipe: Recipe,
+    *,
+    network: str = "none",
+    extra_args: dict | None = None,
+    timeout: int = 600,
+) -> NativeRun:
     if network not in ("none", "host"):
         raise ImageError(f"network {network!r}: only 'none' or 'host' (never the default bridge)")
     argv = list(recipe.app.command)
     return run_container(
-        client, image, what="native run", timeout=timeout, entrypoint=[argv[0]],
-        command=argv[1:], network_mode=network,
+        client,
+        image,
+        what="native run",
+        timeout=timeout,
+        entrypoint=[argv[0]],
+        command=argv[1:],
+        network_mode=network,
         hostname="localhost" if network == "none" else None,
-        working_dir=recipe.app.workdir, labels={"ppml.native-run": recipe.name},
-        **(extra_args or {}))
+        working_dir=recipe.app.workdir,
+        labels={"ppml.native-run": recipe.name},
+        **(extra_args or {}),
+    )

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .hashing import FileHasher
 from .rootfs import HEAD_SIZE, Entry, RootFS, RootFSError, normalize, resolve
@@ -45,15 +45,18 @@ class OverlayRootFS:
                     current = candidate
                 return posixpath.join(current, parts[-1])
             if entry.kind not in ("dir", "symlink") and index < len(parts) - 1:
-                raise RootFSError(f"{path}: {candidate} is a file in the base image, not a "
-                                  "directory")
+                raise RootFSError(
+                    f"{path}: {candidate} is a file in the base image, not a directory"
+                )
             if entry.kind == "symlink":
                 try:
                     candidate = resolve(self, candidate)
                 except RootFSError:
                     # A dangling link: Docker creates its target; keep it simple and refuse.
-                    raise RootFSError(f"{path}: {candidate} is a dangling symlink in the base "
-                                      "image; choose another destination") from None
+                    raise RootFSError(
+                        f"{path}: {candidate} is a dangling symlink in the base "
+                        "image; choose another destination"
+                    ) from None
             current = candidate
         return current
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import posixpath
 
-from ppml_build.errors import ManifestError
-from ppml_build.recipe import Recipe
+from ..errors import ManifestError
+from ..recipe import Recipe
 from .rootfs import RootFS, RootFSError, resolve, stat_followed
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -29,17 +29,24 @@ def path_env(recipe: Recipe) -> str:
 
 def find_program(fs: RootFS, program: str, search_path: str, where: str) -> str:
     """argv[0] as the image's PATH finds it (the path as found, symlinks not resolved)."""
-    candidates = [program] if "/" in program else [
-        posixpath.join(directory, program) for directory in search_path.split(":") if directory]
+    candidates = (
+        [program]
+        if "/" in program
+        else [
+            posixpath.join(directory, program) for directory in search_path.split(":") if directory
+        ]
+    )
     for candidate in candidates:
         if not candidate.startswith("/"):
             continue
         entry = stat_followed(fs, candidate)
         if entry is not None and entry.kind == "file":
             return posixpath.normpath(candidate)
-    raise ManifestError(f"{where}: {program!r} is not an executable file in the image "
-                        f"(searched {', '.join(candidates)}); fix app.command[0] or the base "
-                        "image")
+    raise ManifestError(
+        f"{where}: {program!r} is not an executable file in the image "
+        f"(searched {', '.join(candidates)}); fix app.command[0] or the base "
+        "image"
+    )
 
 
 def script_interpreters(fs: RootFS, program: str) -> list[str]:

@@ -23,9 +23,10 @@ import re
 import socket
 import threading
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import docker.auth
 import requests
@@ -40,10 +41,14 @@ MANIFEST_LIST_V2 = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _ACCEPT = ", ".join((MANIFEST_V2, MANIFEST_LIST_V2, OCI_MANIFEST, OCI_INDEX))
-_GZIP_LAYERS = {"application/vnd.docker.image.rootfs.diff.tar.gzip",
-                "application/vnd.oci.image.layer.v1.tar+gzip"}
-_PLAIN_LAYERS = {"application/vnd.oci.image.layer.v1.tar",
-                 "application/vnd.docker.image.rootfs.diff.tar"}
+_GZIP_LAYERS = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+}
+_PLAIN_LAYERS = {
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.diff.tar",
+}
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -81,8 +86,11 @@ def api_host(registry: str) -> str:
 def repository_path(ref: ImageReference) -> str:
     """The repository's name inside its registry (Docker Hub's single names live in library/)."""
     registry = ref.registry
-    name = ref.repository[len(registry) + 1:] if ref.repository.startswith(registry + "/") \
+    name = (
+        ref.repository[len(registry) + 1 :]
+        if ref.repository.startswith(registry + "/")
         else ref.repository
+    )
     if registry in _DOCKER_HUB_NAMES:
         if "/" not in name:
             name = "library/" + name
@@ -96,7 +104,7 @@ def engine_treats_insecure(registry: str, registry_config: Mapping[str, Any] | N
     if isinstance(index, dict) and "Secure" in index:
         return not index["Secure"]
     if registry.startswith("["):  # [IPv6]:port
-        host = registry[1:registry.find("]")] if "]" in registry else registry[1:]
+        host = registry[1 : registry.find("]")] if "]" in registry else registry[1:]
     elif registry.count(":") == 1:
         host = registry.rsplit(":", 1)[0]
     else:
@@ -111,8 +119,10 @@ def engine_treats_insecure(registry: str, registry_config: Mapping[str, Any] | N
         addresses = {ipaddress.ip_address(host)}
     except ValueError:
         try:
-            addresses = {ipaddress.ip_address(info[4][0].split("%")[0])
-                         for info in socket.getaddrinfo(host, None)}
+            addresses = {
+                ipaddress.ip_address(info[4][0].split("%")[0])
+                for info in socket.getaddrinfo(host, None)
+            }
         except (OSError, ValueError):
             return False
     # As dockerd: insecure as soon as one of the name's addresses is in an insecure range.
@@ -138,8 +148,14 @@ def credentials_for(registry: str, auth: Mapping[str, Any] | None) -> tuple[str,
 class RegistryClient:
     """A read-only distribution v2 client for one registry."""
 
-    def __init__(self, registry: str, *, credentials: tuple[str, str] | None, insecure: bool,
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: tuple[str, str] | None,
+        insecure: bool,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.registry = registry
         self._credentials = credentials
         self._insecure = insecure
@@ -162,8 +178,9 @@ class RegistryClient:
         raw = response.raw
         sock = getattr(getattr(raw, "_connection", None), "sock", None)
         if sock is None:
-            sock = getattr(getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None),
-                           "_sock", None)
+            sock = getattr(
+                getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None), "_sock", None
+            )
         try:
             if sock is not None:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -178,14 +195,20 @@ class RegistryClient:
             return [self._base]
         return ["https", "http"] if self._insecure else ["https"]
 
-    def _get(self, path: str, *, scope: str, accept: str | None = None,
-             stream: bool = False) -> requests.Response:
+    def _get(
+        self, path: str, *, scope: str, accept: str | None = None, stream: bool = False
+    ) -> requests.Response:
         last: Exception | None = None
         for scheme in self._schemes():
             url = f"{scheme}://{api_host(self.registry)}{path}"
             try:
-                response = self._send(url, scope, accept, stream, verify=self._verify
-                                      if scheme == "https" and not self._insecure else False)
+                response = self._send(
+                    url,
+                    scope,
+                    accept,
+                    stream,
+                    verify=self._verify if scheme == "https" and not self._insecure else False,
+                )
             except requests.exceptions.RequestException as err:
                 last = err
                 continue
@@ -193,13 +216,21 @@ class RegistryClient:
             return response
         raise RegistryReadError(f"cannot reach registry {self.registry}: {type(last).__name__}")
 
-    def _send(self, url: str, scope: str, accept: str | None, stream: bool, verify) -> requests.Response:
+    def _send(
+        self, url: str, scope: str, accept: str | None, stream: bool, verify
+    ) -> requests.Response:
         headers = {"Accept": accept} if accept else {}
         for attempt in range(2):
             if self._authorization:
                 headers["Authorization"] = self._authorization
-            response = self._session.get(url, headers=headers, stream=stream, timeout=_TIMEOUT,
-                                         verify=verify, allow_redirects=True)
+            response = self._session.get(
+                url,
+                headers=headers,
+                stream=stream,
+                timeout=_TIMEOUT,
+                verify=verify,
+                allow_redirects=True,
+            )
             if response.status_code == 401 and attempt == 0:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
@@ -207,8 +238,10 @@ class RegistryClient:
                 continue
             if response.status_code != 200:
                 response.close()
-                raise RegistryReadError(f"registry {self.registry} answered {response.status_code} "
-                                        f"for {url.split('/v2/', 1)[-1]}")
+                raise RegistryReadError(
+                    f"registry {self.registry} answered {response.status_code} "
+                    f"for {url.split('/v2/', 1)[-1]}"
+                )
             return response
         raise RegistryReadError(f"registry {self.registry} refused our credentials (401)")
 
@@ -226,14 +259,21 @@ class RegistryClient:
             raise RegistryReadError(f"registry {self.registry}: unsupported auth challenge")
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         try:
-            response = self._session.get(params["realm"], params=query, auth=self._credentials,
-                                         timeout=_TIMEOUT, verify=verify)
+            response = self._session.get(
+                params["realm"],
+                params=query,
+                auth=self._credentials,
+                timeout=_TIMEOUT,
+                verify=verify,
+            )
         except requests.exceptions.RequestException as err:
-            raise RegistryReadError(f"registry {self.registry}: token service unreachable: "
-                                    f"{type(err).__name__}") from None
+            raise RegistryReadError(
+                f"registry {self.registry}: token service unreachable: {type(err).__name__}"
+            ) from None
         if response.status_code != 200:
-            raise RegistryReadError(f"registry {self.registry}: token service answered "
-                                    f"{response.status_code}")
+            raise RegistryReadError(
+                f"registry {self.registry}: token service answered {response.status_code}"
+            )
         try:
             body = response.json()
             token = body.get("token") or body.get("access_token")
@@ -245,8 +285,9 @@ class RegistryClient:
 
     # -- image ---------------------------------------------------------------------------------
 
-    def image(self, ref: ImageReference, *, os_name: str = "linux",
-              architecture: str = "amd64") -> RegistryImage:
+    def image(
+        self, ref: ImageReference, *, os_name: str = "linux", architecture: str = "amd64"
+    ) -> RegistryImage:
         """Resolve ``ref`` to one platform's manifest and its config."""
         repository = repository_path(ref)
         scope = f"repository:{repository}:pull"
@@ -265,7 +306,9 @@ class RegistryClient:
                 raise RegistryReadError(f"{ref}: no {os_name}/{architecture} image in its index")
             manifest, digest = self._manifest(repository, choice, scope)
             if digest != choice:
-                raise RegistryReadError(f"{ref}: the registry served manifest {digest} for {choice}")
+                raise RegistryReadError(
+                    f"{ref}: the registry served manifest {digest} for {choice}"
+                )
         config_desc = manifest.get("config") or {}
         config_digest = config_desc.get("digest", "")
         if not _DIGEST_RE.match(config_digest):
@@ -275,7 +318,9 @@ class RegistryClient:
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or ())
         layer_descs = list(manifest.get("layers") or ())
         if len(diff_ids) != len(layer_descs):
-            raise RegistryReadError(f"{ref}: {len(layer_descs)} layers but {len(diff_ids)} diff_ids")
+            raise RegistryReadError(
+                f"{ref}: {len(layer_descs)} layers but {len(diff_ids)} diff_ids"
+            )
         layers = []
         for desc, diff_id in zip(layer_descs, diff_ids):
             media_type = desc.get("mediaType", "")
@@ -303,8 +348,11 @@ class RegistryClient:
 
     def layer_tar(self, image: RegistryImage, layer: Layer) -> "LayerStream":
         """The uncompressed tar of one layer, streamed and checked against both digests."""
-        response = self._get(f"/v2/{image.repository}/blobs/{layer.digest}",
-                             scope=f"repository:{image.repository}:pull", stream=True)
+        response = self._get(
+            f"/v2/{image.repository}/blobs/{layer.digest}",
+            scope=f"repository:{image.repository}:pull",
+            stream=True,
+        )
         self._streaming = response
         return LayerStream(response, layer, self._cancel)
 
@@ -353,13 +401,15 @@ class LayerStream:
                     self._tar_hash.update(tail)
                     yield tail
                 if not self._inflate.eof:
-                    raise RegistryReadError(f"layer {self._layer.digest[:19]}: the gzip stream "
-                                            "is truncated")
+                    raise RegistryReadError(
+                        f"layer {self._layer.digest[:19]}: the gzip stream is truncated"
+                    )
         except (requests.exceptions.RequestException, zlib.error, OSError, ValueError) as err:
             if self._cancel.is_set():
                 raise Cancelled("cancelled") from None
-            raise RegistryReadError(f"layer {self._layer.digest[:19]}: {type(err).__name__}: "
-                                    f"{str(err)[:120]}") from None
+            raise RegistryReadError(
+                f"layer {self._layer.digest[:19]}: {type(err).__name__}: {str(err)[:120]}"
+            ) from None
         finally:
             self._response.close()
 
@@ -367,9 +417,20 @@ class LayerStream:
         for _ in self._chunks:
             pass
         if "sha256:" + self._tar_hash.hexdigest() != self._layer.diff_id:
-            raise RegistryReadError(f"layer {self._layer.digest}: the uncompressed tar does not "
-                                    f"match diff_id {self._layer.diff_id}")
+            raise RegistryReadError(
+                f"layer {self._layer.digest}: the uncompressed tar does not "
+                f"match diff_id {self._layer.diff_id}"
+            )
 
 
-__all__ = ["RegistryClient", "RegistryImage", "Layer", "LayerStream", "RegistryReadError",
-           "Cancelled", "credentials_for", "engine_treats_insecure", "repository_path"]
+__all__ = [
+    "RegistryClient",
+    "RegistryImage",
+    "Layer",
+    "LayerStream",
+    "RegistryReadError",
+    "Cancelled",
+    "credentials_for",
+    "engine_treats_insecure",
+    "repository_path",
+]

@@ -13,9 +13,10 @@ import errno
 import os
 import posixpath
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Protocol
+from typing import Literal, Protocol
 
 EntryKind = Literal["file", "dir", "symlink", "other"]
 

@@ -14,11 +14,23 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO
 
 from .rootfs import HEAD_SIZE, Entry, EntryKind, RootFSError, normalize
-from .tarstream import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, Member, TarFormatError, TarReader
+from .tarstream import (
+    BLOCKDEV,
+    CHARDEV,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    Member,
+    TarFormatError,
+    TarReader,
+)
 
 KeepPredicate = Callable[[str], bool]
 
@@ -106,7 +118,9 @@ class TarRootFS:
                         cursor = cursor.rpartition("/")[0] or "/"
                 self._add_member(reader, member, path, keep)
         except TarFormatError as err:
-            raise RootFSError(f"the image tar stream is not a readable tar archive: {err}") from None
+            raise RootFSError(
+                f"the image tar stream is not a readable tar archive: {err}"
+            ) from None
 
     def _whiteout(self, parent: str, base: str, added: set[str]) -> None:
         if base == OPAQUE_WHITEOUT:
@@ -115,7 +129,7 @@ class TarRootFS:
         else:
             # The lower layers' NAME goes; what this layer itself puts at NAME stays, whichever
             # comes first in the tar.
-            self._remove_lower(posixpath.join(parent, base[len(WHITEOUT_PREFIX):]), added)
+            self._remove_lower(posixpath.join(parent, base[len(WHITEOUT_PREFIX) :]), added)
 
     def _remove_lower(self, path: str, added: set[str]) -> None:
         """Remove ``path`` and what is under it, except what ``added`` names (this layer's)."""
@@ -147,7 +161,9 @@ class TarRootFS:
             self.entries[parent] = Entry(parent, "dir", 0, _IMPLICIT_DIR_MODE)
             path = parent
 
-    def _add_member(self, reader: TarReader, member: Member, path: str, keep: KeepPredicate) -> None:
+    def _add_member(
+        self, reader: TarReader, member: Member, path: str, keep: KeepPredicate
+    ) -> None:
         perm = member.mode
         kind = member.type
         if path == "/":
@@ -166,8 +182,13 @@ class TarRootFS:
             self.children.setdefault(path, set())
         elif kind == SYMLINK:
             target = member.linkname
-            self.entries[path] = Entry(path, "symlink", len(target.encode("utf-8", "surrogateescape")),
-                                       stat.S_IFLNK | 0o777, target)
+            self.entries[path] = Entry(
+                path,
+                "symlink",
+                len(target.encode("utf-8", "surrogateescape")),
+                stat.S_IFLNK | 0o777,
+                target,
+            )
         elif kind == HARDLINK:
             self._add_hardlink(path, normalize("/" + member.linkname), keep)
         elif kind == REGULAR:
@@ -188,15 +209,18 @@ class TarRootFS:
             digest.update(piece)
             if parts is not None:
                 parts.append(piece.tobytes())
-        self.files[path] = _FileData(digest.hexdigest(),
-                                     b"".join(parts) if parts is not None else None, head)
+        self.files[path] = _FileData(
+            digest.hexdigest(), b"".join(parts) if parts is not None else None, head
+        )
         self.total_file_bytes += member.size
 
     def _add_hardlink(self, path: str, target: str, keep: KeepPredicate) -> None:
         # A hard link is the same inode as an earlier member: same kind, mode, size, content.
         source = self.entries.get(target)
         if source is None:
-            raise RootFSError(f"{path}: hard link to {target}, which the tar stream has not shown yet")
+            raise RootFSError(
+                f"{path}: hard link to {target}, which the tar stream has not shown yet"
+            )
         self.entries[path] = Entry(path, source.kind, source.size, source.mode, source.link_target)
         if target in self.files:
             data = self.files[target]

@@ -10,8 +10,8 @@ long names) and GNU long names/links — and refuses what it cannot represent (s
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 BLOCK = 512
 
@@ -119,7 +119,7 @@ class TarReader:
             piece = self._view[: n - have]
             parts.append(piece.tobytes())
             have += len(piece)
-            self._view = self._view[len(piece):]
+            self._view = self._view[len(piece) :]
         return b"".join(parts)
 
     def _skip(self, n: int) -> None:
@@ -138,7 +138,7 @@ class TarReader:
             if not self._view and not self._fill():
                 raise TarFormatError("the tar stream ends in the middle of a file")
             piece = self._view[: self._remaining]
-            self._view = self._view[len(piece):]
+            self._view = self._view[len(piece) :]
             self._remaining -= len(piece)
             yield piece
 
@@ -217,9 +217,18 @@ class TarReader:
             size = 0
         self._remaining = size
         self._padding = -size % BLOCK
-        return Member(name, kind, _number(header[100:108]) & 0o7777,
-                      size, linkname)
+        return Member(name, kind, _number(header[100:108]) & 0o7777, size, linkname)
 
 
-__all__ = ["TarReader", "Member", "TarFormatError", "REGULAR", "HARDLINK", "SYMLINK", "CHARDEV",
-           "BLOCKDEV", "DIRECTORY", "FIFO"]
+__all__ = [
+    "TarReader",
+    "Member",
+    "TarFormatError",
+    "REGULAR",
+    "HARDLINK",
+    "SYMLINK",
+    "CHARDEV",
+    "BLOCKDEV",
+    "DIRECTORY",
+    "FIFO",
+]

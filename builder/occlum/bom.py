@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from ppml_build.errors import ManifestError
-from ppml_build.image.rootfs import MAX_SYMLINK_HOPS, RootFS, RootFSError, resolve, stat_followed
-from ppml_build.recipe import Recipe
-from ppml_build.versions import OCCLUM_VERSION
+from ..errors import ManifestError
+from ..image.rootfs import MAX_SYMLINK_HOPS, RootFS, RootFSError, resolve, stat_followed
+from ..recipe import Recipe
+from ..versions import OCCLUM_VERSION
 
 # Where the build container has Occlum's glibc; NSS modules are dlopen'ed, so autodep misses them.
 OCCLUM_GLIBC_LIB = "/opt/occlum/glibc/lib"
@@ -33,9 +33,9 @@ ETC_FILES = ("/etc/group", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd"
 class ImageSelection:
     """What the bom copies, keyed by destination; plus counts for the summary."""
 
-    dirs: dict[str, str] = field(default_factory=dict)     # in-image dir → field that wants it
-    files: dict[str, str] = field(default_factory=dict)   # in-image file → field that wants it
-    links: dict[str, str] = field(default_factory=dict)   # in-image symlink → its target text
+    dirs: dict[str, str] = field(default_factory=dict)  # in-image dir → field that wants it
+    files: dict[str, str] = field(default_factory=dict)  # in-image file → field that wants it
+    links: dict[str, str] = field(default_factory=dict)  # in-image symlink → its target text
     external_files: list[str] = field(default_factory=list)  # from Occlum's install, not rootfs
     mkdirs: set[str] = field(default_factory=set)
     excludes: set[str] = field(default_factory=set)
@@ -92,7 +92,8 @@ def _walk_copied_dir(fs: RootFS, given: str, selection: ImageSelection) -> None:
                     selection.excludes.add(f"/{rel_path}")
                     selection.warnings.append(
                         f"{posixpath.join(given, rel_path)} -> {entry.link_target} points "
-                        "nowhere in the image; left out of the Occlum image")
+                        "nowhere in the image; left out of the Occlum image"
+                    )
                 elif referent.kind == "dir":
                     stack.append((resolve(fs, path), rel_path, depth + 1))
                 elif referent.kind == "file":
@@ -116,8 +117,9 @@ def _python_dirs(fs: RootFS) -> list[str]:
     return found
 
 
-def select_image_content(recipe: Recipe, fs: RootFS, program: str,
-                         mount_targets: list[str]) -> ImageSelection:
+def select_image_content(
+    recipe: Recipe, fs: RootFS, program: str, mount_targets: list[str]
+) -> ImageSelection:
     """What the bom copies for ``recipe`` (``program`` being app.command[0] in the image), and
     the directories it creates: ``mount_targets`` (Occlum.json's mounts) and the workdir."""
     selection = ImageSelection()
@@ -128,8 +130,10 @@ def select_image_content(recipe: Recipe, fs: RootFS, program: str,
         entry = stat_followed(fs, path)
         if entry is None or entry.kind != "dir":
             if required:
-                raise ManifestError(f"{field_name}: {path} is not a directory in the image; "
-                                    f"fix {field_name} or the base image")
+                raise ManifestError(
+                    f"{field_name}: {path} is not a directory in the image; "
+                    f"fix {field_name} or the base image"
+                )
             return
         selection.dirs.setdefault(path, field_name)
 
@@ -149,13 +153,18 @@ def select_image_content(recipe: Recipe, fs: RootFS, program: str,
             if entry is not None and entry.kind == "symlink":
                 text = entry.link_target or ""
                 links[current] = text
-                current = text if text.startswith("/") else posixpath.normpath(
-                    posixpath.join(posixpath.dirname(current), text))
+                current = (
+                    text
+                    if text.startswith("/")
+                    else posixpath.normpath(posixpath.join(posixpath.dirname(current), text))
+                )
                 continue
             if entry is None or entry.kind != "file":
                 if required:
-                    raise ManifestError(f"{field_name}: {path} is not a file in the image; "
-                                        f"fix {field_name} or the base image")
+                    raise ManifestError(
+                        f"{field_name}: {path} is not a file in the image; "
+                        f"fix {field_name} or the base image"
+                    )
                 return
             selection.links.update(links)
             selection.files.setdefault(current, field_name)
@@ -185,13 +194,22 @@ def select_image_content(recipe: Recipe, fs: RootFS, program: str,
 
     # Drop what a copied directory already brings. Paths as configured, not resolved: the bom
     # copies a directory's content to the path it was asked for.
-    top_dirs = [path for path in selection.dirs
-                if not any(other != path and _inside(path, other) for other in selection.dirs)]
+    top_dirs = [
+        path
+        for path in selection.dirs
+        if not any(other != path and _inside(path, other) for other in selection.dirs)
+    ]
     selection.dirs = {path: selection.dirs[path] for path in top_dirs}
-    selection.files = {path: name for path, name in selection.files.items()
-                       if not any(_inside(path, d) for d in top_dirs)}
-    selection.links = {path: text for path, text in selection.links.items()
-                       if not any(_inside(path, d) for d in top_dirs)}
+    selection.files = {
+        path: name
+        for path, name in selection.files.items()
+        if not any(_inside(path, d) for d in top_dirs)
+    }
+    selection.links = {
+        path: text
+        for path, text in selection.links.items()
+        if not any(_inside(path, d) for d in top_dirs)
+    }
     for path in sorted(selection.dirs):
         _walk_copied_dir(fs, path, selection)
     for path in selection.files:
@@ -225,13 +243,13 @@ def build_bom(selection: ImageSelection, digests: dict[str, str]) -> dict[str, A
         target(path).setdefault("copy", [{"dirs": []}])[0]["dirs"].append(path + "/")
     for path in sorted(selection.files):
         # copy_bom aborts if the build container's file differs from the one checked here.
-        _add_file(target(posixpath.dirname(path)),
-                  {"name": path, "hash": digests[path].upper()})
+        _add_file(target(posixpath.dirname(path)), {"name": path, "hash": digests[path].upper()})
     for path in selection.external_files:
         _add_file(target(posixpath.dirname(path)), path)
     for path in sorted(selection.links):
         target(posixpath.dirname(path)).setdefault("createlinks", []).append(
-            {"src": selection.links[path], "linkname": posixpath.basename(path)})
+            {"src": selection.links[path], "linkname": posixpath.basename(path)}
+        )
     root = target("/")
     if selection.mkdirs:
         root["mkdirs"] = sorted(path.lstrip("/") for path in selection.mkdirs)
@@ -242,15 +260,19 @@ def build_bom(selection: ImageSelection, digests: dict[str, str]) -> dict[str, A
     ordered = []
     for path in sorted(targets):
         item = targets[path]
-        ordered.append({key: item[key] for key in ("target", "mkdirs", "createlinks", "copy")
-                        if key in item})
+        ordered.append(
+            {key: item[key] for key in ("target", "mkdirs", "createlinks", "copy") if key in item}
+        )
     bom["targets"] = ordered
     return bom
 
 
 def dumps_bom(bom: dict[str, Any], recipe: Recipe) -> str:
-    header = (f"# copy_bom file for {recipe.name} (Occlum {OCCLUM_VERSION}), written by "
-              "ppml-build.\n# copy_bom -f bom.yaml --root image --include-dir "
-              "/opt/occlum/etc/template\n")
-    return header + yaml.safe_dump(bom, sort_keys=False, default_flow_style=False,
-                                   allow_unicode=True, width=4096)
+    header = (
+        f"# copy_bom file for {recipe.name} (Occlum {OCCLUM_VERSION}), written by "
+        "ppml-build.\n# copy_bom -f bom.yaml --root image --include-dir "
+        "/opt/occlum/etc/template\n"
+    )
+    return header + yaml.safe_dump(
+        bom, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
+    )

@@ -28,41 +28,42 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
-from ppml_build import __version__
-from ppml_build.atomic import write_all_or_none
-from ppml_build.build.job import BuildJob
-from ppml_build.build.key_guard import refuse_key_in_bytes
-from ppml_build.build.options import BuildOptions, BuildResult
-from ppml_build.build.outputs import write_build_outputs
-from ppml_build.errors import ImageError, RecipeError, VerificationError
-# The app image is made exactly as for Gramine, without Gramine's support stage.
-from ppml_build.image.app_layer import app_image
-from ppml_build.image.engine import STREAM_TIMEOUT, ImageReference
-from ppml_build.plan import Plan
-from ppml_build.progress import Say, say_nothing
-from ppml_build.recipe import Recipe
-from ppml_build.record import IN_IMAGE_DIR, LABEL_EDMM, LABEL_OCCLUM_INSTANCE, image_labels, record_fields
-from ppml_build.sign import keys
-from ppml_build.units import format_gramine_size
+from .. import __version__
+from ..atomic import write_all_or_none
+from ..build.job import BuildJob
+from ..build.key_guard import refuse_key_in_bytes
+from ..build.options import BuildOptions, BuildResult
+from ..build.outputs import image_labels, record_fields, write_build_outputs
+from ..errors import ImageError, RecipeError, VerificationError
 
+# The app image is made exactly as for Gramine, without Gramine's support stage.
+from ..image.app_layer import app_image
+from ..image.engine import STREAM_TIMEOUT, ImageReference
+from ..plan import Plan
+from ..progress import Say, say_nothing
+from ..recipe import Recipe
+from ..record import IN_IMAGE_DIR, LABEL_EDMM, LABEL_OCCLUM_INSTANCE
+from ..sign import keys
+from ..units import format_gramine_size
+from ..versions import OCCLUM_VERSION
 from .config import RenderedOcclum
-from ppml_build.versions import OCCLUM_VERSION
 from .enclave import OcclumEnclave, read_occlum_enclave
 from .render import render_occlum_for_rootfs
 
 # Where Occlum 0.31's packages install their tools (base_images/occlum/Dockerfile). Named by
 # absolute path: a Spark or Flink layer on top of the Occlum base may have reset PATH.
 OCCLUM_BIN_DIR = "/opt/occlum/build/bin"
-OCCLUM_TEMPLATE_DIR = "/opt/occlum/etc/template"   # copy_bom's --include-dir (base.yaml)
+OCCLUM_TEMPLATE_DIR = "/opt/occlum/etc/template"  # copy_bom's --include-dir (base.yaml)
 INSTANCE_DIR = f"{IN_IMAGE_DIR}/occlum_instance"
 SIGNED_ENCLAVE = "build/lib/libocclum-libos.signed.so"  # relative to the instance (occlum_build.mk)
 BUILD_SCRIPT = f"{IN_IMAGE_DIR}/occlum-build.sh"
@@ -79,6 +80,7 @@ EXIT_NO_OCCLUM = 98
 
 
 # --- pure pieces ------------------------------------------------------------------------------
+
 
 def occlum_build_script(*, edmm: bool) -> str:
     """The shell script the build container runs (as root, no network, key mounted read-only).
@@ -125,8 +127,9 @@ def program_path(recipe: Recipe, rendered: RenderedOcclum) -> str:
     return posixpath.join(rendered.occlum_json["entry_points"][0], program)
 
 
-def final_image_config(recipe: Recipe, rendered: RenderedOcclum,
-                       labels: dict[str, str]) -> dict[str, Any]:
+def final_image_config(
+    recipe: Recipe, rendered: RenderedOcclum, labels: dict[str, str]
+) -> dict[str, Any]:
     """Image config the commit applies. Running the image runs, in the instance directory,
 
         /opt/occlum/build/bin/occlum run <program> <app.command[1:]>
@@ -143,8 +146,9 @@ def final_image_config(recipe: Recipe, rendered: RenderedOcclum,
     }
 
 
-def occlum_labels(recipe: Recipe, enclave: OcclumEnclave, base_digest: str,
-                  created: str) -> dict[str, str]:
+def occlum_labels(
+    recipe: Recipe, enclave: OcclumEnclave, base_digest: str, created: str
+) -> dict[str, str]:
     """Gramine's label set (OCI + ppml.*; ppml.libos = "occlum 0.31"), plus EDMM and where
     the instance is."""
     labels = image_labels(recipe, enclave.summary(), base_digest, created)
@@ -157,9 +161,17 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def occlum_measurement_record(*, recipe: Recipe, plan: Plan, enclave: OcclumEnclave, image: str,
-                              image_id: str, pushed_digest: str | None, base_digest: str,
-                              rendered: RenderedOcclum) -> dict:
+def occlum_measurement_record(
+    *,
+    recipe: Recipe,
+    plan: Plan,
+    enclave: OcclumEnclave,
+    image: str,
+    image_id: str,
+    pushed_digest: str | None,
+    base_digest: str,
+    rendered: RenderedOcclum,
+) -> dict:
     """The record, in the shape of ``ppml_build.gramine.build.measurement_record``.
 
     What Gramine's keys mean here: ``manifest_sha256`` is Occlum.json's digest (the
@@ -170,21 +182,31 @@ def occlum_measurement_record(*, recipe: Recipe, plan: Plan, enclave: OcclumEncl
     occlum_json = rendered.occlum_json_text.encode("utf-8")
     bom = rendered.bom_text.encode("utf-8")
     summary = enclave.summary()
-    enclave_size = (format_gramine_size(enclave.metadata.enclave_size)
-                    if enclave.metadata is not None else None)
+    enclave_size = (
+        format_gramine_size(enclave.metadata.enclave_size) if enclave.metadata is not None else None
+    )
     record = record_fields(
-        recipe=recipe, plan=plan, summary=summary, image=image, image_id=image_id,
-        pushed_digest=pushed_digest, base_digest=base_digest, enclave_size=enclave_size,
-        edmm=enclave.edmm, manifest_sha256=_sha256(occlum_json),
-        trusted_files={"count": rendered.image_file_count, "digest": "sha256:" + _sha256(bom)})
+        recipe=recipe,
+        plan=plan,
+        summary=summary,
+        image=image,
+        image_id=image_id,
+        pushed_digest=pushed_digest,
+        base_digest=base_digest,
+        enclave_size=enclave_size,
+        edmm=enclave.edmm,
+        manifest_sha256=_sha256(occlum_json),
+        trusted_files={"count": rendered.image_file_count, "digest": "sha256:" + _sha256(bom)},
+    )
     return {
         **record,
         "occlum": {
             "instance": INSTANCE_DIR,
             "signed_enclave": f"{INSTANCE_DIR}/{SIGNED_ENCLAVE}",
             "sgx_mode": SGX_MODE,
-            "sdk_metadata_version": (enclave.metadata.version
-                                     if enclave.metadata is not None else None),
+            "sdk_metadata_version": (
+                enclave.metadata.version if enclave.metadata is not None else None
+            ),
             "occlum_json_sha256": _sha256(occlum_json),
             "bom_sha256": _sha256(bom),
         },
@@ -209,6 +231,7 @@ def config_archive(files: dict[str, bytes]) -> bytes:
 
 
 # --- the I/O edge -----------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def key_mount_dir(private_key: keys.PrivateKey) -> Iterator[Path]:
@@ -263,7 +286,7 @@ def _run_build_container(container, say: Say) -> ContainerRun:
             line = raw.decode("utf-8", "replace").rstrip()
             lines.append(line)
             if line.startswith(STEP_PREFIX):
-                last_step = line[len(STEP_PREFIX):]
+                last_step = line[len(STEP_PREFIX) :]
                 say(last_step)
     if pending:
         lines.append(pending.decode("utf-8", "replace").rstrip())
@@ -273,20 +296,24 @@ def _run_build_container(container, say: Say) -> ContainerRun:
 
 def _failure(run: ContainerRun, base: str, log_path: Path) -> ImageError:
     lines = [line for line in run.log.splitlines() if line.strip()]
-    ours = [line[len(ERROR_PREFIX):] for line in lines if line.startswith(ERROR_PREFIX)]
+    ours = [line[len(ERROR_PREFIX) :] for line in lines if line.startswith(ERROR_PREFIX)]
     if run.exit_code == EXIT_NO_KEY:
         return ImageError(
             f"occlum build: the bind-mounted signing key is not visible in the build container "
             f"({ours[-1] if ours else 'missing'}); the Docker engine must run on this machine "
-            f"(DOCKER_HOST pointing elsewhere cannot see the host's temp dir)")
+            f"(DOCKER_HOST pointing elsewhere cannot see the host's temp dir)"
+        )
     if run.exit_code == EXIT_NO_OCCLUM:
         return ImageError(
             f"{base}: has no `{ours[-1] if ours else 'occlum'}` in {OCCLUM_BIN_DIR} or PATH; "
-            "base.image must be an Occlum 0.31 image (base_images/occlum) with the app's runtime")
+            "base.image must be an Occlum 0.31 image (base_images/occlum) with the app's runtime"
+        )
     detail = ours[-1:] or [line for line in lines if not line.startswith(STEP_PREFIX)][-1:]
-    return ImageError(f"occlum build in {base} failed at `{run.last_step}` (exit "
-                      f"{run.exit_code}): {(detail or ['no output'])[0][:300]}; "
-                      f"full log: {log_path}")
+    return ImageError(
+        f"occlum build in {base} failed at `{run.last_step}` (exit "
+        f"{run.exit_code}): {(detail or ['no output'])[0][:300]}; "
+        f"full log: {log_path}"
+    )
 
 
 def _commit(container, image: str, conf: dict[str, Any]) -> str:
@@ -294,11 +321,16 @@ def _commit(container, image: str, conf: dict[str, Any]) -> str:
     if ref.digest:
         raise ImageError(f"--tag {image}: name the image with a tag, not a digest")
     try:
-        committed = container.commit(repository=ref.repository, tag=ref.tag or "latest",
-                                     conf=conf, message="ppml-build: occlum build")
+        committed = container.commit(
+            repository=ref.repository,
+            tag=ref.tag or "latest",
+            conf=conf,
+            message="ppml-build: occlum build",
+        )
     except docker.errors.APIError as err:
-        raise ImageError(f"committing the Occlum build container as {image} failed: "
-                         f"{err.explanation or err}") from None
+        raise ImageError(
+            f"committing the Occlum build container as {image} failed: {err.explanation or err}"
+        ) from None
     return committed.id
 
 
@@ -307,24 +339,31 @@ def _first_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def _create_build_container(client, image_id: str, key_dir: Path, inputs: dict[str, bytes],
-                            base_ref: str):
+def _create_build_container(
+    client, image_id: str, key_dir: Path, inputs: dict[str, bytes], base_ref: str
+):
     """The build container: no network, the key dir bind-mounted read-only, our inputs in."""
     try:
         container = client.containers.create(
-            image_id, entrypoint=["/bin/sh", BUILD_SCRIPT], command=[], network_mode="none",
+            image_id,
+            entrypoint=["/bin/sh", BUILD_SCRIPT],
+            command=[],
+            network_mode="none",
             # mounts=, not volumes=: the SDK turns volumes= into a VOLUME entry of the container
             # config, which a commit would copy into the image.
-            mounts=[Mount(KEY_MOUNT_DIR, str(key_dir), type="bind", read_only=True)])
+            mounts=[Mount(KEY_MOUNT_DIR, str(key_dir), type="bind", read_only=True)],
+        )
     except docker.errors.APIError as err:
-        raise ImageError(f"cannot create the Occlum build container from {base_ref}: "
-                         f"{_first_line(err)}") from None
+        raise ImageError(
+            f"cannot create the Occlum build container from {base_ref}: {_first_line(err)}"
+        ) from None
     try:
         container.put_archive("/", config_archive(inputs))
     except docker.errors.APIError as err:
         container.remove(force=True)
-        raise ImageError(f"cannot copy Occlum.json and bom.yaml into the build container: "
-                         f"{_first_line(err)}") from None
+        raise ImageError(
+            f"cannot copy Occlum.json and bom.yaml into the build container: {_first_line(err)}"
+        ) from None
     return container
 
 
@@ -332,24 +371,32 @@ def _check_instance(container, occlum_json: bytes) -> None:
     """What occlum build left besides the enclave must match what we asked for."""
     written = _read_file(container, f"{INSTANCE_DIR}/Occlum.json")
     if written != occlum_json:
-        raise VerificationError(f"{INSTANCE_DIR}/Occlum.json: differs from the one ppml-build "
-                                "wrote; the base image's occlum changed it")
+        raise VerificationError(
+            f"{INSTANCE_DIR}/Occlum.json: differs from the one ppml-build "
+            "wrote; the base image's occlum changed it"
+        )
     mode = (_read_file(container, f"{INSTANCE_DIR}/.sgx_mode") or b"").strip()
     if mode and mode != SGX_MODE.encode():
-        raise VerificationError(f"{INSTANCE_DIR}/.sgx_mode: {mode.decode()!r}; the enclave must "
-                                f"be built in {SGX_MODE} mode (a SIM/HYPER LibOS has another "
-                                "MRENCLAVE)")
+        raise VerificationError(
+            f"{INSTANCE_DIR}/.sgx_mode: {mode.decode()!r}; the enclave must "
+            f"be built in {SGX_MODE} mode (a SIM/HYPER LibOS has another "
+            "MRENCLAVE)"
+        )
 
 
 def check_occlum(options: BuildOptions, recipe: Recipe, plan: Plan, say: Say) -> None:
     """What refuses an Occlum build before any Docker work (and before the key is read)."""
     source = str(options.recipe)
     if recipe.libos.type != "occlum":
-        raise RecipeError(f"{source}: libos.type {recipe.libos.type!r}: the Occlum build "
-                          "handles occlum recipes only")
+        raise RecipeError(
+            f"{source}: libos.type {recipe.libos.type!r}: the Occlum build "
+            "handles occlum recipes only"
+        )
     if recipe.libos.version != OCCLUM_VERSION:
-        raise RecipeError(f"{source}: libos.version: Occlum {recipe.libos.version} is not "
-                          f"supported; use \"{OCCLUM_VERSION}\"")
+        raise RecipeError(
+            f"{source}: libos.version: Occlum {recipe.libos.version} is not "
+            f'supported; use "{OCCLUM_VERSION}"'
+        )
     image = options.image_name(recipe.name)
     if ImageReference.parse(image).digest:
         raise ImageError(f"--tag {image}: name the image with a tag, not a digest")
@@ -366,8 +413,7 @@ def build_occlum(job: BuildJob, say: Say = say_nothing) -> BuildResult:
 
     # The app image exactly as the Gramine build makes it (app files, build stage, workdir,
     # env), and our view of its filesystem: the base's cached index + the app layer.
-    with app_image(job.app_layer_request(), recipe, plan, timer=timer, stats=stats,
-                   say=say) as app:
+    with app_image(job.app_layer_request(), recipe, plan, timer=timer, stats=stats, say=say) as app:
         with timer.step("render"):
             rendered = render_occlum_for_rootfs(recipe, plan, app.fs, source)
         stats["image_files"] = rendered.image_file_count
@@ -376,11 +422,14 @@ def build_occlum(job: BuildJob, say: Say = say_nothing) -> BuildResult:
     for warning in plan.warnings + rendered.warnings:
         say(f"warning: {warning}")
 
-    inputs = {OCCLUM_JSON: rendered.occlum_json_text.encode("utf-8"),
-              BOM_YAML: rendered.bom_text.encode("utf-8"),
-              BUILD_SCRIPT: occlum_build_script(edmm=recipe.enclave.edmm).encode("utf-8")}
-    refuse_key_in_bytes({posixpath.basename(path): data for path, data in inputs.items()},
-                        key_refusals, source)
+    inputs = {
+        OCCLUM_JSON: rendered.occlum_json_text.encode("utf-8"),
+        BOM_YAML: rendered.bom_text.encode("utf-8"),
+        BUILD_SCRIPT: occlum_build_script(edmm=recipe.enclave.edmm).encode("utf-8"),
+    }
+    refuse_key_in_bytes(
+        {posixpath.basename(path): data for path, data in inputs.items()}, key_refusals, source
+    )
 
     enclave_path = f"{INSTANCE_DIR}/{SIGNED_ENCLAVE}"
     log_path = output_dir / "occlum-build.log"
@@ -394,25 +443,29 @@ def build_occlum(job: BuildJob, say: Say = say_nothing) -> BuildResult:
             # because the engine re-mounts a container's binds for every archive read.
             (key_dir / KEY_FILE_NAME).unlink(missing_ok=True)
             if any(needle and needle in run.log.encode() for needle in key_refusals):
-                raise VerificationError("the occlum build log contains the signing key; the "
-                                        "base image's occlum printed it: do not use that base")
+                raise VerificationError(
+                    "the occlum build log contains the signing key; the "
+                    "base image's occlum printed it: do not use that base"
+                )
             write_all_or_none({log_path: run.log}, option="--output-dir")
             if run.exit_code != 0:
                 raise _failure(run, recipe.base.image, log_path)
             with timer.step("verify"):
                 signed = _read_file(container, enclave_path)
                 if signed is None:
-                    raise ImageError(f"occlum build in {recipe.base.image} reported success but "
-                                     f"wrote no {enclave_path}; full log: {log_path}")
+                    raise ImageError(
+                        f"occlum build in {recipe.base.image} reported success but "
+                        f"wrote no {enclave_path}; full log: {log_path}"
+                    )
                 _check_instance(container, inputs[OCCLUM_JSON])
-                enclave = read_occlum_enclave(signed, source=enclave_path, recipe=recipe,
-                                              expected_mrsigner=expected_mrsigner)
+                enclave = read_occlum_enclave(
+                    signed, source=enclave_path, recipe=recipe, expected_mrsigner=expected_mrsigner
+                )
             summary = enclave.summary()
             say(f"MRENCLAVE {summary['mrenclave']}")
             stats["signed_enclave_bytes"] = len(signed)
 
-            created = datetime.datetime.now(datetime.timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%SZ")
+            created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             labels = occlum_labels(recipe, enclave, app.base_digest, created)
             with timer.step("commit"):
                 say(f"committing {image}")
@@ -428,26 +481,54 @@ def build_occlum(job: BuildJob, say: Say = say_nothing) -> BuildResult:
     pushed_digest = job.push_if_asked(client, auth, say)
 
     with timer.step("record"):
-        record = occlum_measurement_record(recipe=recipe, plan=plan, enclave=enclave,
-                                           image=image, image_id=image_id,
-                                           pushed_digest=pushed_digest,
-                                           base_digest=app.base_digest, rendered=rendered)
-        policy_files = write_outputs(output_dir, recipe, rendered, enclave, record,
-                                      options.policies, source)
+        record = occlum_measurement_record(
+            recipe=recipe,
+            plan=plan,
+            enclave=enclave,
+            image=image,
+            image_id=image_id,
+            pushed_digest=pushed_digest,
+            base_digest=app.base_digest,
+            rendered=rendered,
+        )
+        policy_files = write_outputs(
+            output_dir, recipe, rendered, enclave, record, options.policies, source
+        )
     return job.result(record, policy_files)
 
 
-def write_outputs(output_dir: Path, recipe: Recipe, rendered: RenderedOcclum,
-                   enclave: OcclumEnclave, record: dict, policies: tuple[str, ...],
-                   source: str) -> list[Path]:
+def write_outputs(
+    output_dir: Path,
+    recipe: Recipe,
+    rendered: RenderedOcclum,
+    enclave: OcclumEnclave,
+    record: dict,
+    policies: tuple[str, ...],
+    source: str,
+) -> list[Path]:
     """Occlum.json, bom.yaml and the SIGSTRUCT (.sig), then build.write_build_outputs."""
-    return write_build_outputs(output_dir, {
-        "Occlum.json": rendered.occlum_json_text,
-        "bom.yaml": rendered.bom_text,
-        f"{recipe.name}.sig": enclave.sigstruct.to_bytes(),
-    }, record, policies, source)
+    return write_build_outputs(
+        output_dir,
+        {
+            "Occlum.json": rendered.occlum_json_text,
+            "bom.yaml": rendered.bom_text,
+            f"{recipe.name}.sig": enclave.sigstruct.to_bytes(),
+        },
+        record,
+        policies,
+        source,
+    )
 
 
-__all__ = ["build_occlum", "check_occlum", "write_outputs", "occlum_build_script", "final_image_config", "program_path",
-           "occlum_labels", "occlum_measurement_record",
-           "config_archive", "key_mount_dir"]
+__all__ = [
+    "build_occlum",
+    "check_occlum",
+    "write_outputs",
+    "occlum_build_script",
+    "final_image_config",
+    "program_path",
+    "occlum_labels",
+    "occlum_measurement_record",
+    "config_archive",
+    "key_mount_dir",
+]

@@ -24,14 +24,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ppml_build.errors import ManifestError, RecipeError
-from ppml_build.plan import Plan
-from ppml_build.image.programs import find_program, path_env, script_interpreters
-from ppml_build.recipe import Recipe
-from ppml_build.image.rootfs import RootFS, RootFSError, resolve
-from ppml_build.units import parse_occlum_size
-from ppml_build.versions import OCCLUM_VERSION, occlum_version
-
+from ..errors import ManifestError, RecipeError
+from ..image.programs import find_program, path_env, script_interpreters
+from ..image.rootfs import RootFS, RootFSError, resolve
+from ..plan import Plan
+from ..recipe import Recipe
+from ..units import parse_occlum_size
+from ..versions import OCCLUM_VERSION, occlum_version
 from .bom import OCCLUM_GLIBC_LIB, build_bom, dumps_bom, select_image_content
 from .sizing import PAGE, OcclumSizing, occlum_sizing
 
@@ -43,6 +42,7 @@ LIBRARY_PATH = (OCCLUM_GLIBC_LIB, "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linu
 
 # ---------------------------------------------------------------------------------------------
 # Occlum.json
+
 
 def trusted_env(recipe: Recipe, plan: Plan) -> dict[str, str]:
     """env.default: kind defaults, then what the plan adds, then the recipe's own app.env
@@ -68,29 +68,43 @@ def trusted_env(recipe: Recipe, plan: Plan) -> dict[str, str]:
             env[name] = value
     for name, value in env.items():
         if "\0" in value:
-            raise RecipeError(f"app.env.{name}: contains a NUL byte, which Occlum's environment "
-                              "(C strings) cannot carry; remove it")
+            raise RecipeError(
+                f"app.env.{name}: contains a NUL byte, which Occlum's environment "
+                "(C strings) cannot carry; remove it"
+            )
     return env
 
 
 def _mounts(recipe: Recipe) -> list[dict[str, Any]]:
     """The root union (image SEFS + writable container SEFS) and the recipe's mounts."""
-    root = {"target": "/", "type": "unionfs", "options": {"layers": [
-        # `occlum build` fills MAC with the image's root MAC; its presence marks this layer as
-        # the integrity-protected image.
-        {"target": "/", "type": "sefs", "source": "./build/mount/__ROOT",
-         "options": {"MAC": ""}},
-        {"target": "/", "type": "sefs", "source": "./run/mount/__ROOT"},
-    ]}}
+    root = {
+        "target": "/",
+        "type": "unionfs",
+        "options": {
+            "layers": [
+                # `occlum build` fills MAC with the image's root MAC; its presence marks this layer as
+                # the integrity-protected image.
+                {
+                    "target": "/",
+                    "type": "sefs",
+                    "source": "./build/mount/__ROOT",
+                    "options": {"MAC": ""},
+                },
+                {"target": "/", "type": "sefs", "source": "./run/mount/__ROOT"},
+            ]
+        },
+    }
     mounts: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def add(target: str, field_name: str, mount: dict[str, Any]) -> None:
         if target in RESERVED_MOUNT_TARGETS:
-            raise RecipeError(f"{field_name}: {target} is mounted by Occlum itself; choose "
-                              "another path")
+            raise RecipeError(
+                f"{field_name}: {target} is mounted by Occlum itself; choose another path"
+            )
         if target in mounts:
-            raise RecipeError(f"{field_name}: {target} is already mounted by "
-                              f"{mounts[target][0]}; keep one")
+            raise RecipeError(
+                f"{field_name}: {target} is already mounted by {mounts[target][0]}; keep one"
+            )
         mounts[target] = (field_name, mount)
 
     for index, path in enumerate(recipe.files.tmpfs or ["/tmp"]):
@@ -98,23 +112,32 @@ def _mounts(recipe: Recipe) -> list[dict[str, Any]]:
         add(target, f"files.tmpfs[{index}]", {"target": target, "type": "ramfs"})
     for index, path in enumerate(recipe.files.allowed):
         if not path.endswith("/"):
-            raise RecipeError(f"files.allowed[{index}]: {path} is a file; Occlum 0.31 passes "
-                              "host data in by mounting directories (hostfs): give its "
-                              "directory, ending in '/'")
+            raise RecipeError(
+                f"files.allowed[{index}]: {path} is a file; Occlum 0.31 passes "
+                "host data in by mounting directories (hostfs): give its "
+                "directory, ending in '/'"
+            )
         target = path.rstrip("/") or "/"
         # Untrusted, unencrypted: the container's directory of the same path.
-        add(target, f"files.allowed[{index}]",
-            {"target": target, "type": "hostfs", "source": target})
+        add(
+            target,
+            f"files.allowed[{index}]",
+            {"target": target, "type": "hostfs", "source": target},
+        )
     for index, enc in enumerate(recipe.files.encrypted):
         if enc.key_name != "default":
             raise RecipeError(
                 f"files.encrypted[{index}].key_name: Occlum 0.31 cannot choose a key per mount "
                 "(every SEFS uses the instance's image key, or the enclave's sealing key when "
-                "there is none); remove key_name or use libos.type: gramine")
+                "there is none); remove key_name or use libos.type: gramine"
+            )
         target = enc.path.rstrip("/") or "/"
-        source = enc.uri[len("file:"):].rstrip("/") or "/"
-        add(target, f"files.encrypted[{index}]",
-            {"target": target, "type": "sefs", "source": source})
+        source = enc.uri[len("file:") :].rstrip("/") or "/"
+        add(
+            target,
+            f"files.encrypted[{index}]",
+            {"target": target, "type": "sefs", "source": source},
+        )
     # A parent mount must come before the mounts inside it; sorting the paths does that.
     return [root] + [mounts[target][1] for target in sorted(mounts)]
 
@@ -123,8 +146,9 @@ def _zero_id() -> dict[str, str]:
     return {"high": "0x0", "low": "0x0"}
 
 
-def build_occlum_json(recipe: Recipe, plan: Plan, sizing: OcclumSizing,
-                      entry_points: list[str]) -> dict[str, Any]:
+def build_occlum_json(
+    recipe: Recipe, plan: Plan, sizing: OcclumSizing, entry_points: list[str]
+) -> dict[str, Any]:
     """The Occlum.json document (keys in Occlum's template order; no secrets in it)."""
     env = trusted_env(recipe, plan)
     debug = recipe.enclave.debug
@@ -144,11 +168,11 @@ def build_occlum_json(recipe: Recipe, plan: Plan, sizing: OcclumSizing,
             # Occlum's own default (!debuggable), written out so the measured value is visible.
             "disable_log": not debug,
             "enable_kss": False,
-            "family_id": _zero_id(),     # required by the parser even with KSS off
+            "family_id": _zero_id(),  # required by the parser even with KSS off
             "ext_prod_id": _zero_id(),
         },
         "feature": {
-            "amx": 0,                    # 0: must be disabled (Occlum's default)
+            "amx": 0,  # 0: must be disabled (Occlum's default)
             "pkru": 0,
             "io_uring": 0,
             "enable_edmm": recipe.enclave.edmm,
@@ -163,15 +187,24 @@ def check_occlum_json(doc: dict[str, Any], recipe: Recipe) -> None:
     what Occlum 0.31 parses. ManifestError (one line) otherwise."""
     metadata = doc.get("metadata", {})
     if metadata.get("debuggable") is not False and not recipe.enclave.debug:
-        raise ManifestError("Occlum.json metadata.debuggable: a debug enclave's memory is "
-                            "readable by the host; it is only written when the recipe sets "
-                            "enclave.debug: true")
-    for section, keys in (("resource_limits", ("kernel_space_heap_size",
-                                               "kernel_space_heap_max_size",
-                                               "kernel_space_stack_size", "user_space_size",
-                                               "user_space_max_size")),
-                          ("process", ("default_stack_size", "default_heap_size",
-                                       "default_mmap_size"))):
+        raise ManifestError(
+            "Occlum.json metadata.debuggable: a debug enclave's memory is "
+            "readable by the host; it is only written when the recipe sets "
+            "enclave.debug: true"
+        )
+    for section, keys in (
+        (
+            "resource_limits",
+            (
+                "kernel_space_heap_size",
+                "kernel_space_heap_max_size",
+                "kernel_space_stack_size",
+                "user_space_size",
+                "user_space_max_size",
+            ),
+        ),
+        ("process", ("default_stack_size", "default_heap_size", "default_mmap_size")),
+    ):
         for key in keys:
             if key not in doc.get(section, {}):
                 continue
@@ -181,8 +214,10 @@ def check_occlum_json(doc: dict[str, Any], recipe: Recipe) -> None:
             except ValueError as err:
                 raise ManifestError(f"Occlum.json {section}.{key}: {err}") from None
             if value % PAGE:
-                raise ManifestError(f"Occlum.json {section}.{key}: {text} is not a multiple "
-                                    "of 4KB, which sgx_sign requires")
+                raise ManifestError(
+                    f"Occlum.json {section}.{key}: {text} is not a multiple "
+                    "of 4KB, which sgx_sign requires"
+                )
     for point in doc.get("entry_points", []):
         if not point.startswith("/"):
             raise ManifestError(f"Occlum.json entry_points: {point!r} is not absolute")
@@ -190,12 +225,16 @@ def check_occlum_json(doc: dict[str, Any], recipe: Recipe) -> None:
     for mount in doc.get("mount", []):
         for item in [mount] + list(mount.get("options", {}).get("layers", [])):
             if item["type"] not in occlum.mount_types:
-                raise ManifestError(f"Occlum.json mount {item['target']}: type "
-                                    f"{item['type']!r} does not exist in Occlum {occlum.version}")
+                raise ManifestError(
+                    f"Occlum.json mount {item['target']}: type "
+                    f"{item['type']!r} does not exist in Occlum {occlum.version}"
+                )
             unknown = set(item.get("options", {})) - occlum.mount_options
             if unknown:
-                raise ManifestError(f"Occlum.json mount {item['target']}: unknown option(s) "
-                                    f"{', '.join(sorted(unknown))}")
+                raise ManifestError(
+                    f"Occlum.json mount {item['target']}: unknown option(s) "
+                    f"{', '.join(sorted(unknown))}"
+                )
 
 
 def dumps_occlum_json(doc: dict[str, Any]) -> str:
@@ -205,6 +244,7 @@ def dumps_occlum_json(doc: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Both together
 
+
 @dataclass(frozen=True)
 class RenderedOcclum:
     occlum_json: dict[str, Any]
@@ -212,7 +252,7 @@ class RenderedOcclum:
     bom: dict[str, Any]
     bom_text: str
     sizing: OcclumSizing
-    image_file_count: int    # regular files the bom puts into image/ (from the rootfs)
+    image_file_count: int  # regular files the bom puts into image/ (from the rootfs)
     image_bytes: int
     pinned_files: dict[str, str]  # in-image path → sha256 (lowercase) for the bom's hash pins
     warnings: list[str]
@@ -224,30 +264,37 @@ _SHELLS = re.compile(r"^(ba|da|k|z)?sh$")
 def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
     """Occlum.json and bom.yaml for ``recipe`` over the image filesystem ``fs``. Pure given fs."""
     if recipe.libos.type != "occlum":
-        raise ManifestError(f"libos.type {recipe.libos.type!r}: the Occlum renderer was asked "
-                            "for another LibOS")
+        raise ManifestError(
+            f"libos.type {recipe.libos.type!r}: the Occlum renderer was asked for another LibOS"
+        )
     if recipe.libos.version != OCCLUM_VERSION:
-        raise RecipeError(f"libos.version: Occlum {recipe.libos.version} is not supported; "
-                          f"use \"{OCCLUM_VERSION}\"")
+        raise RecipeError(
+            f'libos.version: Occlum {recipe.libos.version} is not supported; use "{OCCLUM_VERSION}"'
+        )
     sizing = occlum_sizing(recipe, plan)
     warnings = list(sizing.warnings)
     program = find_program(fs, recipe.app.command[0], path_env(recipe), "app.command[0]")
     # The directory as `occlum run` will name it: the bom puts content at configured paths.
     entry_points = [posixpath.dirname(program)]
-    warnings.append("Occlum takes argv from the host (`occlum run " + program + " ...`); only "
-                    "the program's directory is pinned by entry_points, not app.command")
+    warnings.append(
+        "Occlum takes argv from the host (`occlum run " + program + " ...`); only "
+        "the program's directory is pinned by entry_points, not app.command"
+    )
     interpreter = (script_interpreters(fs, program) or [None])[-1]
     if interpreter and _SHELLS.match(posixpath.basename(interpreter)):
-        warnings.append(f"app.command[0] {program} is a {posixpath.basename(interpreter)} "
-                        "script; Occlum has no fork(), so scripts that run $(...) or pipelines "
-                        "fail: start java (or python) directly")
+        warnings.append(
+            f"app.command[0] {program} is a {posixpath.basename(interpreter)} "
+            "script; Occlum has no fork(), so scripts that run $(...) or pipelines "
+            "fail: start java (or python) directly"
+        )
 
     doc = build_occlum_json(recipe, plan, sizing, entry_points)
     check_occlum_json(doc, recipe)
 
     try:
-        selection = select_image_content(recipe, fs, program,
-                                         [mount["target"] for mount in doc["mount"][1:]])
+        selection = select_image_content(
+            recipe, fs, program, [mount["target"] for mount in doc["mount"][1:]]
+        )
         real = {path: resolve(fs, path) for path in selection.files}
         by_real = fs.sha256_many(sorted(set(real.values())))
     except RootFSError as err:
@@ -256,7 +303,13 @@ def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
     warnings += selection.warnings
     bom = build_bom(selection, digests)
     return RenderedOcclum(
-        occlum_json=doc, occlum_json_text=dumps_occlum_json(doc), bom=bom,
-        bom_text=dumps_bom(bom, recipe), sizing=sizing,
-        image_file_count=selection.file_count, image_bytes=selection.byte_count,
-        pinned_files=digests, warnings=warnings)
+        occlum_json=doc,
+        occlum_json_text=dumps_occlum_json(doc),
+        bom=bom,
+        bom_text=dumps_bom(bom, recipe),
+        sizing=sizing,
+        image_file_count=selection.file_count,
+        image_bytes=selection.byte_count,
+        pinned_files=digests,
+        warnings=warnings,
+    )

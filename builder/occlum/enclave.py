@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ppml_build.errors import SigningError, VerificationError
-from ppml_build.sign import keys
-from ppml_build.recipe import Recipe
-from ppml_build.sign.sdk_metadata import SdkMetadata, read_sdk_metadata
-from ppml_build.sign.sigstruct import SGX_FLAGS_DEBUG, Sigstruct, verify_q1_q2, verify_signature
+from ..errors import SigningError, VerificationError
+from ..recipe import Recipe
+from ..sign import keys
+from ..sign.sdk_metadata import SdkMetadata, read_sdk_metadata
+from ..sign.sigstruct import SGX_FLAGS_DEBUG, Sigstruct, verify_q1_q2, verify_signature
 
 
 def sdk_debuggable(sig: Sigstruct) -> bool:
@@ -24,8 +24,10 @@ def sdk_debuggable(sig: Sigstruct) -> bool:
     Occlum's metadata.debuggable) is one whose ATTRIBUTEMASK leaves DEBUG free, so the loader
     may set it at ECREATE and EINIT still accepts it.
     """
-    return bool(sig.attribute_flags & SGX_FLAGS_DEBUG) or \
-        not sig.attribute_flags_mask & SGX_FLAGS_DEBUG
+    return (
+        bool(sig.attribute_flags & SGX_FLAGS_DEBUG)
+        or not sig.attribute_flags_mask & SGX_FLAGS_DEBUG
+    )
 
 
 def sdk_edmm(sig: Sigstruct) -> bool:
@@ -54,15 +56,22 @@ class OcclumEnclave:
             "isv_svn": sig.isv_svn,
             "debug": self.debuggable,
             "date": sig.date_text,
-            "attributes": {"flags": f"0x{sig.attribute_flags:016x}",
-                           "xfrm": f"0x{sig.attribute_xfrm:016x}"},
+            "attributes": {
+                "flags": f"0x{sig.attribute_flags:016x}",
+                "xfrm": f"0x{sig.attribute_xfrm:016x}",
+            },
             "misc_select": f"0x{sig.misc_select:08x}",
         }
 
 
-def check_occlum_sigstruct(sig: Sigstruct, *, source: str, recipe: Recipe,
-                           expected_mrsigner: bytes, metadata: SdkMetadata | None = None
-                           ) -> OcclumEnclave:
+def check_occlum_sigstruct(
+    sig: Sigstruct,
+    *,
+    source: str,
+    recipe: Recipe,
+    expected_mrsigner: bytes,
+    metadata: SdkMetadata | None = None,
+) -> OcclumEnclave:
     """Refuse a signed enclave that is not what the recipe and key asked for.
 
     The values come from Occlum's tools inside the base image, so each one the recipe decides
@@ -70,30 +79,36 @@ def check_occlum_sigstruct(sig: Sigstruct, *, source: str, recipe: Recipe,
     not get a record that claims otherwise.
     """
     if not (verify_signature(sig) and verify_q1_q2(sig)):
-        raise VerificationError(f"{source}: the SIGSTRUCT's RSA signature does not verify; "
-                                "the enclave is damaged or was not signed by sgx_sign")
+        raise VerificationError(
+            f"{source}: the SIGSTRUCT's RSA signature does not verify; "
+            "the enclave is damaged or was not signed by sgx_sign"
+        )
     if sig.mrsigner != expected_mrsigner:
         if sig.mrsigner == keys.SAMPLE_KEY_MRSIGNER:
             raise VerificationError(
                 f"{source}: signed with Occlum's default key, the public Intel SDK sample key "
                 f"(MRSIGNER {keys.SAMPLE_KEY_MRSIGNER.hex()}), not with --key; the base "
-                "image's occlum ignored --sign-key: use a genuine Occlum 0.31 base")
+                "image's occlum ignored --sign-key: use a genuine Occlum 0.31 base"
+            )
         raise VerificationError(
             f"{source}: MRSIGNER is {sig.mrsigner.hex()}, but --key has MRSIGNER "
-            f"{expected_mrsigner.hex()}; the base image's occlum signed with another key")
+            f"{expected_mrsigner.hex()}; the base image's occlum signed with another key"
+        )
     if (sig.isv_prod_id, sig.isv_svn) != (recipe.enclave.isv_prod_id, recipe.enclave.isv_svn):
         raise VerificationError(
             f"{source}: ISVPRODID/ISVSVN are {sig.isv_prod_id}/{sig.isv_svn}, but the recipe's "
             f"enclave.isv_prod_id/isv_svn are {recipe.enclave.isv_prod_id}/"
             f"{recipe.enclave.isv_svn}; the base image's occlum did not sign the Occlum.json "
-            "we wrote")
+            "we wrote"
+        )
     debuggable = sdk_debuggable(sig)
     if debuggable and not recipe.enclave.debug:
         raise VerificationError(
             f"{source}: the signed enclave is debuggable (its ATTRIBUTEMASK leaves DEBUG open, "
             "so the host can read its memory) but the recipe has enclave.debug: false; the "
             "base image's occlum ignored Occlum.json metadata.debuggable: use a genuine Occlum "
-            "0.31 base (or set enclave.debug: true for a test build)")
+            "0.31 base (or set enclave.debug: true for a test build)"
+        )
     edmm = sdk_edmm(sig)
     if edmm != recipe.enclave.edmm:
         raise VerificationError(
@@ -101,17 +116,24 @@ def check_occlum_sigstruct(sig: Sigstruct, *, source: str, recipe: Recipe,
             f"(MISCSELECT 0x{sig.misc_select:08x}) but the recipe has enclave.edmm: "
             f"{'true' if recipe.enclave.edmm else 'false'}; EDMM changes MRENCLAVE, so the base "
             "image must not override --enable-edmm (check its ENABLE_EDMM / "
-            "INSTANCE_IS_FOR_EDMM_PLATFORM environment)")
+            "INSTANCE_IS_FOR_EDMM_PLATFORM environment)"
+        )
     return OcclumEnclave(sig, metadata, debuggable, edmm)
 
 
-def read_occlum_enclave(data: bytes, *, source: str, recipe: Recipe,
-                        expected_mrsigner: bytes) -> OcclumEnclave:
+def read_occlum_enclave(
+    data: bytes, *, source: str, recipe: Recipe, expected_mrsigner: bytes
+) -> OcclumEnclave:
     """Parse the SIGSTRUCT from an SDK-signed ELF's .note.sgxmeta (as ``sigstruct-view``
     does) and check it."""
     try:
         metadata = read_sdk_metadata(data, source=source)[0]
     except SigningError as err:
         raise VerificationError(str(err)) from None
-    return check_occlum_sigstruct(metadata.sigstruct, source=source, recipe=recipe,
-                                  expected_mrsigner=expected_mrsigner, metadata=metadata)
+    return check_occlum_sigstruct(
+        metadata.sigstruct,
+        source=source,
+        recipe=recipe,
+        expected_mrsigner=expected_mrsigner,
+        metadata=metadata,
+    )

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ppml_build.atomic import write_all_or_none
-from ppml_build.errors import ManifestError, RecipeError
-from ppml_build.image.hashing import FileHasher
-from ppml_build.image.rootfs import RootFS, RootFSError
-from ppml_build.plan import Plan
-from ppml_build.recipe import Recipe
-from ppml_build.units import format_gramine_size
-
+from ..atomic import write_all_or_none
+from ..errors import ManifestError, RecipeError
+from ..image.hashing import FileHasher
+from ..image.rootfs import RootFS, RootFSError
+from ..plan import Plan
+from ..recipe import Recipe
+from ..units import format_gramine_size
 from .config import RenderedOcclum, render_occlum
 
 
-def render_occlum_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS,
-                             source: str) -> RenderedOcclum:
+def render_occlum_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS, source: str) -> RenderedOcclum:
     try:
         return render_occlum(recipe, plan, fs)
     except (ManifestError, RecipeError) as err:
@@ -25,14 +23,16 @@ def render_occlum_for_rootfs(recipe: Recipe, plan: Plan, fs: RootFS,
         raise ManifestError(f"{source}: image filesystem: {err}") from None
 
 
-def write_occlum_config(recipe: Recipe, plan: Plan, fs: RootFS, hasher: FileHasher,
-                         output_dir: Path, source: str) -> dict:
+def write_occlum_config(
+    recipe: Recipe, plan: Plan, fs: RootFS, hasher: FileHasher, output_dir: Path, source: str
+) -> dict:
     """``ppml-build manifest`` for Occlum: OUT/Occlum.json and OUT/bom.yaml."""
     rendered = render_occlum_for_rootfs(recipe, plan, fs, source)
     json_path = output_dir / "Occlum.json"
     bom_path = output_dir / "bom.yaml"
-    write_all_or_none({json_path: rendered.occlum_json_text, bom_path: rendered.bom_text},
-                      option="--output-dir")
+    write_all_or_none(
+        {json_path: rendered.occlum_json_text, bom_path: rendered.bom_text}, option="--output-dir"
+    )
     sizing = rendered.sizing
     return {
         "libos": "occlum",
@@ -46,7 +46,6 @@ def write_occlum_config(recipe: Recipe, plan: Plan, fs: RootFS, hasher: FileHash
         "enclave_size": format_gramine_size(sizing.enclave_size_estimate),
         "max_threads": sizing.max_num_of_threads,
         "user_space_size": rendered.occlum_json["resource_limits"]["user_space_size"],
-        "kernel_space_heap_size":
-            rendered.occlum_json["resource_limits"]["kernel_space_heap_size"],
+        "kernel_space_heap_size": rendered.occlum_json["resource_limits"]["kernel_space_heap_size"],
         "warnings": plan.warnings + rendered.warnings,
     }

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppml_build.errors import RecipeError
-from ppml_build.plan import HEADROOM_FRACTION, Plan, Term
-from ppml_build.recipe import Recipe
-from ppml_build.units import KiB, MiB, format_occlum_size, human, next_power_of_two, round_up
-from ppml_build.versions import occlum_version
+from ..errors import RecipeError
+from ..plan import HEADROOM_FRACTION, Plan, Term
+from ..recipe import Recipe
+from ..units import KiB, MiB, format_occlum_size, human, next_power_of_two, round_up
+from ..versions import occlum_version
 
 PAGE = 4 * KiB
 
@@ -36,8 +36,8 @@ TCS_AREA = 3 * 64 * KiB + 5 * PAGE
 # space out of an explicit enclave.size and to estimate the final enclave size.
 LIBOS_IMAGE_ALLOWANCE = 64 * MiB
 # Every process gets a brk heap and a main-thread stack from the user space at spawn.
-PROCESS_HEAP_SIZE = 64 * MiB     # glibc's main arena; it falls back to mmap when this is full
-PROCESS_STACK_SIZE = 8 * MiB     # Linux's default `ulimit -s`: deep Python recursion needs it
+PROCESS_HEAP_SIZE = 64 * MiB  # glibc's main arena; it falls back to mmap when this is full
+PROCESS_STACK_SIZE = 8 * MiB  # Linux's default `ulimit -s`: deep Python recursion needs it
 # Obsolete since Occlum's VM rewrite (mmap is no longer bounded by it) but still a required key;
 # Occlum's own template value, with which BigDL runs multi-GB JVM heaps.
 PROCESS_MMAP_SIZE = 100 * MiB
@@ -56,7 +56,7 @@ GRAMINE_ONLY_TERMS = frozenset({"libos_overhead", "headroom"})
 class OcclumSizing:
     """resource_limits/process values in bytes, and how the user space was derived."""
 
-    user_space_size: int          # non-EDMM: the static user space; EDMM: committed at load
+    user_space_size: int  # non-EDMM: the static user space; EDMM: committed at load
     user_space_max_size: int | None  # EDMM only: the user space the app may grow to
     kernel_space_heap_size: int
     kernel_space_heap_max_size: int | None  # EDMM only
@@ -67,16 +67,18 @@ class OcclumSizing:
     default_mmap_size: int
     edmm: bool
     user_space_terms: list[Term]
-    user_space_needed: int        # what the app needs (before an explicit enclave.size cap)
-    enclave_size_estimate: int    # what sgx_sign will likely lay out (a power of two)
+    user_space_needed: int  # what the app needs (before an explicit enclave.size cap)
+    enclave_size_estimate: int  # what sgx_sign will likely lay out (a power of two)
     warnings: list[str] = field(default_factory=list)
 
     def resource_limits(self) -> dict[str, Any]:
         limits: dict[str, Any] = {
-            "kernel_space_heap_size": format_occlum_size(self.kernel_space_heap_size)}
+            "kernel_space_heap_size": format_occlum_size(self.kernel_space_heap_size)
+        }
         if self.kernel_space_heap_max_size is not None:
             limits["kernel_space_heap_max_size"] = format_occlum_size(
-                self.kernel_space_heap_max_size)
+                self.kernel_space_heap_max_size
+            )
         limits["kernel_space_stack_size"] = format_occlum_size(self.kernel_space_stack_size)
         limits["user_space_size"] = format_occlum_size(self.user_space_size)
         if self.user_space_max_size is not None:
@@ -85,9 +87,11 @@ class OcclumSizing:
         return limits
 
     def process(self) -> dict[str, str]:
-        return {"default_stack_size": format_occlum_size(self.default_stack_size),
-                "default_heap_size": format_occlum_size(self.default_heap_size),
-                "default_mmap_size": format_occlum_size(self.default_mmap_size)}
+        return {
+            "default_stack_size": format_occlum_size(self.default_stack_size),
+            "default_heap_size": format_occlum_size(self.default_heap_size),
+            "default_mmap_size": format_occlum_size(self.default_mmap_size),
+        }
 
 
 def _process_count(recipe: Recipe, plan: Plan) -> tuple[int, str]:
@@ -100,8 +104,9 @@ def _process_count(recipe: Recipe, plan: Plan) -> tuple[int, str]:
         # PyFlink UDF runners).
         workers = plan.jvm.cpus if plan.jvm is not None else 0
         count += 1 + workers
-        parts.append(f"1 Python driver + {workers} Python workers" if workers else
-                     "1 Python interpreter")
+        parts.append(
+            f"1 Python driver + {workers} Python workers" if workers else "1 Python interpreter"
+        )
     return max(count, 1), " + ".join(parts) or "1 process"
 
 
@@ -124,13 +129,20 @@ def occlum_sizing(recipe: Recipe, plan: Plan) -> OcclumSizing:
     threads = plan.max_threads
     terms = [term for term in plan.memory_terms if term.name not in GRAMINE_ONLY_TERMS]
     processes, process_source = _process_count(recipe, plan)
-    terms.append(Term("occlum_process_areas",
-                      processes * (PROCESS_HEAP_SIZE + PROCESS_STACK_SIZE),
-                      f"{process_source} × ({human(PROCESS_HEAP_SIZE)} brk heap + "
-                      f"{human(PROCESS_STACK_SIZE)} main stack)"))
+    terms.append(
+        Term(
+            "occlum_process_areas",
+            processes * (PROCESS_HEAP_SIZE + PROCESS_STACK_SIZE),
+            f"{process_source} × ({human(PROCESS_HEAP_SIZE)} brk heap + "
+            f"{human(PROCESS_STACK_SIZE)} main stack)",
+        )
+    )
     subtotal = sum(term.value for term in terms)
-    terms.append(Term("headroom", int(subtotal * HEADROOM_FRACTION),
-                      "25% for fragmentation and mmap'ed files"))
+    terms.append(
+        Term(
+            "headroom", int(subtotal * HEADROOM_FRACTION), "25% for fragmentation and mmap'ed files"
+        )
+    )
     needed = round_up(sum(term.value for term in terms), SIZE_GRANULE)
 
     kernel_heap = round_up(KERNEL_HEAP_BASE + threads * KERNEL_HEAP_PER_THREAD, SIZE_GRANULE)
@@ -147,10 +159,13 @@ def occlum_sizing(recipe: Recipe, plan: Plan) -> OcclumSizing:
                 f"({human(LIBOS_IMAGE_ALLOWANCE)} image + {human(kernel_heap)} kernel heap + "
                 f"{threads} threads × {human(per_thread)}) and a user space of at least "
                 f"{human(MIN_USER_SPACE)}; raise enclave.size (the app needs about "
-                f"{human(needed + outside_user_space)}) or set it to auto")
+                f"{human(needed + outside_user_space)}) or set it to auto"
+            )
         if user_space < needed:
-            warnings.append(f"enclave.size {recipe.enclave.size} leaves a {human(user_space)} "
-                            f"Occlum user space; the app needs about {human(needed)}")
+            warnings.append(
+                f"enclave.size {recipe.enclave.size} leaves a {human(user_space)} "
+                f"Occlum user space; the app needs about {human(needed)}"
+            )
     else:
         user_space = needed
 
@@ -162,19 +177,31 @@ def occlum_sizing(recipe: Recipe, plan: Plan) -> OcclumSizing:
         heap_init = min(kernel_heap, EDMM_KERNEL_HEAP_INIT)
         heap_max: int | None = kernel_heap
         # gen_internal_conf raises the maxima and adds the SDK's bookkeeping region (versions.py).
-        estimate = (LIBOS_IMAGE_ALLOWANCE + max(kernel_heap, occlum.edmm_min_kernel_heap_max)
-                    + max(threads, occlum.edmm_min_tcs_max) * per_thread + sizing_user
-                    + max(user_space, occlum.edmm_min_user_space_max)
-                    + occlum.edmm_sdk_user_region_extra)
+        estimate = (
+            LIBOS_IMAGE_ALLOWANCE
+            + max(kernel_heap, occlum.edmm_min_kernel_heap_max)
+            + max(threads, occlum.edmm_min_tcs_max) * per_thread
+            + sizing_user
+            + max(user_space, occlum.edmm_min_user_space_max)
+            + occlum.edmm_sdk_user_region_extra
+        )
     else:
         sizing_user, sizing_user_max = user_space, None
         heap_init, heap_max = kernel_heap, None
         estimate = outside_user_space + user_space
     return OcclumSizing(
-        user_space_size=sizing_user, user_space_max_size=sizing_user_max,
-        kernel_space_heap_size=heap_init, kernel_space_heap_max_size=heap_max,
-        kernel_space_stack_size=KERNEL_STACK_SIZE, max_num_of_threads=threads,
-        default_stack_size=PROCESS_STACK_SIZE, default_heap_size=PROCESS_HEAP_SIZE,
-        default_mmap_size=PROCESS_MMAP_SIZE, edmm=edmm, user_space_terms=terms,
-        user_space_needed=needed, enclave_size_estimate=next_power_of_two(estimate),
-        warnings=warnings)
+        user_space_size=sizing_user,
+        user_space_max_size=sizing_user_max,
+        kernel_space_heap_size=heap_init,
+        kernel_space_heap_max_size=heap_max,
+        kernel_space_stack_size=KERNEL_STACK_SIZE,
+        max_num_of_threads=threads,
+        default_stack_size=PROCESS_STACK_SIZE,
+        default_heap_size=PROCESS_HEAP_SIZE,
+        default_mmap_size=PROCESS_MMAP_SIZE,
+        edmm=edmm,
+        user_space_terms=terms,
+        user_space_needed=needed,
+        enclave_size_estimate=next_power_of_two(estimate),
+        warnings=warnings,
+    )

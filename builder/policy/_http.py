@@ -105,12 +105,16 @@ def post_json(
 def read_secret(path: Path | None, option: str) -> str:
     """Read a credential from a file (never argv); the value itself never enters a message."""
     if path is None:
-        raise PolicyError(f"{option} FILE is required with --submit (credentials are read from files only)")
+        raise PolicyError(
+            f"{option} FILE is required with --submit (credentials are read from files only)"
+        )
     try:
         raw = read_at_most(path, MAX_SMALL_FILE_BYTES)  # bounded: the path may be /dev/zero
         if len(raw) > MAX_SMALL_FILE_BYTES:
-            raise PolicyError(f"{option} {path}: larger than {MAX_SMALL_FILE_BYTES:,} bytes; "
-                              "it should hold one credential")
+            raise PolicyError(
+                f"{option} {path}: larger than {MAX_SMALL_FILE_BYTES:,} bytes; "
+                "it should hold one credential"
+            )
         value = raw.decode("utf-8").strip()
     except FileNotFoundError:
         raise PolicyError(f"{option} {path}: no such file") from None

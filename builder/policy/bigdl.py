@@ -52,9 +52,7 @@ def notes(spec: PolicySpec) -> list[str]:
         f"'reject debug' are NOT enforced by the service; the relying party must check them",
     ]
     if not spec.pins_mrsigner:
-        out.append(
-            f"with --pin mrenclave BigDL does not check ISVPRODID {spec.values.isv_prod_id}"
-        )
+        out.append(f"with --pin mrenclave BigDL does not check ISVPRODID {spec.values.isv_prod_id}")
     elif spec.pins_mrenclave:
         out.append(
             "BigDL cannot pin MRENCLAVE and MRSIGNER in one policy: two policies are "
@@ -67,8 +65,10 @@ def notes(spec: PolicySpec) -> list[str]:
 
 def render(spec: PolicySpec) -> RenderedPolicy:
     text = json.dumps(bodies(spec), indent=2) + "\n"
-    extra = ["each body needs the appID and apiKey from GET /enroll added before "
-             "POST /registerPolicy (or use --submit bigdl)"]
+    extra = [
+        "each body needs the appID and apiKey from GET /enroll added before "
+        "POST /registerPolicy (or use --submit bigdl)"
+    ]
     return RenderedPolicy({FILE_NAME: text}, notes(spec) + extra)
 
 
@@ -100,15 +100,17 @@ def submit(
             hint = ""
             if "app_id" in reply.text():
                 hint = "; check --appid-file and --apikey-file (values from GET /enroll)"
-            done = f" (already registered: {', '.join(i for _, i in registered)})" if registered else ""
+            done = (
+                f" (already registered: {', '.join(i for _, i in registered)})"
+                if registered
+                else ""
+            )
             raise PolicyError(
                 f"{SERVICE} at {target} refused {body['policyType']}: "
                 f"HTTP {reply.status} {reply.text()}{hint}{done}"
             )
         policy_id = answer.get("policyID") if isinstance(answer, dict) else None
         if not isinstance(policy_id, str) or not policy_id:
-            raise PolicyError(
-                f"{SERVICE} at {target} answered without a policyID: {reply.text()}"
-            )
+            raise PolicyError(f"{SERVICE} at {target} answered without a policyID: {reply.text()}")
         registered.append((body["policyType"], policy_id))
     return registered

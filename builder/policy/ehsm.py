@@ -75,7 +75,11 @@ def build_request(
 ) -> dict[str, Any]:
     """The signed envelope ``{appid, timestamp, payload, sign}`` every eHSM action takes."""
     timestamp = str(int(time.time() * 1000) if now_ms is None else now_ms)
-    envelope: dict[str, Any] = {"appid": appid, "timestamp": timestamp, "payload": dict(body_payload)}
+    envelope: dict[str, Any] = {
+        "appid": appid,
+        "timestamp": timestamp,
+        "payload": dict(body_payload),
+    }
     envelope["sign"] = sign_request(envelope, apikey)
     return envelope
 

@@ -14,13 +14,13 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from ..errors import InputLimitError, PpmlError
-from ..limits import (MAX_DOCUMENT_BYTES, MAX_NESTING, check_size, load_json_document,
-                      read_at_most)
+from ..limits import MAX_DOCUMENT_BYTES, MAX_NESTING, check_size, load_json_document, read_at_most
 from .model import PolicyError
 
 SGX_FLAGS_INIT = 0x1  # a running enclave's quote always has INIT set
@@ -63,21 +63,25 @@ def load_policy(path: os.PathLike | str) -> PolicyDocument:
         raise _policy_error(path, f"cannot read the policy: {reason}") from None
     name = path.name.lower()
     stripped = text.lstrip()
-    supported = ("supported: gramine-ratls .env, ita/trustee .rego (trustee with its .rvps.json "
-                 "beside it), ehsm/bigdl/marblerun .json, maa .txt or .jwt")
+    supported = (
+        "supported: gramine-ratls .env, ita/trustee .rego (trustee with its .rvps.json "
+        "beside it), ehsm/bigdl/marblerun .json, maa .txt or .jwt"
+    )
     if name.endswith(".rego"):
         if re.search(r"(?m)^\s*package\s+policy\s*$", text) or "trust_claims" in text:
             return PolicyDocument(str(path), "trustee", text, _trustee_reference_values(path))
         return PolicyDocument(str(path), "ita", text)
     if name.endswith(".env") or re.search(r"(?m)^\s*RA_TLS_MRENCLAVE\s*=", text):
         return PolicyDocument(str(path), "gramine-ratls", text)
-    if name.endswith(".jwt") or re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\s*",
-                                             text):
+    if name.endswith(".jwt") or re.fullmatch(
+        r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\s*", text
+    ):
         return PolicyDocument(str(path), "maa", text, _maa_text_from_jws(path, text))
     if name.endswith(".txt") or stripped.startswith("version"):
         if "authorizationrules" not in text:
-            raise _policy_error(path, "no authorizationrules block: not an MAA policy; "
-                                + supported)
+            raise _policy_error(
+                path, "no authorizationrules block: not an MAA policy; " + supported
+            )
         return PolicyDocument(str(path), "maa", text, text)
     if name.endswith(".json") or stripped.startswith(("{", "[")):
         try:
@@ -86,39 +90,55 @@ def load_policy(path: os.PathLike | str) -> PolicyDocument:
             raise PolicyError(str(err)) from None
         if isinstance(data, Mapping) and "mr_enclave" in data and "mr_signer" in data:
             return PolicyDocument(str(path), "ehsm", text, data)
-        if isinstance(data, list) and data and all(isinstance(b, Mapping) and "policyType" in b
-                                                   for b in data):
+        if (
+            isinstance(data, list)
+            and data
+            and all(isinstance(b, Mapping) and "policyType" in b for b in data)
+        ):
             return PolicyDocument(str(path), "bigdl", text, data)
         if isinstance(data, Mapping) and "policyType" in data:
             return PolicyDocument(str(path), "bigdl", text, [data])
         if isinstance(data, Mapping) and isinstance(data.get("Packages"), Mapping):
             return PolicyDocument(str(path), "marblerun", text, data)
         if isinstance(data, Mapping) and data.get("type") == "sample" and "payload" in data:
-            raise _policy_error(path, "this is Trustee's RVPS reference-value message; give the "
-                                      "policy .rego (the .rvps.json is read from beside it)")
-        raise _policy_error(path, "JSON that is neither an eHSM quote policy (mr_enclave, "
-                                  "mr_signer), BigDL registerPolicy bodies (policyType) nor "
-                                  "a MarbleRun manifest (Packages); " + supported)
+            raise _policy_error(
+                path,
+                "this is Trustee's RVPS reference-value message; give the "
+                "policy .rego (the .rvps.json is read from beside it)",
+            )
+        raise _policy_error(
+            path,
+            "JSON that is neither an eHSM quote policy (mr_enclave, "
+            "mr_signer), BigDL registerPolicy bodies (policyType) nor "
+            "a MarbleRun manifest (Packages); " + supported,
+        )
     raise _policy_error(path, "unknown policy format; " + supported)
 
 
 def _trustee_reference_values(policy_path: Path) -> dict[str, Any]:
     name = policy_path.name
-    stem = name[:-len(".rego")] if name.lower().endswith(".rego") else name
+    stem = name[: -len(".rego")] if name.lower().endswith(".rego") else name
     rvps = policy_path.with_name(stem + ".rvps.json")
     try:
         raw = read_at_most(rvps, MAX_DOCUMENT_BYTES)
     except FileNotFoundError:
-        raise _policy_error(policy_path, f"a Trustee policy reads its reference values from the "
-                                         f"RVPS: put them beside it as {rvps.name}") from None
+        raise _policy_error(
+            policy_path,
+            f"a Trustee policy reads its reference values from the "
+            f"RVPS: put them beside it as {rvps.name}",
+        ) from None
     except OSError as err:
-        raise _policy_error(rvps, f"cannot read the RVPS reference values "
-                                  f"({err.strerror or err})") from None
+        raise _policy_error(
+            rvps, f"cannot read the RVPS reference values ({err.strerror or err})"
+        ) from None
     try:
         message = load_json_document(raw, str(rvps), "the RVPS reference values")
         if isinstance(message, Mapping) and "payload" in message:
-            values = load_json_document(base64.b64decode(message["payload"], validate=True),
-                                        str(rvps), "the RVPS message's payload")
+            values = load_json_document(
+                base64.b64decode(message["payload"], validate=True),
+                str(rvps),
+                "the RVPS message's payload",
+            )
         else:
             values = message
         if not isinstance(values, Mapping):
@@ -126,21 +146,28 @@ def _trustee_reference_values(policy_path: Path) -> dict[str, Any]:
     except PpmlError as err:  # not UTF-8, not JSON, past a limit
         raise PolicyError(str(err)) from None
     except (ValueError, TypeError) as err:
-        raise _policy_error(rvps, f"the RVPS message's payload is not base64 of a JSON object "
-                                  f"of reference values ({err})") from None
+        raise _policy_error(
+            rvps,
+            f"the RVPS message's payload is not base64 of a JSON object "
+            f"of reference values ({err})",
+        ) from None
     return dict(values)
 
 
 def _maa_text_from_jws(path: Path, token: str) -> str:
     try:
         payload = token.strip().split(".")[1]
-        body = load_json_document(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)),
-                                  str(path), "the JWS payload")
+        body = load_json_document(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)),
+            str(path),
+            "the JWS payload",
+        )
         encoded = body["AttestationPolicy"]
         return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
     except (PpmlError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
-        raise _policy_error(path, "not an MAA policy JWS (expected a payload with "
-                                  "AttestationPolicy)") from None
+        raise _policy_error(
+            path, "not an MAA policy JWS (expected a payload with AttestationPolicy)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -174,25 +201,32 @@ def _ratls(doc: PolicyDocument, q: QuoteValues) -> list[str]:
     problems = []
     for key in ("RA_TLS_MRENCLAVE", "RA_TLS_MRSIGNER", "RA_TLS_ISV_PROD_ID", "RA_TLS_ISV_SVN"):
         if key not in env:
-            problems.append(f"{key} is not set (the verifier refuses to run without it; "
-                            "write 'any' to skip the check)")
+            problems.append(
+                f"{key} is not set (the verifier refuses to run without it; "
+                "write 'any' to skip the check)"
+            )
     for key, actual in (("RA_TLS_MRENCLAVE", q.mrenclave), ("RA_TLS_MRSIGNER", q.mrsigner)):
         value = env.get(key)
         if value is not None and value != "any" and value.lower() != actual:
             problems.append(f"{key}={value} but the enclave's is {actual}")
     value = env.get("RA_TLS_ISV_PROD_ID")
-    if value is not None and value != "any" and not (value.isdigit()
-                                                     and int(value) == q.isv_prod_id):
-        problems.append(f"RA_TLS_ISV_PROD_ID={value} but the enclave's ISVPRODID is "
-                        f"{q.isv_prod_id}")
+    if (
+        value is not None
+        and value != "any"
+        and not (value.isdigit() and int(value) == q.isv_prod_id)
+    ):
+        problems.append(
+            f"RA_TLS_ISV_PROD_ID={value} but the enclave's ISVPRODID is {q.isv_prod_id}"
+        )
     value = env.get("RA_TLS_ISV_SVN")
-    if value is not None and value != "any" and not (value.isdigit()
-                                                     and q.isv_svn >= int(value)):
-        problems.append(f"RA_TLS_ISV_SVN={value} (a minimum) but the enclave's ISVSVN is "
-                        f"{q.isv_svn}")
+    if value is not None and value != "any" and not (value.isdigit() and q.isv_svn >= int(value)):
+        problems.append(
+            f"RA_TLS_ISV_SVN={value} (a minimum) but the enclave's ISVSVN is {q.isv_svn}"
+        )
     if q.debug and env.get("RA_TLS_ALLOW_DEBUG_ENCLAVE_INSECURE") != "1":
-        problems.append("the enclave is a DEBUG enclave and RA_TLS_ALLOW_DEBUG_ENCLAVE_INSECURE "
-                        "is not 1")
+        problems.append(
+            "the enclave is a DEBUG enclave and RA_TLS_ALLOW_DEBUG_ENCLAVE_INSECURE is not 1"
+        )
     return problems
 
 
@@ -219,20 +253,28 @@ def _bigdl(doc: PolicyDocument, q: QuoteValues) -> list[str]:
         kind = body.get("policyType")
         if kind == "SGXMREnclavePolicy":
             if body.get("mrEnclave") != _biginteger_hex(q.mrenclave):
-                problems.append(f"[{index}] SGXMREnclavePolicy mrEnclave is "
-                                f"{body.get('mrEnclave')} but the enclave's is "
-                                f"{_biginteger_hex(q.mrenclave)}")
+                problems.append(
+                    f"[{index}] SGXMREnclavePolicy mrEnclave is "
+                    f"{body.get('mrEnclave')} but the enclave's is "
+                    f"{_biginteger_hex(q.mrenclave)}"
+                )
         elif kind == "SGXMRSignerPolicy":
             if body.get("mrSigner") != _biginteger_hex(q.mrsigner):
-                problems.append(f"[{index}] SGXMRSignerPolicy mrSigner is {body.get('mrSigner')} "
-                                f"but the enclave's is {_biginteger_hex(q.mrsigner)}")
+                problems.append(
+                    f"[{index}] SGXMRSignerPolicy mrSigner is {body.get('mrSigner')} "
+                    f"but the enclave's is {_biginteger_hex(q.mrsigner)}"
+                )
             if body.get("isvProdID") != prod_id:
-                problems.append(f"[{index}] SGXMRSignerPolicy isvProdID is "
-                                f"{body.get('isvProdID')!r} but the enclave's ISVPRODID "
-                                f"{q.isv_prod_id} reads as {prod_id!r}")
+                problems.append(
+                    f"[{index}] SGXMRSignerPolicy isvProdID is "
+                    f"{body.get('isvProdID')!r} but the enclave's ISVPRODID "
+                    f"{q.isv_prod_id} reads as {prod_id!r}"
+                )
         else:
-            problems.append(f"[{index}] policyType {kind!r} is not an SGX identity policy "
-                            "this check understands (SGXMREnclavePolicy, SGXMRSignerPolicy)")
+            problems.append(
+                f"[{index}] policyType {kind!r} is not an SGX identity policy "
+                "this check understands (SGXMREnclavePolicy, SGXMRSignerPolicy)"
+            )
     return problems
 
 
@@ -241,26 +283,32 @@ def _marblerun_package(entry: Mapping[str, Any], q: QuoteValues) -> list[str]:
     unique = entry.get("UniqueID")
     triple = {k: entry.get(k) for k in ("SignerID", "ProductID", "SecurityVersion")}
     if unique is not None and any(v is not None for v in triple.values()):
-        return ["sets both UniqueID and SignerID/ProductID/SecurityVersion, which MarbleRun "
-                "refuses"]
+        return [
+            "sets both UniqueID and SignerID/ProductID/SecurityVersion, which MarbleRun refuses"
+        ]
     if unique is None and any(v is None for v in triple.values()):
         return ["needs UniqueID or all of SignerID, ProductID and SecurityVersion"]
     if unique is not None and str(unique).lower() != q.mrenclave:
         problems.append(f"UniqueID is {unique} but the enclave's MRENCLAVE is {q.mrenclave}")
     if unique is None:
         if str(triple["SignerID"]).lower() != q.mrsigner:
-            problems.append(f"SignerID is {triple['SignerID']} but the enclave's MRSIGNER is "
-                            f"{q.mrsigner}")
+            problems.append(
+                f"SignerID is {triple['SignerID']} but the enclave's MRSIGNER is {q.mrsigner}"
+            )
         if triple["ProductID"] != q.isv_prod_id:
-            problems.append(f"ProductID is {triple['ProductID']} but the enclave's is "
-                            f"{q.isv_prod_id}")
-        if not isinstance(triple["SecurityVersion"], int) or \
-                triple["SecurityVersion"] > q.isv_svn:
-            problems.append(f"SecurityVersion is {triple['SecurityVersion']} (a minimum) but the "
-                            f"enclave's ISVSVN is {q.isv_svn}")
+            problems.append(
+                f"ProductID is {triple['ProductID']} but the enclave's is {q.isv_prod_id}"
+            )
+        if not isinstance(triple["SecurityVersion"], int) or triple["SecurityVersion"] > q.isv_svn:
+            problems.append(
+                f"SecurityVersion is {triple['SecurityVersion']} (a minimum) but the "
+                f"enclave's ISVSVN is {q.isv_svn}"
+            )
     if bool(entry.get("Debug", False)) != q.debug:
-        problems.append(f"Debug is {_show(bool(entry.get('Debug', False)))} but the enclave's "
-                        f"debug flag is {_show(q.debug)} (MarbleRun requires them equal)")
+        problems.append(
+            f"Debug is {_show(bool(entry.get('Debug', False)))} but the enclave's "
+            f"debug flag is {_show(q.debug)} (MarbleRun requires them equal)"
+        )
     return problems
 
 
@@ -270,15 +318,19 @@ def _marblerun(doc: PolicyDocument, q: QuoteValues) -> list[str]:
         return ["Packages is empty"]
     # The app's own package when there is one; otherwise any package that accepts it.
     names = [q.name] if q.name in packages else list(packages)
-    results = {name: _marblerun_package(packages[name], q) for name in names
-               if isinstance(packages[name], Mapping)}
+    results = {
+        name: _marblerun_package(packages[name], q)
+        for name in names
+        if isinstance(packages[name], Mapping)
+    }
     if any(not problems for problems in results.values()):
         return []
     return [f"package {name!r}: {', '.join(problems)}" for name, problems in results.items()]
 
 
 _MAA_CONDITION = re.compile(
-    r'\[\s*type\s*==\s*"([^"]+)"\s*,\s*value\s*(==|!=|>=|<=|>|<)\s*("[^"]*"|true|false|-?\d+)\s*\]')
+    r'\[\s*type\s*==\s*"([^"]+)"\s*,\s*value\s*(==|!=|>=|<=|>|<)\s*("[^"]*"|true|false|-?\d+)\s*\]'
+)
 
 
 def _maa(doc: PolicyDocument, q: QuoteValues) -> list[str]:
@@ -287,11 +339,16 @@ def _maa(doc: PolicyDocument, q: QuoteValues) -> list[str]:
     if match is None:
         return ["no authorizationrules { ... }; block"]
     claims: dict[str, Any] = {
-        "x-ms-sgx-is-debuggable": q.debug, "$is-debuggable": q.debug,
-        "x-ms-sgx-mrenclave": q.mrenclave, "$sgx-mrenclave": q.mrenclave,
-        "x-ms-sgx-mrsigner": q.mrsigner, "$sgx-mrsigner": q.mrsigner,
-        "x-ms-sgx-product-id": q.isv_prod_id, "$product-id": q.isv_prod_id,
-        "x-ms-sgx-svn": q.isv_svn, "$svn": q.isv_svn,
+        "x-ms-sgx-is-debuggable": q.debug,
+        "$is-debuggable": q.debug,
+        "x-ms-sgx-mrenclave": q.mrenclave,
+        "$sgx-mrenclave": q.mrenclave,
+        "x-ms-sgx-mrsigner": q.mrsigner,
+        "$sgx-mrsigner": q.mrsigner,
+        "x-ms-sgx-product-id": q.isv_prod_id,
+        "$product-id": q.isv_prod_id,
+        "x-ms-sgx-svn": q.isv_svn,
+        "$svn": q.isv_svn,
     }
     rules = [rule.strip() for rule in match.group(1).split(";") if rule.strip()]
     permits = [rule for rule in rules if re.search(r"=>\s*permit\s*\(\s*\)", rule)]
@@ -302,12 +359,19 @@ def _maa(doc: PolicyDocument, q: QuoteValues) -> list[str]:
         conditions = rule.split("=>", 1)[0]
         failed = []
         for claim, op, literal in _MAA_CONDITION.findall(conditions):
-            want: Any = (literal[1:-1] if literal.startswith('"') else
-                         literal == "true" if literal in ("true", "false") else int(literal))
+            want: Any = (
+                literal[1:-1]
+                if literal.startswith('"')
+                else literal == "true"
+                if literal in ("true", "false")
+                else int(literal)
+            )
             have = claims.get(claim)
             if not _maa_compare(have, op, want):
-                failed.append(f"{claim} {op} {literal} but the enclave's is "
-                              f"{_show(have) if have is not None else 'not a claim'}")
+                failed.append(
+                    f"{claim} {op} {literal} but the enclave's is "
+                    f"{_show(have) if have is not None else 'not a claim'}"
+                )
         if not failed:
             return []  # one permit rule is enough (several rules mean OR)
         reasons.append(", ".join(failed))
@@ -315,8 +379,11 @@ def _maa(doc: PolicyDocument, q: QuoteValues) -> list[str]:
 
 
 def _maa_compare(have: Any, op: str, want: Any) -> bool:
-    if have is None or isinstance(have, bool) != isinstance(want, bool) or \
-            isinstance(have, str) != isinstance(want, str):
+    if (
+        have is None
+        or isinstance(have, bool) != isinstance(want, bool)
+        or isinstance(have, str) != isinstance(want, str)
+    ):
         return False
     if op == "==":
         return have == want
@@ -371,18 +438,22 @@ def _nests_deeper_than(text: str, limit: int) -> bool:
     return False
 
 
-def _rego_query(path: str, modules: dict[str, str], query: str, input_doc: Any,
-                data: Any = None) -> Any:
+def _rego_query(
+    path: str, modules: dict[str, str], query: str, input_doc: Any, data: Any = None
+) -> Any:
     """Evaluate ``query`` with regopy; None for undefined. PolicyError if it cannot run."""
     try:
         from regopy import Interpreter
     except ImportError:
-        raise PolicyError(f"{path}: evaluating a Rego policy needs regopy "
-                          "(pip install 'regopy>=1.5')") from None
+        raise PolicyError(
+            f"{path}: evaluating a Rego policy needs regopy (pip install 'regopy>=1.5')"
+        ) from None
     # rego-cpp recurses per level and crashes (SIGSEGV) a few thousand levels deep.
     if any(_nests_deeper_than(text, MAX_NESTING) for text in modules.values()):
-        raise InputLimitError(f"{path}: the policy nests brackets more than {MAX_NESTING} "
-                              "levels deep; a Rego policy needs a handful")
+        raise InputLimitError(
+            f"{path}: the policy nests brackets more than {MAX_NESTING} "
+            "levels deep; a Rego policy needs a handful"
+        )
     with _quiet_native_stdout():
         try:
             interpreter = Interpreter()
@@ -394,12 +465,16 @@ def _rego_query(path: str, modules: dict[str, str], query: str, input_doc: Any,
             output = interpreter.query(f"result := {query}")
             ok, text = output.ok(), str(output)
         except Exception as err:  # regopy raises RegoError with a multi-line AST dump
-            raise PolicyError(f"{path}: the Rego engine rejected the policy "
-                              f"({_rego_error_text(err)}); check its syntax") from None
+            raise PolicyError(
+                f"{path}: the Rego engine rejected the policy "
+                f"({_rego_error_text(err)}); check its syntax"
+            ) from None
     if not ok:
         first = text.strip().splitlines()
-        raise PolicyError(f"{path}: the Rego engine could not evaluate the policy: "
-                          f"{first[0] if first else 'unknown error'}")
+        raise PolicyError(
+            f"{path}: the Rego engine could not evaluate the policy: "
+            f"{first[0] if first else 'unknown error'}"
+        )
     if text.strip() == "undefined":
         return None
     return json.loads(text)["bindings"]["result"]
@@ -420,9 +495,16 @@ def _ita(doc: PolicyDocument, q: QuoteValues) -> list[str]:
     package = found.group(1) if found else "ita"
     if found is None:
         text = f"package {package}\n" + text  # ITA policies carry no package line
-    claims = {"sgx": {"sgx_mrenclave": q.mrenclave, "sgx_mrsigner": q.mrsigner,
-                      "sgx_isvprodid": q.isv_prod_id, "sgx_isvsvn": q.isv_svn,
-                      "sgx_is_debuggable": q.debug, "attester_tcb_status": "UpToDate"}}
+    claims = {
+        "sgx": {
+            "sgx_mrenclave": q.mrenclave,
+            "sgx_mrsigner": q.mrsigner,
+            "sgx_isvprodid": q.isv_prod_id,
+            "sgx_isvsvn": q.isv_svn,
+            "sgx_is_debuggable": q.debug,
+            "attester_tcb_status": "UpToDate",
+        }
+    }
     # V2 policies decide with `match`, V1 with `matches_sgx_policy`.
     for rule in ("match", "matches_sgx_policy"):
         verdict = _rego_query(doc.path, {"ita": text}, f"data.{package}.{rule}", claims)
@@ -432,8 +514,9 @@ def _ita(doc: PolicyDocument, q: QuoteValues) -> list[str]:
         return []
     if verdict is None:
         return ["defines neither 'match' (policy V2) nor 'matches_sgx_policy' (V1)"]
-    return ["'match' is false for the enclave's claims"] + _pinned_differences(text, q, {
-        "sgx_mrenclave": q.mrenclave, "sgx_mrsigner": q.mrsigner})
+    return ["'match' is false for the enclave's claims"] + _pinned_differences(
+        text, q, {"sgx_mrenclave": q.mrenclave, "sgx_mrsigner": q.mrsigner}
+    )
 
 
 def _pinned_differences(text: str, q: QuoteValues, fields: Mapping[str, str]) -> list[str]:
@@ -455,32 +538,43 @@ query_reference_value(name) := object.get(data.ppml_verify_rvps, name, null)
 def _trustee(doc: PolicyDocument, q: QuoteValues) -> list[str]:
     # Trustee's SGX verifier gives raw quote fields as hex in quote byte order (little-endian).
     flags = q.attribute_flags | SGX_FLAGS_INIT
-    claims = {"sgx": {
-        "body": {
-            "mr_enclave": q.mrenclave,
-            "mr_signer": q.mrsigner,
-            "isv_prod_id": q.isv_prod_id.to_bytes(2, "little").hex(),
-            "isv_svn": q.isv_svn.to_bytes(2, "little").hex(),
-            "attributes.flags": flags.to_bytes(8, "little").hex(),
-            "attributes.xfrm": q.attribute_xfrm.to_bytes(8, "little").hex(),
-        },
-        "tcb_status": "UpToDate",
-        "collateral_expiration_status": "0",
-    }}
-    result = _rego_query(doc.path, {"policy": doc.text, "ppml_verify_shim": _TRUSTEE_RVPS_SHIM},
-                         "data.policy.trust_claims", claims,
-                         data={"ppml_verify_rvps": doc.data})
+    claims = {
+        "sgx": {
+            "body": {
+                "mr_enclave": q.mrenclave,
+                "mr_signer": q.mrsigner,
+                "isv_prod_id": q.isv_prod_id.to_bytes(2, "little").hex(),
+                "isv_svn": q.isv_svn.to_bytes(2, "little").hex(),
+                "attributes.flags": flags.to_bytes(8, "little").hex(),
+                "attributes.xfrm": q.attribute_xfrm.to_bytes(8, "little").hex(),
+            },
+            "tcb_status": "UpToDate",
+            "collateral_expiration_status": "0",
+        }
+    }
+    result = _rego_query(
+        doc.path,
+        {"policy": doc.text, "ppml_verify_shim": _TRUSTEE_RVPS_SHIM},
+        "data.policy.trust_claims",
+        claims,
+        data={"ppml_verify_rvps": doc.data},
+    )
     if not isinstance(result, Mapping):
         return ["defines no trust_claims object"]
     # AR4SI: 2..31 is the affirming tier; the rest is none, warning or contraindicated.
-    problems = [f"{claim} = {value} (not affirming)" for claim, value in sorted(result.items())
-                if not (isinstance(value, int) and 2 <= value <= 31)]
+    problems = [
+        f"{claim} = {value} (not affirming)"
+        for claim, value in sorted(result.items())
+        if not (isinstance(value, int) and 2 <= value <= 31)
+    ]
     if problems:
         for name, actual in (("sgx_mr_enclave", q.mrenclave), ("sgx_mr_signer", q.mrsigner)):
             refs = doc.data.get(name)
             if isinstance(refs, list) and actual not in refs:
-                problems.append(f"the reference values list {name} {', '.join(map(str, refs))}, "
-                                f"the enclave's is {actual}")
+                problems.append(
+                    f"the reference values list {name} {', '.join(map(str, refs))}, "
+                    f"the enclave's is {actual}"
+                )
     return problems
 
 

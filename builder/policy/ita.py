@@ -33,7 +33,7 @@ def policy_text(spec: PolicySpec) -> str:
 def render(spec: PolicySpec) -> RenderedPolicy:
     notes = [
         f"ITA: sgx_isvsvn is a minimum (>= {spec.min_svn}); upload with 'trustauthorityctl "
-        f"create policy -n NAME -t \"Appraisal policy\" -a \"SGX Attestation\" -r "
+        f'create policy -n NAME -t "Appraisal policy" -a "SGX Attestation" -r '
         f"SERVICE_OFFER_ID -f {FILE_NAME}' and check policy_ids_matched in the token"
     ]
     if spec.allow_debug:

@@ -37,7 +37,9 @@ def policy_text(spec: PolicySpec) -> str:
     lines = ["version=1.0;", "authorizationrules", "{"]
     lines.append("    " + "\n    && ".join(conditions))
     lines += ["    => permit();", "};", "issuancerules", "{"]
-    lines += [f'    c:[type=="{src}"] => issue(type="{dst}", value=c.value);' for src, dst in issued]
+    lines += [
+        f'    c:[type=="{src}"] => issue(type="{dst}", value=c.value);' for src, dst in issued
+    ]
     lines += ["};"]
     return "\n".join(lines) + "\n"
 

@@ -42,13 +42,13 @@ def package(spec: PolicySpec) -> tuple[dict[str, Any], list[str]]:
     if spec.allow_debug:
         if v.debug:
             notes.append(
-                "--allow-debug: \"Debug\": true accepts this DEBUG enclave (and rejects release "
+                '--allow-debug: "Debug": true accepts this DEBUG enclave (and rejects release '
                 "builds of it); never use it in production"
             )
         else:
             notes.append(
                 "--allow-debug has no effect for MarbleRun: Debug must equal the enclave's flag, "
-                "so \"Debug\": false is kept for this release enclave"
+                'so "Debug": false is kept for this release enclave'
             )
     return entry, notes
 
@@ -57,7 +57,7 @@ def render(spec: PolicySpec) -> RenderedPolicy:
     entry, notes = package(spec)
     document = {"Packages": {spec.values.name: entry}}
     notes.append(
-        f"merge the \"Packages\" entry into your manifest and reference it from a Marble "
-        f"(\"Package\": \"{spec.values.name}\")"
+        f'merge the "Packages" entry into your manifest and reference it from a Marble '
+        f'("Package": "{spec.values.name}")'
     )
     return RenderedPolicy({FILE_NAME: json.dumps(document, indent=2) + "\n"}, notes)

@@ -101,7 +101,9 @@ def _hex32(data: Mapping[str, Any], key: str, source: str) -> bytes:
             f"(attach the external signature) and use that record"
         )
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
-        shown = value if not isinstance(value, str) else (value[:70] + ("…" if len(value) > 70 else ""))
+        shown = (
+            value if not isinstance(value, str) else (value[:70] + ("…" if len(value) > 70 else ""))
+        )
         raise PolicyError(
             f"{source}: field '{key}' must be 64 hex characters, got {shown!r}; {_REGEN}"
         )
@@ -169,9 +171,7 @@ def make_spec(
     try:
         pin = Pin(pin)
     except ValueError:
-        raise PolicyError(
-            f"--pin must be one of mrenclave, mrsigner, both (got {pin!r})"
-        ) from None
+        raise PolicyError(f"--pin must be one of mrenclave, mrsigner, both (got {pin!r})") from None
     if min_svn is None:
         min_svn = values.isv_svn
     if isinstance(min_svn, bool) or not isinstance(min_svn, int) or not 0 <= min_svn <= U16_MAX:
@@ -199,6 +199,7 @@ class RenderedPolicy:
 
 
 # Shared encodings -------------------------------------------------------------------------
+
 
 def le_hex_u16(value: int) -> str:
     """Hex of the two little-endian bytes, as quote parsers that dump raw fields print them."""

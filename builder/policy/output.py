@@ -23,14 +23,16 @@ def output_paths(names: list[str], output: Path) -> list[Path]:
     paths = [output]
     for name in names[1:]:
         if name.startswith(primary_stem):
-            paths.append(output.with_name(out_stem + name[len(primary_stem):]))
+            paths.append(output.with_name(out_stem + name[len(primary_stem) :]))
         else:
             paths.append(output.with_name(name))
     try:
         distinct = len({p.resolve() for p in paths})
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve)
-        raise PolicyError(f"--output {output}: cannot follow its links (a loop?); give a plain "
-                          "path or a directory") from None
+        raise PolicyError(
+            f"--output {output}: cannot follow its links (a loop?); give a plain "
+            "path or a directory"
+        ) from None
     if distinct != len(paths):
         raise PolicyError(
             f"--output {output}: the policy's {len(names)} files would overwrite each other; "

@@ -52,7 +52,9 @@ def policy_text(spec: PolicySpec) -> str:
         identity.append(f'\taccepted("{REF_MRSIGNER}", input.sgx.body.mr_signer)')
     warning = ", ".join(f'"{s}"' for s in _WARNING_TCB)
     names = " and ".join(
-        n for n, on in ((REF_MRENCLAVE, spec.pins_mrenclave), (REF_MRSIGNER, spec.pins_mrsigner)) if on
+        n
+        for n, on in ((REF_MRENCLAVE, spec.pins_mrenclave), (REF_MRSIGNER, spec.pins_mrsigner))
+        if on
     )
     if spec.allow_debug:
         configuration = [
@@ -120,7 +122,7 @@ def policy_text(spec: PolicySpec) -> str:
         "executables := 3 if {",
         "\tinput.sgx",
         *identity,
-        f"\tle16(input.sgx.body.isv_prod_id) == {v.isv_prod_id}  # ISVPRODID {v.isv_prod_id} = \"{le_hex_u16(v.isv_prod_id)}\"",
+        f'\tle16(input.sgx.body.isv_prod_id) == {v.isv_prod_id}  # ISVPRODID {v.isv_prod_id} = "{le_hex_u16(v.isv_prod_id)}"',
         f"\tle16(input.sgx.body.isv_svn) >= {spec.min_svn}  # ISVSVN is a minimum",
         "}",
         "",
@@ -145,5 +147,7 @@ def policy_text(spec: PolicySpec) -> str:
 def render(spec: PolicySpec) -> RenderedPolicy:
     notes = []
     if spec.allow_debug:
-        notes.append("--allow-debug: the Trustee policy marks DEBUG enclaves as approved configuration")
+        notes.append(
+            "--allow-debug: the Trustee policy marks DEBUG enclaves as approved configuration"
+        )
     return RenderedPolicy({POLICY_NAME: policy_text(spec), RVPS_NAME: rvps_message(spec)}, notes)

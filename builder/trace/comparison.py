@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
-from ppml_build.image.rootfs import ENGINE_MANAGED_PATHS, RootFS, RootFSError, resolve
+from ..image.rootfs import ENGINE_MANAGED_PATHS, RootFS, RootFSError, resolve
 from .manifest_view import ManifestView, is_under
 from .parse import FileAccess
 
@@ -130,11 +130,16 @@ def compare(accesses: Iterable[FileAccess], view: ManifestView, lookup: Lookup) 
         found = lookup(path)
         unused.append(Finding(path, path, "", found is not None, found[1] if found else 0))
     return TraceReport(
-        accesses=len(accesses), files_read=len(read_paths),
+        accesses=len(accesses),
+        files_read=len(read_paths),
         untrusted_reads=sorted(untrusted.values(), key=lambda f: f.path),
         bad_writes=sorted(writes.values(), key=lambda f: f.path),
-        unused_trusted=unused, trusted_read=trusted_read, allowed_read=allowed_read,
-        ignored=ignored, refused_starts=refused_starts)
+        unused_trusted=unused,
+        trusted_read=trusted_read,
+        allowed_read=allowed_read,
+        ignored=ignored,
+        refused_starts=refused_starts,
+    )
 
 
 __all__ = ["Finding", "Lookup", "PSEUDO_FS", "TraceReport", "compare", "image_lookup"]

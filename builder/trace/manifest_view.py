@@ -13,8 +13,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppml_build.errors import ManifestError
-from ppml_build.image.rootfs import RootFSError, normalize
+from ..errors import ManifestError
+from ..image.rootfs import RootFSError, normalize
 
 
 def is_under(path: str, prefix: str) -> bool:
@@ -51,21 +51,30 @@ class ManifestView:
         for item in sgx.get("trusted_files", []):
             uri = item.get("uri") if isinstance(item, dict) else item
             if isinstance(uri, str) and uri.startswith("file:"):
-                path = uri[len("file:"):]
+                path = uri[len("file:") :]
                 if path.endswith("/"):
                     dirs.append(normalize(path))
                 else:
                     trusted.add(normalize(path))
-        allowed = tuple(normalize(uri[len("file:"):]) for uri in sgx.get("allowed_files", [])
-                        if isinstance(uri, str) and uri.startswith("file:"))
+        allowed = tuple(
+            normalize(uri[len("file:") :])
+            for uri in sgx.get("allowed_files", [])
+            if isinstance(uri, str) and uri.startswith("file:")
+        )
         mounts = []
         fs = manifest.get("fs", {})
         for mount in fs.get("mounts", []):
             kind = mount.get("type", "chroot")
             uri = mount.get("uri", "")
-            mounts.append(Mount(normalize(mount["path"]), kind,
-                                normalize(uri[len("file:"):]) if kind == "chroot" and
-                                uri.startswith("file:") else None))
+            mounts.append(
+                Mount(
+                    normalize(mount["path"]),
+                    kind,
+                    normalize(uri[len("file:") :])
+                    if kind == "chroot" and uri.startswith("file:")
+                    else None,
+                )
+            )
         loader = manifest.get("loader", {})
         env = {}
         for name, value in loader.get("env", {}).items():
@@ -73,17 +82,22 @@ class ManifestView:
                 env[name] = value
             elif isinstance(value, dict) and isinstance(value.get("value"), str):
                 env[name] = value["value"]
-        return cls(frozenset(trusted), tuple(dirs), allowed,
-                   tuple(sorted(mounts, key=lambda m: len(m.path), reverse=True)),
-                   fs.get("start_dir", "/"), tuple(loader.get("argv", ())), env,
-                   manifest.get("sys", {}).get("disallow_subprocesses") is True)
+        return cls(
+            frozenset(trusted),
+            tuple(dirs),
+            allowed,
+            tuple(sorted(mounts, key=lambda m: len(m.path), reverse=True)),
+            fs.get("start_dir", "/"),
+            tuple(loader.get("argv", ())),
+            env,
+            manifest.get("sys", {}).get("disallow_subprocesses") is True,
+        )
 
     @classmethod
     def from_text(cls, text: str, source: str) -> "ManifestView":
         try:
             return cls.from_manifest(tomllib.loads(text))
-        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError,
-                RootFSError) as err:
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError, RootFSError) as err:
             raise ManifestError(f"{source}: not a readable Gramine manifest ({err})") from None
 
     def placement(self, path: str) -> tuple[str, str]:
@@ -91,7 +105,7 @@ class ManifestView:
         for mount in self.mounts:
             if is_under(path, mount.path):
                 if mount.type == "chroot" and mount.uri_path is not None:
-                    rest = path[len(mount.path.rstrip("/")):]
+                    rest = path[len(mount.path.rstrip("/")) :]
                     return "chroot", normalize(mount.uri_path + "/" + rest)
                 return mount.type, path
         return "root", path

@@ -8,7 +8,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from ppml_build.image.rootfs import normalize
+from ..image.rootfs import normalize
 
 _OPEN_CALLS = {"open", "openat", "openat2", "creat"}
 _EXEC_CALLS = {"execve", "execveat"}
@@ -17,11 +17,14 @@ _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 _LINE_RE = re.compile(r"^(?:\[pid\s+)?(?P<pid>\d+)\]?\s+(?P<rest>.*)$")
 _RESUMED_RE = re.compile(r"^<\.\.\. (?P<name>\w+) resumed>(?P<tail>.*)$")
 _CALL_RE = re.compile(r"^(?P<name>\w+)\((?P<body>.*)$")
-_RESULT_RE = re.compile(r"^\s*=\s*(?P<ret>-?\d+|\?)(?:<(?P<fdpath>.*?)>)?"
-                        r"(?:\s+(?P<errno>E[A-Z0-9]+)\b)?")
+_RESULT_RE = re.compile(
+    r"^\s*=\s*(?P<ret>-?\d+|\?)(?:<(?P<fdpath>.*?)>)?"
+    r"(?:\s+(?P<errno>E[A-Z0-9]+)\b)?"
+)
 
 
 # --- parsing strace output -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FileAccess:
@@ -71,7 +74,7 @@ def _split_args(body: str) -> tuple[list[str], str]:
         elif ch == ")":
             if depth == 0:
                 args.append("".join(current).strip())
-                return [a for a in args if a], body[i + 1:]
+                return [a for a in args if a], body[i + 1 :]
             depth -= 1
             current.append(ch)
         elif ch == "," and depth == 0:
@@ -84,8 +87,17 @@ def _split_args(body: str) -> tuple[list[str], str]:
     return [a for a in args if a], ""
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "v": "\v", "f": "\f", "\\": "\\", '"': '"',
-            "a": "\a", "b": "\b"}
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "v": "\v",
+    "f": "\f",
+    "\\": "\\",
+    '"': '"',
+    "a": "\a",
+    "b": "\b",
+}
 
 
 def _c_string(arg: str) -> str | None:
@@ -100,11 +112,11 @@ def _c_string(arg: str) -> str | None:
             break
         if ch == "\\" and i + 1 < len(arg):
             nxt = arg[i + 1]
-            if nxt == "x" and re.match(r"[0-9a-fA-F]{2}", arg[i + 2:i + 4]):
-                out.append(int(arg[i + 2:i + 4], 16))
+            if nxt == "x" and re.match(r"[0-9a-fA-F]{2}", arg[i + 2 : i + 4]):
+                out.append(int(arg[i + 2 : i + 4], 16))
                 i += 4
                 continue
-            octal = re.match(r"[0-7]{1,3}", arg[i + 1:i + 4])
+            octal = re.match(r"[0-7]{1,3}", arg[i + 1 : i + 4])
             if octal:
                 out.append(int(octal.group(0), 8) & 0xFF)
                 i += 1 + len(octal.group(0))
@@ -159,7 +171,7 @@ def parse_strace(text: str, cwd: str = "/") -> list[FileAccess]:
                 continue
             rest = head + resumed.group("tail")
         elif rest.endswith("<unfinished ...>"):
-            pending[pid] = rest[:-len("<unfinished ...>")].rstrip()
+            pending[pid] = rest[: -len("<unfinished ...>")].rstrip()
             continue
         access = _parse_call(pid, rest, cwds, cwd)
         if access is not None:
@@ -201,8 +213,9 @@ def _parse_call(pid: int, text: str, cwds: dict[int, str], start_cwd: str) -> Fi
         if len(args) < 2:
             return None
         dirfd, path_arg = args[0], args[1]
-        base = _decoration(dirfd) or (cwds.get(pid, start_cwd) if dirfd.startswith("AT_FDCWD")
-                                      else None)
+        base = _decoration(dirfd) or (
+            cwds.get(pid, start_cwd) if dirfd.startswith("AT_FDCWD") else None
+        )
         if name == "openat" and len(args) > 2:
             flags = args[2]
         elif name == "openat2" and len(args) > 2:
@@ -216,10 +229,17 @@ def _parse_call(pid: int, text: str, cwds: dict[int, str], start_cwd: str) -> Fi
         return None
     names = set(flags.split("|"))
     write = name == "creat" or any(flag in names for flag in _WRITE_FLAGS)
-    return FileAccess(pid=pid, syscall=name, path=lexical, ok=ok, write=write,
-                      directory="O_DIRECTORY" in names, path_only="O_PATH" in names,
-                      errno=result.group("errno"),
-                      kernel_path=result.group("fdpath"))
+    return FileAccess(
+        pid=pid,
+        syscall=name,
+        path=lexical,
+        ok=ok,
+        write=write,
+        directory="O_DIRECTORY" in names,
+        path_only="O_PATH" in names,
+        errno=result.group("errno"),
+        kernel_path=result.group("fdpath"),
+    )
 
 
 # --- the job's own lines in a gramine-direct log ---------------------------------------------

@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from ppml_build.image.rootfs import RootFS, RootFSError, resolve
+from ..image.rootfs import RootFS, RootFSError, resolve
 from .comparison import Finding, Lookup, TraceReport
 from .manifest_view import ManifestView, is_under
 
 if TYPE_CHECKING:  # direct.py imports the Docker SDK; the pure core here never needs it
-    from ppml_build.gramine.direct import LibosReport
+    from ..gramine.direct import LibosReport
 
 
 # --- manifest size: as shipped vs. hashing the whole image (GSC's way) ------------------------
 
 # GSC's finalize_manifest.py skips these (regexes there; prefixes here).
-GSC_EXCLUDED = ("/boot", "/dev", "/proc", "/sys", "/var", "/etc/security", "/.dockerenv",
-                "/.dockerinit", "/etc/mtab", "/etc/.pwd.lock")
+GSC_EXCLUDED = (
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/var",
+    "/etc/security",
+    "/.dockerenv",
+    "/.dockerinit",
+    "/etc/mtab",
+    "/etc/.pwd.lock",
+)
 _GSC_EXCLUDED_RE = re.compile(r"^/etc/(shadow|gshadow|rc.\.d/)")
 
 
@@ -69,12 +80,13 @@ def shipped_size(view: ManifestView, lookup: Lookup) -> tuple[int, int]:
 
 # --- the document ----------------------------------------------------------------------------
 
+
 def group_by_directory(findings: Iterable[Finding], depth: int = 3) -> list[tuple[str, int, int]]:
     """(directory prefix, files, bytes) for a readable summary of many findings."""
     groups: dict[str, list[int]] = {}
     for finding in findings:
         parts = finding.path.strip("/").split("/")
-        key = "/" + "/".join(parts[:min(depth, len(parts) - 1)])
+        key = "/" + "/".join(parts[: min(depth, len(parts) - 1)])
         key = key.rstrip("/") + "/"
         slot = groups.setdefault(key, [0, 0])
         slot[0] += 1
@@ -82,12 +94,27 @@ def group_by_directory(findings: Iterable[Finding], depth: int = 3) -> list[tupl
     return sorted(((k, v[0], v[1]) for k, v in groups.items()), key=lambda g: (-g[2], g[0]))
 
 
-def report_document(report: TraceReport, *, recipe: str, image: str, exit_code: int,
-                    shipped: tuple[int, int], everything: tuple[int, int],
-                    seconds: float) -> dict[str, Any]:
+def report_document(
+    report: TraceReport,
+    *,
+    recipe: str,
+    image: str,
+    exit_code: int,
+    shipped: tuple[int, int],
+    everything: tuple[int, int],
+    seconds: float,
+) -> dict[str, Any]:
     def rows(findings: list[Finding]) -> list[dict[str, Any]]:
-        return [{"path": f.path, "host_path": f.host_path, "syscall": f.syscall,
-                 "in_image": f.in_image, "size": f.size} for f in findings]
+        return [
+            {
+                "path": f.path,
+                "host_path": f.host_path,
+                "syscall": f.syscall,
+                "in_image": f.in_image,
+                "size": f.size,
+            }
+            for f in findings
+        ]
 
     return {
         "schema": "ppml-build/trace/v1",
@@ -102,16 +129,21 @@ def report_document(report: TraceReport, *, recipe: str, image: str, exit_code: 
         "untrusted_reads": rows(report.untrusted_reads),
         "bad_writes": rows(report.bad_writes),
         "refused_process_starts": report.refused_starts,
-        "unused_trusted": {"count": len(report.unused_trusted),
-                           "bytes": sum(f.size for f in report.unused_trusted),
-                           "by_directory": [{"directory": d, "files": n, "bytes": b}
-                                            for d, n, b in
-                                            group_by_directory(report.unused_trusted)[:20]]},
+        "unused_trusted": {
+            "count": len(report.unused_trusted),
+            "bytes": sum(f.size for f in report.unused_trusted),
+            "by_directory": [
+                {"directory": d, "files": n, "bytes": b}
+                for d, n, b in group_by_directory(report.unused_trusted)[:20]
+            ],
+        },
         "manifest_size": {
             "shipped": {"trusted_entries": shipped[0], "bytes_hashed": shipped[1]},
             "hash_everything": {"trusted_entries": everything[0], "bytes_hashed": everything[1]},
-            "needed": {"trusted_entries": report.trusted_read,
-                       "bytes_hashed": shipped[1] - sum(f.size for f in report.unused_trusted)},
+            "needed": {
+                "trusted_entries": report.trusted_read,
+                "bytes_hashed": shipped[1] - sum(f.size for f in report.unused_trusted),
+            },
         },
         "seconds": round(seconds, 1),
     }
@@ -125,13 +157,18 @@ LIBOS_PROGRAM = "gramine-direct"
 def libos_document(libos: "LibosReport", *, exit_code: int, seconds: float) -> dict[str, Any]:
     """The document's ``"libos"`` part: Gramine's own refusals and its process census."""
     return {
-        "refused": [{"path": r.path, "process": r.process,
-                     "program": libos.processes.get(r.process, ""), "call": r.call}
-                    for r in libos.refusals],
+        "refused": [
+            {
+                "path": r.path,
+                "process": r.process,
+                "program": libos.processes.get(r.process, ""),
+                "call": r.call,
+            }
+            for r in libos.refusals
+        ],
         "hash_mismatches": list(libos.hash_mismatches),
         # JSON names are strings: the part reads the same before and after a JSON round trip.
-        "processes": {str(number): program
-                      for number, program in sorted(libos.processes.items())},
+        "processes": {str(number): program for number, program in sorted(libos.processes.items())},
         "jvm_fork_attempts": libos.jvm_fork_attempts,
         "jvm_forks_started": libos.jvm_forks_started,
         "exit_code": exit_code,
@@ -139,8 +176,13 @@ def libos_document(libos: "LibosReport", *, exit_code: int, seconds: float) -> d
     }
 
 
-def merge_libos(document: dict[str, Any], libos: "LibosReport | None", *, exit_code: int = 0,
-                seconds: float = 0.0) -> dict[str, Any]:
+def merge_libos(
+    document: dict[str, Any],
+    libos: "LibosReport | None",
+    *,
+    exit_code: int = 0,
+    seconds: float = 0.0,
+) -> dict[str, Any]:
     """The trace document with the LibOS run in it (``"libos": None`` when it was skipped).
 
     Clean then also means the LibOS refused nothing, every trusted file's hash matched and the
@@ -149,35 +191,54 @@ def merge_libos(document: dict[str, Any], libos: "LibosReport | None", *, exit_c
     if libos is None:
         return document | {"libos": None}
     part = libos_document(libos, exit_code=exit_code, seconds=seconds)
-    clean = (document["clean"] and not part["refused"] and not part["hash_mismatches"]
-             and exit_code == 0)
+    clean = (
+        document["clean"] and not part["refused"] and not part["hash_mismatches"] and exit_code == 0
+    )
     return document | {"libos": part, "clean": clean}
 
 
 def libos_lines(part: dict[str, Any] | None, output_tail: Iterable[str] = ()) -> list[str]:
     """The text report's LibOS section, from the document's ``"libos"`` part."""
     if part is None:
-        return ["under the LibOS: not run (--no-libos); the findings above are the native "
-                "estimate only"]
-    lines = [f"under the LibOS ({LIBOS_PROGRAM}, the signed manifest at loader.log_level = "
-             f"trace): job exited {part['exit_code']} in {part['seconds']} s"]
+        return [
+            "under the LibOS: not run (--no-libos); the findings above are the native estimate only"
+        ]
+    lines = [
+        f"under the LibOS ({LIBOS_PROGRAM}, the signed manifest at loader.log_level = "
+        f"trace): job exited {part['exit_code']} in {part['seconds']} s"
+    ]
     if part["exit_code"] != 0:
         lines.append("  the job failed under the LibOS; its last lines:")
         lines += [f"    {line}" for line in output_tail]
     lines.append(f"refused by the LibOS (real refusals): {len(part['refused'])}")
-    lines += [f"  {r['path']} [{r['call']}, P{r['process']} {r['program'] or '?'}]"
-              for r in part["refused"]]
-    lines.append(f"trusted files whose hash does not match the manifest: "
-                 f"{len(part['hash_mismatches'])}")
+    lines += [
+        f"  {r['path']} [{r['call']}, P{r['process']} {r['program'] or '?'}]"
+        for r in part["refused"]
+    ]
+    lines.append(
+        f"trusted files whose hash does not match the manifest: {len(part['hash_mismatches'])}"
+    )
     lines += [f"  {path}" for path in part["hash_mismatches"]]
     census = ", ".join(f"P{number} {program}" for number, program in part["processes"].items())
     lines.append(f"LibOS processes: {len(part['processes'])}" + (f" ({census})" if census else ""))
     attempts, started = part["jvm_fork_attempts"], part["jvm_forks_started"]
-    refused = (f" ({attempts - started} refused, e.g. by sys.disallow_subprocesses)"
-               if attempts > started else "")
+    refused = (
+        f" ({attempts - started} refused, e.g. by sys.disallow_subprocesses)"
+        if attempts > started
+        else ""
+    )
     lines.append(f"new processes a running JVM asked for: {attempts}, started: {started}{refused}")
     return lines
 
 
-__all__ = ["GSC_EXCLUDED", "LIBOS_PROGRAM", "group_by_directory", "hash_everything_size",
-           "libos_document", "libos_lines", "merge_libos", "report_document", "shipped_size"]
+__all__ = [
+    "GSC_EXCLUDED",
+    "LIBOS_PROGRAM",
+    "group_by_directory",
+    "hash_everything_size",
+    "libos_document",
+    "libos_lines",
+    "merge_libos",
+    "report_document",
+    "shipped_size",
+]

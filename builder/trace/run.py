@@ -14,27 +14,36 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from ppml_build.errors import ImageError, ManifestError, RecipeError
-from ppml_build.image.rootfs import RootFS, RootFSError, resolve
+from ..errors import ImageError, ManifestError, RecipeError
+from ..image.rootfs import RootFS, RootFSError, resolve
+from ..progress import Say, say_nothing
+from ..record import IN_IMAGE_DIR
 from .comparison import Lookup, TraceReport, compare, image_lookup
 from .manifest_view import ManifestView
 from .parse import libos_output_tail, parse_strace
-from .report import (LIBOS_PROGRAM, hash_everything_size, merge_libos, report_document,
-                     shipped_size)
+from .report import LIBOS_PROGRAM, hash_everything_size, merge_libos, report_document, shipped_size
 from .suggest import NATIVE_ESTIMATE, combined_suggestion, suggest, suggest_libos
-from ppml_build.progress import Say, say_nothing
-from ppml_build.record import IN_IMAGE_DIR
 
 if TYPE_CHECKING:  # direct.py imports the Docker SDK; the pure core never needs it
-    from ppml_build.gramine.direct import LibosReport
+    from ..gramine.direct import LibosReport
 
 TRACE_DIR = "/ppml-trace"  # where the host temp dir is mounted in the traced container
 TRACE_LOG = TRACE_DIR + "/strace.log"
 TRACE_IMAGE_LABEL = "ppml.trace.for"  # the image id a tracing image was made from
-STRACE_ARGS = ["strace", "-f", "-qq", "-y", "-s", "4096", "-e", "trace=%file,execve,execveat",
-               "-o", TRACE_LOG]
+STRACE_ARGS = [
+    "strace",
+    "-f",
+    "-qq",
+    "-y",
+    "-s",
+    "4096",
+    "-e",
+    "trace=%file,execve,execveat",
+    "-o",
+    TRACE_LOG,
+]
 
 # Docker's default PATH, searched when the image sets none
 DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -51,14 +60,15 @@ class TraceResult:
     libos_output_tail: list[str] = field(default_factory=list)  # the job's last lines there
 
 
-
-
 def tracing_dockerfile(image_id: str, user: str | None) -> str:
     """The app image plus strace; nothing else changes (strace's own libraries are loaded
     before tracing starts, so they never show up in the trace)."""
-    lines = [f"FROM {image_id}", "USER root",
-             'RUN ["/bin/sh", "-ec", "apt-get update; DEBIAN_FRONTEND=noninteractive apt-get '
-             'install -y --no-install-recommends strace; rm -rf /var/lib/apt/lists/*"]']
+    lines = [
+        f"FROM {image_id}",
+        "USER root",
+        'RUN ["/bin/sh", "-ec", "apt-get update; DEBIAN_FRONTEND=noninteractive apt-get '
+        'install -y --no-install-recommends strace; rm -rf /var/lib/apt/lists/*"]',
+    ]
     if user:
         lines.append(f"USER {user}")
     return "\n".join(lines) + "\n"
@@ -66,7 +76,7 @@ def tracing_dockerfile(image_id: str, user: str | None) -> str:
 
 def tracing_image(client, image_id: str, *, say: Say = say_nothing) -> str:
     """An image FROM ``image_id`` with strace, built once per image id (found by its label)."""
-    from ppml_build.image.docker_build import build_image
+    from ..image.docker_build import build_image
 
     found = client.images.list(filters={"label": f"{TRACE_IMAGE_LABEL}={image_id}"})
     if found:
@@ -76,12 +86,18 @@ def tracing_image(client, image_id: str, *, say: Say = say_nothing) -> str:
     with tempfile.TemporaryDirectory(prefix="ppml-tracer-") as scratch:
         (Path(scratch) / "Dockerfile").write_text(tracing_dockerfile(image_id, user))
         try:
-            return build_image(client, Path(scratch), tag=None,
-                               labels={TRACE_IMAGE_LABEL: image_id, "ppml.stage": "trace"},
-                               say=say)
+            return build_image(
+                client,
+                Path(scratch),
+                tag=None,
+                labels={TRACE_IMAGE_LABEL: image_id, "ppml.stage": "trace"},
+                say=say,
+            )
         except ImageError as err:
-            raise ImageError(f"cannot add strace to {image_id[:19]}: {err}; the image needs "
-                             "apt-get (Debian/Ubuntu) and a package mirror it can reach") from None
+            raise ImageError(
+                f"cannot add strace to {image_id[:19]}: {err}; the image needs "
+                "apt-get (Debian/Ubuntu) and a package mirror it can reach"
+            ) from None
 
 
 def _read_manifest_option(manifest: Path) -> tuple[str, str]:
@@ -101,15 +117,17 @@ def _manifest_text(fs: RootFS, name: str) -> tuple[str, str]:
     local = Path("ppml-out") / name / f"{name}.manifest.sgx"
     if local.is_file():
         return local.read_text(encoding="utf-8"), str(local)
-    raise ManifestError(f"no manifest: the image has no {in_image} and there is no {local}; "
-                        "trace the image `ppml-build build` made, or pass --manifest FILE")
+    raise ManifestError(
+        f"no manifest: the image has no {in_image} and there is no {local}; "
+        "trace the image `ppml-build build` made, or pass --manifest FILE"
+    )
 
 
 def _search_path(image_attrs: dict[str, Any]) -> str:
     """The image's PATH (what Docker searches for the entrypoint), or "" when it sets none."""
     for item in (image_attrs.get("Config") or {}).get("Env") or []:
         if item.startswith("PATH="):
-            return item[len("PATH="):]
+            return item[len("PATH=") :]
     return ""
 
 
@@ -128,13 +146,16 @@ def libos_run_problem(lookup: Lookup, name: str, search_path: str) -> str | None
     return f"it has no {LIBOS_PROGRAM} on its PATH"
 
 
-def trace_under_libos(client, image: str, name: str, *, timeout: int,
-                      say: Say) -> "tuple[LibosReport, Any]":
+def trace_under_libos(
+    client, image: str, name: str, *, timeout: int, say: Say
+) -> "tuple[LibosReport, Any]":
     """The job under gramine-direct at log level trace: (what Gramine said, the DirectRun)."""
-    from ppml_build.gramine.direct import read_libos_log, run_direct
+    from ..gramine.direct import read_libos_log, run_direct
 
-    say(f"running the job under {LIBOS_PROGRAM} (the signed manifest at loader.log_level = "
-        "trace, no network)")
+    say(
+        f"running the job under {LIBOS_PROGRAM} (the signed manifest at loader.log_level = "
+        "trace, no network)"
+    )
     # The native run mounts only the directory strace writes its log to, which the job never
     # reads: the LibOS run needs no volume.
     run = run_direct(client, image, name, network="none", log_level="trace", timeout=timeout)
@@ -164,31 +185,41 @@ def _native_file_mounts(view: ManifestView, fs: RootFS, into: Path) -> dict[str,
     return volumes
 
 
-def run_trace(recipe_path: Path, *, image: str | None = None, manifest: Path | None = None,
-              timeout: int = 1800, libos: bool = True,
-              say: Say = say_nothing) -> TraceResult:
+def run_trace(
+    recipe_path: Path,
+    *,
+    image: str | None = None,
+    manifest: Path | None = None,
+    timeout: int = 1800,
+    libos: bool = True,
+    say: Say = say_nothing,
+) -> TraceResult:
     """Trace the recipe's command in ``image`` (default ppml/<name>:latest) and compare; with
     ``libos``, also run the job under gramine-direct and report what the LibOS refused."""
     import docker.errors
 
-    from ppml_build.image.engine import connect, export_image_rootfs
-    from ppml_build.image.base_index import cached_image_rootfs
-    from ppml_build.image.native import run_native
-    from ppml_build.pipeline import validate_recipe
+    from ..image.base_index import cached_image_rootfs
+    from ..image.engine import connect, export_image_rootfs
+    from ..image.native import run_native
+    from ..pipeline import validate_recipe
 
     started = time.perf_counter()
     recipe = validate_recipe(recipe_path)
     if recipe.libos.type != "gramine":
-        raise RecipeError(f"{recipe_path}: libos.type {recipe.libos.type!r}: trace compares "
-                          "with a Gramine manifest; Occlum images carry no file lists to check")
+        raise RecipeError(
+            f"{recipe_path}: libos.type {recipe.libos.type!r}: trace compares "
+            "with a Gramine manifest; Occlum images carry no file lists to check"
+        )
     image = image or f"ppml/{recipe.name}:latest"
     given = _read_manifest_option(manifest) if manifest is not None else None
     client = connect()
     try:
         found_image = client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise ImageError(f"{image}: no such image; build it first (ppml-build build "
-                         f"{recipe_path}) or name it with --image") from None
+        raise ImageError(
+            f"{image}: no such image; build it first (ppml-build build "
+            f"{recipe_path}) or name it with --image"
+        ) from None
     except docker.errors.APIError as err:
         raise ImageError(f"{image}: {err.explanation or err}") from None
     image_id = found_image.id
@@ -204,48 +235,89 @@ def run_trace(recipe_path: Path, *, image: str | None = None, manifest: Path | N
     if libos:  # before the long native run: say at once when the LibOS run cannot happen
         problem = libos_run_problem(lookup, recipe.name, _search_path(found_image.attrs))
         if problem:
-            raise ImageError(f"{image}: {problem}; trace with --no-libos for the native "
-                             "run only")
+            raise ImageError(f"{image}: {problem}; trace with --no-libos for the native run only")
     argv = list(view.argv) or list(recipe.app.command)
     tracer = tracing_image(client, image_id, say=say)
 
     with tempfile.TemporaryDirectory(prefix="ppml-trace-") as scratch:
         os.chmod(scratch, 0o777)  # the app may run as a non-root user
-        traced = recipe.model_copy(update={"app": recipe.app.model_copy(
-            update={"command": STRACE_ARGS + argv, "workdir": view.start_dir})})
+        traced = recipe.model_copy(
+            update={
+                "app": recipe.app.model_copy(
+                    update={"command": STRACE_ARGS + argv, "workdir": view.start_dir}
+                )
+            }
+        )
         volumes = {scratch: {"bind": TRACE_DIR, "mode": "rw"}}
         volumes.update(_native_file_mounts(view, fs, Path(scratch) / "mounts"))
         say(f"running {' '.join(argv)} under strace (no network)")
-        run = run_native(client, tracer, traced, timeout=timeout, extra_args={
-            "cap_add": ["SYS_PTRACE"], "security_opt": ["seccomp=unconfined"],
-            # The manifest's environment, so the app searches the same library paths it will
-            # search in the enclave.
-            "environment": dict(view.env), "volumes": volumes})
+        run = run_native(
+            client,
+            tracer,
+            traced,
+            timeout=timeout,
+            extra_args={
+                "cap_add": ["SYS_PTRACE"],
+                "security_opt": ["seccomp=unconfined"],
+                # The manifest's environment, so the app searches the same library paths it will
+                # search in the enclave.
+                "environment": dict(view.env),
+                "volumes": volumes,
+            },
+        )
         log_path = Path(scratch) / Path(TRACE_LOG).name
         if not log_path.is_file():
-            raise ImageError(f"{image}: strace wrote no log (exit {run.exit_code}): "
-                             f"{(run.stderr.strip().splitlines() or ['no output'])[-1]}")
+            raise ImageError(
+                f"{image}: strace wrote no log (exit {run.exit_code}): "
+                f"{(run.stderr.strip().splitlines() or ['no output'])[-1]}"
+            )
         log = log_path.read_text(encoding="utf-8", errors="surrogateescape")
 
     accesses = parse_strace(log, cwd=view.start_dir)
     report = compare(accesses, view, lookup)
     native = suggest(report, recipe.files.trusted, title=NATIVE_ESTIMATE)
-    libos_report, direct = (trace_under_libos(client, image, recipe.name, timeout=timeout, say=say)
-                            if libos else (None, None))
+    libos_report, direct = (
+        trace_under_libos(client, image, recipe.name, timeout=timeout, say=say)
+        if libos
+        else (None, None)
+    )
     document = report_document(
-        report, recipe=recipe.name, image=image, exit_code=run.exit_code,
-        shipped=shipped_size(view, lookup), everything=hash_everything_size(fs),
-        seconds=time.perf_counter() - started)
+        report,
+        recipe=recipe.name,
+        image=image,
+        exit_code=run.exit_code,
+        shipped=shipped_size(view, lookup),
+        everything=hash_everything_size(fs),
+        seconds=time.perf_counter() - started,
+    )
     if direct is None:
-        return TraceResult(report, merge_libos(document, None), native, run.stdout, run.stderr,
-                           run.exit_code)
-    document = merge_libos(document, libos_report, exit_code=direct.exit_code,
-                           seconds=direct.seconds)
+        return TraceResult(
+            report, merge_libos(document, None), native, run.stdout, run.stderr, run.exit_code
+        )
+    document = merge_libos(
+        document, libos_report, exit_code=direct.exit_code, seconds=direct.seconds
+    )
     written = {access.path for access in accesses if access.write}
     suggestion = combined_suggestion(suggest_libos(libos_report, view, lookup, written), native)
-    return TraceResult(report, document, suggestion, run.stdout, run.stderr, run.exit_code,
-                       libos_output_tail(direct.stdout + "\n" + direct.stderr))
+    return TraceResult(
+        report,
+        document,
+        suggestion,
+        run.stdout,
+        run.stderr,
+        run.exit_code,
+        libos_output_tail(direct.stdout + "\n" + direct.stderr),
+    )
 
 
-__all__ = ["IN_IMAGE_DIR", "STRACE_ARGS", "TRACE_DIR", "TraceResult", "libos_run_problem",
-           "run_trace", "trace_under_libos", "tracing_dockerfile", "tracing_image"]
+__all__ = [
+    "IN_IMAGE_DIR",
+    "STRACE_ARGS",
+    "TRACE_DIR",
+    "TraceResult",
+    "libos_run_problem",
+    "run_trace",
+    "trace_under_libos",
+    "tracing_dockerfile",
+    "tracing_image",
+]

@@ -5,25 +5,29 @@ estimate (from the comparison) and the LibOS's real refusals (from gramine-direc
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from ppml_build.image.rootfs import normalize
+from ..image.rootfs import normalize
 from .comparison import Lookup, TraceReport
 from .manifest_view import ManifestView
 
 if TYPE_CHECKING:  # direct.py imports the Docker SDK; the pure core here never needs it
-    from ppml_build.gramine.direct import LibosReport
+    from ..gramine.direct import LibosReport
 
 NATIVE_ESTIMATE = "the native estimate (the app under strace, outside the LibOS)"
 
 
-def suggest(report: TraceReport, recipe_trusted: Iterable[str] = (), *,
-            title: str = "changes for the recipe's files: section") -> str:
+def suggest(
+    report: TraceReport,
+    recipe_trusted: Iterable[str] = (),
+    *,
+    title: str = "changes for the recipe's files: section",
+) -> str:
     """The recipe changes the trace asks for, as a ``files:`` YAML fragment with comments."""
     add_trusted = sorted({f.path for f in report.untrusted_reads if f.in_image})
     add_allowed = sorted({f.path for f in report.untrusted_reads if not f.in_image})
-    write_dirs = sorted({posixpath.dirname(f.path).rstrip("/") + "/"
-                         for f in report.bad_writes})
+    write_dirs = sorted({posixpath.dirname(f.path).rstrip("/") + "/" for f in report.bad_writes})
     read_paths = {f.path for f in report.unused_trusted}
     listed = [p for p in recipe_trusted if not p.endswith("/") and p in read_paths]
     lines = [f"# ppml-build trace --suggest: {title}"]
@@ -39,14 +43,16 @@ def suggest(report: TraceReport, recipe_trusted: Iterable[str] = (), *,
         lines.append("              # them as tmpfs (scratch) or encrypted (data that matters)")
         lines += [f"    - {path}" for path in add_allowed + write_dirs]
     if listed:
-        lines.append("# listed in files.trusted but never opened (drop them for a smaller "
-                     "manifest):")
+        lines.append(
+            "# listed in files.trusted but never opened (drop them for a smaller manifest):"
+        )
         lines += [f"#   - {path}" for path in listed]
     return "\n".join(lines) + "\n"
 
 
-def _refused_change(path: str, view: ManifestView, lookup: Lookup,
-                    written: frozenset[str]) -> tuple[str, str]:
+def _refused_change(
+    path: str, view: ManifestView, lookup: Lookup, written: frozenset[str]
+) -> tuple[str, str]:
     """("trusted" | "allowed" | "unresolved", the entry) for one path the LibOS refused.
 
     Gramine checks only files that exist when they are opened (fs.c is_open_allowed) or
@@ -64,8 +70,9 @@ def _refused_change(path: str, view: ManifestView, lookup: Lookup,
     return "trusted", path
 
 
-def suggest_libos(libos: "LibosReport", view: ManifestView, lookup: Lookup,
-                  written: Iterable[str] = ()) -> str:
+def suggest_libos(
+    libos: "LibosReport", view: ManifestView, lookup: Lookup, written: Iterable[str] = ()
+) -> str:
     """The recipe changes what the LibOS refused asks for (real refusals, not an estimate).
 
     ``written`` are the paths the native run wrote: such a file is never trusted, even where
@@ -76,8 +83,9 @@ def suggest_libos(libos: "LibosReport", view: ManifestView, lookup: Lookup,
     for refusal in libos.refusals:
         kind, entry = _refused_change(refusal.path, view, lookup, written)
         changes[kind][entry] = None
-    lines = ["# ppml-build trace --suggest: what the LibOS refused under gramine-direct "
-             "(real refusals)"]
+    lines = [
+        "# ppml-build trace --suggest: what the LibOS refused under gramine-direct (real refusals)"
+    ]
     if not (libos.refusals or libos.hash_mismatches):
         lines.append("# nothing to change: the LibOS refused no file")
         return "\n".join(lines) + "\n"
@@ -92,12 +100,16 @@ def suggest_libos(libos: "LibosReport", view: ManifestView, lookup: Lookup,
         lines.append("              # (encrypted, keyed afresh per run) or files.tmpfs (memory)")
         lines += [f"    - {path}" for path in sorted(changes["allowed"])]
     if changes["unresolved"]:
-        lines.append("# refused, but no syscall line named the full path (look for it in the "
-                     "native estimate):")
+        lines.append(
+            "# refused, but no syscall line named the full path (look for it in the "
+            "native estimate):"
+        )
         lines += [f"#   - {name}" for name in sorted(changes["unresolved"])]
     if libos.hash_mismatches:
-        lines.append("# trusted files that differ from the signed hash: the image changed after "
-                     "`ppml-build build`;")
+        lines.append(
+            "# trusted files that differ from the signed hash: the image changed after "
+            "`ppml-build build`;"
+        )
         lines.append("# rebuild it rather than edit the recipe:")
         lines += [f"#   - {path}" for path in libos.hash_mismatches]
     return "\n".join(lines) + "\n"

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from ppml_build.errors import PpmlError, SigningError
-from ppml_build.image.rootfs import RootFS
-from ppml_build.limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
-from ppml_build.policy.evaluate import PolicyDocument, load_policy
-from ppml_build.policy.model import EnclaveValues, read_record_json
-from ppml_build.sign import keys
-from ppml_build.sign.sigstruct import SIGSTRUCT_SIZE, Sigstruct
+from ..errors import PpmlError, SigningError
+from ..image.rootfs import RootFS
+from ..limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
+from ..policy.evaluate import PolicyDocument, load_policy
+from ..policy.model import EnclaveValues, read_record_json
+from ..sign import keys
+from ..sign.sigstruct import SIGSTRUCT_SIZE, Sigstruct
 
 RECORD_FILE = "measurement.json"
 
@@ -63,8 +64,10 @@ def load_record_file(path: os.PathLike | str) -> tuple[dict[str, Any], str]:
 
 def parse_sigstruct(data: bytes, source: str) -> Sigstruct:
     if len(data) != SIGSTRUCT_SIZE:
-        raise SigningError(f"{source}: {len(data)} bytes, not a {SIGSTRUCT_SIZE}-byte SIGSTRUCT "
-                           "(.sig); truncated or the wrong file")
+        raise SigningError(
+            f"{source}: {len(data)} bytes, not a {SIGSTRUCT_SIZE}-byte SIGSTRUCT "
+            "(.sig); truncated or the wrong file"
+        )
     return Sigstruct.from_bytes(data, source=source)
 
 
@@ -85,17 +88,21 @@ _MRSIGNER_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 def _refuse_sample_key(mrsigner: bytes, option: str) -> None:
     if mrsigner == keys.SAMPLE_KEY_MRSIGNER:
-        raise PpmlError(f"{option}: this is the public Intel SGX SDK sample key (MRSIGNER "
-                        f"{mrsigner.hex()}); anyone can sign with it, so it pins nothing; give "
-                        "the MRSIGNER or the public key of the real signing key")
+        raise PpmlError(
+            f"{option}: this is the public Intel SGX SDK sample key (MRSIGNER "
+            f"{mrsigner.hex()}); anyone can sign with it, so it pins nothing; give "
+            "the MRSIGNER or the public key of the real signing key"
+        )
 
 
 def parse_mrsigner_option(text: str) -> SignerPin:
     value = text.strip().lower()
     if not _MRSIGNER_HEX.fullmatch(value):
-        raise PpmlError(f"--mrsigner {text!r}: expected 64 hex digits, the SHA-256 of the "
-                        "signing key's modulus (mrsigner in measurement.json, or `ppml-build "
-                        "sigstruct-view APP.sig`)")
+        raise PpmlError(
+            f"--mrsigner {text!r}: expected 64 hex digits, the SHA-256 of the "
+            "signing key's modulus (mrsigner in measurement.json, or `ppml-build "
+            "sigstruct-view APP.sig`)"
+        )
     mrsigner = bytes.fromhex(value)
     _refuse_sample_key(mrsigner, "--mrsigner")
     return SignerPin("--mrsigner", "pin:mrsigner", mrsigner)
@@ -108,8 +115,10 @@ def load_signer_key(path: os.PathLike | str) -> SignerPin:
     pem = read_host_file(path, "signer key (--signer-key)", MAX_SMALL_FILE_BYTES)
     if b"PRIVATE KEY" in pem:
         if b"ENCRYPTED" in pem:
-            raise PpmlError(f"{option}: an encrypted private key; give its public half instead "
-                            "(openssl rsa -in KEY -pubout -out key.pub)")
+            raise PpmlError(
+                f"{option}: an encrypted private key; give its public half instead "
+                "(openssl rsa -in KEY -pubout -out key.pub)"
+            )
         public = keys.load_private_key(pem, source=option, allow_sample_key=True).public_key()
     else:
         public = keys.load_public_key(pem, source=option, allow_sample_key=True)
@@ -118,8 +127,9 @@ def load_signer_key(path: os.PathLike | str) -> SignerPin:
     return SignerPin(option, "pin:signer_key", mrsigner)
 
 
-def signer_pins(mrsigner: str | None = None,
-                signer_key: os.PathLike | str | None = None) -> list[SignerPin]:
+def signer_pins(
+    mrsigner: str | None = None, signer_key: os.PathLike | str | None = None
+) -> list[SignerPin]:
     pins = [parse_mrsigner_option(mrsigner)] if mrsigner is not None else []
     return pins + ([load_signer_key(signer_key)] if signer_key is not None else [])
 
@@ -138,14 +148,29 @@ class Expectations:
 
 def load_expectations(expect: Expectations) -> dict[str, Any]:
     """The Evidence fields the user supplied, read first: bad input fails before any export."""
-    data, source = (load_record_file(expect.record) if expect.record is not None
-                    else (None, "record"))
-    return {"record": data, "record_source": source,
-            "policies": [load_policy(p) for p in expect.policies],
-            "pins": signer_pins(expect.mrsigner, expect.signer_key),
-            "allow_debug": expect.allow_debug, "allow_unpinned": expect.allow_unpinned}
+    data, source = (
+        load_record_file(expect.record) if expect.record is not None else (None, "record")
+    )
+    return {
+        "record": data,
+        "record_source": source,
+        "policies": [load_policy(p) for p in expect.policies],
+        "pins": signer_pins(expect.mrsigner, expect.signer_key),
+        "allow_debug": expect.allow_debug,
+        "allow_unpinned": expect.allow_unpinned,
+    }
 
 
-__all__ = ["Evidence", "Expectations", "RECORD_FILE", "SignerPin", "load_expectations",
-           "load_record_file", "load_signer_key", "parse_mrsigner_option", "parse_sigstruct",
-           "read_host_file", "signer_pins"]
+__all__ = [
+    "Evidence",
+    "Expectations",
+    "RECORD_FILE",
+    "SignerPin",
+    "load_expectations",
+    "load_record_file",
+    "load_signer_key",
+    "parse_mrsigner_option",
+    "parse_sigstruct",
+    "read_host_file",
+    "signer_pins",
+]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ppml_build.policy.evaluate import PolicyDocument, QuoteValues, policy_problems
+from ..policy.evaluate import PolicyDocument, QuoteValues, policy_problems
 from .report import Check
 
 

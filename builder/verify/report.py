@@ -49,18 +49,28 @@ class VerifyReport:
         return [check for check in self.checks if not check.ok]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "warning": self.warning, "pinned_by": list(self.pinned_by),
-                "target": self.target, "name": self.name,
-                "mrenclave": self.mrenclave, "mrsigner": self.mrsigner,
-                "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn, "debug": self.debug,
-                "checks": [check.as_dict() for check in self.checks]}
+        return {
+            "ok": self.ok,
+            "warning": self.warning,
+            "pinned_by": list(self.pinned_by),
+            "target": self.target,
+            "name": self.name,
+            "mrenclave": self.mrenclave,
+            "mrsigner": self.mrsigner,
+            "isv_prod_id": self.isv_prod_id,
+            "isv_svn": self.isv_svn,
+            "debug": self.debug,
+            "checks": [check.as_dict() for check in self.checks],
+        }
 
     def summary_line(self) -> str:
         if self.ok and self.pinned_by:
             return f"verified: {len(self.checks)} checks passed, MRENCLAVE {self.mrenclave}"
         if self.ok:
-            return (f"self-consistent only, nothing pins the signer: {len(self.checks)} checks "
-                    f"passed, MRENCLAVE {self.mrenclave}")
+            return (
+                f"self-consistent only, nothing pins the signer: {len(self.checks)} checks "
+                f"passed, MRENCLAVE {self.mrenclave}"
+            )
         failed = self.failures
         return f"NOT verified: {len(failed)} of {len(self.checks)} checks failed"
 
@@ -80,18 +90,18 @@ class VerifyReport:
 UNPINNED_WARNING = (
     "WARNING: nothing pins the signer: the checks below only show that the image agrees with "
     "its own SIGSTRUCT, and anyone can change an image and re-sign it; pin it with --record "
-    "measurement.json, --policy FILE, --mrsigner HEX or --signer-key PEM")
+    "measurement.json, --policy FILE, --mrsigner HEX or --signer-key PEM"
+)
 # What the one stderr line adds when a check that only a flag can waive failed.
 ACCEPT_HINTS = {
     "trust_anchor": "pin the signer with --record, --policy, --mrsigner or --signer-key "
-                    "(--allow-unpinned accepts a self-consistency check)",
+    "(--allow-unpinned accepts a self-consistency check)",
     "debug_mode": "--allow-debug accepts a debug enclave (tests only)",
     "allowed_files": "--allow-unpinned accepts allowed files that cover the whole file system",
 }
 
 
-def differs(what: str, expected: Any, actual: Any, expected_from: str,
-            actual_from: str) -> str:
+def differs(what: str, expected: Any, actual: Any, expected_from: str, actual_from: str) -> str:
     """A failed check's detail: ``what`` is one thing in one place and another in the other."""
     return f"{what} is {expected} in {expected_from} but {actual} in {actual_from}"
 

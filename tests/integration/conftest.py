@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build.image import bootstrap, engine
 from ppml_build.errors import ImageError
+from ppml_build.image import bootstrap, engine
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_UP = PROJECT_ROOT / "scripts" / "docker-up.sh"
@@ -73,7 +73,9 @@ def _wait_for_registry(url: str, proc: subprocess.Popen, log: Path, timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"docker-registry exited ({proc.returncode}):\n{log.read_text()}", pytrace=False)
+            pytest.fail(
+                f"docker-registry exited ({proc.returncode}):\n{log.read_text()}", pytrace=False
+            )
         try:
             urllib.request.urlopen(url, timeout=2)
             return
@@ -83,7 +85,10 @@ def _wait_for_registry(url: str, proc: subprocess.Popen, log: Path, timeout: flo
         except OSError:
             pass
         time.sleep(0.2)
-    pytest.fail(f"docker-registry did not answer on {url} within {timeout:.0f}s:\n{log.read_text()}", pytrace=False)
+    pytest.fail(
+        f"docker-registry did not answer on {url} within {timeout:.0f}s:\n{log.read_text()}",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +99,9 @@ def registry(docker_client, tmp_path_factory):
         pytest.fail("docker-registry / htpasswd missing: run scripts/docker-up.sh", pytrace=False)
     workdir = tmp_path_factory.mktemp("registry")
     username, password = "ppml-ci", "pw-" + workdir.name
-    entry = subprocess.run([htpasswd, "-Bbn", username, password], capture_output=True, text=True, check=True)
+    entry = subprocess.run(
+        [htpasswd, "-Bbn", username, password], capture_output=True, text=True, check=True
+    )
     (workdir / "htpasswd").write_text(entry.stdout)
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -110,7 +117,9 @@ def registry(docker_client, tmp_path_factory):
     log = workdir / "registry.log"
     with open(log, "wb") as log_handle:
         proc = subprocess.Popen(
-            [binary, "serve", str(workdir / "config.yml")], stdout=log_handle, stderr=subprocess.STDOUT
+            [binary, "serve", str(workdir / "config.yml")],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_for_registry(f"http://{address}/v2/", proc, log)
@@ -162,6 +171,7 @@ def standin_base(docker_client, debian_base) -> bootstrap.TargetResult:
 
 # --- shared by the build, verify and recipe tests (session-scoped: built and pushed once) ------
 
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Our hash and image-index caches in a temp dir, not the developer's home."""
@@ -204,8 +214,10 @@ def gramine_bases(docker_client, debian_base) -> dict[str, bootstrap.TargetResul
     Gramine's apt repository when there are none), cached by the hash of their inputs."""
     source = gramine_source()
     options = bootstrap.BootstrapOptions(
-        only=("spark-gramine", "flink-gramine"), gramine_source=source,
-        ca_bundle=(bootstrap.default_ca_bundle() or (None,))[0])
+        only=("spark-gramine", "flink-gramine"),
+        gramine_source=source,
+        ca_bundle=(bootstrap.default_ca_bundle() or (None,))[0],
+    )
     try:
         return {r.name: r for r in bootstrap.bootstrap_bases(docker_client, options)}
     except ImageError as err:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 import gzip
 import io
-import os
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -21,16 +21,15 @@ from cryptography.hazmat.primitives import serialization
 
 from ppml_build.build import backends
 from ppml_build.build.options import BuildOptions
-from ppml_build.gramine import build as build_module
-from ppml_build.image import app_layer
-from ppml_build.image import engine
 from ppml_build.cli import main
+from ppml_build.gramine import build as build_module
+from ppml_build.image import app_layer, engine
 from ppml_build.image.native import run_native
+from ppml_build.image.tarfs import keep_paths
 from ppml_build.recipe import load_recipe
 from ppml_build.sign.elf import read_pal_image
 from ppml_build.sign.measure import measure_manifest
 from ppml_build.sign.sigstruct import Sigstruct, verify_q1_q2, verify_signature
-from ppml_build.image.tarfs import keep_paths
 
 pytestmark = pytest.mark.docker
 
@@ -52,9 +51,22 @@ def copy_recipe(source: Path, target: Path, base_image: str, digest: str | None 
 
 def build_cli(recipe: Path, key: Path, registry, out: Path, capsys, *extra: str) -> dict:
     capsys.readouterr()
-    code = main(["build", str(recipe), "--key", str(key), "--registry-auth",
-                 str(registry.auth_file), "--output-dir", str(out), "--date", "2026-11-01",
-                 "--json", *extra])
+    code = main(
+        [
+            "build",
+            str(recipe),
+            "--key",
+            str(key),
+            "--registry-auth",
+            str(registry.auth_file),
+            "--output-dir",
+            str(out),
+            "--date",
+            "2026-11-01",
+            "--json",
+            *extra,
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     return json.loads(captured.out) | {"_stderr": captured.err}
@@ -88,12 +100,19 @@ def spark_build(pushed_bases, key, registry, tmp_path_factory):
     work = tmp_path_factory.mktemp("spark")
     recipe = copy_recipe(SPARK_RECIPE, work / "recipe", remote)
     out = work / "out"
-    result = backends.build(BuildOptions(
-        recipe=recipe, key=key, output_dir=out, tag="ppml-test/pyspark-sql-agg:it",
-        registry_auth=registry.auth_file, date="2026-11-01", policies=["gramine-ratls"]))
+    result = backends.build(
+        BuildOptions(
+            recipe=recipe,
+            key=key,
+            output_dir=out,
+            tag="ppml-test/pyspark-sql-agg:it",
+            registry_auth=registry.auth_file,
+            date="2026-11-01",
+            policies=["gramine-ratls"],
+        )
+    )
     summary = {"mrenclave": result.record["mrenclave"], "mrsigner": result.record["mrsigner"]}
-    return {"recipe": recipe, "out": out, "summary": summary, "work": work,
-            "stats": result.stats}
+    return {"recipe": recipe, "out": out, "summary": summary, "work": work, "stats": result.stats}
 
 
 def test_spark_record_labels_and_sigstruct_agree(spark_build, docker_client):
@@ -143,66 +162,101 @@ def test_spark_job_runs_natively_and_prints_the_right_answer(spark_build, docker
     assert lines == expected_spark_lines()
 
 
-def test_manifest_from_cached_index_equals_manifest_from_a_real_export(spark_build,
-                                                                       docker_client):
+def test_manifest_from_cached_index_equals_manifest_from_a_real_export(spark_build, docker_client):
     """The base index (read from the registry's layers during the pull) + app-layer model
     must see exactly what the built image holds."""
-    from ppml_build.pipeline import load_and_plan
     from ppml_build.gramine.render import render_for_rootfs
+    from ppml_build.pipeline import load_and_plan
 
     assert spark_build["stats"]["base_index_source"] == "registry"
 
     recipe, plan = load_and_plan(spark_build["recipe"])
     # The renderer reads what the support stage left in /ppml/launch (Spark's launcher output).
     fs = engine.export_image_rootfs(
-        docker_client, "ppml-test/pyspark-sql-agg:it",
-        keep=lambda path: keep_paths(LIBPAL)(path) or path.startswith("/ppml/launch/"))
+        docker_client,
+        "ppml-test/pyspark-sql-agg:it",
+        keep=lambda path: keep_paths(LIBPAL)(path) or path.startswith("/ppml/launch/"),
+    )
     rendered = render_for_rootfs(recipe, plan, fs, "export")
     assert rendered.data == (spark_build["out"] / "pyspark-sql-agg.manifest.sgx").read_bytes()
 
 
-def test_base_index_from_an_engine_export_gives_the_same_mrenclave(spark_build, key, registry,
-                                                                   capsys):
+def test_base_index_from_an_engine_export_gives_the_same_mrenclave(
+    spark_build, key, registry, capsys
+):
     """--base-index engine (no caches: really exported) measures what the registry path did."""
     first = spark_build["summary"]
-    exported = build_cli(spark_build["recipe"], key, registry, spark_build["work"] / "out-engine",
-                         capsys, "--tag", "ppml-test/pyspark-sql-agg:engine", "--base-index",
-                         "engine", "--no-cache")
+    exported = build_cli(
+        spark_build["recipe"],
+        key,
+        registry,
+        spark_build["work"] / "out-engine",
+        capsys,
+        "--tag",
+        "ppml-test/pyspark-sql-agg:engine",
+        "--base-index",
+        "engine",
+        "--no-cache",
+    )
     assert exported["stats"]["base_index_source"] == "export"
     assert exported["mrenclave"] == first["mrenclave"]
 
 
-def test_rebuild_is_reproducible_cached_and_rehashes_only_the_change(spark_build, key,
-                                                                     registry, capsys):
+def test_rebuild_is_reproducible_cached_and_rehashes_only_the_change(
+    spark_build, key, registry, capsys
+):
     first = spark_build["summary"]
-    again = build_cli(spark_build["recipe"], key, registry, spark_build["work"] / "out2",
-                      capsys, "--tag", "ppml-test/pyspark-sql-agg:it2")
+    again = build_cli(
+        spark_build["recipe"],
+        key,
+        registry,
+        spark_build["work"] / "out2",
+        capsys,
+        "--tag",
+        "ppml-test/pyspark-sql-agg:it2",
+    )
     assert again["mrenclave"] == first["mrenclave"]
     assert again["stats"]["base_index_cached"] is True
     assert again["stats"]["app_files_hashed"] == 0
     job = spark_build["recipe"].parent / "job.py"
     job.write_text(job.read_text() + "# changed\n")
-    changed = build_cli(spark_build["recipe"], key, registry, spark_build["work"] / "out3",
-                        capsys, "--tag", "ppml-test/pyspark-sql-agg:it3")
+    changed = build_cli(
+        spark_build["recipe"],
+        key,
+        registry,
+        spark_build["work"] / "out3",
+        capsys,
+        "--tag",
+        "ppml-test/pyspark-sql-agg:it3",
+    )
     assert changed["mrenclave"] != first["mrenclave"]
     assert changed["mrsigner"] == first["mrsigner"]
     assert changed["stats"]["app_files_hashed"] == 1
 
 
-def test_no_key_material_anywhere(pushed_bases, key, registry, tmp_path, capsys,
-                                  docker_client, monkeypatch):
+def test_no_key_material_anywhere(
+    pushed_bases, key, registry, tmp_path, capsys, docker_client, monkeypatch
+):
     private = serialization.load_pem_private_key(key.read_bytes(), None)
     numbers = private.private_numbers()
-    pem_lines = [line for line in key.read_bytes().splitlines()
-                 if line and not line.startswith(b"-----")]
-    der = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem_lines = [
+        line for line in key.read_bytes().splitlines() if line and not line.startswith(b"-----")
+    ]
+    der = private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     needles = [line for line in pem_lines if len(line) >= 40] + [
-        der[40:104], numbers.d.to_bytes(384, "big")[:48], numbers.p.to_bytes(192, "big")[:48],
-        numbers.d.to_bytes(384, "little")[:48], base64.b64encode(der)[40:100]]
+        der[40:104],
+        numbers.d.to_bytes(384, "big")[:48],
+        numbers.p.to_bytes(192, "big")[:48],
+        numbers.d.to_bytes(384, "little")[:48],
+        base64.b64encode(der)[40:100],
+    ]
     # The registry password too, bare and in the Basic header form the base-index reader sends.
-    needles += [registry.password.encode(),
-                base64.b64encode(f"{registry.username}:{registry.password}".encode())]
+    needles += [
+        registry.password.encode(),
+        base64.b64encode(f"{registry.username}:{registry.password}".encode()),
+    ]
 
     def scan(blob: bytes, where: str) -> None:
         for needle in needles:
@@ -222,16 +276,26 @@ def test_no_key_material_anywhere(pushed_bases, key, registry, tmp_path, capsys,
     monkeypatch.setattr(app_layer, "build_image", scanning_build_image)  # the app layer
     remote, _ = pushed_bases["spark"]
     recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
-    summary = build_cli(recipe, key, registry, tmp_path / "out", capsys,
-                        "--tag", "ppml-test/keyscan:it", "--policy", "ita")
+    summary = build_cli(
+        recipe,
+        key,
+        registry,
+        tmp_path / "out",
+        capsys,
+        "--tag",
+        "ppml-test/keyscan:it",
+        "--policy",
+        "ita",
+    )
     assert len(contexts) == 2  # app layer and final image, both scanned
     scan(summary["_stderr"].encode() + json.dumps(summary).encode(), "the build's output")
     for path in (tmp_path / "out").rglob("*"):
         scan(path.read_bytes(), f"output {path.name}")
     history = docker_client.api.history("ppml-test/keyscan:it")
     scan(json.dumps(history).encode(), "docker history")
-    scan(json.dumps(docker_client.api.inspect_image("ppml-test/keyscan:it")).encode(),
-         "image config")
+    scan(
+        json.dumps(docker_client.api.inspect_image("ppml-test/keyscan:it")).encode(), "image config"
+    )
     for path in Path(os.environ["PPML_BUILD_CACHE_DIR"]).rglob("*"):
         if path.is_file():  # hash cache and base indexes (gzip'd JSON)
             data = path.read_bytes()
@@ -239,16 +303,17 @@ def test_no_key_material_anywhere(pushed_bases, key, registry, tmp_path, capsys,
     saved = b"".join(docker_client.images.get("ppml-test/keyscan:it").save(named=True))
     scan(saved, "docker save")
     # and the layers are really in there: the manifest we wrote is found in the save stream
-    assert (tmp_path / "out" / "pyspark-sql-agg.manifest.sgx").read_bytes()[:200] in saved or \
-        b"pyspark-sql-agg.manifest.sgx" in saved
+    assert (tmp_path / "out" / "pyspark-sql-agg.manifest.sgx").read_bytes()[
+        :200
+    ] in saved or b"pyspark-sql-agg.manifest.sgx" in saved
 
 
-def test_flink_build_and_native_run(pushed_bases, key, registry, tmp_path, capsys,
-                                    docker_client):
+def test_flink_build_and_native_run(pushed_bases, key, registry, tmp_path, capsys, docker_client):
     remote, digest = pushed_bases["flink"]
     recipe_path = copy_recipe(FLINK_RECIPE, tmp_path / "recipe", remote, digest)
-    summary = build_cli(recipe_path, key, registry, tmp_path / "out", capsys,
-                        "--tag", "ppml-test/pyflink-table:it")
+    summary = build_cli(
+        recipe_path, key, registry, tmp_path / "out", capsys, "--tag", "ppml-test/pyflink-table:it"
+    )
     record = json.loads((tmp_path / "out" / "measurement.json").read_text())
     assert record["mrenclave"] == summary["mrenclave"] and record["base"]["digest"] == digest
     result = run_native(docker_client, "ppml-test/pyflink-table:it", load_recipe(recipe_path))
@@ -260,10 +325,21 @@ def test_flink_build_and_native_run(pushed_bases, key, registry, tmp_path, capsy
 
 # --- failures: one line, exit 2, nothing written ---------------------------------------------
 
+
 def fail_cli(recipe: Path, key: Path, auth: Path, out: Path, capsys, env=None) -> str:
     capsys.readouterr()
-    code = main(["build", str(recipe), "--key", str(key), "--registry-auth", str(auth),
-                 "--output-dir", str(out)])
+    code = main(
+        [
+            "build",
+            str(recipe),
+            "--key",
+            str(key),
+            "--registry-auth",
+            str(auth),
+            "--output-dir",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
     assert not out.exists()
@@ -283,8 +359,9 @@ def test_wrong_registry_password(pushed_bases, key, registry, tmp_path, capsys):
 
 
 def test_missing_base_image(pushed_bases, key, registry, tmp_path, capsys):
-    recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe",
-                         f"{registry.address}/ppml/no-such-image:1")
+    recipe = copy_recipe(
+        SPARK_RECIPE, tmp_path / "recipe", f"{registry.address}/ppml/no-such-image:1"
+    )
     line = fail_cli(recipe, key, registry.auth_file, tmp_path / "out", capsys)
     assert "no-such-image" in line
 
@@ -304,13 +381,13 @@ def test_docker_not_running(pushed_bases, key, registry, tmp_path, capsys, monke
     assert "cannot reach the Docker engine" in line and "docker-up.sh" in line
 
 
-def test_push_records_the_pushed_digest(pushed_bases, key, registry, tmp_path, capsys,
-                                        docker_client):
+def test_push_records_the_pushed_digest(
+    pushed_bases, key, registry, tmp_path, capsys, docker_client
+):
     remote, _ = pushed_bases["spark"]
     recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
     target = f"{registry.address}/ppml/pyspark-sql-agg:pushed"
-    summary = build_cli(recipe, key, registry, tmp_path / "out", capsys, "--tag", target,
-                        "--push")
+    summary = build_cli(recipe, key, registry, tmp_path / "out", capsys, "--tag", target, "--push")
     record = json.loads((tmp_path / "out" / "measurement.json").read_text())
     assert record["image"]["reference"] == target
     digest = record["image"]["digest"]
@@ -323,8 +400,19 @@ def test_push_needs_a_registry_in_the_tag(pushed_bases, key, registry, tmp_path,
     remote, _ = pushed_bases["spark"]
     recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
     capsys.readouterr()
-    code = main(["build", str(recipe), "--key", str(key), "--registry-auth",
-                 str(registry.auth_file), "--output-dir", str(tmp_path / "out"), "--push"])
+    code = main(
+        [
+            "build",
+            str(recipe),
+            "--key",
+            str(key),
+            "--registry-auth",
+            str(registry.auth_file),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--push",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--push needs --tag with a registry" in err
     assert not (tmp_path / "out").exists()

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build.image import engine
 from ppml_build.cli import main
+from ppml_build.image import engine
 from ppml_build.image.tarfs import keep_paths
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -81,8 +81,11 @@ def watched(tmp_path, monkeypatch):
     engine_listener, registry_listener = Listener(engine_sock), Listener(registry_sock)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
     monkeypatch.delenv("PPML_KEY_PASSPHRASE", raising=False)
-    yield {"engine": engine_listener, "registry": registry_listener,
-           "base": f"127.0.0.1:{registry_sock.getsockname()[1]}/ppml/spark-gramine:1"}
+    yield {
+        "engine": engine_listener,
+        "registry": registry_listener,
+        "base": f"127.0.0.1:{registry_sock.getsockname()[1]}/ppml/spark-gramine:1",
+    }
     engine_listener.close()
     registry_listener.close()
 
@@ -97,8 +100,9 @@ def build_refused(recipe: Path, key: Path, out: Path, capsys) -> str:
     return err[0]
 
 
-def test_links_out_of_the_recipe_are_refused_before_the_engine_is_asked(key, tmp_path, capsys,
-                                                                        watched):
+def test_links_out_of_the_recipe_are_refused_before_the_engine_is_asked(
+    key, tmp_path, capsys, watched
+):
     """conf/ links to a host secret, the signing key (PEM and DER) and a host directory: each
     is refused in turn (names are walked in sorted order), and nothing reaches the engine or
     the registry."""
@@ -107,13 +111,21 @@ def test_links_out_of_the_recipe_are_refused_before_the_engine_is_asked(key, tmp
     (host / ".ssh" / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
     (host / "passphrase.txt").write_text("hunter2\n")
     private = serialization.load_pem_private_key(key.read_bytes(), None)
-    (host / "enclave-key.der").write_bytes(private.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    (host / "enclave-key.der").write_bytes(
+        private.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     recipe = recipe_with_conf(tmp_path / "recipe", watched["base"])
     conf = recipe.parent / "conf"
-    links = {"a-passphrase": host / "passphrase.txt", "b-key.pem": key,
-             "c-key.der": host / "enclave-key.der", "d-ssh": host / ".ssh"}
+    links = {
+        "a-passphrase": host / "passphrase.txt",
+        "b-key.pem": key,
+        "c-key.der": host / "enclave-key.der",
+        "d-ssh": host / ".ssh",
+    }
     for name, target in links.items():
         (conf / name).symlink_to(target)
     # A `..` chain to the key is refused just the same.
@@ -122,19 +134,20 @@ def test_links_out_of_the_recipe_are_refused_before_the_engine_is_asked(key, tmp
 
     expected = {
         "a-passphrase": f"to '{host}/passphrase.txt', outside the recipe's directory; copy "
-                        "the file in instead",
+        "the file in instead",
         "b-key.pem": f"to '{key}', outside the recipe's directory; copy the file in instead",
         "c-key.der": f"to '{host}/enclave-key.der', outside the recipe's directory; copy the "
-                     "file in instead",
-        "d-ssh": f"to '{host}/.ssh', outside the recipe's directory; copy the directory in "
-                 "instead",
+        "file in instead",
+        "d-ssh": f"to '{host}/.ssh', outside the recipe's directory; copy the directory in instead",
         "e-relative.pem": f"(-> '{relative}') that leads to '{key}', outside the recipe's "
-                          "directory; copy the file in instead",
+        "directory; copy the file in instead",
     }
     for name, tail in expected.items():
         line = build_refused(recipe, key, tmp_path / "out", capsys)
-        assert line == (f"ppml-build: error: {recipe}: app.files[1].src: 'conf/' holds a link "
-                        f"'conf/{name}' {tail}")
+        assert line == (
+            f"ppml-build: error: {recipe}: app.files[1].src: 'conf/' holds a link "
+            f"'conf/{name}' {tail}"
+        )
         (conf / name).unlink()
         # `validate` says the same, so CI catches it before anyone builds
         assert main(["validate", str(recipe)]) == (2 if name != "e-relative.pem" else 0)
@@ -144,9 +157,11 @@ def test_links_out_of_the_recipe_are_refused_before_the_engine_is_asked(key, tmp
 
 # --- with a real engine: links that stay inside reach the image as links --------------------
 
+
 @pytest.mark.docker
 def test_links_inside_the_tree_are_links_in_the_image_and_trusted_as_it_has_them(
-        pushed_bases, key, registry, docker_client, tmp_path, capsys):
+    pushed_bases, key, registry, docker_client, tmp_path, capsys
+):
     remote, _ = pushed_bases["spark"]
     recipe = recipe_with_conf(tmp_path / "recipe", remote)
     conf = recipe.parent / "conf"
@@ -158,13 +173,27 @@ def test_links_inside_the_tree_are_links_in_the_image_and_trusted_as_it_has_them
     out = tmp_path / "out"
     image = "ppml-test/links:it"
     capsys.readouterr()
-    code = main(["build", str(recipe), "--key", str(key), "--registry-auth",
-                 str(registry.auth_file), "--output-dir", str(out), "--tag", image,
-                 "--date", "2026-11-01"])
+    code = main(
+        [
+            "build",
+            str(recipe),
+            "--key",
+            str(key),
+            "--registry-auth",
+            str(registry.auth_file),
+            "--output-dir",
+            str(out),
+            "--tag",
+            image,
+            "--date",
+            "2026-11-01",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
 
-    container = docker_client.containers.create(image, entrypoint=["/nonexistent"],
-                                                network_mode="none")
+    container = docker_client.containers.create(
+        image, entrypoint=["/nonexistent"], network_mode="none"
+    )
     try:
         chunks, _ = container.get_archive("/app/conf")
         with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
@@ -177,21 +206,28 @@ def test_links_inside_the_tree_are_links_in_the_image_and_trusted_as_it_has_them
     assert members["conf/sub/up.conf"].linkname == "../app.conf"
     assert members["conf/shared.conf"].isreg()
 
-    listed = {item["path"]: item["sha256"] for item in
-              json.loads((out / "trusted-files.json").read_text())["files"]
-              if item["path"].startswith("/app/conf/")}
+    listed = {
+        item["path"]: item["sha256"]
+        for item in json.loads((out / "trusted-files.json").read_text())["files"]
+        if item["path"].startswith("/app/conf/")
+    }
     app_conf = hashlib.sha256(b"threads=2\n").hexdigest()
-    assert listed == {"/app/conf/app.conf": app_conf, "/app/conf/current.conf": app_conf,
-                      "/app/conf/sub/up.conf": app_conf,
-                      "/app/conf/shared.conf": hashlib.sha256(b"shared=1\n").hexdigest()}
+    assert listed == {
+        "/app/conf/app.conf": app_conf,
+        "/app/conf/current.conf": app_conf,
+        "/app/conf/sub/up.conf": app_conf,
+        "/app/conf/shared.conf": hashlib.sha256(b"shared=1\n").hexdigest(),
+    }
 
     # And the whole manifest, rendered from a real export of the built image, is the same.
-    from ppml_build.pipeline import load_and_plan
     from ppml_build.gramine.render import render_for_rootfs
+    from ppml_build.pipeline import load_and_plan
 
     parsed, plan = load_and_plan(recipe)
     fs = engine.export_image_rootfs(
-        docker_client, image,
-        keep=lambda path: keep_paths(LIBPAL)(path) or path.startswith("/ppml/launch/"))
+        docker_client,
+        image,
+        keep=lambda path: keep_paths(LIBPAL)(path) or path.startswith("/ppml/launch/"),
+    )
     rendered = render_for_rootfs(parsed, plan, fs, "export")
     assert rendered.data == (out / "pyspark-sql-agg.manifest.sgx").read_bytes()

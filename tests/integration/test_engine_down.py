@@ -10,9 +10,9 @@ import socket
 
 import pytest
 
-from ppml_build.image import engine
 from ppml_build.cli import main
 from ppml_build.errors import ImageError
+from ppml_build.image import engine
 
 
 @pytest.fixture
@@ -47,5 +47,7 @@ def test_cli_reports_engine_down_in_one_line_without_traceback(dead_socket, caps
     captured = capsys.readouterr()
     assert code == 2
     lines = captured.err.strip().splitlines()
-    assert lines == [lines[0]] and lines[0].startswith("ppml-build: error: cannot reach the Docker engine")
+    assert lines == [lines[0]] and lines[0].startswith(
+        "ppml-build: error: cannot reach the Docker engine"
+    )
     assert "Traceback" not in captured.err

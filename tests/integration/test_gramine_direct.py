@@ -16,15 +16,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_build import copy_recipe, file_from_image
+from test_recipes import EXPECTED, NAMES, RECIPE_DIRS, answer
 
 from ppml_build.build import backends
 from ppml_build.build.options import BuildOptions, BuildResult
-from ppml_build.gramine.direct import run_direct
 from ppml_build.cli import main
+from ppml_build.gramine.direct import run_direct
 from ppml_build.image.docker_build import build_image
 from ppml_build.sign.sigstruct import Sigstruct
-from test_build import copy_recipe, file_from_image
-from test_recipes import EXPECTED, NAMES, RECIPE_DIRS, answer
 
 pytestmark = pytest.mark.docker
 
@@ -49,15 +49,16 @@ def test_job_prints_its_answer_under_gramine_direct(name, builds, docker_client,
     print(f"\n{name}: gramine-direct {run.seconds:.1f} s")
 
 
-def test_a_changed_trusted_file_is_refused_by_the_libos_and_by_verify(builds, docker_client,
-                                                                      capsys):
+def test_a_changed_trusted_file_is_refused_by_the_libos_and_by_verify(
+    builds, docker_client, capsys
+):
     recipe, result = builds.get("spark-java-pi")
     libjava = "/usr/lib/jvm/java-17-openjdk-amd64/lib/libjava.so"
     context = builds.workdir / "tampered"
     context.mkdir(exist_ok=True)
     (context / "Dockerfile").write_text(
-        f"FROM {result.image}\nUSER root\n"
-        f'RUN ["/bin/sh", "-c", "printf x >> {libjava}"]\n')
+        f'FROM {result.image}\nUSER root\nRUN ["/bin/sh", "-c", "printf x >> {libjava}"]\n'
+    )
     tampered = build_image(docker_client, context, tag="ppml-test/tampered:direct", labels={})
     capsys.readouterr()
     code = main(["run-direct", str(recipe), "--image", tampered])
@@ -80,17 +81,28 @@ def gramine_sign(docker_client, image: str, name: str, key: Path) -> tuple[str, 
     (work / "out").mkdir()
     (work / "out").chmod(0o777)
     shutil.copy(key, work / "key" / "key.pem")
-    script = (f"cp /ppml/{name}.manifest.sgx /out/in.manifest && "
-              "gramine-sgx-sign --manifest /out/in.manifest --output /out/out.manifest.sgx "
-              f"--sigfile /out/out.sig --key /key/key.pem --date {SIGN_DATE}")
+    script = (
+        f"cp /ppml/{name}.manifest.sgx /out/in.manifest && "
+        "gramine-sgx-sign --manifest /out/in.manifest --output /out/out.manifest.sgx "
+        f"--sigfile /out/out.sig --key /key/key.pem --date {SIGN_DATE}"
+    )
     output = docker_client.containers.run(
-        image, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True,
-        volumes={str(work / "key"): {"bind": "/key", "mode": "ro"},
-                 str(work / "out"): {"bind": "/out", "mode": "rw"}}).decode()
+        image,
+        entrypoint=["/bin/sh", "-c", script],
+        network_mode="none",
+        remove=True,
+        volumes={
+            str(work / "key"): {"bind": "/key", "mode": "ro"},
+            str(work / "out"): {"bind": "/out", "mode": "rw"},
+        },
+    ).decode()
     measured = re.search(r"^\s*([0-9a-f]{64})\s*$", output, re.M)
     assert measured, output[-2000:]
-    return (measured.group(1), (work / "out" / "out.sig").read_bytes(),
-            (work / "out" / "out.manifest.sgx").read_bytes())
+    return (
+        measured.group(1),
+        (work / "out" / "out.sig").read_bytes(),
+        (work / "out" / "out.manifest.sgx").read_bytes(),
+    )
 
 
 def assert_gramine_agrees(docker_client, result: BuildResult, name: str, key: Path):
@@ -100,8 +112,9 @@ def assert_gramine_agrees(docker_client, result: BuildResult, name: str, key: Pa
     assert theirs == result.record["mrenclave"] == label
     assert Sigstruct.from_bytes(ours).mrenclave.hex() == theirs
     # The signed manifest is already Gramine's fixed point, and the .sig is byte for byte theirs.
-    assert manifest_sgx == file_from_image(docker_client, result.image,
-                                           f"/ppml/{name}.manifest.sgx")
+    assert manifest_sgx == file_from_image(
+        docker_client, result.image, f"/ppml/{name}.manifest.sgx"
+    )
     assert sig_bytes == ours
 
 
@@ -111,13 +124,18 @@ def test_gramine_sgx_sign_gives_our_measurement(name, builds, docker_client, key
     assert_gramine_agrees(docker_client, result, name, key)
 
 
-@pytest.mark.parametrize("enclave", [
-    {"size": "8G", "max_threads": 200},
-    {"edmm": True},
-    {"debug": True, "size": "16G", "max_threads": 512},
-], ids=["8G-200-threads", "edmm", "debug-16G-512-threads"])
-def test_gramine_sgx_sign_agrees_in_other_configurations(enclave, pushed_bases, key, registry,
-                                                         docker_client, tmp_path):
+@pytest.mark.parametrize(
+    "enclave",
+    [
+        {"size": "8G", "max_threads": 200},
+        {"edmm": True},
+        {"debug": True, "size": "16G", "max_threads": 512},
+    ],
+    ids=["8G-200-threads", "edmm", "debug-16G-512-threads"],
+)
+def test_gramine_sgx_sign_agrees_in_other_configurations(
+    enclave, pushed_bases, key, registry, docker_client, tmp_path
+):
     source = next(d for d in RECIPE_DIRS if d.name == "flink-java-wordcount")
     remote, digest = pushed_bases["flink"]
     recipe = copy_recipe(source, tmp_path / "recipe", remote, digest)
@@ -127,9 +145,16 @@ def test_gramine_sgx_sign_agrees_in_other_configurations(enclave, pushed_bases, 
         text = re.sub(rf"(?m)^  {field}: .*$", f"  {field}: {rendered}", text)
     recipe.write_text(text)
     tag = f"ppml-test/configs:{'-'.join(str(v).lower() for v in enclave.values())}"
-    result = backends.build(BuildOptions(
-        recipe=recipe, key=key, output_dir=tmp_path / "out", tag=tag,
-        registry_auth=registry.auth_file, date=SIGN_DATE))
+    result = backends.build(
+        BuildOptions(
+            recipe=recipe,
+            key=key,
+            output_dir=tmp_path / "out",
+            tag=tag,
+            registry_auth=registry.auth_file,
+            date=SIGN_DATE,
+        )
+    )
     record = result.record
     assert record["edmm"] is bool(enclave.get("edmm"))
     assert record["debug"] is bool(enclave.get("debug"))

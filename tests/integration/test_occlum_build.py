@@ -27,20 +27,19 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-
-from ppml_build.build import backends
-from ppml_build.image import app_layer
-from ppml_build.image import engine
-from ppml_build.cli import main
-from ppml_build.errors import ImageError, VerificationError
-from ppml_build.image.docker_build import build_image
-from ppml_build.build.options import BuildOptions
-from ppml_build.recipe import load_recipe
-from ppml_build.sign import keys
-from ppml_build.sign.sigstruct import Sigstruct
 from sdk_enclave_factory import Metadata, sdk_signed_elf
 from sdk_sample_key import lookalike_private_pem
 from sigstruct_reference import signed_sigstruct
+
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions
+from ppml_build.cli import main
+from ppml_build.errors import ImageError, VerificationError
+from ppml_build.image import app_layer, engine
+from ppml_build.image.docker_build import build_image
+from ppml_build.recipe import load_recipe
+from ppml_build.sign import keys
+from ppml_build.sign.sigstruct import Sigstruct
 
 pytestmark = pytest.mark.docker
 
@@ -85,15 +84,15 @@ def occlum_base(docker_client, registry, spark_base, standin_enclave, tmp_path_f
     context = tmp_path_factory.mktemp("occlum-standin")
     shutil.copytree(STANDIN_DIR, context, dirs_exist_ok=True)
     (context / "enclave.signed.so").write_bytes(standin_enclave)
-    build_image(docker_client, context, tag=STANDIN_TAG,
-                buildargs={"BASE": spark_base.reference})
+    build_image(docker_client, context, tag=STANDIN_TAG, buildargs={"BASE": spark_base.reference})
     remote = f"{registry.address}/{STANDIN_TAG}"
     docker_client.images.get(STANDIN_TAG).tag(remote)
     return remote, engine.push_image(docker_client, remote, auth=registry.auth)
 
 
-def occlum_recipe(target: Path, base: str, digest: str | None, *, debug: bool = True,
-                  edmm: bool = False) -> Path:
+def occlum_recipe(
+    target: Path, base: str, digest: str | None, *, debug: bool = True, edmm: bool = False
+) -> Path:
     """The repository's PySpark recipe, switched to Occlum and to the stand-in enclave's ISV
     values."""
     shutil.copytree(SPARK_RECIPE, target)
@@ -116,12 +115,22 @@ def key_needles(key: Path) -> list[bytes]:
     private = serialization.load_pem_private_key(key.read_bytes(), None)
     numbers = private.private_numbers()
     pems = [key.read_bytes(), keys.private_key_pem(private)]
-    lines = {line for pem in pems for line in pem.splitlines()
-             if len(line) >= 40 and not line.startswith(b"-----")}
-    raw = [value.to_bytes(size, order)[:48]
-           for value, size in ((numbers.d, 384), (numbers.p, 192), (numbers.q, 192),
-                               (numbers.dmp1, 192))
-           for order in ("big", "little")]
+    lines = {
+        line
+        for pem in pems
+        for line in pem.splitlines()
+        if len(line) >= 40 and not line.startswith(b"-----")
+    }
+    raw = [
+        value.to_bytes(size, order)[:48]
+        for value, size in (
+            (numbers.d, 384),
+            (numbers.p, 192),
+            (numbers.q, 192),
+            (numbers.dmp1, 192),
+        )
+        for order in ("big", "little")
+    ]
     return sorted(lines) + raw
 
 
@@ -161,18 +170,32 @@ def built(occlum_base, signing_key, registry, docker_client, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app_layer, "build_image", recording_build_image)
         patch.setattr(tempfile, "tempdir", str(tmp))
-        result = backends.build(BuildOptions(
-            recipe=recipe, key=signing_key, output_dir=work / "out",
-            tag="ppml-test/pyspark-occlum:it", registry_auth=registry.auth_file),
-            say=said.append)
+        result = backends.build(
+            BuildOptions(
+                recipe=recipe,
+                key=signing_key,
+                output_dir=work / "out",
+                tag="ppml-test/pyspark-occlum:it",
+                registry_auth=registry.auth_file,
+            ),
+            say=said.append,
+        )
         leftovers = sorted(p.name for p in tmp.iterdir())
-    return {"result": result, "recipe": recipe, "out": work / "out", "work": work,
-            "contexts": contexts, "said": said, "tmp_leftovers": leftovers, "digest": digest}
+    return {
+        "result": result,
+        "recipe": recipe,
+        "out": work / "out",
+        "work": work,
+        "contexts": contexts,
+        "said": said,
+        "tmp_leftovers": leftovers,
+        "digest": digest,
+    }
 
 
-def test_record_and_labels_carry_exactly_the_signed_enclaves_values(built, docker_client,
-                                                                    standin_enclave,
-                                                                    signer_mrsigner):
+def test_record_and_labels_carry_exactly_the_signed_enclaves_values(
+    built, docker_client, standin_enclave, signer_mrsigner
+):
     out = built["out"]
     record = json.loads((out / "measurement.json").read_text())
     assert record == built["result"].record
@@ -195,7 +218,7 @@ def test_record_and_labels_carry_exactly_the_signed_enclaves_values(built, docke
     assert labels["ppml.libos"] == "occlum 0.31"
     assert labels["ppml.edmm"] == "false" and labels["ppml.debug"] == "true"
     assert labels["ppml.base.digest"] == built["digest"]
-    assert labels["ppml.libos.standin"] == "true"          # inherited: this is the stand-in
+    assert labels["ppml.libos.standin"] == "true"  # inherited: this is the stand-in
 
     # The enclave in the image is the stand-in's, byte for byte, and the .sig written is the
     # SIGSTRUCT read from it.
@@ -218,16 +241,18 @@ def test_sigstruct_view_of_the_image_enclave_agrees(built, docker_client, tmp_pa
 
 def test_the_image_runs_occlum_run_in_the_instance(built, docker_client):
     config = docker_client.api.inspect_image("ppml-test/pyspark-occlum:it")["Config"]
-    assert config["Entrypoint"] == ["/opt/occlum/build/bin/occlum", "run",
-                                    "/opt/spark/bin/spark-submit"]
+    assert config["Entrypoint"] == [
+        "/opt/occlum/build/bin/occlum",
+        "run",
+        "/opt/spark/bin/spark-submit",
+    ]
     recipe = load_recipe(built["recipe"])
     assert config["Cmd"] == recipe.app.command[1:]
     assert config["WorkingDir"] == INSTANCE
-    assert not config.get("Volumes")        # the key mount left no VOLUME behind
+    assert not config.get("Volumes")  # the key mount left no VOLUME behind
     # Run it: the entrypoint reaches `occlum run` (the stand-in refuses; a real one would need
     # --device /dev/sgx_enclave).
-    container = docker_client.containers.create("ppml-test/pyspark-occlum:it",
-                                                network_mode="none")
+    container = docker_client.containers.create("ppml-test/pyspark-occlum:it", network_mode="none")
     try:
         container.start()
         assert container.wait(timeout=60)["StatusCode"] == 1
@@ -238,8 +263,9 @@ def test_the_image_runs_occlum_run_in_the_instance(built, docker_client):
 
 
 def test_the_key_was_a_readonly_mount_in_a_container_without_network(built, docker_client):
-    report = file_from_image(docker_client, "ppml-test/pyspark-occlum:it",
-                             f"{INSTANCE}/.ppml-standin-report").decode()
+    report = file_from_image(
+        docker_client, "ppml-test/pyspark-occlum:it", f"{INSTANCE}/.ppml-standin-report"
+    ).decode()
     facts = dict(line.split(": ", 1) for line in report.splitlines() if ": " in line)
     assert facts["sign_key"] == "/run/ppml-signing-key/enclave-key.pem"
     assert facts["sign_key_readable"] == "yes"
@@ -250,19 +276,20 @@ def test_the_key_was_a_readonly_mount_in_a_container_without_network(built, dock
 
 
 def test_bom_pins_and_occlum_json_match_the_build_container(built, docker_client):
-    from unit.test_occlum_config import OcclumJson031   # the independent 0.31 schema model
+    from unit.test_occlum_config import OcclumJson031  # the independent 0.31 schema model
 
     out = built["out"]
     occlum_json = (out / "Occlum.json").read_bytes()
     OcclumJson031.model_validate(json.loads(occlum_json))
     image = "ppml-test/pyspark-occlum:it"
     assert file_from_image(docker_client, image, f"{INSTANCE}/Occlum.json") == occlum_json
-    assert file_from_image(docker_client, image, "/ppml/bom.yaml") == \
-        (out / "bom.yaml").read_bytes()
+    assert (
+        file_from_image(docker_client, image, "/ppml/bom.yaml") == (out / "bom.yaml").read_bytes()
+    )
     report = file_from_image(docker_client, image, f"{INSTANCE}/.ppml-standin-report").decode()
     verified = int(re.search(r"pinned_files_verified=(\d+)", report).group(1))
     pins = len(re.findall(r"(?m)^\s+hash: ", (out / "bom.yaml").read_text()))
-    assert verified == pins >= 3    # the app file, /etc files, the python binary
+    assert verified == pins >= 3  # the app file, /etc files, the python binary
     job = (built["recipe"].parent / "job.py").read_bytes()
     assert file_from_image(docker_client, image, f"{INSTANCE}/image/app/job.py") == job
     assert (out / "occlum-build.log").read_text().count("ppml-step: ") >= 4
@@ -299,66 +326,95 @@ def test_the_keys_temp_dir_is_gone_after_the_build(built):
     assert built["tmp_leftovers"] == []
 
 
-@pytest.mark.parametrize("debug, edmm, needle", [
-    (False, False, "the signed enclave is debuggable"),
-    (True, True, "signed without EDMM"),
-])
+@pytest.mark.parametrize(
+    "debug, edmm, needle",
+    [
+        (False, False, "the signed enclave is debuggable"),
+        (True, True, "signed without EDMM"),
+    ],
+)
 def test_an_enclave_unlike_the_recipe_is_refused_and_nothing_is_left(
-        occlum_base, signing_key, registry, docker_client, tmp_path, debug, edmm, needle):
+    occlum_base, signing_key, registry, docker_client, tmp_path, debug, edmm, needle
+):
     remote, digest = occlum_base
     recipe = occlum_recipe(tmp_path / "recipe", remote, digest, debug=debug, edmm=edmm)
     tag = f"ppml-test/pyspark-occlum-refused:{int(debug)}{int(edmm)}"
     with pytest.raises(VerificationError) as err:
-        backends.build(BuildOptions(recipe=recipe, key=signing_key, output_dir=tmp_path / "out",
-                                    tag=tag, registry_auth=registry.auth_file))
+        backends.build(
+            BuildOptions(
+                recipe=recipe,
+                key=signing_key,
+                output_dir=tmp_path / "out",
+                tag=tag,
+                registry_auth=registry.auth_file,
+            )
+        )
     message = str(err.value)
     assert needle in message and "\n" not in message
     assert message.startswith(SIGNED)
     assert not (tmp_path / "out" / "measurement.json").exists()
     assert not docker_client.images.list(name=tag)
     assert not leftover_build_containers(docker_client)
-    if edmm:   # the stand-in saw the flag we passed
+    if edmm:  # the stand-in saw the flag we passed
         log = (tmp_path / "out" / "occlum-build.log").read_text()
         assert "--enable-edmm Y" in log
 
 
-def test_a_base_without_occlum_fails_in_one_line(spark_base, signing_key, registry, tmp_path,
-                                                 docker_client, occlum_base):
+def test_a_base_without_occlum_fails_in_one_line(
+    spark_base, signing_key, registry, tmp_path, docker_client, occlum_base
+):
     remote = f"{registry.address}/ppml-test/spark-no-occlum:1"
     docker_client.images.get(spark_base.reference).tag(remote)
     engine.push_image(docker_client, remote, auth=registry.auth)
     recipe = occlum_recipe(tmp_path / "recipe", remote, None)
     with pytest.raises(ImageError) as err:
-        backends.build(BuildOptions(recipe=recipe, key=signing_key, output_dir=tmp_path / "out",
-                                    tag="ppml-test/no-occlum:it",
-                                    registry_auth=registry.auth_file))
+        backends.build(
+            BuildOptions(
+                recipe=recipe,
+                key=signing_key,
+                output_dir=tmp_path / "out",
+                tag="ppml-test/no-occlum:it",
+                registry_auth=registry.auth_file,
+            )
+        )
     message = str(err.value)
     assert "has no `occlum`" in message and "\n" not in message
     assert not docker_client.images.list(name="ppml-test/no-occlum")
 
 
-def test_cli_build_prints_the_summary_and_refusals_exit_1(built, occlum_base, signing_key,
-                                                          signer_mrsigner, registry, tmp_path,
-                                                          capsys):
+def test_cli_build_prints_the_summary_and_refusals_exit_1(
+    built, occlum_base, signing_key, signer_mrsigner, registry, tmp_path, capsys
+):
     remote, digest = occlum_base
     recipe = occlum_recipe(tmp_path / "ok", remote, digest)
     common = ["--key", str(signing_key), "--registry-auth", str(registry.auth_file)]
     capsys.readouterr()
-    code = main(["build", str(recipe), *common, "--output-dir", str(tmp_path / "out"),
-                 "--tag", "ppml-test/pyspark-occlum:cli", "--json"])
+    code = main(
+        [
+            "build",
+            str(recipe),
+            *common,
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--tag",
+            "ppml-test/pyspark-occlum:cli",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(captured.out)
     assert summary["mrenclave"] == STANDIN_MRENCLAVE and summary["mrsigner"] == signer_mrsigner
     assert summary["image"] == "ppml-test/pyspark-occlum:cli"
-    assert summary["stats"]["base_index_cached"] is True     # the module build indexed it
+    assert summary["stats"]["base_index_cached"] is True  # the module build indexed it
 
     # Occlum's default key, the SDK sample key (refused by its public half, so a key file with
     # only that half will do), without --insecure-sample-key: refused before any Docker work.
     sample = tmp_path / "Enclave.pem"
     sample.write_bytes(lookalike_private_pem())
-    code = main(["build", str(recipe), "--key", str(sample), "--output-dir",
-                 str(tmp_path / "out2")])
+    code = main(
+        ["build", str(recipe), "--key", str(sample), "--output-dir", str(tmp_path / "out2")]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "sample key" in err[0]
     assert not (tmp_path / "out2").exists()

@@ -28,14 +28,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+# Fixtures and helpers shared with the build tests (same bases, key and cache isolation).
+from test_build import copy_recipe, expected_spark_lines, file_from_image
+
 from ppml_build.build import backends
 from ppml_build.build.options import BuildOptions, BuildResult
 from ppml_build.cli import main
 from ppml_build.image.native import run_native
 from ppml_build.recipe import load_recipe
 from ppml_build.trace.run import run_trace
-# Fixtures and helpers shared with the build tests (same bases, key and cache isolation).
-from test_build import copy_recipe, expected_spark_lines, file_from_image
 
 pytestmark = pytest.mark.docker
 
@@ -46,6 +47,7 @@ NAMES = [path.name for path in RECIPE_DIRS]
 
 # --- what each job must print ----------------------------------------------------------------
 
+
 def spark_java_pi_lines() -> list[str]:
     n, inside = 2000, 0
     for i in range(n):
@@ -55,22 +57,28 @@ def spark_java_pi_lines() -> list[str]:
 
 
 def spark_sql_parquet_lines() -> list[str]:
-    rows = list(csv.DictReader(io.StringIO(
-        (PROJECT / "recipes/spark/spark-sql-parquet/data/sales.csv").read_text())))
+    rows = list(
+        csv.DictReader(
+            io.StringIO((PROJECT / "recipes/spark/spark-sql-parquet/data/sales.csv").read_text())
+        )
+    )
     groups: dict[tuple[str, str], list[int]] = {}
     for row in rows:
         slot = groups.setdefault((row["region"], row["product"]), [0, 0, 0])
         slot[0] += 1
         slot[1] += int(row["quantity"])
         slot[2] += int(row["quantity"]) * int(row["unit_price_cents"])
-    return ([f"ROWS sales {len(rows)}", f"ROWS summary {len(groups)}"] +
-            [f"RESULT region={r} product={p} orders={o} units={u} revenue_cents={c}"
-             for (r, p), (o, u, c) in sorted(groups.items())])
+    return [f"ROWS sales {len(rows)}", f"ROWS summary {len(groups)}"] + [
+        f"RESULT region={r} product={p} orders={o} units={u} revenue_cents={c}"
+        for (r, p), (o, u, c) in sorted(groups.items())
+    ]
 
 
 def flink_java_wordcount_lines() -> list[str]:
-    source = (PROJECT / "recipes/flink/flink-java-wordcount/src/org/ppmlbuild/examples/"
-              "StreamingWordCount.java").read_text()
+    source = (
+        PROJECT / "recipes/flink/flink-java-wordcount/src/org/ppmlbuild/examples/"
+        "StreamingWordCount.java"
+    ).read_text()
     text = source.split("LINES = {", 1)[1].split("};", 1)[0]
     lines = [json.loads(s) for s in re.findall(r'"(?:[^"\\]|\\.)*"', text)]
     words = [w for line in lines for w in re.split(r"[^a-z']+", line.lower()) if w]
@@ -93,8 +101,9 @@ EXPECTED = {
 
 
 def answer(stdout: str) -> list[str]:
-    return [line for line in stdout.splitlines() if line.startswith(("RESULT ", "ROWS ",
-                                                                      "UPDATES "))]
+    return [
+        line for line in stdout.splitlines() if line.startswith(("RESULT ", "ROWS ", "UPDATES "))
+    ]
 
 
 def test_every_bundled_recipe_has_a_readme_line_and_an_expected_answer():
@@ -106,16 +115,23 @@ def test_every_bundled_recipe_has_a_readme_line_and_an_expected_answer():
 
 # --- builds, shared ----------------------------------------------------------------------------
 
+
 def make_ca_bundle(path: Path) -> bytes:
     """A fresh self-signed CA (PEM): its bytes must never show up in the final image."""
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ppml-test TLS-inspecting proxy")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(private.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(private, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private, hashes.SHA256())
+    )
     pem = cert.public_bytes(serialization.Encoding.PEM)
     path.write_bytes(pem)
     return pem
@@ -140,14 +156,29 @@ class Builds:
                 # Prove the CA reaches the build stage: the build fails if the step cannot
                 # find this run's certificate where the variables point.
                 marker = self.ca_marker.decode()
-                text = recipe.read_text().replace("  steps:\n", (
-                    "  steps:\n    - grep -qF '" + marker + "' \"$PIP_CERT\" && grep -qF '"
-                    + marker + "' \"$SSL_CERT_FILE\"\n"), 1)
+                text = recipe.read_text().replace(
+                    "  steps:\n",
+                    (
+                        "  steps:\n    - grep -qF '"
+                        + marker
+                        + "' \"$PIP_CERT\" && grep -qF '"
+                        + marker
+                        + '\' "$SSL_CERT_FILE"\n'
+                    ),
+                    1,
+                )
                 recipe.write_text(text)
-            result = backends.build(BuildOptions(
-                recipe=recipe, key=self.key, output_dir=self.workdir / f"{name}-out",
-                tag=f"ppml-test/{name}:recipes", registry_auth=self.registry.auth_file,
-                date="2026-11-01", ca_bundle=self.ca_bundle))
+            result = backends.build(
+                BuildOptions(
+                    recipe=recipe,
+                    key=self.key,
+                    output_dir=self.workdir / f"{name}-out",
+                    tag=f"ppml-test/{name}:recipes",
+                    registry_auth=self.registry.auth_file,
+                    date="2026-11-01",
+                    ca_bundle=self.ca_bundle,
+                )
+            )
             self.done[name] = (recipe, result)
         return self.done[name]
 
@@ -158,15 +189,14 @@ class Builds:
 
 # --- the jobs ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", NAMES)
-def test_recipe_builds_and_its_job_prints_the_right_answer(name, builds, docker_client,
-                                                           tmp_path):
+def test_recipe_builds_and_its_job_prints_the_right_answer(name, builds, docker_client, tmp_path):
     recipe_path, result = builds.get(name)
     record = result.record
     kind = next(d for d in RECIPE_DIRS if d.name == name).parent.name
     assert record["base"]["digest"] == builds.bases[kind][1]  # pinned, from the auth registry
-    assert docker_client.images.get(result.image).labels["ppml.mrenclave"] == \
-        record["mrenclave"]
+    assert docker_client.images.get(result.image).labels["ppml.mrenclave"] == record["mrenclave"]
     recipe = load_recipe(recipe_path)
     extra = {}
     if name == "spark-sql-parquet":
@@ -182,14 +212,19 @@ def test_recipe_builds_and_its_job_prints_the_right_answer(name, builds, docker_
         for dataset in ("sales.parquet", "summary.parquet"):
             assert (out / dataset / "_SUCCESS").is_file()
             parts = sorted((out / dataset).glob("part-*.parquet"))
-            assert parts and all(p.read_bytes()[:4] == b"PAR1" == p.read_bytes()[-4:]
-                                 for p in parts)
+            assert parts and all(
+                p.read_bytes()[:4] == b"PAR1" == p.read_bytes()[-4:] for p in parts
+            )
 
 
 # How many LibOS processes each job is: the JVM alone, or Python and the JVM it starts.
-PROCESSES = {"spark-java-pi": ["java"], "flink-java-wordcount": ["java"],
-             "pyspark-sql-agg": ["python3.11", "java"], "spark-sql-parquet": ["python3.11", "java"],
-             "pyflink-table": ["python3.11", "java"]}
+PROCESSES = {
+    "spark-java-pi": ["java"],
+    "flink-java-wordcount": ["java"],
+    "pyspark-sql-agg": ["python3.11", "java"],
+    "spark-sql-parquet": ["python3.11", "java"],
+    "pyflink-table": ["python3.11", "java"],
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -213,18 +248,24 @@ def test_trace_finds_nothing_the_libos_or_the_enclave_would_refuse(name, builds)
     size = doc["manifest_size"]
     # Our kind defaults trust far less than hashing the whole image would, and more than
     # this one run read (other inputs, other code paths).
-    assert size["needed"]["trusted_entries"] < size["shipped"]["trusted_entries"] < \
-        size["hash_everything"]["trusted_entries"]
+    assert (
+        size["needed"]["trusted_entries"]
+        < size["shipped"]["trusted_entries"]
+        < size["hash_everything"]["trusted_entries"]
+    )
     assert size["shipped"]["bytes_hashed"] < size["hash_everything"]["bytes_hashed"]
-    print(f"\n{name}: trusted entries / bytes hashed: shipped "
-          f"{size['shipped']['trusted_entries']} / {size['shipped']['bytes_hashed']}, "
-          f"hash-everything {size['hash_everything']['trusted_entries']} / "
-          f"{size['hash_everything']['bytes_hashed']}, read "
-          f"{size['needed']['trusted_entries']} / {size['needed']['bytes_hashed']} "
-          f"({doc['seconds']} s)")
+    print(
+        f"\n{name}: trusted entries / bytes hashed: shipped "
+        f"{size['shipped']['trusted_entries']} / {size['shipped']['bytes_hashed']}, "
+        f"hash-everything {size['hash_everything']['trusted_entries']} / "
+        f"{size['hash_everything']['bytes_hashed']}, read "
+        f"{size['needed']['trusted_entries']} / {size['needed']['bytes_hashed']} "
+        f"({doc['seconds']} s)"
+    )
 
 
 # --- the build stage ---------------------------------------------------------------------------
+
 
 def test_build_outputs_are_trusted_with_the_bytes_in_the_image(builds, docker_client):
     recipe_path, result = builds.get("spark-java-pi")
@@ -251,7 +292,7 @@ def scan_stream(chunks, needle: bytes) -> bool:
     for chunk in chunks:
         if needle in tail + chunk:
             return True
-        tail = (tail + chunk)[-len(needle):]
+        tail = (tail + chunk)[-len(needle) :]
     return False
 
 
@@ -270,8 +311,10 @@ def test_ca_bundle_reaches_the_build_stage_but_not_the_final_image(builds, docke
 
 # --- trace catches what is missing -------------------------------------------------------------
 
-def test_trace_reports_untrusted_reads_and_suggests_the_fix(builds, docker_client, tmp_path,
-                                                            capsys):
+
+def test_trace_reports_untrusted_reads_and_suggests_the_fix(
+    builds, docker_client, tmp_path, capsys
+):
     recipe_path, result = builds.get("spark-java-pi")
     manifest = tomllib.loads((result.output_dir / "spark-java-pi.manifest.sgx").read_text())
     dropped = {"file:/etc/os-release", "file:/app/spark-java-pi.jar"}
@@ -281,8 +324,9 @@ def test_trace_reports_untrusted_reads_and_suggests_the_fix(builds, docker_clien
     broken = tmp_path / "broken.manifest.sgx"
     broken.write_text(tomli_w.dumps(manifest))
     capsys.readouterr()
-    code = main(["trace", str(recipe_path), "--image", result.image, "--manifest", str(broken),
-                 "--suggest"])
+    code = main(
+        ["trace", str(recipe_path), "--image", result.image, "--manifest", str(broken), "--suggest"]
+    )
     out = capsys.readouterr().out
     assert code == 1, out
     assert "untrusted reads (the enclave would refuse them): 2" in out

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from ppml_build.image import engine
 from ppml_build.errors import ImageError
+from ppml_build.image import engine
 
 pytestmark = pytest.mark.docker
 
@@ -43,7 +43,9 @@ def test_push_then_pull_records_the_registry_digest(docker_client, registry, deb
     assert pulled.repo_digest == digest
     assert pulled.image_id == debian_base.image_id
     assert pulled.reference == reference
-    by_digest = engine.pull_image(docker_client, f"{reference.rsplit(':', 1)[0]}@{digest}", auth=registry.auth)
+    by_digest = engine.pull_image(
+        docker_client, f"{reference.rsplit(':', 1)[0]}@{digest}", auth=registry.auth
+    )
     assert by_digest.repo_digest == digest and by_digest.image_id == debian_base.image_id
 
 

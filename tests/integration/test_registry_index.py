@@ -43,13 +43,17 @@ def _client(registry, docker_client, password=None):
     auth = dict(registry.auth)
     if password is not None:
         auth["password"] = password
-    return RegistryClient(registry.address, credentials=credentials_for(registry.address, auth),
-                          insecure=True)
+    return RegistryClient(
+        registry.address, credentials=credentials_for(registry.address, auth), insecure=True
+    )
 
 
 def _view(fs):
-    entries = {p: (e.kind, e.mode, e.size, e.link_target) for p, e in fs.entries.items()
-               if p not in ENGINE_MANAGED_PATHS and p != "/"}
+    entries = {
+        p: (e.kind, e.mode, e.size, e.link_target)
+        for p, e in fs.entries.items()
+        if p not in ENGINE_MANAGED_PATHS and p != "/"
+    }
     files = {p: d.sha256 for p, d in fs.files.items() if p not in ENGINE_MANAGED_PATHS}
     return entries, files
 
@@ -77,36 +81,63 @@ def test_registry_index_equals_the_engine_export(whiteout_image, registry, docke
 
     assert _view(from_registry) == _view(exported)
     assert len(from_registry.entries) > 3000  # a whole Debian tree
-    for gone in ("/usr/share/doc", "/opt/gone", "/opt/app/keep", "/opt/app/sub/old",
-                 "/srv/tree/a"):
+    for gone in ("/usr/share/doc", "/opt/gone", "/opt/app/keep", "/opt/app/sub/old", "/srv/tree/a"):
         assert from_registry.lstat(gone) is None, gone
     assert sorted(from_registry.listdir("/opt/app")) == ["hard", "link", "sub"]
     assert from_registry.listdir("/srv/tree") == []
-    assert from_registry.read_bytes("/opt/app/hard") == b"new\n" == exported.read_bytes("/opt/app/hard")
+    assert (
+        from_registry.read_bytes("/opt/app/hard")
+        == b"new\n"
+        == exported.read_bytes("/opt/app/hard")
+    )
     assert from_registry.lstat("/").mode == exported.lstat("/").mode
 
 
-def test_job_hands_over_only_the_pulled_image(whiteout_image, registry, docker_client,
-                                              tmp_path):
+def test_job_hands_over_only_the_pulled_image(whiteout_image, registry, docker_client, tmp_path):
     remote, image_id = whiteout_image
     config = docker_client.info()["RegistryConfig"]
-    job = BaseIndexJob(remote, auth=registry.auth, registry_config=config, keep_prefixes=KEEP,
-                       use_cache=True, cache_dir=tmp_path).start()
+    job = BaseIndexJob(
+        remote,
+        auth=registry.auth,
+        registry_config=config,
+        keep_prefixes=KEEP,
+        use_cache=True,
+        cache_dir=tmp_path,
+    ).start()
     assert job.result(image_id) is not None and job.source == "registry"
-    again = BaseIndexJob(remote, auth=registry.auth, registry_config=config, keep_prefixes=KEEP,
-                         use_cache=True, cache_dir=tmp_path).start()
+    again = BaseIndexJob(
+        remote,
+        auth=registry.auth,
+        registry_config=config,
+        keep_prefixes=KEEP,
+        use_cache=True,
+        cache_dir=tmp_path,
+    ).start()
     assert again.result(image_id) is not None and again.source == "cache"
-    other = BaseIndexJob(remote, auth=registry.auth, registry_config=config, keep_prefixes=KEEP,
-                         use_cache=True, cache_dir=tmp_path).start()
+    other = BaseIndexJob(
+        remote,
+        auth=registry.auth,
+        registry_config=config,
+        keep_prefixes=KEEP,
+        use_cache=True,
+        cache_dir=tmp_path,
+    ).start()
     assert other.result("sha256:" + "1" * 64) is None
     assert "not the pulled image" in other.failure
 
 
-def test_wrong_password_fails_the_job_not_the_build(whiteout_image, registry, docker_client,
-                                                    tmp_path):
+def test_wrong_password_fails_the_job_not_the_build(
+    whiteout_image, registry, docker_client, tmp_path
+):
     remote, image_id = whiteout_image
     auth = dict(registry.auth, password="wrong")
-    job = BaseIndexJob(remote, auth=auth, registry_config=docker_client.info()["RegistryConfig"],
-                       keep_prefixes=KEEP, use_cache=False, cache_dir=tmp_path).start()
+    job = BaseIndexJob(
+        remote,
+        auth=auth,
+        registry_config=docker_client.info()["RegistryConfig"],
+        keep_prefixes=KEEP,
+        use_cache=False,
+        cache_dir=tmp_path,
+    ).start()
     assert job.result(image_id) is None
     assert "401" in job.failure or "credentials" in job.failure

@@ -28,7 +28,10 @@ def _export_to_disk(client, image: str, dest):
     finally:
         client.api.remove_container(container["Id"], force=True)
     dest.mkdir()
-    subprocess.run(["tar", "-xf", str(tar_path), "-C", str(dest), "--numeric-owner", "--same-permissions"], check=True)
+    subprocess.run(
+        ["tar", "-xf", str(tar_path), "-C", str(dest), "--numeric-owner", "--same-permissions"],
+        check=True,
+    )
     return dest
 
 
@@ -43,8 +46,12 @@ def _walk(fs, path="/"):
 
 @pytest.fixture(scope="module")
 def both(docker_client, debian_base, tmp_path_factory):
-    tar_fs = engine.export_image_rootfs(docker_client, debian_base.reference, keep=lambda p: p == KEPT)
-    root = _export_to_disk(docker_client, debian_base.reference, tmp_path_factory.mktemp("x") / "root")
+    tar_fs = engine.export_image_rootfs(
+        docker_client, debian_base.reference, keep=lambda p: p == KEPT
+    )
+    root = _export_to_disk(
+        docker_client, debian_base.reference, tmp_path_factory.mktemp("x") / "root"
+    )
     dir_fs = DirRootFS(root, hasher=FileHasher(use_cache=False))  # really read every file
     return tar_fs, dir_fs
 
@@ -71,7 +78,12 @@ def test_same_sha256_for_every_regular_file(both):
 def test_symlink_resolution_agrees(both):
     tar_fs, dir_fs = both
     # Debian 12 is merged-/usr: /bin -> usr/bin, and sh -> dash inside it.
-    for path in ("/bin/sh", "/lib64/ld-linux-x86-64.so.2", "/etc/os-release", "/usr/bin/../lib/os-release"):
+    for path in (
+        "/bin/sh",
+        "/lib64/ld-linux-x86-64.so.2",
+        "/etc/os-release",
+        "/usr/bin/../lib/os-release",
+    ):
         assert resolve(tar_fs, path) == resolve(dir_fs, path), path
     assert resolve(tar_fs, "/bin/sh") == "/usr/bin/dash"
 

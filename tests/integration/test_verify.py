@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions
-from ppml_build.cli import main
-from ppml_build.image.docker_build import build_image
-from ppml_build.build.reproducible import verify_reproducible
-from ppml_build.sign import keys
-from ppml_build.sign.elf import read_pal_image
-from ppml_build.sign.sigstruct import Sigstruct
-from ppml_build.gramine.signing import tbs_sigstruct
-
 # Fixtures shared with the build tests: the stand-in bases pushed to the auth registry, the
 # signing key and the isolated caches (autouse).
 from test_build import SPARK_RECIPE, copy_recipe, file_from_image
+
+from ppml_build.build import backends
+from ppml_build.build.options import BuildOptions
+from ppml_build.build.reproducible import verify_reproducible
+from ppml_build.cli import main
+from ppml_build.gramine.signing import tbs_sigstruct
+from ppml_build.image.docker_build import build_image
+from ppml_build.sign import keys
+from ppml_build.sign.elf import read_pal_image
+from ppml_build.sign.sigstruct import Sigstruct
 
 pytestmark = pytest.mark.docker
 
@@ -37,9 +37,17 @@ def built(pushed_bases, key, registry, tmp_path_factory, docker_client):
     work = tmp_path_factory.mktemp("verify-image")
     recipe = copy_recipe(SPARK_RECIPE, work / "recipe", remote, digest)
     out = work / "out"
-    result = backends.build(BuildOptions(
-        recipe=recipe, key=key, output_dir=out, tag=TAG, registry_auth=registry.auth_file,
-        date="2026-11-01", policies=list(POLICIES)))
+    result = backends.build(
+        BuildOptions(
+            recipe=recipe,
+            key=key,
+            output_dir=out,
+            tag=TAG,
+            registry_auth=registry.auth_file,
+            date="2026-11-01",
+            policies=list(POLICIES),
+        )
+    )
     tags: list[str] = [TAG]
     yield {"result": result, "out": out, "work": work, "tags": tags, "recipe": recipe}
     for tag in tags:
@@ -49,8 +57,13 @@ def built(pushed_bases, key, registry, tmp_path_factory, docker_client):
             pass
 
 
-def derive(client, built, tag: str, files: dict[str, bytes] | None = None,
-           labels: dict[str, str] | None = None) -> str:
+def derive(
+    client,
+    built,
+    tag: str,
+    files: dict[str, bytes] | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
     """A new image on top of the built one: one layer replacing ``files``, or new labels."""
     context = built["work"] / f"ctx-{tag.replace('/', '-').replace(':', '-')}"
     context.mkdir()
@@ -87,8 +100,15 @@ def error_line(err: str) -> str:
 
 
 def policy_args(out: Path) -> list[str | Path]:
-    names = ["ra-tls.env", "ita-policy.rego", "trustee-policy.rego", "ehsm-quote-policy.json",
-             "marblerun-packages.json", "maa-policy.txt", "bigdl-policies.json"]
+    names = [
+        "ra-tls.env",
+        "ita-policy.rego",
+        "trustee-policy.rego",
+        "ehsm-quote-policy.json",
+        "marblerun-packages.json",
+        "maa-policy.txt",
+        "bigdl-policies.json",
+    ]
     args: list[str | Path] = []
     for name in names:
         args += ["--policy", out / name]
@@ -102,9 +122,15 @@ def test_built_image_verifies_against_record_labels_and_policies(built, capsys):
     assert all(line.startswith("ok   ") for line in lines[:-1]), lines
     text = "\n".join(lines)
     record = built["result"].record
-    for name in ("label:ppml.mrenclave", "label:ppml.mrsigner", "label:ppml.base.digest",
-                 "manifest_copy", "record:trusted_files", "loader.entrypoint",
-                 *(f"policy:{fmt}" for fmt in POLICIES)):
+    for name in (
+        "label:ppml.mrenclave",
+        "label:ppml.mrsigner",
+        "label:ppml.base.digest",
+        "manifest_copy",
+        "record:trusted_files",
+        "loader.entrypoint",
+        *(f"policy:{fmt}" for fmt in POLICIES),
+    ):
         assert f"ok   {name}" in text, name
     assert f"all {record['trusted_files']['count']} match the image" in text
     assert lines[-1].endswith(f"MRENCLAVE {record['mrenclave']}")
@@ -134,8 +160,12 @@ def test_unanchored_image_is_reported_as_such(built, capsys):
 def test_changed_trusted_file_in_a_new_layer(built, capsys, docker_client):
     listing = json.loads((built["out"] / "trusted-files.json").read_text())["files"]
     jar = next(f["path"] for f in listing if f["path"].endswith(".jar"))
-    tag = derive(docker_client, built, "ppml-test/verify:changed-file", files={
-        "/app/job.py": b"print('not the job that was signed')\n", jar: b"PK not the jar"})
+    tag = derive(
+        docker_client,
+        built,
+        "ppml-test/verify:changed-file",
+        files={"/app/job.py": b"print('not the job that was signed')\n", jar: b"PK not the jar"},
+    )
     code, lines, err = verify(capsys, tag, "--record", built["out"])
     assert code == 1
     fails = failed(lines)
@@ -150,15 +180,24 @@ def test_changed_manifest(built, capsys, docker_client):
     manifest = (built["out"] / f"{APP}.manifest.sgx").read_text()
     assert 'SPARK_LOCAL_IP = "127.0.0.1"' in manifest
     changed = manifest.replace('SPARK_LOCAL_IP = "127.0.0.1"', 'SPARK_LOCAL_IP = "0.0.0.0"')
-    tag = derive(docker_client, built, "ppml-test/verify:changed-manifest",
-                 files={f"/ppml/{APP}.manifest.sgx": changed.encode()})
+    tag = derive(
+        docker_client,
+        built,
+        "ppml-test/verify:changed-manifest",
+        files={f"/ppml/{APP}.manifest.sgx": changed.encode()},
+    )
     code, lines, err = verify(capsys, tag, "--record", built["out"])
     assert code == 1
     fails = failed(lines)
     # The labels still carry the signed MRENCLAVE: they now disagree with the recomputed one.
-    assert set(fails) == {"mrenclave", "manifest_copy", "record:mrenclave",
-                          "record:manifest_sha256", "label:ppml.mrenclave",
-                          "label:org.opencontainers.image.version"}
+    assert set(fails) == {
+        "mrenclave",
+        "manifest_copy",
+        "record:mrenclave",
+        "record:manifest_sha256",
+        "label:ppml.mrenclave",
+        "label:org.opencontainers.image.version",
+    }
     assert "changed after signing" in fails["mrenclave"]
     assert "mrenclave" in error_line(err)
 
@@ -168,12 +207,20 @@ def test_swapped_sig(built, capsys, docker_client, key):
     manifest = (built["out"] / f"{APP}.manifest.sgx").read_bytes()
     pal = read_pal_image(file_from_image(docker_client, TAG, LIBPAL))
     ours = Sigstruct.from_bytes((built["out"] / f"{APP}.sig").read_bytes())
-    theirs = keys.sign_sigstruct(tbs_sigstruct(manifest, pal, ours.date_bcd, source="test"),
-                                 keys.generate_key(), source="test")
-    tag = derive(docker_client, built, "ppml-test/verify:swapped-sig",
-                 files={f"/ppml/{APP}.sig": theirs.to_bytes()})
-    code, lines, _ = verify(capsys, tag, "--record", built["out"], "--policy",
-                            built["out"] / "ita-policy.rego")
+    theirs = keys.sign_sigstruct(
+        tbs_sigstruct(manifest, pal, ours.date_bcd, source="test"),
+        keys.generate_key(),
+        source="test",
+    )
+    tag = derive(
+        docker_client,
+        built,
+        "ppml-test/verify:swapped-sig",
+        files={f"/ppml/{APP}.sig": theirs.to_bytes()},
+    )
+    code, lines, _ = verify(
+        capsys, tag, "--record", built["out"], "--policy", built["out"] / "ita-policy.rego"
+    )
     assert code == 1
     fails = failed(lines)
     assert set(fails) == {"label:ppml.mrsigner", "record:mrsigner", "policy:ita"}
@@ -188,8 +235,12 @@ def test_swapped_sig(built, capsys, docker_client, key):
 
 
 def test_changed_label(built, capsys, docker_client):
-    tag = derive(docker_client, built, "ppml-test/verify:relabelled",
-                 labels={"ppml.mrenclave": "0" * 64, "ppml.debug": "true"})
+    tag = derive(
+        docker_client,
+        built,
+        "ppml-test/verify:relabelled",
+        labels={"ppml.mrenclave": "0" * 64, "ppml.debug": "true"},
+    )
     code, lines, _ = verify(capsys, tag, "--mrsigner", built["result"].record["mrsigner"])
     assert code == 1
     fails = failed(lines)
@@ -208,25 +259,36 @@ def test_not_a_ppml_image_is_one_line_exit_2(docker_client, debian_base, capsys)
     assert code == 2 and "/ppml/" in error_line(err)
 
 
-def test_verify_reproducible_two_scratch_builds(built, pushed_bases, key, registry, tmp_path,
-                                                capsys, docker_client):
+def test_verify_reproducible_two_scratch_builds(
+    built, pushed_bases, key, registry, tmp_path, capsys, docker_client
+):
     remote, digest = pushed_bases["spark"]
     recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote, digest)
     options = BuildOptions(
-        recipe=recipe, key=key, output_dir=tmp_path / "out", tag="ppml-test/verify:repro",
-        registry_auth=registry.auth_file, date="2026-11-01")
+        recipe=recipe,
+        key=key,
+        output_dir=tmp_path / "out",
+        tag="ppml-test/verify:repro",
+        registry_auth=registry.auth_file,
+        date="2026-11-01",
+    )
     said: list[str] = []
     result = verify_reproducible(options, said.append)
     built["tags"].append("ppml-test/verify:repro")
     assert result.reproducible
     assert result.mrenclave == result.check_mrenclave == built["result"].record["mrenclave"]
     # From scratch: nothing from a cache in either build.
-    assert any(line.startswith(("[build 2/2] indexing the base image",
-                                "[build 2/2] base image index: read from the registry"))
-               for line in said), said
+    assert any(
+        line.startswith(
+            (
+                "[build 2/2] indexing the base image",
+                "[build 2/2] base image index: read from the registry",
+            )
+        )
+        for line in said
+    ), said
     assert not any("reused from the cache" in line for line in said)
     # The throw-away image is gone, the kept one verifies against its record.
     assert not docker_client.images.list(name="ppml-test/verify:repro-reproducible-check")
     code, lines, err = verify(capsys, "ppml-test/verify:repro", "--record", tmp_path / "out")
     assert code == 0, "\n".join(lines) + err
-

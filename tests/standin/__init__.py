@@ -32,10 +32,19 @@ _COMMON_FLAGS = [
 def _compile(source: str, output: Path, extra: list[str]) -> Path:
     gcc = shutil.which(os.environ.get("CC", "gcc"))
     if gcc is None:
-        raise RuntimeError("gcc is needed to build the stand-in Gramine binaries (apt-get install gcc)")
+        raise RuntimeError(
+            "gcc is needed to build the stand-in Gramine binaries (apt-get install gcc)"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [gcc, *_COMMON_FLAGS, *extra, f"-ffile-prefix-map={SOURCE_DIR}=.",
-           "-o", str(output), str(SOURCE_DIR / source)]
+    cmd = [
+        gcc,
+        *_COMMON_FLAGS,
+        *extra,
+        f"-ffile-prefix-map={SOURCE_DIR}=.",
+        "-o",
+        str(output),
+        str(SOURCE_DIR / source),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"building {output.name} failed:\n{' '.join(cmd)}\n{result.stderr}")

@@ -36,7 +36,9 @@ QUOTE_ISVSVN = slice(306, 308)
 QUOTE_ATTRIBUTES = slice(96, 112)
 
 
-def make_quote(mrenclave: bytes, mrsigner: bytes, isv_prod_id: int, isv_svn: int, debug: bool) -> bytes:
+def make_quote(
+    mrenclave: bytes, mrsigner: bytes, isv_prod_id: int, isv_svn: int, debug: bool
+) -> bytes:
     """A structurally placed (unsigned) SGX quote: enough for services that slice fields out."""
     quote = bytearray(48 + 384)
     quote[0:2] = (3).to_bytes(2, "little")  # version 3
@@ -61,7 +63,9 @@ class _Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -106,6 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # --- eHSM-KMS ---------------------------------------------------------------------------------
+
 
 def ehsm_sign_string(params: Mapping[str, Any]) -> str:
     """The server's rule: keys sorted, empty/null values dropped, objects flattened recursively."""
@@ -177,7 +182,10 @@ class FakeEhsm(_Server):
             self.service.seen.add((appid, nonce, timestamp))
             actions = {
                 # action: (handler, required string fields with their exact lengths)
-                "UploadQuotePolicy": (self.upload_quote_policy, (("mr_enclave", 64), ("mr_signer", 64))),
+                "UploadQuotePolicy": (
+                    self.upload_quote_policy,
+                    (("mr_enclave", 64), ("mr_signer", 64)),
+                ),
                 "GetQuotePolicy": (self.get_quote_policy, (("policyId", 36),)),
                 "VerifyQuote": (self.verify_quote, (("quote", None), ("nonce", None))),
             }
@@ -194,7 +202,9 @@ class FakeEhsm(_Server):
                 return self.reply(400, "keyid not found")
             params = {"appid": appid, "nonce": nonce, "timestamp": timestamp, "payload": payload}
             expected = base64.b64encode(
-                hmac.new(apikey.encode(), ehsm_sign_string(params).encode(), hashlib.sha256).digest()
+                hmac.new(
+                    apikey.encode(), ehsm_sign_string(params).encode(), hashlib.sha256
+                ).digest()
             ).decode()
             if sign != expected:
                 return self.reply(400, "sign error")
@@ -233,15 +243,23 @@ class FakeEhsm(_Server):
                 return self.reply(400, "Invalid  policyId.")
             quote = base64.b64decode(payload.get("quote", ""))
             # The enclave prints with %02x and compares with strncmp: lowercase only.
-            mr_enclave = "".join("%02x" % b for b in quote[QUOTE_MRENCLAVE])
-            mr_signer = "".join("%02x" % b for b in quote[QUOTE_MRSIGNER])
+            mr_enclave = "".join("%02x" % b for b in quote[QUOTE_MRENCLAVE])  # noqa: UP031 -- as the C enclave formats it
+            mr_signer = "".join("%02x" % b for b in quote[QUOTE_MRSIGNER])  # noqa: UP031
             ok = mr_enclave == policy["mr_enclave"] and mr_signer == policy["mr_signer"]
-            self.reply(200, "successful", {"result": ok, "nonce": payload.get("nonce"),
-                                           "mr_enclave": policy["mr_enclave"],
-                                           "mr_signer": policy["mr_signer"]})
+            self.reply(
+                200,
+                "successful",
+                {
+                    "result": ok,
+                    "nonce": payload.get("nonce"),
+                    "mr_enclave": policy["mr_enclave"],
+                    "mr_signer": policy["mr_signer"],
+                },
+            )
 
 
 # --- BigDL attestation service -----------------------------------------------------------------
+
 
 def java_biginteger_hex(data: bytes) -> str:
     return format(int.from_bytes(data, "big"), "x")
@@ -258,7 +276,10 @@ class FakeBigdl(_Server):
 
     def enroll(self) -> tuple[str, str]:
         app_id = str(uuid.uuid4())
-        api_key = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(32))
+        api_key = "".join(
+            secrets.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+            for _ in range(32)
+        )
         self.users[app_id] = api_key
         return app_id, api_key
 
@@ -296,11 +317,18 @@ class FakeBigdl(_Server):
                 value = body.get(name)
                 # Values must be what BigInteger(1, bytes).toString(16) prints, or they can
                 # never equal a quote's field.
-                if not isinstance(value, str) or not _BIGINT_HEX.fullmatch(value) or len(value) > 64:
+                if (
+                    not isinstance(value, str)
+                    or not _BIGINT_HEX.fullmatch(value)
+                    or len(value) > 64
+                ):
                     return self.send_text(400, f"{name} is not in BigInteger hex form: {value!r}")
             policy_id = str(uuid.uuid4())
-            self.service.policies[policy_id] = {"appID": body["appID"], "policyType": body["policyType"],
-                                                **{n: body[n] for n in fields}}
+            self.service.policies[policy_id] = {
+                "appID": body["appID"],
+                "policyType": body["policyType"],
+                **{n: body[n] for n in fields},
+            }
             self.send_json(200, {"policyID": policy_id})
 
         def verify_quote(self, body: dict) -> None:
@@ -311,8 +339,10 @@ class FakeBigdl(_Server):
             if policy["policyType"] == "SGXMREnclavePolicy":
                 ok = java_biginteger_hex(quote[QUOTE_MRENCLAVE]) == policy["mrEnclave"]
             else:
-                ok = (java_biginteger_hex(quote[QUOTE_MRSIGNER]) == policy["mrSigner"]
-                      and java_biginteger_hex(quote[QUOTE_ISVPRODID]) == policy["isvProdID"])
+                ok = (
+                    java_biginteger_hex(quote[QUOTE_MRSIGNER]) == policy["mrSigner"]
+                    and java_biginteger_hex(quote[QUOTE_ISVPRODID]) == policy["isvProdID"]
+                )
             if ok:
                 self.send_json(200, {"result": 0})
             else:

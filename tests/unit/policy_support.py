@@ -77,7 +77,9 @@ def trustee_claims(
     }
 
 
-def rego_query(modules: dict[str, str], query_var: str, query: str, input_doc: Any, data: Any = None) -> Any:
+def rego_query(
+    modules: dict[str, str], query_var: str, query: str, input_doc: Any, data: Any = None
+) -> Any:
     """Evaluate with regopy (rego-cpp) and return the binding as plain JSON.
 
     regopy prints a false query as 'undefined', so bind the rule to a variable instead; convert

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from ppml_build.errors import ImageError
 from ppml_build.image import bootstrap
 from ppml_build.image.bootstrap import BootstrapOptions, TargetSpec, input_hash, select_targets
-from ppml_build.errors import ImageError
 
 
 def test_only_pulls_in_what_a_target_builds_on_in_build_order():
@@ -48,7 +48,9 @@ def test_every_input_changes_the_hash(spec, tmp_path):
 def test_debootstrap_hash_depends_on_suite_and_variant_only():
     opts = BootstrapOptions()
     debian = bootstrap.target_specs(opts, None)["debian"]
-    other_mirror = bootstrap.target_specs(replace(opts, mirror="http://mirror.example/debian"), None)["debian"]
+    other_mirror = bootstrap.target_specs(
+        replace(opts, mirror="http://mirror.example/debian"), None
+    )["debian"]
     trixie = bootstrap.target_specs(replace(opts, suite="trixie"), None)["debian"]
     assert input_hash(debian, None) == input_hash(other_mirror, None)
     assert input_hash(trixie, None) != input_hash(debian, None)
@@ -63,8 +65,13 @@ def test_ca_bundle_is_not_an_input(tmp_path):
 
 
 def test_spark_and_flink_versions_are_build_args():
-    specs = bootstrap.target_specs(BootstrapOptions(spark_version="3.5.7", flink_version="1.20.3"), None)
-    assert specs["spark"].build_args == {"SPARK_VERSION": "3.5.7"} and specs["spark"].reference == "ppml/spark-base:3.5.7"
+    specs = bootstrap.target_specs(
+        BootstrapOptions(spark_version="3.5.7", flink_version="1.20.3"), None
+    )
+    assert (
+        specs["spark"].build_args == {"SPARK_VERSION": "3.5.7"}
+        and specs["spark"].reference == "ppml/spark-base:3.5.7"
+    )
     assert specs["flink"].build_args == {"FLINK_VERSION": "1.20.3"}
     assert specs["spark-standin"].parent == "spark"
     assert specs["spark-standin"].labels[bootstrap.STANDIN_LABEL] == "true"
@@ -78,7 +85,10 @@ def test_dockerfiles_pin_versions_as_build_args_and_label_contents():
         assert "org.opencontainers.image.version" in text
         assert "/usr/lib/jvm/java-17-openjdk-amd64" in text
         assert "extra-ca.pem" in text  # the CA bundle only reaches the download stage
-    default_versions = {"spark": bootstrap.DEFAULT_SPARK_VERSION, "flink": bootstrap.DEFAULT_FLINK_VERSION}
+    default_versions = {
+        "spark": bootstrap.DEFAULT_SPARK_VERSION,
+        "flink": bootstrap.DEFAULT_FLINK_VERSION,
+    }
     for name, version in default_versions.items():
         assert f"_VERSION={version}" in (root / name / "Dockerfile").read_text()
 
@@ -109,7 +119,9 @@ def test_ca_bundle_checks(tmp_path):
     assert bootstrap.default_ca_bundle({}) is None
 
 
-def test_cli_rejects_auth_without_registry_before_touching_the_engine(tmp_path, capsys, monkeypatch):
+def test_cli_rejects_auth_without_registry_before_touching_the_engine(
+    tmp_path, capsys, monkeypatch
+):
     from ppml_build.cli import main
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
@@ -126,8 +138,9 @@ def _source_dir(tmp_path, files: dict[str, bytes]):
 
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    (tmp_path / "SHA256SUMS").write_text("".join(
-        f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files.items()))
+    (tmp_path / "SHA256SUMS").write_text(
+        "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files.items())
+    )
     return tmp_path
 
 
@@ -158,7 +171,10 @@ def test_gramine_from_source_is_cached_by_its_tarballs(tmp_path):
     src = _source_dir(tmp_path, {"gramine-1.9.tar.gz": b"g", "glibc-2.40.tar.gz": b"c"})
     from_source = bootstrap.target_specs(BootstrapOptions(gramine_source=src), None)["gramine"]
     from_apt = bootstrap.target_specs(BootstrapOptions(), None)["gramine"]
-    assert from_source.dockerfile.name == "Dockerfile.source" and from_apt.dockerfile.name == "Dockerfile"
+    assert (
+        from_source.dockerfile.name == "Dockerfile.source"
+        and from_apt.dockerfile.name == "Dockerfile"
+    )
     first = input_hash(from_source, "p")
     assert first != input_hash(from_apt, "p")
     (src / "glibc-2.40.tar.gz").write_bytes(b"other")
@@ -169,16 +185,19 @@ def test_gramine_from_source_is_cached_by_its_tarballs(tmp_path):
     assert spark.parent == "gramine"
 
 
-def test_a_bad_gramine_source_is_one_line_and_exit_2_before_any_docker_work(tmp_path, capsys,
-                                                                            monkeypatch):
-    from ppml_build.image import engine
+def test_a_bad_gramine_source_is_one_line_and_exit_2_before_any_docker_work(
+    tmp_path, capsys, monkeypatch
+):
     from ppml_build.cli import main
+    from ppml_build.image import engine
 
     def no_engine():
         raise AssertionError("the engine was asked before the input was checked")
 
     monkeypatch.setattr(engine, "connect", no_engine)
-    assert main(["base", "bootstrap", "--only", "spark-gramine",
-                 "--gramine-source", str(tmp_path)]) == 2
+    assert (
+        main(["base", "bootstrap", "--only", "spark-gramine", "--gramine-source", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--gramine-source {tmp_path}: no SHA256SUMS there" in err[0]

@@ -14,16 +14,22 @@ def _fake_build(calls: list):
         calls.append(options)
         out = Path(options.output_dir)
         record = {"mrenclave": "11" * 32, "mrsigner": "22" * 32}
-        return BuildResult(record, out / "measurement.json", out, "ppml/app:latest",
-                                        {}, [])
+        return BuildResult(record, out / "measurement.json", out, "ppml/app:latest", {}, [])
+
     return fake
 
 
 def test_base_index_defaults_to_registry_and_takes_engine(tmp_path, monkeypatch, capsys):
     calls: list = []
     monkeypatch.setattr(backends, "build", _fake_build(calls))
-    args = ["build", str(tmp_path / "recipe.yaml"), "--key", str(tmp_path / "k.pem"),
-            "--output-dir", str(tmp_path / "out")]
+    args = [
+        "build",
+        str(tmp_path / "recipe.yaml"),
+        "--key",
+        str(tmp_path / "k.pem"),
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 0
     assert main(args + ["--base-index", "engine"]) == 0
     assert [c.base_index for c in calls] == ["registry", "engine"]
@@ -32,8 +38,18 @@ def test_base_index_defaults_to_registry_and_takes_engine(tmp_path, monkeypatch,
 def test_a_bad_base_index_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
     calls: list = []
     monkeypatch.setattr(backends, "build", _fake_build(calls))
-    code = main(["build", str(tmp_path / "recipe.yaml"), "--key", str(tmp_path / "k.pem"),
-                 "--output-dir", str(tmp_path / "out"), "--base-index", "bogus"])
+    code = main(
+        [
+            "build",
+            str(tmp_path / "recipe.yaml"),
+            "--key",
+            str(tmp_path / "k.pem"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--base-index",
+            "bogus",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     # A bad command line is one error line too (cli.main), naming the option and the choices.

@@ -15,23 +15,39 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fuzz_support import (
+    SCALE,
+    World,
+    assert_all_or_none,
+    assert_clean,
+    fuzz_settings,
+    hostile_values,
+    mutated_bytes,
+    mutated_tree,
+    run_bounded,
+    run_cli,
+    snapshot,
+)
 from hypothesis import given
 from hypothesis import strategies as st
-
-from fuzz_support import (assert_all_or_none, assert_clean, fuzz_settings, hostile_values,
-                          mutated_bytes, mutated_tree, run_bounded, run_cli, SCALE, snapshot,
-                          World)
-from ppml_build.pipeline import load_and_plan
 from rootfs_factory import add_ppml_support, make_spark_rootfs
+
+from ppml_build.pipeline import load_and_plan
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = sorted(REPO.glob("recipes/*/*/recipe.yaml"))
 NAMES = [path.parent.name for path in BUNDLED]
 IMAGE = "127.0.0.1:5000/ppml/app@sha256:" + "ab" * 32
 # Files `build` would have put in the image for the bundled recipes (app.files, build outputs).
-IMAGE_EXTRAS = ["app/query.sql", "app/data/sales.csv", "app/spark-java-pi.jar",
-                "app/flink-java-wordcount.jar", "opt/flink/lib/flink-dist.jar",
-                "opt/flink/conf/config.yaml", "opt/flink/bin/flink"]
+IMAGE_EXTRAS = [
+    "app/query.sql",
+    "app/data/sales.csv",
+    "app/spark-java-pi.jar",
+    "app/flink-java-wordcount.jar",
+    "opt/flink/lib/flink-dist.jar",
+    "opt/flink/conf/config.yaml",
+    "opt/flink/bin/flink",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +67,10 @@ def world(tmp_path_factory):
             add_ppml_support(rootfs, load_and_plan(target / "recipe.yaml")[1])
             dirs[recipe.parent.name] = target
         (base / "outs").mkdir()
-        yield World(name="recipes world", base=base, rootfs=rootfs, dirs=dirs,
-                    outs=base / "outs")
+        yield World(name="recipes world", base=base, rootfs=rootfs, dirs=dirs, outs=base / "outs")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def original_text(name: str) -> str:
     return BUNDLED[NAMES.index(name)].read_text()
 
@@ -65,9 +80,13 @@ def original_tree(name: str) -> dict:
 
 
 def dump(tree, draw) -> bytes:
-    text = yaml.safe_dump(tree, allow_unicode=draw(st.booleans()),
-                          default_flow_style=draw(st.sampled_from([False, None, True])),
-                          sort_keys=False, width=draw(st.sampled_from([80, 10**6])))
+    text = yaml.safe_dump(
+        tree,
+        allow_unicode=draw(st.booleans()),
+        default_flow_style=draw(st.sampled_from([False, None, True])),
+        sort_keys=False,
+        width=draw(st.sampled_from([80, 10**6])),
+    )
     return text.encode("utf-8", "surrogatepass")
 
 
@@ -97,7 +116,7 @@ YAML_TRICKS = [
     "app: {command: [" + "[" * 500 + "]" * 500 + "]}\n",
     "app: {command: [" + "{a: " * 300 + "1" + "}" * 300 + "]}\n",
     "enclave: {isv_svn: " + "9" * 5000 + "}\n",
-    "app: {command: [\"\\x1b[31m\\r\\u202e\"]}\n",
+    'app: {command: ["\\x1b[31m\\r\\u202e"]}\n',
     "\ufeffapiVersion: ppml-build/v1\n",
     "%YAML 1.2\n---\napiVersion: ppml-build/v1\n",
     "--- a\n--- b\n",
@@ -107,112 +126,371 @@ YAML_TRICKS = [
 
 # Values of the right type but a wrong or odd meaning, for the fields that the plan, the launch
 # and the manifest read (a type error stops at validation; these get further).
-SIZES = st.one_of(st.sampled_from(["1.5g", "lots", "0", "0g", "-1g", "1", "1k", "1023", "4097m",
-                                   "1024G", "1025g", "2t", "1p", "9" * 31 + "g", "9" * 29 + "k",
-                                   "１g", "1g ", " 1g", "1 g", "1gb", "1GiB", "1e3m", "0x10m",
-                                   "1_000m", "auto", "", "\x1b1g", "1g\x00", 2**40, 1, 0, -5,
-                                   1.5, True]),
-                  st.integers(-2**70, 2**70), st.from_regex(r"\A-?[0-9]{1,25}[kmgtpKMGTP]?[bB]?\Z"))
-WORDS = st.one_of(st.sampled_from(["'", '"', "\\", "a'b", '"x', "-Xmx1.5g", "-Xmx", "-Xss",
-                                   "-Xmx" + "9" * 40 + "g", "-XX:MaxDirectMemorySize=lots",
-                                   "-XX:ActiveProcessorCount=0", "-Dx=\x1b[31m", "$(id)",
-                                   "--conf", "spark.driver.memory=1.5g", "=", "-c", "\r"]),
-                  st.text(max_size=12))
-SPARK_FLAGS = st.sampled_from(["--driver-memory", "--executor-memory", "--executor-cores",
-                               "--conf", "-c", "--master", "--num-executors", "--class",
-                               "--py-files", "--jars", "--driver-java-options",
-                               "--driver-class-path", "--total-executor-cores", "--verbose",
-                               "--deploy-mode", "--properties-file", "--name"])
-FLAG_VALUES = st.one_of(SIZES.map(str), WORDS, st.sampled_from([
-    "local[2]", "local[0]", "local[*]", "local[" + "9" * 40 + "]", "local[-1]", "local[1.5]",
-    "yarn", "k8s://x", "spark.executor.cores=0", "spark.executor.cores=lots",
-    "spark.driver.memoryOverhead=1.5g", "spark.executor.memory=" + "9" * 50,
-    "spark.sql.execution.arrow.pyspark.enabled=true", "noequals", "=1g"]))
+SIZES = st.one_of(
+    st.sampled_from(
+        [
+            "1.5g",
+            "lots",
+            "0",
+            "0g",
+            "-1g",
+            "1",
+            "1k",
+            "1023",
+            "4097m",
+            "1024G",
+            "1025g",
+            "2t",
+            "1p",
+            "9" * 31 + "g",
+            "9" * 29 + "k",
+            "１g",
+            "1g ",
+            " 1g",
+            "1 g",
+            "1gb",
+            "1GiB",
+            "1e3m",
+            "0x10m",
+            "1_000m",
+            "auto",
+            "",
+            "\x1b1g",
+            "1g\x00",
+            2**40,
+            1,
+            0,
+            -5,
+            1.5,
+            True,
+        ]
+    ),
+    st.integers(-(2**70), 2**70),
+    st.from_regex(r"\A-?[0-9]{1,25}[kmgtpKMGTP]?[bB]?\Z"),
+)
+WORDS = st.one_of(
+    st.sampled_from(
+        [
+            "'",
+            '"',
+            "\\",
+            "a'b",
+            '"x',
+            "-Xmx1.5g",
+            "-Xmx",
+            "-Xss",
+            "-Xmx" + "9" * 40 + "g",
+            "-XX:MaxDirectMemorySize=lots",
+            "-XX:ActiveProcessorCount=0",
+            "-Dx=\x1b[31m",
+            "$(id)",
+            "--conf",
+            "spark.driver.memory=1.5g",
+            "=",
+            "-c",
+            "\r",
+        ]
+    ),
+    st.text(max_size=12),
+)
+SPARK_FLAGS = st.sampled_from(
+    [
+        "--driver-memory",
+        "--executor-memory",
+        "--executor-cores",
+        "--conf",
+        "-c",
+        "--master",
+        "--num-executors",
+        "--class",
+        "--py-files",
+        "--jars",
+        "--driver-java-options",
+        "--driver-class-path",
+        "--total-executor-cores",
+        "--verbose",
+        "--deploy-mode",
+        "--properties-file",
+        "--name",
+    ]
+)
+FLAG_VALUES = st.one_of(
+    SIZES.map(str),
+    WORDS,
+    st.sampled_from(
+        [
+            "local[2]",
+            "local[0]",
+            "local[*]",
+            "local[" + "9" * 40 + "]",
+            "local[-1]",
+            "local[1.5]",
+            "yarn",
+            "k8s://x",
+            "spark.executor.cores=0",
+            "spark.executor.cores=lots",
+            "spark.driver.memoryOverhead=1.5g",
+            "spark.executor.memory=" + "9" * 50,
+            "spark.sql.execution.arrow.pyspark.enabled=true",
+            "noequals",
+            "=1g",
+        ]
+    ),
+)
 
 
 @st.composite
 def spark_command(draw) -> list[str]:
-    argv = [draw(st.sampled_from(["/opt/spark/bin/spark-submit", "spark-submit", "pyspark",
-                                  "/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "java",
-                                  "python3", "/opt/flink/bin/flink", "sh"]))]
+    argv = [
+        draw(
+            st.sampled_from(
+                [
+                    "/opt/spark/bin/spark-submit",
+                    "spark-submit",
+                    "pyspark",
+                    "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+                    "java",
+                    "python3",
+                    "/opt/flink/bin/flink",
+                    "sh",
+                ]
+            )
+        )
+    ]
     for _ in range(draw(st.integers(0, 5))):
         argv.append(draw(SPARK_FLAGS))
         if draw(st.integers(0, 5)):
             argv.append(draw(FLAG_VALUES))
-    argv += draw(st.lists(st.sampled_from(["/app/job.py", "/app/x.jar", "-Xmx1g", "-cp", "x",
-                                           "org.x.Main", "-m", "mod", "-c", "print(1)"]),
-                          max_size=3))
+    argv += draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    "/app/job.py",
+                    "/app/x.jar",
+                    "-Xmx1g",
+                    "-cp",
+                    "x",
+                    "org.x.Main",
+                    "-m",
+                    "mod",
+                    "-c",
+                    "print(1)",
+                ]
+            ),
+            max_size=3,
+        )
+    )
     return argv
 
 
-MANIFEST_KEYS = st.sampled_from([
-    "sgx.preheat_enclave", "sys.stack.size", "sys.brk.max_size", "sgx.use_exinfo", "sgx.debug",
-    "sgx.enclave_size", "loader.argv", "loader.env.X", "sgx.trusted_files", "sgx.allowed_files",
-    "fs.mounts", "sys.allowed_ioctls", "sgx.file_check_policy", "libos.check_invalid_pointers",
-    "sgx.insecure__rpc_thread_num", "loader.log_level", "sys.enable_extra_runtime_domain_names_conf",
-    "fs.insecure__keys.default", "sgx.cpu_features.avx", "x.y", "sgx", "sgx.", ".sgx", "sgx..a",
-    "sgx.trusted_files.0"])
+MANIFEST_KEYS = st.sampled_from(
+    [
+        "sgx.preheat_enclave",
+        "sys.stack.size",
+        "sys.brk.max_size",
+        "sgx.use_exinfo",
+        "sgx.debug",
+        "sgx.enclave_size",
+        "loader.argv",
+        "loader.env.X",
+        "sgx.trusted_files",
+        "sgx.allowed_files",
+        "fs.mounts",
+        "sys.allowed_ioctls",
+        "sgx.file_check_policy",
+        "libos.check_invalid_pointers",
+        "sgx.insecure__rpc_thread_num",
+        "loader.log_level",
+        "sys.enable_extra_runtime_domain_names_conf",
+        "fs.insecure__keys.default",
+        "sgx.cpu_features.avx",
+        "x.y",
+        "sgx",
+        "sgx.",
+        ".sgx",
+        "sgx..a",
+        "sgx.trusted_files.0",
+    ]
+)
 MANIFEST_VALUES = st.one_of(
-    st.sampled_from([True, False, "2M", "1.5g", "lots", 0, -1, 2**64, "file:/", "file:",
-                     "dev:/x", "/etc/passwd", "allow_all_but_log", "strict", "error", "all",
-                     [], {}, ["file:/app/"], [{"uri": "file:/x", "sha256": "zz"}],
-                     [{"path": "/x", "uri": "file:/x", "type": "encrypted"}],
-                     [{"path": "/", "uri": "file:/"}], [{"request_code": 1}]]),
-    hostile_values)
-ENV_NAMES = st.sampled_from(["JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS",
-                             "PYSPARK_SUBMIT_ARGS", "SPARK_SUBMIT_OPTS", "FLINK_ENV_JAVA_OPTS",
-                             "LD_PRELOAD", "PATH", "SPARK_HOME", "A", "a-b", "1A", ""])
-PATHS = st.one_of(st.sampled_from(["/", "/tmp", "/tmp/", "/app/", "/app", "/data/in/",
-                                   "/etc/passwd", "/proc/self/", "/dev/", "/a/../b", "/a//b",
-                                   "/./x", "relative", "", "/\x00", "/x\ny", "/" + "a" * 5000,
-                                   "/opt/spark/", "/usr/lib/x86_64-linux-gnu/gramine/"]),
-                  st.from_regex(r"\A/[a-z./]{0,20}\Z"))
+    st.sampled_from(
+        [
+            True,
+            False,
+            "2M",
+            "1.5g",
+            "lots",
+            0,
+            -1,
+            2**64,
+            "file:/",
+            "file:",
+            "dev:/x",
+            "/etc/passwd",
+            "allow_all_but_log",
+            "strict",
+            "error",
+            "all",
+            [],
+            {},
+            ["file:/app/"],
+            [{"uri": "file:/x", "sha256": "zz"}],
+            [{"path": "/x", "uri": "file:/x", "type": "encrypted"}],
+            [{"path": "/", "uri": "file:/"}],
+            [{"request_code": 1}],
+        ]
+    ),
+    hostile_values,
+)
+ENV_NAMES = st.sampled_from(
+    [
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "_JAVA_OPTIONS",
+        "PYSPARK_SUBMIT_ARGS",
+        "SPARK_SUBMIT_OPTS",
+        "FLINK_ENV_JAVA_OPTS",
+        "LD_PRELOAD",
+        "PATH",
+        "SPARK_HOME",
+        "A",
+        "a-b",
+        "1A",
+        "",
+    ]
+)
+PATHS = st.one_of(
+    st.sampled_from(
+        [
+            "/",
+            "/tmp",
+            "/tmp/",
+            "/app/",
+            "/app",
+            "/data/in/",
+            "/etc/passwd",
+            "/proc/self/",
+            "/dev/",
+            "/a/../b",
+            "/a//b",
+            "/./x",
+            "relative",
+            "",
+            "/\x00",
+            "/x\ny",
+            "/" + "a" * 5000,
+            "/opt/spark/",
+            "/usr/lib/x86_64-linux-gnu/gramine/",
+        ]
+    ),
+    st.from_regex(r"\A/[a-z./]{0,20}\Z"),
+)
 TARGETED = [
     (("app", "command"), spark_command()),
-    (("app", "env"), st.dictionaries(ENV_NAMES, WORDS.map(str) | st.lists(WORDS).map(" ".join),
-                                     max_size=3)),
+    (
+        ("app", "env"),
+        st.dictionaries(ENV_NAMES, WORDS.map(str) | st.lists(WORDS).map(" ".join), max_size=3),
+    ),
     (("app", "passthrough_env"), st.lists(ENV_NAMES, max_size=3)),
     (("app", "workdir"), PATHS),
-    (("app", "files"), st.lists(st.fixed_dictionaries({"src": st.sampled_from(
-        ["job.py", "src/", "src", ".", "./", "..", "../job.py", "/etc/passwd", "missing.py",
-         "data/", "job.py/", "fuzz.yaml", "recipe.yaml", ""]), "dest": PATHS}), max_size=3)),
+    (
+        ("app", "files"),
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "src": st.sampled_from(
+                        [
+                            "job.py",
+                            "src/",
+                            "src",
+                            ".",
+                            "./",
+                            "..",
+                            "../job.py",
+                            "/etc/passwd",
+                            "missing.py",
+                            "data/",
+                            "job.py/",
+                            "fuzz.yaml",
+                            "recipe.yaml",
+                            "",
+                        ]
+                    ),
+                    "dest": PATHS,
+                }
+            ),
+            max_size=3,
+        ),
+    ),
     (("resources", "spark", "spark.driver.memory"), SIZES),
     (("resources", "spark", "spark.executor.memory"), SIZES),
     (("resources", "spark", "spark.executor.cores"), SIZES),
     (("resources", "spark", "spark.memory.offHeap.size"), SIZES),
     (("resources", "flink", "taskmanager.memory.process.size"), SIZES),
     (("resources", "flink", "taskmanager.numberOfTaskSlots"), SIZES),
-    (("resources", "jvm"), st.dictionaries(st.sampled_from(
-        ["heap", "metaspace", "direct_memory", "code_cache", "thread_stack"]), SIZES,
-        max_size=3)),
+    (
+        ("resources", "jvm"),
+        st.dictionaries(
+            st.sampled_from(["heap", "metaspace", "direct_memory", "code_cache", "thread_stack"]),
+            SIZES,
+            max_size=3,
+        ),
+    ),
     (("resources", "cpus"), SIZES),
     (("resources", "app_threads"), SIZES),
     (("enclave", "size"), SIZES),
     (("enclave", "max_threads"), SIZES),
     (("enclave", "edmm"), st.sampled_from([True, False, "true", 1, None])),
     (("enclave", "remote_attestation"), st.sampled_from(["none", "dcap", "epid", "", None])),
-    (("libos",), st.fixed_dictionaries({"type": st.sampled_from(["gramine", "occlum", "sgx"]),
-                                        "version": st.sampled_from(["1.9", "0.31", "1.8", 1.9,
-                                                                    "1.9.0"])})),
+    (
+        ("libos",),
+        st.fixed_dictionaries(
+            {
+                "type": st.sampled_from(["gramine", "occlum", "sgx"]),
+                "version": st.sampled_from(["1.9", "0.31", "1.8", 1.9, "1.9.0"]),
+            }
+        ),
+    ),
     (("manifest",), st.dictionaries(MANIFEST_KEYS, MANIFEST_VALUES, max_size=3)),
     (("files", "trusted"), st.lists(PATHS, max_size=3)),
     (("files", "allowed"), st.lists(PATHS, max_size=3)),
     (("files", "tmpfs"), st.lists(PATHS, max_size=3)),
     (("files", "scratch"), st.lists(PATHS, max_size=3)),
-    (("files", "encrypted"), st.lists(st.fixed_dictionaries(
-        {"path": PATHS, "uri": PATHS.map(lambda p: "file:" + p), "key_name": WORDS}),
-        max_size=2)),
+    (
+        ("files", "encrypted"),
+        st.lists(
+            st.fixed_dictionaries(
+                {"path": PATHS, "uri": PATHS.map(lambda p: "file:" + p), "key_name": WORDS}
+            ),
+            max_size=2,
+        ),
+    ),
     (("runtime", "java_home"), PATHS),
     (("runtime", "python"), PATHS),
-    (("build",), st.fixed_dictionaries({
-        "packages": st.lists(WORDS, max_size=2), "steps": st.lists(WORDS, max_size=2),
-        "sources": st.lists(st.fixed_dictionaries({"src": st.sampled_from(["src/", "..", "x"]),
-                                                   "dest": PATHS}), max_size=2),
-        "outputs": st.lists(st.fixed_dictionaries({"src": PATHS, "dest": PATHS}), max_size=2)})),
+    (
+        ("build",),
+        st.fixed_dictionaries(
+            {
+                "packages": st.lists(WORDS, max_size=2),
+                "steps": st.lists(WORDS, max_size=2),
+                "sources": st.lists(
+                    st.fixed_dictionaries(
+                        {"src": st.sampled_from(["src/", "..", "x"]), "dest": PATHS}
+                    ),
+                    max_size=2,
+                ),
+                "outputs": st.lists(
+                    st.fixed_dictionaries({"src": PATHS, "dest": PATHS}), max_size=2
+                ),
+            }
+        ),
+    ),
     (("name",), WORDS),
     (("kind",), st.sampled_from(["spark", "flink", "java", "python"])),
-    (("base", "digest"), st.sampled_from(["sha256:" + "a" * 64, "sha256:" + "A" * 64,
-                                          "sha256:", "md5:x", None])),
+    (
+        ("base", "digest"),
+        st.sampled_from(["sha256:" + "a" * 64, "sha256:" + "A" * 64, "sha256:", "md5:x", None]),
+    ),
 ]
 
 
@@ -235,8 +513,9 @@ def targeted_tree(draw, name: str) -> dict:
 def hostile_recipe(draw) -> tuple[str, bytes]:
     """(bundled recipe name, the bytes of a mangled version of it)."""
     name = draw(st.sampled_from(NAMES))
-    how = draw(st.sampled_from(["tree", "tree", "targeted", "targeted", "targeted", "bytes",
-                                "trick"]))
+    how = draw(
+        st.sampled_from(["tree", "tree", "targeted", "targeted", "targeted", "bytes", "trick"])
+    )
     if how == "tree":
         return name, dump(draw(mutated_tree(original_tree(name))), draw)
     if how == "targeted":
@@ -257,9 +536,10 @@ def recipe_file(world, name: str, data: bytes) -> Path:
 
 
 @fuzz_settings(150)
-@given(case=hostile_recipe(),
-       command=st.sampled_from([["validate"], ["validate", "--json"], ["plan"],
-                                ["plan", "--json"]]))
+@given(
+    case=hostile_recipe(),
+    command=st.sampled_from([["validate"], ["validate", "--json"], ["plan"], ["plan", "--json"]]),
+)
 def test_validate_and_plan_survive_any_recipe(world, case, command):
     path = recipe_file(world, *case)
     assert_clean(run_cli([command[0], path, *command[1:]]))
@@ -282,8 +562,12 @@ def test_manifest_writes_both_files_or_neither(world, case, data, json_out):
     path = recipe_file(world, *case)
     out = _new_output_dir(world, data.draw)
     before = snapshot(out.parent)
-    outcome = assert_clean(run_cli(["manifest", path, "--rootfs", world["rootfs"],
-                                    "--output-dir", out] + (["--json"] if json_out else [])))
+    outcome = assert_clean(
+        run_cli(
+            ["manifest", path, "--rootfs", world["rootfs"], "--output-dir", out]
+            + (["--json"] if json_out else [])
+        )
+    )
     after = snapshot(out.parent)
     if outcome.code == 0:
         new = {Path(n).name for n in set(after) - set(before)}
@@ -311,10 +595,11 @@ def test_k8s_writes_all_files_or_none(world, case, data):
 
 # --- reproducers of what the fuzzing found -------------------------------------------------------
 
-@pytest.mark.parametrize("field,long_path", [("java_home", "/" + "a" * 5000),
-                                              ("flink_home", "/opt/" + "n" * 300)])
-def test_an_image_path_longer_than_the_host_allows_is_missing_in_one_line(world, field,
-                                                                           long_path):
+
+@pytest.mark.parametrize(
+    "field,long_path", [("java_home", "/" + "a" * 5000), ("flink_home", "/opt/" + "n" * 300)]
+)
+def test_an_image_path_longer_than_the_host_allows_is_missing_in_one_line(world, field, long_path):
     """rootfs.DirRootFS.lstat raised ENAMETOOLONG for a runtime path past PATH_MAX (or with a
     name past NAME_MAX): no such name can be in the image."""
     tree = original_tree("pyflink-table")
@@ -322,14 +607,17 @@ def test_an_image_path_longer_than_the_host_allows_is_missing_in_one_line(world,
     tree["files"]["trusted"] = [long_path + "/"]
     path = recipe_file(world, "pyflink-table", yaml.safe_dump(tree).encode())
     out = Path(tempfile.mkdtemp(dir=world["outs"])) / "out"
-    outcome = assert_clean(run_cli(["manifest", path, "--rootfs", world["rootfs"],
-                                    "--output-dir", out]))
-    assert outcome.code == 2 and "no such file or directory in the image" in outcome.err, \
+    outcome = assert_clean(
+        run_cli(["manifest", path, "--rootfs", world["rootfs"], "--output-dir", out])
+    )
+    assert outcome.code == 2 and "no such file or directory in the image" in outcome.err, (
         outcome.describe()
+    )
     assert not out.exists()
 
 
 # --- bombs: bounded in memory and time, in a child process -------------------------------------
+
 
 def billion_laughs(levels: int, fan: int) -> str:
     lines = ["l0: &l0 [lol]"]
@@ -347,16 +635,21 @@ BOMBS = {
     "long-key": "a" * 100_000 + ": 1\n",
     "huge-int": HEADER + "app: {command: [x]}\nenclave: {isv_svn: " + "9" * 100_000 + "}\n",
     "huge-float": HEADER + "app: {command: [x]}\nenclave: {size: 1" + "0" * 100_000 + ".5}\n",
-    "huge-size": HEADER + "app: {command: [x]}\nresources: {spark: {spark.driver.memory: "
-                 + "9" * 100_000 + "g}}\n",
-    "huge-flag-size": HEADER + "app: {command: [spark-submit, --driver-memory, "
-                      + "9" * 100_000 + "g, /app/x.py]}\n",
+    "huge-size": HEADER
+    + "app: {command: [x]}\nresources: {spark: {spark.driver.memory: "
+    + "9" * 100_000
+    + "g}}\n",
+    "huge-flag-size": HEADER
+    + "app: {command: [spark-submit, --driver-memory, "
+    + "9" * 100_000
+    + "g, /app/x.py]}\n",
     "long-argv": HEADER + "app: {command: [x" + "a" * 1_000_000 + "]}\n",
     "just-over-limit": "#" * (1024 * 1024 + 1),
 }
 if SCALE > 1:  # seconds each (PyYAML composes 100,000 nodes first): only in the longer runs
-    BOMBS["many-values"] = HEADER + "app: {command: [x], passthrough_env: [" + "A," * 100_001 \
-        + "]}\n"
+    BOMBS["many-values"] = (
+        HEADER + "app: {command: [x], passthrough_env: [" + "A," * 100_001 + "]}\n"
+    )
     BOMBS["many-keys"] = "".join(f"k{i}: {i}\n" for i in range(60_000))
 
 
@@ -370,15 +663,17 @@ def bomb_outcomes(world):
         if name in PLAN_BOMBS:
             cases.append((["plan", "--json", path], 20.0))
     outcomes = run_bounded(cases, env={"PPML_BUILD_CACHE_DIR": str(world["base"] / "cache")})
-    return {(c.argv[0], Path(c.argv[-1]).stem[len("bomb-"):]): c for c in outcomes}
+    return {(c.argv[0], Path(c.argv[-1]).stem[len("bomb-") :]): c for c in outcomes}
 
 
 # plan reads what validate does first; these get further (spark-submit's flags, a long argv).
 PLAN_BOMBS = ("billion-laughs", "huge-flag-size", "long-argv")
 
 
-@pytest.mark.parametrize("bomb,command", [(bomb, "validate") for bomb in sorted(BOMBS)]
-                         + [(bomb, "plan") for bomb in PLAN_BOMBS])
+@pytest.mark.parametrize(
+    "bomb,command",
+    [(bomb, "validate") for bomb in sorted(BOMBS)] + [(bomb, "plan") for bomb in PLAN_BOMBS],
+)
 def test_recipe_bombs_end_within_bounds(bomb_outcomes, bomb, command):
     """Each runs in a process limited to 1 GiB of address space and 20 s."""
     outcome = assert_clean(bomb_outcomes[(command, bomb)])

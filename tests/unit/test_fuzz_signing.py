@@ -16,12 +16,22 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from fuzz_support import (
+    World,
+    assert_all_or_none,
+    assert_clean,
+    fuzz_settings,
+    hostile_elf,
+    hostile_sig,
+    make_key_files,
+    mutated_bytes,
+    mutated_tree,
+    run_bounded,
+    run_cli,
+    snapshot,
+)
 from hypothesis import given
 from hypothesis import strategies as st
-
-from fuzz_support import (World, assert_all_or_none, assert_clean, fuzz_settings, hostile_elf,
-                          hostile_sig, make_key_files, mutated_bytes, mutated_tree, run_bounded,
-                          run_cli, snapshot)
 
 GRAMINE_LIB = "usr/lib/x86_64-linux-gnu/gramine"
 DATE = "2026-01-02"
@@ -56,15 +66,39 @@ def world(tmp_path_factory, standin_libpal, standin_libsysdb):
     signed = base / "signed"
     signed.mkdir()
     (signed / "app.manifest").write_text(MANIFEST)
-    outcome = run_cli(["sign", "--manifest", signed / "app.manifest", "--libpal", standin_libpal,
-                       "--key", key, "--output", signed / "app.manifest.sgx", "--sigfile",
-                       signed / "app.sig", "--chroot", root, "--date", DATE])
+    outcome = run_cli(
+        [
+            "sign",
+            "--manifest",
+            signed / "app.manifest",
+            "--libpal",
+            standin_libpal,
+            "--key",
+            key,
+            "--output",
+            signed / "app.manifest.sgx",
+            "--sigfile",
+            signed / "app.sig",
+            "--chroot",
+            root,
+            "--date",
+            DATE,
+        ]
+    )
     assert outcome.code == 0, outcome.describe()
     (base / "work").mkdir()
-    return World(name="signing world", base=base, root=root, key=key, libpal=standin_libpal,
-                 libpal_bytes=standin_libpal.read_bytes(), signed=signed,
-                 manifest_sgx=(signed / "app.manifest.sgx").read_bytes(),
-                 sig=(signed / "app.sig").read_bytes(), work=base / "work")
+    return World(
+        name="signing world",
+        base=base,
+        root=root,
+        key=key,
+        libpal=standin_libpal,
+        libpal_bytes=standin_libpal.read_bytes(),
+        signed=signed,
+        manifest_sgx=(signed / "app.manifest.sgx").read_bytes(),
+        sig=(signed / "app.sig").read_bytes(),
+        work=base / "work",
+    )
 
 
 def scratch(world) -> Path:
@@ -72,6 +106,7 @@ def scratch(world) -> Path:
 
 
 # --- manifests ----------------------------------------------------------------------------------
+
 
 def _tomlable(value):
     """tomli_w has no null and wants string keys: replace what TOML cannot hold."""
@@ -87,33 +122,65 @@ def _tomlable(value):
 
 
 TOML_TRICKS = [
-    'sgx.enclave_size = "16G"\n', 'sgx.enclave_size = "0"\n', 'sgx.enclave_size = "16g"\n',
-    'sgx.enclave_size = "1.5G"\n', 'sgx.enclave_size = 16\n', 'sgx.enclave_size = "016M"\n',
-    'sgx.enclave_size = "' + "9" * 40 + 'M"\n', 'sgx.max_threads = 0\n',
-    'sgx.max_threads = 4097\n', 'sgx.max_threads = 9223372036854775807\n',
-    'sgx.max_threads = "4"\n', 'sgx.max_threads = 4.0\n', 'sgx.edmm_enable = "yes"\n',
-    'sgx.edmm_enable = true\n', 'sgx.isvprodid = 65536\n', 'sgx.isvsvn = -1\n',
-    'sgx.isvsvn = 1e3\n', 'sgx.debug = 1\n', 'sgx.debug = true\n',
+    'sgx.enclave_size = "16G"\n',
+    'sgx.enclave_size = "0"\n',
+    'sgx.enclave_size = "16g"\n',
+    'sgx.enclave_size = "1.5G"\n',
+    "sgx.enclave_size = 16\n",
+    'sgx.enclave_size = "016M"\n',
+    'sgx.enclave_size = "' + "9" * 40 + 'M"\n',
+    "sgx.max_threads = 0\n",
+    "sgx.max_threads = 4097\n",
+    "sgx.max_threads = 9223372036854775807\n",
+    'sgx.max_threads = "4"\n',
+    "sgx.max_threads = 4.0\n",
+    'sgx.edmm_enable = "yes"\n',
+    "sgx.edmm_enable = true\n",
+    "sgx.isvprodid = 65536\n",
+    "sgx.isvsvn = -1\n",
+    "sgx.isvsvn = 1e3\n",
+    "sgx.debug = 1\n",
+    "sgx.debug = true\n",
     'sgx.trusted_files = [{ uri = "file:/etc/conf", sha256 = "zz" }]\n',
     'sgx.trusted_files = [{ uri = "file:/etc/conf", sha256 = "' + "A" * 64 + '" }]\n',
-    'sgx.trusted_files = ["file:"]\n', 'sgx.trusted_files = ["file:relative"]\n',
-    'sgx.trusted_files = ["http://x/y"]\n', 'sgx.trusted_files = ["file:/nonexistent"]\n',
-    'sgx.trusted_files = ["file:/"]\n', 'sgx.trusted_files = ["file:/etc/../etc/conf"]\n',
-    'sgx.trusted_files = ["file:/app/\\u0000x"]\n', 'sgx.trusted_files = [1, true, []]\n',
-    'sgx.trusted_files = "file:/app/"\n', 'sgx.trusted_files = [{ }]\n',
-    'sgx.trusted_files = [{ uri = 5 }]\n', 'sgx.allowed_files = ["file:/"]\n',
-    'loader.entrypoint = "file:/nonexistent"\n', 'loader.entrypoint.uri = "file:/"\n',
-    'loader.entrypoint.uri = 1\n', 'loader.entrypoint.sha256 = "zz"\n',
+    'sgx.trusted_files = ["file:"]\n',
+    'sgx.trusted_files = ["file:relative"]\n',
+    'sgx.trusted_files = ["http://x/y"]\n',
+    'sgx.trusted_files = ["file:/nonexistent"]\n',
+    'sgx.trusted_files = ["file:/"]\n',
+    'sgx.trusted_files = ["file:/etc/../etc/conf"]\n',
+    'sgx.trusted_files = ["file:/app/\\u0000x"]\n',
+    "sgx.trusted_files = [1, true, []]\n",
+    'sgx.trusted_files = "file:/app/"\n',
+    "sgx.trusted_files = [{ }]\n",
+    "sgx.trusted_files = [{ uri = 5 }]\n",
+    'sgx.allowed_files = ["file:/"]\n',
+    'loader.entrypoint = "file:/nonexistent"\n',
+    'loader.entrypoint.uri = "file:/"\n',
+    "loader.entrypoint.uri = 1\n",
+    'loader.entrypoint.sha256 = "zz"\n',
     'loader.entrypoint = { uri = "file:/app/run.sh", sha256 = "' + "0" * 64 + '" }\n',
-    'loader.entrypoint = ["x"]\n', 'libos.entrypoint = ["x"]\n', 'sgx = 1\n', 'loader = []\n',
-    'sgx.remote_attestation = "epid"\n', 'sgx.remote_attestation = true\n',
-    'sgx.cpu_features.avx = "required"\n', 'sgx.cpu_features.avx512 = 1\n',
-    'sgx.require_avx = true\n', 'sgx.misc_select = "0x1"\n',
-    'sgx.enable_stats = "\x1b[31m"\n', 'a = ' + "[" * 2000 + "]" * 2000 + "\n",
-    'a = ' + "{b = " * 500 + "1" + "}" * 500 + "\n", 'a = ' + "9" * 5000 + "\n",
-    'a = 1979-05-27T07:32:00Z\n', 'a = inf\nb = nan\n', 'x = "\\ud800"\n',
-    '[sgx]\nenclave_size = "32M"\n', '[[sgx.trusted_files]]\nuri = "file:/etc/conf"\n',
-    'sgx.enclave_size = "32M"\nsgx.enclave_size = "64M"\n', '\ufeffa = 1\n',
+    'loader.entrypoint = ["x"]\n',
+    'libos.entrypoint = ["x"]\n',
+    "sgx = 1\n",
+    "loader = []\n",
+    'sgx.remote_attestation = "epid"\n',
+    "sgx.remote_attestation = true\n",
+    'sgx.cpu_features.avx = "required"\n',
+    "sgx.cpu_features.avx512 = 1\n",
+    "sgx.require_avx = true\n",
+    'sgx.misc_select = "0x1"\n',
+    'sgx.enable_stats = "\x1b[31m"\n',
+    "a = " + "[" * 2000 + "]" * 2000 + "\n",
+    "a = " + "{b = " * 500 + "1" + "}" * 500 + "\n",
+    "a = " + "9" * 5000 + "\n",
+    "a = 1979-05-27T07:32:00Z\n",
+    "a = inf\nb = nan\n",
+    'x = "\\ud800"\n',
+    '[sgx]\nenclave_size = "32M"\n',
+    '[[sgx.trusted_files]]\nuri = "file:/etc/conf"\n',
+    'sgx.enclave_size = "32M"\nsgx.enclave_size = "64M"\n',
+    "\ufeffa = 1\n",
 ]
 
 
@@ -125,8 +192,10 @@ def without_keys(original: str, text: str) -> str:
     """``original`` without the lines setting a key that ``text`` sets (or a table above or
     below it): TOML refuses a key twice, and the new value should be the one read."""
     keys = {_key(line) for line in text.splitlines() if "=" in line and not line.startswith("[")}
+
     def clashes(key: str) -> bool:
         return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys)
+
     return "".join(line + "\n" for line in original.splitlines() if not clashes(_key(line)))
 
 
@@ -149,9 +218,24 @@ def hostile_manifest(draw, original: str = MANIFEST) -> bytes:
 
 
 def sign_argv(world, manifest: Path, out: Path, *extra) -> list:
-    return ["sign", "--manifest", manifest, "--libpal", world["libpal"], "--key", world["key"],
-            "--output", out / "app.manifest.sgx", "--sigfile", out / "app.sig",
-            "--chroot", world["root"], "--date", DATE, *extra]
+    return [
+        "sign",
+        "--manifest",
+        manifest,
+        "--libpal",
+        world["libpal"],
+        "--key",
+        world["key"],
+        "--output",
+        out / "app.manifest.sgx",
+        "--sigfile",
+        out / "app.sig",
+        "--chroot",
+        world["root"],
+        "--date",
+        DATE,
+        *extra,
+    ]
 
 
 @fuzz_settings(60)
@@ -162,8 +246,9 @@ def test_sign_writes_both_outputs_or_neither(world, manifest, json_out):
     out = where / "out"
     out.mkdir()
     before = snapshot(out)
-    outcome = assert_clean(run_cli(sign_argv(world, where / "in.manifest", out,
-                                             *(["--json"] if json_out else []))))
+    outcome = assert_clean(
+        run_cli(sign_argv(world, where / "in.manifest", out, *(["--json"] if json_out else [])))
+    )
     assert_all_or_none(outcome, before, snapshot(out), ["app.manifest.sgx", "app.sig"])
     shutil.rmtree(where)
 
@@ -176,12 +261,30 @@ def test_two_step_signing_step_one_writes_all_or_none(world, manifest):
     out = where / "out"
     out.mkdir()
     before = snapshot(out)
-    outcome = assert_clean(run_cli([
-        "sign", "--manifest", where / "in.manifest", "--libpal", world["libpal"],
-        "--output", out / "app.manifest.sgx", "--sigfile", out / "app.sig",
-        "--signing-data-out", out / "data.bin", "--chroot", world["root"], "--date", DATE]))
-    assert_all_or_none(outcome, before, snapshot(out),
-                       ["app.manifest.sgx", "data.bin", "app.sig.pending"])
+    outcome = assert_clean(
+        run_cli(
+            [
+                "sign",
+                "--manifest",
+                where / "in.manifest",
+                "--libpal",
+                world["libpal"],
+                "--output",
+                out / "app.manifest.sgx",
+                "--sigfile",
+                out / "app.sig",
+                "--signing-data-out",
+                out / "data.bin",
+                "--chroot",
+                world["root"],
+                "--date",
+                DATE,
+            ]
+        )
+    )
+    assert_all_or_none(
+        outcome, before, snapshot(out), ["app.manifest.sgx", "data.bin", "app.sig.pending"]
+    )
     shutil.rmtree(where)
 
 
@@ -189,16 +292,28 @@ def test_two_step_signing_step_one_writes_all_or_none(world, manifest):
 @given(data=st.data(), json_out=st.booleans())
 def test_measure_survives_any_manifest_sgx(world, data, json_out):
     signed = world["manifest_sgx"]
-    manifest_sgx = data.draw(st.one_of(hostile_manifest(), hostile_manifest(signed.decode()),
-                                       mutated_bytes(signed)))
+    manifest_sgx = data.draw(
+        st.one_of(hostile_manifest(), hostile_manifest(signed.decode()), mutated_bytes(signed))
+    )
     where = scratch(world)
     (where / "app.manifest.sgx").write_bytes(manifest_sgx)
-    assert_clean(run_cli(["measure", "--manifest", where / "app.manifest.sgx", "--libpal",
-                          world["libpal"], *(["--json"] if json_out else [])]))
+    assert_clean(
+        run_cli(
+            [
+                "measure",
+                "--manifest",
+                where / "app.manifest.sgx",
+                "--libpal",
+                world["libpal"],
+                *(["--json"] if json_out else []),
+            ]
+        )
+    )
     shutil.rmtree(where)
 
 
 # --- libpal ELF bytes ----------------------------------------------------------------------------
+
 
 @fuzz_settings(50)
 @given(data=st.data())
@@ -206,8 +321,17 @@ def test_measure_and_sign_survive_any_libpal(world, data):
     libpal = data.draw(hostile_elf(world["libpal_bytes"]))
     where = scratch(world)
     (where / "libpal.so").write_bytes(libpal)
-    assert_clean(run_cli(["measure", "--manifest", world["signed"] / "app.manifest.sgx",
-                          "--libpal", where / "libpal.so"]))
+    assert_clean(
+        run_cli(
+            [
+                "measure",
+                "--manifest",
+                world["signed"] / "app.manifest.sgx",
+                "--libpal",
+                where / "libpal.so",
+            ]
+        )
+    )
     out = where / "out"
     out.mkdir()
     before = snapshot(out)
@@ -222,6 +346,7 @@ def test_measure_and_sign_survive_any_libpal(world, data):
 
 # --- SIGSTRUCT bytes -----------------------------------------------------------------------------
 
+
 @fuzz_settings(80)
 @given(data=st.data(), json_out=st.booleans())
 def test_sigstruct_view_survives_any_sig(world, data, json_out):
@@ -233,6 +358,7 @@ def test_sigstruct_view_survives_any_sig(world, data, json_out):
 
 
 # --- keys, signatures, the pending state of two-step signing ---------------------------------------
+
 
 @pytest.fixture(scope="module")
 def key_files(world):
@@ -254,8 +380,9 @@ def test_sign_survives_any_key(world, key_files, data):
     before = snapshot(out)
     argv = sign_argv(world, world["signed"] / "app.manifest", out)
     argv[argv.index("--key") + 1] = key
-    outcome = assert_clean(run_cli(argv + data.draw(st.sampled_from(
-        [[], ["--insecure-sample-key"]]))))
+    outcome = assert_clean(
+        run_cli(argv + data.draw(st.sampled_from([[], ["--insecure-sample-key"]])))
+    )
     assert_all_or_none(outcome, before, snapshot(out), ["app.manifest.sgx", "app.sig"])
     shutil.rmtree(where)
 
@@ -265,10 +392,25 @@ def step_one(world):
     """A finished step 1 of two-step signing, to copy and tamper with."""
     out = world["base"] / "step-one"
     out.mkdir()
-    outcome = run_cli(["sign", "--manifest", world["signed"] / "app.manifest", "--libpal",
-                       world["libpal"], "--output", out / "app.manifest.sgx", "--sigfile",
-                       out / "app.sig", "--signing-data-out", out / "data.bin", "--chroot",
-                       world["root"], "--date", DATE])
+    outcome = run_cli(
+        [
+            "sign",
+            "--manifest",
+            world["signed"] / "app.manifest",
+            "--libpal",
+            world["libpal"],
+            "--output",
+            out / "app.manifest.sgx",
+            "--sigfile",
+            out / "app.sig",
+            "--signing-data-out",
+            out / "data.bin",
+            "--chroot",
+            world["root"],
+            "--date",
+            DATE,
+        ]
+    )
     assert outcome.code == 0, outcome.describe()
     return out
 
@@ -280,24 +422,55 @@ def test_two_step_completion_survives_any_signature_or_state(world, key_files, s
     out = shutil.copytree(step_one, where / "out")
     what = data.draw(st.sampled_from(["signature", "pending", "public-key", "manifest"]))
     signature = where / "sig.bin"
-    signature.write_bytes(data.draw(st.one_of(st.binary(max_size=800),
-                                              st.binary(min_size=384, max_size=384))))
-    public = key_files[data.draw(st.sampled_from(sorted(key_files)))] \
-        if what == "public-key" else key_files["public"]
+    signature.write_bytes(
+        data.draw(st.one_of(st.binary(max_size=800), st.binary(min_size=384, max_size=384)))
+    )
+    public = (
+        key_files[data.draw(st.sampled_from(sorted(key_files)))]
+        if what == "public-key"
+        else key_files["public"]
+    )
     if what == "pending":
         pending = out / "app.sig.pending"
-        pending.write_bytes(data.draw(st.one_of(
-            mutated_bytes(pending.read_bytes()),
-            st.sampled_from([b"[]", b"{}", b"null", b'{"format": 1}', b"9" * 5000,
-                             b"[" * 100_000, b'{"format": "ppml-build-pending-sigstruct/1", '
-                             b'"sigstruct": "zz", "manifest_sgx_sha256": 1}']))))
+        pending.write_bytes(
+            data.draw(
+                st.one_of(
+                    mutated_bytes(pending.read_bytes()),
+                    st.sampled_from(
+                        [
+                            b"[]",
+                            b"{}",
+                            b"null",
+                            b'{"format": 1}',
+                            b"9" * 5000,
+                            b"[" * 100_000,
+                            b'{"format": "ppml-build-pending-sigstruct/1", '
+                            b'"sigstruct": "zz", "manifest_sgx_sha256": 1}',
+                        ]
+                    ),
+                )
+            )
+        )
     if what == "manifest":
         manifest = out / "app.manifest.sgx"
         manifest.write_bytes(data.draw(mutated_bytes(manifest.read_bytes())))
     before = snapshot(out)
-    outcome = assert_clean(run_cli(["sign", "--complete", "--output", out / "app.manifest.sgx",
-                                    "--sigfile", out / "app.sig", "--signature", signature,
-                                    "--public-key", public]))
+    outcome = assert_clean(
+        run_cli(
+            [
+                "sign",
+                "--complete",
+                "--output",
+                out / "app.manifest.sgx",
+                "--sigfile",
+                out / "app.sig",
+                "--signature",
+                signature,
+                "--public-key",
+                public,
+            ]
+        )
+    )
     # A random signature never verifies: nothing may be written.
     assert outcome.code != 0, outcome.describe()
     assert_all_or_none(outcome, before, snapshot(out), [])
@@ -305,6 +478,7 @@ def test_two_step_completion_survives_any_signature_or_state(world, key_files, s
 
 
 # --- reproducers of what the fuzzing found -------------------------------------------------------
+
 
 def test_libpal_with_an_offset_past_2_63_is_refused_in_one_line(world):
     """sdk_metadata._find_note: pyelftools raised OverflowError seeking to p_offset >= 2**63."""
@@ -325,8 +499,9 @@ def test_a_trusted_file_no_file_system_can_hold_is_missing_in_one_line(world, en
     (where / "in.manifest").write_text(without_keys(MANIFEST, text) + text)
     (where / "out").mkdir()
     outcome = assert_clean(run_cli(sign_argv(world, where / "in.manifest", where / "out")))
-    assert outcome.code == 2 and "no such file or directory in the image" in outcome.err, \
+    assert outcome.code == 2 and "no such file or directory in the image" in outcome.err, (
         outcome.describe()
+    )
     assert not any((where / "out").iterdir())
 
 
@@ -337,9 +512,22 @@ def test_a_mangled_pending_state_is_refused_in_one_line(world, step_one, key_fil
     (out / "app.sig.pending").write_bytes(state)
     (where / "sig.bin").write_bytes(b"\x01" * 384)
     before = snapshot(out)
-    outcome = assert_clean(run_cli(["sign", "--complete", "--output", out / "app.manifest.sgx",
-                                    "--sigfile", out / "app.sig", "--signature",
-                                    where / "sig.bin", "--public-key", key_files["public"]]))
+    outcome = assert_clean(
+        run_cli(
+            [
+                "sign",
+                "--complete",
+                "--output",
+                out / "app.manifest.sgx",
+                "--sigfile",
+                out / "app.sig",
+                "--signature",
+                where / "sig.bin",
+                "--public-key",
+                key_files["public"],
+            ]
+        )
+    )
     assert outcome.code == 2 and "pending-signature" in outcome.err, outcome.describe()
     assert snapshot(out) == before
 

@@ -15,17 +15,34 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fuzz_support import (
+    APP,
+    POLICY_FORMATS,
+    assert_all_or_none,
+    assert_clean,
+    build_signed_world,
+    fuzz_settings,
+    hostile_elf,
+    hostile_sig,
+    make_key_files,
+    mutated_bytes,
+    mutated_tree,
+    run_bounded,
+    run_cli,
+    snapshot,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzz_support import (APP, POLICY_FORMATS, assert_all_or_none, assert_clean,
-                          build_signed_world, fuzz_settings, hostile_elf, hostile_sig,
-                          make_key_files, mutated_bytes, mutated_tree, run_bounded, run_cli,
-                          snapshot)
-
-PRIMARY = {"gramine-ratls": "ra-tls.env", "ehsm": "ehsm-quote-policy.json",
-           "bigdl": "bigdl-policies.json", "marblerun": "marblerun-packages.json",
-           "maa": "maa-policy.txt", "ita": "ita-policy.rego", "trustee": "trustee-policy.rego"}
+PRIMARY = {
+    "gramine-ratls": "ra-tls.env",
+    "ehsm": "ehsm-quote-policy.json",
+    "bigdl": "bigdl-policies.json",
+    "marblerun": "marblerun-packages.json",
+    "maa": "maa-policy.txt",
+    "ita": "ita-policy.rego",
+    "trustee": "trustee-policy.rego",
+}
 # Policy files with a second file beside them that verify also reads.
 COMPANIONS = {"trustee-policy.rego": "trustee-policy.rvps.json"}
 
@@ -51,21 +68,40 @@ def verify_argv(world, *extra, directory=None) -> list:
 
 # --- records ---------------------------------------------------------------------------------------
 
-JSON_TRICKS = [b"", b"null", b"[]", b"{}", b"1", b'"x"', b"[" * 100_000 + b"]" * 100_000,
-               b'{"a":' * 50_000 + b"1" + b"}" * 50_000, b'{"isv_svn": ' + b"9" * 5000 + b"}",
-               b'{"isv_svn": 1e400}', b'{"isv_svn": NaN}', b'{"isv_svn": -Infinity}',
-               b'{"mrenclave": "a", "mrenclave": "b"}', b"\xef\xbb\xbf{}", b"\xff\xfe{}",
-               b'{"mrenclave": "\\ud800"}', b'{"mrenclave": "\\u0000"}', b"\x00" * 100]
+JSON_TRICKS = [
+    b"",
+    b"null",
+    b"[]",
+    b"{}",
+    b"1",
+    b'"x"',
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    b'{"isv_svn": ' + b"9" * 5000 + b"}",
+    b'{"isv_svn": 1e400}',
+    b'{"isv_svn": NaN}',
+    b'{"isv_svn": -Infinity}',
+    b'{"mrenclave": "a", "mrenclave": "b"}',
+    b"\xef\xbb\xbf{}",
+    b"\xff\xfe{}",
+    b'{"mrenclave": "\\ud800"}',
+    b'{"mrenclave": "\\u0000"}',
+    b"\x00" * 100,
+]
 
 
 @st.composite
 def hostile_json(draw, original: dict) -> bytes:
     how = draw(st.sampled_from(["tree", "tree", "tree", "bytes", "trick"]))
     if how == "tree":
-        tree = draw(mutated_tree(original, unknown_keys=("extra", "mrenclave", "MRENCLAVE",
-                                                         "schema", "isv_svn")))
+        tree = draw(
+            mutated_tree(
+                original, unknown_keys=("extra", "mrenclave", "MRENCLAVE", "schema", "isv_svn")
+            )
+        )
         return json.dumps(tree, indent=draw(st.sampled_from([None, 2]))).encode(
-            "utf-8", "surrogatepass")
+            "utf-8", "surrogatepass"
+        )
     if how == "bytes":
         return draw(mutated_bytes(json.dumps(original, indent=2).encode()))
     return draw(st.sampled_from(JSON_TRICKS))
@@ -88,8 +124,17 @@ def test_policy_survives_any_record_and_writes_all_or_none(world, data, fmt, to_
     where = scratch(world)
     record = where / "measurement.json"
     record.write_bytes(data.draw(hostile_json(world["record"])))
-    extra = data.draw(st.sampled_from([[], ["--allow-debug"], ["--pin", "mrsigner"],
-                                       ["--min-svn", "0"], ["--min-svn", "65535"]]))
+    extra = data.draw(
+        st.sampled_from(
+            [
+                [],
+                ["--allow-debug"],
+                ["--pin", "mrsigner"],
+                ["--min-svn", "0"],
+                ["--min-svn", "65535"],
+            ]
+        )
+    )
     if not to_dir:
         assert_clean(run_cli(["policy", record, "--format", fmt, *extra]))
     else:
@@ -105,6 +150,7 @@ def test_policy_survives_any_record_and_writes_all_or_none(world, data, fmt, to_
 
 
 # --- policies ------------------------------------------------------------------------------------
+
 
 @st.composite
 def hostile_policy(draw, world) -> tuple[str, dict[str, bytes]]:
@@ -136,6 +182,7 @@ def test_verify_survives_any_policy(world, data):
 
 # --- the signed directory: .sig, .manifest.sgx, the names in it ----------------------------------
 
+
 @fuzz_settings(40)
 @given(data=st.data())
 def test_verify_survives_any_sig_or_manifest_sgx(world, data):
@@ -149,20 +196,57 @@ def test_verify_survives_any_sig_or_manifest_sgx(world, data):
         manifest = data.draw(mutated_bytes(manifest))
     (where / f"{APP}.sig").write_bytes(sig)
     (where / f"{APP}.manifest.sgx").write_bytes(manifest)
-    anchor = data.draw(st.sampled_from([["--mrsigner", world["mrsigner"]],
-                                        ["--record", world["out"] / "measurement.json"],
-                                        ["--allow-unpinned", "--allow-debug"]]))
+    anchor = data.draw(
+        st.sampled_from(
+            [
+                ["--mrsigner", world["mrsigner"]],
+                ["--record", world["out"] / "measurement.json"],
+                ["--allow-unpinned", "--allow-debug"],
+            ]
+        )
+    )
     assert_clean(run_cli(verify_argv(world, *anchor, "--json", directory=where)))
     shutil.rmtree(where)
 
 
-NAMES = st.one_of(st.sampled_from(["", ".", "..", "../out/" + APP, APP + "/", "a/b", "/",
-                                   APP + ".manifest.sgx", "\x00", "\x1b[31m", "x" * 300,
-                                   "\udcff", APP.upper(), " " + APP]), st.text(max_size=10))
-MRSIGNERS = st.one_of(st.sampled_from(["", "0" * 63, "0" * 65, "g" * 64, "０" * 64, " " * 64,
-                                       "0x" + "0" * 62, "ab" * 32 + "\n", "\x1b" * 64,
-                                       "83d719e77deaca1470f6baf62a4d774303c899db69020f9c70ee1df"
-                                       "c08c7ce9e"]), st.text(max_size=70))
+NAMES = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            ".",
+            "..",
+            "../out/" + APP,
+            APP + "/",
+            "a/b",
+            "/",
+            APP + ".manifest.sgx",
+            "\x00",
+            "\x1b[31m",
+            "x" * 300,
+            "\udcff",
+            APP.upper(),
+            " " + APP,
+        ]
+    ),
+    st.text(max_size=10),
+)
+MRSIGNERS = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "0" * 63,
+            "0" * 65,
+            "g" * 64,
+            "０" * 64,
+            " " * 64,
+            "0x" + "0" * 62,
+            "ab" * 32 + "\n",
+            "\x1b" * 64,
+            "83d719e77deaca1470f6baf62a4d774303c899db69020f9c70ee1dfc08c7ce9e",
+        ]
+    ),
+    st.text(max_size=70),
+)
 
 
 @fuzz_settings(40)
@@ -185,17 +269,23 @@ def test_verify_survives_any_pin_name_or_libpal(world, data):
 
 # --- the image tree: what verify reads and hashes there --------------------------------------------
 
+
 def _copy_rootfs(world, target: Path) -> Path:
     """The rootfs without its fifo (copytree would block reading it)."""
+
     def special(directory, names):
         return [n for n in names if (Path(directory) / n).is_fifo()]
 
     return Path(shutil.copytree(world["rootfs"], target, symlinks=True, ignore=special))
 
 
-TRUSTED = ["app/job.py", "usr/lib/x86_64-linux-gnu/gramine/libsysdb.so",
-           "usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so", "opt/spark-3.5.3/jars/lib-03.jar",
-           "ppml/bin/ppml-launch.py"]
+TRUSTED = [
+    "app/job.py",
+    "usr/lib/x86_64-linux-gnu/gramine/libsysdb.so",
+    "usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so",
+    "opt/spark-3.5.3/jars/lib-03.jar",
+    "ppml/bin/ppml-launch.py",
+]
 
 
 @pytest.fixture(scope="module")
@@ -225,10 +315,16 @@ def test_verify_survives_a_tampered_image_tree(world, tree_copy, data):
         elif how == "empty":
             path.write_bytes(b"")
         else:
-            path.write_bytes(data.draw(hostile_elf(saved)) if saved.startswith(b"\x7fELF")
-                             else data.draw(mutated_bytes(saved)))
-        assert_clean(run_cli(["verify", world["out"], "--rootfs", tree_copy, "--mrsigner",
-                              world["mrsigner"]]))
+            path.write_bytes(
+                data.draw(hostile_elf(saved))
+                if saved.startswith(b"\x7fELF")
+                else data.draw(mutated_bytes(saved))
+            )
+        assert_clean(
+            run_cli(
+                ["verify", world["out"], "--rootfs", tree_copy, "--mrsigner", world["mrsigner"]]
+            )
+        )
     finally:
         if path.is_dir() and not path.is_symlink():
             path.rmdir()
@@ -238,6 +334,7 @@ def test_verify_survives_a_tampered_image_tree(world, tree_copy, data):
 
 
 # --- reproducers of what the fuzzing found -------------------------------------------------------
+
 
 def test_a_control_character_in_a_record_value_is_shown_escaped(world):
     """verify's report printed a record's manifest_sha256 as it was (U+202E reorders the line)."""
@@ -286,19 +383,21 @@ def bomb_outcomes(world):
         shutil.copy(world["policies"] / "trustee-policy.rego", trustee)
         (trustee / "trustee-policy.rvps.json").write_bytes(data)
         for use, argv in (
-                ("verify --record", verify_argv(world, "--record", where / f"{name}.json")),
-                ("policy", ["policy", where / f"{name}.json", "--format", "ehsm"]),
-                ("verify --policy", verify_argv(world, "--policy", where / f"{name}.json")),
-                ("trustee rvps", verify_argv(world, "--policy",
-                                             trustee / "trustee-policy.rego"))):
+            ("verify --record", verify_argv(world, "--record", where / f"{name}.json")),
+            ("policy", ["policy", where / f"{name}.json", "--format", "ehsm"]),
+            ("verify --policy", verify_argv(world, "--policy", where / f"{name}.json")),
+            ("trustee rvps", verify_argv(world, "--policy", trustee / "trustee-policy.rego")),
+        ):
             cases.append((argv, 20.0))
             keys.append((name, use))
     for name, text in REGO_BOMBS.items():
         policy = where / name
         policy.write_text(text)
         if name.startswith("trustee"):
-            shutil.copy(world["policies"] / "trustee-policy.rvps.json",
-                        where / name.replace(".rego", ".rvps.json"))
+            shutil.copy(
+                world["policies"] / "trustee-policy.rvps.json",
+                where / name.replace(".rego", ".rvps.json"),
+            )
         cases.append((verify_argv(world, "--policy", policy), 20.0))
         keys.append((name, "verify --policy"))
     outcomes = run_bounded(cases, env={"PPML_BUILD_CACHE_DIR": str(world["base"] / "cache")})

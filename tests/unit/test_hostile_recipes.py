@@ -47,33 +47,42 @@ def one_error(capsys, *argv: str) -> str:
 
 def add_args(*extra: str):
     def edit(data):
-        data["app"]["command"] = data["app"]["command"][:-1] + list(extra) + \
-            data["app"]["command"][-1:]
+        data["app"]["command"] = (
+            data["app"]["command"][:-1] + list(extra) + data["app"]["command"][-1:]
+        )
+
     return edit
 
 
-@pytest.mark.parametrize("args, shown", [
-    (("--driver-memory", "1.5g"), "spark.driver.memory = '1.5g'"),
-    (("--conf", "spark.executor.memory=lots"), "spark.executor.memory = 'lots'"),
-    (("--conf", "spark.executor.memory=0"), "spark.executor.memory = '0'"),
-    (("--executor-cores", "two"), "spark.executor.cores = 'two'"),
-])
+@pytest.mark.parametrize(
+    "args, shown",
+    [
+        (("--driver-memory", "1.5g"), "spark.driver.memory = '1.5g'"),
+        (("--conf", "spark.executor.memory=lots"), "spark.executor.memory = 'lots'"),
+        (("--conf", "spark.executor.memory=0"), "spark.executor.memory = '0'"),
+        (("--executor-cores", "two"), "spark.executor.cores = 'two'"),
+    ],
+)
 def test_spark_submit_sizes_and_counts_that_spark_cannot_read(tmp_path, capsys, args, shown):
     line = one_error(capsys, "plan", str(write_recipe(tmp_path, add_args(*args))))
     assert f"app.command: {shown}" in line
     assert "e.g." in line or "whole number" in line
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("-Xss0", "a size of 0"),
-    ("-Xss64k", "below HotSpot's minimum of 136K"),
-    ("-Xmx0", "a size of 0"),
-    ("-XX:ActiveProcessorCount=0", "from 1 to 1024"),
-    ("-Xmx" + "9" * 40, "digits is not a size"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("-Xss0", "a size of 0"),
+        ("-Xss64k", "below HotSpot's minimum of 136K"),
+        ("-Xmx0", "a size of 0"),
+        ("-XX:ActiveProcessorCount=0", "from 1 to 1024"),
+        ("-Xmx" + "9" * 40, "digits is not a size"),
+    ],
+)
 def test_jvm_flags_the_plan_cannot_size_for(tmp_path, capsys, flag, message):
     def edit(data):
         data["app"]["env"]["JAVA_TOOL_OPTIONS"] = flag
+
     line = one_error(capsys, "plan", str(write_recipe(tmp_path, edit)))
     assert message in line and "JAVA_TOOL_OPTIONS" in line
 
@@ -81,6 +90,7 @@ def test_jvm_flags_the_plan_cannot_size_for(tmp_path, capsys, flag, message):
 def test_an_unbalanced_quote_in_java_tool_options(tmp_path, capsys):
     def edit(data):
         data["app"]["env"]["JAVA_TOOL_OPTIONS"] = "-Dname='a b"
+
     line = one_error(capsys, "validate", str(write_recipe(tmp_path, edit)))
     assert "app.env: JAVA_TOOL_OPTIONS: No closing quotation" in line
     assert "balance the quotes" in line
@@ -90,20 +100,28 @@ def test_an_unbalanced_quote_in_java_tool_options(tmp_path, capsys):
 def test_malloc_arena_max_must_be_a_count(tmp_path, capsys, value):
     def edit(data):
         data["app"]["env"]["MALLOC_ARENA_MAX"] = value
+
     line = one_error(capsys, "plan", str(write_recipe(tmp_path, edit)))
     assert "app.env.MALLOC_ARENA_MAX" in line and "from 1 to 1024" in line
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("isv_svn", True, "enclave.isv_svn: must be a whole number, got bool"),
-    ("isv_prod_id", "1", "enclave.isv_prod_id: must be a whole number, got str"),
-    ("debug", "yes", "enclave.debug: must be true or false, got str"),
-    ("edmm", 1, "enclave.edmm: must be true or false, got int"),
-])
-def test_strict_types_where_a_wrong_value_changes_the_enclave(tmp_path, capsys, field, value,
-                                                             message):
-    line = one_error(capsys, "validate",
-                     str(write_recipe(tmp_path, lambda d: d["enclave"].update({field: value}))))
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("isv_svn", True, "enclave.isv_svn: must be a whole number, got bool"),
+        ("isv_prod_id", "1", "enclave.isv_prod_id: must be a whole number, got str"),
+        ("debug", "yes", "enclave.debug: must be true or false, got str"),
+        ("edmm", 1, "enclave.edmm: must be true or false, got int"),
+    ],
+)
+def test_strict_types_where_a_wrong_value_changes_the_enclave(
+    tmp_path, capsys, field, value, message
+):
+    line = one_error(
+        capsys,
+        "validate",
+        str(write_recipe(tmp_path, lambda d: d["enclave"].update({field: value}))),
+    )
     assert message in line
 
 
@@ -116,6 +134,7 @@ def test_yaml_1_1_yes_is_not_taken_for_true(tmp_path, capsys):
 def test_full_width_digits_are_not_a_size(tmp_path, capsys):
     def edit(data):
         data["resources"]["spark"]["spark.driver.memory"] = "１g"
+
     line = one_error(capsys, "validate", str(write_recipe(tmp_path, edit)))
     assert "resources.spark.spark.driver.memory: not a size" in line
 
@@ -133,14 +152,18 @@ def test_nul_in_argv_or_env_is_refused_naming_the_field(tmp_path, capsys, where)
             data["app"]["command"].append("a\0b")
         else:
             data["app"]["env"]["X"] = "a\0b"
+
     line = one_error(capsys, "validate", str(write_recipe(tmp_path, edit)))
     assert ("app.command[8]" if where == "argv" else "app.env.X") in line
     assert "U+0000 (NUL)" in line and "C strings" in line
 
 
 def test_a_lone_surrogate_is_refused_naming_it(tmp_path, capsys):
-    text = (PYSPARK / "recipe.yaml").read_text().replace(
-        "SPARK_LOCAL_IP: 127.0.0.1", 'SPARK_LOCAL_IP: "\\ud800"')
+    text = (
+        (PYSPARK / "recipe.yaml")
+        .read_text()
+        .replace("SPARK_LOCAL_IP: 127.0.0.1", 'SPARK_LOCAL_IP: "\\ud800"')
+    )
     line = one_error(capsys, "validate", str(write_recipe(tmp_path, text=text)))
     assert "app.env.SPARK_LOCAL_IP: contains U+D800" in line
 
@@ -188,14 +211,16 @@ def test_control_characters_in_a_path_are_escaped(tmp_path, capsys):
 
 
 def test_control_characters_in_a_value_are_escaped(tmp_path, capsys):
-    line = one_error(capsys, "validate",
-                     str(write_recipe(tmp_path, lambda d: d.update(name="a\x1b]0;pwned\x07"))))
+    line = one_error(
+        capsys,
+        "validate",
+        str(write_recipe(tmp_path, lambda d: d.update(name="a\x1b]0;pwned\x07"))),
+    )
     assert "\x1b" not in line and "\x07" not in line and "name: must be lowercase" in line
 
 
 def test_printable_escapes_what_acts_on_a_terminal():
-    assert printable("a\x1b[2Jb\r\n\u202ec\x00\x85😀é") == \
-        "a\\x1b[2Jb\\r\\n\\u202ec\\x00\\x85😀é"
+    assert printable("a\x1b[2Jb\r\n\u202ec\x00\x85😀é") == "a\\x1b[2Jb\\r\\n\\u202ec\\x00\\x85😀é"
 
 
 @pytest.mark.parametrize("name", ["LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "LD_AUDIT"])
@@ -224,12 +249,11 @@ def test_an_allowed_tree_of_the_whole_file_system(tmp_path, capsys, allowed):
     assert 'files.allowed: "/" is refused without --allow-insecure-manifest' in line
 
 
-
 def test_a_trusted_tree_deeper_than_the_limit(tmp_path):
     from ppml_build.errors import InputLimitError
-    from ppml_build.limits import MAX_TREE_DEPTH
-    from ppml_build.image.rootfs import DirRootFS
     from ppml_build.gramine.trusted import expand_trusted_file_list
+    from ppml_build.image.rootfs import DirRootFS
+    from ppml_build.limits import MAX_TREE_DEPTH
 
     deep = tmp_path / "d"
     leaf = deep.joinpath(*["x"] * (MAX_TREE_DEPTH + 5))
@@ -240,16 +264,17 @@ def test_a_trusted_tree_deeper_than_the_limit(tmp_path):
     shallow = tmp_path / "s" / "a" / "b"
     shallow.mkdir(parents=True)
     (shallow / "f").write_text("x")
-    assert [tf.uri for tf in expand_trusted_file_list(["file:/s/"], DirRootFS(tmp_path))] == \
-        ["file:/s/a/b/f"]
+    assert [tf.uri for tf in expand_trusted_file_list(["file:/s/"], DirRootFS(tmp_path))] == [
+        "file:/s/a/b/f"
+    ]
 
 
 def test_a_file_name_that_is_not_utf8_in_a_trusted_tree(tmp_path):
     import os
 
     from ppml_build.errors import ManifestError
-    from ppml_build.image.rootfs import DirRootFS
     from ppml_build.gramine.trusted import expand_trusted_file_list
+    from ppml_build.image.rootfs import DirRootFS
 
     (tmp_path / "d").mkdir()
     with open(os.path.join(os.fsencode(tmp_path / "d"), b"caf\xe9"), "wb") as handle:
@@ -260,8 +285,9 @@ def test_a_file_name_that_is_not_utf8_in_a_trusted_tree(tmp_path):
 
 
 def test_a_huge_echoed_value_keeps_the_field_and_the_fix(tmp_path, capsys):
-    path = write_recipe(tmp_path, lambda d: d["resources"]["spark"].update(
-        {"spark.driver.memory": "x" * 100_000}))
+    path = write_recipe(
+        tmp_path, lambda d: d["resources"]["spark"].update({"spark.driver.memory": "x" * 100_000})
+    )
     line = one_error(capsys, "validate", str(path))
     assert len(line) < 2100 and "resources.spark.spark.driver.memory: not a size" in line
     assert "characters left out" in line and line.endswith("write e.g. 16G, 512M or 1728m")

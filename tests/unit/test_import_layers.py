@@ -31,18 +31,47 @@ from import_graph import cycles, import_graph  # noqa: E402
 
 P = "ppml_build."
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("vocabulary", ("ppml_build", P + "errors", P + "limits", P + "units", P + "versions",
-                    P + "progress", P + "atomic", P + "record")),
+    (
+        "vocabulary",
+        (
+            "ppml_build",
+            P + "errors",
+            P + "limits",
+            P + "units",
+            P + "versions",
+            P + "progress",
+            P + "atomic",
+            P + "record",
+        ),
+    ),
     ("sign", (P + "sign",)),
     ("image", (P + "image",)),
     ("policy", (P + "policy",)),
     ("keys", (P + "key_files",)),
-    ("recipe", (P + "gramine.schema", P + "gramine.overrides", P + "gramine.uris",
-                P + "host_sources", P + "recipe")),
+    (
+        "recipe",
+        (
+            P + "gramine.schema",
+            P + "gramine.overrides",
+            P + "gramine.uris",
+            P + "host_sources",
+            P + "recipe",
+        ),
+    ),
     ("plan", (P + "gramine.launch", P + "plan")),
     ("app image", (P + "image.app_layer", P + "image.programs", P + "image.native")),
-    ("backends", (P + "build.options", P + "build.job", P + "build.outputs",
-                  P + "build.key_guard", P + "build.key_scan", P + "gramine", P + "occlum")),
+    (
+        "backends",
+        (
+            P + "build.options",
+            P + "build.job",
+            P + "build.outputs",
+            P + "build.key_guard",
+            P + "build.key_scan",
+            P + "gramine",
+            P + "occlum",
+        ),
+    ),
     ("pipeline", (P + "pipeline",)),
     ("build", (P + "build",)),
     ("commands", (P + "verify", P + "trace", P + "k8s", P + "starter")),

@@ -22,8 +22,13 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 MARK = "needs the JVM to start Python worker processes"
 
 
-def pyspark_recipe(tmp_path: Path, job: str, *, extra_files: dict[str, str] | None = None,
-                   recipe_from: str = "spark/pyspark-sql-agg") -> Path:
+def pyspark_recipe(
+    tmp_path: Path,
+    job: str,
+    *,
+    extra_files: dict[str, str] | None = None,
+    recipe_from: str = "spark/pyspark-sql-agg",
+) -> Path:
     """A copy of a bundled Python recipe in tmp_path whose job.py is ``job``."""
     directory = tmp_path / "recipe"
     directory.mkdir()
@@ -42,15 +47,26 @@ def warning_lines(capsys, argv: list[str], code: int = 0) -> list[str]:
 
 
 def line_of(text: str, needle: str) -> int:
-    return next(number for number, line in enumerate(textwrap.dedent(text).splitlines(), 1)
-                if needle in line)
+    return next(
+        number
+        for number, line in enumerate(textwrap.dedent(text).splitlines(), 1)
+        if needle in line
+    )
 
 
 # --- the bundled recipes ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["spark/pyspark-sql-agg", "spark/spark-sql-parquet",
-                                  "flink/pyflink-table", "spark/spark-java-pi",
-                                  "flink/flink-java-wordcount"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "spark/pyspark-sql-agg",
+        "spark/spark-sql-parquet",
+        "flink/pyflink-table",
+        "spark/spark-java-pi",
+        "flink/flink-java-wordcount",
+    ],
+)
 def test_bundled_recipes_give_no_warning(name, capsys):
     assert warning_lines(capsys, ["plan", str(RECIPES / name / "recipe.yaml")]) == []
 
@@ -58,13 +74,18 @@ def test_bundled_recipes_give_no_warning(name, capsys):
 # --- PySpark code that needs a worker, through `ppml-build plan` -------------------------------
 
 NEEDS_WORKER = {
-    "createDataFrame from a list": ("""\
+    "createDataFrame from a list": (
+        """\
         from pyspark.sql import SparkSession
         spark = SparkSession.builder.getOrCreate()
         df = spark.createDataFrame([(1, "a"), (2, "b")], ["id", "v"])
         df.show()
-        """, "createDataFrame(", "createDataFrame from a Python list"),
-    "@udf": ("""\
+        """,
+        "createDataFrame(",
+        "createDataFrame from a Python list",
+    ),
+    "@udf": (
+        """\
         from pyspark.sql import SparkSession
         from pyspark.sql.functions import udf
         spark = SparkSession.builder.getOrCreate()
@@ -74,14 +95,22 @@ NEEDS_WORKER = {
             return x + 1
 
         spark.range(3).select(plus_one("id")).show()
-        """, "@udf", "@udf"),
-    "rdd.map(lambda)": ("""\
+        """,
+        "@udf",
+        "@udf",
+    ),
+    "rdd.map(lambda)": (
+        """\
         from pyspark.sql import SparkSession
         spark = SparkSession.builder.getOrCreate()
         rdd = spark.range(3).rdd
         print(rdd.map(lambda row: row.id * 2).collect())
-        """, ".rdd", "DataFrame.rdd"),
-    "mapInPandas": ("""\
+        """,
+        ".rdd",
+        "DataFrame.rdd",
+    ),
+    "mapInPandas": (
+        """\
         from pyspark.sql import SparkSession
         spark = SparkSession.builder.getOrCreate()
 
@@ -92,13 +121,15 @@ NEEDS_WORKER = {
         (spark.range(3)
             .mapInPandas(double, "id long")
             .show())
-        """, ".mapInPandas", "mapInPandas"),
+        """,
+        ".mapInPandas",
+        "mapInPandas",
+    ),
 }
 
 
 @pytest.mark.parametrize("job, needle, api", NEEDS_WORKER.values(), ids=NEEDS_WORKER.keys())
-def test_pyspark_job_needing_a_worker_warns_once_with_its_line(tmp_path, capsys, job, needle,
-                                                               api):
+def test_pyspark_job_needing_a_worker_warns_once_with_its_line(tmp_path, capsys, job, needle, api):
     path = pyspark_recipe(tmp_path, job)
     lines = warning_lines(capsys, ["plan", str(path)])
     assert len(lines) == 1
@@ -109,33 +140,39 @@ def test_pyspark_job_needing_a_worker_warns_once_with_its_line(tmp_path, capsys,
 
 def test_rdd_map_with_a_lambda_is_found_on_its_own():
     job = "def run(rdd):\n    return rdd.map(lambda x: x + 1).collect()\n"
-    assert find_jvm_children("spark", {"job.py": job}) == [
-        Finding("job.py", 2, "map(lambda ...)")]
+    assert find_jvm_children("spark", {"job.py": job}) == [Finding("job.py", 2, "map(lambda ...)")]
 
 
-@pytest.mark.parametrize("code, api", [
-    ("spark.udf.register('plus', lambda x: x + 1)", "spark.udf.register"),
-    ("F.pandas_udf(lambda s: s, 'long')", "pandas_udf"),
-    ("UserDefinedFunction(len)", "UserDefinedFunction"),
-    ("spark.sparkContext.parallelize([1, 2])", "parallelize"),
-    ("sc.range(10)", "SparkContext.range"),
-    ("df.mapInArrow(double, 'id long')", "mapInArrow"),
-    ("df.groupBy('k').cogroup(other.groupBy('k'))", "cogroup"),
-    ("df.foreach(lambda row: print(row))", "foreach(lambda ...)"),
-    ("df.foreachPartition(double)", "foreachPartition(double)"),
-    ("pairs.reduceByKey(add)", "reduceByKey(add)"),
-    ("lines.flatMap(str.split)", "flatMap(str.split)"),
-    ("nums.fold(0, lambda a, b: a + b)", "fold(lambda ...)"),
-    ("spark.createDataFrame(((i,) for i in range(3)))", "createDataFrame from a generator"),
-    ("spark.createDataFrame(rows)", "createDataFrame from local Python data"),
-    ("spark.createDataFrame(list(zip(a, b)))", "createDataFrame from Python data"),
-    ("spark.createDataFrame(pd.DataFrame({'a': [1]}))",
-     "createDataFrame from pandas without Arrow"),
-    ("spark.createDataFrame(data=sc.textFile('/x'))", "createDataFrame from an RDD"),
-])
+@pytest.mark.parametrize(
+    "code, api",
+    [
+        ("spark.udf.register('plus', lambda x: x + 1)", "spark.udf.register"),
+        ("F.pandas_udf(lambda s: s, 'long')", "pandas_udf"),
+        ("UserDefinedFunction(len)", "UserDefinedFunction"),
+        ("spark.sparkContext.parallelize([1, 2])", "parallelize"),
+        ("sc.range(10)", "SparkContext.range"),
+        ("df.mapInArrow(double, 'id long')", "mapInArrow"),
+        ("df.groupBy('k').cogroup(other.groupBy('k'))", "cogroup"),
+        ("df.foreach(lambda row: print(row))", "foreach(lambda ...)"),
+        ("df.foreachPartition(double)", "foreachPartition(double)"),
+        ("pairs.reduceByKey(add)", "reduceByKey(add)"),
+        ("lines.flatMap(str.split)", "flatMap(str.split)"),
+        ("nums.fold(0, lambda a, b: a + b)", "fold(lambda ...)"),
+        ("spark.createDataFrame(((i,) for i in range(3)))", "createDataFrame from a generator"),
+        ("spark.createDataFrame(rows)", "createDataFrame from local Python data"),
+        ("spark.createDataFrame(list(zip(a, b)))", "createDataFrame from Python data"),
+        (
+            "spark.createDataFrame(pd.DataFrame({'a': [1]}))",
+            "createDataFrame from pandas without Arrow",
+        ),
+        ("spark.createDataFrame(data=sc.textFile('/x'))", "createDataFrame from an RDD"),
+    ],
+)
 def test_each_pyspark_api_that_needs_a_worker(code, api):
-    job = ("from operator import add\nimport pandas as pd\n"
-           "def double(it):\n    return it\n" + code + "\n")
+    job = (
+        "from operator import add\nimport pandas as pd\n"
+        "def double(it):\n    return it\n" + code + "\n"
+    )
     assert find_jvm_children("spark", {"job.py": job}) == [Finding("job.py", 5, api)]
 
 
@@ -152,8 +189,10 @@ def test_more_findings_are_counted_not_listed(tmp_path, capsys):
         """
     lines = warning_lines(capsys, ["plan", str(pyspark_recipe(tmp_path, job))])
     assert len(lines) == 1
-    assert "job.py:4 (createDataFrame from a Python list), job.py:5 (udf), " \
-           "job.py:6 (parallelize) and 2 more: " in lines[0]
+    assert (
+        "job.py:4 (createDataFrame from a Python list), job.py:5 (udf), "
+        "job.py:6 (parallelize) and 2 more: " in lines[0]
+    )
 
 
 def test_plan_json_has_the_warning_once(tmp_path, capsys):
@@ -161,15 +200,15 @@ def test_plan_json_has_the_warning_once(tmp_path, capsys):
     assert main(["plan", str(path), "--json"]) == 0
     warnings = json.loads(capsys.readouterr().out)["warnings"]
     assert [w for w in warnings if MARK in w] == [
-        next(w for w in warnings if w.startswith("app.files job.py:5 (@udf): "))]
+        next(w for w in warnings if w.startswith("app.files job.py:5 (@udf): "))
+    ]
 
 
 def test_build_says_the_warning_once_before_anything_else_fails(tmp_path, capsys):
     path = pyspark_recipe(tmp_path, NEEDS_WORKER["@udf"][0])
     # No key: the build stops at the key, before Docker; the plan's warnings came first
     # (as the build's progress lines on stderr, "ppml-build: " first when not a terminal).
-    lines = warning_lines(capsys, ["build", str(path), "--key", str(tmp_path / "none.pem")],
-                          code=2)
+    lines = warning_lines(capsys, ["build", str(path), "--key", str(tmp_path / "none.pem")], code=2)
     assert len(lines) == 1
     assert lines[0].startswith("ppml-build: warning: app.files job.py:5 (@udf)")
 
@@ -203,7 +242,9 @@ def test_pyflink_datastream_functions_are_found():
         ds.key_by(lambda x: x % 2).reduce(lambda a, b: a + b)
         """)
     assert [(f.line, f.api) for f in find_jvm_children("flink", {"job.py": job})] == [
-        (9, "map(Double())"), (10, "key_by(lambda ...)")]
+        (9, "map(Double())"),
+        (10, "key_by(lambda ...)"),
+    ]
 
 
 # --- what is not scanned ----------------------------------------------------------------------
@@ -231,8 +272,9 @@ def test_java_recipes_never_scan(tmp_path, capsys, monkeypatch, body):
     (tmp_path / "job.py").write_text("from pyspark.sql.functions import udf\nudf(len)\n")
     (tmp_path / "app.jar").write_bytes(b"PK")
     path = tmp_path / "recipe.yaml"
-    path.write_text("apiVersion: ppml-build/v1\nname: demo\nbase: {image: \"r/x:1\"}\n"
-                    + textwrap.dedent(body))
+    path.write_text(
+        'apiVersion: ppml-build/v1\nname: demo\nbase: {image: "r/x:1"}\n' + textwrap.dedent(body)
+    )
 
     def must_not_read(*args):
         raise AssertionError("a Java recipe's files were read for the scan")
@@ -307,7 +349,8 @@ def test_pyflink_table_expressions_give_no_warning(tmp_path, capsys):
 def test_pandas_without_arrow_warns():
     job = "df = spark.createDataFrame(spark.range(3).toPandas())\n"
     assert find_jvm_children("spark", {"job.py": job}) == [
-        Finding("job.py", 1, "createDataFrame from pandas without Arrow")]
+        Finding("job.py", 1, "createDataFrame from pandas without Arrow")
+    ]
     assert find_jvm_children("spark", {"job.py": job}, arrow_enabled=True) == []
 
 
@@ -315,33 +358,43 @@ def test_arrow_on_the_command_line_counts(tmp_path, capsys):
     path = pyspark_recipe(tmp_path, "spark.createDataFrame(spark.range(3).toPandas())\n")
     text = path.read_text().replace(
         "--conf, spark.ui.enabled=false,",
-        "--conf, spark.ui.enabled=false, --conf, spark.sql.execution.arrow.pyspark.enabled=true,")
+        "--conf, spark.ui.enabled=false, --conf, spark.sql.execution.arrow.pyspark.enabled=true,",
+    )
     path.write_text(text)
     assert warning_lines(capsys, ["plan", str(path)]) == []
 
 
 # --- reading the files ------------------------------------------------------------------------
 
+
 def test_a_file_that_does_not_parse_is_skipped(tmp_path, capsys):
     path = pyspark_recipe(tmp_path, "def broken(:\n    udf(len)\n")
     assert warning_lines(capsys, ["plan", str(path)]) == []
     assert find_jvm_children("spark", {"bad.py": "udf(", "good.py": "udf(len)\n"}) == [
-        Finding("good.py", 1, "udf")]
+        Finding("good.py", 1, "udf")
+    ]
 
 
 def test_python_under_an_app_files_directory_is_scanned(tmp_path, capsys):
-    path = pyspark_recipe(tmp_path, "import lib.rows\n", extra_files={
-        "lib/__init__.py": "",
-        "lib/rows.py": "def load(spark):\n    return spark.createDataFrame([(1,)])\n",
-        "lib/notes.txt": "udf(len)\n",
-    })
+    path = pyspark_recipe(
+        tmp_path,
+        "import lib.rows\n",
+        extra_files={
+            "lib/__init__.py": "",
+            "lib/rows.py": "def load(spark):\n    return spark.createDataFrame([(1,)])\n",
+            "lib/notes.txt": "udf(len)\n",
+        },
+    )
     text = path.read_text().replace(
         "    - src: job.py\n      dest: /app/job.py\n",
-        "    - src: job.py\n      dest: /app/job.py\n    - src: lib/\n      dest: /app/lib/\n")
+        "    - src: job.py\n      dest: /app/job.py\n    - src: lib/\n      dest: /app/lib/\n",
+    )
     path.write_text(text)
     lines = warning_lines(capsys, ["plan", str(path)])
-    assert len(lines) == 1 and "app.files lib/rows.py:2 (createDataFrame from a Python list):" \
-        in lines[0]
+    assert (
+        len(lines) == 1
+        and "app.files lib/rows.py:2 (createDataFrame from a Python list):" in lines[0]
+    )
 
 
 def test_a_link_out_of_the_recipe_directory_is_not_read(tmp_path, capsys):
@@ -349,8 +402,11 @@ def test_a_link_out_of_the_recipe_directory_is_not_read(tmp_path, capsys):
     outside.write_text("udf(len)\n")
     path = pyspark_recipe(tmp_path, "print(1)\n", extra_files={"lib/__init__.py": ""})
     (path.parent / "lib" / "linked.py").symlink_to(outside)
-    path.write_text(path.read_text().replace(
-        "    - src: job.py\n", "    - src: lib/\n      dest: /app/lib/\n    - src: job.py\n"))
+    path.write_text(
+        path.read_text().replace(
+            "    - src: job.py\n", "    - src: lib/\n      dest: /app/lib/\n    - src: job.py\n"
+        )
+    )
     # `plan` refuses such a link outright (host_sources); the scan on its own skips it too.
     assert warning_lines(capsys, ["plan", str(path)], code=2) == []
     from ppml_build.recipe import load_recipe

@@ -9,7 +9,7 @@ import shlex
 import stat
 import subprocess
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 import yaml
@@ -18,8 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, PlanError, RecipeError
-from ppml_build.k8s import (AESM_SOCKET, SGX_ENCLAVE, SGX_EPC, SGX_PROVISION, k8s_name,
-                            parse_image, render_k8s)
+from ppml_build.k8s import (
+    AESM_SOCKET,
+    SGX_ENCLAVE,
+    SGX_EPC,
+    SGX_PROVISION,
+    k8s_name,
+    parse_image,
+    render_k8s,
+)
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
 
@@ -32,8 +39,9 @@ SPARK_RECIPE = REPO / "recipes" / "spark" / "pyspark-sql-agg" / "recipe.yaml"
 FLINK_RECIPE = REPO / "recipes" / "flink" / "pyflink-table" / "recipe.yaml"
 
 
-def recipe(kind="spark", command="[/opt/spark/bin/spark-submit, /app/job.py]", extra="",
-           name="demo"):
+def recipe(
+    kind="spark", command="[/opt/spark/bin/spark-submit, /app/job.py]", extra="", name="demo"
+):
     return load_recipe_text(f"""\
 apiVersion: ppml-build/v1
 kind: {kind}
@@ -59,6 +67,7 @@ def mib(quantity: str) -> int:
 
 # --- schema checks ---------------------------------------------------------------------------
 
+
 def roundtrip(model, document: dict) -> dict:
     """Deserialize with the Kubernetes client's OpenAPI models and serialize again.
 
@@ -77,44 +86,44 @@ class _Crd(BaseModel):
 # Fields of flinkdeployments.flink.apache.org v1beta1 (apache/flink-kubernetes-operator CRD)
 # that we emit or might; podTemplate is checked against the Kubernetes Pod model.
 class FlinkResource(_Crd):
-    cpu: Optional[float] = None
-    memory: Optional[str] = None
-    ephemeralStorage: Optional[str] = None
+    cpu: float | None = None
+    memory: str | None = None
+    ephemeralStorage: str | None = None
 
 
 class FlinkRole(_Crd):
-    podTemplate: Optional[dict] = None
-    replicas: Optional[int] = None
-    resource: Optional[FlinkResource] = None
+    podTemplate: dict | None = None
+    replicas: int | None = None
+    resource: FlinkResource | None = None
 
 
 class FlinkJob(_Crd):
-    jarURI: Optional[str] = None
-    entryClass: Optional[str] = None
-    args: Optional[list[str]] = None
-    parallelism: Optional[int] = None
-    state: Optional[Literal["running", "suspended"]] = None
-    upgradeMode: Optional[Literal["last-state", "savepoint", "stateless"]] = None
+    jarURI: str | None = None
+    entryClass: str | None = None
+    args: list[str] | None = None
+    parallelism: int | None = None
+    state: Literal["running", "suspended"] | None = None
+    upgradeMode: Literal["last-state", "savepoint", "stateless"] | None = None
 
 
 class FlinkSpec(_Crd):
-    image: Optional[str] = None
-    imagePullPolicy: Optional[str] = None
-    flinkVersion: Optional[str] = Field(default=None, pattern=r"^v\d+_\d+$")
-    serviceAccount: Optional[str] = None
-    flinkConfiguration: Optional[dict[str, str]] = None
-    mode: Optional[Literal["native", "standalone"]] = None
-    podTemplate: Optional[dict] = None
-    job: Optional[FlinkJob] = None
-    jobManager: Optional[FlinkRole] = None
-    taskManager: Optional[FlinkRole] = None
-    logConfiguration: Optional[dict[str, str]] = None
+    image: str | None = None
+    imagePullPolicy: str | None = None
+    flinkVersion: str | None = Field(default=None, pattern=r"^v\d+_\d+$")
+    serviceAccount: str | None = None
+    flinkConfiguration: dict[str, str] | None = None
+    mode: Literal["native", "standalone"] | None = None
+    podTemplate: dict | None = None
+    job: FlinkJob | None = None
+    jobManager: FlinkRole | None = None
+    taskManager: FlinkRole | None = None
+    logConfiguration: dict[str, str] | None = None
 
 
 class FlinkMetadata(_Crd):
     name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=45)
-    namespace: Optional[str] = None
-    labels: Optional[dict[str, str]] = None
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
 
 
 class FlinkDeployment(_Crd):
@@ -156,6 +165,7 @@ def spark_submit_confs(script: str) -> dict[str, str]:
 
 # --- Kubernetes schema -----------------------------------------------------------------------
 
+
 def test_spark_pod_templates_are_valid_pods():
     bundle = bundle_for(recipe())
     driver = load(bundle, "driver-pod-template.yaml")
@@ -166,12 +176,15 @@ def test_spark_pod_templates_are_valid_pods():
     assert containers(executor)[0]["name"] == "spark-kubernetes-executor"
 
 
-@pytest.mark.parametrize("path, typo", [
-    (("spec", "containers", 0), ("volumeMounts", "volumeMount")),
-    (("spec", "containers", 0, "resources"), ("limits", "limit")),
-    (("spec", "volumes", 0), ("hostPath", "hostpath")),
-    (("spec",), ("containers", "container")),
-])
+@pytest.mark.parametrize(
+    "path, typo",
+    [
+        (("spec", "containers", 0), ("volumeMounts", "volumeMount")),
+        (("spec", "containers", 0, "resources"), ("limits", "limit")),
+        (("spec", "volumes", 0), ("hostPath", "hostpath")),
+        (("spec",), ("containers", "container")),
+    ],
+)
 def test_a_misspelt_field_fails_the_schema_check(path, typo):
     pod = load(bundle_for(recipe()), "driver-pod-template.yaml")
     broken = copy.deepcopy(pod)
@@ -184,8 +197,9 @@ def test_a_misspelt_field_fails_the_schema_check(path, typo):
 
 
 def test_a_misspelt_flink_field_fails_the_schema_check():
-    document = load(bundle_for(recipe("flink", "[/usr/bin/python3, /app/job.py]")),
-                    "flinkdeployment.yaml")
+    document = load(
+        bundle_for(recipe("flink", "[/usr/bin/python3, /app/job.py]")), "flinkdeployment.yaml"
+    )
     assert_valid_flink(document)
     broken = copy.deepcopy(document)
     broken["spec"]["taskManager"]["resources"] = broken["spec"]["taskManager"].pop("resource")
@@ -194,11 +208,16 @@ def test_a_misspelt_flink_field_fails_the_schema_check():
 
 
 def test_flink_deployment_matches_the_operator_crd_and_the_recipe():
-    rec = recipe("flink", "[/usr/bin/python3, /app/job.py]", """\
+    rec = recipe(
+        "flink",
+        "[/usr/bin/python3, /app/job.py]",
+        """\
 resources:
   cpus: 4
   flink: {taskmanager.memory.process.size: 4096m, taskmanager.numberOfTaskSlots: 3}
-""", name="pyflink_table.v2")
+""",
+        name="pyflink_table.v2",
+    )
     plan = make_plan(rec)
     bundle = render_k8s(rec, plan, parse_image(IMAGE))
     assert list(bundle.files) == ["flinkdeployment.yaml"]
@@ -206,8 +225,10 @@ resources:
     deployment = assert_valid_flink(document)
     assert deployment.metadata.name == "pyflink-table-v2"
     assert deployment.spec.image == IMAGE
-    assert deployment.spec.flinkConfiguration == {"taskmanager.memory.process.size": "4096m",
-                                                  "taskmanager.numberOfTaskSlots": "3"}
+    assert deployment.spec.flinkConfiguration == {
+        "taskmanager.memory.process.size": "4096m",
+        "taskmanager.numberOfTaskSlots": "3",
+    }
     for role in (deployment.spec.jobManager, deployment.spec.taskManager):
         (container,) = containers(role.podTemplate)
         assert container["name"] == "flink-main-container"  # the operator's main container
@@ -220,10 +241,13 @@ resources:
     assert any("kubernetes.entry.path" in warning for warning in bundle.warnings)
 
 
-@pytest.mark.parametrize("kind, command", [
-    ("java", "[java, -Xmx2g, -cp, /app/app.jar, Main]"),
-    ("python", "[/usr/bin/python3, /app/main.py]"),
-])
+@pytest.mark.parametrize(
+    "kind, command",
+    [
+        ("java", "[java, -Xmx2g, -cp, /app/app.jar, Main]"),
+        ("python", "[/usr/bin/python3, /app/main.py]"),
+    ],
+)
 def test_java_and_python_apps_get_a_job_with_the_same_sgx_resources(kind, command):
     rec = recipe(kind, command)
     plan = make_plan(rec)
@@ -240,12 +264,17 @@ def test_java_and_python_apps_get_a_job_with_the_same_sgx_resources(kind, comman
 
 # --- numbers from the plan -------------------------------------------------------------------
 
-@pytest.mark.parametrize("rec", [
-    recipe(extra="resources:\n  spark: {spark.driver.memory: 6g, spark.executor.memory: 3g}\n"),
-    recipe(extra="enclave: {size: 32G, remote_attestation: none}\n"),
-    recipe("flink", "[/usr/bin/python3, /app/job.py]"),
-    recipe("java", "[java, -Xmx12g, Main]", "enclave: {max_threads: 1024}\n"),
-], ids=["spark-6g", "spark-32G-explicit", "flink", "java-12g"])
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        recipe(extra="resources:\n  spark: {spark.driver.memory: 6g, spark.executor.memory: 3g}\n"),
+        recipe(extra="enclave: {size: 32G, remote_attestation: none}\n"),
+        recipe("flink", "[/usr/bin/python3, /app/job.py]"),
+        recipe("java", "[java, -Xmx12g, Main]", "enclave: {max_threads: 1024}\n"),
+    ],
+    ids=["spark-6g", "spark-32G-explicit", "flink", "java-12g"],
+)
 def test_epc_and_memory_follow_the_plan(rec):
     plan = make_plan(rec)
     bundle = render_k8s(rec, plan, parse_image(IMAGE))
@@ -266,11 +295,13 @@ def test_epc_and_memory_follow_the_plan(rec):
 
 
 def test_spark_submit_conf_carries_the_recipe_values():
-    rec = recipe(extra="""\
+    rec = recipe(
+        extra="""\
 resources:
   cpus: 3
   spark: {spark.driver.memory: 2g, spark.executor.memory: 5g, spark.executor.cores: 4}
-""")
+"""
+    )
     plan = make_plan(rec)
     bundle = render_k8s(rec, plan, parse_image(IMAGE))
     confs = spark_submit_confs(bundle.files["spark-submit.sh"])
@@ -282,21 +313,26 @@ resources:
     assert confs["spark.kubernetes.driver.podTemplateFile"] == "$HERE/driver-pod-template.yaml"
     assert confs["spark.kubernetes.executor.podTemplateFile"] == "$HERE/executor-pod-template.yaml"
     # Spark asks for memory + memoryOverhead: exactly the pod memory of the templates
-    pod_memory = mib(containers(load(bundle, "executor-pod-template.yaml"))[0]
-                     ["resources"]["requests"]["memory"])
+    pod_memory = mib(
+        containers(load(bundle, "executor-pod-template.yaml"))[0]["resources"]["requests"]["memory"]
+    )
     assert (2048 + int(confs["spark.driver.memoryOverhead"][:-1])) * MiB == pod_memory
     assert (5120 + int(confs["spark.executor.memoryOverhead"][:-1])) * MiB == pod_memory
     # the executor pod asks for the executor's cores, the driver pod for the JVM's
-    assert containers(load(bundle, "executor-pod-template.yaml"))[0]["resources"]["requests"][
-        "cpu"] == "4"
+    assert (
+        containers(load(bundle, "executor-pod-template.yaml"))[0]["resources"]["requests"]["cpu"]
+        == "4"
+    )
     assert plan.jvm.heap == 5 * GiB <= plan.enclave_size
     assert bundle.files["spark-submit.sh"].rstrip().endswith('local:///app/job.py "$@"')
 
 
 def test_spark_flags_in_the_command_win_as_in_the_plan():
-    rec = recipe(command="[/opt/spark/bin/spark-submit, --driver-memory, 4g, --conf, "
-                         "spark.executor.cores=6, /app/job.py, --rows, '10']",
-                 extra="resources:\n  spark: {spark.driver.memory: 1g}\n")
+    rec = recipe(
+        command="[/opt/spark/bin/spark-submit, --driver-memory, 4g, --conf, "
+        "spark.executor.cores=6, /app/job.py, --rows, '10']",
+        extra="resources:\n  spark: {spark.driver.memory: 1g}\n",
+    )
     plan = make_plan(rec)
     confs = render_k8s(rec, plan, parse_image(IMAGE)).spark_conf
     assert confs["spark.driver.memory"] == "4g" and plan.jvm.heap == 4 * GiB
@@ -312,6 +348,7 @@ def test_explicit_enclave_smaller_than_the_jvm_is_refused():
 
 # --- attestation and image -------------------------------------------------------------------
 
+
 def test_provisioning_and_aesmd_only_with_dcap():
     dcap = bundle_for(recipe(extra="enclave: {remote_attestation: dcap}\n"))
     none = bundle_for(recipe(extra="enclave: {remote_attestation: none}\n"))
@@ -320,8 +357,9 @@ def test_provisioning_and_aesmd_only_with_dcap():
         assert container["resources"]["requests"][SGX_PROVISION] == "1"
         assert container["resources"]["limits"][SGX_PROVISION] == "1"
         assert container["volumeMounts"] == [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
-        assert pod["spec"]["volumes"] == [{"name": "aesmd-socket", "hostPath": {
-            "path": AESM_SOCKET, "type": "Socket"}}]
+        assert pod["spec"]["volumes"] == [
+            {"name": "aesmd-socket", "hostPath": {"path": AESM_SOCKET, "type": "Socket"}}
+        ]
     for pod in pod_templates(none):
         assert_valid(V1Pod, pod)
         container = containers(pod)[0]
@@ -338,8 +376,14 @@ def test_image_must_be_pinned_by_digest():
     with pytest.raises(ImageError, match="not pinned by digest.*--allow-tag"):
         parse_image("reg.example.com/team/app:1.2")
     assert parse_image("reg.example.com/team/app:1.2", allow_tag=True).digest is None
-    for bad in ("reg/app@sha256:abc", "reg/app@md5:" + "a" * 32, "Reg/App@" + DIGEST,
-                "reg/app:@" + DIGEST, "reg app@" + DIGEST, ""):
+    for bad in (
+        "reg/app@sha256:abc",
+        "reg/app@md5:" + "a" * 32,
+        "Reg/App@" + DIGEST,
+        "reg/app:@" + DIGEST,
+        "reg app@" + DIGEST,
+        "",
+    ):
         with pytest.raises(ImageError):
             parse_image(bad, allow_tag=True)
 
@@ -360,8 +404,10 @@ def test_output_is_deterministic_and_names_are_dns_labels():
     first, second = bundle_for(rec), bundle_for(rec)
     assert first.files == second.files
     assert k8s_name("9.etl_job") == "app-9-etl-job"
-    assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", k8s_name("a" * 64)) and \
-        len(k8s_name("a" * 64)) <= 45
+    assert (
+        re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", k8s_name("a" * 64))
+        and len(k8s_name("a" * 64)) <= 45
+    )
     labels = load(first, "driver-pod-template.yaml")["metadata"]["labels"]
     assert labels["app.kubernetes.io/name"] == "app-9-etl-job"
 
@@ -374,6 +420,7 @@ def test_occlum_recipes_are_refused_with_one_line():
 
 # --- the spark-submit script, run -------------------------------------------------------------
 
+
 def test_spark_submit_script_runs_spark_submit_with_the_templates_beside_it(tmp_path):
     out = tmp_path / "out"
     assert main(["k8s", str(SPARK_RECIPE), "--image", IMAGE, "--output-dir", str(out)]) == 0
@@ -384,23 +431,30 @@ def test_spark_submit_script_runs_spark_submit_with_the_templates_beside_it(tmp_
     fake = spark_home / "bin" / "spark-submit"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
     fake.chmod(0o755)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SPARK_HOME": str(spark_home),
-           "K8S_MASTER": "https://10.0.0.1:6443"}
-    run = subprocess.run([str(script), "--extra"], env=env, capture_output=True, text=True,
-                         check=True, timeout=30)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SPARK_HOME": str(spark_home),
+        "K8S_MASTER": "https://10.0.0.1:6443",
+    }
+    run = subprocess.run(
+        [str(script), "--extra"], env=env, capture_output=True, text=True, check=True, timeout=30
+    )
     args = run.stdout.splitlines()
     assert args[:4] == ["--master", "k8s://https://10.0.0.1:6443", "--deploy-mode", "cluster"]
-    assert f"spark.kubernetes.driver.podTemplateFile={out.resolve()}/driver-pod-template.yaml" \
-        in args
+    assert (
+        f"spark.kubernetes.driver.podTemplateFile={out.resolve()}/driver-pod-template.yaml" in args
+    )
     assert f"spark.kubernetes.container.image={IMAGE}" in args
     assert "spark.kubernetes.namespace=default" in args
     assert args[-2:] == ["local:///app/job.py", "--extra"]
-    missing = subprocess.run([str(script)], env={**env, "K8S_MASTER": ""}, capture_output=True,
-                             text=True, timeout=30)
+    missing = subprocess.run(
+        [str(script)], env={**env, "K8S_MASTER": ""}, capture_output=True, text=True, timeout=30
+    )
     assert missing.returncode != 0 and "K8S_MASTER" in missing.stderr
 
 
 # --- CLI -------------------------------------------------------------------------------------
+
 
 def test_cli_writes_the_files_and_prints_their_paths(tmp_path, capsys):
     out = tmp_path / "k8s"
@@ -419,12 +473,15 @@ def test_cli_default_output_dir_and_json(tmp_path, monkeypatch, capsys):
     assert main(["k8s", str(SPARK_RECIPE), "--image", IMAGE, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     out = tmp_path / "ppml-out" / "pyspark-sql-agg" / "k8s"
-    assert sorted(p.name for p in out.iterdir()) == ["driver-pod-template.yaml",
-                                                      "executor-pod-template.yaml",
-                                                      "spark-submit.sh"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "driver-pod-template.yaml",
+        "executor-pod-template.yaml",
+        "spark-submit.sh",
+    ]
     assert result["image"] == IMAGE and result["epc_bytes"] == 4 * GiB
-    assert result["spark_conf"]["spark.kubernetes.driver.podTemplateFile"] == \
-        str(out / "driver-pod-template.yaml")
+    assert result["spark_conf"]["spark.kubernetes.driver.podTemplateFile"] == str(
+        out / "driver-pod-template.yaml"
+    )
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(["k8s", str(SPARK_RECIPE), "--image", IMAGE]) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
@@ -432,15 +489,35 @@ def test_cli_default_output_dir_and_json(tmp_path, monkeypatch, capsys):
 
 def test_cli_refuses_an_unpinned_image_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "k8s"
-    code = main(["k8s", str(SPARK_RECIPE), "--image", "127.0.0.1:5000/ppml/app:latest",
-                 "--output-dir", str(out)])
+    code = main(
+        [
+            "k8s",
+            str(SPARK_RECIPE),
+            "--image",
+            "127.0.0.1:5000/ppml/app:latest",
+            "--output-dir",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("ppml-build: error: --image ")
     assert "sha256" in err and "Traceback" not in err
     assert not out.exists()
-    assert main(["k8s", str(SPARK_RECIPE), "--image", "127.0.0.1:5000/ppml/app:latest",
-                 "--allow-tag", "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "k8s",
+                str(SPARK_RECIPE),
+                "--image",
+                "127.0.0.1:5000/ppml/app:latest",
+                "--allow-tag",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
 
 def test_cli_bad_recipe_exits_2_with_one_line(tmp_path, capsys):
@@ -462,10 +539,38 @@ def test_cli_bad_recipe_exits_2_with_one_line(tmp_path, capsys):
 
 def test_cli_flink_version_is_checked_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "k8s"
-    assert main(["k8s", str(FLINK_RECIPE), "--image", IMAGE, "--output-dir", str(out),
-                 "--flink-version", "1.20"]) == 2
+    assert (
+        main(
+            [
+                "k8s",
+                str(FLINK_RECIPE),
+                "--image",
+                IMAGE,
+                "--output-dir",
+                str(out),
+                "--flink-version",
+                "1.20",
+            ]
+        )
+        == 2
+    )
     assert "--flink-version '1.20'" in capsys.readouterr().err and not out.exists()
-    assert main(["k8s", str(FLINK_RECIPE), "--image", IMAGE, "--output-dir", str(out),
-                 "--flink-version", "v1_20"]) == 0
-    assert yaml.safe_load((out / "flinkdeployment.yaml").read_text())["spec"][
-        "flinkVersion"] == "v1_20"
+    assert (
+        main(
+            [
+                "k8s",
+                str(FLINK_RECIPE),
+                "--image",
+                IMAGE,
+                "--output-dir",
+                str(out),
+                "--flink-version",
+                "v1_20",
+            ]
+        )
+        == 0
+    )
+    assert (
+        yaml.safe_load((out / "flinkdeployment.yaml").read_text())["spec"]["flinkVersion"]
+        == "v1_20"
+    )

@@ -38,8 +38,9 @@ def sgx_key() -> rsa.RSAPrivateKey:
 
 
 def _pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _fortanix_fields() -> Sigstruct:
@@ -66,23 +67,53 @@ def test_resigning_fortanix_vector_reproduces_all_1808_bytes(sample_pem):
     assert signed.to_bytes() == expected.read_bytes()
 
 
-def _unsigned(enclave_hash: bytes, *, vendor=0, date=(2025, 1, 2), misc_select=0,
-              attribute_flags=0x4, attribute_xfrm=0x3, attribute_flags_mask=0xFFFFFFFFFFFFFFFD,
-              attribute_xfrm_mask=0xFFFFFFFFFFFFFF1B, isv_prod_id=0, isv_svn=0) -> Sigstruct:
+def _unsigned(
+    enclave_hash: bytes,
+    *,
+    vendor=0,
+    date=(2025, 1, 2),
+    misc_select=0,
+    attribute_flags=0x4,
+    attribute_xfrm=0x3,
+    attribute_flags_mask=0xFFFFFFFFFFFFFFFD,
+    attribute_xfrm_mask=0xFFFFFFFFFFFFFF1B,
+    isv_prod_id=0,
+    isv_svn=0,
+) -> Sigstruct:
     """Our Sigstruct with the fields (and defaults) of sigstruct_reference.signed_sigstruct."""
-    return Sigstruct(vendor=vendor, date_bcd=encode_bcd_date(*date), misc_select=misc_select,
-                     misc_mask=0xFFFFFFFF, attribute_flags=attribute_flags,
-                     attribute_xfrm=attribute_xfrm, attribute_flags_mask=attribute_flags_mask,
-                     attribute_xfrm_mask=attribute_xfrm_mask, enclave_hash=enclave_hash,
-                     isv_prod_id=isv_prod_id, isv_svn=isv_svn)
+    return Sigstruct(
+        vendor=vendor,
+        date_bcd=encode_bcd_date(*date),
+        misc_select=misc_select,
+        misc_mask=0xFFFFFFFF,
+        attribute_flags=attribute_flags,
+        attribute_xfrm=attribute_xfrm,
+        attribute_flags_mask=attribute_flags_mask,
+        attribute_xfrm_mask=attribute_xfrm_mask,
+        enclave_hash=enclave_hash,
+        isv_prod_id=isv_prod_id,
+        isv_svn=isv_svn,
+    )
 
 
-@pytest.mark.parametrize("fields", [
-    dict(),
-    dict(vendor=0x8086, date=(2024, 8, 11), misc_select=1, attribute_flags=0x6,
-         attribute_xfrm=0xE7, attribute_flags_mask=(1 << 64) - 1, attribute_xfrm_mask=0xFF,
-         isv_prod_id=65535, isv_svn=7),
-], ids=["sdk-defaults", "every-field-set"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(),
+        dict(
+            vendor=0x8086,
+            date=(2024, 8, 11),
+            misc_select=1,
+            attribute_flags=0x6,
+            attribute_xfrm=0xE7,
+            attribute_flags_mask=(1 << 64) - 1,
+            attribute_xfrm_mask=0xFF,
+            isv_prod_id=65535,
+            isv_svn=7,
+        ),
+    ],
+    ids=["sdk-defaults", "every-field-set"],
+)
 def test_signing_reproduces_an_independently_written_sigstruct_byte_for_byte(sgx_key, fields):
     """The in-repo twin of the fortanix cross-check: tests/sigstruct_reference.py writes and
     signs the SIGSTRUCT from the SDK's enclave_css_t; our signer must make the same 1808
@@ -104,9 +135,9 @@ def test_generated_key_is_sgx_shaped_and_signs(sgx_key):
 
 def test_corrupt_key_is_caught_by_verifying_the_signature(sgx_key):
     n = sgx_key.private_numbers()
-    broken = rsa.RSAPrivateNumbers(n.p, n.q, n.d + 2, n.dmp1 + 2, n.dmq1, n.iqmp,
-                                   n.public_numbers).private_key(
-                                       unsafe_skip_rsa_key_validation=True)
+    broken = rsa.RSAPrivateNumbers(
+        n.p, n.q, n.d + 2, n.dmp1 + 2, n.dmq1, n.iqmp, n.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
     key = keys.load_private_key(_pem(broken), source="KEY.pem")
     with pytest.raises(SigningError, match=r"^KEY\.pem: the key made a signature that does not"):
         keys.sign_sigstruct(_fortanix_fields(), key, source="KEY.pem")
@@ -135,15 +166,20 @@ def test_wrong_size_or_exponent(bits, e):
     pem = _pem(rsa.generate_private_key(public_exponent=e, key_size=bits))
     with pytest.raises(SigningError) as info:
         keys.load_private_key(pem, source="KEY.pem")
-    assert str(info.value) == (f"KEY.pem: expected an RSA-3072 key with exponent 3, got {bits}-bit "
-                               f"e={e}; make one with `ppml-build keygen`")
+    assert str(info.value) == (
+        f"KEY.pem: expected an RSA-3072 key with exponent 3, got {bits}-bit "
+        f"e={e}; make one with `ppml-build keygen`"
+    )
 
 
 def test_non_rsa_key():
     pem = _pem(ec.generate_private_key(ec.SECP256R1()))
-    with pytest.raises(SigningError, match=r"^KEY\.pem: expected an RSA-3072 key with exponent "
-                                           r"3, got a key of type EC; make one with `ppml-build "
-                                           r"keygen`$"):
+    with pytest.raises(
+        SigningError,
+        match=r"^KEY\.pem: expected an RSA-3072 key with exponent "
+        r"3, got a key of type EC; make one with `ppml-build "
+        r"keygen`$",
+    ):
         keys.load_private_key(pem, source="KEY.pem")
 
 
@@ -155,8 +191,11 @@ def test_not_a_pem():
 def test_encrypted_key_needs_the_right_passphrase(sgx_key):
     pem = keys.private_key_pem(sgx_key, b"s3cret")
     assert b"ENCRYPTED" in pem
-    with pytest.raises(SigningError, match=r"^KEY\.pem: the key is encrypted; give its passphrase "
-                                           r"with --passphrase-file"):
+    with pytest.raises(
+        SigningError,
+        match=r"^KEY\.pem: the key is encrypted; give its passphrase "
+        r"with --passphrase-file",
+    ):
         keys.load_private_key(pem, source="KEY.pem")
     with pytest.raises(SigningError, match=r"^KEY\.pem: wrong passphrase"):
         keys.load_private_key(pem, b"wrong", source="KEY.pem")
@@ -173,10 +212,14 @@ def test_unencrypted_pem_is_traditional_openssl_like_gramine(sgx_key):
     assert keys.private_key_pem(sgx_key).startswith(b"-----BEGIN RSA PRIVATE KEY-----")
 
 
-@pytest.mark.parametrize("sample_pub", [
-    SAMPLE_PUBLIC_PEM,                                                    # PKCS#1
-    keys.public_key_pem(serialization.load_pem_public_key(SAMPLE_PUBLIC_PEM)),  # SPKI
-], ids=["pkcs1", "spki"])
+@pytest.mark.parametrize(
+    "sample_pub",
+    [
+        SAMPLE_PUBLIC_PEM,  # PKCS#1
+        keys.public_key_pem(serialization.load_pem_public_key(SAMPLE_PUBLIC_PEM)),  # SPKI
+    ],
+    ids=["pkcs1", "spki"],
+)
 def test_public_key_loading(sgx_key, sample_pub):
     pub_pem = keys.public_key_pem(sgx_key)
     pub = keys.load_public_key(pub_pem, source="pub.pem")

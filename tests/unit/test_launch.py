@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build.gramine import launch as L
 from ppml_build.errors import ManifestError, PlanError
+from ppml_build.gramine import launch as L
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
 
 SUPPORT = Path(L.__file__).resolve().parent / "support"
 
 
-def recipe(command: str, kind: str = "spark", files: str = "", env: str = "",
-           runtime: str = "") -> object:
+def recipe(
+    command: str, kind: str = "spark", files: str = "", env: str = "", runtime: str = ""
+) -> object:
     return load_recipe_text(f"""\
 apiVersion: ppml-build/v1
 kind: {kind}
@@ -33,8 +34,19 @@ app:
 
 
 def test_spark_submit_is_taken_apart_like_sparks_own_option_parser():
-    parsed = L.parse_spark_submit(["/opt/spark/bin/spark-submit", "--master", "local[2]",
-                                   "--conf=spark.x=1", "-v", "--class", "a.B", "app.jar", "--x"])
+    parsed = L.parse_spark_submit(
+        [
+            "/opt/spark/bin/spark-submit",
+            "--master",
+            "local[2]",
+            "--conf=spark.x=1",
+            "-v",
+            "--class",
+            "a.B",
+            "app.jar",
+            "--x",
+        ]
+    )
     assert parsed.options == ("--master", "local[2]", "--conf=spark.x=1", "-v", "--class", "a.B")
     assert parsed.resource == "app.jar" and parsed.app_args == ("--x",)
     assert L.parse_spark_submit(["java", "-jar", "x"]) is None
@@ -45,8 +57,11 @@ def test_spark_submit_is_taken_apart_like_sparks_own_option_parser():
 
 
 def test_pyspark_runs_python_first_with_the_submit_options_in_the_environment():
-    plan = make_plan(recipe('[spark-submit, --master, "local[2]", --driver-class-path, /x.jar, '
-                            "/app/job.py, in.csv]"))
+    plan = make_plan(
+        recipe(
+            '[spark-submit, --master, "local[2]", --driver-class-path, /x.jar, /app/job.py, in.csv]'
+        )
+    )
     launch = plan.launch
     assert launch.form == "pyspark" and launch.python_first and not launch.single_process
     assert launch.argv == ("/usr/bin/python3", L.PPML_LAUNCHER, "/app/job.py", "in.csv")
@@ -63,8 +78,9 @@ def test_pyspark_runs_python_first_with_the_submit_options_in_the_environment():
 
 
 def test_a_jar_job_runs_the_jvm_directly_as_one_process():
-    launch = make_plan(recipe('[spark-submit, --master, "local[2]", --class, a.Main, '
-                              "/app/a.jar, '7']")).launch
+    launch = make_plan(
+        recipe("[spark-submit, --master, \"local[2]\", --class, a.Main, /app/a.jar, '7']")
+    ).launch
     assert launch.form == "spark-jvm" and launch.single_process and not launch.python_first
     assert launch.argv == ()  # known once Spark's launcher ran in the image
     assert launch.spark_launcher_args[-2:] == ("/app/a.jar", "7")
@@ -88,17 +104,23 @@ def test_scratch_and_tmpfs_rules_name_the_fix():
     with pytest.raises(PlanError, match="this app runs as one process; use files.tmpfs"):
         make_plan(recipe("[java, Main]", kind="java", files="files: {scratch: [/work]}\n"))
     with pytest.raises(PlanError, match="both list /w"):
-        make_plan(recipe("[spark-submit, /app/job.py]",
-                         files="files: {scratch: [/w], tmpfs: [/w]}\n"))
-    ok = make_plan(recipe("[spark-submit, /app/job.py]",
-                          files="files: {scratch: [/tmp, /work], tmpfs: [/cache]}\n")).launch
+        make_plan(
+            recipe("[spark-submit, /app/job.py]", files="files: {scratch: [/w], tmpfs: [/w]}\n")
+        )
+    ok = make_plan(
+        recipe(
+            "[spark-submit, /app/job.py]",
+            files="files: {scratch: [/tmp, /work], tmpfs: [/cache]}\n",
+        )
+    ).launch
     assert ok.scratch == ("/tmp", "/work") and ok.tmpfs == ("/cache",)
 
 
 def test_the_host_may_not_replace_the_enclaves_jvm_flags():
     with pytest.raises(PlanError, match="JAVA_TOOL_OPTIONS is set by ppml-build"):
-        make_plan(recipe("[java, Main]", kind="java",
-                         env="  passthrough_env: [JAVA_TOOL_OPTIONS]\n"))
+        make_plan(
+            recipe("[java, Main]", kind="java", env="  passthrough_env: [JAVA_TOOL_OPTIONS]\n")
+        )
 
 
 def test_the_support_stage_passes_recipe_values_as_arguments_never_as_script_text():
@@ -106,21 +128,29 @@ def test_the_support_stage_passes_recipe_values_as_arguments_never_as_script_tex
     rec = recipe(f'[spark-submit, --master, "{hostile}", /app/job.py]')
     lines = L.support_stage_lines(rec, make_plan(rec).launch, "app")
     assert lines[0] == "FROM app AS ppml-support"
-    runs = [json.loads(line[len("RUN "):]) for line in lines if line.startswith("RUN [")]
+    runs = [json.loads(line[len("RUN ") :]) for line in lines if line.startswith("RUN [")]
     launcher = runs[-1]
     assert launcher[:2] == ["/bin/sh", "-ec"] and hostile not in launcher[2]
     assert hostile in launcher[3:]
     compile_steps = [r for r in runs if "jdk.compiler" in r[2]]
-    assert len(compile_steps) == 2 and all("--date 2026-01-01T00:00:00Z" in r[2]
-                                           for r in compile_steps)
+    assert len(compile_steps) == 2 and all(
+        "--date 2026-01-01T00:00:00Z" in r[2] for r in compile_steps
+    )
 
 
 def test_launcher_output_is_read_as_spark_class_reads_it():
     args = ("--master", "local[2]", "/app/a.jar")
-    launch = L.LaunchPlan("spark-jvm", (), spark_launcher_args=args,
-                          spark_launcher_output=L.SPARK_JVM_COMMAND)
-    command = ["/usr/lib/jvm/x/bin/java", "-cp", "/opt/spark/jars/*", "-Xmx1g",
-               L.SPARK_SUBMIT_CLASS, *args]
+    launch = L.LaunchPlan(
+        "spark-jvm", (), spark_launcher_args=args, spark_launcher_output=L.SPARK_JVM_COMMAND
+    )
+    command = [
+        "/usr/lib/jvm/x/bin/java",
+        "-cp",
+        "/opt/spark/jars/*",
+        "-Xmx1g",
+        L.SPARK_SUBMIT_CLASS,
+        *args,
+    ]
     raw = b"a warning the launcher printed\n\0\n" + b"".join(a.encode() + b"\0" for a in command)
     assert L.launcher_command(raw, "x") == tuple(command)
     L.check_launcher_input(launch, b"".join(a.encode() + b"\0" for a in args), "x")
@@ -141,27 +171,45 @@ def run_wrapper(tmp_path: Path, jvm_args: list[str], pyspark_args: list[str]) ->
     program that prints its argv one per line."""
     args_file = tmp_path / "pyspark-jvm.args"
     args_file.write_text("".join(a + "\n" for a in jvm_args))
-    script = (SUPPORT / "bin/spark-submit").read_text().replace(L.PYSPARK_JVM_ARGS,
-                                                               str(args_file))
+    script = (SUPPORT / "bin/spark-submit").read_text().replace(L.PYSPARK_JVM_ARGS, str(args_file))
     wrapper = tmp_path / "spark-submit"
     wrapper.write_text(script)
     printer = tmp_path / "java"
-    printer.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
+    printer.write_text('#!/bin/sh\nfor a in "$@"; do printf \'%s\\n\' "$a"; done\n')
     printer.chmod(0o755)
-    out = subprocess.run(["/bin/sh", str(wrapper), *pyspark_args], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        ["/bin/sh", str(wrapper), *pyspark_args], capture_output=True, text=True, check=True
+    )
     return out.stdout.splitlines()
 
 
 def test_the_spark_submit_wrapper_execs_the_precomputed_jvm_with_pysparks_arguments(tmp_path):
     java = str(tmp_path / "java")
-    jvm = [java, "-cp", "/opt/spark/jars/*", "-Xmx1g", L.SPARK_SUBMIT_CLASS,
-           "--master", "local[2]", "pyspark-shell"]
-    got = run_wrapper(tmp_path, jvm, ["--conf", "spark.app.name=a b", "--master", "local[2]",
-                                      "pyspark-shell"])
+    jvm = [
+        java,
+        "-cp",
+        "/opt/spark/jars/*",
+        "-Xmx1g",
+        L.SPARK_SUBMIT_CLASS,
+        "--master",
+        "local[2]",
+        "pyspark-shell",
+    ]
+    got = run_wrapper(
+        tmp_path, jvm, ["--conf", "spark.app.name=a b", "--master", "local[2]", "pyspark-shell"]
+    )
     # Everything up to SparkSubmit from the image, then exactly what PySpark passed.
-    assert got == ["-cp", "/opt/spark/jars/*", "-Xmx1g", L.SPARK_SUBMIT_CLASS, "--conf",
-                   "spark.app.name=a b", "--master", "local[2]", "pyspark-shell"]
+    assert got == [
+        "-cp",
+        "/opt/spark/jars/*",
+        "-Xmx1g",
+        L.SPARK_SUBMIT_CLASS,
+        "--conf",
+        "spark.app.name=a b",
+        "--master",
+        "local[2]",
+        "pyspark-shell",
+    ]
 
 
 def test_the_launcher_keys_the_scratch_mount_and_runs_the_script_in_its_process(tmp_path):
@@ -171,20 +219,24 @@ def test_the_launcher_keys_the_scratch_mount_and_runs_the_script_in_its_process(
     job = tmp_path / "app" / "job.py"
     job.parent.mkdir()
     (job.parent / "helper.py").write_text("VALUE = 'from the job directory'\n")
-    job.write_text("import os, sys, helper\n"
-                   "print(sys.argv, helper.VALUE, os.getpid(), __name__)\n")
+    job.write_text("import os, sys, helper\nprint(sys.argv, helper.VALUE, os.getpid(), __name__)\n")
     launcher = (SUPPORT / "bin/ppml-launch.py").read_text().replace(L.PPML_LAUNCHER, "x")
     launcher = launcher.replace('"/dev/attestation/keys/ppml-scratch"', repr(str(key)))
     (tmp_path / "launch.py").write_text(launcher)
-    out = subprocess.run([sys.executable, str(tmp_path / "launch.py"), str(job), "in.csv"],
-                         capture_output=True, text=True, check=True).stdout.split(" ")
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "launch.py"), str(job), "in.csv"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(" ")
     assert out[0:2] == [f"['{job}',", "'in.csv']"]
     assert "from the job directory" in " ".join(out) and out[-1].strip() == "__main__"
     assert len(key.read_bytes()) == 16
     # No scratch mount: no key to set, and the job still runs.
     key.unlink()
-    subprocess.run([sys.executable, str(tmp_path / "launch.py"), str(job)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(tmp_path / "launch.py"), str(job)], check=True, capture_output=True
+    )
     assert not key.exists()
 
 
@@ -195,21 +247,33 @@ def test_the_security_manager_refuses_starting_programs_and_nothing_else(tmp_pat
     sockets still work."""
     classes = tmp_path / "classes"
     sources = sorted(str(p) for p in (SUPPORT / "java").rglob("*.java"))
-    subprocess.run(["javac", "-nowarn", "-d", str(classes), *sources], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["javac", "-nowarn", "-d", str(classes), *sources], check=True, capture_output=True
+    )
     (tmp_path / "Probe.java").write_text(
         "public class Probe { public static void main(String[] a) throws Exception {\n"
-        "  java.nio.file.Files.writeString(java.nio.file.Path.of(a[0]), \"ok\");\n"
-        "  try (var s = new java.net.ServerSocket(0)) { System.out.println(\"socket ok\"); }\n"
-        "  try { new ProcessBuilder(\"true\").start(); System.out.println(\"forked\"); }\n"
-        "  catch (SecurityException e) { System.out.println(e.getMessage()); } } }\n")
-    out = subprocess.run(["java", f"-Xbootclasspath/a:{classes}",
-                          f"-Djava.security.manager={L.NO_CHILD_PROCESSES}",
-                          str(tmp_path / "Probe.java"), str(tmp_path / "written")],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+        '  java.nio.file.Files.writeString(java.nio.file.Path.of(a[0]), "ok");\n'
+        '  try (var s = new java.net.ServerSocket(0)) { System.out.println("socket ok"); }\n'
+        '  try { new ProcessBuilder("true").start(); System.out.println("forked"); }\n'
+        "  catch (SecurityException e) { System.out.println(e.getMessage()); } } }\n"
+    )
+    out = subprocess.run(
+        [
+            "java",
+            f"-Xbootclasspath/a:{classes}",
+            f"-Djava.security.manager={L.NO_CHILD_PROCESSES}",
+            str(tmp_path / "Probe.java"),
+            str(tmp_path / "written"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert out[0] == "socket ok" and (tmp_path / "written").read_text() == "ok"
-    assert out[1] == ("ppml-build: starting 'true' from the JVM is refused in this enclave "
-                      "(a running JVM must not fork under Gramine)")
+    assert out[1] == (
+        "ppml-build: starting 'true' from the JVM is refused in this enclave "
+        "(a running JVM must not fork under Gramine)"
+    )
 
 
 def test_plan_says_how_the_enclave_starts_the_job(capsys, tmp_path):

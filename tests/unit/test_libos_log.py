@@ -29,9 +29,10 @@ def log(text: str) -> str:
 def split_like_gramine(prefix: str, message: str) -> str:
     """One syscall message as libos_parser.c's buf_write_all logs it: a line per full 256-byte
     print buffer, each behind the thread's prefix."""
-    chunks = [message[i:i + 256] for i in range(0, len(message), 256)]
-    return "\n".join(f"(libos_parser.c:1701:buf_write_all) {prefix} trace: {chunk}"
-                     for chunk in chunks)
+    chunks = [message[i : i + 256] for i in range(0, len(message), 256)]
+    return "\n".join(
+        f"(libos_parser.c:1701:buf_write_all) {prefix} trace: {chunk}" for chunk in chunks
+    )
 
 
 # --- refused files ------------------------------------------------------------------------------
@@ -55,7 +56,8 @@ def test_a_refusal_takes_the_full_path_from_the_threads_next_call():
     # JVM's ".../bin/../lib/libnet.so" is the same file, folded as the LibOS looks it up.
     assert report.refusals == [
         LibosRefusal("/usr/lib/jvm/java-17-openjdk-amd64/lib/jvm.cfg", 1, "openat"),
-        LibosRefusal("/usr/lib/jvm/java-17-openjdk-amd64/lib/libnet.so", 1, "openat")]
+        LibosRefusal("/usr/lib/jvm/java-17-openjdk-amd64/lib/libnet.so", 1, "openat"),
+    ]
     assert report.hash_mismatches == [] and report.processes == {1: "java"}
 
 
@@ -65,14 +67,15 @@ def test_other_threads_lines_between_a_refusal_and_its_call_do_not_steal_it():
 (libos_parser.c:1701:buf_write_all) [P1:T2:python3.11] trace: ---- openat(AT_FDCWD, "/etc/hosts", O_RDONLY|0x80000, 0000) = -13
 (libos_parser.c:1701:buf_write_all) [P1:T1:python3.11] trace: ---- openat(AT_FDCWD, "/etc/nsswitch.conf", O_RDONLY|0x80000, 0000) = -13
 """)  # the T2 line is a real one with its thread and result changed
-    assert read_libos_log(text).refusals == [
-        LibosRefusal("/etc/nsswitch.conf", 1, "openat")]
+    assert read_libos_log(text).refusals == [LibosRefusal("/etc/nsswitch.conf", 1, "openat")]
 
 
 def test_a_refusal_without_a_syscall_line_keeps_the_dentry_name():
     # At log level warning Gramine prints no syscall (and no "(file:line:function)" part).
-    text = "[P1:T1:python3.11] warning: Disallowing access to file 'nsswitch.conf'; file is " \
-           "not allowed.\n"
+    text = (
+        "[P1:T1:python3.11] warning: Disallowing access to file 'nsswitch.conf'; file is "
+        "not allowed.\n"
+    )
     assert read_libos_log(text).refusals == [LibosRefusal("nsswitch.conf", 1, "?")]
 
 
@@ -92,7 +95,8 @@ def test_creating_refusals_with_and_without_their_syscall_line():
 """)
     assert read_libos_log(text).refusals == [
         LibosRefusal("/usr/lib/python3.11/__pycache__/x.cpython-311.pyc.123", 1, "openat"),
-        LibosRefusal("/app/spark-warehouse/_SUCCESS", 2, "?")]  # "//" folded
+        LibosRefusal("/app/spark-warehouse/_SUCCESS", 2, "?"),
+    ]  # "//" folded
 
 
 def test_a_refused_write_to_a_trusted_file_is_a_refusal():
@@ -115,19 +119,24 @@ def test_a_refusal_in_a_call_that_blocks_takes_the_path_from_its_first_line():
 (libos_parser.c:1701:buf_write_all) [P2:T2:python3.11] trace: ---- return from execve(...) = -13
 """)
     assert read_libos_log(text).refusals == [
-        LibosRefusal("/opt/spark/bin/spark-submit", 2, "execve")]
+        LibosRefusal("/opt/spark/bin/spark-submit", 2, "execve")
+    ]
 
 
 def test_a_long_path_split_over_log_lines_is_joined():
     path = "/tmp/spark-ab464fbf-7c85-4152-8fe8-6410a03fdad8/" + "x" * 240 + "/part-0.parquet"
     prefix = "[P1:T2:java]"
-    text = "\n".join([
-        "(fs.c:405:is_open_allowed) [P1:T2:java] warning: Disallowing access to file "
-        "'part-0.parquet'; file is not allowed.",
-        split_like_gramine(prefix, f'---- openat(AT_FDCWD, "{path}", O_RDONLY|0x80000, 0000) '
-                                   "= -13"),
-        # a real line: the LibOS's own worker threads name no program
-        "(libos_ipc_worker.c:372:ipc_worker_wrapper) [P1:libos] debug: IPC worker started"])
+    text = "\n".join(
+        [
+            "(fs.c:405:is_open_allowed) [P1:T2:java] warning: Disallowing access to file "
+            "'part-0.parquet'; file is not allowed.",
+            split_like_gramine(
+                prefix, f'---- openat(AT_FDCWD, "{path}", O_RDONLY|0x80000, 0000) = -13'
+            ),
+            # a real line: the LibOS's own worker threads name no program
+            "(libos_ipc_worker.c:372:ipc_worker_wrapper) [P1:libos] debug: IPC worker started",
+        ]
+    )
     assert len(text.splitlines()) == 4  # the openat took two lines
     report = read_libos_log(text)
     assert report.refusals == [LibosRefusal(path, 1, "openat")]
@@ -142,23 +151,31 @@ def written_in_two_parts(long_line: str, other_line: str, *between: str) -> str:
 
 def test_lines_of_two_threads_mixed_in_one_are_put_back_together():
     path = "/opt/spark/jars/" + "y" * 200 + ".jar"
-    openat = (f'(libos_parser.c:1701:buf_write_all) [P2:T54:java] trace: ---- openat(AT_FDCWD, '
-              f'"{path}", O_RDONLY|0x80000, 0000) = -13')
-    text = "\n".join([
-        f"(fs.c:405:is_open_allowed) [P2:T54:java] warning: Disallowing access to file "
-        f"'{'y' * 200}.jar'; file is not allowed.",
-        written_in_two_parts(
-            openat,
-            "(fs.c:405:is_open_allowed) [P2:T36:java] warning: Disallowing access to file "
-            "'nsswitch.conf'; file is not allowed.",
-            # real lines of a third thread, between the two parts
-            "(libos_parser.c:1671:warn_unsupported_syscall) [P2:T36:java] warning: Unsupported "
-            "system call getrusage",
-            "(libos_parser.c:1701:buf_write_all) [P2:T46:java] trace: ---- gettid() = 0x2e"),
-        '(libos_parser.c:1701:buf_write_all) [P2:T36:java] trace: ---- openat(AT_FDCWD, '
-        '"/etc/nsswitch.conf", O_RDONLY|0x80000, 0000) = -13'])
-    assert read_libos_log(text).refusals == [LibosRefusal(path, 2, "openat"),
-                                             LibosRefusal("/etc/nsswitch.conf", 2, "openat")]
+    openat = (
+        f"(libos_parser.c:1701:buf_write_all) [P2:T54:java] trace: ---- openat(AT_FDCWD, "
+        f'"{path}", O_RDONLY|0x80000, 0000) = -13'
+    )
+    text = "\n".join(
+        [
+            f"(fs.c:405:is_open_allowed) [P2:T54:java] warning: Disallowing access to file "
+            f"'{'y' * 200}.jar'; file is not allowed.",
+            written_in_two_parts(
+                openat,
+                "(fs.c:405:is_open_allowed) [P2:T36:java] warning: Disallowing access to file "
+                "'nsswitch.conf'; file is not allowed.",
+                # real lines of a third thread, between the two parts
+                "(libos_parser.c:1671:warn_unsupported_syscall) [P2:T36:java] warning: Unsupported "
+                "system call getrusage",
+                "(libos_parser.c:1701:buf_write_all) [P2:T46:java] trace: ---- gettid() = 0x2e",
+            ),
+            "(libos_parser.c:1701:buf_write_all) [P2:T36:java] trace: ---- openat(AT_FDCWD, "
+            '"/etc/nsswitch.conf", O_RDONLY|0x80000, 0000) = -13',
+        ]
+    )
+    assert read_libos_log(text).refusals == [
+        LibosRefusal(path, 2, "openat"),
+        LibosRefusal("/etc/nsswitch.conf", 2, "openat"),
+    ]
 
 
 def test_the_same_file_refused_twice_is_listed_once():
@@ -256,8 +273,10 @@ def test_eagain_from_disallowed_subprocesses_is_attempted_but_not_started():
 
 def test_a_return_without_its_first_line_counts_no_fork():
     # The log began mid-call: a thread's clone or a fork, nobody can tell.
-    text = "(libos_parser.c:1701:buf_write_all) [P1:T2:java] trace: ---- return from " \
-           "clone(...) = 0x3\n"
+    text = (
+        "(libos_parser.c:1701:buf_write_all) [P1:T2:java] trace: ---- return from "
+        "clone(...) = 0x3\n"
+    )
     assert read_libos_log(text).jvm_fork_attempts == 0
 
 
@@ -304,22 +323,30 @@ def native_document(clean: bool = True) -> dict:
 
 
 REFUSING = LibosReport(
-    refusals=[LibosRefusal("/usr/lib/jvm/java-17-openjdk-amd64/lib/jvm.cfg", 1, "openat"),
-              LibosRefusal("/usr/lib/python3.11/__pycache__/x.cpython-311.pyc.123", 2,
-                           "openat"),
-              LibosRefusal("/app/job.log", 2, "openat"),
-              LibosRefusal("/app/app.log", 2, "openat"),
-              LibosRefusal("nsswitch.conf", 1, "?")],
+    refusals=[
+        LibosRefusal("/usr/lib/jvm/java-17-openjdk-amd64/lib/jvm.cfg", 1, "openat"),
+        LibosRefusal("/usr/lib/python3.11/__pycache__/x.cpython-311.pyc.123", 2, "openat"),
+        LibosRefusal("/app/job.log", 2, "openat"),
+        LibosRefusal("/app/app.log", 2, "openat"),
+        LibosRefusal("nsswitch.conf", 1, "?"),
+    ],
     hash_mismatches=["/usr/lib/jvm/java-17-openjdk-amd64/lib/libjava.so"],
-    processes={2: "java", 1: "python3.11"}, jvm_fork_attempts=3, jvm_forks_started=1)
+    processes={2: "java", 1: "python3.11"},
+    jvm_fork_attempts=3,
+    jvm_forks_started=1,
+)
 QUIET = LibosReport([], [], {1: "java"}, 10, 0)
 
 
 def test_merge_puts_the_libos_part_in_the_document_and_it_survives_json():
     document = merge_libos(native_document(), REFUSING, exit_code=1, seconds=25.04)
     part = document["libos"]
-    assert part["refused"][0] == {"path": "/usr/lib/jvm/java-17-openjdk-amd64/lib/jvm.cfg",
-                                  "process": 1, "program": "python3.11", "call": "openat"}
+    assert part["refused"][0] == {
+        "path": "/usr/lib/jvm/java-17-openjdk-amd64/lib/jvm.cfg",
+        "process": 1,
+        "program": "python3.11",
+        "call": "openat",
+    }
     assert part["hash_mismatches"] == ["/usr/lib/jvm/java-17-openjdk-amd64/lib/libjava.so"]
     assert part["processes"] == {"1": "python3.11", "2": "java"}
     assert (part["jvm_fork_attempts"], part["jvm_forks_started"]) == (3, 1)
@@ -328,17 +355,20 @@ def test_merge_puts_the_libos_part_in_the_document_and_it_survives_json():
     assert document["clean"] is False and document["schema"] == "ppml-build/trace/v1"
 
 
-@pytest.mark.parametrize("libos, exit_code, native_clean, clean", [
-    (QUIET, 0, True, True),
-    (QUIET, 1, True, False),  # the job failed under the LibOS
-    (QUIET, 0, False, False),  # the native estimate found something
-    (LibosReport([LibosRefusal("/etc/x", 1, "openat")], [], {}, 0, 0), 0, True, False),
-    (LibosReport([], ["/usr/lib/x.so"], {}, 0, 0), 0, True, False),
-])
-def test_clean_needs_no_refusal_no_mismatch_and_exit_0_under_the_libos(libos, exit_code,
-                                                                        native_clean, clean):
-    document = merge_libos(native_document(native_clean), libos, exit_code=exit_code,
-                           seconds=1.0)
+@pytest.mark.parametrize(
+    "libos, exit_code, native_clean, clean",
+    [
+        (QUIET, 0, True, True),
+        (QUIET, 1, True, False),  # the job failed under the LibOS
+        (QUIET, 0, False, False),  # the native estimate found something
+        (LibosReport([LibosRefusal("/etc/x", 1, "openat")], [], {}, 0, 0), 0, True, False),
+        (LibosReport([], ["/usr/lib/x.so"], {}, 0, 0), 0, True, False),
+    ],
+)
+def test_clean_needs_no_refusal_no_mismatch_and_exit_0_under_the_libos(
+    libos, exit_code, native_clean, clean
+):
+    document = merge_libos(native_document(native_clean), libos, exit_code=exit_code, seconds=1.0)
     assert document["clean"] is clean
 
 
@@ -356,8 +386,10 @@ def test_the_text_report_shows_refusals_mismatches_and_the_census():
     assert "  nsswitch.conf [?, P1 python3.11]" in lines
     assert "trusted files whose hash does not match the manifest: 1" in lines
     assert "LibOS processes: 2 (P1 python3.11, P2 java)" in lines
-    assert ("new processes a running JVM asked for: 3, started: 1 (2 refused, e.g. by "
-            "sys.disallow_subprocesses)") in lines
+    assert (
+        "new processes a running JVM asked for: 3, started: 1 (2 refused, e.g. by "
+        "sys.disallow_subprocesses)"
+    ) in lines
 
 
 def test_the_text_report_of_a_quiet_run_and_of_no_run():
@@ -404,23 +436,33 @@ def test_libos_run_problem_wants_the_signed_manifest_and_gramine_direct():
 
 # --- the command ---------------------------------------------------------------------------------
 
+
 def result_with(document: dict) -> trace_run.TraceResult:
     report = compare([], view(), lookup)
-    return trace_run.TraceResult(report, document, "# suggestion\n", "", "", 0,
-                                 ["Error: could not find libjava.so"])
+    return trace_run.TraceResult(
+        report, document, "# suggestion\n", "", "", 0, ["Error: could not find libjava.so"]
+    )
 
 
 def native_report_document() -> dict:
     report = compare([], view(), lookup)
-    return report_document(report, recipe="demo", image="ppml/demo:latest", exit_code=0,
-                           shipped=(2, 205), everything=(8, 3614), seconds=1.0)
+    return report_document(
+        report,
+        recipe="demo",
+        image="ppml/demo:latest",
+        exit_code=0,
+        shipped=(2, 205),
+        everything=(8, 3614),
+        seconds=1.0,
+    )
 
 
 def test_trace_prints_the_libos_section_and_exits_1_on_a_refusal(monkeypatch, capsys, tmp_path):
     document = merge_libos(native_report_document(), REFUSING, exit_code=1, seconds=25.0)
     calls = []
-    monkeypatch.setattr(trace_run, "run_trace",
-                        lambda *a, **kw: calls.append(kw) or result_with(document))
+    monkeypatch.setattr(
+        trace_run, "run_trace", lambda *a, **kw: calls.append(kw) or result_with(document)
+    )
     code = main(["trace", str(tmp_path / "recipe.yaml")])
     out = capsys.readouterr().out
     assert code == 1 and calls[0]["libos"] is True
@@ -430,14 +472,17 @@ def test_trace_prints_the_libos_section_and_exits_1_on_a_refusal(monkeypatch, ca
 
     assert main(["trace", str(tmp_path / "recipe.yaml"), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["libos"]["processes"] == {
-        "1": "python3.11", "2": "java"}
+        "1": "python3.11",
+        "2": "java",
+    }
 
 
 def test_trace_no_libos_skips_the_run_and_says_so(monkeypatch, capsys, tmp_path):
     calls = []
     document = merge_libos(native_report_document(), None)
-    monkeypatch.setattr(trace_run, "run_trace",
-                        lambda *a, **kw: calls.append(kw) or result_with(document))
+    monkeypatch.setattr(
+        trace_run, "run_trace", lambda *a, **kw: calls.append(kw) or result_with(document)
+    )
     assert main(["trace", str(tmp_path / "recipe.yaml"), "--no-libos"]) == 0
     assert calls[0]["libos"] is False
     assert "under the LibOS: not run (--no-libos)" in capsys.readouterr().out
@@ -460,12 +505,12 @@ class FakeClient:
     images = FakeImages(FakeImage())
 
 
-def test_an_image_without_gramine_direct_is_one_line_naming_no_libos(monkeypatch, capsys,
-                                                                     tmp_path):
-    from ppml_build.image import engine, base_index as image_index
+def test_an_image_without_gramine_direct_is_one_line_naming_no_libos(monkeypatch, capsys, tmp_path):
     from ppml_build import pipeline
-    from ppml_build.recipe import load_recipe_text
+    from ppml_build.image import base_index as image_index
+    from ppml_build.image import engine
     from ppml_build.image.rootfs import DirRootFS
+    from ppml_build.recipe import load_recipe_text
 
     root = tmp_path / "root"
     (root / "ppml").mkdir(parents=True)
@@ -480,8 +525,9 @@ app:
 """)
     monkeypatch.setattr(pipeline, "validate_recipe", lambda path: recipe)
     monkeypatch.setattr(engine, "connect", lambda: FakeClient())
-    monkeypatch.setattr(image_index, "cached_image_rootfs",
-                        lambda *a, **kw: (DirRootFS(root), True))
+    monkeypatch.setattr(
+        image_index, "cached_image_rootfs", lambda *a, **kw: (DirRootFS(root), True)
+    )
     monkeypatch.setattr(trace_run, "tracing_image", lambda *a, **kw: pytest.fail("traced anyway"))
     code = main(["trace", str(tmp_path / "recipe.yaml")])
     err = capsys.readouterr().err.strip()

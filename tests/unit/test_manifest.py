@@ -9,16 +9,16 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 from ppml_build.cli import main
 from ppml_build.errors import ManifestError
+from ppml_build.gramine.manifest import render_manifest
 from ppml_build.gramine.schema import check_manifest
 from ppml_build.image.hashing import FileHasher
-from ppml_build.gramine.manifest import render_manifest
+from ppml_build.image.rootfs import DirRootFS
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
-from ppml_build.image.rootfs import DirRootFS
-from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 RECIPE = """\
 apiVersion: ppml-build/v1
@@ -80,7 +80,7 @@ def test_every_trusted_file_has_its_real_sha256(rootfs):
     entries = manifest["sgx"]["trusted_files"]
     assert entries and all(set(e) == {"uri", "sha256"} for e in entries)
     for entry in entries:
-        real = resolve_in_root(rootfs, entry["uri"][len("file:"):])
+        real = resolve_in_root(rootfs, entry["uri"][len("file:") :])
         assert hashlib.sha256(real.read_bytes()).hexdigest() == entry["sha256"], entry["uri"]
     uris = [e["uri"] for e in entries]
     assert len(uris) == len(set(uris))
@@ -103,9 +103,14 @@ def test_trusted_directory_rules(rootfs):
     # wrapper: dash is trusted, Spark's bash scripts' interpreter is not
     assert {"file:/usr/bin/python3.11", "file:/usr/bin/dash"} <= set(uris)
     assert "file:/usr/bin/bash" not in uris and "file:/usr/bin/env" not in uris
-    assert {"file:/ppml/bin/spark-submit", "file:/ppml/bin/ppml-launch.py", "file:/ppml/etc/hosts",
-            "file:/ppml/lib/ppml-enclave-jdk.jar", "file:/ppml/lib/ppml-enclave-hadoop.jar",
-            "file:/ppml/launch/pyspark-jvm.args"} <= set(uris)
+    assert {
+        "file:/ppml/bin/spark-submit",
+        "file:/ppml/bin/ppml-launch.py",
+        "file:/ppml/etc/hosts",
+        "file:/ppml/lib/ppml-enclave-jdk.jar",
+        "file:/ppml/lib/ppml-enclave-hadoop.jar",
+        "file:/ppml/launch/pyspark-jvm.args",
+    } <= set(uris)
     assert "file:/app/job.py" in uris and "file:/etc/os-release" in uris
 
 
@@ -120,12 +125,19 @@ def test_manifest_keys_and_values(rootfs):
     check_manifest(manifest)
     # spark-submit ... job.py runs Python first (launch.py): the job's Python starts the JVM
     assert manifest["libos"]["entrypoint"] == "/usr/bin/python3.11"
-    assert manifest["loader"]["argv"] == ["/usr/bin/python3", "/ppml/bin/ppml-launch.py",
-                                          "/app/job.py"]
-    assert manifest["loader"]["entrypoint"]["uri"] == \
-        "file:/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
-    assert manifest["loader"]["entrypoint"]["sha256"] == \
-        hashlib.sha256(b"stand-in libsysdb").hexdigest()
+    assert manifest["loader"]["argv"] == [
+        "/usr/bin/python3",
+        "/ppml/bin/ppml-launch.py",
+        "/app/job.py",
+    ]
+    assert (
+        manifest["loader"]["entrypoint"]["uri"]
+        == "file:/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
+    )
+    assert (
+        manifest["loader"]["entrypoint"]["sha256"]
+        == hashlib.sha256(b"stand-in libsysdb").hexdigest()
+    )
     env = manifest["loader"]["env"]
     assert env["FOO"] == 'bar "quoted" \\ back'
     assert env["RUN_ID"] == {"passthrough": True}
@@ -134,22 +146,34 @@ def test_manifest_keys_and_values(rootfs):
         "--master 'local[2]' --driver-memory 2g --driver-class-path "
         "/ppml/lib/ppml-enclave-hadoop.jar --conf "
         "spark.hadoop.fs.file.impl=org.ppmlbuild.enclave.hadoop.NioLocalFileSystem --conf "
-        "spark.ui.showConsoleProgress=false pyspark-shell")
+        "spark.ui.showConsoleProgress=false pyspark-shell"
+    )
     jvm_flags = env["JAVA_TOOL_OPTIONS"].split()
-    assert {"-XX:ActiveProcessorCount=2", "-Dio.netty.transport.noNative=true",
-            "-Djava.security.manager=org.ppmlbuild.enclave.NoChildProcesses",
-            "-Xbootclasspath/a:/ppml/lib/ppml-enclave-jdk.jar"} <= set(jvm_flags)
+    assert {
+        "-XX:ActiveProcessorCount=2",
+        "-Dio.netty.transport.noNative=true",
+        "-Djava.security.manager=org.ppmlbuild.enclave.NoChildProcesses",
+        "-Xbootclasspath/a:/ppml/lib/ppml-enclave-jdk.jar",
+    } <= set(jvm_flags)
     sgx = manifest["sgx"]
     assert sgx["enclave_size"] == "8G" and sgx["max_threads"] == 104
     assert sgx["debug"] is False and sgx["remote_attestation"] == "dcap"
     assert sgx["file_check_policy"] == "strict"
     assert sgx["allowed_files"] == ["file:/data/in/"]
     mounts = manifest["fs"]["mounts"]
-    assert {"type": "encrypted", "path": "/data/enc", "uri": "file:/data/enc",
-            "key_name": "appkey"} in mounts
+    assert {
+        "type": "encrypted",
+        "path": "/data/enc",
+        "uri": "file:/data/enc",
+        "key_name": "appkey",
+    } in mounts
     assert {"type": "tmpfs", "path": "/scratch"} in mounts
-    assert {"type": "encrypted", "path": "/tmp", "uri": "file:/tmp",
-            "key_name": "ppml-scratch"} in mounts
+    assert {
+        "type": "encrypted",
+        "path": "/tmp",
+        "uri": "file:/tmp",
+        "key_name": "ppml-scratch",
+    } in mounts
     assert {"path": "/opt/spark/bin/spark-submit", "uri": "file:/ppml/bin/spark-submit"} in mounts
     assert {"path": "/etc/hosts", "uri": "file:/ppml/etc/hosts"} in mounts
     assert manifest["sys"]["stack"]["size"] == "2M"  # Python is the main program
@@ -191,15 +215,19 @@ def test_missing_gramine_install(rootfs):
 
 
 def test_schema_rejects_keys_gramine_rejects():
-    base = {"fs": {"mounts": []}, "libos": {"entrypoint": "/x"},
-            "loader": {"entrypoint": {"uri": "file:/y"}}}
+    base = {
+        "fs": {"mounts": []},
+        "libos": {"entrypoint": "/x"},
+        "loader": {"entrypoint": {"uri": "file:/y"}},
+    }
     check_manifest(base)
-    for bad, match in [({"sgx": {"thread_num": 4}}, "sgx.thread_num"),
-                       ({"sgx": {"enclave_size": 4096}}, "sgx.enclave_size: expected str"),
-                       ({"loader": {"entrypoint": {"uri": "file:/y"}, "preload": "x"}},
-                        "loader.preload"),
-                       ({"sgx": {"file_check_policy": "lax"}}, "must be one of"),
-                       ({"sgx": {"max_threads": True}}, "expected int")]:
+    for bad, match in [
+        ({"sgx": {"thread_num": 4}}, "sgx.thread_num"),
+        ({"sgx": {"enclave_size": 4096}}, "sgx.enclave_size: expected str"),
+        ({"loader": {"entrypoint": {"uri": "file:/y"}, "preload": "x"}}, "loader.preload"),
+        ({"sgx": {"file_check_policy": "lax"}}, "must be one of"),
+        ({"sgx": {"max_threads": True}}, "expected int"),
+    ]:
         with pytest.raises(ManifestError, match=match):
             check_manifest({**base, **bad})
     with pytest.raises(ManifestError, match="libos.entrypoint: required"):
@@ -212,14 +240,24 @@ def test_manifest_command_writes_outputs(rootfs, tmp_path, capsys):
     (recipe_dir / "job.py").write_text("print('job')\n")
     (recipe_dir / "recipe.yaml").write_text(RECIPE)
     out = tmp_path / "out"
-    args = ["manifest", str(recipe_dir / "recipe.yaml"), "--rootfs", str(rootfs),
-            "--output-dir", str(out), "--json"]
+    args = [
+        "manifest",
+        str(recipe_dir / "recipe.yaml"),
+        "--rootfs",
+        str(rootfs),
+        "--output-dir",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     text = (out / "spark-demo.manifest").read_text()
     listing = json.loads((out / "trusted-files.json").read_text())
-    assert summary["trusted_file_count"] == len(listing["files"]) == \
-        len(tomllib.loads(text)["sgx"]["trusted_files"])
+    assert (
+        summary["trusted_file_count"]
+        == len(listing["files"])
+        == len(tomllib.loads(text)["sgx"]["trusted_files"])
+    )
     for item in listing["files"]:
         if item["size"] is not None and item["path"].startswith("/opt/spark-3.5.3/jars/lib"):
             assert (rootfs / item["path"][1:]).stat().st_size == item["size"]
@@ -233,20 +271,43 @@ def test_manifest_command_bad_input_writes_nothing(rootfs, tmp_path, capsys):
     (recipe_dir / "job.py").write_text("print('job')\n")
     (recipe_dir / "recipe.yaml").write_text(RECIPE.replace("[/etc/os-release]", "[/nope]"))
     out = tmp_path / "out"
-    assert main(["manifest", str(recipe_dir / "recipe.yaml"), "--rootfs", str(rootfs),
-                 "--output-dir", str(out)]) == 2
+    assert (
+        main(
+            [
+                "manifest",
+                str(recipe_dir / "recipe.yaml"),
+                "--rootfs",
+                str(rootfs),
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "recipe.yaml: sgx.trusted_files: file:/nope" in err[0]
     assert not out.exists() or not any(out.iterdir())
-    assert main(["manifest", str(recipe_dir / "recipe.yaml"), "--rootfs",
-                 str(tmp_path / "none"), "--output-dir", str(out)]) == 2
+    assert (
+        main(
+            [
+                "manifest",
+                str(recipe_dir / "recipe.yaml"),
+                "--rootfs",
+                str(tmp_path / "none"),
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 def test_engine_managed_files_are_never_trusted(rootfs):
     (rootfs / "etc/hostname").write_text("placeholder\n")
     with pytest.raises(ManifestError, match="replaced by the container engine"):
         render(rootfs, RECIPE.replace("trusted: [/etc/os-release]", "trusted: [/etc/hostname]"))
-    manifest = tomllib.loads(render(rootfs, RECIPE.replace("trusted: [/etc/os-release]",
-                                                             "trusted: [/etc/]")).text)
+    manifest = tomllib.loads(
+        render(rootfs, RECIPE.replace("trusted: [/etc/os-release]", "trusted: [/etc/]")).text
+    )
     uris = {e["uri"] for e in manifest["sgx"]["trusted_files"]}
     assert "file:/etc/passwd" in uris and "file:/etc/hostname" not in uris

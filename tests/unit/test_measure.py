@@ -32,6 +32,7 @@ PAGE = 4096
 
 # --- the independent reference ----------------------------------------------------------------
 
+
 def _rd(x: int) -> int:
     return x - x % PAGE
 
@@ -48,7 +49,8 @@ def _ref_elf(data: bytes) -> tuple[int, list[tuple[int, int, int, int, int]]]:
     loads = []
     for i in range(phnum):
         p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, _align = struct.unpack_from(
-            "<LLQQQQQQ", data, phoff + i * phentsize)
+            "<LLQQQQQQ", data, phoff + i * phentsize
+        )
         if p_type == 1:  # PT_LOAD
             loads.append((p_offset, p_vaddr, p_filesz, p_memsz, p_flags))
     return entry, loads
@@ -63,8 +65,9 @@ def _page_with_fields(fields: list[tuple[int, int, int]]) -> bytes:
     return bytes(page)
 
 
-def reference_mrenclave(manifest: bytes, pal_bytes: bytes, enclave_size: int, threads: int,
-                        edmm: bool) -> bytes:
+def reference_mrenclave(
+    manifest: bytes, pal_bytes: bytes, enclave_size: int, threads: int, edmm: bool
+) -> bytes:
     entry, loads = _ref_elf(pal_bytes)
     h = hashlib.sha256()
     h.update(struct.pack("<8sLQ44s", b"ECREATE", 4, enclave_size, b""))
@@ -75,7 +78,7 @@ def reference_mrenclave(manifest: bytes, pal_bytes: bytes, enclave_size: int, th
             assert len(content) == PAGE
             for i in range(0, PAGE, 256):
                 h.update(struct.pack("<8sQ48s", b"EEXTEND", addr + i, b""))
-                h.update(content[i:i + 256])
+                h.update(content[i : i + 256])
 
     # Layout, top-down from enclave_size (base 0).
     manifest_mem = manifest + b"\0"
@@ -95,27 +98,50 @@ def reference_mrenclave(manifest: bytes, pal_bytes: bytes, enclave_size: int, th
 
     # manifest
     for off in range(0, len(manifest_mem), PAGE):
-        page(manifest_addr + off, 0x201, manifest_mem[off:off + PAGE].ljust(PAGE, b"\0"))
+        page(manifest_addr + off, 0x201, manifest_mem[off : off + PAGE].ljust(PAGE, b"\0"))
     # ssa
     for a in range(ssa_addr, manifest_addr, PAGE):
         page(a, 0x203, bytes(PAGE))
     # tcs
     for t in range(threads):
         ssa_t = ssa_addr + t * 0x8000
-        page(tcs_addr + t * PAGE, 0x100, _page_with_fields([
-            (0x10, 8, ssa_t), (0x1C, 4, 2), (0x20, 8, pal_addr + entry),
-            (0x38, 8, tls_addr + t * PAGE), (0x40, 4, 0xFFF), (0x44, 4, 0xFFF),
-        ]))
+        page(
+            tcs_addr + t * PAGE,
+            0x100,
+            _page_with_fields(
+                [
+                    (0x10, 8, ssa_t),
+                    (0x1C, 4, 2),
+                    (0x20, 8, pal_addr + entry),
+                    (0x38, 8, tls_addr + t * PAGE),
+                    (0x40, 4, 0xFFF),
+                    (0x44, 4, 0xFFF),
+                ]
+            ),
+        )
     # tls
     for t in range(threads):
         ssa_t = ssa_addr + t * 0x8000
-        page(tls_addr + t * PAGE, 0x203, _page_with_fields([
-            (0x000, 8, tls_addr + t * PAGE), (0x008, 8, 0xBADBADBADBAD), (0x110, 8, enclave_size),
-            (0x118, 8, tcs_addr + t * PAGE), (0x120, 8, stack_addr[t] + 0x40000),
-            (0x130, 8, sig_addr[t]), (0x138, 8, sig_addr[t] + 0x10000), (0x148, 8, ssa_t),
-            (0x150, 8, ssa_t + 0x4000 - 0xB8), (0x1A0, 8, len(manifest_mem)),
-            (0x1A8, 8, 0x10000), (0x1B0, 8, pal_addr),
-        ]))
+        page(
+            tls_addr + t * PAGE,
+            0x203,
+            _page_with_fields(
+                [
+                    (0x000, 8, tls_addr + t * PAGE),
+                    (0x008, 8, 0xBADBADBADBAD),
+                    (0x110, 8, enclave_size),
+                    (0x118, 8, tcs_addr + t * PAGE),
+                    (0x120, 8, stack_addr[t] + 0x40000),
+                    (0x130, 8, sig_addr[t]),
+                    (0x138, 8, sig_addr[t] + 0x10000),
+                    (0x148, 8, ssa_t),
+                    (0x150, 8, ssa_t + 0x4000 - 0xB8),
+                    (0x1A0, 8, len(manifest_mem)),
+                    (0x1A8, 8, 0x10000),
+                    (0x1B0, 8, pal_addr),
+                ]
+            ),
+        )
     for t in range(threads):
         for a in range(stack_addr[t], stack_addr[t] + 0x40000, PAGE):
             page(a, 0x203, bytes(PAGE))
@@ -124,7 +150,12 @@ def reference_mrenclave(manifest: bytes, pal_bytes: bytes, enclave_size: int, th
             page(a, 0x203, bytes(PAGE))
     # pal: per segment, per page, file bytes clipped to [p_offset, p_offset+p_filesz)
     for p_offset, p_vaddr, p_filesz, p_memsz, p_flags in loads:
-        flags = 0x200 | (1 if p_flags & 4 else 0) | (2 if p_flags & 2 else 0) | (4 if p_flags & 1 else 0)
+        flags = (
+            0x200
+            | (1 if p_flags & 4 else 0)
+            | (2 if p_flags & 2 else 0)
+            | (4 if p_flags & 1 else 0)
+        )
         for vpage in range(_rd(p_vaddr), _ru(p_vaddr + p_memsz), PAGE):
             content = bytearray(PAGE)
             for k in range(PAGE):
@@ -144,8 +175,15 @@ def reference_mrenclave(manifest: bytes, pal_bytes: bytes, enclave_size: int, th
 
 # --- deterministic synthetic libpal -----------------------------------------------------------
 
-def synthetic_elf(*, vaddr_base: int = 0, rw_end: int = 0x7F00, elf_class: int = 2,
-                  e_type: int = 3, machine: int = 62) -> bytes:
+
+def synthetic_elf(
+    *,
+    vaddr_base: int = 0,
+    rw_end: int = 0x7F00,
+    elf_class: int = 2,
+    e_type: int = 3,
+    machine: int = 62,
+) -> bytes:
     """An ELF64 x86-64 shared object with two PT_LOADs: R+X text, and RW data starting mid-page
     with .bss (memsz > filesz) up to ``rw_end``. Byte values are pseudo-random so misplaced
     bytes change the digest."""
@@ -155,12 +193,32 @@ def synthetic_elf(*, vaddr_base: int = 0, rw_end: int = 0x7F00, elf_class: int =
     body = bytearray(hashlib.shake_256(b"ppml synthetic pal").digest(rw_off + rw_filesz))
     header = struct.pack(
         "<4sBBBBB7sHHLQQQLHHHHHH",
-        b"\x7fELF", elf_class, 1, 1, 0, 0, b"",
-        e_type, machine, 1, vaddr_base + 0x120, 64, 0, 0, 64, 56, 2, 64, 0, 0,
+        b"\x7fELF",
+        elf_class,
+        1,
+        1,
+        0,
+        0,
+        b"",
+        e_type,
+        machine,
+        1,
+        vaddr_base + 0x120,
+        64,
+        0,
+        0,
+        64,
+        56,
+        2,
+        64,
+        0,
+        0,
     )
-    phdrs = b"".join(struct.pack("<LLQQQQQQ", 1, flags, off, vaddr, vaddr, filesz, memsz, 0x1000)
-                     for off, vaddr, filesz, memsz, flags in (text, rw))
-    body[:len(header) + len(phdrs)] = header + phdrs
+    phdrs = b"".join(
+        struct.pack("<LLQQQQQQ", 1, flags, off, vaddr, vaddr, filesz, memsz, 0x1000)
+        for off, vaddr, filesz, memsz, flags in (text, rw)
+    )
+    body[: len(header) + len(phdrs)] = header + phdrs
     return bytes(body)
 
 
@@ -176,6 +234,7 @@ def manifest_of(size: int) -> bytes:
 
 # --- ours == reference ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "enclave_size, threads, edmm, manifest_len",
     [
@@ -189,8 +248,9 @@ def manifest_of(size: int) -> bytes:
         (1024 * G, 1, True, 700),  # EDMM: ECREATE carries the full 1 TiB, no free area
     ],
 )
-def test_synthetic_pal_matches_reference(synthetic_pal_bytes, enclave_size, threads, edmm,
-                                         manifest_len):
+def test_synthetic_pal_matches_reference(
+    synthetic_pal_bytes, enclave_size, threads, edmm, manifest_len
+):
     manifest = manifest_of(manifest_len)
     pal = read_pal_image(synthetic_pal_bytes)
     ours = measure_enclave(manifest, pal, MeasurementInputs(enclave_size, threads, edmm))
@@ -201,7 +261,9 @@ def test_synthetic_pal_matches_reference(synthetic_pal_bytes, enclave_size, thre
 def test_compiled_standin_pal_matches_reference(standin_libpal, edmm):
     data = standin_libpal.read_bytes()
     manifest = b'[sgx]\nenclave_size = "64M"\nmax_threads = 4\n'
-    ours = measure_enclave(manifest, read_pal_image(standin_libpal), MeasurementInputs(64 * M, 4, edmm))
+    ours = measure_enclave(
+        manifest, read_pal_image(standin_libpal), MeasurementInputs(64 * M, 4, edmm)
+    )
     assert ours == reference_mrenclave(manifest, data, 64 * M, 4, edmm)
 
 
@@ -216,7 +278,9 @@ def test_non_pie_pal_keeps_its_link_address_and_matches_reference():
     free = [(a.addr, a.end) for a in areas if a.name == "free"]
     lowest_sig_stack = min(a.addr for a in areas if a.name == "sig_stack")
     assert free == [(0x408000, lowest_sig_stack), (0x10000, 0x400000)]
-    assert measure_enclave(manifest, pal, inputs) == reference_mrenclave(manifest, data, 64 * M, 2, False)
+    assert measure_enclave(manifest, pal, inputs) == reference_mrenclave(
+        manifest, data, 64 * M, 2, False
+    )
 
 
 def test_enclave_filled_exactly_has_no_free_area(synthetic_pal_bytes):
@@ -227,8 +291,11 @@ def test_enclave_filled_exactly_has_no_free_area(synthetic_pal_bytes):
     areas = enclave_layout(len(manifest), inputs, pal)
     assert areas[-1].name == "pal" and areas[-1].addr == 0x10000
     assert measure_enclave(manifest, pal, inputs) == reference_mrenclave(
-        manifest, synthetic_pal_bytes, 1 * M, 2, False)
-    with pytest.raises(SigningError, match=r"sgx\.enclave_size 1M is too small.*need at least 1028K; use 2M"):
+        manifest, synthetic_pal_bytes, 1 * M, 2, False
+    )
+    with pytest.raises(
+        SigningError, match=r"sgx\.enclave_size 1M is too small.*need at least 1028K; use 2M"
+    ):
         enclave_layout(len(manifest) + 1, inputs, pal)
 
 
@@ -241,8 +308,17 @@ def test_inputs_change_the_measurement(synthetic_pal_bytes):
     assert measure_enclave(b"a", pal, MeasurementInputs(64 * M, 4, True)) != base
 
 
-@pytest.mark.parametrize("first_page, pages", [(16, 1), (16, 4080), (4095, 4098), (3, 16 * 4096 + 5),
-                                               (4096 * 300 - 7, 70000), (1 << 27, 4096 * 33)])
+@pytest.mark.parametrize(
+    "first_page, pages",
+    [
+        (16, 1),
+        (16, 4080),
+        (4095, 4098),
+        (3, 16 * 4096 + 5),
+        (4096 * 300 - 7, 70000),
+        (1 << 27, 4096 * 33),
+    ],
+)
 def test_free_area_records_match_per_page_loop(first_page, pages):
     from ppml_build.sign.measure import _hash_unmeasured_pages
 
@@ -255,6 +331,7 @@ def test_free_area_records_match_per_page_loop(first_page, pages):
 
 
 # --- layout -----------------------------------------------------------------------------------
+
 
 def test_worked_example_layout_256m_4_threads():
     # What Gramine 1.9 sgx_sign.py get_memory_areas + populate_memory_areas lay out for 256M,
@@ -280,38 +357,54 @@ def test_worked_example_layout_256m_4_threads():
 
 
 def test_edmm_layout_has_no_free_area(synthetic_pal_bytes):
-    areas = enclave_layout(10, MeasurementInputs(1024 * G, 4, True), read_pal_image(synthetic_pal_bytes))
+    areas = enclave_layout(
+        10, MeasurementInputs(1024 * G, 4, True), read_pal_image(synthetic_pal_bytes)
+    )
     assert [a.name for a in areas][-1] == "pal"
     assert areas[0].end == 1024 * G
 
 
 def test_unknown_gramine_version_is_refused(synthetic_pal_bytes):
     with pytest.raises(SigningError, match=r"Gramine version '1\.4' is not supported.*1\.9"):
-        measure_enclave(b"a", read_pal_image(synthetic_pal_bytes), MeasurementInputs(64 * M, 4, False),
-                        version="1.4")
+        measure_enclave(
+            b"a",
+            read_pal_image(synthetic_pal_bytes),
+            MeasurementInputs(64 * M, 4, False),
+            version="1.4",
+        )
 
 
 def test_manifest_with_nul_is_refused(synthetic_pal_bytes):
     with pytest.raises(SigningError, match="NUL"):
-        measure_enclave(b"a\0b", read_pal_image(synthetic_pal_bytes), MeasurementInputs(64 * M, 4, False))
+        measure_enclave(
+            b"a\0b", read_pal_image(synthetic_pal_bytes), MeasurementInputs(64 * M, 4, False)
+        )
 
 
 # --- manifest inputs and validation ------------------------------------------------------------
 
+
 def test_measurement_inputs_defaults():
     assert measurement_inputs({}) == MeasurementInputs(256 * M, 4, False)
-    assert measurement_inputs({"sgx": {"edmm_enable": True}}) == MeasurementInputs(1024 * G, 4, True)
-    assert measurement_inputs({"sgx": {"enclave_size": "16G", "max_threads": 64}}) == \
-        MeasurementInputs(16 * G, 64, False)
+    assert measurement_inputs({"sgx": {"edmm_enable": True}}) == MeasurementInputs(
+        1024 * G, 4, True
+    )
+    assert measurement_inputs(
+        {"sgx": {"enclave_size": "16G", "max_threads": 64}}
+    ) == MeasurementInputs(16 * G, 64, False)
 
 
-@pytest.mark.parametrize("text, value", [("4096", 4096), ("64K", 64 * K), ("512M", 512 * M),
-                                         ("1024G", 1024 * G), ("0", 0)])
+@pytest.mark.parametrize(
+    "text, value",
+    [("4096", 4096), ("64K", 64 * K), ("512M", 512 * M), ("1024G", 1024 * G), ("0", 0)],
+)
 def test_parse_enclave_size_accepts(text, value):
     assert parse_enclave_size(text) == value
 
 
-@pytest.mark.parametrize("text", ["16g", "0x100M", "016G", "16 G", " 16G", "16GB", "", "1.5G", "-1G"])
+@pytest.mark.parametrize(
+    "text", ["16g", "0x100M", "016G", "16 G", " 16G", "16GB", "", "1.5G", "-1G"]
+)
 def test_parse_enclave_size_rejects_what_gramine_would_not_read_both_ways(text):
     with pytest.raises(SigningError, match=r"sgx\.enclave_size.*e\.g\. \"16G\""):
         parse_enclave_size(text)
@@ -341,15 +434,18 @@ def test_too_small_enclave_names_field_and_fix(synthetic_pal_bytes):
     with pytest.raises(SigningError) as err:
         measure_enclave(b"x", pal, measurement_inputs({"sgx": {"enclave_size": "1M"}}))
     # 64K floor + 4K manifest + 4 x 360K + 32K PAL = 1540K
-    assert str(err.value) == ("sgx.enclave_size 1M is too small: the manifest, 4 threads "
-                              "(90 pages each) and libpal need at least 1540K; use 2M or more")
+    assert str(err.value) == (
+        "sgx.enclave_size 1M is too small: the manifest, 4 threads "
+        "(90 pages each) and libpal need at least 1540K; use 2M or more"
+    )
 
 
 def test_measure_manifest_reads_inputs_from_the_toml(synthetic_pal_bytes):
     manifest = b'[sgx]\nenclave_size = "64M"\nmax_threads = 3\nedmm_enable = false\n'
     pal = read_pal_image(synthetic_pal_bytes)
-    assert measure_manifest(manifest, pal) == reference_mrenclave(manifest, synthetic_pal_bytes,
-                                                                  64 * M, 3, False)
+    assert measure_manifest(manifest, pal) == reference_mrenclave(
+        manifest, synthetic_pal_bytes, 64 * M, 3, False
+    )
     with pytest.raises(SigningError, match="not valid TOML"):
         measure_manifest(b"[sgx\n", pal)
     with pytest.raises(SigningError, match="not UTF-8"):
@@ -357,6 +453,7 @@ def test_measure_manifest_reads_inputs_from_the_toml(synthetic_pal_bytes):
 
 
 # --- reading libpal ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "data, message",

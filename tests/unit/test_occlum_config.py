@@ -13,17 +13,16 @@ from typing import Annotated, Literal
 import pytest
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from rootfs_factory import make_spark_rootfs
 
 from ppml_build.cli import main
 from ppml_build.errors import ManifestError, RecipeError
 from ppml_build.image.hashing import FileHasher
+from ppml_build.image.rootfs import DirRootFS
 from ppml_build.occlum.config import check_occlum_json, render_occlum
-from ppml_build.occlum.sizing import occlum_sizing
-from ppml_build.units import format_occlum_size, parse_occlum_size
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
-from ppml_build.image.rootfs import DirRootFS
-from rootfs_factory import make_spark_rootfs
+from ppml_build.units import format_occlum_size, parse_occlum_size
 
 PROJECT = Path(__file__).resolve().parents[2]
 JDK = "/usr/lib/jvm/java-17-openjdk-amd64"
@@ -63,7 +62,7 @@ def flink_recipe_text() -> str:
 # required keys, types, and every key we may write (extra keys would be silently dropped by
 # gen_internal_conf, so emitting one is a bug).
 
-_UNITS = [("KB", 1024), ("MB", 1024 ** 2), ("GB", 1024 ** 3), ("TB", 1024 ** 4), ("B", 1)]
+_UNITS = [("KB", 1024), ("MB", 1024**2), ("GB", 1024**3), ("TB", 1024**4), ("B", 1)]
 
 
 def occlum_bytes(text: str) -> int:
@@ -107,7 +106,7 @@ class ResourceLimits(_Strict):
     kernel_space_stack_size: Size
     user_space_size: Size
     user_space_max_size: Size | None = None
-    max_num_of_threads: Annotated[int, Field(ge=1, le=2 ** 32 - 1)]
+    max_num_of_threads: Annotated[int, Field(ge=1, le=2**32 - 1)]
     init_num_of_threads: int | None = None
 
 
@@ -175,8 +174,13 @@ class OcclumJson031(_Strict):
         roots = [m for m in self.mount if m.target == "/" and m.type == "unionfs"]
         assert len(roots) == 1, "exactly one root unionfs"
         layers = roots[0].options.layers or []
-        assert any(layer.type == "sefs" and layer.target == "/" and layer.options is not None
-                   and layer.options.MAC is not None for layer in layers), "image SEFS layer"
+        assert any(
+            layer.type == "sefs"
+            and layer.target == "/"
+            and layer.options is not None
+            and layer.options.MAC is not None
+            for layer in layers
+        ), "image SEFS layer"
         targets = [m.target for m in self.mount]
         assert "/proc" not in targets and "/dev" not in targets  # gen_internal_conf adds them
         assert len(targets) == len(set(targets)), "duplicate mount target"
@@ -188,12 +192,17 @@ class OcclumJson031(_Strict):
 
 # ---------------------------------------------------------------------------------------------
 
+
 def add_flink(root: Path) -> None:
     """A Flink distribution behind a version-less symlink, as the Flink base image has it."""
     dist = root / "opt/flink-1.17.2"
-    for rel, data in (("bin/flink", "#!/usr/bin/env bash\n"), ("lib/flink-dist.jar", "jar"),
-                      ("lib/flink-python.jar", "jar"), ("conf/flink-conf.yaml", "a: b\n"),
-                      ("opt/flink-s3.jar", "jar")):
+    for rel, data in (
+        ("bin/flink", "#!/usr/bin/env bash\n"),
+        ("lib/flink-dist.jar", "jar"),
+        ("lib/flink-python.jar", "jar"),
+        ("conf/flink-conf.yaml", "a: b\n"),
+        ("opt/flink-s3.jar", "jar"),
+    ):
         (dist / rel).parent.mkdir(parents=True, exist_ok=True)
         (dist / rel).write_text(data)
     os.symlink("flink-1.17.2", root / "opt/flink")
@@ -209,8 +218,7 @@ def rootfs(tmp_path_factory) -> Path:
 def render(rootfs: Path, text: str = SPARK):
     recipe = load_recipe_text(text)
     plan = make_plan(recipe)
-    return recipe, plan, render_occlum(recipe, plan, DirRootFS(rootfs, FileHasher(
-        use_cache=False)))
+    return recipe, plan, render_occlum(recipe, plan, DirRootFS(rootfs, FileHasher(use_cache=False)))
 
 
 def env_of(doc: dict) -> dict[str, str]:
@@ -238,6 +246,7 @@ def copied_files(bom: dict) -> dict[str, str | None]:
 # ---------------------------------------------------------------------------------------------
 # Occlum.json
 
+
 @pytest.mark.parametrize("which", ["spark", "flink"])
 def test_occlum_json_is_valid_for_occlum_031(rootfs, which):
     text = SPARK if which == "spark" else flink_recipe_text()
@@ -251,22 +260,22 @@ def test_occlum_json_is_valid_for_occlum_031(rootfs, which):
     assert env["JAVA_HOME"] == JDK
     if which == "flink":
         assert env["FLINK_HOME"] == "/opt/flink"
-        assert parsed["entry_points"] == ["/opt/pyflink/bin"]   # the venv python runs the job
+        assert parsed["entry_points"] == ["/opt/pyflink/bin"]  # the venv python runs the job
     else:
         assert env["SPARK_HOME"] == "/opt/spark"
         assert parsed["entry_points"] == ["/opt/spark/bin"]
 
 
 def test_sizes_are_written_in_occlums_syntax():
-    assert format_occlum_size(32 * 2 ** 20) == "32MB"
-    assert format_occlum_size(2 ** 30) == "1GB"
-    assert format_occlum_size(1536 * 2 ** 20) == "1536MB"
+    assert format_occlum_size(32 * 2**20) == "32MB"
+    assert format_occlum_size(2**30) == "1GB"
+    assert format_occlum_size(1536 * 2**20) == "1536MB"
     assert format_occlum_size(8 * 1024) == "8KB"
     assert format_occlum_size(4097) == "4097B"
-    for value in (0, 4096, 5 * 2 ** 30, 1536 * 2 ** 20 + 4096, 12345):
+    for value in (0, 4096, 5 * 2**30, 1536 * 2**20 + 4096, 12345):
         assert parse_occlum_size(format_occlum_size(value)) == value
         assert occlum_bytes(format_occlum_size(value)) == value
-    assert parse_occlum_size(" 8 MB ") == 8 * 2 ** 20
+    assert parse_occlum_size(" 8 MB ") == 8 * 2**20
     for bad in ("32M", "1.5GB", "32mb", "GB", "-1MB", "32 G"):
         with pytest.raises(ValueError):
             parse_occlum_size(bad)
@@ -291,46 +300,54 @@ def test_user_space_holds_the_apps_memory_and_kernel_heap_follows_threads(rootfs
     user = occlum_bytes(limits["user_space_size"])
     app_terms = {t.name: t.value for t in plan.memory_terms}
     # The JVM's reservations all live in Occlum's user space (the Gramine LibOS term does not).
-    assert user >= sum(v for k, v in app_terms.items() if k.startswith("jvm_")) + \
-        app_terms["thread_stacks"] + app_terms["glibc_arenas"]
-    assert user % (64 * 2 ** 20) == 0
+    assert (
+        user
+        >= sum(v for k, v in app_terms.items() if k.startswith("jvm_"))
+        + app_terms["thread_stacks"]
+        + app_terms["glibc_arenas"]
+    )
+    assert user % (64 * 2**20) == 0
 
     bigger = SPARK.replace("--driver-memory, 2g", "--driver-memory, 6g")
     _, _, more = render(rootfs, bigger)
     grown = occlum_bytes(more.occlum_json["resource_limits"]["user_space_size"])
-    assert grown >= user + 4 * 2 ** 30
+    assert grown >= user + 4 * 2**30
 
     threads = SPARK.replace("enclave: {", "enclave: {max_threads: 512, ")
     _, _, many = render(rootfs, threads)
     assert many.occlum_json["resource_limits"]["max_num_of_threads"] == 512
-    assert occlum_bytes(many.occlum_json["resource_limits"]["kernel_space_heap_size"]) > \
-        occlum_bytes(limits["kernel_space_heap_size"])
+    assert occlum_bytes(
+        many.occlum_json["resource_limits"]["kernel_space_heap_size"]
+    ) > occlum_bytes(limits["kernel_space_heap_size"])
 
 
 def test_explicit_enclave_size_bounds_the_whole_enclave(rootfs):
     recipe, plan, rendered = render(rootfs, SPARK.replace("enclave: {", "enclave: {size: 16G, "))
     limits = rendered.occlum_json["resource_limits"]
     threads = limits["max_num_of_threads"]
-    used = (occlum_bytes(limits["user_space_size"]) + occlum_bytes(limits["kernel_space_heap_size"])
-            + threads * occlum_bytes(limits["kernel_space_stack_size"]))
-    assert 12 * 2 ** 30 < used < 16 * 2 ** 30
-    assert rendered.sizing.enclave_size_estimate == 16 * 2 ** 30
+    used = (
+        occlum_bytes(limits["user_space_size"])
+        + occlum_bytes(limits["kernel_space_heap_size"])
+        + threads * occlum_bytes(limits["kernel_space_stack_size"])
+    )
+    assert 12 * 2**30 < used < 16 * 2**30
+    assert rendered.sizing.enclave_size_estimate == 16 * 2**30
 
 
 def test_env_is_split_into_trusted_defaults_and_untrusted_names(rootfs):
     recipe, plan, rendered = render(rootfs)
     env = rendered.occlum_json["env"]
     defaults = env_of(rendered.occlum_json)
-    assert defaults["GREETING"] == "a b=c"                 # recipe env, verbatim
+    assert defaults["GREETING"] == "a b=c"  # recipe env, verbatim
     assert defaults["SPARK_LOCAL_IP"] == "127.0.0.1"
-    assert defaults["MALLOC_ARENA_MAX"] == "4"              # plan's extra_env
+    assert defaults["MALLOC_ARENA_MAX"] == "4"  # plan's extra_env
     assert "-XX:ActiveProcessorCount=" in defaults["JAVA_TOOL_OPTIONS"]
     assert defaults["JAVA_HOME"] == JDK and defaults["HOME"] == "/root"
     assert f"{JDK}/lib/server" in defaults["LD_LIBRARY_PATH"].split(":")
     assert env["untrusted"] == ["AWS_REGION", "RUN_ID"]
     assert not set(env["untrusted"]) & set(defaults)
     names = [item.split("=", 1)[0] for item in env["default"]]
-    assert names == sorted(set(names))                      # unique, stable order
+    assert names == sorted(set(names))  # unique, stable order
 
 
 def test_metadata_carries_the_recipes_ids_and_no_kss(rootfs):
@@ -369,8 +386,9 @@ def test_edmm_starts_small_and_grows_to_the_planned_user_space(rootfs):
     assert edmm.occlum_json["feature"]["enable_edmm"] is True
     assert limits["user_space_max_size"] == static.occlum_json["resource_limits"]["user_space_size"]
     assert occlum_bytes(limits["user_space_size"]) < occlum_bytes(limits["user_space_max_size"])
-    assert occlum_bytes(limits["kernel_space_heap_size"]) <= \
-        occlum_bytes(limits["kernel_space_heap_max_size"])
+    assert occlum_bytes(limits["kernel_space_heap_size"]) <= occlum_bytes(
+        limits["kernel_space_heap_max_size"]
+    )
 
 
 def test_mounts_map_the_recipes_files_section(rootfs):
@@ -379,7 +397,9 @@ def test_mounts_map_the_recipes_files_section(rootfs):
     root = mounts[0]
     assert root["target"] == "/" and root["type"] == "unionfs"
     assert [layer["source"] for layer in root["options"]["layers"]] == [
-        "./build/mount/__ROOT", "./run/mount/__ROOT"]
+        "./build/mount/__ROOT",
+        "./run/mount/__ROOT",
+    ]
     assert root["options"]["layers"][0]["options"] == {"MAC": ""}
     rest = {m["target"]: m for m in mounts[1:]}
     assert rest == {
@@ -394,12 +414,19 @@ def test_mounts_map_the_recipes_files_section(rootfs):
     assert {"data/enc", "data/in", "scratch", "tmp", "app"} <= set(mkdirs)
 
 
-@pytest.mark.parametrize("old, new, field", [
-    ("allowed: [/data/in/]", "allowed: [/data/in/x.csv]", "files.allowed[0]"),
-    ('uri: "file:/srv/enc"}', 'uri: "file:/srv/enc", key_name: k2}', "files.encrypted[0].key_name"),
-    ("tmpfs: [/tmp, /scratch]", "tmpfs: [/tmp, /proc]", "files.tmpfs[1]"),
-    ("tmpfs: [/tmp, /scratch]", "tmpfs: [/tmp, /data/in]", "files.allowed[0]"),
-])
+@pytest.mark.parametrize(
+    "old, new, field",
+    [
+        ("allowed: [/data/in/]", "allowed: [/data/in/x.csv]", "files.allowed[0]"),
+        (
+            'uri: "file:/srv/enc"}',
+            'uri: "file:/srv/enc", key_name: k2}',
+            "files.encrypted[0].key_name",
+        ),
+        ("tmpfs: [/tmp, /scratch]", "tmpfs: [/tmp, /proc]", "files.tmpfs[1]"),
+        ("tmpfs: [/tmp, /scratch]", "tmpfs: [/tmp, /data/in]", "files.allowed[0]"),
+    ],
+)
 def test_mounts_occlum_cannot_express_are_refused(rootfs, old, new, field):
     assert old in SPARK
     with pytest.raises(RecipeError, match=re.escape(field)) as err:
@@ -410,12 +437,14 @@ def test_mounts_occlum_cannot_express_are_refused(rootfs, old, new, field):
 def test_the_schema_model_catches_what_occlum_would_drop_or_refuse(rootfs):
     _, _, rendered = render(rootfs)
     good = rendered.occlum_json
-    for mutate in (lambda d: d["resource_limits"].update(user_space_size="32M"),
-                   lambda d: d["metadata"].update(pkru=0),            # moved to feature in 0.30.1
-                   lambda d: d.pop("feature"),
-                   lambda d: d["metadata"].pop("family_id"),
-                   lambda d: d["mount"].append({"target": "/proc", "type": "procfs"}),
-                   lambda d: d["mount"][1].update(options={"key": "secret"})):
+    for mutate in (
+        lambda d: d["resource_limits"].update(user_space_size="32M"),
+        lambda d: d["metadata"].update(pkru=0),  # moved to feature in 0.30.1
+        lambda d: d.pop("feature"),
+        lambda d: d["metadata"].pop("family_id"),
+        lambda d: d["mount"].append({"target": "/proc", "type": "procfs"}),
+        lambda d: d["mount"][1].update(options={"key": "secret"}),
+    ):
         bad = copy.deepcopy(good)
         mutate(bad)
         with pytest.raises(ValueError):
@@ -424,6 +453,7 @@ def test_the_schema_model_catches_what_occlum_would_drop_or_refuse(rootfs):
 
 # ---------------------------------------------------------------------------------------------
 # bom.yaml
+
 
 def test_bom_copies_the_jdk_the_distribution_and_pinned_app_files(rootfs):
     _, _, rendered = render(rootfs)
@@ -464,12 +494,14 @@ def test_flink_bom_lists_the_flink_distribution(rootfs):
 
 def test_a_symlinked_java_launcher_stays_a_link_into_the_jdk(rootfs):
     text = SPARK.replace("kind: spark", "kind: java").replace(
-        "command: [/opt/spark/bin/spark-submit, --master, \"local[2]\", --driver-memory, 2g, "
-        "/app/job.py]", "command: [/usr/bin/java, -Xmx1g, -cp, /app, Main]")
+        'command: [/opt/spark/bin/spark-submit, --master, "local[2]", --driver-memory, 2g, '
+        "/app/job.py]",
+        "command: [/usr/bin/java, -Xmx1g, -cp, /app, Main]",
+    )
     _, _, rendered = render(rootfs, text)
     targets = bom_targets(rendered.bom)
     assert {"src": f"{JDK}/bin/java", "linkname": "java"} in targets["/usr/bin"]["createlinks"]
-    assert "/usr/bin/java" not in copied_files(rendered.bom)   # no detached launcher copy
+    assert "/usr/bin/java" not in copied_files(rendered.bom)  # no detached launcher copy
     assert rendered.occlum_json["entry_points"] == ["/usr/bin"]
 
 
@@ -482,6 +514,7 @@ def test_a_missing_runtime_is_a_one_line_error_naming_the_field(rootfs):
 
 # ---------------------------------------------------------------------------------------------
 # The CLI: ppml-build manifest RECIPE --rootfs DIR --output-dir OUT
+
 
 def write_recipe(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
@@ -496,8 +529,21 @@ def test_cli_writes_both_files_reproducibly(rootfs, tmp_path, capsys):
     outputs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        assert main(["manifest", str(recipe), "--rootfs", str(rootfs), "--output-dir",
-                     str(out), "--no-cache", "--json"]) == 0
+        assert (
+            main(
+                [
+                    "manifest",
+                    str(recipe),
+                    "--rootfs",
+                    str(rootfs),
+                    "--output-dir",
+                    str(out),
+                    "--no-cache",
+                    "--json",
+                ]
+            )
+            == 0
+        )
         summary = json.loads(capsys.readouterr().out)
         assert sorted(p.name for p in out.iterdir()) == ["Occlum.json", "bom.yaml"]
         assert summary["manifest"] == str(out / "Occlum.json")
@@ -510,8 +556,12 @@ def test_cli_writes_both_files_reproducibly(rootfs, tmp_path, capsys):
     assert str(tmp_path) not in outputs[0][0].decode() + outputs[0][1].decode()
 
     # The plain-text summary prints the same keys the Gramine path prints.
-    assert main(["manifest", str(recipe), "--rootfs", str(rootfs), "--output-dir",
-                 str(tmp_path / "c")]) == 0
+    assert (
+        main(
+            ["manifest", str(recipe), "--rootfs", str(rootfs), "--output-dir", str(tmp_path / "c")]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "Occlum.json" in text and "bom.yaml" in text and "max_threads" in text
 
@@ -520,8 +570,7 @@ def test_cli_bad_size_exits_2_with_one_line_and_writes_nothing(rootfs, tmp_path,
     text = SPARK.replace("enclave: {", "enclave: {size: 256M, ")
     recipe = write_recipe(tmp_path / "r", text)
     out = tmp_path / "out"
-    assert main(["manifest", str(recipe), "--rootfs", str(rootfs), "--output-dir",
-                 str(out)]) == 2
+    assert main(["manifest", str(recipe), "--rootfs", str(rootfs), "--output-dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ppml-build: error: ")
     assert str(recipe) in err and "enclave.size" in err

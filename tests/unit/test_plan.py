@@ -41,20 +41,32 @@ def test_xmx_in_command_sizes_the_enclave_without_repeating_it():
 
 
 def test_java_tool_options_and_last_flag_wins():
-    plan = make_plan(recipe(command="[java, -Xmx2g, Main]", extra="""\
+    plan = make_plan(
+        recipe(
+            command="[java, -Xmx2g, Main]",
+            extra="""\
   env:
     JAVA_TOOL_OPTIONS: "-Xmx30g -Xss4m -XX:MaxDirectMemorySize=1g -XX:ActiveProcessorCount=16"
-"""))
+""",
+        )
+    )
     # the command line comes after JAVA_TOOL_OPTIONS, as the JVM reads them
     assert term(plan, "jvm_heap").value == 2 * GiB
     assert term(plan, "jvm_direct_memory").value == 1 * GiB
     assert plan.jvm.thread_stack == 4 * MiB and plan.jvm.cpus == 16
     # What the user's flags set stays theirs; the plan pins the rest of what it sized for.
     pinned = plan.extra_env["JAVA_TOOL_OPTIONS"].split()
-    assert pinned[:4] == ["-Xmx30g", "-Xss4m", "-XX:MaxDirectMemorySize=1g",
-                          "-XX:ActiveProcessorCount=16"]
-    assert pinned[4:] == ["-XX:MaxMetaspaceSize=256m", "-XX:CompressedClassSpaceSize=204m",
-                          "-XX:ReservedCodeCacheSize=240m"]
+    assert pinned[:4] == [
+        "-Xmx30g",
+        "-Xss4m",
+        "-XX:MaxDirectMemorySize=1g",
+        "-XX:ActiveProcessorCount=16",
+    ]
+    assert pinned[4:] == [
+        "-XX:MaxMetaspaceSize=256m",
+        "-XX:CompressedClassSpaceSize=204m",
+        "-XX:ReservedCodeCacheSize=240m",
+    ]
     assert term(plan, "thread_stacks").value == plan.max_threads * 4 * MiB
 
 
@@ -70,19 +82,27 @@ def test_cpus_are_pinned_and_drive_gc_and_jit_threads():
 
 
 def test_spark_takes_the_larger_of_driver_and_executor_memory():
-    plan = make_plan(recipe("spark", "[/opt/spark/bin/spark-submit, --master, 'local[4]', job.py]",
-                            """\
+    plan = make_plan(
+        recipe(
+            "spark",
+            "[/opt/spark/bin/spark-submit, --master, 'local[4]', job.py]",
+            """\
 resources:
   spark: {spark.driver.memory: 2g, spark.executor.memory: 6g, spark.executor.cores: 3}
-"""))
+""",
+        )
+    )
     assert term(plan, "jvm_heap").value == 6 * GiB
     assert plan.jvm.cpus == 4  # local[4] in the command wins over executor cores
     assert {t.name: t.count for t in plan.thread_terms}["spark_tasks"] == 4
 
 
 def test_spark_flags_on_the_command_line():
-    plan = make_plan(recipe("spark", "[spark-submit, --driver-memory, 12g, --conf, "
-                                     "spark.executor.cores=2, job.py]"))
+    plan = make_plan(
+        recipe(
+            "spark", "[spark-submit, --driver-memory, 12g, --conf, spark.executor.cores=2, job.py]"
+        )
+    )
     assert term(plan, "jvm_heap").value == 12 * GiB
     assert plan.enclave_size == 32 * GiB
 
@@ -90,10 +110,16 @@ def test_spark_flags_on_the_command_line():
 def test_flink_memory_model_matches_flinks_own_numbers():
     # Flink logs for the default 1728m: JVM heap 512mb (framework 128 + task 384), managed 512mb,
     # direct 256mb (framework 128 + network 128), metaspace 256mb, overhead 192mb.
-    plan = make_plan(recipe("flink", "[/opt/flink/bin/flink, run, job.jar]", """\
+    plan = make_plan(
+        recipe(
+            "flink",
+            "[/opt/flink/bin/flink, run, job.jar]",
+            """\
 resources:
   flink: {taskmanager.memory.process.size: 1728m, taskmanager.numberOfTaskSlots: 2}
-"""))
+""",
+        )
+    )
     assert term(plan, "jvm_heap").value == 512 * MiB
     assert term(plan, "flink_managed_memory").value == 512 * MiB
     assert term(plan, "jvm_direct_memory").value == 256 * MiB
@@ -103,8 +129,9 @@ resources:
 
 
 def test_explicit_values_win_but_warn_when_too_small():
-    plan = make_plan(recipe(command="[java, -Xmx8g, Main]",
-                            extra="enclave: {size: 4G, max_threads: 16}\n"))
+    plan = make_plan(
+        recipe(command="[java, -Xmx8g, Main]", extra="enclave: {size: 4G, max_threads: 16}\n")
+    )
     assert plan.enclave_size == 4 * GiB and plan.max_threads == 16
     assert any("enclave.size 4G is below the estimated" in w for w in plan.warnings)
     assert any("enclave.max_threads 16 is below" in w for w in plan.warnings)
@@ -118,8 +145,7 @@ def test_gramine_per_thread_cost_is_the_signers_layout():
     plan = make_plan(recipe(extra="enclave: {max_threads: 64}\n"))
     overhead = term(plan, "libos_overhead")
     assert overhead.value == 192 * MiB + 64 * 90 * 4096
-    assert overhead.source == ("Gramine LibOS/PAL memory (192M) + 64 × 360K per-thread SGX "
-                               "areas")
+    assert overhead.source == ("Gramine LibOS/PAL memory (192M) + 64 × 360K per-thread SGX areas")
 
 
 def test_too_big_for_gramine():
@@ -150,8 +176,11 @@ app: {command: [java, -Xmx8g, Main]}
 
 
 def test_spark_memory_without_unit_is_mib_like_spark():
-    plan = make_plan(recipe("spark", "[spark-submit, job.py]",
-                            "resources:\n  spark: {spark.driver.memory: 2048}\n"))
+    plan = make_plan(
+        recipe(
+            "spark", "[spark-submit, job.py]", "resources:\n  spark: {spark.driver.memory: 2048}\n"
+        )
+    )
     assert term(plan, "jvm_heap").value == 2 * GiB
 
 
@@ -160,11 +189,19 @@ def test_the_plan_pins_every_size_it_assumes_and_sizes_the_class_space():
     flags = plan.extra_env["JAVA_TOOL_OPTIONS"].split()
     # No JVM default matches the plan's assumptions (metaspace unlimited, direct = -Xmx), so
     # each assumed size becomes a flag, and the class space HotSpot reserves is a term.
-    assert {"-XX:MaxMetaspaceSize=256m", "-XX:MaxDirectMemorySize=512m",
-            "-XX:ReservedCodeCacheSize=240m", "-XX:CompressedClassSpaceSize=204m"} <= set(flags)
+    assert {
+        "-XX:MaxMetaspaceSize=256m",
+        "-XX:MaxDirectMemorySize=512m",
+        "-XX:ReservedCodeCacheSize=240m",
+        "-XX:CompressedClassSpaceSize=204m",
+    } <= set(flags)
     assert term(plan, "jvm_class_space").value == 204 * MiB
-    given = make_plan(recipe(command="[java, -Xmx2g, -XX:MaxMetaspaceSize=512m, "
-                                     "-XX:CompressedClassSpaceSize=64m, Main]"))
+    given = make_plan(
+        recipe(
+            command="[java, -Xmx2g, -XX:MaxMetaspaceSize=512m, "
+            "-XX:CompressedClassSpaceSize=64m, Main]"
+        )
+    )
     assert term(given, "jvm_class_space").value == 64 * MiB
     flags = given.extra_env["JAVA_TOOL_OPTIONS"]
     assert "MaxMetaspaceSize" not in flags and "CompressedClassSpaceSize" not in flags

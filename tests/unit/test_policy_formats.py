@@ -8,12 +8,11 @@ import re
 from typing import Literal
 
 import pytest
+from policy_support import MRENCLAVE, MRSIGNER, RECORD, write_record
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from ppml_build.cli import main
 from ppml_build.policy import FORMATS, load_record, render, render_policy, write_policy_files
-
-from policy_support import MRENCLAVE, MRSIGNER, RECORD, write_record
 
 HEX64 = r"^[0-9a-f]{64}$"
 
@@ -23,6 +22,7 @@ class Strict(BaseModel):
 
 
 # --- Gramine RA-TLS -----------------------------------------------------------------------------
+
 
 def parse_env(text: str) -> dict[str, str]:
     """Read an env file like docker --env-file / systemd EnvironmentFile: KEY=VALUE, # comments."""
@@ -61,6 +61,7 @@ def test_gramine_allow_debug_and_min_svn():
 
 
 # --- eHSM ---------------------------------------------------------------------------------------
+
 
 class EhsmPayload(Strict):
     mr_enclave: StrictStr = Field(pattern=HEX64)
@@ -104,10 +105,18 @@ def test_bigdl_bodies_use_java_biginteger_hex():
     assert signer.isvProdID == "100"  # ISVPRODID 1 = bytes 01 00 read big-endian
 
 
-@pytest.mark.parametrize("prod_id, expected", [(0, "0"), (1, "100"), (0x1234, "3412"), (0x0100, "1")])
+@pytest.mark.parametrize(
+    "prod_id, expected", [(0, "0"), (1, "100"), (0x1234, "3412"), (0x0100, "1")]
+)
 def test_bigdl_isv_prod_id_encoding(prod_id, expected):
-    bodies = json.loads(render_policy({**RECORD, "isv_prod_id": prod_id}, "bigdl", pin="mrsigner")["bigdl-policies.json"])
-    assert bodies == [{"policyType": "SGXMRSignerPolicy", "mrSigner": MRSIGNER, "isvProdID": expected}]
+    bodies = json.loads(
+        render_policy({**RECORD, "isv_prod_id": prod_id}, "bigdl", pin="mrsigner")[
+            "bigdl-policies.json"
+        ]
+    )
+    assert bodies == [
+        {"policyType": "SGXMRSignerPolicy", "mrSigner": MRSIGNER, "isvProdID": expected}
+    ]
 
 
 def test_bigdl_pin_mrenclave_is_one_body():
@@ -116,6 +125,7 @@ def test_bigdl_pin_mrenclave_is_one_body():
 
 
 # --- MarbleRun ----------------------------------------------------------------------------------
+
 
 class UniqueIdPackage(Strict):
     UniqueID: StrictStr = Field(pattern=HEX64)
@@ -137,7 +147,12 @@ def marblerun_package(**options) -> dict:
 
 def test_marblerun_signer_triple():
     package = SignerPackage(**marblerun_package(pin="mrsigner", min_svn=2))
-    assert (package.SignerID, package.ProductID, package.SecurityVersion, package.Debug) == (MRSIGNER, 1, 2, False)
+    assert (package.SignerID, package.ProductID, package.SecurityVersion, package.Debug) == (
+        MRSIGNER,
+        1,
+        2,
+        False,
+    )
 
 
 @pytest.mark.parametrize("pin", ["both", "mrenclave"])
@@ -149,18 +164,23 @@ def test_marblerun_never_mixes_uniqueid_with_the_triple(pin):
 
 def test_marblerun_debug_must_equal_the_enclave_flag():
     debug_record = {**RECORD, "debug": True}
-    document = json.loads(render_policy(debug_record, "marblerun", allow_debug=True)["marblerun-packages.json"])
+    document = json.loads(
+        render_policy(debug_record, "marblerun", allow_debug=True)["marblerun-packages.json"]
+    )
     assert document["Packages"]["app"]["Debug"] is True
     # A release enclave stays Debug=false even with --allow-debug (true would reject it).
     assert marblerun_package(allow_debug=True)["Debug"] is False
 
 
 def test_marblerun_package_name_comes_from_the_record():
-    document = json.loads(render_policy({**RECORD, "name": "spark-pi"}, "marblerun")["marblerun-packages.json"])
+    document = json.loads(
+        render_policy({**RECORD, "name": "spark-pi"}, "marblerun")["marblerun-packages.json"]
+    )
     assert list(document["Packages"]) == ["spark-pi"]
 
 
 # --- Microsoft Azure Attestation ----------------------------------------------------------------
+
 
 def b64url_decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
@@ -200,6 +220,7 @@ def test_maa_allow_debug_drops_the_debug_condition():
 
 # --- render_policy / output ---------------------------------------------------------------------
 
+
 def test_render_policy_returns_every_format_file():
     names = {fmt: list(render_policy(RECORD, fmt)) for fmt in FORMATS}
     assert names == {
@@ -218,7 +239,10 @@ def test_cli_writes_both_files_next_to_output(tmp_path, capsys):
     out = tmp_path / "out" / "prod.txt"
     out.parent.mkdir()
     assert main(["policy", str(record), "--format", "maa", "--output", str(out)]) == 0
-    assert sorted(p.name for p in out.parent.iterdir()) == ["prod.jwt", "prod.txt"]  # no temp files left
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "prod.jwt",
+        "prod.txt",
+    ]  # no temp files left
     assert out.read_text() == render_policy(RECORD, "maa")["maa-policy.txt"]
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -230,7 +254,10 @@ def test_cli_output_directory_uses_default_names(tmp_path):
     outdir = tmp_path / "policies"
     outdir.mkdir()
     assert main(["policy", str(record), "-f", "trustee", "-o", str(outdir)]) == 0
-    assert sorted(p.name for p in outdir.iterdir()) == ["trustee-policy.rego", "trustee-policy.rvps.json"]
+    assert sorted(p.name for p in outdir.iterdir()) == [
+        "trustee-policy.rego",
+        "trustee-policy.rvps.json",
+    ]
 
 
 def test_cli_prints_single_file_to_stdout(tmp_path, capsys):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from policy_support import MRENCLAVE, MRSIGNER, RECORD, write_record
 
 from ppml_build.cli import main
 from ppml_build.errors import PpmlError
 from ppml_build.policy import EnclaveValues, PolicyError, load_record, render_policy
-
-from policy_support import MRENCLAVE, MRSIGNER, RECORD, write_record
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -31,8 +30,15 @@ def test_measurement_record_and_sign_json_both_load(tmp_path):
     values = load_record(write_record(tmp_path))
     assert values == EnclaveValues(bytes.fromhex(MRENCLAVE), bytes.fromhex(MRSIGNER), 1, 3, False)
     # `ppml-build sign --json` output: no schema key, different extra keys.
-    sign_json = {"mrenclave": MRENCLAVE, "mrsigner": MRSIGNER, "isv_prod_id": 1, "isv_svn": 3,
-                 "debug": False, "sigstruct": "app.sig", "date": "2026-01-01"}
+    sign_json = {
+        "mrenclave": MRENCLAVE,
+        "mrsigner": MRSIGNER,
+        "isv_prod_id": 1,
+        "isv_svn": 3,
+        "debug": False,
+        "sigstruct": "app.sig",
+        "date": "2026-01-01",
+    }
     path = tmp_path / "sign.json"
     path.write_text(json.dumps(sign_json))
     assert load_record(path) == values
@@ -71,8 +77,12 @@ def test_bad_record_is_one_line_exit_2(tmp_path, capsys, changes, needles):
 
 @pytest.mark.parametrize(
     "content, needle",
-    [("{not json", "not JSON"), ("[1, 2]", "expected a JSON object"), ("", "not JSON"),
-     ("\xff\xfe", "cannot read record")],
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ("", "not JSON"),
+        ("\xff\xfe", "cannot read record"),
+    ],
 )
 def test_unparseable_record_is_one_line_exit_2(tmp_path, capsys, content, needle):
     path = tmp_path / "measurement.json"
@@ -116,7 +126,9 @@ def test_min_svn_above_the_enclave_is_refused(tmp_path, capsys):
 
 
 def test_min_svn_lower_is_used(tmp_path, capsys):
-    code, out, _ = run(capsys, str(write_record(tmp_path)), "--format", "gramine-ratls", "--min-svn", "2")
+    code, out, _ = run(
+        capsys, str(write_record(tmp_path)), "--format", "gramine-ratls", "--min-svn", "2"
+    )
     assert code == 0 and "RA_TLS_ISV_SVN=2\n" in out
 
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from policy_support import (
+    MRENCLAVE,
+    MRSIGNER,
+    OTHER,
+    RECORD,
+    ita_claims,
+    rego_query,
+    rvps_values,
+    trustee_claims,
+)
 
 from ppml_build.policy import render_policy
-
-from policy_support import MRENCLAVE, MRSIGNER, OTHER, RECORD, ita_claims, rego_query, rvps_values, trustee_claims
 
 # Trustee's attestation service provides query_reference_value() as an engine extension that
 # returns what the RVPS stores under a name, or null. Reproduce it over the generated RVPS
@@ -38,6 +46,7 @@ def trustee_claims_out(claims, rvps=None, **options) -> dict:
 
 
 # --- Intel Trust Authority --------------------------------------------------------------------
+
 
 def test_ita_accepts_the_recorded_enclave():
     assert ita_match(ita_claims()) is True
@@ -85,6 +94,7 @@ def test_ita_policy_has_no_package_line_and_no_comments():
 
 
 # --- CoCo Trustee -----------------------------------------------------------------------------
+
 
 def test_trustee_affirms_the_recorded_enclave():
     assert trustee_claims_out(trustee_claims()) == AFFIRMING

@@ -62,14 +62,17 @@ def test_good_recipe_defaults():
 
 def test_unknown_key_points_at_the_key():
     text = GOOD.replace("  max_threads: 64\n", "  max_threads: 64\n  thread_num: 8\n")
-    assert error_of(text) == ("recipe.yaml:14:3: enclave.thread_num: unknown key; check the "
-                              "spelling (see `ppml-build init` for a commented recipe)")
+    assert error_of(text) == (
+        "recipe.yaml:14:3: enclave.thread_num: unknown key; check the "
+        "spelling (see `ppml-build init` for a commented recipe)"
+    )
 
 
 def test_wrong_type():
     message = error_of(GOOD.replace("max_threads: 64", "max_threads: [1]"))
-    assert message.startswith("recipe.yaml:13:16: enclave.max_threads: must be 'auto' or a "
-                              "whole number")
+    assert message.startswith(
+        "recipe.yaml:13:16: enclave.max_threads: must be 'auto' or a whole number"
+    )
 
 
 def test_missing_field():
@@ -85,10 +88,14 @@ def test_yaml_syntax_error():
 
 
 def test_sizes_are_parsed_once_into_bytes_keeping_the_text_for_messages():
-    recipe = load_recipe_text(GOOD.replace("size: 16G", "size: 16384m").replace(
-        "enclave:\n", "resources:\n  jvm: {heap: 3g, thread_stack: 1048576}\n"
-        "  spark: {spark.driver.memory: 2048, spark.executor.memory: 4g}\n"
-        "  flink: {taskmanager.memory.process.size: 1728m}\nenclave:\n"))
+    recipe = load_recipe_text(
+        GOOD.replace("size: 16G", "size: 16384m").replace(
+            "enclave:\n",
+            "resources:\n  jvm: {heap: 3g, thread_stack: 1048576}\n"
+            "  spark: {spark.driver.memory: 2048, spark.executor.memory: 4g}\n"
+            "  flink: {taskmanager.memory.process.size: 1728m}\nenclave:\n",
+        )
+    )
     # enclave.size is written back in Gramine's spelling, as plan warnings show it.
     assert recipe.enclave.size == Size(16 * GiB, "16G") and str(recipe.enclave.size) == "16G"
     jvm, spark = recipe.resources.jvm, recipe.resources.spark
@@ -103,7 +110,8 @@ def test_sizes_are_parsed_once_into_bytes_keeping_the_text_for_messages():
 
 def test_non_power_of_two_size():
     assert error_of(GOOD.replace("16G", "12G")) == (
-        "recipe.yaml:12:9: enclave.size: must be a power of two, e.g. 16G (got 12G)")
+        "recipe.yaml:12:9: enclave.size: must be a power of two, e.g. 16G (got 12G)"
+    )
 
 
 def test_size_over_gramine_limit():
@@ -112,15 +120,17 @@ def test_size_over_gramine_limit():
 
 def test_threads_over_4096():
     assert error_of(GOOD.replace("64", "5000")) == (
-        "recipe.yaml:13:16: enclave.max_threads: must be from 1 to 4096 (Gramine's limit), "
-        "got 5000")
+        "recipe.yaml:13:16: enclave.max_threads: must be from 1 to 4096 (Gramine's limit), got 5000"
+    )
 
 
 @pytest.mark.parametrize("src", ["../etc/passwd", "/etc/passwd", "a/../../b"])
 def test_path_traversal_in_app_files_src(src):
     message = error_of(GOOD.replace("src: job.py", f"src: {src}"))
-    assert message.startswith("recipe.yaml:8:12: app.files[0].src:") and "recipe's directory" \
-        in message
+    assert (
+        message.startswith("recipe.yaml:8:12: app.files[0].src:")
+        and "recipe's directory" in message
+    )
 
 
 def test_path_traversal_in_app_files_dest():
@@ -134,7 +144,8 @@ def test_duplicate_key():
 
 def test_wrong_api_version():
     assert error_of(GOOD.replace("ppml-build/v1", "v2")) == (
-        "recipe.yaml:1:13: apiVersion: must be 'ppml-build/v1', got 'v2'")
+        "recipe.yaml:1:13: apiVersion: must be 'ppml-build/v1', got 'v2'"
+    )
 
 
 def test_env_both_trusted_and_passthrough():
@@ -152,8 +163,10 @@ def test_missing_app_file_is_reported_by_validate(tmp_path, capsys):
     recipe.write_text(GOOD)
     assert main(["validate", str(recipe)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"ppml-build: error: {recipe}: app.files[0].src: 'job.py' does not exist "
-                   f"(looked in {tmp_path})")
+    assert err == (
+        f"ppml-build: error: {recipe}: app.files[0].src: 'job.py' does not exist "
+        f"(looked in {tmp_path})"
+    )
     (tmp_path / "job.py").write_text("print(1)\n")
     assert main(["validate", str(recipe)]) == 0
 
@@ -168,8 +181,10 @@ def test_symlinked_app_file_cannot_escape(tmp_path, capsys):
 
 def test_missing_recipe_file(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
-    assert capsys.readouterr().err.strip() == \
-        f"ppml-build: error: {tmp_path / 'nope.yaml'}: no such recipe file"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"ppml-build: error: {tmp_path / 'nope.yaml'}: no such recipe file"
+    )
 
 
 def test_init_writes_a_recipe_that_validates(tmp_path, capsys):
@@ -185,11 +200,20 @@ def test_init_writes_a_recipe_that_validates(tmp_path, capsys):
 
 
 # Fuzzing: no input, however mangled, may crash with anything but a RecipeError.
-_yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
-                          st.text(max_size=20), st.floats(allow_nan=False))
-_yaml_values = st.recursive(_yaml_scalars, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)),
-    max_leaves=12)
+_yaml_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.text(max_size=20),
+    st.floats(allow_nan=False),
+)
+_yaml_values = st.recursive(
+    _yaml_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -203,8 +227,23 @@ def test_fuzz_arbitrary_text_never_crashes(text):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["apiVersion", "kind", "name", "base", "app", "enclave", "resources",
-                        "files", "libos", "runtime"]), _yaml_values)
+@given(
+    st.sampled_from(
+        [
+            "apiVersion",
+            "kind",
+            "name",
+            "base",
+            "app",
+            "enclave",
+            "resources",
+            "files",
+            "libos",
+            "runtime",
+        ]
+    ),
+    _yaml_values,
+)
 def test_fuzz_replacing_a_section_never_crashes(key, value):
     import yaml
 

@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+from rootfs_factory import add_ppml_support, make_spark_rootfs
 
-from ppml_build.image import app_layer
-from ppml_build.gramine.build import BuildOptions, app_dockerfile
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, RecipeError
+from ppml_build.gramine.build import BuildOptions, app_dockerfile
 from ppml_build.gramine.manifest import render_manifest
+from ppml_build.image import app_layer
+from ppml_build.image.rootfs import DirRootFS
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
-from ppml_build.image.rootfs import DirRootFS
-from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "127.0.0.1:5000/ppml/spark@sha256:" + "1" * 64
@@ -61,28 +61,47 @@ def test_build_section_parses():
     stage = recipe.build
     assert stage.packages == ["openjdk-17-jdk-headless"]
     assert [(s.src, s.dest) for s in stage.sources] == [
-        ("src/", "/build/src/"), ("pom.properties", "/build/pom.properties")]
+        ("src/", "/build/src/"),
+        ("pom.properties", "/build/pom.properties"),
+    ]
     assert [o.is_dir for o in stage.outputs] == [False, True]
-    assert load_recipe_text(RECIPE.split("build:")[0] + "app:" + RECIPE.split("app:")[1]
-                            ).build is None
+    assert (
+        load_recipe_text(RECIPE.split("build:")[0] + "app:" + RECIPE.split("app:")[1]).build is None
+    )
 
 
-@pytest.mark.parametrize("change, expected", [
-    (("      dest: /app/lib/", "      dest: /app/lib"),
-     "recipe.yaml:21:7: build.outputs[1]: src '/build/lib/' and dest '/app/lib' must both end "
-     "with '/'"),
-    (("    - src: /build/app.jar", "    - src: build/app.jar"),
-     "recipe.yaml:19:12: build.outputs[0].src: 'build/app.jar' must be an absolute path"),
-    (("      dest: /app/app.jar", "      dest: /app/../etc/app.jar"),
-     "recipe.yaml:20:13: build.outputs[0].dest: '/app/../etc/app.jar' must not contain '..'"),
-    (("    - src: src/", "    - src: ../elsewhere/"),
-     "recipe.yaml:9:12: build.sources[0].src: '../elsewhere/' must be a relative path inside "
-     "the recipe's directory"),
-    (("  packages: [openjdk-17-jdk-headless]", "  packages: [\"openjdk; rm -rf /\"]"),
-     "recipe.yaml:7:13: build.packages: 'openjdk; rm -rf /' is not a Debian package name"),
-    (("  steps:\n", "  stepz:\n"), "recipe.yaml:13:3: build.stepz: unknown key"),
-    (("    - javac -d", "    - ''\n    - javac -d"), "recipe.yaml:14:5: build.steps: step 0 is empty; remove it"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            ("      dest: /app/lib/", "      dest: /app/lib"),
+            "recipe.yaml:21:7: build.outputs[1]: src '/build/lib/' and dest '/app/lib' must both end "
+            "with '/'",
+        ),
+        (
+            ("    - src: /build/app.jar", "    - src: build/app.jar"),
+            "recipe.yaml:19:12: build.outputs[0].src: 'build/app.jar' must be an absolute path",
+        ),
+        (
+            ("      dest: /app/app.jar", "      dest: /app/../etc/app.jar"),
+            "recipe.yaml:20:13: build.outputs[0].dest: '/app/../etc/app.jar' must not contain '..'",
+        ),
+        (
+            ("    - src: src/", "    - src: ../elsewhere/"),
+            "recipe.yaml:9:12: build.sources[0].src: '../elsewhere/' must be a relative path inside "
+            "the recipe's directory",
+        ),
+        (
+            ("  packages: [openjdk-17-jdk-headless]", '  packages: ["openjdk; rm -rf /"]'),
+            "recipe.yaml:7:13: build.packages: 'openjdk; rm -rf /' is not a Debian package name",
+        ),
+        (("  steps:\n", "  stepz:\n"), "recipe.yaml:13:3: build.stepz: unknown key"),
+        (
+            ("    - javac -d", "    - ''\n    - javac -d"),
+            "recipe.yaml:14:5: build.steps: step 0 is empty; remove it",
+        ),
+    ],
+)
 def test_build_section_errors_point_at_the_yaml(change, expected):
     message = error_of(RECIPE.replace(*change))
     assert message.startswith(expected), message
@@ -100,8 +119,10 @@ def test_dockerfile_without_build_stage_is_unchanged():
     assert "AS build" not in text and "--from=build" not in text
     # ppml-build's support files are made FROM the app stage and copied onto it
     assert "FROM app AS ppml-support" in text.splitlines()
-    assert text.splitlines()[-2:] == ["FROM app",
-                                      "COPY --from=ppml-support /ppml-support/out/ /ppml/"]
+    assert text.splitlines()[-2:] == [
+        "FROM app",
+        "COPY --from=ppml-support /ppml-support/out/ /ppml/",
+    ]
     # and a CA bundle has nowhere to go without a build stage
     assert app_dockerfile(recipe, make_plan(recipe), BASE, ca_bundle=True) == text
 
@@ -117,11 +138,13 @@ def test_dockerfile_with_build_stage():
     build, final = stages(app_dockerfile(recipe, make_plan(recipe), BASE))
     assert build[0] == f"FROM {BASE} AS build"
     run_apt = [line for line in build if "apt-get" in line]
-    assert len(run_apt) == 1 and "install -y --no-install-recommends openjdk-17-jdk-headless" \
-        in run_apt[0]
+    assert (
+        len(run_apt) == 1
+        and "install -y --no-install-recommends openjdk-17-jdk-headless" in run_apt[0]
+    )
     assert 'COPY ["build-src/0", "/build/src/"]' in build
     assert 'COPY ["build-src/1", "/build/pom.properties"]' in build
-    steps = [json.loads(line[len("RUN "):]) for line in build if line.startswith("RUN [")]
+    steps = [json.loads(line[len("RUN ") :]) for line in build if line.startswith("RUN [")]
     assert steps[-1] == ["/bin/sh", "-ec", recipe.build.steps[1]]  # newlines and quotes intact
     assert "\n" in steps[-1][2]
     assert final[0] == f"FROM {BASE} AS app"
@@ -137,8 +160,10 @@ def test_ca_bundle_goes_to_the_build_stage_only():
     env = [line for line in build if line.startswith("ENV ")]
     for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
         assert f"{name}=/etc/ppml-build/ca-bundle.pem" in env[0]
-    assert "Acquire::https::CAInfo=/etc/ppml-build/ca-bundle.pem" in \
-        [line for line in build if "apt-get" in line][0]
+    assert (
+        "Acquire::https::CAInfo=/etc/ppml-build/ca-bundle.pem"
+        in [line for line in build if "apt-get" in line][0]
+    )
     assert not any("ca-bundle" in line or "CERT" in line for line in final)
 
 
@@ -162,13 +187,15 @@ def test_sources_are_staged_by_index(tmp_path):
 
 
 def test_a_file_source_needs_a_file_dest(tmp_path):
-    path = write_recipe(tmp_path / "recipe", RECIPE.replace("dest: /build/pom.properties",
-                                                            "dest: /build/"))
+    path = write_recipe(
+        tmp_path / "recipe", RECIPE.replace("dest: /build/pom.properties", "dest: /build/")
+    )
     recipe = load_recipe_text(path.read_text())
     with pytest.raises(RecipeError) as info:
         app_layer.stage_app_files(recipe, path.parent, tmp_path, str(path))
-    assert "build.sources[1].dest: '/build/' ends with '/' but the source is a file" in \
-        str(info.value)
+    assert "build.sources[1].dest: '/build/' ends with '/' but the source is a file" in str(
+        info.value
+    )
 
 
 def test_validate_checks_build_sources(tmp_path, capsys):
@@ -176,11 +203,13 @@ def test_validate_checks_build_sources(tmp_path, capsys):
     (path.parent / "pom.properties").unlink()
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"ppml-build: error: {path}: build.sources[1].src: 'pom.properties' does not "
-                   f"exist (looked in {path.parent})"]
+    assert err == [
+        f"ppml-build: error: {path}: build.sources[1].src: 'pom.properties' does not "
+        f"exist (looked in {path.parent})"
+    ]
 
 
-PEM = ("-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n")
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 
 
 def test_ca_bundle_is_staged_only_for_a_build_stage(tmp_path, monkeypatch):

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from ppml_build.image.engine import ImageReference, load_registry_auth
 from ppml_build.errors import ImageError
+from ppml_build.image.engine import ImageReference, load_registry_auth
 
 
 def _write(tmp_path, data, name="auth.json"):
@@ -27,7 +27,11 @@ def test_docker_config_auths_with_one_entry(tmp_path):
     token = base64.b64encode(b"alice:pa:ss").decode()  # a colon inside the password survives
     path = _write(tmp_path, {"auths": {"https://127.0.0.1:5000/v2/": {"auth": token}}})
     auth = load_registry_auth(path)
-    assert (auth["username"], auth["password"], auth["serveraddress"]) == ("alice", "pa:ss", "127.0.0.1:5000")
+    assert (auth["username"], auth["password"], auth["serveraddress"]) == (
+        "alice",
+        "pa:ss",
+        "127.0.0.1:5000",
+    )
 
 
 def test_docker_config_picks_the_named_registry(tmp_path):
@@ -80,15 +84,32 @@ def test_password_never_in_error_messages(tmp_path):
     [
         ("debian", "debian", None, None, "docker.io"),
         ("debian:bookworm", "debian", "bookworm", None, "docker.io"),
-        ("127.0.0.1:5000/ppml/spark-base:4.3.0", "127.0.0.1:5000/ppml/spark-base", "4.3.0", None, "127.0.0.1:5000"),
-        ("localhost:5000/x@sha256:" + "a" * 64, "localhost:5000/x", None, "sha256:" + "a" * 64, "localhost:5000"),
+        (
+            "127.0.0.1:5000/ppml/spark-base:4.3.0",
+            "127.0.0.1:5000/ppml/spark-base",
+            "4.3.0",
+            None,
+            "127.0.0.1:5000",
+        ),
+        (
+            "localhost:5000/x@sha256:" + "a" * 64,
+            "localhost:5000/x",
+            None,
+            "sha256:" + "a" * 64,
+            "localhost:5000",
+        ),
         ("reg.io/a/b:t@sha256:" + "b" * 64, "reg.io/a/b", "t", "sha256:" + "b" * 64, "reg.io"),
         ("ppml/debian-base:bookworm", "ppml/debian-base", "bookworm", None, "docker.io"),
     ],
 )
 def test_image_reference_parsing(text, repository, tag, digest, registry):
     ref = ImageReference.parse(text)
-    assert (ref.repository, ref.tag, ref.digest, ref.registry) == (repository, tag, digest, registry)
+    assert (ref.repository, ref.tag, ref.digest, ref.registry) == (
+        repository,
+        tag,
+        digest,
+        registry,
+    )
     assert str(ref) == text
 
 

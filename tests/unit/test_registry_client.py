@@ -29,9 +29,19 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ppml_build.image import registry as registry_module
-from ppml_build.image.engine import ImageReference
 from ppml_build.image.base_index import BaseIndexJob, index_from_registry, keep_under
-from ppml_build.image.registry import MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryReadError, credentials_for, engine_treats_insecure, repository_path
+from ppml_build.image.engine import ImageReference
+from ppml_build.image.registry import (
+    MANIFEST_LIST_V2,
+    MANIFEST_V2,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    RegistryClient,
+    RegistryReadError,
+    credentials_for,
+    engine_treats_insecure,
+    repository_path,
+)
 from ppml_build.image.rootfs import RootFSError
 
 OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -56,6 +66,7 @@ def basic(user: str, password: str) -> str:
 
 
 # -- image content ---------------------------------------------------------------------------
+
 
 def make_tar(members) -> bytes:
     """members: (name, kind, value[, mode]) with kind dir/file/symlink/hardlink."""
@@ -84,24 +95,39 @@ TOOL = b"#!/bin/sh\necho tool v1\n"
 APP_OLD = b"#!/bin/sh\necho old\n"
 APP_NEW = b"#!/bin/sh\necho new\n"
 
-LAYER1 = make_tar([
-    ("etc", "dir", None), ("etc/os-release", "file", b"ID=fake\n"),
-    ("keep", "dir", None), ("keep/app.sh", "file", APP_OLD, 0o755),
-    ("keep/lib", "dir", None), ("keep/lib/libpal.so", "file", LIBPAL),
-    ("opt", "dir", None), ("opt/old", "dir", None),
-    ("opt/old/a.txt", "file", b"a\n"), ("opt/old/b.txt", "file", b"b\n"),
-    ("usr", "dir", None), ("usr/bin", "dir", None),
-    ("usr/bin/tool", "file", TOOL, 0o755), ("usr/bin/gone", "file", b"gone\n"),
-    ("usr/bin/link", "symlink", "tool"), ("usr/bin/hard", "hardlink", "usr/bin/tool"),
-    ("usr/share", "dir", None), ("usr/share/doc", "dir", None),
-    ("usr/share/doc/readme", "file", b"doc\n"),
-])
+LAYER1 = make_tar(
+    [
+        ("etc", "dir", None),
+        ("etc/os-release", "file", b"ID=fake\n"),
+        ("keep", "dir", None),
+        ("keep/app.sh", "file", APP_OLD, 0o755),
+        ("keep/lib", "dir", None),
+        ("keep/lib/libpal.so", "file", LIBPAL),
+        ("opt", "dir", None),
+        ("opt/old", "dir", None),
+        ("opt/old/a.txt", "file", b"a\n"),
+        ("opt/old/b.txt", "file", b"b\n"),
+        ("usr", "dir", None),
+        ("usr/bin", "dir", None),
+        ("usr/bin/tool", "file", TOOL, 0o755),
+        ("usr/bin/gone", "file", b"gone\n"),
+        ("usr/bin/link", "symlink", "tool"),
+        ("usr/bin/hard", "hardlink", "usr/bin/tool"),
+        ("usr/share", "dir", None),
+        ("usr/share/doc", "dir", None),
+        ("usr/share/doc/readme", "file", b"doc\n"),
+    ]
+)
 # Served uncompressed. c.txt comes before the opaque marker: the marker hides only lower layers.
-LAYER2 = make_tar([
-    ("usr/bin/.wh.gone", "file", b""),
-    ("opt/old", "dir", None), ("opt/old/c.txt", "file", b"c\n"), ("opt/old/.wh..wh..opq", "file", b""),
-    ("keep/app.sh", "file", APP_NEW, 0o755),
-])
+LAYER2 = make_tar(
+    [
+        ("usr/bin/.wh.gone", "file", b""),
+        ("opt/old", "dir", None),
+        ("opt/old/c.txt", "file", b"c\n"),
+        ("opt/old/.wh..wh..opq", "file", b""),
+        ("keep/app.sh", "file", APP_NEW, 0o755),
+    ]
+)
 LAYER3 = make_tar([("etc/new.conf", "file", b"x=1\n"), ("usr/.wh.share", "file", b"")])
 
 EXPECTED_FILES = {
@@ -114,8 +140,14 @@ EXPECTED_FILES = {
     "/usr/bin/hard": TOOL,
 }
 EXPECTED_DIRS = {"/", "/etc", "/keep", "/keep/lib", "/opt", "/opt/old", "/usr", "/usr/bin"}
-GONE = ("/usr/bin/gone", "/opt/old/a.txt", "/opt/old/b.txt", "/usr/share", "/usr/share/doc",
-        "/usr/share/doc/readme")
+GONE = (
+    "/usr/bin/gone",
+    "/opt/old/a.txt",
+    "/opt/old/b.txt",
+    "/usr/share",
+    "/usr/share/doc",
+    "/usr/share/doc/readme",
+)
 
 
 def gz(data: bytes) -> bytes:
@@ -127,6 +159,7 @@ def default_layers():
 
 
 # -- the fake registry -----------------------------------------------------------------------
+
 
 @dataclass
 class Published:
@@ -160,7 +193,9 @@ class FakeRegistry:
         return f"127.0.0.1:{self.port}"
 
     def blob_requests(self, digests) -> list[str]:
-        return [p for p, _ in self.requests if p.rsplit("/", 1)[-1] in set(digests) and "/blobs/" in p]
+        return [
+            p for p, _ in self.requests if p.rsplit("/", 1)[-1] in set(digests) and "/blobs/" in p
+        ]
 
     # -- content --
 
@@ -178,8 +213,15 @@ class FakeRegistry:
             refs[tag] = (media_type, body)
         return digest
 
-    def publish(self, repo: str = REPO, tag: str = "1", *, layers=None, style: str = "oci-index",
-                diff_ids=None) -> Published:
+    def publish(
+        self,
+        repo: str = REPO,
+        tag: str = "1",
+        *,
+        layers=None,
+        style: str = "oci-index",
+        diff_ids=None,
+    ) -> Published:
         """An image: style is oci-index, docker-list, oci or docker (single manifests)."""
         docker = style.startswith("docker")
         layer_descs, diff_id_list = [], []
@@ -190,47 +232,90 @@ class FakeRegistry:
                 blob, media = tar_bytes, OCI_TAR
             else:  # "zstd": only the media type matters, the client must refuse it unread
                 blob, media = gz(tar_bytes), OCI_ZSTD
-            layer_descs.append({"mediaType": media, "digest": self.add_blob(repo, blob),
-                                "size": len(blob)})
+            layer_descs.append(
+                {"mediaType": media, "digest": self.add_blob(repo, blob), "size": len(blob)}
+            )
             diff_id_list.append(sha256(tar_bytes))
-        config = {"architecture": "amd64", "os": "linux",
-                  "rootfs": {"type": "layers",
-                             "diff_ids": diff_id_list if diff_ids is None else diff_ids},
-                  "config": {"Env": ["PATH=/usr/bin"]}}
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": diff_id_list if diff_ids is None else diff_ids,
+            },
+            "config": {"Env": ["PATH=/usr/bin"]},
+        }
         config_bytes = json.dumps(config).encode()
         config_digest = self.add_blob(repo, config_bytes)
         manifest_type = MANIFEST_V2 if docker else OCI_MANIFEST
-        manifest = {"schemaVersion": 2, "mediaType": manifest_type,
-                    "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
-                               "digest": config_digest, "size": len(config_bytes)},
-                    "layers": layer_descs}
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": {
+                "mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
+                "digest": config_digest,
+                "size": len(config_bytes),
+            },
+            "layers": layer_descs,
+        }
         single = style in ("oci", "docker")
         manifest_digest = self.add_manifest(repo, manifest_type, manifest, tag if single else None)
-        published = Published(tag, config_digest, manifest_digest, None,
-                              [d["digest"] for d in layer_descs], diff_id_list)
+        published = Published(
+            tag,
+            config_digest,
+            manifest_digest,
+            None,
+            [d["digest"] for d in layer_descs],
+            diff_id_list,
+        )
         if single:
             return published
         # The other platform: its own config and layer, never to be read for amd64.
         arm_tar = make_tar([("arm", "file", b"arm64\n")])
         arm_layer = gz(arm_tar)
-        arm_config = json.dumps({"architecture": "arm64", "os": "linux",
-                                 "rootfs": {"type": "layers", "diff_ids": [sha256(arm_tar)]}}).encode()
-        arm_manifest = {"schemaVersion": 2, "mediaType": manifest_type,
-                        "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
-                                   "digest": self.add_blob(repo, arm_config), "size": len(arm_config)},
-                        "layers": [{"mediaType": DOCKER_GZIP if docker else OCI_GZIP,
-                                    "digest": self.add_blob(repo, arm_layer), "size": len(arm_layer)}]}
+        arm_config = json.dumps(
+            {
+                "architecture": "arm64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [sha256(arm_tar)]},
+            }
+        ).encode()
+        arm_manifest = {
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": {
+                "mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
+                "digest": self.add_blob(repo, arm_config),
+                "size": len(arm_config),
+            },
+            "layers": [
+                {
+                    "mediaType": DOCKER_GZIP if docker else OCI_GZIP,
+                    "digest": self.add_blob(repo, arm_layer),
+                    "size": len(arm_layer),
+                }
+            ],
+        }
         arm_digest = self.add_manifest(repo, manifest_type, arm_manifest)
         index_type = MANIFEST_LIST_V2 if docker else OCI_INDEX
 
         def entry(digest, arch, **extra):
             body = self.manifests[repo][digest][1]
-            return {"mediaType": manifest_type, "digest": digest, "size": len(body),
-                    "platform": {"os": "linux", "architecture": arch, **extra}}
+            return {
+                "mediaType": manifest_type,
+                "digest": digest,
+                "size": len(body),
+                "platform": {"os": "linux", "architecture": arch, **extra},
+            }
 
-        index = {"schemaVersion": 2, "mediaType": index_type,
-                 "manifests": [entry(arm_digest, "arm64", variant="v8"),
-                               entry(manifest_digest, "amd64")]}
+        index = {
+            "schemaVersion": 2,
+            "mediaType": index_type,
+            "manifests": [
+                entry(arm_digest, "arm64", variant="v8"),
+                entry(manifest_digest, "amd64"),
+            ],
+        }
         published.index_digest = self.add_manifest(repo, index_type, index, tag)
         published.other_platform_digest = arm_digest
         return published
@@ -296,15 +381,19 @@ class _Handler(BaseHTTPRequestHandler):
             accepted = [part.strip() for part in self.headers.get("Accept", "").split(",")]
             if media_type not in accepted:
                 return self._error(404, "MANIFEST_UNKNOWN")  # as a registry does for other schemas
-            return self._send(200, body, {"Content-Type": media_type,
-                                          "Docker-Content-Digest": sha256(body)})
+            return self._send(
+                200, body, {"Content-Type": media_type, "Docker-Content-Digest": sha256(body)}
+            )
         body = reg.blobs.get(repo, {}).get(reference)
         if body is None:
             return self._error(404, "BLOB_UNKNOWN")
         if reference in reg.slow:
             return self._send_slowly(body, *reg.slow[reference])
-        self._send(200, body, {"Content-Type": "application/octet-stream",
-                               "Docker-Content-Digest": reference})
+        self._send(
+            200,
+            body,
+            {"Content-Type": "application/octet-stream", "Docker-Content-Digest": reference},
+        )
 
     def _send_slowly(self, body: bytes, piece: int, delay: float) -> None:
         reg = self.registry
@@ -316,9 +405,9 @@ class _Handler(BaseHTTPRequestHandler):
             for start in range(0, len(body), piece):
                 if reg.stop.is_set():
                     break
-                self.wfile.write(body[start:start + piece])
+                self.wfile.write(body[start : start + piece])
                 self.wfile.flush()
-                reg.slow_sent += len(body[start:start + piece])
+                reg.slow_sent += len(body[start : start + piece])
                 reg.slow_started.set()
                 time.sleep(delay)
         except (BrokenPipeError, ConnectionResetError):
@@ -337,8 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
             token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
             if token is not None and reg.tokens.get(token) == scope:
                 return True
-            challenge = (f'Bearer realm="http://{reg.address}/token",service="fake",'
-                         f'scope="{scope}"')
+            challenge = f'Bearer realm="http://{reg.address}/token",service="fake",scope="{scope}"'
             self._error(401, "UNAUTHORIZED", {"WWW-Authenticate": challenge})
             return False
         return True
@@ -350,13 +438,19 @@ class _Handler(BaseHTTPRequestHandler):
         scopes = {f"repository:{repo}:pull" for repo in reg.manifests}
         if header != basic(USER, PASSWORD):
             return self._error(401, "UNAUTHORIZED")
-        if query.get("service") != ["fake"] or len(query.get("scope", [])) != 1 \
-                or query["scope"][0] not in scopes:
+        if (
+            query.get("service") != ["fake"]
+            or len(query.get("scope", [])) != 1
+            or query["scope"][0] not in scopes
+        ):
             return self._error(403, "DENIED")
         token = secrets.token_hex(16)
         reg.tokens[token] = query["scope"][0]
-        self._send(200, json.dumps({"token": token, "expires_in": 300}).encode(),
-                   {"Content-Type": "application/json"})
+        self._send(
+            200,
+            json.dumps({"token": token, "expires_in": 300}).encode(),
+            {"Content-Type": "application/json"},
+        )
 
 
 @pytest.fixture
@@ -366,8 +460,9 @@ def fake_registry():
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     reg.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield reg
@@ -384,8 +479,9 @@ def client_for(reg: FakeRegistry, credentials=None, insecure=True) -> RegistryCl
 
 def assert_expected_fs(fs) -> None:
     files = {path: data.sha256 for path, data in fs.files.items()}
-    assert files == {path: hashlib.sha256(content).hexdigest()
-                     for path, content in EXPECTED_FILES.items()}
+    assert files == {
+        path: hashlib.sha256(content).hexdigest() for path, content in EXPECTED_FILES.items()
+    }
     dirs = {path for path, entry in fs.entries.items() if entry.kind == "dir"}
     assert dirs == EXPECTED_DIRS
     link = fs.lstat("/usr/bin/link")
@@ -407,17 +503,21 @@ def assert_expected_fs(fs) -> None:
 
 # -- names and settings ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("reference, path", [
-    ("debian:12", "library/debian"),
-    ("debian", "library/debian"),
-    ("docker.io/debian:12", "library/debian"),
-    ("docker.io/library/debian@sha256:" + "a" * 64, "library/debian"),
-    ("intelanalytics/bigdl-ppml:2.4", "intelanalytics/bigdl-ppml"),
-    ("127.0.0.1:5000/ppml/x", "ppml/x"),
-    ("127.0.0.1:5000/x:1", "x"),  # only Docker Hub has library/
-    ("localhost:5000/a/b/c:1", "a/b/c"),
-    ("registry.example.com/team/img@sha256:" + "b" * 64, "team/img"),
-])
+
+@pytest.mark.parametrize(
+    "reference, path",
+    [
+        ("debian:12", "library/debian"),
+        ("debian", "library/debian"),
+        ("docker.io/debian:12", "library/debian"),
+        ("docker.io/library/debian@sha256:" + "a" * 64, "library/debian"),
+        ("intelanalytics/bigdl-ppml:2.4", "intelanalytics/bigdl-ppml"),
+        ("127.0.0.1:5000/ppml/x", "ppml/x"),
+        ("127.0.0.1:5000/x:1", "x"),  # only Docker Hub has library/
+        ("localhost:5000/a/b/c:1", "a/b/c"),
+        ("registry.example.com/team/img@sha256:" + "b" * 64, "team/img"),
+    ],
+)
 def test_repository_path(reference, path):
     assert repository_path(ImageReference.parse(reference)) == path
 
@@ -441,8 +541,16 @@ def no_dns(monkeypatch):
 
 def resolve_to(monkeypatch, table):
     def lookup(host, *args, **kwargs):
-        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
-                 (a, 0) if ":" not in a else (a, 0, 0, 0)) for a in table[host]]
+        return [
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (a, 0) if ":" not in a else (a, 0, 0, 0),
+            )
+            for a in table[host]
+        ]
 
     monkeypatch.setattr(registry_module.socket, "getaddrinfo", lookup)
 
@@ -460,11 +568,14 @@ def test_without_the_engine_config_only_https_is_used(no_dns):
 
 
 def test_index_config_secure_wins_over_the_cidrs(no_dns):
-    config = {**INSECURE, "IndexConfigs": {
-        "127.0.0.1:5000": {"Name": "127.0.0.1:5000", "Secure": True},
-        "203.0.113.5:5000": {"Name": "203.0.113.5:5000", "Secure": False},
-        "docker.io": {"Name": "docker.io", "Secure": True, "Official": True},
-    }}
+    config = {
+        **INSECURE,
+        "IndexConfigs": {
+            "127.0.0.1:5000": {"Name": "127.0.0.1:5000", "Secure": True},
+            "203.0.113.5:5000": {"Name": "203.0.113.5:5000", "Secure": False},
+            "docker.io": {"Name": "docker.io", "Secure": True, "Official": True},
+        },
+    }
     assert engine_treats_insecure("127.0.0.1:5000", config) is False
     assert engine_treats_insecure("203.0.113.5:5000", config) is True
     assert engine_treats_insecure("127.0.0.1:5001", config) is True  # no entry: the CIDRs decide
@@ -481,13 +592,21 @@ def test_a_public_registry_is_secure(no_dns):
 
 
 def test_a_name_is_judged_by_its_addresses(monkeypatch):
-    resolve_to(monkeypatch, {"reg.internal": ["127.0.0.2"], "registry.example.com": ["203.0.113.5"]})
+    resolve_to(
+        monkeypatch, {"reg.internal": ["127.0.0.2"], "registry.example.com": ["203.0.113.5"]}
+    )
     assert engine_treats_insecure("reg.internal:5000", INSECURE) is True
     assert engine_treats_insecure("registry.example.com", INSECURE) is False
-    assert engine_treats_insecure("registry.example.com",
-                                  {"InsecureRegistryCIDRs": ["203.0.113.0/24"]}) is True
+    assert (
+        engine_treats_insecure(
+            "registry.example.com", {"InsecureRegistryCIDRs": ["203.0.113.0/24"]}
+        )
+        is True
+    )
     # A malformed CIDR in the engine's config is skipped, not fatal.
-    assert engine_treats_insecure("reg.internal", {"InsecureRegistryCIDRs": ["nonsense", "127.0.0.0/8"]})
+    assert engine_treats_insecure(
+        "reg.internal", {"InsecureRegistryCIDRs": ["nonsense", "127.0.0.0/8"]}
+    )
 
 
 def test_localhost_with_an_ipv6_address_too_is_insecure_as_dockerd_decides(monkeypatch):
@@ -506,13 +625,16 @@ def test_credentials_for(tmp_path, monkeypatch):
     assert credentials_for("r", {}) is None
     # auth=None: the Docker config, as the SDK reads it.
     token = base64.b64encode(b"bob:pa:ss").decode()
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {"127.0.0.1:5000": {"auth": token}}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"127.0.0.1:5000": {"auth": token}}})
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     assert credentials_for("127.0.0.1:5000", None) == ("bob", "pa:ss")
     assert credentials_for("127.0.0.1:5001", None) is None
 
 
 # -- resolving the image ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("style", ["oci-index", "docker-list"])
 def test_an_index_resolves_to_the_amd64_image(fake_registry, style):
@@ -522,11 +644,16 @@ def test_an_index_resolves_to_the_amd64_image(fake_registry, style):
     assert image.repository == REPO
     assert image.manifest_digest == pub.manifest_digest
     assert image.config_digest == pub.config_digest
-    assert [(l.digest, l.diff_id) for l in image.layers] == list(zip(pub.layer_digests, pub.diff_ids))
-    expected_types = ([DOCKER_GZIP, OCI_TAR, DOCKER_GZIP] if style == "docker-list"
-                      else [OCI_GZIP, OCI_TAR, OCI_GZIP])
-    assert [l.media_type for l in image.layers] == expected_types
-    assert all(l.size == len(reg.blobs[REPO][l.digest]) for l in image.layers)
+    assert [(layer.digest, layer.diff_id) for layer in image.layers] == list(
+        zip(pub.layer_digests, pub.diff_ids)
+    )
+    expected_types = (
+        [DOCKER_GZIP, OCI_TAR, DOCKER_GZIP]
+        if style == "docker-list"
+        else [OCI_GZIP, OCI_TAR, OCI_GZIP]
+    )
+    assert [layer.media_type for layer in image.layers] == expected_types
+    assert all(layer.size == len(reg.blobs[REPO][layer.digest]) for layer in image.layers)
     paths = [p for p, _ in reg.requests]
     assert not any(pub.other_platform_digest in p for p in paths)  # arm64 never read
     # Nothing but manifests and the config: layers are read only when asked for.
@@ -548,7 +675,7 @@ def test_a_single_manifest_pinned_by_digest(fake_registry, style):
     pub = reg.publish(style=style)
     image = client_for(reg).image(ImageReference.parse(reg.pinned(pub)))
     assert (image.manifest_digest, image.config_digest) == (pub.manifest_digest, pub.config_digest)
-    assert [l.diff_id for l in image.layers] == pub.diff_ids
+    assert [layer.diff_id for layer in image.layers] == pub.diff_ids
 
 
 def test_an_index_pinned_by_digest(fake_registry):
@@ -609,6 +736,7 @@ def test_an_unknown_tag(fake_registry):
 
 
 # -- auth --------------------------------------------------------------------------------------
+
 
 def test_basic_auth_with_the_right_credentials(fake_registry):
     reg = fake_registry
@@ -681,6 +809,7 @@ def test_a_token_the_registry_then_rejects(fake_registry, monkeypatch):
 
 # -- transport ---------------------------------------------------------------------------------
 
+
 def test_insecure_registry_falls_back_to_plain_http(fake_registry):
     reg = fake_registry
     pub = reg.publish()
@@ -711,6 +840,7 @@ def test_an_unreachable_registry(fake_registry):
 
 
 # -- indexing the layers -----------------------------------------------------------------------
+
 
 def test_index_from_registry_applies_layers_and_whiteouts(fake_registry):
     reg = fake_registry
@@ -770,10 +900,16 @@ def test_a_multi_member_gzip_layer(fake_registry):
 
 # -- the background job ------------------------------------------------------------------------
 
+
 def job_for(reg: FakeRegistry, reference: str, tmp_path, *, use_cache: bool, auth=None):
-    return BaseIndexJob(reference, auth=auth if auth is not None else {"username": USER, "password": PASSWORD},
-                        registry_config=INSECURE, keep_prefixes=KEEP, use_cache=use_cache,
-                        cache_dir=tmp_path).start()
+    return BaseIndexJob(
+        reference,
+        auth=auth if auth is not None else {"username": USER, "password": PASSWORD},
+        registry_config=INSECURE,
+        keep_prefixes=KEEP,
+        use_cache=use_cache,
+        cache_dir=tmp_path,
+    ).start()
 
 
 def test_job_reads_the_image_then_reuses_the_cache(fake_registry, tmp_path):
@@ -794,7 +930,9 @@ def test_job_reads_the_image_then_reuses_the_cache(fake_registry, tmp_path):
     assert again.failure is None and again.source == "cache"
     assert reg.blob_requests(pub.layer_digests) == []  # no layer read the second time
     assert_expected_fs(cached)
-    assert {p: d.sha256 for p, d in cached.files.items()} == {p: d.sha256 for p, d in fs.files.items()}
+    assert {p: d.sha256 for p, d in cached.files.items()} == {
+        p: d.sha256 for p, d in fs.files.items()
+    }
     assert cached.entries == fs.entries
 
 
@@ -832,14 +970,22 @@ def test_job_with_wrong_credentials(fake_registry, tmp_path):
     reg = fake_registry
     reg.auth = "basic"
     pub = reg.publish()
-    job = job_for(reg, reg.tagged(pub), tmp_path, use_cache=False,
-                  auth={"username": USER, "password": "wrong"})
+    job = job_for(
+        reg,
+        reg.tagged(pub),
+        tmp_path,
+        use_cache=False,
+        auth={"username": USER, "password": "wrong"},
+    )
     assert job.result(pub.config_digest) is None
     assert "401" in job.failure and "wrong" not in job.failure
 
 
-@pytest.mark.parametrize("blob", [gz(b"this is not a tar archive" * 100), gz(LAYER1)[:-600]],
-                         ids=["not-a-tar", "truncated-gzip"])
+@pytest.mark.parametrize(
+    "blob",
+    [gz(b"this is not a tar archive" * 100), gz(LAYER1)[:-600]],
+    ids=["not-a-tar", "truncated-gzip"],
+)
 def test_job_with_a_damaged_layer(fake_registry, tmp_path, blob):
     reg = fake_registry
     pub = reg.publish()

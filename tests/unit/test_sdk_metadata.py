@@ -46,12 +46,21 @@ def enclave(request, made_key) -> SimpleNamespace:
     """An SDK-signed enclave and what is known about it."""
     if request.param == "real-sdk-enclave":
         path = vector("sdk-signed-enclave/enclave.signed.so", "real-SDK-enclave cross-check")
-        return SimpleNamespace(data=path.read_bytes(), mrenclave=SDK_MRENCLAVE,
-                               mrsigner=SAMPLE_MRSIGNER, date="2017-05-29", version="1.3")
+        return SimpleNamespace(
+            data=path.read_bytes(),
+            mrenclave=SDK_MRENCLAVE,
+            mrsigner=SAMPLE_MRSIGNER,
+            date="2017-05-29",
+            version="1.3",
+        )
     data = sdk_signed_elf(Metadata(made_css(made_key), version=(2, 1)))
-    return SimpleNamespace(data=data, mrenclave=MADE_MRENCLAVE.hex(),
-                           mrsigner=keys.mrsigner_of(made_key.public_key()).hex(),
-                           date="2025-01-02", version="2.1")
+    return SimpleNamespace(
+        data=data,
+        mrenclave=MADE_MRENCLAVE.hex(),
+        mrsigner=keys.mrsigner_of(made_key.public_key()).hex(),
+        date="2025-01-02",
+        version="2.1",
+    )
 
 
 def test_reads_mrenclave_mrsigner_and_fields(enclave):
@@ -96,8 +105,9 @@ def _note(desc: bytes) -> bytes:
 
 
 def _metadata_block(css: bytes, minor: int, size: int) -> bytes:
-    header = struct.pack("<QQIIIIIIQQQ", METADATA_MAGIC, (2 << 32) | minor, size, 1, 1, 2632, 0,
-                         0, 1 << 24, 0x4, 0x3)
+    header = struct.pack(
+        "<QQIIIIIIQQQ", METADATA_MAGIC, (2 << 32) | minor, size, 1, 1, 2632, 0, 0, 1 << 24, 0x4, 0x3
+    )
     block = header + css
     return block + bytes(size - len(block))
 
@@ -109,8 +119,11 @@ def test_padded_note_with_two_metadata_versions(tmp_path, standin_libpal, made_k
     blob = tmp_path / "note.bin"
     blob.write_bytes(_note(desc))
     out = tmp_path / "signed.so"
-    subprocess.run(["objcopy", "--add-section", f".note.sgxmeta={blob}", str(standin_libpal),
-                    str(out)], check=True, capture_output=True)
+    subprocess.run(
+        ["objcopy", "--add-section", f".note.sgxmeta={blob}", str(standin_libpal), str(out)],
+        check=True,
+        capture_output=True,
+    )
     blocks = read_sdk_metadata(out.read_bytes(), source=str(out))
     assert [b.version for b in blocks] == ["2.1", "2.0"]
     assert blocks[0].enclave_size == 1 << 24
@@ -119,6 +132,7 @@ def test_padded_note_with_two_metadata_versions(tmp_path, standin_libpal, made_k
 
 
 # --- the SDK's layout, written by tests/sdk_enclave_factory.py ----------------------------------
+
 
 def test_the_metadata_sits_right_after_the_unpadded_note_name(made_key):
     for version in ((1, 3), (2, 1)):
@@ -131,12 +145,18 @@ def test_compatible_blocks_follow_the_first_which_is_the_one_read(made_key):
     """Newer sgx_sign writes the current metadata, then "compatible" older versions, each
     ``size`` bytes on from the last (linux-sgx psw/urts/urts_com.h, get_metadata)."""
     current, older = made_css(made_key, isv_svn=2), made_css(made_key, isv_svn=1)
-    data = sdk_signed_elf([Metadata(current, version=(2, 1), size=0x2000, tcs_min_pool=1),
-                           Metadata(older, version=(1, 4), size=0x1000)],
-                          descriptor_size=0x5000)
+    data = sdk_signed_elf(
+        [
+            Metadata(current, version=(2, 1), size=0x2000, tcs_min_pool=1),
+            Metadata(older, version=(1, 4), size=0x1000),
+        ],
+        descriptor_size=0x5000,
+    )
     blocks = read_sdk_metadata(data, source="e.so")
-    assert [(b.version, b.size, b.tcs_min_pool) for b in blocks] == [("2.1", 0x2000, 1),
-                                                                      ("1.4", 0x1000, 0)]
+    assert [(b.version, b.size, b.tcs_min_pool) for b in blocks] == [
+        ("2.1", 0x2000, 1),
+        ("1.4", 0x1000, 0),
+    ]
     assert blocks[1].file_offset == blocks[0].file_offset + 0x2000
     assert [b.sigstruct.to_bytes() for b in blocks] == [current, older]
     assert find_sdk_sigstruct(data).isv_svn == 2
@@ -152,8 +172,11 @@ def test_without_section_headers_the_pt_note_segment_is_read(made_key):
 def test_a_note_without_metadata_is_one_line():
     data = sdk_signed_elf(Metadata(bytes(1808)), descriptor_size=0x1000)
     data = data.replace(struct.pack("<Q", METADATA_MAGIC), bytes(8))
-    with pytest.raises(SigningError, match=r"^e\.so: the \.note\.sgxmeta note holds no SGX SDK "
-                                           r"metadata \(magic 0x86a80294635d0e4c not found\)$"):
+    with pytest.raises(
+        SigningError,
+        match=r"^e\.so: the \.note\.sgxmeta note holds no SGX SDK "
+        r"metadata \(magic 0x86a80294635d0e4c not found\)$",
+    ):
         read_sdk_metadata(data, source="e.so")
 
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-from ppml_build.cli import main
-from ppml_build.sign import keys
 from real_vectors import vector
 from sdk_enclave_factory import Metadata, sdk_signed_elf
 from sdk_sample_key import lookalike_private_pem
 from sigstruct_reference import signed_sigstruct
+
+from ppml_build.cli import main
+from ppml_build.sign import keys
 
 GRAMINE_LIB = "usr/lib/x86_64-linux-gnu/gramine"
 HEX64 = set("0123456789abcdef")
@@ -82,14 +82,29 @@ def work(tmp_path) -> Path:
     return tmp_path
 
 
-def sign_args(work: Path, key: Path, image_root: Path, libpal: Path, *extra: str | Path,
-              name: str = "app") -> list:
-    return ["sign", "--manifest", work / "app.manifest", "--libpal", libpal, "--key", key,
-            "--output", work / f"{name}.manifest.sgx", "--sigfile", work / f"{name}.sig",
-            "--chroot", image_root, *extra]
+def sign_args(
+    work: Path, key: Path, image_root: Path, libpal: Path, *extra: str | Path, name: str = "app"
+) -> list:
+    return [
+        "sign",
+        "--manifest",
+        work / "app.manifest",
+        "--libpal",
+        libpal,
+        "--key",
+        key,
+        "--output",
+        work / f"{name}.manifest.sgx",
+        "--sigfile",
+        work / f"{name}.sig",
+        "--chroot",
+        image_root,
+        *extra,
+    ]
 
 
 # --- keygen ---------------------------------------------------------------------------------
+
 
 def test_keygen_writes_0600_rsa3072_e3_and_never_overwrites(capsys, tmp_path):
     key = tmp_path / "k.pem"
@@ -107,8 +122,9 @@ def test_keygen_writes_0600_rsa3072_e3_and_never_overwrites(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem"]  # no temp files left
 
 
-def test_encrypted_key_via_passphrase_file_or_env(capsys, tmp_path, work, image_root,
-                                                  standin_libpal, monkeypatch):
+def test_encrypted_key_via_passphrase_file_or_env(
+    capsys, tmp_path, work, image_root, standin_libpal, monkeypatch
+):
     secret = tmp_path / "pass.txt"
     secret.write_text("correct horse\n")
     key = tmp_path / "enc.pem"
@@ -123,25 +139,39 @@ def test_encrypted_key_via_passphrase_file_or_env(capsys, tmp_path, work, image_
 
     wrong = tmp_path / "wrong.txt"
     wrong.write_text("battery staple\n")
-    rc, _, err = run(capsys, *sign_args(work, key, image_root, standin_libpal,
-                                        "--passphrase-file", wrong))
+    rc, _, err = run(
+        capsys, *sign_args(work, key, image_root, standin_libpal, "--passphrase-file", wrong)
+    )
     assert rc == 2
     assert_one_line_error(err, str(key), "wrong passphrase")
 
-    assert run(capsys, *sign_args(work, key, image_root, standin_libpal,
-                                  "--passphrase-file", secret))[0] == 0
+    assert (
+        run(capsys, *sign_args(work, key, image_root, standin_libpal, "--passphrase-file", secret))[
+            0
+        ]
+        == 0
+    )
     monkeypatch.setenv("PPML_KEY_PASSPHRASE", "correct horse")
     assert run(capsys, *sign_args(work, key, image_root, standin_libpal, name="env"))[0] == 0
 
 
 # --- sign, measure, view --------------------------------------------------------------------
 
+
 def test_sign_then_view_round_trip(capsys, work, key_pem, image_root, standin_libpal):
     rc, out, err = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal, "--json"))
     assert rc == 0, err
     signed = json.loads(out)
-    assert set(signed) == {"mrenclave", "mrsigner", "isv_prod_id", "isv_svn", "debug", "date",
-                           "attributes", "misc_select"}
+    assert set(signed) == {
+        "mrenclave",
+        "mrsigner",
+        "isv_prod_id",
+        "isv_svn",
+        "debug",
+        "date",
+        "attributes",
+        "misc_select",
+    }
     assert len(signed["mrenclave"]) == 64 and set(signed["mrenclave"]) <= HEX64
     assert len(signed["mrsigner"]) == 64 and set(signed["mrsigner"]) <= HEX64
     assert signed["attributes"] == {"flags": "0x0000000000000004", "xfrm": "0x0000000000000003"}
@@ -151,8 +181,16 @@ def test_sign_then_view_round_trip(capsys, work, key_pem, image_root, standin_li
     rc, out, _ = run(capsys, "sigstruct-view", work / "app.sig", "--json")
     assert rc == 0
     view = json.loads(out)
-    for field in ("mrenclave", "mrsigner", "isv_prod_id", "isv_svn", "debug", "date",
-                  "attributes", "misc_select"):
+    for field in (
+        "mrenclave",
+        "mrsigner",
+        "isv_prod_id",
+        "isv_svn",
+        "debug",
+        "date",
+        "attributes",
+        "misc_select",
+    ):
         assert view[field] == signed[field], field
     assert view["signature_valid"] is True and view["q1_q2_valid"] is True
     assert view["exponent"] == 3
@@ -178,11 +216,22 @@ def test_measure_equals_signed_mrenclave(capsys, work, key_pem, image_root, stan
     rc, out, _ = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal, "--json"))
     assert rc == 0
     mrenclave = json.loads(out)["mrenclave"]
-    rc, out, _ = run(capsys, "measure", "--manifest", work / "app.manifest.sgx",
-                     "--libpal", standin_libpal, "--json")
+    rc, out, _ = run(
+        capsys,
+        "measure",
+        "--manifest",
+        work / "app.manifest.sgx",
+        "--libpal",
+        standin_libpal,
+        "--json",
+    )
     assert rc == 0
-    assert json.loads(out) == {"mrenclave": mrenclave, "enclave_size": 16 << 20,
-                               "max_threads": 4, "edmm_enable": False}
+    assert json.loads(out) == {
+        "mrenclave": mrenclave,
+        "enclave_size": 16 << 20,
+        "max_threads": 4,
+        "edmm_enable": False,
+    }
     # Any change to the shipped manifest bytes changes MRENCLAVE.
     sgx = work / "app.manifest.sgx"
     sgx.write_bytes(sgx.read_bytes() + b"\n")
@@ -190,18 +239,28 @@ def test_measure_equals_signed_mrenclave(capsys, work, key_pem, image_root, stan
     assert json.loads(out)["mrenclave"] != mrenclave
 
 
-def test_manifest_sgx_carries_gramine_defaults_and_hashes(capsys, work, key_pem, image_root,
-                                                         standin_libpal):
+def test_manifest_sgx_carries_gramine_defaults_and_hashes(
+    capsys, work, key_pem, image_root, standin_libpal
+):
     (work / "app.manifest").write_text(MANIFEST)
     assert run(capsys, *sign_args(work, key_pem, image_root, standin_libpal))[0] == 0
     shipped = tomllib.loads((work / "app.manifest.sgx").read_text())
     sgx = shipped["sgx"]
     assert sgx["enclave_size"] == "256M" and sgx["max_threads"] == 4
-    assert (sgx["isvprodid"], sgx["isvsvn"], sgx["debug"], sgx["edmm_enable"]) == (0, 0, False,
-                                                                                   False)
+    assert (sgx["isvprodid"], sgx["isvsvn"], sgx["debug"], sgx["edmm_enable"]) == (
+        0,
+        0,
+        False,
+        False,
+    )
     assert sgx["remote_attestation"] == "none" and sgx["use_exinfo"] is False
-    assert sgx["cpu_features"] == {"avx": "unspecified", "avx512": "unspecified",
-                                   "amx": "unspecified", "mpx": "disabled", "pkru": "disabled"}
+    assert sgx["cpu_features"] == {
+        "avx": "unspecified",
+        "avx512": "unspecified",
+        "amx": "unspecified",
+        "mpx": "disabled",
+        "pkru": "disabled",
+    }
 
     def sha(rel: str) -> str:
         return hashlib.sha256((image_root / rel).read_bytes()).hexdigest()
@@ -212,7 +271,9 @@ def test_manifest_sgx_carries_gramine_defaults_and_hashes(capsys, work, key_pem,
         {"uri": "file:/etc/conf", "sha256": sha("etc/conf")},
     ]
     assert shipped["loader"]["entrypoint"] == {
-        "uri": f"file:/{GRAMINE_LIB}/libsysdb.so", "sha256": sha(f"{GRAMINE_LIB}/libsysdb.so")}
+        "uri": f"file:/{GRAMINE_LIB}/libsysdb.so",
+        "sha256": sha(f"{GRAMINE_LIB}/libsysdb.so"),
+    }
     assert shipped["loader"]["log_level"] == "error"  # user keys are kept
 
 
@@ -223,7 +284,10 @@ def test_edmm_default_size(capsys, work, key_pem, image_root, standin_libpal):
 
 
 def test_attributes_come_from_the_manifest(capsys, work, key_pem, image_root, standin_libpal):
-    (work / "app.manifest").write_text(MANIFEST + SMALL + """\
+    (work / "app.manifest").write_text(
+        MANIFEST
+        + SMALL
+        + """\
 sgx.isvprodid = 65535
 sgx.isvsvn = 12
 sgx.debug = true
@@ -231,7 +295,8 @@ sgx.use_exinfo = true
 sgx.cpu_features.avx = "required"
 sgx.cpu_features.avx512 = "disabled"
 sgx.cpu_features.pkru = "required"
-""")
+"""
+    )
     rc, out, _ = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal, "--json"))
     assert rc == 0
     summary = json.loads(out)
@@ -244,50 +309,75 @@ sgx.cpu_features.pkru = "required"
 
 def test_date_is_reproducible(capsys, work, key_pem, image_root, standin_libpal):
     for name in ("one", "two"):
-        rc, out, _ = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal,
-                                            "--date", "2024-02-29", "--json", name=name))
+        rc, out, _ = run(
+            capsys,
+            *sign_args(
+                work,
+                key_pem,
+                image_root,
+                standin_libpal,
+                "--date",
+                "2024-02-29",
+                "--json",
+                name=name,
+            ),
+        )
         assert rc == 0
         assert json.loads(out)["date"] == "2024-02-29"
     assert (work / "one.sig").read_bytes() == (work / "two.sig").read_bytes()
     assert (work / "one.manifest.sgx").read_bytes() == (work / "two.manifest.sgx").read_bytes()
-    rc, out, _ = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal,
-                                        "--date", "0000-00-00", "--json", name="zero"))
+    rc, out, _ = run(
+        capsys,
+        *sign_args(
+            work, key_pem, image_root, standin_libpal, "--date", "0000-00-00", "--json", name="zero"
+        ),
+    )
     assert rc == 0 and json.loads(out)["date"] == "0000-00-00"
     assert (work / "zero.sig").read_bytes()[20:24] == bytes(4)
 
 
 def test_default_date_is_today_utc(capsys, work, key_pem, image_root, standin_libpal):
-    before = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    before = datetime.datetime.now(datetime.UTC).date().isoformat()
     rc, out, _ = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal, "--json"))
-    after = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    after = datetime.datetime.now(datetime.UTC).date().isoformat()
     assert json.loads(out)["date"] in {before, after}
 
 
 def test_bad_date(capsys, work, key_pem, image_root, standin_libpal):
-    rc, _, err = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal,
-                                        "--date", "31/12/2024"))
+    rc, _, err = run(
+        capsys, *sign_args(work, key_pem, image_root, standin_libpal, "--date", "31/12/2024")
+    )
     assert rc == 2
     assert_one_line_error(err, "--date", "YYYY-MM-DD")
 
 
 # --- bad input: one line, exit 2, nothing written --------------------------------------------
 
+
 def _nothing_written(work: Path) -> bool:
     return not any((work / n).exists() for n in ("app.manifest.sgx", "app.sig", "app.sig.pending"))
 
 
-@pytest.mark.parametrize("extra, fragments", [
-    ("sgx.isvprodid = 70000\n", ["app.manifest", "sgx.isvprodid = 70000", "0 to 65535"]),
-    ("sgx.isvsvn = -1\n", ["app.manifest", "sgx.isvsvn = -1"]),
-    ('sgx.cpu_features.mpx = "unspecified"\n', ["sgx.cpu_features.mpx"]),
-    ('sgx.enclave_size = "300M"\n', ["sgx.enclave_size", "power of two"]),
-    ('loader.entrypoint = "file:/lib/libsysdb.so"\n',
-     ["loader.entrypoint", "removed in Gramine 1.9"]),
-    ('sgx.trusted_files = ["file:/app/missing.txt"]\n', ["app.manifest", "/app/missing.txt"]),
-])
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        ("sgx.isvprodid = 70000\n", ["app.manifest", "sgx.isvprodid = 70000", "0 to 65535"]),
+        ("sgx.isvsvn = -1\n", ["app.manifest", "sgx.isvsvn = -1"]),
+        ('sgx.cpu_features.mpx = "unspecified"\n', ["sgx.cpu_features.mpx"]),
+        ('sgx.enclave_size = "300M"\n', ["sgx.enclave_size", "power of two"]),
+        (
+            'loader.entrypoint = "file:/lib/libsysdb.so"\n',
+            ["loader.entrypoint", "removed in Gramine 1.9"],
+        ),
+        ('sgx.trusted_files = ["file:/app/missing.txt"]\n', ["app.manifest", "/app/missing.txt"]),
+    ],
+)
 def test_bad_manifest_values(capsys, work, key_pem, image_root, standin_libpal, extra, fragments):
-    text = MANIFEST.replace('sgx.trusted_files', '# sgx.trusted_files') if "trusted" in extra \
+    text = (
+        MANIFEST.replace("sgx.trusted_files", "# sgx.trusted_files")
+        if "trusted" in extra
         else MANIFEST
+    )
     size = "" if "enclave_size" in extra else SMALL
     (work / "app.manifest").write_text(text + size + extra)
     rc, _, err = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal))
@@ -306,9 +396,20 @@ def test_toml_syntax_error_names_file_and_line(capsys, work, key_pem, image_root
 
 def test_missing_libos_without_chroot(capsys, work, key_pem, standin_libpal):
     (work / "app.manifest").write_text(
-        'libos.entrypoint = "/x"\nloader.entrypoint.uri = "file:/nonexistent/libsysdb.so"\n')
-    rc, _, err = run(capsys, "sign", "--manifest", work / "app.manifest", "--libpal",
-                     standin_libpal, "--key", key_pem, "--output", work / "app.manifest.sgx")
+        'libos.entrypoint = "/x"\nloader.entrypoint.uri = "file:/nonexistent/libsysdb.so"\n'
+    )
+    rc, _, err = run(
+        capsys,
+        "sign",
+        "--manifest",
+        work / "app.manifest",
+        "--libpal",
+        standin_libpal,
+        "--key",
+        key_pem,
+        "--output",
+        work / "app.manifest.sgx",
+    )
     assert rc == 2
     assert_one_line_error(err, "loader.entrypoint.sha256", "/nonexistent/libsysdb.so", "--chroot")
     assert _nothing_written(work)
@@ -319,15 +420,28 @@ def test_missing_libpal(capsys, work, key_pem, image_root):
     assert rc == 2
     assert_one_line_error(err, "libpal.so")
     assert _nothing_written(work)
-    rc, _, err = run(capsys, "measure", "--manifest", work / "app.manifest", "--libpal",
-                     work / "app.manifest")
+    rc, _, err = run(
+        capsys, "measure", "--manifest", work / "app.manifest", "--libpal", work / "app.manifest"
+    )
     assert rc == 2
     assert_one_line_error(err, "not an ELF")
 
 
 def test_default_sigfile_follows_gramine(capsys, work, key_pem, image_root, standin_libpal):
-    rc, _, _ = run(capsys, "sign", "--manifest", work / "app.manifest", "--libpal", standin_libpal,
-                   "--key", key_pem, "--output", work / "app.manifest.sgx", "--chroot", image_root)
+    rc, _, _ = run(
+        capsys,
+        "sign",
+        "--manifest",
+        work / "app.manifest",
+        "--libpal",
+        standin_libpal,
+        "--key",
+        key_pem,
+        "--output",
+        work / "app.manifest.sgx",
+        "--chroot",
+        image_root,
+    )
     assert rc == 0
     assert (work / "app.sig").stat().st_size == 1808
 
@@ -335,13 +449,19 @@ def test_default_sigfile_follows_gramine(capsys, work, key_pem, image_root, stan
 @pytest.mark.parametrize("bits, e", [(2048, 65537), (2048, 3)])
 def test_wrong_key_shape(capsys, work, image_root, standin_libpal, bits, e):
     key = work / "bad.pem"
-    key.write_bytes(rsa.generate_private_key(public_exponent=e, key_size=bits).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
+    key.write_bytes(
+        rsa.generate_private_key(public_exponent=e, key_size=bits).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     rc, _, err = run(capsys, *sign_args(work, key, image_root, standin_libpal))
     assert rc == 2
-    assert err == (f"ppml-build: error: {key}: expected an RSA-3072 key with exponent 3, got "
-                   f"{bits}-bit e={e}; make one with `ppml-build keygen`\n")
+    assert err == (
+        f"ppml-build: error: {key}: expected an RSA-3072 key with exponent 3, got "
+        f"{bits}-bit e={e}; make one with `ppml-build keygen`\n"
+    )
     assert _nothing_written(work)
 
 
@@ -358,20 +478,26 @@ def test_sample_key_needs_the_insecure_flag(capsys, work, image_root, standin_li
     assert rc == 2
     assert_one_line_error(err, "sample key", SAMPLE_MRSIGNER)
     assert _nothing_written(work)
-    rc, out, err = run(capsys, *sign_args(work, sample, image_root, standin_libpal,
-                                          "--insecure-sample-key", "--json"))
+    rc, out, err = run(
+        capsys,
+        *sign_args(work, sample, image_root, standin_libpal, "--insecure-sample-key", "--json"),
+    )
     if which == "real":
         assert rc == 0
         assert json.loads(out)["mrsigner"] == SAMPLE_MRSIGNER
-    else:   # past the refusal; with made-up private numbers its signature cannot verify
+    else:  # past the refusal; with made-up private numbers its signature cannot verify
         assert rc == 2
         assert_one_line_error(err, "signature that does not verify")
         assert _nothing_written(work)
 
 
 def test_conflicting_options(capsys, work, key_pem, image_root, standin_libpal):
-    rc, _, err = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal,
-                                        "--signing-data-out", work / "data.bin"))
+    rc, _, err = run(
+        capsys,
+        *sign_args(
+            work, key_pem, image_root, standin_libpal, "--signing-data-out", work / "data.bin"
+        ),
+    )
     assert rc == 2
     assert_one_line_error(err, "--key", "--signing-data-out")
     assert _nothing_written(work)
@@ -383,30 +509,62 @@ needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="need
 
 
 def _openssl_sign(key: Path, data: Path, out: Path) -> None:
-    subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key), "-out", str(out), str(data)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", str(key), "-out", str(out), str(data)],
+        check=True,
+        capture_output=True,
+    )
 
 
 def _openssl_pub(key: Path, out: Path) -> None:
-    subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(out)],
+        check=True,
+        capture_output=True,
+    )
 
 
 def _step1(capsys, work, image_root, libpal, *extra):
-    return run(capsys, "sign", "--manifest", work / "app.manifest", "--libpal", libpal,
-               "--output", work / "two.manifest.sgx", "--sigfile", work / "two.sig",
-               "--signing-data-out", work / "data.bin", "--chroot", image_root,
-               "--date", "2025-03-04", *extra)
+    return run(
+        capsys,
+        "sign",
+        "--manifest",
+        work / "app.manifest",
+        "--libpal",
+        libpal,
+        "--output",
+        work / "two.manifest.sgx",
+        "--sigfile",
+        work / "two.sig",
+        "--signing-data-out",
+        work / "data.bin",
+        "--chroot",
+        image_root,
+        "--date",
+        "2025-03-04",
+        *extra,
+    )
 
 
 def _step2(capsys, work, signature, public, *extra):
-    return run(capsys, "sign", "--complete", "--signature", signature, "--public-key", public,
-               "--output", work / "two.manifest.sgx", "--sigfile", work / "two.sig", *extra)
+    return run(
+        capsys,
+        "sign",
+        "--complete",
+        "--signature",
+        signature,
+        "--public-key",
+        public,
+        "--output",
+        work / "two.manifest.sgx",
+        "--sigfile",
+        work / "two.sig",
+        *extra,
+    )
 
 
 @needs_openssl
-def test_two_step_with_openssl_is_byte_identical(capsys, work, key_pem, image_root,
-                                                 standin_libpal):
+def test_two_step_with_openssl_is_byte_identical(capsys, work, key_pem, image_root, standin_libpal):
     rc, out, err = _step1(capsys, work, image_root, standin_libpal, "--json")
     assert rc == 0, err
     pending = json.loads(out)
@@ -421,8 +579,10 @@ def test_two_step_with_openssl_is_byte_identical(capsys, work, key_pem, image_ro
     assert json.loads(out)["mrenclave"] == pending["mrenclave"]
     assert not (work / "two.sig.pending").exists()
 
-    rc, _, _ = run(capsys, *sign_args(work, key_pem, image_root, standin_libpal,
-                                      "--date", "2025-03-04", name="one"))
+    rc, _, _ = run(
+        capsys,
+        *sign_args(work, key_pem, image_root, standin_libpal, "--date", "2025-03-04", name="one"),
+    )
     assert rc == 0
     assert (work / "two.sig").read_bytes() == (work / "one.sig").read_bytes()
     assert (work / "two.manifest.sgx").read_bytes() == (work / "one.manifest.sgx").read_bytes()
@@ -430,8 +590,9 @@ def test_two_step_with_openssl_is_byte_identical(capsys, work, key_pem, image_ro
 
 
 @needs_openssl
-def test_two_step_refuses_changed_manifest_or_wrong_key(capsys, work, key_pem, image_root,
-                                                        standin_libpal):
+def test_two_step_refuses_changed_manifest_or_wrong_key(
+    capsys, work, key_pem, image_root, standin_libpal
+):
     assert _step1(capsys, work, image_root, standin_libpal)[0] == 0
     _openssl_pub(key_pem, work / "pub.pem")
 
@@ -458,6 +619,7 @@ def test_two_step_refuses_changed_manifest_or_wrong_key(capsys, work, key_pem, i
 
 
 # --- sigstruct-view on broken and foreign files ---------------------------------------------
+
 
 def test_truncated_and_corrupted_sig(capsys, work, key_pem, image_root, standin_libpal):
     assert run(capsys, *sign_args(work, key_pem, image_root, standin_libpal))[0] == 0
@@ -487,16 +649,18 @@ def test_truncated_and_corrupted_sig(capsys, work, key_pem, image_root, standin_
 
 
 def test_view_intel_le_and_sdk_enclave(capsys, vectors_dir):
-    rc, out, _ = run(capsys, "sigstruct-view", vectors_dir / "intel-le" / "le_prod_css.bin",
-                     "--json")
+    rc, out, _ = run(
+        capsys, "sigstruct-view", vectors_dir / "intel-le" / "le_prod_css.bin", "--json"
+    )
     assert rc == 0
     view = json.loads(out)
     assert view["vendor"] == "0x00008086" and view["date"] == "2024-08-11"
     assert view["mrsigner"] == "acb77012053e05a63d413b8bbae8fb6c5d73b3f2996d91c43bbbf90959c0f8d4"
     assert (view["isv_prod_id"], view["isv_svn"]) == (32, 7)
 
-    rc, out, _ = run(capsys, "sigstruct-view",
-                     vectors_dir / "sdk-signed-enclave" / "enclave.signed.so")
+    rc, out, _ = run(
+        capsys, "sigstruct-view", vectors_dir / "sdk-signed-enclave" / "enclave.signed.so"
+    )
     assert rc == 0
     assert "d1d79feb6fe2a02270d0bdc6e973544567e4fd9d5cb481e99c9b8c044aa76a40" in out
     assert "sdk_metadata.version:" in out
@@ -507,8 +671,9 @@ def test_view_a_foreign_sig_and_an_sdk_signed_enclave(capsys, tmp_path, standin_
     SDK's definitions (tests/sigstruct_reference.py, tests/sdk_enclave_factory.py)."""
     key = keys.generate_key()
     mrenclave = hashlib.sha256(b"someone else's enclave").digest()
-    css = signed_sigstruct(key, enclave_hash=mrenclave, vendor=0x8086, date=(2024, 8, 11),
-                           isv_prod_id=32, isv_svn=7)
+    css = signed_sigstruct(
+        key, enclave_hash=mrenclave, vendor=0x8086, date=(2024, 8, 11), isv_prod_id=32, isv_svn=7
+    )
     (tmp_path / "le.sig").write_bytes(css)
     rc, out, _ = run(capsys, "sigstruct-view", tmp_path / "le.sig", "--json")
     assert rc == 0
@@ -530,9 +695,13 @@ def test_view_a_foreign_sig_and_an_sdk_signed_enclave(capsys, tmp_path, standin_
 
 # --- key material never leaks ---------------------------------------------------------------
 
+
 def _pem_body_lines(pem: bytes) -> list[str]:
-    return [line for line in pem.decode().splitlines() if line and not line.startswith("-----")
-            and ":" not in line]
+    return [
+        line
+        for line in pem.decode().splitlines()
+        if line and not line.startswith("-----") and ":" not in line
+    ]
 
 
 @needs_openssl
@@ -540,14 +709,16 @@ def test_private_key_never_appears_in_outputs(capsys, tmp_path, work, image_root
     (tmp_path / "keys").mkdir()
     key = tmp_path / "keys" / "secret.pem"
     transcript = []
-    for args in (["keygen", "--output", key],
-                 sign_args(work, key, image_root, standin_libpal),
-                 sign_args(work, key, image_root, standin_libpal, "--json", name="j"),
-                 ["sigstruct-view", work / "app.sig"],
-                 ["sigstruct-view", work / "app.sig", "--json"],
-                 ["measure", "--manifest", work / "app.manifest.sgx", "--libpal", standin_libpal],
-                 sign_args(work, key, image_root, standin_libpal, "--passphrase-file", key),
-                 ["sigstruct-view", key]):
+    for args in (
+        ["keygen", "--output", key],
+        sign_args(work, key, image_root, standin_libpal),
+        sign_args(work, key, image_root, standin_libpal, "--json", name="j"),
+        ["sigstruct-view", work / "app.sig"],
+        ["sigstruct-view", work / "app.sig", "--json"],
+        ["measure", "--manifest", work / "app.manifest.sgx", "--libpal", standin_libpal],
+        sign_args(work, key, image_root, standin_libpal, "--passphrase-file", key),
+        ["sigstruct-view", key],
+    ):
         rc, out, err = run(capsys, *args)
         transcript.append(out + err)
     body = _pem_body_lines(key.read_bytes())

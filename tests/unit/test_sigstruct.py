@@ -13,8 +13,8 @@ from ppml_build.sign.sigstruct import (
     Sigstruct,
     check_u16,
     decode_bcd_date,
-    encode_bcd_date,
     enclave_attributes,
+    encode_bcd_date,
     parse_date,
     unsigned_sigstruct,
     verify_q1_q2,
@@ -38,6 +38,7 @@ def fortanix_css(vectors_dir) -> bytes:
 
 
 # --- Intel's production Launch Enclave SIGSTRUCT ---------------------------------------------
+
 
 def test_intel_le_every_documented_field(le_css):
     sig = Sigstruct.from_bytes(le_css)
@@ -83,8 +84,12 @@ def test_mrsigner_is_sha256_of_little_endian_modulus(le_css):
 
 def test_fortanix_vector_fields(fortanix_css):
     sig = Sigstruct.from_bytes(fortanix_css)
-    assert (sig.vendor, sig.date_text, sig.misc_select, sig.misc_mask) == (0, "2016-01-09", 0,
-                                                                          0xFFFFFFFF)
+    assert (sig.vendor, sig.date_text, sig.misc_select, sig.misc_mask) == (
+        0,
+        "2016-01-09",
+        0,
+        0xFFFFFFFF,
+    )
     assert (sig.attribute_flags, sig.attribute_xfrm) == (0x4, 0x3)
     assert sig.attribute_flags_mask == 0xFFFFFFFFFFFFFFFD
     assert sig.attribute_xfrm_mask == 0xFFFFFFFFFFFFFF1B
@@ -95,6 +100,7 @@ def test_fortanix_vector_fields(fortanix_css):
 
 
 # --- tampering ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("offset", [20, 960, 1024, 1026, 928, 600])
 def test_a_flipped_byte_in_signed_fields_or_signature_fails(le_css, offset):
@@ -140,6 +146,7 @@ def test_sdk_debug_header_type_is_accepted(le_css):
 
 # --- BCD date -------------------------------------------------------------------------------
 
+
 def test_bcd_date_bytes_match_gramine():
     sig = Sigstruct(date_bcd=encode_bcd_date(2025, 1, 2))
     assert sig.to_bytes()[20:24] == bytes([0x02, 0x01, 0x25, 0x20])
@@ -157,9 +164,11 @@ def test_date_setter_and_today():
     sig.date = datetime.date(1999, 12, 31)
     assert sig.date_bcd == 0x19991231
     assert parse_date("today", today=datetime.date(2030, 6, 7)) == 0x20300607
-    utc_today = datetime.datetime.now(datetime.timezone.utc).date()
-    assert decode_bcd_date(parse_date("today")) in {utc_today.isoformat(),
-                                                    (utc_today + datetime.timedelta(1)).isoformat()}
+    utc_today = datetime.datetime.now(datetime.UTC).date()
+    assert decode_bcd_date(parse_date("today")) in {
+        utc_today.isoformat(),
+        (utc_today + datetime.timedelta(1)).isoformat(),
+    }
 
 
 @pytest.mark.parametrize("text", ["2025/01/02", "25-01-02", "2025-1-2", "yesterday", ""])
@@ -175,8 +184,15 @@ MASK_DEFAULT = 0xFFFFFFFFFFF9FF1B
 
 def test_default_attributes_match_gramine():
     assert enclave_attributes({}) == (0x4, 0x3, 0xFFFFFFFFFFFFFFFF, MASK_DEFAULT, 0, 0xFFFFFFFF)
-    defaults = {"cpu_features": {"avx": "unspecified", "avx512": "unspecified",
-                                 "amx": "unspecified", "mpx": "disabled", "pkru": "disabled"}}
+    defaults = {
+        "cpu_features": {
+            "avx": "unspecified",
+            "avx512": "unspecified",
+            "amx": "unspecified",
+            "mpx": "disabled",
+            "pkru": "disabled",
+        }
+    }
     assert enclave_attributes(defaults) == enclave_attributes({})
 
 
@@ -201,20 +217,24 @@ def test_xfrm_ordering_quirk():
 
 def test_amx_required_and_mpx_required():
     _, xfrm, _, mask, _, _ = enclave_attributes(
-        {"cpu_features": {"amx": "required", "mpx": "required"}})
+        {"cpu_features": {"amx": "required", "mpx": "required"}}
+    )
     assert xfrm == 0x3 | 0x60000 | 0x18
     assert mask == MASK_DEFAULT | 0x60000
 
 
-@pytest.mark.parametrize("sgx, message", [
-    ({"cpu_features": {"mpx": "unspecified"}}, r"sgx\.cpu_features\.mpx = 'unspecified'"),
-    ({"cpu_features": {"avx": "maybe"}}, r"sgx\.cpu_features\.avx = 'maybe'"),
-    ({"cpu_features": {"sse": "required"}}, r"sgx\.cpu_features\.sse: unknown"),
-    ({"cpu_features": "avx"}, r"sgx\.cpu_features = 'avx'"),
-    ({"require_avx": True}, r"sgx\.require_avx was removed .* sgx\.cpu_features\.avx"),
-    ({"debug": "yes"}, r"sgx\.debug = 'yes': expected true or false"),
-    ({"use_exinfo": 1}, r"sgx\.use_exinfo = 1"),
-])
+@pytest.mark.parametrize(
+    "sgx, message",
+    [
+        ({"cpu_features": {"mpx": "unspecified"}}, r"sgx\.cpu_features\.mpx = 'unspecified'"),
+        ({"cpu_features": {"avx": "maybe"}}, r"sgx\.cpu_features\.avx = 'maybe'"),
+        ({"cpu_features": {"sse": "required"}}, r"sgx\.cpu_features\.sse: unknown"),
+        ({"cpu_features": "avx"}, r"sgx\.cpu_features = 'avx'"),
+        ({"require_avx": True}, r"sgx\.require_avx was removed .* sgx\.cpu_features\.avx"),
+        ({"debug": "yes"}, r"sgx\.debug = 'yes': expected true or false"),
+        ({"use_exinfo": 1}, r"sgx\.use_exinfo = 1"),
+    ],
+)
 def test_bad_attribute_options(sgx, message):
     with pytest.raises(SigningError, match=message):
         enclave_attributes(sgx)

@@ -26,10 +26,20 @@ def key():
 @pytest.fixture(scope="module")
 def css(key) -> bytes:
     """Every field away from its default, so a field read from the wrong offset shows."""
-    return signed_sigstruct(key, enclave_hash=ENCLAVE_HASH, vendor=0x8086, date=(2024, 8, 11),
-                            misc_select=0x1, misc_mask=0xFFFFFFFE, attribute_flags=0x24,
-                            attribute_xfrm=0xE7, attribute_flags_mask=0xFFFFFFFFFFFFFFFB,
-                            attribute_xfrm_mask=0xFFFFFFFFFFFFFF1F, isv_prod_id=32, isv_svn=7)
+    return signed_sigstruct(
+        key,
+        enclave_hash=ENCLAVE_HASH,
+        vendor=0x8086,
+        date=(2024, 8, 11),
+        misc_select=0x1,
+        misc_mask=0xFFFFFFFE,
+        attribute_flags=0x24,
+        attribute_xfrm=0xE7,
+        attribute_flags_mask=0xFFFFFFFFFFFFFFFB,
+        attribute_xfrm_mask=0xFFFFFFFFFFFFFF1F,
+        isv_prod_id=32,
+        isv_svn=7,
+    )
 
 
 def test_every_field_is_read_from_its_offset(css, key):
@@ -38,8 +48,10 @@ def test_every_field_is_read_from_its_offset(css, key):
     assert sig.date_bcd == 0x20240811 and sig.date_text == "2024-08-11"
     assert (sig.misc_select, sig.misc_mask) == (0x1, 0xFFFFFFFE)
     assert (sig.attribute_flags, sig.attribute_xfrm) == (0x24, 0xE7)
-    assert (sig.attribute_flags_mask, sig.attribute_xfrm_mask) == (0xFFFFFFFFFFFFFFFB,
-                                                                   0xFFFFFFFFFFFFFF1F)
+    assert (sig.attribute_flags_mask, sig.attribute_xfrm_mask) == (
+        0xFFFFFFFFFFFFFFFB,
+        0xFFFFFFFFFFFFFF1F,
+    )
     assert (sig.isv_prod_id, sig.isv_svn) == (32, 7)
     assert sig.exponent == 3 and sig.enclave_hash == ENCLAVE_HASH
     assert sig.modulus_int == key.public_key().public_numbers().n
@@ -51,8 +63,12 @@ def test_signature_and_q1_q2_verify(css, key):
     sig = Sigstruct.from_bytes(css)
     assert verify_signature(sig) and verify_q1_q2(sig)
     # The bytes we say are signed are the ones the key signed (cryptography checks it).
-    key.public_key().verify(sig.signature_int.to_bytes(384, "big"), sig.signing_data(),
-                            padding.PKCS1v15(), hashes.SHA256())
+    key.public_key().verify(
+        sig.signature_int.to_bytes(384, "big"),
+        sig.signing_data(),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
 
 
 def test_parse_then_serialise_is_byte_exact_even_with_junk_in_reserved_fields(css):

@@ -106,7 +106,10 @@ def test_sha256_is_a_lookup_and_matches_the_content(fs):
 def test_hard_link_has_its_targets_content_and_metadata(fs):
     alias = fs.lstat("/usr/lib/alias.so")
     assert (alias.kind, alias.size, alias.mode) == ("file", len(BIG), stat.S_IFREG | 0o755)
-    assert fs.sha256_many(["/usr/lib/alias.so"])["/usr/lib/alias.so"] == hashlib.sha256(BIG).hexdigest()
+    assert (
+        fs.sha256_many(["/usr/lib/alias.so"])["/usr/lib/alias.so"]
+        == hashlib.sha256(BIG).hexdigest()
+    )
     assert fs.read_bytes("/usr/lib/alias.so") == BIG  # the target was kept
 
 
@@ -128,14 +131,16 @@ def test_symlinks_resolve_through_the_shared_resolver(fs):
 
 
 def test_later_member_replaces_earlier_and_a_repeated_dir_keeps_children():
-    data = _tar([
-        ("a/", "dir", None, 0o700),
-        ("a/x", "file", b"old", 0o644),
-        ("a/", "dir", None, 0o755),  # listed again: children stay, mode updates
-        ("a/x", "file", b"new", 0o600),
-        ("b/c", "file", b"c", 0o644),
-        ("b", "symlink", "a", 0o777),  # a directory replaced by a symlink drops its subtree
-    ])
+    data = _tar(
+        [
+            ("a/", "dir", None, 0o700),
+            ("a/x", "file", b"old", 0o644),
+            ("a/", "dir", None, 0o755),  # listed again: children stay, mode updates
+            ("a/x", "file", b"new", 0o600),
+            ("b/c", "file", b"c", 0o644),
+            ("b", "symlink", "a", 0o777),  # a directory replaced by a symlink drops its subtree
+        ]
+    )
     fs = TarRootFS.from_chunks([data[i : i + 1000] for i in range(0, len(data), 1000)])
     assert fs.lstat("/a").mode == stat.S_IFDIR | 0o755
     assert fs.listdir("/a") == ["x"]

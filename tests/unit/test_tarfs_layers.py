@@ -78,7 +78,7 @@ def _stack(*layers, keep=None) -> TarRootFS:
     for i, members in enumerate(layers):
         data = _layer(members)
         step = 311 + 200 * i  # odd chunk sizes, different per layer
-        fs.apply_layer((data[j:j + step] for j in range(0, len(data), step)), keep)
+        fs.apply_layer((data[j : j + step] for j in range(0, len(data), step)), keep)
         _assert_consistent(fs)
     return fs
 
@@ -115,8 +115,14 @@ def _assert_consistent(fs: TarRootFS) -> None:
 
 
 LOWER = [
-    D("etc/"), F("etc/keep.conf", b"keep"), F("etc/gone.conf", b"gone"),
-    D("d/"), F("d/a", b"a"), D("d/sub/"), F("d/sub/old", b"old"), L("d/link", "a"),
+    D("etc/"),
+    F("etc/keep.conf", b"keep"),
+    F("etc/gone.conf", b"gone"),
+    D("d/"),
+    F("d/a", b"a"),
+    D("d/sub/"),
+    F("d/sub/old", b"old"),
+    L("d/link", "a"),
     F("top", b"top"),
 ]
 
@@ -145,8 +151,9 @@ def test_whiteout_of_a_lower_directory_removes_its_subtree():
 
 def test_whiteout_of_a_missing_name_changes_nothing():
     before = _stack(LOWER)
-    after = _stack(LOWER, [D("etc/"), W("etc/.wh.never-there"), W("nowhere/.wh.x"),
-                           W("nowhere/" + OPQ)])
+    after = _stack(
+        LOWER, [D("etc/"), W("etc/.wh.never-there"), W("nowhere/.wh.x"), W("nowhere/" + OPQ)]
+    )
     assert list(after.walk()) == list(before.walk())
 
 
@@ -167,8 +174,15 @@ def test_whiteout_of_a_name_the_same_layer_adds_does_not_remove_it(order):
 def test_whiteouts_never_appear_as_entries():
     fs = _stack(
         LOWER,
-        [D("d/"), W("d/" + OPQ), W("d/.wh.a"), D("fresh/"), W("fresh/" + OPQ), W(".wh.nothing"),
-         W("fresh/.wh.nothing")],
+        [
+            D("d/"),
+            W("d/" + OPQ),
+            W("d/.wh.a"),
+            D("fresh/"),
+            W("fresh/" + OPQ),
+            W(".wh.nothing"),
+            W("fresh/.wh.nothing"),
+        ],
         [W(".wh..wh..opq-lookalike"), D("e/"), W("e/.wh.x")],
     )
     assert all(".wh." not in e.path for e in fs.walk())
@@ -178,8 +192,14 @@ def test_whiteouts_never_appear_as_entries():
 
 # -- opaque directories ---------------------------------------------------------------------
 
-OPAQUE_UPPER = [D("d/", 0o750), F("d/before", b"b"), W("d/" + OPQ), F("d/after", b"a"),
-                D("d/sub/"), F("d/sub/new", b"n")]
+OPAQUE_UPPER = [
+    D("d/", 0o750),
+    F("d/before", b"b"),
+    W("d/" + OPQ),
+    F("d/after", b"a"),
+    D("d/sub/"),
+    F("d/sub/new", b"n"),
+]
 
 
 @pytest.mark.parametrize("position", range(1, len(OPAQUE_UPPER) + 1))
@@ -194,7 +214,10 @@ def test_opaque_directory_hides_lower_children_only(position):
         assert fs.lstat(gone) is None, gone
     assert fs.lstat("/d").mode == stat.S_IFDIR | 0o750
     assert fs.sha256_many(["/d/before", "/d/after", "/d/sub/new"]) == {
-        "/d/before": _sha(b"b"), "/d/after": _sha(b"a"), "/d/sub/new": _sha(b"n")}
+        "/d/before": _sha(b"b"),
+        "/d/after": _sha(b"a"),
+        "/d/sub/new": _sha(b"n"),
+    }
     # Outside d nothing moved.
     assert sorted(fs.listdir("/")) == ["d", "etc", "top"]
     assert sorted(fs.listdir("/etc")) == ["gone.conf", "keep.conf"]
@@ -215,10 +238,13 @@ def test_opaque_only_reaches_the_layers_below_not_later_ones():
     assert fs.listdir("/d") == ["later"]
 
 
-@pytest.mark.parametrize("order", [
-    "opaque-first",
-    "opaque-last",
-])
+@pytest.mark.parametrize(
+    "order",
+    [
+        "opaque-first",
+        "opaque-last",
+    ],
+)
 def test_opaque_keeps_the_layers_own_files_under_implied_directories(order):
     members = [D("d/"), F("d/sub/new", b"n")]  # no d/sub/ member: d/sub is implied
     members.insert(1 if order == "opaque-first" else 2, W("d/" + OPQ))
@@ -228,10 +254,13 @@ def test_opaque_keeps_the_layers_own_files_under_implied_directories(order):
     assert fs.sha256_many(["/d/sub/new"]) == {"/d/sub/new": _sha(b"n")}
 
 
-@pytest.mark.parametrize("order", [
-    "whiteout-first",
-    "whiteout-last",
-])
+@pytest.mark.parametrize(
+    "order",
+    [
+        "whiteout-first",
+        "whiteout-last",
+    ],
+)
 def test_file_whiteout_keeps_the_layers_own_files_under_an_implied_directory(order):
     members = [F("d/new", b"n")]
     members.insert(0 if order == "whiteout-first" else 1, W(".wh.d"))
@@ -240,10 +269,13 @@ def test_file_whiteout_keeps_the_layers_own_files_under_an_implied_directory(ord
     assert fs.listdir("/d") == ["new"]  # the lower d/a, d/sub, d/link are gone either way
 
 
-@pytest.mark.parametrize("order", [
-    "whiteout-first",
-    "whiteout-last",
-])
+@pytest.mark.parametrize(
+    "order",
+    [
+        "whiteout-first",
+        "whiteout-last",
+    ],
+)
 def test_whiteout_of_a_directory_the_layer_also_lists_removes_the_lower_children(order):
     members = [D("d/", 0o700), F("d/new", b"n")]
     members.insert(0 if order == "whiteout-first" else 2, W(".wh.d"))
@@ -278,8 +310,10 @@ def test_a_directory_replacing_a_lower_file():
 
 
 def test_a_relisted_directory_keeps_lower_children_and_takes_the_new_mode():
-    fs = _stack([D("d/", 0o700), F("d/f", b"f"), D("d/sub/", 0o700), F("d/sub/g", b"g")],
-                [D("d/", 0o751), D("d/sub/", 0o555)])
+    fs = _stack(
+        [D("d/", 0o700), F("d/f", b"f"), D("d/sub/", 0o700), F("d/sub/g", b"g")],
+        [D("d/", 0o751), D("d/sub/", 0o555)],
+    )
     assert fs.lstat("/d").mode == stat.S_IFDIR | 0o751
     assert fs.lstat("/d/sub").mode == stat.S_IFDIR | 0o555
     assert sorted(fs.listdir("/d")) == ["f", "sub"] and fs.listdir("/d/sub") == ["g"]
@@ -301,8 +335,15 @@ def test_sha256_of_files_from_every_layer():
         [D("bin/"), F("bin/b", b"b2"), F("bin/c", big)],
         [F("bin/d", b"d3"), H("bin/c-link", "bin/c"), H("bin/a-link", "bin/a")],
     )
-    want = {"/bin/a": b"a1", "/bin/b": b"b2", "/bin/c": big, "/bin/d": b"d3", "/bin/empty": b"",
-            "/bin/c-link": big, "/bin/a-link": b"a1"}
+    want = {
+        "/bin/a": b"a1",
+        "/bin/b": b"b2",
+        "/bin/c": big,
+        "/bin/d": b"d3",
+        "/bin/empty": b"",
+        "/bin/c-link": big,
+        "/bin/a-link": b"a1",
+    }
     assert fs.sha256_many(want) == {p: _sha(c) for p, c in want.items()}
     assert {p: fs.lstat(p).size for p in want} == {p: len(c) for p, c in want.items()}
     assert fs.head("/bin/c") == big[:256]
@@ -311,8 +352,13 @@ def test_sha256_of_files_from_every_layer():
 def test_keep_predicate_holds_content_from_each_layer():
     keep = keep_paths("/etc/app.conf", "/opt/lib.so", "/opt/later.so")
     fs = _stack(
-        [D("etc/"), F("etc/app.conf", b"v1"), D("opt/"), F("opt/lib.so", b"lib"),
-         F("opt/other", b"not kept")],
+        [
+            D("etc/"),
+            F("etc/app.conf", b"v1"),
+            D("opt/"),
+            F("opt/lib.so", b"lib"),
+            F("opt/other", b"not kept"),
+        ],
         [D("etc/"), F("etc/app.conf", b"v2"), D("opt/"), F("opt/later.so", b"later")],
         keep=keep,
     )
@@ -365,9 +411,13 @@ def _layers(draw):
     """A layer as docker writes one: every member's parent directories are members too, and
     come before it; whiteouts may sit anywhere. A whiteout never names a directory the same
     layer lists (that combination has its own tests above)."""
-    kinds = draw(st.dictionaries(st.sampled_from(UNIVERSE),
-                                 st.sampled_from(["file", "file", "symlink", "dir"]),
-                                 max_size=6))
+    kinds = draw(
+        st.dictionaries(
+            st.sampled_from(UNIVERSE),
+            st.sampled_from(["file", "file", "symlink", "dir"]),
+            max_size=6,
+        )
+    )
     opaques = draw(st.sets(st.sampled_from(["", "a", "a/b", "c"]), max_size=2))
     whiteouts = draw(st.sets(st.sampled_from(UNIVERSE), max_size=3))
     dirs = {p for p, k in kinds.items() if k == "dir"}
@@ -391,8 +441,10 @@ def _layers(draw):
     order = sorted(order, key=lambda p: p.count("/"))  # parents first, random otherwise
     tar_members = [members[p] for p in order]
     markers = [W((o + "/" if o else "") + OPQ) for o in sorted(opaques)]
-    markers += [W(posixpath.join(posixpath.dirname(w), ".wh." + posixpath.basename(w)))
-                for w in sorted(whiteouts)]
+    markers += [
+        W(posixpath.join(posixpath.dirname(w), ".wh." + posixpath.basename(w)))
+        for w in sorted(whiteouts)
+    ]
     for marker in markers:
         tar_members.insert(draw(st.integers(0, len(tar_members))), marker)
     return tar_members
@@ -400,11 +452,12 @@ def _layers(draw):
 
 def _model_apply(state: dict, members: list) -> None:
     """The spec, order-free: whiteouts first (on the lower state), then the members in order."""
+
     def drop(path):
         for p in [p for p in state if p == path or p.startswith(path + "/")]:
             del state[p]
 
-    for name, kind, payload, mode in members:
+    for name, kind, _payload, _mode in members:
         if kind != "whiteout":
             continue
         parent, base = posixpath.split(name)
@@ -412,7 +465,7 @@ def _model_apply(state: dict, members: list) -> None:
             for p in [p for p in state if p.startswith(parent + "/") or (not parent and p)]:
                 del state[p]
         else:
-            drop(posixpath.join(parent, base[len(".wh."):]))
+            drop(posixpath.join(parent, base[len(".wh.") :]))
     for name, kind, payload, mode in members:
         path = name.rstrip("/")
         if kind == "dir":
@@ -434,27 +487,32 @@ def _observed(fs: TarRootFS) -> dict:
     for e in fs.walk():
         if e.path == "/":
             continue
-        detail = (fs.sha256_many([e.path])[e.path] if e.kind == "file"
-                  else e.link_target if e.kind == "symlink" else None)
+        detail = (
+            fs.sha256_many([e.path])[e.path]
+            if e.kind == "file"
+            else e.link_target
+            if e.kind == "symlink"
+            else None
+        )
         out[e.path[1:]] = (e.kind, e.mode, detail)
     return out
 
 
-@settings(max_examples=150, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(_layers(), min_size=2, max_size=4))
 def test_random_layer_stacks_match_the_model(layers):
     fs = TarRootFS.empty()
     state: dict = {}
     for members in layers:
         data = _layer(members)
-        fs.apply_layer([data[i:i + 700] for i in range(0, len(data), 700)])
+        fs.apply_layer([data[i : i + 700] for i in range(0, len(data), 700)])
         _model_apply(state, members)
         assert _observed(fs) == state, members
         _assert_consistent(fs)
         for path, (kind, _, _) in state.items():
             if kind == "dir":
-                children = {p[len(path) + 1:] for p in state
-                            if posixpath.dirname(p) == path}
+                children = {p[len(path) + 1 :] for p in state if posixpath.dirname(p) == path}
                 assert set(fs.listdir("/" + path)) == children
         assert set(fs.listdir("/")) == {p for p in state if "/" not in p}

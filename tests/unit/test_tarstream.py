@@ -16,20 +16,42 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppml_build.image.tarstream import BLOCK, BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, Member, TarFormatError, TarReader
+from ppml_build.image.tarstream import (
+    BLOCK,
+    BLOCKDEV,
+    CHARDEV,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    Member,
+    TarFormatError,
+    TarReader,
+)
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
 
 # tarfile's type bytes -> TarReader's type strings ('\0' and '7' are plain files to both).
 _TYPE = {
-    tarfile.REGTYPE: REGULAR, tarfile.AREGTYPE: REGULAR, tarfile.CONTTYPE: REGULAR,
-    tarfile.LNKTYPE: HARDLINK, tarfile.SYMTYPE: SYMLINK, tarfile.CHRTYPE: CHARDEV,
-    tarfile.BLKTYPE: BLOCKDEV, tarfile.DIRTYPE: DIRECTORY, tarfile.FIFOTYPE: FIFO,
+    tarfile.REGTYPE: REGULAR,
+    tarfile.AREGTYPE: REGULAR,
+    tarfile.CONTTYPE: REGULAR,
+    tarfile.LNKTYPE: HARDLINK,
+    tarfile.SYMTYPE: SYMLINK,
+    tarfile.CHRTYPE: CHARDEV,
+    tarfile.BLKTYPE: BLOCKDEV,
+    tarfile.DIRTYPE: DIRECTORY,
+    tarfile.FIFOTYPE: FIFO,
 }
 
 _KINDS = {
-    "file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
-    "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE,
+    "file": tarfile.REGTYPE,
+    "dir": tarfile.DIRTYPE,
+    "symlink": tarfile.SYMTYPE,
+    "hardlink": tarfile.LNKTYPE,
+    "fifo": tarfile.FIFOTYPE,
+    "chr": tarfile.CHRTYPE,
     "blk": tarfile.BLKTYPE,
 }
 
@@ -98,14 +120,24 @@ def _tarfile_view(data: bytes) -> list[tuple]:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         for ti in tar:
             content = tar.extractfile(ti).read() if ti.isreg() else b""
-            out.append((ti.name, _TYPE[ti.type], ti.mode, ti.size if ti.isreg() else 0,
-                        ti.linkname, content))
+            out.append(
+                (
+                    ti.name,
+                    _TYPE[ti.type],
+                    ti.mode,
+                    ti.size if ti.isreg() else 0,
+                    ti.linkname,
+                    content,
+                )
+            )
     return out
 
 
 def _comparable(ours: list[tuple]) -> list[tuple]:
-    return [((name.rstrip("/") if kind == DIRECTORY else name), kind, mode, size, link, content)
-            for name, kind, mode, size, link, content in ours]
+    return [
+        ((name.rstrip("/") if kind == DIRECTORY else name), kind, mode, size, link, content)
+        for name, kind, mode, size, link, content in ours
+    ]
 
 
 def _info(name, kind, mode=0o644, size=0, linkname="") -> tarfile.TarInfo:
@@ -153,7 +185,8 @@ def _fix_checksum(header: bytes | bytearray) -> bytes:
 # and characters that mean something elsewhere (space and '=' in PAX records, newline).
 _ALPHABET = "abcxyz0189_-.é日ß🙂\udcff =\n"
 _component = st.text(alphabet=_ALPHABET, min_size=1, max_size=40).filter(
-    lambda s: s not in (".", ".."))
+    lambda s: s not in (".", "..")
+)
 
 
 def _padded(parts: list[str], target: int) -> str:
@@ -169,21 +202,30 @@ def _padded(parts: list[str], target: int) -> str:
     return name
 
 
-_names = st.builds(_padded, st.lists(_component, min_size=1, max_size=6),
-                   st.sampled_from([0, 0, 0, 99, 100, 101, 155, 156, 254, 255, 256, 257, 400]))
-_sizes = st.one_of(st.sampled_from([0, 1, 511, 512, 513, 1023, 1024, 1025, 10240]),
-                   st.integers(0, 3000),
-                   st.sampled_from([200 * 1024 + 1, 300 * 1024 + 13]))
-_modes = st.one_of(st.sampled_from([0o644, 0o755, 0o600, 0o4755, 0o2750, 0o1777, 0]),
-                   st.integers(0, 0o7777))
+_names = st.builds(
+    _padded,
+    st.lists(_component, min_size=1, max_size=6),
+    st.sampled_from([0, 0, 0, 99, 100, 101, 155, 156, 254, 255, 256, 257, 400]),
+)
+_sizes = st.one_of(
+    st.sampled_from([0, 1, 511, 512, 513, 1023, 1024, 1025, 10240]),
+    st.integers(0, 3000),
+    st.sampled_from([200 * 1024 + 1, 300 * 1024 + 13]),
+)
+_modes = st.one_of(
+    st.sampled_from([0o644, 0o755, 0o600, 0o4755, 0o2750, 0o1777, 0]), st.integers(0, 0o7777)
+)
 
 
 @st.composite
 def _specs(draw):
     specs = []
     for _ in range(draw(st.integers(0, 7))):
-        kind = draw(st.sampled_from(["file", "file", "file", "dir", "symlink", "hardlink",
-                                     "fifo", "chr", "blk"]))
+        kind = draw(
+            st.sampled_from(
+                ["file", "file", "file", "dir", "symlink", "hardlink", "fifo", "chr", "blk"]
+            )
+        )
         name = draw(_names)
         linkname = ""
         if kind == "symlink":
@@ -202,8 +244,12 @@ _chunk_sizes = st.one_of(
 )
 _plans = st.lists(st.sampled_from(["all", "first", "none"]), min_size=1, max_size=9)
 
-_SETTINGS = settings(max_examples=35, deadline=None, database=None,
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_SETTINGS = settings(
+    max_examples=35,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _bounded(sizes: list[int], total: int) -> list[int]:
@@ -222,9 +268,12 @@ def test_members_and_contents_match_tarfile(fmt, specs, sizes):
     ours = _read_all(_chunks(data, _bounded(sizes, len(data))))
     assert _comparable(ours) == _tarfile_view(data)
     # ... and what was written, with the name exactly as stored (a dir keeps its '/').
-    assert [(name, kind, mode, size, link, content) for name, kind, mode, size, link, content
-            in ours] == [(name + "/" if kind == "dir" else name, _TYPE[_KINDS[kind]], mode,
-                          size, link, content) for name, kind, mode, size, link, content in written]
+    assert [
+        (name, kind, mode, size, link, content) for name, kind, mode, size, link, content in ours
+    ] == [
+        (name + "/" if kind == "dir" else name, _TYPE[_KINDS[kind]], mode, size, link, content)
+        for name, kind, mode, size, link, content in written
+    ]
 
 
 @pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
@@ -272,7 +321,7 @@ def test_one_byte_chunks(fmt):
 def test_ustar_prefix_field_is_joined_to_the_name():
     name = "p" * 120 + "/" + "n" * 90  # 211 chars: only fits ustar split at the '/'
     data, written = _archive([(name, "file", 0o644, 3, 7, "")], tarfile.USTAR_FORMAT)
-    assert written and data[345:345 + 120] == b"p" * 120 and data[0:90] == b"n" * 90
+    assert written and data[345 : 345 + 120] == b"p" * 120 and data[0:90] == b"n" * 90
     assert data[257:263] == b"ustar\0"
     [member] = list(TarReader([data]))
     assert (member.name, member.size) == (name, 3)
@@ -281,7 +330,7 @@ def test_ustar_prefix_field_is_joined_to_the_name():
 def test_gnu_long_name_and_long_link_headers():
     name, link = "d/" + "n" * 150, "t/" + "l" * 140
     data, _ = _archive([(name, "symlink", 0o777, 0, 0, link)], tarfile.GNU_FORMAT)
-    assert {data[156:157], data[1024 + 156:1024 + 157]} == {b"K", b"L"}  # the headers used
+    assert {data[156:157], data[1024 + 156 : 1024 + 157]} == {b"K", b"L"}  # the headers used
     members = list(TarReader([data]))
     assert members == [Member(name, SYMLINK, 0o777, 0, link)]
 
@@ -300,21 +349,24 @@ def test_pax_header_overrides_path_and_size():
 
 def test_pax_global_header_applies_to_following_members():
     def member(name, kind, linkname=""):
-        return _info(name, kind, linkname=linkname).tobuf(tarfile.PAX_FORMAT, "utf-8",
-                                                          "surrogateescape")
+        return _info(name, kind, linkname=linkname).tobuf(
+            tarfile.PAX_FORMAT, "utf-8", "surrogateescape"
+        )
 
     glob = tarfile.TarInfo.create_pax_global_header
-    data = b"".join([
-        member("before", "symlink", "own-before"),
-        glob({"linkpath": "from-global"}),
-        member("after-1", "symlink", "own-1"),
-        member("after-2", "dir"),
-        glob({"linkpath": "second-global"}),  # a later 'g' updates the global set
-        member("after-3", "symlink", "ü-own"),  # its own 'x' (non-ASCII) beats the global
-        member("after-4", "symlink", "own-4"),
-        bytes(1024),
-    ])
-    ours = _read_all([data[i:i + 100] for i in range(0, len(data), 100)])
+    data = b"".join(
+        [
+            member("before", "symlink", "own-before"),
+            glob({"linkpath": "from-global"}),
+            member("after-1", "symlink", "own-1"),
+            member("after-2", "dir"),
+            glob({"linkpath": "second-global"}),  # a later 'g' updates the global set
+            member("after-3", "symlink", "ü-own"),  # its own 'x' (non-ASCII) beats the global
+            member("after-4", "symlink", "own-4"),
+            bytes(1024),
+        ]
+    )
+    ours = _read_all([data[i : i + 100] for i in range(0, len(data), 100)])
     assert [(name, link) for name, _, _, _, link, _ in ours] == [
         ("before", "own-before"),
         ("after-1", "from-global"),
@@ -345,7 +397,7 @@ def test_base256_size_field():
 
 
 @settings(database=None)
-@given(st.integers(-(256 ** 11), -1))
+@given(st.integers(-(256**11), -1))
 def test_negative_base256_numbers_match_tarfile(value):
     from ppml_build.image.tarstream import _number
 
@@ -354,7 +406,7 @@ def test_negative_base256_numbers_match_tarfile(value):
 
 
 @settings(database=None)
-@given(st.integers(0, 256 ** 11 - 1))
+@given(st.integers(0, 256**11 - 1))
 def test_positive_base256_numbers_match_tarfile(value):
     from ppml_build.image.tarstream import _number
 
@@ -365,15 +417,21 @@ def test_positive_base256_numbers_match_tarfile(value):
 def test_header_only_types_carry_no_data_whatever_their_size_field():
     headers = []
     for name, kind in [("d", "dir"), ("s", "symlink"), ("p", "fifo")]:
-        h = bytearray(_info(name, kind, linkname="t" if kind == "symlink" else "").tobuf(
-            tarfile.USTAR_FORMAT, "utf-8", "strict"))
+        h = bytearray(
+            _info(name, kind, linkname="t" if kind == "symlink" else "").tobuf(
+                tarfile.USTAR_FORMAT, "utf-8", "strict"
+            )
+        )
         h[124:136] = b"%011o\0" % 1000  # a size with no data behind it
         headers.append(_fix_checksum(h))
-    data = b"".join(headers) + _archive([("f", "file", 0o644, 10, 9, "")],
-                                        tarfile.USTAR_FORMAT)[0]
+    data = b"".join(headers) + _archive([("f", "file", 0o644, 10, 9, "")], tarfile.USTAR_FORMAT)[0]
     ours = _read_all([data])
     assert [(n, k, s) for n, k, _, s, _, _ in ours] == [
-        ("d/", DIRECTORY, 0), ("s", SYMLINK, 0), ("p", FIFO, 0), ("f", REGULAR, 10)]
+        ("d/", DIRECTORY, 0),
+        ("s", SYMLINK, 0),
+        ("p", FIFO, 0),
+        ("f", REGULAR, 10),
+    ]
     assert _comparable(ours) == _tarfile_view(data)
 
 
@@ -438,7 +496,8 @@ def test_truncation_anywhere_but_between_members_is_an_error(fmt, plan):
         if cut in boundaries:
             n = sorted(boundaries).index(cut)
             assert _read_all(pieces, plan=[plan]) == [
-                m if plan == "all" else m[:5] + (None,) for m in full[:n]], cut
+                m if plan == "all" else m[:5] + (None,) for m in full[:n]
+            ], cut
         else:
             with pytest.raises(TarFormatError):
                 _read_all(pieces, plan=[plan])
@@ -505,7 +564,7 @@ def test_a_corrupted_header_anywhere_is_an_error():
             with pytest.raises(TarFormatError, match="checksum"):
                 _read_all([bytes(broken)], plan=["none"])
         broken = bytearray(data)
-        broken[offset + 148:offset + 156] = b"zzzzzz\0 "  # the checksum field itself
+        broken[offset + 148 : offset + 156] = b"zzzzzz\0 "  # the checksum field itself
         with pytest.raises(TarFormatError):
             _read_all([bytes(broken)], plan=["none"])
 
@@ -523,7 +582,7 @@ def test_unknown_member_types_are_refused(kind):
     header = bytearray(_info("odd", "file").tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict"))
     header[156:157] = kind
     data = _archive([("first", "file", 0o644, 3, 1, "")], tarfile.USTAR_FORMAT)[0]
-    data = data[:2 * BLOCK] + _fix_checksum(header) + bytes(1024)
+    data = data[: 2 * BLOCK] + _fix_checksum(header) + bytes(1024)
     reader = TarReader([data])
     assert next(reader).name == "first"
     with pytest.raises(TarFormatError, match="unknown tar member type"):

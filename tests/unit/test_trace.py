@@ -67,7 +67,7 @@ def test_parse_joins_resumed_calls_and_normalises_paths_lexically():
     assert jar.ok and jar.pid == 13 and jar.kernel_path == "/opt/spark/jars/a.jar"
     assert seen["/opt/spark/jars"].directory
     assert seen["/opt/spark/bin"].path_only
-    assert seen["/opt/weird name \"q\".txt"].ok  # \x.. and octal escapes, quotes
+    assert seen['/opt/weird name "q".txt'].ok  # \x.. and octal escapes, quotes
     assert seen["/usr/bin/ps"].pid == 20  # the "[pid N]" prefix form
 
 
@@ -80,8 +80,12 @@ def test_parse_execs_writes_and_a_threads_execve():
     assert ("/usr/lib/jvm/jdk/lib/jspawnhelper", True) in execs
     assert ("/data/tool", True) in execs  # relative exec after chdir
     writes = {a.path for a in accesses if a.write}
-    assert {"/tmp/blockmgr-1/0c/shuffle_0.data", "/app/spark-warehouse/x", "/opt/out.log",
-            "/dev/null"} <= writes
+    assert {
+        "/tmp/blockmgr-1/0c/shuffle_0.data",
+        "/app/spark-warehouse/x",
+        "/opt/out.log",
+        "/dev/null",
+    } <= writes
     assert not by_path(accesses)["/etc/ld.so.cache"].write
 
 
@@ -135,7 +139,9 @@ def test_manifest_view_reads_trusted_allowed_mounts_and_env():
     assert view.placement("/tmp/x") == ("tmpfs", "/tmp/x")
     assert view.placement("/data/enc/a") == ("encrypted", "/data/enc/a")
     assert view.placement("/lib/libc.so.6") == (
-        "chroot", "/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc/libc.so.6")
+        "chroot",
+        "/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc/libc.so.6",
+    )
     assert view.placement("/library/x") == ("root", "/library/x")
 
 
@@ -165,44 +171,61 @@ IMAGE = {
 
 
 def access(path, **kw):
-    return FileAccess(pid=1, syscall=kw.pop("syscall", "openat"), path=path,
-                      ok=kw.pop("ok", True), **kw)
+    return FileAccess(
+        pid=1, syscall=kw.pop("syscall", "openat"), path=path, ok=kw.pop("ok", True), **kw
+    )
 
 
 def test_compare_finds_what_the_enclave_would_refuse():
     view = ManifestView.from_text(MANIFEST, "m")
-    report = compare([
-        access("/usr/lib/jvm/jdk/lib/jvm.cfg"),  # trusted under the name the app used
-        access("/usr/lib/jvm/jdk/lib/libjli.so"),
-        access("/usr/lib/jvm/jdk/lib/libjli.so"),  # twice: counted once
-        access("/etc/java/jvm-link.cfg"),  # hash of the target is trusted, this name is not
-        access("/app/job.py"),  # in the image, not trusted
-        access("/usr/bin/ps", syscall="execve"),
-        access("/lib/libc.so.6"),  # the /lib mount: trusted under the runtime's path
-        access("/data/out/sales.parquet/part-0"),  # allowed
-        access("/data/out/new", write=True),  # allowed write
-        access("/tmp/spark/x", write=True),  # tmpfs
-        access("/data/enc/secret"),  # encrypted mount
-        access("/opt/spark/jars"),  # a directory: always allowed
-        access("/proc/self/status"), access("/dev/null", write=True), access("/etc/hosts"),
-        access("/nope", ok=False, errno="ENOENT"),
-        access("/app/spark-warehouse/x", write=True),
-        access("/usr/lib/jvm/jdk/lib/jvm.cfg", write=True),  # writing a trusted file
-    ], view, lookup_from(IMAGE))
+    report = compare(
+        [
+            access("/usr/lib/jvm/jdk/lib/jvm.cfg"),  # trusted under the name the app used
+            access("/usr/lib/jvm/jdk/lib/libjli.so"),
+            access("/usr/lib/jvm/jdk/lib/libjli.so"),  # twice: counted once
+            access("/etc/java/jvm-link.cfg"),  # hash of the target is trusted, this name is not
+            access("/app/job.py"),  # in the image, not trusted
+            access("/usr/bin/ps", syscall="execve"),
+            access("/lib/libc.so.6"),  # the /lib mount: trusted under the runtime's path
+            access("/data/out/sales.parquet/part-0"),  # allowed
+            access("/data/out/new", write=True),  # allowed write
+            access("/tmp/spark/x", write=True),  # tmpfs
+            access("/data/enc/secret"),  # encrypted mount
+            access("/opt/spark/jars"),  # a directory: always allowed
+            access("/proc/self/status"),
+            access("/dev/null", write=True),
+            access("/etc/hosts"),
+            access("/nope", ok=False, errno="ENOENT"),
+            access("/app/spark-warehouse/x", write=True),
+            access("/usr/lib/jvm/jdk/lib/jvm.cfg", write=True),  # writing a trusted file
+        ],
+        view,
+        lookup_from(IMAGE),
+    )
     assert [(f.path, f.in_image) for f in report.untrusted_reads] == [
-        ("/app/job.py", True), ("/etc/java/jvm-link.cfg", False), ("/usr/bin/ps", True)]
-    assert [f.path for f in report.bad_writes] == ["/app/spark-warehouse/x",
-                                                   "/usr/lib/jvm/jdk/lib/jvm.cfg"]
+        ("/app/job.py", True),
+        ("/etc/java/jvm-link.cfg", False),
+        ("/usr/bin/ps", True),
+    ]
+    assert [f.path for f in report.bad_writes] == [
+        "/app/spark-warehouse/x",
+        "/usr/lib/jvm/jdk/lib/jvm.cfg",
+    ]
     assert report.trusted_read == 3 and report.allowed_read == 1
     assert [(f.path, f.size) for f in report.unused_trusted] == [
-        ("/app/never-read.txt", 7), ("/etc/java/security.conf", 30)]
+        ("/app/never-read.txt", 7),
+        ("/etc/java/security.conf", 30),
+    ]
     assert not report.clean
 
 
 def test_a_clean_trace_is_clean_and_the_suggestion_says_so():
     view = ManifestView.from_text(MANIFEST, "m")
-    report = compare([access("/usr/lib/jvm/jdk/lib/jvm.cfg"), access("/tmp/x", write=True)],
-                     view, lookup_from(IMAGE))
+    report = compare(
+        [access("/usr/lib/jvm/jdk/lib/jvm.cfg"), access("/tmp/x", write=True)],
+        view,
+        lookup_from(IMAGE),
+    )
     assert report.clean and not report.untrusted_reads and not report.bad_writes
     assert "nothing to change" in suggest(report)
 
@@ -211,10 +234,16 @@ def test_suggest_gives_recipe_yaml():
     import yaml
 
     view = ManifestView.from_text(MANIFEST, "m")
-    report = compare([access("/app/job.py"), access("/usr/bin/ps", syscall="execve"),
-                      access("/srv/input.csv"),  # not in the image: cannot be hashed
-                      access("/app/spark-warehouse/x", write=True)],
-                     view, lookup_from(IMAGE))
+    report = compare(
+        [
+            access("/app/job.py"),
+            access("/usr/bin/ps", syscall="execve"),
+            access("/srv/input.csv"),  # not in the image: cannot be hashed
+            access("/app/spark-warehouse/x", write=True),
+        ],
+        view,
+        lookup_from(IMAGE),
+    )
     text = suggest(report, recipe_trusted=["/app/never-read.txt", "/opt/lib/"])
     data = yaml.safe_load(text)
     assert data["files"]["trusted"] == ["/app/job.py", "/usr/bin/ps"]
@@ -236,8 +265,14 @@ def test_image_lookup_follows_symlinks_inside_the_image(tmp_path):
 
 def test_hash_everything_walks_like_gsc(tmp_path):
     root = tmp_path / "root"
-    for rel, size in (("usr/lib/a.so", 100), ("usr/bin/tool", 10), ("opt/app/app.jar", 1000),
-                      ("var/log/x.log", 5), ("etc/shadow", 3), ("etc/hostname", 1)):
+    for rel, size in (
+        ("usr/lib/a.so", 100),
+        ("usr/bin/tool", 10),
+        ("opt/app/app.jar", 1000),
+        ("var/log/x.log", 5),
+        ("etc/shadow", 3),
+        ("etc/hostname", 1),
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x" * size)
     os.symlink("usr/lib", root / "lib")  # merged /usr: GSC lists /lib/a.so again
@@ -250,11 +285,18 @@ def test_hash_everything_walks_like_gsc(tmp_path):
 
 def test_trace_command_prints_findings_and_exits_1(monkeypatch, capsys, tmp_path):
     view = ManifestView.from_text(MANIFEST, "m")
-    report = compare([access("/app/job.py"), access("/usr/lib/jvm/jdk/lib/jvm.cfg")], view,
-                     lookup_from(IMAGE))
-    document = report_document(report, recipe="demo", image="ppml/demo:latest",
-                               exit_code=0, shipped=(5, 7047), everything=(20, 90000),
-                               seconds=1.0)
+    report = compare(
+        [access("/app/job.py"), access("/usr/lib/jvm/jdk/lib/jvm.cfg")], view, lookup_from(IMAGE)
+    )
+    document = report_document(
+        report,
+        recipe="demo",
+        image="ppml/demo:latest",
+        exit_code=0,
+        shipped=(5, 7047),
+        everything=(20, 90000),
+        seconds=1.0,
+    )
     result = trace_run.TraceResult(report, document, suggest(report), "RESULT 1\n", "", 0)
     calls = []
     monkeypatch.setattr(trace_run, "run_trace", lambda *a, **kw: calls.append((a, kw)) or result)
@@ -266,15 +308,25 @@ def test_trace_command_prints_findings_and_exits_1(monkeypatch, capsys, tmp_path
     assert "hash every file (GSC's way):" in out and "- /app/job.py" in out
     assert calls[0][1]["image"] is None
 
-    monkeypatch.setattr(trace_run, "run_trace", lambda *a, **kw: trace_run.TraceResult(
-        compare([], view, lookup_from(IMAGE)), document | {"clean": True,
-                                                             "untrusted_reads": []},
-        "", "", "", 0))
+    monkeypatch.setattr(
+        trace_run,
+        "run_trace",
+        lambda *a, **kw: trace_run.TraceResult(
+            compare([], view, lookup_from(IMAGE)),
+            document | {"clean": True, "untrusted_reads": []},
+            "",
+            "",
+            "",
+            0,
+        ),
+    )
     assert main(["trace", str(tmp_path / "recipe.yaml"), "--json"]) == 0
     import json
 
     assert json.loads(capsys.readouterr().out)["manifest_size"]["hash_everything"] == {
-        "trusted_entries": 20, "bytes_hashed": 90000}
+        "trusted_entries": 20,
+        "bytes_hashed": 90000,
+    }
 
 
 def test_tracing_dockerfile_adds_strace_and_keeps_the_user():
@@ -311,8 +363,12 @@ def flink_rootfs(root: Path, *, linked: bool) -> Path:
     from rootfs_factory import make_spark_rootfs
 
     make_spark_rootfs(root)
-    for rel in ("opt/flink/bin/flink", "opt/flink/lib/flink-dist.jar",
-                "opt/flink/table/__init__.py", "usr/bin/ps"):
+    for rel in (
+        "opt/flink/bin/flink",
+        "opt/flink/lib/flink-dist.jar",
+        "opt/flink/table/__init__.py",
+        "usr/bin/ps",
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
     site = root / "opt/pyflink/lib/python3.11/site-packages"
@@ -325,11 +381,11 @@ def flink_rootfs(root: Path, *, linked: bool) -> Path:
 
 
 def render(text: str, root: Path):
+    from rootfs_factory import add_ppml_support
+
     from ppml_build.gramine.manifest import render_manifest
     from ppml_build.plan import make_plan
     from ppml_build.recipe import load_recipe_text
-
-    from rootfs_factory import add_ppml_support
 
     recipe = load_recipe_text(text)
     add_ppml_support(root, make_plan(recipe))
@@ -344,9 +400,14 @@ def test_pyflink_imported_through_the_link_is_trusted_via_a_mount(tmp_path):
     # Flink's log files go to the enclave's scratch space, not $FLINK_HOME/log.
     assert rendered.manifest["loader"]["env"]["FLINK_LOG_DIR"] == "/tmp/flink-log"
     view = ManifestView.from_text(rendered.text, "m")
-    report = compare([access(f"{link}/table/__init__.py"),
-                      access("/tmp/flink-log/flink-root-python.log", write=True)],
-                     view, image_lookup(DirRootFS(root)))
+    report = compare(
+        [
+            access(f"{link}/table/__init__.py"),
+            access("/tmp/flink-log/flink-root-python.log", write=True),
+        ],
+        view,
+        image_lookup(DirRootFS(root)),
+    )
     assert report.clean and report.trusted_read == 1
 
 
@@ -363,7 +424,8 @@ def test_spark_template_trusts_what_spark_reads_but_no_program_it_would_start(tm
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
     text = FLINK_RECIPE.replace("kind: flink", "kind: spark").replace(
-        "[/opt/pyflink/bin/python3, /app/job.py]", "[spark-submit, /app/job.py]")
+        "[/opt/pyflink/bin/python3, /app/job.py]", "[spark-submit, /app/job.py]"
+    )
     uris = {tf.uri for tf in render(text, root).trusted_files}
     assert {"file:/usr/lib/locale/C.utf8/LC_CTYPE", "file:/etc/gai.conf"} <= uris
     # A running JVM never starts ps, rm, setsid... in the enclave (launch.py): none is trusted.
@@ -376,11 +438,11 @@ def test_children_the_libos_would_never_fork_are_not_the_enclaves_to_trust():
     view = ManifestView(frozenset({"/usr/bin/java"}), (), (), (), no_subprocesses=True)
     accesses = [
         FileAccess(10, "execve", "/usr/bin/java", True),
-        FileAccess(11, "openat", "/dev/null", True),            # the vfork child, before exec
+        FileAccess(11, "openat", "/dev/null", True),  # the vfork child, before exec
         FileAccess(11, "execve", "/usr/lib/jvm/x/lib/jspawnhelper", True),
         FileAccess(11, "execve", "/usr/bin/rm", True),
         FileAccess(11, "openat", "/lib/x86_64-linux-gnu/libc.so.6", True),
-        FileAccess(12, "openat", "/etc/secret", True),          # a JVM thread: still checked
+        FileAccess(12, "openat", "/etc/secret", True),  # a JVM thread: still checked
     ]
     lookup = lambda path: ("file", 1)  # noqa: E731
     report = compare(accesses, view, lookup)

@@ -8,23 +8,56 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ppml_build.units import (JVM_SIZE_PATTERN, GiB, KiB, MiB, Size, format_gramine_size,
-                              format_jvm_size, format_occlum_size, human, is_power_of_two,
-                              next_power_of_two, parse_gramine_size, parse_occlum_size,
-                              parse_size, parse_spark_size, round_up)
+from ppml_build.units import (
+    JVM_SIZE_PATTERN,
+    GiB,
+    KiB,
+    MiB,
+    Size,
+    format_gramine_size,
+    format_jvm_size,
+    format_occlum_size,
+    human,
+    is_power_of_two,
+    next_power_of_two,
+    parse_gramine_size,
+    parse_occlum_size,
+    parse_size,
+    parse_spark_size,
+    round_up,
+)
 
 
-@pytest.mark.parametrize("text, value", [
-    ("16G", 16 * GiB), ("512m", 512 * MiB), ("1728mb", 1728 * MiB), (" 1g ", GiB),
-    ("4096", 4096), (4096, 4096), ("2t", 2 * 1024 * GiB), ("8k", 8 * KiB), ("0", 0)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("16G", 16 * GiB),
+        ("512m", 512 * MiB),
+        ("1728mb", 1728 * MiB),
+        (" 1g ", GiB),
+        ("4096", 4096),
+        (4096, 4096),
+        ("2t", 2 * 1024 * GiB),
+        ("8k", 8 * KiB),
+        ("0", 0),
+    ],
+)
 def test_recipe_sizes_parse_as_the_jvm_and_flink_read_them(text, value):
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("text, message", [
-    (True, "got a boolean"), (-5, "cannot be negative"), (2 ** 63, "past any size"),
-    ("1.5g", "not a size: '1.5g'"), ("１g", "not a size"), ("1p", "not a size"),
-    ("9" * 20 + "k", "20 digits is not a size")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (True, "got a boolean"),
+        (-5, "cannot be negative"),
+        (2**63, "past any size"),
+        ("1.5g", "not a size: '1.5g'"),
+        ("１g", "not a size"),
+        ("1p", "not a size"),
+        ("9" * 20 + "k", "20 digits is not a size"),
+    ],
+)
 def test_what_the_jvm_cannot_read_is_refused_with_a_hint(text, message):
     with pytest.raises(ValueError, match=message):
         parse_size(text)
@@ -40,8 +73,10 @@ def test_spark_reads_a_bare_number_as_mib_and_a_unit_as_written():
         parse_spark_size("lots")
 
 
-@pytest.mark.parametrize("text, value", [("16G", 16 * GiB), ("256M", 256 * MiB),
-                                         ("1512K", 1512 * KiB), ("4096", 4096), ("0", 0)])
+@pytest.mark.parametrize(
+    "text, value",
+    [("16G", 16 * GiB), ("256M", 256 * MiB), ("1512K", 1512 * KiB), ("4096", 4096), ("0", 0)],
+)
 def test_gramine_sizes_parse_in_the_subset_both_its_readers_take(text, value):
     assert parse_gramine_size(text) == value
 
@@ -54,13 +89,15 @@ def test_gramine_sizes_outside_that_subset_are_refused_naming_the_field(text):
         parse_gramine_size(16)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value, text", [(16 * GiB, "16G"), (1536 * MiB, "1536M"),
-                                         (1512 * KiB, "1512K"), (4097, "4097"), (0, "0")])
+@pytest.mark.parametrize(
+    "value, text",
+    [(16 * GiB, "16G"), (1536 * MiB, "1536M"), (1512 * KiB, "1512K"), (4097, "4097"), (0, "0")],
+)
 def test_gramine_sizes_are_written_with_the_largest_exact_unit(value, text):
     assert format_gramine_size(value) == text
 
 
-@given(st.integers(0, 2 ** 50))
+@given(st.integers(0, 2**50))
 def test_gramine_and_occlum_spellings_read_back_to_the_same_bytes(value):
     assert parse_gramine_size(format_gramine_size(value)) == value
     assert parse_occlum_size(format_occlum_size(value)) == value
@@ -74,14 +111,22 @@ def test_occlum_sizes_refuse_what_occlum_cannot_write():
         parse_occlum_size("32M")
 
 
-@pytest.mark.parametrize("value, multiple, rounded", [
-    (0, 8, 0), (1, 8, 8), (8, 8, 8), (9, 8, 16), (4097, 4096, 8192),
-    (65 * MiB, 64 * MiB, 128 * MiB)])
+@pytest.mark.parametrize(
+    "value, multiple, rounded",
+    [
+        (0, 8, 0),
+        (1, 8, 8),
+        (8, 8, 8),
+        (9, 8, 16),
+        (4097, 4096, 8192),
+        (65 * MiB, 64 * MiB, 128 * MiB),
+    ],
+)
 def test_round_up_to_a_whole_multiple(value, multiple, rounded):
     assert round_up(value, multiple) == rounded
 
 
-@given(st.integers(0, 2 ** 64), st.integers(1, 2 ** 32))
+@given(st.integers(0, 2**64), st.integers(1, 2**32))
 def test_round_up_is_the_smallest_multiple_not_below(value, multiple):
     rounded = round_up(value, multiple)
     assert rounded % multiple == 0 and value <= rounded < value + multiple
@@ -99,7 +144,11 @@ def test_is_power_of_two_refuses_zero_and_negatives():
 
 def test_human_sizes_for_messages():
     assert [human(v) for v in (360 * KiB, 1536 * MiB, 2 * 1024 * GiB, 100)] == [
-        "360K", "1.5G", "2T", "100B"]
+        "360K",
+        "1.5G",
+        "2T",
+        "100B",
+    ]
 
 
 def test_a_size_shows_as_its_text():
@@ -107,8 +156,10 @@ def test_a_size_shows_as_its_text():
     assert str(size) == "2048" and f"{size}" == "2048" and size.bytes == 2048 * MiB
 
 
-@pytest.mark.parametrize("value, flag", [(256 * MiB, "256m"), (3 * GiB, "3072m"),
-                                         (1536 * KiB, "1536k"), (1000, "1k"), (4097, "5k")])
+@pytest.mark.parametrize(
+    "value, flag",
+    [(256 * MiB, "256m"), (3 * GiB, "3072m"), (1536 * KiB, "1536k"), (1000, "1k"), (4097, "5k")],
+)
 def test_jvm_flag_sizes_are_whole_megabytes_or_kilobytes_rounded_up(value, flag):
     assert format_jvm_size(value) == flag
     assert parse_size(flag) >= value and re.fullmatch(JVM_SIZE_PATTERN, flag)

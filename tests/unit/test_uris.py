@@ -15,12 +15,26 @@ from hypothesis import strategies as st
 from ppml_build.gramine.uris import covers_whole_filesystem, gramine_norm_path
 
 GRAMINE_NORM_PATH_CASES = [
-    ("/", "/"), ("/a/b/c", "/a/b/c"), ("/a/../b", "/b"), ("/../a", "/a"),
-    ("/../../../../../a", "/a"), ("/../a/../../b", "/b"), ("/../..a/b", "/..a/b"),
-    ("/a/..", "/"), ("/a/.", "/a"), ("/.//a//./b", "/a/b"), ("///////.////////////./", "/"),
-    ("/...././a/../././.../b/.....", "/..../.../b/....."), ("a/b/c", "a/b/c"),
-    ("a/../b", "b"), ("../a", "../a"), ("../../../../../a", "../../../../../a"),
-    ("../a/../../b", "../../b"), ("../..a/b", "../..a/b"), ("a/..", ""), ("a/.", "a"),
+    ("/", "/"),
+    ("/a/b/c", "/a/b/c"),
+    ("/a/../b", "/b"),
+    ("/../a", "/a"),
+    ("/../../../../../a", "/a"),
+    ("/../a/../../b", "/b"),
+    ("/../..a/b", "/..a/b"),
+    ("/a/..", "/"),
+    ("/a/.", "/a"),
+    ("/.//a//./b", "/a/b"),
+    ("///////.////////////./", "/"),
+    ("/...././a/../././.../b/.....", "/..../.../b/....."),
+    ("a/b/c", "a/b/c"),
+    ("a/../b", "b"),
+    ("../a", "../a"),
+    ("../../../../../a", "../../../../../a"),
+    ("../a/../../b", "../../b"),
+    ("../..a/b", "../..a/b"),
+    ("a/..", ""),
+    ("a/.", "a"),
 ]
 
 
@@ -29,20 +43,50 @@ def test_normalisation_matches_gramine(path, normalised):
     assert gramine_norm_path(path) == normalised
 
 
-@pytest.mark.parametrize("uri", [
-    "file:/", "file://", "file:///", "file:/.", "file:/./", "file:/..", "file:/../..",
-    "file:/tmp/..", "file:/a/b/../../", "dev:/", "dev://.",
-    "file:", "file:.", "file:./", "file:..", "file:../..", "file:a/../..",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:/",
+        "file://",
+        "file:///",
+        "file:/.",
+        "file:/./",
+        "file:/..",
+        "file:/../..",
+        "file:/tmp/..",
+        "file:/a/b/../../",
+        "dev:/",
+        "dev://.",
+        "file:",
+        "file:.",
+        "file:./",
+        "file:..",
+        "file:../..",
+        "file:a/../..",
+    ],
+)
 def test_whole_filesystem(uri):
     assert covers_whole_filesystem(uri)
 
 
-@pytest.mark.parametrize("uri", [
-    "file:/tmp/", "file:/tmp", "file:/..a", "file:/.../", "file:/app/../tmp/",
-    "file:data/", "file:../data", "dev:tty", "dev:/dev/null",
-    "/", "File:/", "tcp:/", "file :/",  # not an allowed URI: Gramine refuses to start
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:/tmp/",
+        "file:/tmp",
+        "file:/..a",
+        "file:/.../",
+        "file:/app/../tmp/",
+        "file:data/",
+        "file:../data",
+        "dev:tty",
+        "dev:/dev/null",
+        "/",
+        "File:/",
+        "tcp:/",
+        "file :/",  # not an allowed URI: Gramine refuses to start
+    ],
+)
 def test_not_the_whole_filesystem(uri):
     assert not covers_whole_filesystem(uri)
 

@@ -17,26 +17,25 @@ import stat
 from pathlib import Path
 
 import pytest
+from rootfs_factory import add_ppml_support, make_spark_rootfs
 
-from ppml_build.build import backends
+from ppml_build.build import backends, reproducible
 from ppml_build.build.options import BuildOptions, BuildResult
-from ppml_build.gramine import build as gramine_build
-from ppml_build.build import reproducible
 from ppml_build.cli import main
-from ppml_build.image.hashing import FileHasher
-from ppml_build.pipeline import load_and_plan
+from ppml_build.gramine import build as gramine_build
 from ppml_build.gramine.render import render_for_rootfs
-from ppml_build.policy import render_policy, write_policy_files
+from ppml_build.gramine.signing import sign_summary, tbs_sigstruct
+from ppml_build.image.hashing import FileHasher
 from ppml_build.image.rootfs import DirRootFS
+from ppml_build.pipeline import load_and_plan
+from ppml_build.plan import make_plan
+from ppml_build.policy import render_policy, write_policy_files
+from ppml_build.policy.evaluate import load_policy
+from ppml_build.recipe import load_recipe_text
 from ppml_build.sign import keys
 from ppml_build.sign.sigstruct import Sigstruct
-from ppml_build.gramine.signing import sign_summary, tbs_sigstruct
-from ppml_build.policy.evaluate import load_policy
 from ppml_build.verify.checks import run_checks
 from ppml_build.verify.evidence import Evidence, parse_sigstruct
-from ppml_build.plan import make_plan
-from ppml_build.recipe import load_recipe_text
-from rootfs_factory import add_ppml_support, make_spark_rootfs
 
 APP = "spark-demo"
 RECIPE = """\
@@ -52,9 +51,15 @@ enclave: {isv_prod_id: 7, isv_svn: 3}
 JAR = "/opt/spark-3.5.3/jars/lib-03.jar"
 OTHER = "ab" * 32
 ALL_FORMATS = ("gramine-ratls", "ehsm", "bigdl", "marblerun", "maa", "ita", "trustee")
-PRIMARY = {"gramine-ratls": "ra-tls.env", "ehsm": "ehsm-quote-policy.json",
-           "bigdl": "bigdl-policies.json", "marblerun": "marblerun-packages.json",
-           "maa": "maa-policy.txt", "ita": "ita-policy.rego", "trustee": "trustee-policy.rego"}
+PRIMARY = {
+    "gramine-ratls": "ra-tls.env",
+    "ehsm": "ehsm-quote-policy.json",
+    "bigdl": "bigdl-policies.json",
+    "marblerun": "marblerun-packages.json",
+    "maa": "maa-policy.txt",
+    "ita": "ita-policy.rego",
+    "trustee": "trustee-policy.rego",
+}
 
 
 def _skip_special(directory: str, names: list[str]) -> list[str]:
@@ -93,18 +98,43 @@ def signed(tmp_path_factory, standin_libpal):
     assert main(["manifest", str(recipe), "--rootfs", str(rootfs), "--output-dir", str(out)]) == 0
     key = base / "key.pem"
     assert main(["keygen", "--output", str(key)]) == 0
-    assert main(["sign", "--manifest", str(out / f"{APP}.manifest"), "--libpal",
-                 str(standin_libpal), "--key", str(key), "--output",
-                 str(out / f"{APP}.manifest.sgx"), "--sigfile", str(out / f"{APP}.sig"),
-                 "--chroot", str(rootfs), "--date", "2026-01-02"]) == 0
+    assert (
+        main(
+            [
+                "sign",
+                "--manifest",
+                str(out / f"{APP}.manifest"),
+                "--libpal",
+                str(standin_libpal),
+                "--key",
+                str(key),
+                "--output",
+                str(out / f"{APP}.manifest.sgx"),
+                "--sigfile",
+                str(out / f"{APP}.sig"),
+                "--chroot",
+                str(rootfs),
+                "--date",
+                "2026-01-02",
+            ]
+        )
+        == 0
+    )
     # The record `build` would write for this manifest and signature.
     parsed, plan = load_and_plan(recipe)
     rendered = render_for_rootfs(parsed, plan, DirRootFS(rootfs), str(recipe))
     assert rendered.data == (out / f"{APP}.manifest.sgx").read_bytes()
     sig = Sigstruct.from_bytes((out / f"{APP}.sig").read_bytes())
     record = gramine_build.measurement_record(
-        recipe=parsed, plan=plan, summary=sign_summary(sig), image="dir", image_id="",
-        pushed_digest=None, base_digest="sha256:" + "0" * 64, rendered=rendered)
+        recipe=parsed,
+        plan=plan,
+        summary=sign_summary(sig),
+        image="dir",
+        image_id="",
+        pushed_digest=None,
+        base_digest="sha256:" + "0" * 64,
+        rendered=rendered,
+    )
     (out / "measurement.json").write_text(json.dumps(record, indent=2))
     policies = base / "policies"
     policies.mkdir()
@@ -112,9 +142,19 @@ def signed(tmp_path_factory, standin_libpal):
         write_policy_files(render_policy(record, fmt), policies)
     public = base / "key.pub"
     public.write_bytes(keys.public_key_pem(keys.load_private_key(key.read_bytes())))
-    return {"base": base, "rootfs": rootfs, "out": out, "key": key, "public": public,
-            "record": record, "policies": policies, "recipe": recipe, "sig": sig,
-            "libpal": standin_libpal, "pin": ["--mrsigner", sig.mrsigner.hex()]}
+    return {
+        "base": base,
+        "rootfs": rootfs,
+        "out": out,
+        "key": key,
+        "public": public,
+        "record": record,
+        "policies": policies,
+        "recipe": recipe,
+        "sig": sig,
+        "libpal": standin_libpal,
+        "pin": ["--mrsigner", sig.mrsigner.hex()],
+    }
 
 
 def verify(capsys, *args) -> tuple[int, list[str], str]:
@@ -143,59 +183,111 @@ def one_error_line(err: str) -> str:
 UNPINNED = "WARNING: nothing pins the signer"
 
 
-def resign(signed, target: Path, *, edit=lambda text: text, key: Path | None = None,
-           sign_args: tuple[str, ...] = ()) -> Path:
+def resign(
+    signed,
+    target: Path,
+    *,
+    edit=lambda text: text,
+    key: Path | None = None,
+    sign_args: tuple[str, ...] = (),
+) -> Path:
     """``target``/APP.manifest.sgx and APP.sig: the fixture's manifest, edited, signed again."""
     target.mkdir()
     manifest = target / f"{APP}.manifest"
     text = (signed["out"] / f"{APP}.manifest").read_text()
     manifest.write_text(edit(text))
-    assert main(["sign", "--manifest", str(manifest), "--libpal", str(signed["libpal"]),
-                 "--key", str(key or signed["key"]), "--output",
-                 str(target / f"{APP}.manifest.sgx"), "--sigfile", str(target / f"{APP}.sig"),
-                 "--chroot", str(signed["rootfs"]), "--date", "2026-01-02", *sign_args]) == 0
+    assert (
+        main(
+            [
+                "sign",
+                "--manifest",
+                str(manifest),
+                "--libpal",
+                str(signed["libpal"]),
+                "--key",
+                str(key or signed["key"]),
+                "--output",
+                str(target / f"{APP}.manifest.sgx"),
+                "--sigfile",
+                str(target / f"{APP}.sig"),
+                "--chroot",
+                str(signed["rootfs"]),
+                "--date",
+                "2026-01-02",
+                *sign_args,
+            ]
+        )
+        == 0
+    )
     manifest.unlink()  # verify reads the signed .manifest.sgx only
     return target
 
 
 def in_sgx_table(old: str, new: str):
     """An edit of one line of the manifest's [sgx] table."""
+
     def edit(text: str) -> str:
         head, sep, sgx = text.partition("\n[sgx]\n")
         assert sep and sgx.count(f"\n{old}\n") + sgx.startswith(f"{old}\n") == 1, old
         return head + sep + ("\n" + sgx).replace(f"\n{old}\n", f"\n{new}\n", 1)[1:]
+
     return edit
 
 
 # --- the untouched enclave ------------------------------------------------------------------
+
 
 def test_untouched_directory_verifies_with_record_and_every_policy(signed, capsys):
     policy_args = []
     for fmt in ALL_FORMATS:
         policy_args += ["--policy", signed["policies"] / PRIMARY[fmt]]
     policy_args += ["--policy", signed["policies"] / "maa-policy.jwt"]
-    code, lines, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"],
-                              "--record", signed["out"], *policy_args)
+    code, lines, err = verify(
+        capsys, signed["out"], "--rootfs", signed["rootfs"], "--record", signed["out"], *policy_args
+    )
     assert code == 0, "\n".join(lines) + err
     checks = lines[:-1]
     assert all(line.startswith("ok   ") for line in checks), lines
-    names = {line[5:].split(":", 1)[0] if not line[5:].startswith(("trusted_file:", "record:",
-                                                                     "policy:", "sigstruct:"))
-             else ":".join(line[5:].split(":", 2)[:2]) for line in checks}
-    for expected in ("manifest", "mrenclave", "sigstruct:signature", "sigstruct:q1_q2",
-                     "sigstruct:isv_prod_id", "sigstruct:isv_svn", "sigstruct:debug",
-                     "loader.entrypoint", "trusted_files", "record:mrenclave",
-                     "record:mrsigner", "record:trusted_files", "record:manifest_sha256",
-                     *(f"policy:{fmt}" for fmt in ALL_FORMATS)):
+    names = {
+        line[5:].split(":", 1)[0]
+        if not line[5:].startswith(("trusted_file:", "record:", "policy:", "sigstruct:"))
+        else ":".join(line[5:].split(":", 2)[:2])
+        for line in checks
+    }
+    for expected in (
+        "manifest",
+        "mrenclave",
+        "sigstruct:signature",
+        "sigstruct:q1_q2",
+        "sigstruct:isv_prod_id",
+        "sigstruct:isv_svn",
+        "sigstruct:debug",
+        "loader.entrypoint",
+        "trusted_files",
+        "record:mrenclave",
+        "record:mrsigner",
+        "record:trusted_files",
+        "record:manifest_sha256",
+        *(f"policy:{fmt}" for fmt in ALL_FORMATS),
+    ):
         assert expected in names, (expected, names)
-    assert lines[-1] == f"verified: {len(checks)} checks passed, MRENCLAVE " \
-                        f"{signed['record']['mrenclave']}"
+    assert (
+        lines[-1] == f"verified: {len(checks)} checks passed, MRENCLAVE "
+        f"{signed['record']['mrenclave']}"
+    )
     assert f"all {signed['record']['trusted_files']['count']} match the image" in "\n".join(lines)
 
 
 def test_json_report(signed, capsys):
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--record",
-                            signed["out"] / "measurement.json", "--json")
+    code, lines, _ = verify(
+        capsys,
+        signed["out"],
+        "--rootfs",
+        signed["rootfs"],
+        "--record",
+        signed["out"] / "measurement.json",
+        "--json",
+    )
     assert code == 0
     report = json.loads("\n".join(lines))
     assert report["ok"] is True
@@ -221,6 +313,7 @@ def test_unpacked_image_directory_needs_no_rootfs(signed, tmp_path, capsys):
 
 # --- tampering: exit 1, each mismatch named --------------------------------------------------
 
+
 def test_changed_and_missing_trusted_files_are_named(signed, tmp_path, capsys):
     root = copy_tree(signed["rootfs"], tmp_path / "rootfs")
     jar = root / JAR.lstrip("/")
@@ -244,8 +337,9 @@ def test_changed_and_missing_trusted_files_are_named(signed, tmp_path, capsys):
 def test_replaced_libos_is_named(signed, tmp_path, capsys):
     root = copy_tree(signed["rootfs"], tmp_path / "rootfs")
     (root / "usr/lib/x86_64-linux-gnu/gramine/libsysdb.so").write_bytes(b"another LibOS")
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", root, "--signer-key",
-                            signed["public"])
+    code, lines, _ = verify(
+        capsys, signed["out"], "--rootfs", root, "--signer-key", signed["public"]
+    )
     assert code == 1
     libsysdb = "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
     assert set(failed(lines)) == {"loader.entrypoint", "trusted_files", f"trusted_file:{libsysdb}"}
@@ -257,10 +351,8 @@ def test_changed_manifest_breaks_mrenclave_and_record(signed, tmp_path, capsys):
     manifest = out / f"{APP}.manifest.sgx"
     text = manifest.read_text()
     assert 'SPARK_LOCAL_IP = "127.0.0.1"' in text
-    manifest.write_text(text.replace('SPARK_LOCAL_IP = "127.0.0.1"',
-                                     'SPARK_LOCAL_IP = "0.0.0.0"'))
-    code, lines, err = verify(capsys, out, "--rootfs", signed["rootfs"], "--record",
-                              signed["out"])
+    manifest.write_text(text.replace('SPARK_LOCAL_IP = "127.0.0.1"', 'SPARK_LOCAL_IP = "0.0.0.0"'))
+    code, lines, err = verify(capsys, out, "--rootfs", signed["rootfs"], "--record", signed["out"])
     assert code == 1
     fails = failed(lines)
     assert set(fails) == {"mrenclave", "record:mrenclave", "record:manifest_sha256"}
@@ -284,12 +376,24 @@ def test_sig_from_another_key(signed, tmp_path, capsys):
     """Same manifest, valid signature, other signer: the record and policies catch it."""
     out = copy_tree(signed["out"], tmp_path / "out")
     manifest = (out / f"{APP}.manifest.sgx").read_bytes()
-    unsigned = tbs_sigstruct(manifest, signed["rootfs"] / "usr/lib/x86_64-linux-gnu/gramine/"
-                             "sgx/libpal.so", signed["sig"].date_bcd, source="test")
+    unsigned = tbs_sigstruct(
+        manifest,
+        signed["rootfs"] / "usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so",
+        signed["sig"].date_bcd,
+        source="test",
+    )
     other = keys.sign_sigstruct(unsigned, keys.generate_key(), source="test")
     (out / f"{APP}.sig").write_bytes(other.to_bytes())
-    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"], "--record",
-                            signed["out"], "--policy", signed["policies"] / "ra-tls.env")
+    code, lines, _ = verify(
+        capsys,
+        out,
+        "--rootfs",
+        signed["rootfs"],
+        "--record",
+        signed["out"],
+        "--policy",
+        signed["policies"] / "ra-tls.env",
+    )
     assert code == 1
     fails = failed(lines)
     assert set(fails) == {"record:mrsigner", "policy:gramine-ratls"}
@@ -300,14 +404,17 @@ def test_sig_from_another_key(signed, tmp_path, capsys):
 def test_sig_of_another_enclave(signed, tmp_path, capsys, vectors_dir):
     out = copy_tree(signed["out"], tmp_path / "out")
     shutil.copy(vectors_dir / "intel-le" / "le_prod_css.bin", out / f"{APP}.sig")
-    code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"], "--signer-key",
-                            signed["key"])
+    code, lines, _ = verify(
+        capsys, out, "--rootfs", signed["rootfs"], "--signer-key", signed["key"]
+    )
     assert code == 1
     fails = failed(lines)
     assert "signed by another key" in fails["pin:signer_key"]
     assert "7881af9f9def547da9908c008f29cde9bd78064e36ac7e14c83c294ca4806150" in fails["mrenclave"]
-    assert "isv_prod_id is 7 in the manifest (sgx.isvprodid) but 32 in the SIGSTRUCT" in \
-        fails["sigstruct:isv_prod_id"]
+    assert (
+        "isv_prod_id is 7 in the manifest (sgx.isvprodid) but 32 in the SIGSTRUCT"
+        in fails["sigstruct:isv_prod_id"]
+    )
     assert "sigstruct:signature" not in fails  # Intel's signature itself is genuine
 
 
@@ -323,8 +430,15 @@ def test_sig_modified_after_signing(signed, tmp_path, capsys):
 
 
 def test_other_libpal_changes_the_measurement(signed, capsys, standin_libsysdb):
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--libpal",
-                            standin_libsysdb, *signed["pin"])
+    code, lines, _ = verify(
+        capsys,
+        signed["out"],
+        "--rootfs",
+        signed["rootfs"],
+        "--libpal",
+        standin_libsysdb,
+        *signed["pin"],
+    )
     assert code == 1
     assert set(failed(lines)) == {"mrenclave"}
 
@@ -333,21 +447,28 @@ def test_labels_are_compared_with_the_recomputed_values(signed, standin_libpal):
     """Image mode's label check, on directory evidence (the Docker side is in integration)."""
     out, record = signed["out"], signed["record"]
     labels = {
-        "ppml.mrenclave": record["mrenclave"], "ppml.mrsigner": record["mrsigner"],
-        "ppml.isv_prod_id": "7", "ppml.isv_svn": "3", "ppml.debug": "false",
+        "ppml.mrenclave": record["mrenclave"],
+        "ppml.mrsigner": record["mrsigner"],
+        "ppml.isv_prod_id": "7",
+        "ppml.isv_svn": "3",
+        "ppml.debug": "false",
         "org.opencontainers.image.version": f"mrenclave-{record['mrenclave'][:12]}",
-        "org.opencontainers.image.title": APP, "ppml.base.digest": record["base"]["digest"],
+        "org.opencontainers.image.title": APP,
+        "ppml.base.digest": record["base"]["digest"],
         "org.opencontainers.image.base.digest": record["base"]["digest"],
         "ppml.libos": "gramine 1.9",
     }
 
     def report(changed: dict):
         evidence = Evidence(
-            target="test", name=APP, manifest_sgx=(out / f"{APP}.manifest.sgx").read_bytes(),
+            target="test",
+            name=APP,
+            manifest_sgx=(out / f"{APP}.manifest.sgx").read_bytes(),
             sigstruct=parse_sigstruct((out / f"{APP}.sig").read_bytes(), "sig"),
             fs=DirRootFS(signed["rootfs"], FileHasher(use_cache=False)),
             labels={k: v for k, v in {**labels, **changed}.items() if v is not None},
-            record=record)
+            record=record,
+        )
         return {c.name: c for c in run_checks(evidence).checks}
 
     untouched = report({})
@@ -360,6 +481,7 @@ def test_labels_are_compared_with_the_recomputed_values(signed, standin_libpal):
 
 
 # --- no trust anchor: said first, and not "verified" ------------------------------------------
+
 
 def test_unanchored_verify_says_so_first_and_fails(signed, capsys):
     code, lines, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"])
@@ -380,16 +502,19 @@ def test_unanchored_verify_says_so_first_and_fails(signed, capsys):
 
 
 def test_allow_unpinned_passes_but_still_says_nothing_pins_the_signer(signed, capsys):
-    code, lines, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"],
-                              "--allow-unpinned")
+    code, lines, err = verify(
+        capsys, signed["out"], "--rootfs", signed["rootfs"], "--allow-unpinned"
+    )
     assert code == 0, "\n".join(lines) + err
     assert lines[0].startswith(UNPINNED)
-    assert any(line.startswith("ok   trust_anchor: none, accepted by --allow-unpinned")
-               for line in lines)
+    assert any(
+        line.startswith("ok   trust_anchor: none, accepted by --allow-unpinned") for line in lines
+    )
     assert not lines[-1].startswith("verified")
     assert lines[-1].startswith("self-consistent only, nothing pins the signer: ")
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"],
-                            "--allow-unpinned", "--json")
+    code, lines, _ = verify(
+        capsys, signed["out"], "--rootfs", signed["rootfs"], "--allow-unpinned", "--json"
+    )
     report = json.loads("\n".join(lines))
     assert code == 0 and report["ok"] is True and report["warning"].startswith(UNPINNED)
 
@@ -413,8 +538,10 @@ def test_enclave_resigned_by_an_unknown_key(signed, tmp_path, capsys):
     code, lines, _ = verify(capsys, *base, "--mrsigner", ours.upper())
     assert code == 1 and not lines[0].startswith(UNPINNED)
     assert set(failed(lines)) == {"pin:mrsigner"}
-    assert f"MRSIGNER is {ours} from --mrsigner but {theirs} in the SIGSTRUCT" in \
-        failed(lines)["pin:mrsigner"]
+    assert (
+        f"MRSIGNER is {ours} from --mrsigner but {theirs} in the SIGSTRUCT"
+        in failed(lines)["pin:mrsigner"]
+    )
     for key in (signed["key"], signed["public"]):  # the private key or its public half
         code, lines, _ = verify(capsys, *base, "--signer-key", key)
         assert code == 1 and set(failed(lines)) == {"pin:signer_key"}
@@ -431,8 +558,9 @@ def test_enclave_resigned_by_an_unknown_key(signed, tmp_path, capsys):
 def test_a_policy_anchors_only_when_it_pins_mrenclave_or_mrsigner(signed, tmp_path, capsys):
     record = signed["record"]
     loose = tmp_path / "loose.env"
-    loose.write_text("RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER=any\nRA_TLS_ISV_PROD_ID=7\n"
-                     "RA_TLS_ISV_SVN=3\n")
+    loose.write_text(
+        "RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER=any\nRA_TLS_ISV_PROD_ID=7\nRA_TLS_ISV_SVN=3\n"
+    )
     code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", loose)
     assert code == 1 and lines[0].startswith(UNPINNED)
     assert set(failed(lines)) == {"trust_anchor"}
@@ -440,18 +568,30 @@ def test_a_policy_anchors_only_when_it_pins_mrenclave_or_mrsigner(signed, tmp_pa
     assert "ok   policy:gramine-ratls: loose.env accepts this enclave" in lines
 
     signer_only = tmp_path / "signer.env"
-    signer_only.write_text(f"RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER={record['mrsigner']}\n"
-                           "RA_TLS_ISV_PROD_ID=any\nRA_TLS_ISV_SVN=any\n")
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy",
-                            signer_only, "--json")
+    signer_only.write_text(
+        f"RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER={record['mrsigner']}\n"
+        "RA_TLS_ISV_PROD_ID=any\nRA_TLS_ISV_SVN=any\n"
+    )
+    code, lines, _ = verify(
+        capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", signer_only, "--json"
+    )
     report = json.loads("\n".join(lines))
     assert code == 0 and report["warning"] is None
     assert report["pinned_by"] == ["policy signer.env (MRSIGNER)"]
 
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy",
-                            signed["policies"] / "ita-policy.rego", "--json")
+    code, lines, _ = verify(
+        capsys,
+        signed["out"],
+        "--rootfs",
+        signed["rootfs"],
+        "--policy",
+        signed["policies"] / "ita-policy.rego",
+        "--json",
+    )
     report = json.loads("\n".join(lines))
-    assert code == 0 and report["pinned_by"] == ["policy ita-policy.rego (MRENCLAVE, MRSIGNER)"], report
+    assert code == 0 and report["pinned_by"] == ["policy ita-policy.rego (MRENCLAVE, MRSIGNER)"], (
+        report
+    )
 
 
 def test_the_sdk_sample_key_pins_nothing(signed, tmp_path, capsys, vectors_dir):
@@ -459,8 +599,10 @@ def test_the_sdk_sample_key_pins_nothing(signed, tmp_path, capsys, vectors_dir):
     sample = vectors_dir / "fortanix-sig1" / "sig1.key.pem"
     out = resign(signed, tmp_path / "out", key=sample, sign_args=("--insecure-sample-key",))
     env = tmp_path / "sample.env"
-    env.write_text(f"RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER={keys.SAMPLE_KEY_MRSIGNER.hex()}\n"
-                   "RA_TLS_ISV_PROD_ID=7\nRA_TLS_ISV_SVN=3\n")
+    env.write_text(
+        f"RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER={keys.SAMPLE_KEY_MRSIGNER.hex()}\n"
+        "RA_TLS_ISV_PROD_ID=7\nRA_TLS_ISV_SVN=3\n"
+    )
     code, lines, _ = verify(capsys, out, "--rootfs", signed["rootfs"], "--policy", env)
     assert code == 1 and lines[0].startswith(UNPINNED)
     assert set(failed(lines)) == {"trust_anchor"}
@@ -469,6 +611,7 @@ def test_the_sdk_sample_key_pins_nothing(signed, tmp_path, capsys, vectors_dir):
 
 
 # --- never production-safe: debug enclaves, allowed files covering / -----------------------------
+
 
 def test_debug_enclave_fails_unless_allowed(signed, tmp_path, capsys):
     out = resign(signed, tmp_path / "out", edit=in_sgx_table("debug = false", "debug = true"))
@@ -481,14 +624,20 @@ def test_debug_enclave_fails_unless_allowed(signed, tmp_path, capsys):
     assert "--allow-debug" in one_error_line(err)
     code, lines, err = verify(capsys, *base, "--signer-key", signed["key"], "--allow-debug")
     assert code == 0, "\n".join(lines) + err
-    assert any(line.startswith("ok   debug_mode: a debug enclave") and
-               line.endswith("accepted by --allow-debug") for line in lines)
+    assert any(
+        line.startswith("ok   debug_mode: a debug enclave")
+        and line.endswith("accepted by --allow-debug")
+        for line in lines
+    )
 
     # A record that says debug anchors it; the enclave still needs --allow-debug.
     sig = Sigstruct.from_bytes((out / f"{APP}.sig").read_bytes())
-    record = {**signed["record"], "debug": True, "mrenclave": sig.mrenclave.hex(),
-              "manifest_sha256": hashlib.sha256(
-                  (out / f"{APP}.manifest.sgx").read_bytes()).hexdigest()}
+    record = {
+        **signed["record"],
+        "debug": True,
+        "mrenclave": sig.mrenclave.hex(),
+        "manifest_sha256": hashlib.sha256((out / f"{APP}.manifest.sgx").read_bytes()).hexdigest(),
+    }
     (tmp_path / "debug.json").write_text(json.dumps(record))
     code, lines, _ = verify(capsys, *base, "--record", tmp_path / "debug.json")
     assert code == 1 and set(failed(lines)) == {"debug_mode"}
@@ -506,14 +655,24 @@ def test_debug_enclave_fails_unless_allowed(signed, tmp_path, capsys):
     assert code == 0 and lines[0].startswith(UNPINNED)
 
 
-@pytest.mark.parametrize("old,new,named", [
-    ("allowed_files = []", 'allowed_files = ["file:/tmp/", "file:/."]',
-     "sgx.allowed_files entry 'file:/.' covers the whole file system"),
-    ('file_check_policy = "strict"', 'file_check_policy = "allow_all_but_log"',
-     'sgx.file_check_policy = "allow_all_but_log"'),
-])
-def test_allowed_files_covering_everything_fail_unless_allowed(signed, tmp_path, capsys, old,
-                                                                new, named):
+@pytest.mark.parametrize(
+    "old,new,named",
+    [
+        (
+            "allowed_files = []",
+            'allowed_files = ["file:/tmp/", "file:/."]',
+            "sgx.allowed_files entry 'file:/.' covers the whole file system",
+        ),
+        (
+            'file_check_policy = "strict"',
+            'file_check_policy = "allow_all_but_log"',
+            'sgx.file_check_policy = "allow_all_but_log"',
+        ),
+    ],
+)
+def test_allowed_files_covering_everything_fail_unless_allowed(
+    signed, tmp_path, capsys, old, new, named
+):
     out = resign(signed, tmp_path / "out", edit=in_sgx_table(old, new))
     base = [out, "--rootfs", signed["rootfs"]]
     code, lines, err = verify(capsys, *base, *signed["pin"])
@@ -525,8 +684,11 @@ def test_allowed_files_covering_everything_fail_unless_allowed(signed, tmp_path,
     assert "--allow-unpinned" in one_error_line(err)
     code, lines, _ = verify(capsys, *base, *signed["pin"], "--allow-unpinned")
     assert code == 0
-    assert any(line.startswith(f"ok   allowed_files: {named}") and
-               line.endswith("accepted by --allow-unpinned") for line in lines)
+    assert any(
+        line.startswith(f"ok   allowed_files: {named}")
+        and line.endswith("accepted by --allow-unpinned")
+        for line in lines
+    )
     assert not lines[0].startswith(UNPINNED)  # pinned: --allow-unpinned changes no warning
     code, lines, _ = verify(capsys, *base)
     assert code == 1 and lines[0].startswith(UNPINNED)
@@ -534,8 +696,11 @@ def test_allowed_files_covering_everything_fail_unless_allowed(signed, tmp_path,
 
 
 def test_allowed_files_that_do_not_cover_everything_pass(signed, tmp_path, capsys):
-    out = resign(signed, tmp_path / "out", edit=in_sgx_table(
-        "allowed_files = []", 'allowed_files = ["file:/tmp/", "file:/../..a/"]'))
+    out = resign(
+        signed,
+        tmp_path / "out",
+        edit=in_sgx_table("allowed_files = []", 'allowed_files = ["file:/tmp/", "file:/../..a/"]'),
+    )
     code, lines, err = verify(capsys, out, "--rootfs", signed["rootfs"], *signed["pin"])
     assert code == 0, "\n".join(lines) + err
     assert "ok   allowed_files: 2 allowed entries, none covers the whole file system" in lines
@@ -555,21 +720,25 @@ def test_unusable_pins_exit_2_with_one_line(signed, tmp_path, capsys):
     code, _, err = verify(capsys, *base, "--signer-key", tmp_path / "junk.pem")
     assert code == 2 and "not a PEM public key" in one_error_line(err)
     encrypted = tmp_path / "encrypted.pem"
-    encrypted.write_bytes(keys.private_key_pem(keys.load_private_key(signed["key"].read_bytes()),
-                                               b"secret"))
+    encrypted.write_bytes(
+        keys.private_key_pem(keys.load_private_key(signed["key"].read_bytes()), b"secret")
+    )
     code, _, err = verify(capsys, *base, "--signer-key", encrypted)
     assert code == 2 and "-pubout" in one_error_line(err)
 
 
 # --- policies that do not accept the enclave ---------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ALL_FORMATS)
 def test_policy_for_another_enclave_is_rejected(signed, tmp_path, capsys, fmt):
     other_record = {**signed["record"], "mrenclave": "00" + OTHER[2:]}
-    write_policy_files(render_policy(other_record, fmt, pin="mrenclave" if fmt != "ehsm"
-                                     else "both"), tmp_path)
-    code, lines, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy",
-                              tmp_path / PRIMARY[fmt])
+    write_policy_files(
+        render_policy(other_record, fmt, pin="mrenclave" if fmt != "ehsm" else "both"), tmp_path
+    )
+    code, lines, err = verify(
+        capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", tmp_path / PRIMARY[fmt]
+    )
     assert code == 1, err
     fails = failed(lines)
     assert set(fails) == {f"policy:{fmt}"}
@@ -580,27 +749,40 @@ def test_policy_for_another_enclave_is_rejected(signed, tmp_path, capsys, fmt):
 
 def test_policy_details_name_the_field(signed, tmp_path, capsys):
     env = tmp_path / "strict.env"
-    env.write_text(f"RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER={signed['record']['mrsigner']}\n"
-                   "RA_TLS_ISV_PROD_ID=7\nRA_TLS_ISV_SVN=4\n")
+    env.write_text(
+        f"RA_TLS_MRENCLAVE=any\nRA_TLS_MRSIGNER={signed['record']['mrsigner']}\n"
+        "RA_TLS_ISV_PROD_ID=7\nRA_TLS_ISV_SVN=4\n"
+    )
     code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", env)
     assert code == 1
-    assert "RA_TLS_ISV_SVN=4 (a minimum) but the enclave's ISVSVN is 3" in \
-        failed(lines)["policy:gramine-ratls"]
+    assert (
+        "RA_TLS_ISV_SVN=4 (a minimum) but the enclave's ISVSVN is 3"
+        in failed(lines)["policy:gramine-ratls"]
+    )
     maa = tmp_path / "maa.txt"
-    maa.write_text('version=1.0;\nauthorizationrules\n{\n'
-                   '    [ type=="x-ms-sgx-product-id", value==8 ] => permit();\n'
-                   '    [ type=="x-ms-sgx-svn", value>=9 ] => permit();\n};\n')
-    code, lines, _ = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", maa,
-                            *signed["pin"])
+    maa.write_text(
+        "version=1.0;\nauthorizationrules\n{\n"
+        '    [ type=="x-ms-sgx-product-id", value==8 ] => permit();\n'
+        '    [ type=="x-ms-sgx-svn", value>=9 ] => permit();\n};\n'
+    )
+    code, lines, _ = verify(
+        capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", maa, *signed["pin"]
+    )
     assert code == 1
     detail = failed(lines)["policy:maa"]
     assert "x-ms-sgx-product-id == 8" in detail and "x-ms-sgx-svn >= 9" in detail
     # Either permit rule alone is enough.
-    maa.write_text('version=1.0;\nauthorizationrules\n{\n'
-                   '    [ type=="x-ms-sgx-product-id", value==8 ] => permit();\n'
-                   '    [ type=="x-ms-sgx-svn", value>=3 ] => permit();\n};\n')
-    assert verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", maa,
-                  *signed["pin"])[0] == 0
+    maa.write_text(
+        "version=1.0;\nauthorizationrules\n{\n"
+        '    [ type=="x-ms-sgx-product-id", value==8 ] => permit();\n'
+        '    [ type=="x-ms-sgx-svn", value>=3 ] => permit();\n};\n'
+    )
+    assert (
+        verify(
+            capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", maa, *signed["pin"]
+        )[0]
+        == 0
+    )
 
 
 def test_debug_policy_rules(signed, tmp_path):
@@ -609,8 +791,10 @@ def test_debug_policy_rules(signed, tmp_path):
     from ppml_build.verify.policies import evaluate_policy
 
     record = signed["record"]
-    write_policy_files(render_policy({**record, "debug": True}, "marblerun", pin="mrenclave",
-                                     allow_debug=True), tmp_path)
+    write_policy_files(
+        render_policy({**record, "debug": True}, "marblerun", pin="mrenclave", allow_debug=True),
+        tmp_path,
+    )
     doc = load_policy(tmp_path / "marblerun-packages.json")
     release = QuoteValues(record["mrenclave"], record["mrsigner"], 7, 3, False, 0x4, 0x3, APP)
     debug = QuoteValues(record["mrenclave"], record["mrsigner"], 7, 3, True, 0x6, 0x3, APP)
@@ -624,6 +808,7 @@ def test_debug_policy_rules(signed, tmp_path):
 
 
 # --- unusable input: exit 2, one line ----------------------------------------------------------
+
 
 def test_unusable_inputs_exit_2_with_one_line(signed, tmp_path, capsys):
     out = copy_tree(signed["out"], tmp_path / "out")
@@ -654,20 +839,26 @@ def test_unusable_inputs_exit_2_with_one_line(signed, tmp_path, capsys):
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     shutil.copy(signed["policies"] / "trustee-policy.rego", lonely)
-    code, _, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy",
-                          lonely / "trustee-policy.rego")
+    code, _, err = verify(
+        capsys,
+        signed["out"],
+        "--rootfs",
+        signed["rootfs"],
+        "--policy",
+        lonely / "trustee-policy.rego",
+    )
     assert code == 2 and "trustee-policy.rvps.json" in one_error_line(err)
 
     unknown = tmp_path / "policy.yaml"
     unknown.write_text("hello: world\n")
-    code, _, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy",
-                          unknown)
+    code, _, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", unknown)
     assert code == 2 and "unknown policy format" in one_error_line(err)
 
     broken = tmp_path / "broken.rego"
     broken.write_text("package ita\nmatch if {\n")
-    code, lines, err = verify(capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy",
-                              broken)
+    code, lines, err = verify(
+        capsys, signed["out"], "--rootfs", signed["rootfs"], "--policy", broken
+    )
     assert code == 2 and "Rego engine rejected" in one_error_line(err)
     assert lines == []  # the Rego engine's own error dump stays off stdout
 
@@ -681,25 +872,35 @@ def test_unusable_inputs_exit_2_with_one_line(signed, tmp_path, capsys):
 
 # --- --verify-reproducible ---------------------------------------------------------------------
 
+
 def test_first_difference_order():
     first = [{"path": "/a", "sha256": "1"}, {"path": "/b", "sha256": "2"}]
     assert reproducible.first_trusted_difference(first, list(first)) is None
     changed = [{"path": "/a", "sha256": "1"}, {"path": "/b", "sha256": "3"}]
-    assert reproducible.first_difference((first, changed), (b"x", b"y")) == \
-        "trusted file /b: sha256 2 in build 1, 3 in build 2"
+    assert (
+        reproducible.first_difference((first, changed), (b"x", b"y"))
+        == "trusted file /b: sha256 2 in build 1, 3 in build 2"
+    )
     assert "in build 2 only" in reproducible.first_trusted_difference(
-        first, first + [{"path": "/c", "sha256": "4"}])
-    assert reproducible.first_difference((first, first), (b"a\nb\nc\n", b"a\nB\nc\n")) == \
-        "manifest line 2: 'b' in build 1, 'B' in build 2"
+        first, first + [{"path": "/c", "sha256": "4"}]
+    )
+    assert (
+        reproducible.first_difference((first, first), (b"a\nb\nc\n", b"a\nB\nc\n"))
+        == "manifest line 2: 'b' in build 1, 'B' in build 2"
+    )
 
     def libpals():
         return "/gramine/sgx/libpal.so", b"one", b"two"
 
     assert reproducible.first_difference((first, first), (b"m", b"m"), libpals).startswith(
-        "libpal.so (/gramine/sgx/libpal.so): sha256 ")
-    assert reproducible.libpal_path_of(
-        b'[loader.entrypoint]\nuri = "file:/opt/gramine/lib/libsysdb.so"\n') == \
-        "/opt/gramine/lib/sgx/libpal.so"
+        "libpal.so (/gramine/sgx/libpal.so): sha256 "
+    )
+    assert (
+        reproducible.libpal_path_of(
+            b'[loader.entrypoint]\nuri = "file:/opt/gramine/lib/libsysdb.so"\n'
+        )
+        == "/opt/gramine/lib/sgx/libpal.so"
+    )
 
 
 class FakeBuilds:
@@ -711,18 +912,28 @@ class FakeBuilds:
 
     def __call__(self, options, say=lambda line: None):
         index = len(self.calls)
-        self.calls.append({"options": options, "cache": str(options.cache.root),
-                           "environment": os.environ.get("PPML_BUILD_CACHE_DIR")})
+        self.calls.append(
+            {
+                "options": options,
+                "cache": str(options.cache.root),
+                "environment": os.environ.get("PPML_BUILD_CACHE_DIR"),
+            }
+        )
         say("building")
         out = Path(options.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "trusted-files.json").write_text(json.dumps({"files": self.trusted[index]}))
-        (out / "app.manifest.sgx").write_text("[loader.entrypoint]\nuri = \"file:/g/libsysdb.so\"\n")
-        record = {"name": "app", "mrenclave": self.mrenclaves[index],
-                  "base": {"digest": "sha256:" + "1" * 64}, "image": {"digest": None}}
+        (out / "app.manifest.sgx").write_text('[loader.entrypoint]\nuri = "file:/g/libsysdb.so"\n')
+        record = {
+            "name": "app",
+            "mrenclave": self.mrenclaves[index],
+            "base": {"digest": "sha256:" + "1" * 64},
+            "image": {"digest": None},
+        }
         (out / "measurement.json").write_text(json.dumps(record))
-        return BuildResult(record, out / "measurement.json", out,
-                                        options.tag or "ppml/app:latest", {}, [])
+        return BuildResult(
+            record, out / "measurement.json", out, options.tag or "ppml/app:latest", {}, []
+        )
 
 
 def test_verify_reproducible_builds_twice_from_scratch(tmp_path, monkeypatch):
@@ -733,9 +944,13 @@ def test_verify_reproducible_builds_twice_from_scratch(tmp_path, monkeypatch):
     monkeypatch.setattr(reproducible, "_remove_image", removed.append)
     monkeypatch.setenv("PPML_BUILD_CACHE_DIR", str(tmp_path / "user-cache"))
     said: list[str] = []
-    options = BuildOptions(recipe=tmp_path / "recipe.yaml", key=tmp_path / "k.pem",
-                                        output_dir=tmp_path / "out", tag="reg/app:1",
-                                        policies=["ita"])
+    options = BuildOptions(
+        recipe=tmp_path / "recipe.yaml",
+        key=tmp_path / "k.pem",
+        output_dir=tmp_path / "out",
+        tag="reg/app:1",
+        policies=["ita"],
+    )
     result = reproducible.verify_reproducible(options, said.append)
     assert result.reproducible and result.mrenclave == "11" * 32
     first, second = fake.calls
@@ -756,15 +971,17 @@ def test_verify_reproducible_builds_twice_from_scratch(tmp_path, monkeypatch):
 
 
 def test_verify_reproducible_names_the_first_differing_input(tmp_path, monkeypatch):
-    files = [{"path": "/app/job.py", "sha256": "aa", "size": 1},
-             {"path": "/opt/spark/jars/x.jar", "sha256": "bb", "size": 1}]
+    files = [
+        {"path": "/app/job.py", "sha256": "aa", "size": 1},
+        {"path": "/opt/spark/jars/x.jar", "sha256": "bb", "size": 1},
+    ]
     drifted = [files[0], {**files[1], "sha256": "cc"}]
-    monkeypatch.setattr(backends, "build", FakeBuilds(["11" * 32, "22" * 32],
-                                                          [files, drifted]))
+    monkeypatch.setattr(backends, "build", FakeBuilds(["11" * 32, "22" * 32], [files, drifted]))
     removed: list[str] = []
     monkeypatch.setattr(reproducible, "_remove_image", removed.append)
-    options = BuildOptions(recipe=tmp_path / "recipe.yaml", key=tmp_path / "k.pem",
-                                        output_dir=tmp_path / "out")
+    options = BuildOptions(
+        recipe=tmp_path / "recipe.yaml", key=tmp_path / "k.pem", output_dir=tmp_path / "out"
+    )
     with pytest.raises(reproducible.NotReproducibleError) as caught:
         reproducible.verify_reproducible(options)
     message = str(caught.value)

@@ -24,9 +24,19 @@ from .cache_key import CACHE_FORMAT, INPUT_HASH_LABEL, input_hash
 from .gramine_source import GRAMINE_VERSION, gramine_source_files
 from .reporter import Reporter, SilentReporter
 from .run import bootstrap_bases, build_standin_binaries
-from .targets import (DEFAULT_FLINK_VERSION, DEFAULT_SPARK_VERSION, PROJECT_ROOT, STANDIN_LABEL,
-                      TARGET_NAMES, BootstrapOptions, TargetResult, TargetSpec, select_targets,
-                      target_specs, validate_registry)
+from .targets import (
+    DEFAULT_FLINK_VERSION,
+    DEFAULT_SPARK_VERSION,
+    PROJECT_ROOT,
+    STANDIN_LABEL,
+    TARGET_NAMES,
+    BootstrapOptions,
+    TargetResult,
+    TargetSpec,
+    select_targets,
+    target_specs,
+    validate_registry,
+)
 
 __all__ = [
     "BootstrapOptions",

@@ -4,10 +4,10 @@ given as ``--ca-bundle``, checked to be PEM before any build starts."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
-from ppml_build.errors import ImageError
+from ...errors import ImageError
 
 
 def default_ca_bundle(environ: Mapping[str, str] | None = None) -> tuple[Path, str] | None:
@@ -21,11 +21,13 @@ def default_ca_bundle(environ: Mapping[str, str] | None = None) -> tuple[Path, s
 
 def check_ca_bundle(path: Path) -> Path:
     try:
-        head = path.read_bytes()[:1 << 16]
+        head = path.read_bytes()[: 1 << 16]
     except OSError as err:
         raise ImageError(f"--ca-bundle {path}: cannot read it: {err.strerror}") from None
     if b"-----BEGIN CERTIFICATE-----" not in head:
-        raise ImageError(f"--ca-bundle {path}: not a PEM certificate bundle (no BEGIN CERTIFICATE line)")
+        raise ImageError(
+            f"--ca-bundle {path}: not a PEM certificate bundle (no BEGIN CERTIFICATE line)"
+        )
     return path
 
 

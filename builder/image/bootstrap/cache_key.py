@@ -11,8 +11,8 @@ import hashlib
 import json
 from typing import Any
 
-from ppml_build.errors import ImageError
-from ppml_build.image.hashing import sha256_file
+from ...errors import ImageError
+from ..hashing import sha256_file
 from .targets import TargetSpec
 
 INPUT_HASH_LABEL = "ppml.input-hash"
@@ -34,9 +34,13 @@ def input_hash(spec: TargetSpec, parent_hash: str | None) -> str:
         try:
             inputs["kind"] = "dockerfile"
             inputs["dockerfile"] = sha256_file(spec.dockerfile)
-            inputs["files"] = {name: sha256_file(path) for name, path in sorted(spec.context_files.items())}
+            inputs["files"] = {
+                name: sha256_file(path) for name, path in sorted(spec.context_files.items())
+            }
         except OSError as err:
-            raise ImageError(f"{err.filename}: cannot read an input of the {spec.name} image: {err.strerror}") from None
+            raise ImageError(
+                f"{err.filename}: cannot read an input of the {spec.name} image: {err.strerror}"
+            ) from None
     blob = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 

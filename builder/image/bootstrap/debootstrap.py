@@ -13,25 +13,39 @@ from pathlib import Path
 
 import docker.errors
 
-from ppml_build.errors import ImageError
+from ...errors import ImageError
 from .cache_key import INPUT_HASH_LABEL
 from .reporter import Reporter
 from .targets import BootstrapOptions, TargetSpec
 
 
-def import_debootstrap_base(client, spec: TargetSpec, digest: str, options: BootstrapOptions, reporter: Reporter) -> None:
+def import_debootstrap_base(
+    client, spec: TargetSpec, digest: str, options: BootstrapOptions, reporter: Reporter
+) -> None:
     """debootstrap ``options.suite`` and import it as ``spec.reference``, labelled ``digest``."""
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
-        raise ImageError("debootstrap is not installed; run scripts/docker-up.sh (installs it) or apt-get install debootstrap")
+        raise ImageError(
+            "debootstrap is not installed; run scripts/docker-up.sh (installs it) or apt-get install debootstrap"
+        )
     if os.geteuid() != 0:
-        raise ImageError("debootstrap needs root to create the Debian base; run `ppml-build base bootstrap` as root")
+        raise ImageError(
+            "debootstrap needs root to create the Debian base; run `ppml-build base bootstrap` as root"
+        )
     root = Path(tempfile.mkdtemp(prefix="ppml-debootstrap-"))
     try:
-        cmd = [debootstrap, f"--variant={options.variant}", options.suite, str(root), options.mirror]
+        cmd = [
+            debootstrap,
+            f"--variant={options.variant}",
+            options.suite,
+            str(root),
+            options.mirror,
+        ]
         tail = _run_logged(cmd, spec.name, reporter)
         if tail is not None:
-            raise ImageError(f"debootstrap {options.suite} failed: {tail}; check network access to {options.mirror}")
+            raise ImageError(
+                f"debootstrap {options.suite} failed: {tail}; check network access to {options.mirror}"
+            )
         _scrub_rootfs(root)
         reporter.progress(spec.name, f"importing the root filesystem as {spec.reference}")
         labels = {
@@ -51,16 +65,33 @@ def import_debootstrap_base(client, spec: TargetSpec, digest: str, options: Boot
         archive = root.with_name(root.name + ".tar")
         try:
             subprocess.run(
-                ["tar", "-C", str(root), "--numeric-owner", "--exclude=./dev/*", "--exclude=./proc/*",
-                 "--exclude=./sys/*", "-cf", str(archive), "."],
-                check=True, capture_output=True,
+                [
+                    "tar",
+                    "-C",
+                    str(root),
+                    "--numeric-owner",
+                    "--exclude=./dev/*",
+                    "--exclude=./proc/*",
+                    "--exclude=./sys/*",
+                    "-cf",
+                    str(archive),
+                    ".",
+                ],
+                check=True,
+                capture_output=True,
             )
-            client.api.import_image(src=str(archive), repository=spec.repository, tag=spec.tag, changes=changes)
+            client.api.import_image(
+                src=str(archive), repository=spec.repository, tag=spec.tag, changes=changes
+            )
         except subprocess.CalledProcessError as err:
             detail = (err.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-            raise ImageError(f"tar of the debootstrap tree failed: {detail[-1] if detail else err}") from None
+            raise ImageError(
+                f"tar of the debootstrap tree failed: {detail[-1] if detail else err}"
+            ) from None
         except docker.errors.APIError as err:
-            raise ImageError(f"importing the Debian base failed: {err.explanation or err}") from None
+            raise ImageError(
+                f"importing the Debian base failed: {err.explanation or err}"
+            ) from None
         finally:
             archive.unlink(missing_ok=True)
     finally:
@@ -98,7 +129,9 @@ def _remove_tree(root: Path) -> None:
 def _run_logged(cmd: list[str], target: str, reporter: Reporter) -> str | None:
     """Run ``cmd`` streaming its lines to the reporter; None on success, else the last lines."""
     tail: deque[str] = deque(maxlen=5)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import docker.errors
 
-from ppml_build.errors import ImageError
+from ...errors import ImageError
 from .cache_key import INPUT_HASH_LABEL
 from .reporter import Reporter
 from .targets import BootstrapOptions, TargetSpec
@@ -76,7 +76,9 @@ def build_from_dockerfile(
                     tail.append(line)
                     reporter.progress(spec.name, line)
         except docker.errors.APIError as err:
-            raise ImageError(f"building {spec.reference} failed: {err.explanation or err}") from None
+            raise ImageError(
+                f"building {spec.reference} failed: {err.explanation or err}"
+            ) from None
 
 
 __all__ = ["build_from_dockerfile"]

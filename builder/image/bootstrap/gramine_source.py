@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ppml_build.errors import ImageError
-from ppml_build.image.hashing import sha256_file
+from ...errors import ImageError
+from ...versions import DEFAULT_GRAMINE_VERSION
+from ..hashing import sha256_file
 
-GRAMINE_VERSION = "1.9"
+GRAMINE_VERSION = DEFAULT_GRAMINE_VERSION  # the release whose source tarballs we build
 # The tarballs a from-source Gramine build needs (gramine-1.9.tar.gz and what its meson wraps
 # name, subprojects/*.wrap at v1.9), listed with their digests in SHA256SUMS.
 GRAMINE_SOURCE_MAIN = f"gramine-{GRAMINE_VERSION}.tar.gz"
@@ -29,31 +30,38 @@ def gramine_source_files(directory: Path) -> dict[str, Path]:
     try:
         lines = sums.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise ImageError(f"{where}: no {GRAMINE_SOURCE_SUMS} there; the directory must hold "
-                         f"{GRAMINE_SOURCE_MAIN}, the tarballs its meson wraps name, and "
-                         f"their {GRAMINE_SOURCE_SUMS}") from None
+        raise ImageError(
+            f"{where}: no {GRAMINE_SOURCE_SUMS} there; the directory must hold "
+            f"{GRAMINE_SOURCE_MAIN}, the tarballs its meson wraps name, and "
+            f"their {GRAMINE_SOURCE_SUMS}"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ImageError(f"{where}: cannot read {GRAMINE_SOURCE_SUMS}: "
-                         f"{getattr(err, 'strerror', None) or err}") from None
+        raise ImageError(
+            f"{where}: cannot read {GRAMINE_SOURCE_SUMS}: {getattr(err, 'strerror', None) or err}"
+        ) from None
     files: dict[str, Path] = {GRAMINE_SOURCE_SUMS: sums}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         match = re.fullmatch(r"([0-9a-f]{64}) [ *]([A-Za-z0-9._+-]+)", line.strip())
         if match is None:
-            raise ImageError(f"{sums}:{number}: expected '<sha256>  <file name>' (sha256sum's "
-                             "format)")
+            raise ImageError(
+                f"{sums}:{number}: expected '<sha256>  <file name>' (sha256sum's format)"
+            )
         digest, name = match.groups()
         path = directory / name
         if not path.is_file():
             raise ImageError(f"{where}: {name} is listed in {GRAMINE_SOURCE_SUMS} but missing")
         if sha256_file(path) != digest:
-            raise ImageError(f"{where}: {name} does not match its sha256 in "
-                             f"{GRAMINE_SOURCE_SUMS}; copy it again")
+            raise ImageError(
+                f"{where}: {name} does not match its sha256 in {GRAMINE_SOURCE_SUMS}; copy it again"
+            )
         files[name] = path
     if GRAMINE_SOURCE_MAIN not in files:
-        raise ImageError(f"{where}: {GRAMINE_SOURCE_MAIN} is not listed in "
-                         f"{GRAMINE_SOURCE_SUMS}; this base builds Gramine {GRAMINE_VERSION}")
+        raise ImageError(
+            f"{where}: {GRAMINE_SOURCE_MAIN} is not listed in "
+            f"{GRAMINE_SOURCE_SUMS}; this base builds Gramine {GRAMINE_VERSION}"
+        )
     return files
 
 

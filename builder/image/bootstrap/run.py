@@ -10,20 +10,27 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import docker
 import docker.errors
 
-from ppml_build.errors import ImageError
-from ppml_build.image import engine
+from ...errors import ImageError
+from .. import engine
 from .cache_key import INPUT_HASH_LABEL, input_hash
 from .debootstrap import import_debootstrap_base
 from .dockerfile_build import build_from_dockerfile
 from .reporter import Reporter, SilentReporter
-from .targets import (Action, BootstrapOptions, TargetResult, TargetSpec, select_targets,
-                      target_specs, validate_registry)
+from .targets import (
+    Action,
+    BootstrapOptions,
+    TargetResult,
+    TargetSpec,
+    select_targets,
+    target_specs,
+    validate_registry,
+)
 
 
 def bootstrap_bases(
@@ -68,7 +75,9 @@ def build_standin_binaries(project_root: Path, dest: Path) -> Path:
         module.build_libpal(dest)
         module.build_libsysdb(dest)
     except RuntimeError as err:
-        raise ImageError(f"compiling the stand-in Gramine binaries failed: {str(err).splitlines()[0]}") from None
+        raise ImageError(
+            f"compiling the stand-in Gramine binaries failed: {str(err).splitlines()[0]}"
+        ) from None
     return dest
 
 
@@ -127,8 +136,11 @@ def _make_target(
         client.api.tag(image.id, *registry_ref.rsplit(":", 1))
         image = client.images.get(image.id)
         have = engine.registry_digest(client, registry_ref, auth=options.auth)
-        local_digests = {d.partition("@")[2] for d in image.attrs.get("RepoDigests") or ()
-                         if d.partition("@")[0] == registry_ref.rsplit(":", 1)[0]}
+        local_digests = {
+            d.partition("@")[2]
+            for d in image.attrs.get("RepoDigests") or ()
+            if d.partition("@")[0] == registry_ref.rsplit(":", 1)[0]
+        }
         if have is not None and have in local_digests:
             result.repo_digest, result.pushed = have, False
         else:
@@ -139,7 +151,9 @@ def _make_target(
     return result
 
 
-def _pull_if_current(client, spec: TargetSpec, registry_ref: str, digest: str, options: BootstrapOptions, reporter):
+def _pull_if_current(
+    client, spec: TargetSpec, registry_ref: str, digest: str, options: BootstrapOptions, reporter
+):
     """The registry's image if it carries this input hash (then also tagged locally), else None."""
     if engine.registry_digest(client, registry_ref, auth=options.auth) is None:
         return None

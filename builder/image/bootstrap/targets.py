@@ -4,11 +4,12 @@ what it builds on, and which of them a ``--only`` selection makes, parents first
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
-from ppml_build.errors import ImageError
+from ...errors import ImageError
 from .gramine_source import GRAMINE_VERSION, gramine_source_files
 
 STANDIN_LABEL = "ppml.libos.standin"  # on the stand-in Gramine test bases
@@ -19,8 +20,17 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_VARIANT = "minbase"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
-TARGET_NAMES = ("debian", "spark", "flink", "gramine", "spark-gramine", "flink-gramine",
-                "standin", "spark-standin", "flink-standin")
+TARGET_NAMES = (
+    "debian",
+    "spark",
+    "flink",
+    "gramine",
+    "spark-gramine",
+    "flink-gramine",
+    "standin",
+    "spark-standin",
+    "flink-standin",
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -82,7 +92,9 @@ class TargetResult:
 def validate_registry(registry: str) -> str:
     """HOST[:PORT] with no scheme and no path (the form docker tags use)."""
     if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", registry or ""):
-        raise ImageError(f"--registry {registry!r}: expected HOST:PORT such as 127.0.0.1:5000 (no scheme, no path)")
+        raise ImageError(
+            f"--registry {registry!r}: expected HOST:PORT such as 127.0.0.1:5000 (no scheme, no path)"
+        )
     return registry
 
 
@@ -105,7 +117,9 @@ def select_targets(only: Sequence[str]) -> list[str]:
     deps = _dependencies()
     unknown = [name for name in only if name not in deps]
     if unknown:
-        raise ImageError(f"--only {', '.join(unknown)}: unknown target; choose from {', '.join(TARGET_NAMES)}")
+        raise ImageError(
+            f"--only {', '.join(unknown)}: unknown target; choose from {', '.join(TARGET_NAMES)}"
+        )
     wanted = set(only) if only else set(deps)
     for name in list(wanted):
         parent = deps[name]
@@ -121,7 +135,10 @@ def target_specs(options: BootstrapOptions, standin_dir: Path | None) -> dict[st
     standin_dockerfile = options.project_root / "tests" / "standin" / "image" / "Dockerfile"
     standin_files: dict[str, Path] = {}
     if standin_dir is not None:
-        standin_files = {"libpal.so": standin_dir / "libpal.so", "libsysdb.so": standin_dir / "libsysdb.so"}
+        standin_files = {
+            "libpal.so": standin_dir / "libpal.so",
+            "libsysdb.so": standin_dir / "libsysdb.so",
+        }
     standin_labels = {STANDIN_LABEL: "true"}
     if options.gramine_source is not None:
         gramine_dockerfile = base_images / "gramine" / "Dockerfile.source"
@@ -130,45 +147,98 @@ def target_specs(options: BootstrapOptions, standin_dir: Path | None) -> dict[st
         gramine_dockerfile, gramine_files = base_images / "gramine" / "Dockerfile", {}
     return {
         "debian": TargetSpec(
-            "debian", "ppml/debian-base", options.suite, None, None,
+            "debian",
+            "ppml/debian-base",
+            options.suite,
+            None,
+            None,
             build_args={"suite": options.suite, "variant": options.variant},
         ),
         "spark": TargetSpec(
-            "spark", "ppml/spark-base", options.spark_version, "debian", base_images / "spark" / "Dockerfile",
+            "spark",
+            "ppml/spark-base",
+            options.spark_version,
+            "debian",
+            base_images / "spark" / "Dockerfile",
             build_args={"SPARK_VERSION": options.spark_version},
         ),
         "flink": TargetSpec(
-            "flink", "ppml/flink-base", options.flink_version, "debian", base_images / "flink" / "Dockerfile",
+            "flink",
+            "ppml/flink-base",
+            options.flink_version,
+            "debian",
+            base_images / "flink" / "Dockerfile",
             build_args={"FLINK_VERSION": options.flink_version},
         ),
         "gramine": TargetSpec(
-            "gramine", "ppml/gramine-base", GRAMINE_VERSION, "debian", gramine_dockerfile,
-            build_args={"GRAMINE_VERSION": GRAMINE_VERSION}, context_files=gramine_files,
+            "gramine",
+            "ppml/gramine-base",
+            GRAMINE_VERSION,
+            "debian",
+            gramine_dockerfile,
+            build_args={"GRAMINE_VERSION": GRAMINE_VERSION},
+            context_files=gramine_files,
         ),
         "spark-gramine": TargetSpec(
-            "spark-gramine", "ppml/spark-gramine", options.spark_version, "gramine",
-            base_images / "spark" / "Dockerfile", build_args={"SPARK_VERSION": options.spark_version},
+            "spark-gramine",
+            "ppml/spark-gramine",
+            options.spark_version,
+            "gramine",
+            base_images / "spark" / "Dockerfile",
+            build_args={"SPARK_VERSION": options.spark_version},
         ),
         "flink-gramine": TargetSpec(
-            "flink-gramine", "ppml/flink-gramine", options.flink_version, "gramine",
-            base_images / "flink" / "Dockerfile", build_args={"FLINK_VERSION": options.flink_version},
+            "flink-gramine",
+            "ppml/flink-gramine",
+            options.flink_version,
+            "gramine",
+            base_images / "flink" / "Dockerfile",
+            build_args={"FLINK_VERSION": options.flink_version},
         ),
         "standin": TargetSpec(
-            "standin", "ppml/gramine-standin", options.suite, "debian", standin_dockerfile,
-            context_files=standin_files, labels=standin_labels,
+            "standin",
+            "ppml/gramine-standin",
+            options.suite,
+            "debian",
+            standin_dockerfile,
+            context_files=standin_files,
+            labels=standin_labels,
         ),
         "spark-standin": TargetSpec(
-            "spark-standin", "ppml/spark-gramine-standin", options.spark_version, "spark", standin_dockerfile,
-            context_files=standin_files, labels=standin_labels,
+            "spark-standin",
+            "ppml/spark-gramine-standin",
+            options.spark_version,
+            "spark",
+            standin_dockerfile,
+            context_files=standin_files,
+            labels=standin_labels,
         ),
         "flink-standin": TargetSpec(
-            "flink-standin", "ppml/flink-gramine-standin", options.flink_version, "flink", standin_dockerfile,
-            context_files=standin_files, labels=standin_labels,
+            "flink-standin",
+            "ppml/flink-gramine-standin",
+            options.flink_version,
+            "flink",
+            standin_dockerfile,
+            context_files=standin_files,
+            labels=standin_labels,
         ),
     }
 
 
-__all__ = ["Action", "BootstrapOptions", "DEBIAN_MIRROR", "DEBIAN_SUITE", "DEBIAN_VARIANT",
-           "DEFAULT_FLINK_VERSION", "DEFAULT_SPARK_VERSION", "PROJECT_ROOT", "STANDIN_LABEL",
-           "TARGET_NAMES", "TargetResult", "TargetSpec", "select_targets", "target_specs",
-           "validate_registry"]
+__all__ = [
+    "Action",
+    "BootstrapOptions",
+    "DEBIAN_MIRROR",
+    "DEBIAN_SUITE",
+    "DEBIAN_VARIANT",
+    "DEFAULT_FLINK_VERSION",
+    "DEFAULT_SPARK_VERSION",
+    "PROJECT_ROOT",
+    "STANDIN_LABEL",
+    "TARGET_NAMES",
+    "TargetResult",
+    "TargetSpec",
+    "select_targets",
+    "target_specs",
+    "validate_registry",
+]
