@@ -12,6 +12,9 @@ Every pod that runs the enclave asks the Intel SGX device plugin for:
 
 and for memory ≥ enclave + the untrusted host process: EPC pages evicted by the kernel go to
 shmem backing charged to the pod's memory cgroup, so the enclave must fit in the pod's memory too.
+
+Longer than most: the deployment files form one bundle (pod spec, SGX device resources,
+config, service), checked together against the Kubernetes API models.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ It is a heuristic over source text, tuned to stay quiet on ordinary SQL/DataFram
   is not read.
 
 Pure: source texts in, findings and one warning line out. pipeline.py reads the files.
+
+Longer than most: one walk over the app's Python syntax tree, with the rule for each API that
+would make the JVM start a child, kept together so the rules cannot drift apart.
 """
 
 from __future__ import annotations

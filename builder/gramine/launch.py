@@ -19,6 +19,9 @@ read the launcher's output through ``< <(...)``, a /dev/fd path Gramine cannot r
 
 Pure: the recipe in, a ``LaunchPlan`` out. The build computes the launcher's output in the image
 (``support_stage_lines``) and ``launcher_command`` reads it back for the manifest's argv.
+
+Longer than most: the launch forms (JVM, PySpark, PyFlink, Flink) share their rules, and the
+support-stage lines that install the launcher must change with them.
 """
 
 from __future__ import annotations
@@ -274,7 +277,7 @@ def plan_launch(recipe: Recipe) -> LaunchPlan:
             scratch=tuple(recipe.files.scratch),
         )
     # A passthrough of what the launch sets (JAVA_TOOL_OPTIONS, ...) is refused by
-    # plan._check_passthrough, with the plan's other variables.
+    # plan/sizing.py (_check_passthrough), with the plan's other variables.
     return _with_scratch(recipe, _launch_form(recipe))
 
 

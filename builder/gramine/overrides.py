@@ -14,6 +14,9 @@ nested (``sys: {stack: {size: 2M}}``), under three rules:
 
 Pure functions, no I/O: manifest.render_manifest() merges the keys into the parsed template
 output before sgx.trusted_files is expanded and hashed.
+
+Longer than most: normalising, schema-checking and guarding ``manifest:`` keys are one set of
+rules over one tree; split, each part would need the others' tables.
 """
 
 from __future__ import annotations

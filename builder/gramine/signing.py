@@ -6,6 +6,9 @@ Gramine's ``Manifest`` constructor, expand and hash trusted files, serialise wit
 exactly those bytes, build and sign the SIGSTRUCT. Everything is computed in memory first; the
 outputs are checked to be writable before that work and written together at the end, all or
 none (``atomic.write_all_or_none``), so a failure leaves nothing half-written.
+
+Longer than most: ``sign``, two-step signing, ``measure`` and ``sigstruct-view`` share the
+file checks and the all-or-none outputs kept here.
 """
 
 from __future__ import annotations

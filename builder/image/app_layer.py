@@ -7,6 +7,9 @@ its filesystem (the base's index plus the app layer), shared by every LibOS back
 
 Nothing here knows a LibOS: a backend adds its own files through a ``SupportStage``, and the
 build's key guard is handed in as ``check_context``. The context holds only public files.
+
+Longer than most: the app image is one sequence (stage, build, read back, view), and its steps
+share the context layout named at the top.
 """
 
 from __future__ import annotations

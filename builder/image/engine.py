@@ -3,6 +3,9 @@
 A thin layer over the ``docker`` SDK whose one job beyond the calls themselves is to turn the
 engine's and the registry's failures into one-line ``ImageError``s a user can act on. Passwords
 never appear in messages, reprs or logs.
+
+Longer than most: every call to the Docker engine goes through this module, each error turned
+into one line, so that no other module talks to the engine directly.
 """
 
 from __future__ import annotations

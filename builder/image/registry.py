@@ -11,6 +11,9 @@ Only what a pull needs: manifest or index (picking the engine's platform), confi
 uncompressed layer blobs; Basic and Bearer-token auth; HTTPS, or plain HTTP for a registry the
 engine itself treats as insecure (its ``InsecureRegistryCIDRs`` / ``IndexConfigs``, 127.0.0.0/8
 by default). Anything else raises ``RegistryReadError`` and the caller exports from the engine.
+
+Longer than most: one module for one protocol (the distribution API: token challenges,
+manifests and indexes, blobs).
 """
 
 from __future__ import annotations

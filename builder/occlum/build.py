@@ -15,6 +15,9 @@ into the build container, which has no network. The copy is deleted as soon as t
 exits, and the container is committed only then; a bind mount is never part of a commit anyway
 (it uses ``mounts=``, so not even a VOLUME entry is). The key is never in a build context, a
 layer, the image config or history, a log line or the record.
+
+Longer than most: the pure pieces (script, image config, labels, record) and the container
+edge of one build, in the order the build runs them.
 """
 
 from __future__ import annotations

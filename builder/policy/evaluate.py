@@ -4,6 +4,9 @@
 made for (and would reject another). Each format is read back from its file (detected by
 extension and content) and judged with that service's own rules: Rego policies (ITA, Trustee)
 by a real Rego engine (regopy), the others by their documented comparisons.
+
+Longer than most: Rego evaluation for ITA and Trustee with the quote values each service
+supplies, and the explanation of a failed pin, which reads the same policy text.
 """
 
 from __future__ import annotations

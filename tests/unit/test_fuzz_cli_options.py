@@ -9,7 +9,7 @@ or none). Inputs that never end (/dev/zero, /dev/urandom) run in a child process
 memory and time (run_bounded).
 
 Not here: build, run-native, run-direct, trace and base, which need the Docker engine (their
-options are checked before it in test_build_options_cli.py and test_bootstrap_inputs.py).
+options are checked before it in test_build_commands.py and test_bootstrap_inputs.py).
 """
 
 from __future__ import annotations
