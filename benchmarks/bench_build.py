@@ -29,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions
 from ppml_build.gramine.signing import keygen
 from ppml_build.image.engine import connect
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions
 
 PROJECT = Path(__file__).resolve().parents[1]
 RECIPE = PROJECT / "recipes/spark/pyspark-sql-agg"

@@ -616,7 +616,7 @@ def write_k8s(
 ) -> dict:
     """``ppml-build k8s``: render every file first, then write them all or none."""
     from .atomic import Output, check_writable, write_all_or_none
-    from .pipeline import load_and_plan
+    from .pipeline.stages import load_and_plan
 
     ref = parse_image(image, allow_tag=allow_tag)
     flink_version = flink_version or DEFAULT_FLINK_VERSION

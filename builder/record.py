@@ -1,6 +1,6 @@
 """What a built image carries and what its measurement record says: one schema for all.
 
-The Gramine and Occlum builds write these (``build/outputs.py`` fills the record and the
+The Gramine and Occlum builds write these (``pipeline/outputs.py`` fills the record and the
 labels); ``verify``, ``policy``, ``trace`` and ``k8s`` read them. So the record's schema id, the
 directory the final image keeps its public enclave inputs in, and the label names are defined
 here once. This module imports nothing: every stage may read it.

@@ -104,9 +104,9 @@ def build(
     """Build a signed enclave image from a recipe (Gramine: measured and signed natively;
     Occlum: `occlum build` in the Occlum base, measurement read back) and record MRENCLAVE
     (measurement.json + image labels)."""
-    from ..build.backends import build as run_build
-    from ..build.options import BuildOptions
     from ..gramine.overrides import ManifestOptions
+    from ..pipeline.backends import build as run_build
+    from ..pipeline.options import BuildOptions
     from ..progress import reporter_for
 
     options = BuildOptions(
@@ -130,7 +130,7 @@ def build(
     )
     with reporter_for(sys.stderr) as say:
         if verify_reproducible:
-            from ..build.reproducible import verify_reproducible as run_twice
+            from ..pipeline.reproducible import verify_reproducible as run_twice
 
             twice = run_twice(options, say=say)
             say(f"reproducible: both builds measured MRENCLAVE {twice.mrenclave}")
@@ -174,7 +174,7 @@ def run_native_command(
     that needs no SGX machine). Prints the job's output; exits with its exit code."""
     from ..image.engine import connect
     from ..image.native import run_native
-    from ..pipeline import validate_recipe
+    from ..pipeline.stages import validate_recipe
 
     parsed = validate_recipe(recipe)
     result = run_native(connect(), image or f"ppml/{parsed.name}:latest", parsed, network=network)
@@ -217,7 +217,7 @@ def run_direct_command(
     exits with the job's exit code (non-zero when the LibOS refuses something)."""
     from ..gramine.direct import run_direct
     from ..image.engine import connect
-    from ..pipeline import validate_recipe
+    from ..pipeline.stages import validate_recipe
 
     parsed = validate_recipe(recipe)
     if parsed.libos.type != "gramine":

@@ -57,7 +57,7 @@ def validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Check recipes: schema, types, sizes, paths. Exit 2 with file:line:column on the first error."""
-    from ..pipeline import validate_recipe
+    from ..pipeline.stages import validate_recipe
 
     results = []
     for path in recipes:
@@ -86,7 +86,7 @@ def validate(
 def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     """Size the enclave (sgx.enclave_size, sgx.max_threads) from the app's JVM and engine settings,
     showing each term of the derivation."""
-    from ..pipeline import load_and_plan
+    from ..pipeline.stages import load_and_plan
     from ..plan import format_plan
 
     _, result = load_and_plan(recipe)
@@ -109,7 +109,7 @@ def manifest(
     """Render the LibOS configuration for a recipe against a root filesystem: a Gramine manifest
     with every trusted file hashed (APP.manifest + trusted-files.json)."""
     from ..gramine.overrides import ManifestOptions
-    from ..pipeline import write_manifest
+    from ..pipeline.stages import write_manifest
 
     options = ManifestOptions(
         allow_insecure_manifest=allow_insecure_manifest,

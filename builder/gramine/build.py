@@ -4,7 +4,7 @@
     the manifest → measure + sign natively → final image (app + manifest + .sig + labels)
     → record (+ policies) → optional push
 
-The signing key is read on the host only (``build/job.py``): it is never in a build context, a
+The signing key is read on the host only (``pipeline/job.py``): it is never in a build context, a
 layer, the image history, a log line or the record. The final image's context holds just the
 manifest and SIGSTRUCT (both public).
 """
@@ -17,15 +17,15 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..build.job import BuildJob
-from ..build.options import BuildOptions, BuildResult
-from ..build.outputs import image_labels, record_fields, write_build_outputs
 from ..errors import ImageError, ManifestError
 from ..image.app_layer import APP_STAGE, SupportStage, app_image
 from ..image.app_layer import app_dockerfile as generic_app_dockerfile
 from ..image.docker_build import build_image
 from ..image.engine import ImageReference
 from ..image.rootfs import resolve
+from ..pipeline.job import BuildJob
+from ..pipeline.options import BuildOptions, BuildResult
+from ..pipeline.outputs import image_labels, record_fields, write_build_outputs
 from ..plan import Plan
 from ..progress import Say, say_nothing
 from ..recipe import Recipe

@@ -28,7 +28,7 @@ It is a heuristic over source text, tuned to stay quiet on ordinary SQL/DataFram
   (``.config(KEY, "true")``, ``conf.set(KEY, True)``) sets it; the image's spark-defaults.conf
   is not read.
 
-Pure: source texts in, findings and one warning line out. pipeline.py reads the files.
+Pure: source texts in, findings and one warning line out. pipeline/stages.py reads the files.
 
 Longer than most: one walk over the app's Python syntax tree, with the rule for each API that
 would make the JVM start a child, kept together so the rules cannot drift apart.

@@ -43,15 +43,15 @@ from docker.types import Mount
 
 from .. import __version__
 from ..atomic import write_all_or_none
-from ..build.job import BuildJob
-from ..build.key_guard import refuse_key_in_bytes
-from ..build.options import BuildOptions, BuildResult
-from ..build.outputs import image_labels, record_fields, write_build_outputs
 from ..errors import ImageError, RecipeError, VerificationError
 
 # The app image is made exactly as for Gramine, without Gramine's support stage.
 from ..image.app_layer import app_image
 from ..image.engine import STREAM_TIMEOUT, ImageReference
+from ..pipeline.job import BuildJob
+from ..pipeline.key_guard import refuse_key_in_bytes
+from ..pipeline.options import BuildOptions, BuildResult
+from ..pipeline.outputs import image_labels, record_fields, write_build_outputs
 from ..plan import Plan
 from ..progress import Say, say_nothing
 from ..recipe import Recipe

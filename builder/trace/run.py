@@ -201,7 +201,7 @@ def run_trace(
     from ..image.base_index import cached_image_rootfs
     from ..image.engine import connect, export_image_rootfs
     from ..image.native import run_native
-    from ..pipeline import validate_recipe
+    from ..pipeline.stages import validate_recipe
 
     started = time.perf_counter()
     recipe = validate_recipe(recipe_path)

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions
 from ppml_build.cli import main
 from ppml_build.gramine import build as build_module
 from ppml_build.image import app_layer, engine
 from ppml_build.image.native import run_native
 from ppml_build.image.tarfs import keep_paths
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions
 from ppml_build.recipe import load_recipe
 from ppml_build.sign.elf import read_pal_image
 from ppml_build.sign.measure import measure_manifest
@@ -166,7 +166,7 @@ def test_manifest_from_cached_index_equals_manifest_from_a_real_export(spark_bui
     """The base index (read from the registry's layers during the pull) + app-layer model
     must see exactly what the built image holds."""
     from ppml_build.gramine.render import render_for_rootfs
-    from ppml_build.pipeline import load_and_plan
+    from ppml_build.pipeline.stages import load_and_plan
 
     assert spark_build["stats"]["base_index_source"] == "registry"
 

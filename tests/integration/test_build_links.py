@@ -221,7 +221,7 @@ def test_links_inside_the_tree_are_links_in_the_image_and_trusted_as_it_has_them
 
     # And the whole manifest, rendered from a real export of the built image, is the same.
     from ppml_build.gramine.render import render_for_rootfs
-    from ppml_build.pipeline import load_and_plan
+    from ppml_build.pipeline.stages import load_and_plan
 
     parsed, plan = load_and_plan(recipe)
     fs = engine.export_image_rootfs(

@@ -19,11 +19,11 @@ import pytest
 from test_build import copy_recipe, file_from_image
 from test_recipes import EXPECTED, NAMES, RECIPE_DIRS, answer
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions, BuildResult
 from ppml_build.cli import main
 from ppml_build.gramine.direct import run_direct
 from ppml_build.image.docker_build import build_image
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions, BuildResult
 from ppml_build.sign.sigstruct import Sigstruct
 
 pytestmark = pytest.mark.docker

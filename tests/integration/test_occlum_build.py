@@ -31,12 +31,12 @@ from sdk_enclave_factory import Metadata, sdk_signed_elf
 from sdk_sample_key import lookalike_private_pem
 from sigstruct_reference import signed_sigstruct
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, VerificationError
 from ppml_build.image import app_layer, engine
 from ppml_build.image.docker_build import build_image
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions
 from ppml_build.recipe import load_recipe
 from ppml_build.sign import keys
 from ppml_build.sign.sigstruct import Sigstruct

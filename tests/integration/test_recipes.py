@@ -31,10 +31,10 @@ from cryptography.x509.oid import NameOID
 # Fixtures and helpers shared with the build tests (same bases, key and cache isolation).
 from test_build import copy_recipe, expected_spark_lines, file_from_image
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions, BuildResult
 from ppml_build.cli import main
 from ppml_build.image.native import run_native
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions, BuildResult
 from ppml_build.recipe import load_recipe
 from ppml_build.trace.run import run_trace
 

@@ -13,12 +13,12 @@ import pytest
 # signing key and the isolated caches (autouse).
 from test_build import SPARK_RECIPE, copy_recipe, file_from_image
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions
-from ppml_build.build.reproducible import verify_reproducible
 from ppml_build.cli import main
 from ppml_build.gramine.signing import tbs_sigstruct
 from ppml_build.image.docker_build import build_image
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions
+from ppml_build.pipeline.reproducible import verify_reproducible
 from ppml_build.sign import keys
 from ppml_build.sign.elf import read_pal_image
 from ppml_build.sign.sigstruct import Sigstruct

@@ -583,7 +583,7 @@ def build_signed_world(base: Path, libpal: Path) -> World:
     from ppml_build.gramine.render import render_for_rootfs
     from ppml_build.gramine.signing import sign_summary
     from ppml_build.image.rootfs import DirRootFS
-    from ppml_build.pipeline import load_and_plan
+    from ppml_build.pipeline.stages import load_and_plan
     from ppml_build.plan import make_plan
     from ppml_build.policy import render_policy, write_policy_files
     from ppml_build.recipe import load_recipe_text

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildResult
 from ppml_build.cli import main
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildResult
 
 
 def _fake_build(calls: list):

@@ -32,7 +32,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rootfs_factory import add_ppml_support, make_spark_rootfs
 
-from ppml_build.pipeline import load_and_plan
+from ppml_build.pipeline.stages import load_and_plan
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = sorted(REPO.glob("recipes/*/*/recipe.yaml"))

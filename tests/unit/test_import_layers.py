@@ -11,9 +11,10 @@ Layers, lowest first; a module may import its own layer and those below, never a
   recipe      gramine's manifest vocabulary (schema, overrides, uris), host_sources, recipe
   plan        gramine.launch (how the enclave starts), plan
   app image   image.app_layer, image.programs, image.native
-  backends    build's shared parts (options, job, outputs, key guard), then gramine/, occlum/
-  pipeline    pipeline (load and plan once; ``manifest`` for every backend)
-  build       build.backends (the registry), build.reproducible
+  backends    what each backend is handed (pipeline.options, .job, .outputs, .key_guard,
+              .key_scan), then gramine/, occlum/
+  stages      pipeline.stages (load and plan once; ``manifest`` for every backend)
+  build       pipeline.backends (the registry), pipeline.reproducible
   commands    verify/, trace/, k8s, starter
   cli         cli/, __main__
 
@@ -63,17 +64,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "backends",
         (
-            P + "build.options",
-            P + "build.job",
-            P + "build.outputs",
-            P + "build.key_guard",
-            P + "build.key_scan",
+            P + "pipeline.options",
+            P + "pipeline.job",
+            P + "pipeline.outputs",
+            P + "pipeline.key_guard",
+            P + "pipeline.key_scan",
             P + "gramine",
             P + "occlum",
         ),
     ),
-    ("pipeline", (P + "pipeline",)),
-    ("build", (P + "build",)),
+    ("stages", (P + "pipeline.stages",)),
+    ("build", (P + "pipeline",)),
     ("commands", (P + "verify", P + "trace", P + "k8s", P + "starter")),
     ("cli", (P + "cli", P + "__main__")),
 ]

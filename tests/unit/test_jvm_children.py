@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ppml_build import pipeline
 from ppml_build.cli import main
 from ppml_build.gramine.jvm_children import Finding, find_jvm_children, format_warning
+from ppml_build.pipeline import stages as pipeline
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 MARK = "needs the JVM to start Python worker processes"

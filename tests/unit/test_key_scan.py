@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppml_build.build import key_guard, key_scan
 from ppml_build.errors import RecipeError
 from ppml_build.image import app_layer
+from ppml_build.pipeline import key_guard, key_scan
 from ppml_build.recipe import load_recipe
 from ppml_build.sign import keys
 from ppml_build.sign.sigstruct import Sigstruct

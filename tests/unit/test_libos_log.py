@@ -506,10 +506,10 @@ class FakeClient:
 
 
 def test_an_image_without_gramine_direct_is_one_line_naming_no_libos(monkeypatch, capsys, tmp_path):
-    from ppml_build import pipeline
     from ppml_build.image import base_index as image_index
     from ppml_build.image import engine
     from ppml_build.image.rootfs import DirRootFS
+    from ppml_build.pipeline import stages as pipeline
     from ppml_build.recipe import load_recipe_text
 
     root = tmp_path / "root"

@@ -24,8 +24,6 @@ from sdk_enclave_factory import Metadata, sdk_signed_elf
 from sdk_sample_key import lookalike_private_pem
 from sigstruct_reference import signed_sigstruct
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions
 from ppml_build.errors import RecipeError, SigningError, VerificationError
 from ppml_build.gramine import build as gramine_build
 from ppml_build.gramine.signing import sign_summary
@@ -45,7 +43,9 @@ from ppml_build.occlum.enclave import (
     sdk_debuggable,
     sdk_edmm,
 )
-from ppml_build.pipeline import load_and_plan
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions
+from ppml_build.pipeline.stages import load_and_plan
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
 from ppml_build.sign import keys

@@ -13,8 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rootfs_factory import make_spark_rootfs
 
-from ppml_build.build import backends
-from ppml_build.build.options import BuildOptions, BuildResult
 from ppml_build.cli import main
 from ppml_build.errors import ManifestError, RecipeError
 from ppml_build.gramine import build as gramine_build
@@ -23,6 +21,8 @@ from ppml_build.gramine.overrides import OWNED, ManifestOptions, merge_overrides
 from ppml_build.gramine.schema import ANY, GRAMINE_1_9, AnyOf, DictOf, ListOf, OneOf
 from ppml_build.image.hashing import FileHasher
 from ppml_build.image.rootfs import DirRootFS
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions, BuildResult
 from ppml_build.plan import format_plan, make_plan
 from ppml_build.policy.model import EnclaveValues
 from ppml_build.recipe import load_recipe_text

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 from rootfs_factory import add_ppml_support, make_spark_rootfs
 
-from ppml_build.build import backends, reproducible
-from ppml_build.build.options import BuildOptions, BuildResult
 from ppml_build.cli import main
 from ppml_build.gramine import build as gramine_build
 from ppml_build.gramine.render import render_for_rootfs
 from ppml_build.gramine.signing import sign_summary, tbs_sigstruct
 from ppml_build.image.hashing import FileHasher
 from ppml_build.image.rootfs import DirRootFS
-from ppml_build.pipeline import load_and_plan
+from ppml_build.pipeline import backends, reproducible
+from ppml_build.pipeline.options import BuildOptions, BuildResult
+from ppml_build.pipeline.stages import load_and_plan
 from ppml_build.plan import make_plan
 from ppml_build.policy import render_policy, write_policy_files
 from ppml_build.policy.evaluate import load_policy
@@ -904,7 +904,7 @@ def test_first_difference_order():
 
 
 class FakeBuilds:
-    """Stands in for ppml_build.build.backends.build: writes the outputs a build would, records calls."""
+    """Stands in for ppml_build.pipeline.backends.build: writes the outputs a build would, records calls."""
 
     def __init__(self, mrenclaves: list[str], trusted: list[list[dict]]) -> None:
         self.mrenclaves, self.trusted = mrenclaves, trusted

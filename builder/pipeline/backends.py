@@ -16,13 +16,13 @@ from ..errors import RecipeError
 from ..gramine.build import build_gramine, check_gramine
 from ..key_files import load_signing_key, read_passphrase
 from ..occlum.build import build_occlum, check_occlum
-from ..pipeline import load_and_plan
 from ..plan import Plan
 from ..progress import Say, StepTimer, say_nothing
 from ..recipe import Recipe
 from .job import BuildJob
 from .key_guard import key_needles
 from .options import BuildOptions, BuildResult
+from .stages import load_and_plan
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,16 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from .atomic import check_writable
-from .errors import ManifestError, PpmlError
-from .gramine.jvm_children import jvm_children_warning, scans_app_python
-from .gramine.overrides import ManifestOptions
-from .gramine.render import write_gramine_manifest
-from .image.hashing import FileHasher
-from .image.rootfs import DirRootFS
-from .occlum.render import write_occlum_config
-from .plan import Plan, make_plan
-from .recipe import Recipe, check_app_files, load_recipe
+from ..atomic import check_writable
+from ..errors import ManifestError, PpmlError
+from ..gramine.jvm_children import jvm_children_warning, scans_app_python
+from ..gramine.overrides import ManifestOptions
+from ..gramine.render import write_gramine_manifest
+from ..image.hashing import FileHasher
+from ..image.rootfs import DirRootFS
+from ..occlum.render import write_occlum_config
+from ..plan import Plan, make_plan
+from ..recipe import Recipe, check_app_files, load_recipe
 
 # Bounds of reading the app's Python for the JVM-children warning (read_app_python).
 MAX_SCANNED_SOURCE = 1 << 20

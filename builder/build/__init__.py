@@ -1,1 +1,0 @@
-"""``ppml-build build`` across backends: options, the backend registry, the key guard, outputs."""
