@@ -280,10 +280,12 @@ def verify_signature(sig: Sigstruct) -> bool:
 
 def verify_q1_q2(sig: Sigstruct) -> bool:
     """Are Q1/Q2 the values EINIT expects for this SIGNATURE and MODULUS?"""
-    n = sig.modulus_int
-    if n == 0:
+    n, s = sig.modulus_int, sig.signature_int
+    # Q1 and Q2 fit in 384 bytes only for a signature below the modulus; a forged .sig with a
+    # larger SIGNATURE is simply not consistent (never an exception).
+    if n == 0 or not 0 <= s < n:
         return False
-    q1, q2 = compute_q1_q2(sig.signature_int, n)
+    q1, q2 = compute_q1_q2(s, n)
     return (
         q1.to_bytes(KEY_SIZE_BYTES, "little") == sig.q1
         and q2.to_bytes(KEY_SIZE_BYTES, "little") == sig.q2

@@ -106,6 +106,16 @@ def test_garbage_modulus_does_not_raise(css):
     assert verify_signature(sig) is False and verify_q1_q2(sig) is False
 
 
+@pytest.mark.parametrize("above", ["one", "all ones"])
+def test_a_signature_above_the_modulus_is_inconsistent_not_an_error(css, above):
+    """A forged .sig whose SIGNATURE exceeds its MODULUS: Q1 would not fit in 384 bytes."""
+    sig = Sigstruct.from_bytes(css)
+    value = sig.modulus_int + 1 if above == "one" else (1 << 3072) - 1
+    sig = sig.copy(signature=value.to_bytes(384, "little"))
+    assert sig.signature_int > sig.modulus_int
+    assert verify_signature(sig) is False and verify_q1_q2(sig) is False
+
+
 @pytest.mark.parametrize("length", [0, 1000, SIGSTRUCT_SIZE - 1, SIGSTRUCT_SIZE + 1])
 def test_wrong_length_is_a_signing_error_naming_the_source(css, length):
     with pytest.raises(SigningError, match=rf"^app\.sig: {length} bytes, a SIGSTRUCT is exactly"):
