@@ -22,7 +22,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +59,7 @@ class AppLayerRequest:
     ca_bundle: Path | None = None  # for the build stage only (None: the host's default, if any)
     base_index: Literal["registry", "engine"] = "registry"
     use_cache: bool = True
-    cache: CacheLocations | None = None  # None: read from the environment
+    cache: CacheLocations = field(default_factory=CacheLocations.from_environment)
     support: SupportStage | None = None
     # The build's key guard: called on each build context before it is sent to the engine.
     check_context: Callable[[Path], None] = lambda context: None
@@ -340,7 +340,7 @@ def _base_index(
     *,
     base_job: BaseIndexJob | None,
     use_cache: bool,
-    cache: CacheLocations | None,
+    cache: CacheLocations,
     say: Say,
 ) -> tuple[TarRootFS, str]:
     """The base's index and where it came from: "registry", "cache" or "export"."""
@@ -368,7 +368,7 @@ def _base_index(
         export,
         base_index_keep(recipe),
         use_cache=use_cache,
-        cache_dir=cache.base_indexes if cache else None,
+        cache_dir=cache.base_indexes,
     )
     if cached:
         say("base image index: reused from the cache")
@@ -394,6 +394,7 @@ def app_rootfs(
     by image id (content-addressed, so it cannot go stale); the LibOS files are kept whole
     because we measure libpal.so.
     """
+    cache = cache or CacheLocations.from_environment()
     base_fs, source = _base_index(
         client, base_image_id, recipe, base_job=base_job, use_cache=use_cache, cache=cache, say=say
     )
@@ -403,9 +404,7 @@ def app_rootfs(
         if base_job is not None:
             stats["base_index_seconds"] = round(base_job.seconds, 3)
         stats["base_files"] = len(base_fs.files)
-    fs = OverlayRootFS(
-        base_fs, FileHasher(cache.hash_cache if cache else None, use_cache=use_cache)
-    )
+    fs = OverlayRootFS(base_fs, FileHasher(cache.hash_cache, use_cache=use_cache))
     try:
         # Hashed at their source in the recipe directory, so the hash cache recognises an
         # unchanged file from one build to the next (the staged copies are new every time).
@@ -457,7 +456,7 @@ def app_image(
             registry_config=_engine_registry_config(client),
             keep_prefixes=base_index_keep(recipe),
             use_cache=request.use_cache,
-            cache_dir=request.cache.base_indexes if request.cache else None,
+            cache_dir=request.cache.base_indexes,
         ).start()
     try:
         with timer.step("pull"):
