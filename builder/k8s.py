@@ -221,7 +221,56 @@ def _enclave_container(
     }
     if sizing.provision:
         container["volumeMounts"] = [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
+    if _servers_from_host(recipe):
+        # The manifest passes SECRET_PROVISION_SERVERS through: the address is configuration
+        # (a ConfigMap), never a key; the enclave trusts the server only through its CA chain.
+        container["env"] = [
+            {
+                "name": "SECRET_PROVISION_SERVERS",
+                "valueFrom": {
+                    "configMapKeyRef": {"name": secret_prov_config_name(recipe), "key": "servers"}
+                },
+            }
+        ]
     return container
+
+
+SECRET_PROV_CONFIG = "secret-provisioning.yaml"
+
+
+def _servers_from_host(recipe: Recipe) -> bool:
+    config = recipe.secret_provisioning
+    return config is not None and config.servers is None
+
+
+def secret_prov_config_name(recipe: Recipe) -> str:
+    return f"{k8s_name(recipe.name)}-secret-provisioning"
+
+
+def _secret_prov_config(recipe: Recipe, servers: str | None, header: list[str]) -> str:
+    """The ConfigMap the enclave containers read SECRET_PROVISION_SERVERS from."""
+    if not servers:
+        raise RecipeError(
+            "secret_provisioning.servers is left to the host: pass --secret-prov-servers "
+            "HOST:PORT (the provisioning server the pods connect to)"
+        )
+    for server in servers.replace(",", ";").replace(" ", ";").split(";"):
+        host, _, port = server.rpartition(":")
+        if server and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise RecipeError(
+                f"--secret-prov-servers {servers}: {server!r} is not host:port, e.g. kms:4433"
+            )
+    document = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": secret_prov_config_name(recipe), "labels": _labels(recipe, "config")},
+        "data": {"servers": servers},
+    }
+    note = [
+        "Where the enclaves fetch their encrypted-files key (Gramine's secret provisioning,",
+        "after remote attestation). An address only: the key never leaves the server.",
+    ]
+    return _yaml(header + [""] + note, document)
 
 
 def _volumes(sizing: PodSizing) -> list[dict]:
@@ -576,7 +625,12 @@ def _check_flink_version(flink_version: str) -> None:
 
 
 def render_k8s(
-    recipe: Recipe, plan: Plan, image: ImageRef, *, flink_version: str = DEFAULT_FLINK_VERSION
+    recipe: Recipe,
+    plan: Plan,
+    image: ImageRef,
+    *,
+    flink_version: str = DEFAULT_FLINK_VERSION,
+    secret_prov_servers: str | None = None,
 ) -> K8sBundle:
     """Kubernetes files for ``recipe``'s signed image. Pure: no files, no cluster."""
     if recipe.libos.type != "gramine":
@@ -595,6 +649,21 @@ def render_k8s(
         files = _render_flink(recipe, plan, image, sizing, header, warnings, flink_version)
     else:
         files = _render_job(recipe, image, sizing, header)
+    if _servers_from_host(recipe):
+        files = {
+            SECRET_PROV_CONFIG: _secret_prov_config(recipe, secret_prov_servers, header),
+            **files,
+        }
+    elif secret_prov_servers:
+        raise RecipeError(
+            "--secret-prov-servers: the recipe "
+            + (
+                "fixes secret_provisioning.servers in the signed manifest"
+                if recipe.secret_provisioning
+                else "has no secret_provisioning"
+            )
+            + "; drop the option"
+        )
     return K8sBundle(files, str(image), sizing, conf, warnings)
 
 
@@ -613,6 +682,7 @@ def write_k8s(
     *,
     allow_tag: bool = False,
     flink_version: str | None = None,
+    secret_prov_servers: str | None = None,
 ) -> dict:
     """``ppml-build k8s``: render every file first, then write them all or none."""
     from .atomic import Output, check_writable, write_all_or_none
@@ -625,7 +695,9 @@ def write_k8s(
     directory = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
     check_writable(directory, "--output-dir", directory=True)
     try:
-        bundle = render_k8s(recipe, plan, ref, flink_version=flink_version)
+        bundle = render_k8s(
+            recipe, plan, ref, flink_version=flink_version, secret_prov_servers=secret_prov_servers
+        )
     except (PlanError, RecipeError) as err:
         raise type(err)(f"{recipe_path}: {err}") from None
     written = [

@@ -14,6 +14,7 @@ from ._app import app
 # isort: off
 from . import recipe_commands  # noqa: E402,F401
 from . import sign_commands  # noqa: E402,F401
+from . import data_commands  # noqa: E402,F401
 from . import image_commands  # noqa: E402,F401
 from . import policy_commands  # noqa: E402,F401
 from . import k8s_commands  # noqa: E402,F401

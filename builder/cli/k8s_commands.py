@@ -47,13 +47,29 @@ def k8s(
             show_default=False,
         ),
     ] = None,
+    secret_prov_servers: Annotated[
+        Optional[str],
+        typer.Option(
+            "--secret-prov-servers",
+            metavar="HOST:PORT",
+            help="The secret-provisioning server(s), when the recipe leaves them to the host "
+            "(written to a ConfigMap the pods read).",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Write Kubernetes files that run the signed enclave on SGX nodes: Spark pod templates and
     spark-submit.sh, a FlinkDeployment, or a Job; EPC, memory and CPU from the enclave plan."""
     from ..k8s import write_k8s
 
-    result = write_k8s(recipe, image, output_dir, allow_tag=allow_tag, flink_version=flink_version)
+    result = write_k8s(
+        recipe,
+        image,
+        output_dir,
+        allow_tag=allow_tag,
+        flink_version=flink_version,
+        secret_prov_servers=secret_prov_servers,
+    )
     if json_out:
         print(json.dumps(result, indent=2))
         return

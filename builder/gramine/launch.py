@@ -61,7 +61,6 @@ SUPPORT_TRUSTED = (
 
 SPARK_SUBMIT_CLASS = "org.apache.spark.deploy.SparkSubmit"
 PYSPARK_SHELL_RESOURCE = "pyspark-shell"  # SparkSubmitCommandBuilder.PYSPARK_SHELL_RESOURCE
-SCRATCH_KEY_NAME = "ppml-scratch"  # ppml-launch.py writes /dev/attestation/keys/<this>
 NIO_LOCAL_FS = "org.ppmlbuild.enclave.hadoop.NioLocalFileSystem"
 NO_CHILD_PROCESSES = "org.ppmlbuild.enclave.NoChildProcesses"
 

@@ -22,12 +22,12 @@ from ..image.programs import find_program, path_env, script_interpreters
 from ..image.rootfs import RootFS, RootFSError, resolve, stat_followed
 from ..plan import Plan
 from ..recipe import Recipe
+from ..recipe.model import SCRATCH_KEY_NAME
 from ..versions import gramine_version
 from .launch import (
     ENCLAVE_HOSTS,
     LAUNCH_INPUT_SUFFIX,
     PYSPARK_JVM_ARGS,
-    SCRATCH_KEY_NAME,
     SUPPORT_TRUSTED,
     check_launcher_input,
     check_pyspark_jvm_args,
@@ -215,6 +215,75 @@ def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
     }
 
 
+# Gramine's secret-provisioning client, at the Debian package's path (tools/sgx/ra-tls/meson.build
+# installs it in the libdir; its dependencies, Gramine's mbedTLS, sit beside it).
+SECRET_PROV_ATTEST = "/usr/lib/x86_64-linux-gnu/libsecret_prov_attest.so"
+
+
+def _apply_key_sources(
+    manifest: dict, recipe: Recipe, fs: RootFS, options: ManifestOptions
+) -> list[str]:
+    """Where files.keys says each encrypted mount's key comes from, in the manifest.
+
+    ``secret-provisioning`` sets what Gramine 1.9's CI-Examples/ra-tls-secret-prov/secret_prov_pf
+    manifest sets (LD_PRELOAD of libsecret_prov_attest.so and the SECRET_PROVISION_* variables,
+    Documentation/attestation.rst): before main() the library attests, receives a 16-byte key
+    and writes it to /dev/attestation/keys/<name>, then unsets SECRET_PROVISION_CONSTRUCTOR so
+    the app's child processes do not provision again. ``insecure-test-key`` writes
+    fs.insecure__keys (tests only). ``app`` sets nothing: the app writes the key file itself.
+    Returns warnings for what a CLI flag let through."""
+    env = manifest["loader"].setdefault("env", {})
+    warnings: list[str] = []
+    test_keys = recipe.files.keys_from("insecure-test-key")
+    if test_keys:
+        name = next(iter(test_keys))
+        if not options.allow_insecure_manifest:
+            raise ManifestError(
+                f"files.keys.{name}: source insecure-test-key writes the key into the manifest "
+                "(fs.insecure__keys), readable by anyone with the image; for tests only, pass "
+                "--allow-insecure-manifest, or use source secret-provisioning"
+            )
+        keys = manifest.setdefault("fs", {}).setdefault("insecure__keys", {})
+        for key_name, key in test_keys.items():
+            keys[key_name] = str(key.insecure_test_key).lower()
+            warnings.append(
+                f"INSECURE: files.keys.{key_name}: the key is in the manifest "
+                "(fs.insecure__keys); tests only"
+            )
+    provisioned = recipe.files.keys_from("secret-provisioning")
+    config = recipe.secret_provisioning
+    if provisioned and config is not None:
+        for path, what in (
+            (SECRET_PROV_ATTEST, "Gramine's secret-provisioning library"),
+            (config.ca_chain, "secret_provisioning.ca_chain"),
+        ):
+            found = stat_followed(fs, path)
+            if found is None or found.kind != "file":
+                raise ManifestError(
+                    f"{what}: {path} is not in the image; "
+                    + (
+                        "install Gramine with its RA-TLS tools (the Debian package has them)"
+                        if path == SECRET_PROV_ATTEST
+                        else "copy the CA certificate in with app.files"
+                    )
+                )
+        preload = env.get("LD_PRELOAD")
+        if isinstance(preload, dict):
+            raise ManifestError(
+                "app.passthrough_env: LD_PRELOAD cannot come from the host when secret "
+                "provisioning preloads its library"
+            )
+        env["LD_PRELOAD"] = ":".join(filter(None, [SECRET_PROV_ATTEST, preload]))
+        env["SECRET_PROVISION_CONSTRUCTOR"] = "1"
+        env["SECRET_PROVISION_SET_KEY"] = next(iter(provisioned))
+        env["SECRET_PROVISION_CA_CHAIN_PATH"] = config.ca_chain
+        if config.servers is not None:
+            env["SECRET_PROVISION_SERVERS"] = ";".join(config.servers)
+        else:  # the host names the server; the trusted CA chain decides whether to trust it
+            env["SECRET_PROVISION_SERVERS"] = {"passthrough": True}
+    return warnings
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_template_root())),
@@ -267,6 +336,8 @@ def render_manifest(
             filter(None, [env.get("JAVA_TOOL_OPTIONS", ""), *plan.launch.java_options])
         )
 
+    key_warnings = _apply_key_sources(manifest, recipe, fs, options)
+
     # The recipe's manifest: keys (manifest_overrides.py), merged before sgx.trusted_files is
     # expanded so the entries they add are hashed like the others.
     warnings = check_guarded(
@@ -277,10 +348,13 @@ def render_manifest(
         fields=guarded_recipe_fields(recipe.files.allowed, recipe.app.passthrough_env),
     )
     manifest = merge_overrides(manifest, recipe.manifest)
+    warnings = [*key_warnings, *warnings]
 
     sgx = manifest["sgx"]
     entries = list(sgx.get("trusted_files", []))
     entries += [f"file:{path}" for path in recipe.files.trusted]
+    if recipe.secret_provisioning is not None:  # the host must not swap the server's CA
+        entries.append(f"file:{recipe.secret_provisioning.ca_chain}")
     entries += [f"file:{item.dest}" for item in recipe.app.files]
     trusted = expand_trusted_file_list(entries, fs)
     sgx["trusted_files"] = [tf.to_manifest() for tf in trusted]

@@ -107,4 +107,19 @@ def record_fields(
         "tool": {"name": "ppml-build", "version": __version__},
         "date": summary["date"],
         "recipe_manifest_keys": sorted(recipe_manifest_keys or []),
+        # Names and sources only, never key material (added later: readers must not require it).
+        "encryption_keys": {name: key.source for name, key in sorted(recipe.files.keys.items())},
+        "secret_provisioning": _secret_provisioning(recipe),
+    }
+
+
+def _secret_provisioning(recipe: Recipe) -> dict[str, Any] | None:
+    config = recipe.secret_provisioning
+    provisioned = recipe.files.keys_from("secret-provisioning")
+    if config is None or not provisioned:
+        return None
+    return {
+        "key": next(iter(provisioned)),
+        "servers": config.servers,  # None: the host sets SECRET_PROVISION_SERVERS
+        "ca_chain": config.ca_chain,
     }

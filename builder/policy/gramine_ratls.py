@@ -33,4 +33,11 @@ def render(spec: PolicySpec) -> RenderedPolicy:
             "# here overrides any value inherited from the verifier's environment.",
             "RA_TLS_ALLOW_DEBUG_ENCLAVE_INSECURE=0",
         ]
+    if v.provisioned_key:
+        lines += [
+            f"# The enclave asks for encrypted-files key {v.provisioned_key!r}",
+            "# (SECRET_PROVISION_SET_KEY): serve exactly 16 raw bytes, the key its files were",
+            "# encrypted with (`ppml-build encrypt`), from secret_provision_start_server() once",
+            "# the checks above pass.",
+        ]
     return RenderedPolicy({FILE_NAME: "\n".join(lines) + "\n"})

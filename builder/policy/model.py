@@ -48,6 +48,8 @@ class EnclaveValues:
     debug: bool
     # Label for formats that name the enclave (MarbleRun package name); not security relevant.
     name: str = "app"
+    # The encrypted-files key the enclave asks its provisioning server for, if any.
+    provisioned_key: str | None = None
 
     @property
     def mrenclave_hex(self) -> str:
@@ -83,9 +85,13 @@ class EnclaveValues:
         name = data.get("name")
         if not (isinstance(name, str) and _NAME.fullmatch(name)):
             name = "app"
-        return cls(mrenclave, mrsigner, isv_prod_id, isv_svn, debug, name)
+        provisioning = data.get("secret_provisioning")
+        key = provisioning.get("key") if isinstance(provisioning, Mapping) else None
+        provisioned_key = key if isinstance(key, str) and _KEY_NAME.fullmatch(key) else None
+        return cls(mrenclave, mrsigner, isv_prod_id, isv_svn, debug, name, provisioned_key)
 
 
+_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REGEN = "pass the measurement.json written by 'ppml-build sign' (or its --json output)"
 
 

@@ -19,7 +19,7 @@ from pydantic import (
 from ..errors import InputLimitError, RecipeError
 from ..gramine.overrides import OverrideError
 from ..limits import MAX_INT_DIGITS, MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_VALUES, read_at_most
-from .model import API_VERSION, Recipe
+from .model import API_VERSION, FieldError, Recipe
 
 # --------------------------------------------------------------------------------------------
 # YAML with positions
@@ -284,6 +284,11 @@ def load_recipe_text(text: str, source: str = "recipe.yaml") -> Recipe:
         if isinstance(override, OverrideError):  # manifest: names its own key, dotted
             line, col = located.at(override.yaml_path) or (1, 1)
             raise RecipeError(f"{source}:{line}:{col}: {override}") from None
+        if isinstance(override, FieldError):  # a cross-field check names its field
+            line, col = located.at(override.where) or (1, 1)
+            raise RecipeError(
+                f"{source}:{line}:{col}: {_format_loc(override.where)}: {override}"
+            ) from None
         loc = _error_loc(first, data)
         line, col = located.at(loc) or (1, 1)
         shown = tuple(part for part in loc if part != "<key>")

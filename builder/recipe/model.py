@@ -30,6 +30,16 @@ from ..sign.constants import gramine_constants
 from ..units import MiB, Size, format_gramine_size, is_power_of_two, parse_size, parse_spark_size
 from ..versions import DEFAULT_GRAMINE_PREFIX, DEFAULT_GRAMINE_VERSION
 
+
+class FieldError(ValueError):
+    """A check across fields that names the one to fix: ``where`` is its path in the recipe
+    (load.py turns it into line:column)."""
+
+    def __init__(self, where: tuple, message: str) -> None:
+        super().__init__(message)
+        self.where = tuple(where)
+
+
 API_VERSION = "ppml-build/v1"
 
 # Variables read as a list of words (the JVM's option variables, PySpark's submit arguments):
@@ -329,10 +339,85 @@ class EncryptedMount(_Strict):
         return value
 
 
+# files.scratch mounts are keyed with this name; ppml-launch.py writes
+# /dev/attestation/keys/<this> afresh for every run (gramine/support/bin/ppml-launch.py).
+SCRATCH_KEY_NAME = "ppml-scratch"
+_KEY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_HEX_KEY_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+KEY_SOURCES = ("secret-provisioning", "app", "insecure-test-key")
+
+
+class EncryptionKey(_Strict):
+    """Where an encrypted mount's key comes from before the app opens its files.
+
+    ``secret-provisioning``: Gramine's RA-TLS secret provisioning puts it in
+    /dev/attestation/keys/<name> once the enclave has attested (secret_prov_attest.c);
+    ``app``: the app writes that file itself; ``insecure-test-key``: the key is written into the
+    manifest (``fs.insecure__keys``), for tests only, behind --allow-insecure-manifest."""
+
+    source: Literal["secret-provisioning", "app", "insecure-test-key"]
+    insecure_test_key: str | None = Field(
+        default=None, description="32 hex digits; only with source insecure-test-key"
+    )
+
+    @field_validator("insecure_test_key")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX_KEY_RE.match(value):
+            raise ValueError("must be 32 hex digits (a 16-byte AES-GCM key)")
+        return value
+
+    @model_validator(mode="after")
+    def _test_key_only_for_tests(self) -> "EncryptionKey":
+        if (self.source == "insecure-test-key") != (self.insecure_test_key is not None):
+            raise ValueError("insecure_test_key goes with source insecure-test-key, and only there")
+        return self
+
+
+class SecretProvisioning(_Strict):
+    """Gramine's secret_prov_attest.so, preloaded: attests to a provisioning server before the
+    app starts and receives the key (Documentation/attestation.rst, "Secret Provisioning")."""
+
+    servers: list[str] | None = Field(
+        default=None,
+        description="host:port of the provisioning servers, fixed in the manifest; "
+        "omit to let the host set SECRET_PROVISION_SERVERS at run time",
+    )
+    ca_chain: str = Field(
+        description="in-image path of the CA certificate(s) the server's certificate must "
+        "chain to (trusted, so the host cannot swap the server)"
+    )
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("list at least one host:port, or leave servers out")
+        for server in value:
+            host, _, port = server.rpartition(":")
+            if (
+                not host
+                or not port.isdigit()
+                or not 0 < int(port) < 65536
+                or any(ch in server for ch in ",; \t")
+            ):
+                raise ValueError(f"{server!r}: expected host:port, e.g. kms.example.com:4433")
+        return value
+
+    @field_validator("ca_chain")
+    @classmethod
+    def _ca(cls, value: str) -> str:
+        return _image_path(value)
+
+
 class Files(_Strict):
     trusted: list[str] = Field(default_factory=list)
     allowed: list[str] = Field(default_factory=list)
     encrypted: list[EncryptedMount] = Field(default_factory=list)
+    # Where each key_name of ``encrypted`` comes from.
+    keys: dict[str, EncryptionKey] = Field(default_factory=dict)
     # In-enclave memory, one per process (Gramine gives each process its own tmpfs).
     tmpfs: list[str] = Field(default_factory=list)
     # Directories the app's processes share (PySpark's Python and JVM): encrypted mounts over
@@ -343,6 +428,26 @@ class Files(_Strict):
     @classmethod
     def _paths(cls, value: list[str]) -> list[str]:
         return [_image_path(item) for item in value]
+
+    @field_validator("keys")
+    @classmethod
+    def _key_names(cls, value: dict[str, EncryptionKey]) -> dict[str, EncryptionKey]:
+        for name in value:
+            if not _KEY_NAME_RE.match(name):
+                raise ValueError(f"{name!r}: key names are letters, digits, '.', '_', '-'")
+            if name == SCRATCH_KEY_NAME:
+                raise ValueError(f"{name!r} is ppml-build's own (files.scratch); pick another")
+        provisioned = [n for n, key in value.items() if key.source == "secret-provisioning"]
+        if len(provisioned) > 1:
+            raise ValueError(
+                f"{', '.join(provisioned)}: Gramine's secret provisioning sets one key per "
+                "enclave (SECRET_PROVISION_SET_KEY, tools/sgx/ra-tls/secret_prov_attest.c); "
+                "use one key name for the provisioned mounts"
+            )
+        return value
+
+    def keys_from(self, source: str) -> dict[str, EncryptionKey]:
+        return {name: key for name, key in self.keys.items() if key.source == source}
 
 
 _DEB_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
@@ -441,6 +546,7 @@ class Recipe(_Strict):
     resources: Resources = Field(default_factory=Resources)
     enclave: Enclave = Field(default_factory=Enclave)
     files: Files = Field(default_factory=Files)
+    secret_provisioning: SecretProvisioning | None = None
     build: BuildStage | None = None
     manifest: dict[str, Any] = Field(
         default_factory=dict,
@@ -466,6 +572,57 @@ class Recipe(_Strict):
     def uses_python(self) -> bool:
         """The app runs a Python interpreter: kind python, or a .py file in app.command."""
         return self.kind == "python" or any(arg.endswith(".py") for arg in self.app.command)
+
+    @model_validator(mode="after")
+    def _every_key_has_a_source(self) -> "Recipe":
+        files = self.files
+        if self.libos.type != "gramine":
+            if files.keys:
+                raise FieldError(
+                    ("files", "keys"),
+                    "Occlum 0.31 keys every encrypted (SEFS) mount with the "
+                    "instance's own key; remove files.keys or use libos.type: gramine",
+                )
+            return self
+        for index, mount in enumerate(files.encrypted):
+            if mount.key_name not in files.keys:
+                raise FieldError(
+                    ("files", "encrypted", index, "key_name"),
+                    f"{mount.key_name!r} has no source; add "
+                    f"files.keys: {{{mount.key_name}: {{source: secret-provisioning}}}} (or "
+                    "app, or insecure-test-key for tests)",
+                )
+        unused = sorted(set(files.keys) - {mount.key_name for mount in files.encrypted})
+        if unused:
+            raise FieldError(
+                ("files", "keys", unused[0]), "no files.encrypted mount uses this key; remove it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _provisioning_fits(self) -> "Recipe":
+        provisioned = self.files.keys_from("secret-provisioning")
+        if provisioned and self.secret_provisioning is None:
+            raise FieldError(
+                ("files", "keys", next(iter(provisioned)), "source"),
+                "secret-provisioning needs a secret_provisioning: section (servers, ca_chain)",
+            )
+        if self.secret_provisioning is not None and not provisioned:
+            raise FieldError(
+                ("secret_provisioning",),
+                "no files.keys entry has source secret-provisioning; remove the section or use it",
+            )
+        if provisioned and self.enclave.remote_attestation != "dcap":
+            raise FieldError(
+                ("enclave", "remote_attestation"),
+                "secret provisioning attests the enclave first; set it to dcap",
+            )
+        if provisioned and self.libos.type != "gramine":
+            raise FieldError(
+                ("secret_provisioning",),
+                "Gramine's RA-TLS secret provisioning needs libos.type gramine",
+            )
+        return self
 
     @model_validator(mode="after")
     def _manifest_needs_gramine(self) -> "Recipe":

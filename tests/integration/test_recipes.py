@@ -41,7 +41,14 @@ from ppml_build.trace.run import run_trace
 pytestmark = pytest.mark.docker
 
 PROJECT = Path(__file__).resolve().parents[2]
-RECIPE_DIRS = sorted(path.parent for path in PROJECT.glob("recipes/*/*/recipe.yaml"))
+# spark-encrypted-csv's recipe.yaml gets its key by secret provisioning, which needs SGX
+# attestation: test_encrypted_data.py runs its test-key twin under gramine-direct instead.
+NEEDS_ATTESTATION = {"spark-encrypted-csv"}
+RECIPE_DIRS = sorted(
+    path.parent
+    for path in PROJECT.glob("recipes/*/*/recipe.yaml")
+    if path.parent.name not in NEEDS_ATTESTATION
+)
 NAMES = [path.name for path in RECIPE_DIRS]
 
 

@@ -55,11 +55,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             P + "gramine.schema",
             P + "gramine.overrides",
             P + "gramine.uris",
+            P + "gramine.protected_files",
             P + "host_sources",
             P + "recipe",
         ),
     ),
-    ("plan", (P + "gramine.launch", P + "plan")),
+    ("plan", (P + "gramine.launch", P + "plan", P + "encrypted_data")),
     ("app image", (P + "image.app_layer", P + "image.programs", P + "image.native")),
     (
         "backends",

@@ -34,6 +34,7 @@ files:
   trusted: [/etc/os-release]
   allowed: [/data/in/]
   encrypted: [{path: /data/enc, uri: "file:/data/enc", key_name: appkey}]
+  keys: {appkey: {source: app}}
   tmpfs: [/scratch]
   scratch: [/tmp]
 """
