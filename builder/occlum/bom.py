@@ -24,8 +24,10 @@ from ..recipe import Recipe
 from ..versions import OCCLUM_VERSION
 
 # Where the build container has Occlum's glibc; NSS modules are dlopen'ed, so autodep misses them.
+# DNS (a Kubernetes service name, a key server's host name) needs libnss_dns and libresolv too,
+# as Occlum 0.31's demos/flink/flink.yaml copies them and docs/readthedocs/.../qa.md explains.
 OCCLUM_GLIBC_LIB = "/opt/occlum/glibc/lib"
-NSS_LIBRARIES = ("libnss_files.so.2",)
+NSS_LIBRARIES = ("libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2")
 ETC_FILES = ("/etc/group", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd")
 
 

@@ -261,6 +261,21 @@ class RenderedOcclum:
 _SHELLS = re.compile(r"^(ba|da|k|z)?sh$")
 
 
+def _direct_hint(recipe: Recipe) -> str:
+    """What spark-submit or a Flink script would have run, as a direct command."""
+    if recipe.kind == "spark":
+        return (
+            f" (for spark-submit: -cp '{recipe.runtime.spark_home}/jars/*' "
+            "org.apache.spark.deploy.SparkSubmit and spark-submit's own arguments)"
+        )
+    if recipe.kind == "flink":
+        return (
+            f" (for a Flink job: -cp 'APP.jar:{recipe.runtime.flink_home}/lib/*' and the "
+            "job's main class, as recipes/flink/flink-java-wordcount does)"
+        )
+    return ""
+
+
 def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
     """Occlum.json and bom.yaml for ``recipe`` over the image filesystem ``fs``. Pure given fs."""
     if recipe.libos.type != "occlum":
@@ -282,10 +297,16 @@ def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
     )
     interpreter = (script_interpreters(fs, program) or [None])[-1]
     if interpreter and _SHELLS.match(posixpath.basename(interpreter)):
-        warnings.append(
-            f"app.command[0] {program} is a {posixpath.basename(interpreter)} "
-            "script; Occlum has no fork(), so scripts that run $(...) or pipelines "
-            "fail: start java (or python) directly"
+        # Occlum 0.31 has no fork(), only vfork and posix_spawn (docs/readthedocs/docs/source/
+        # binaries_compatibility.md; src/libos/src/syscall/mod.rs: Fork is unsupported), and
+        # every shell forks for $(...), pipelines and most commands it runs: Spark's
+        # spark-submit/spark-class and Flink's bin/ scripts cannot start their JVM there.
+        # Occlum's own Java and Flink demos start java directly (demos/java, demos/flink).
+        raise RecipeError(
+            f"app.command[0]: {program} is a {posixpath.basename(interpreter)} script, and "
+            "Occlum has no fork() to run it; start the JVM directly: "
+            f"[{recipe.runtime.java_home}/bin/java, -cp, CLASSPATH, MAIN_CLASS, ARGS...]"
+            + _direct_hint(recipe)
         )
 
     doc = build_occlum_json(recipe, plan, sizing, entry_points)

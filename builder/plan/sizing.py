@@ -151,6 +151,30 @@ def jvm_pinning_flags(jvm: JvmSettings) -> list[str]:
     return flags
 
 
+# Every JVM under Occlum 0.31 (the flags Occlum's own demos/java/run_java_on_occlum.sh and
+# demos/netty_ut pass to every `occlum run java`, at v0.31.0):
+OCCLUM_JVM_OPTIONS = (
+    # With compressed oops HotSpot asks mmap for its heap at fixed low addresses, which
+    # Occlum's pre-reserved user space cannot give: each attempt fails slowly (occlum/occlum
+    # #986: hello world with -Xmx512m took over 80 s; the flag came with commit 2c8c999d).
+    "-XX:-UseCompressedOops",
+    # Occlum's uname reports sysname "Occlum" (src/libos/src/misc/uname.rs), and the JDK takes
+    # os.name from it: Hadoop's Shell, Netty and the JDK's own code would miss their Linux paths.
+    "-Dos.name=Linux",
+)
+
+
+def _occlum_jvm_options(recipe: Recipe) -> list[str]:
+    """OCCLUM_JVM_OPTIONS less what the app's own JAVA_TOOL_OPTIONS already decides."""
+    own = recipe.app.env.get("JAVA_TOOL_OPTIONS", "")
+    decided = {flag.split("=", 1)[0].replace("-XX:+", "-XX:-") for flag in own.split()}
+    return [
+        flag
+        for flag in OCCLUM_JVM_OPTIONS
+        if flag.split("=", 1)[0].replace("-XX:+", "-XX:-") not in decided
+    ]
+
+
 def make_plan(recipe: Recipe) -> Plan:
     """Size the enclave for ``recipe``. Pure: no files, no Docker."""
     warnings: list[str] = []
@@ -199,6 +223,8 @@ def make_plan(recipe: Recipe) -> Plan:
 
     if jvm is not None:
         pinned = jvm_pinning_flags(jvm)
+        if recipe.libos.type == "occlum":
+            pinned += _occlum_jvm_options(recipe)
         if pinned:
             extra_env["JAVA_TOOL_OPTIONS"] = " ".join(
                 filter(None, [recipe.app.env.get("JAVA_TOOL_OPTIONS", ""), *pinned])

@@ -35,7 +35,9 @@ base: {image: "127.0.0.1:5000/ppml/spark-occlum:1"}
 libos: {type: occlum, version: "0.31"}
 app:
   files: [{src: job.py, dest: /app/job.py}]
-  command: [/opt/spark/bin/spark-submit, --master, "local[2]", --driver-memory, 2g, /app/job.py]
+  # Occlum has no fork: the JVM starts directly, with what spark-submit would have run
+  command: [/usr/lib/jvm/java-17-openjdk-amd64/bin/java, -Xmx2g, -cp, "/opt/spark/jars/*",
+            org.apache.spark.deploy.SparkSubmit, --master, "local[2]", /app/job.py]
   env: {SPARK_LOCAL_IP: 127.0.0.1, GREETING: "a b=c"}
   passthrough_env: [RUN_ID, AWS_REGION]
 enclave: {isv_prod_id: 7, isv_svn: 3}
@@ -263,7 +265,7 @@ def test_occlum_json_is_valid_for_occlum_031(rootfs, which):
         assert parsed["entry_points"] == ["/opt/pyflink/bin"]  # the venv python runs the job
     else:
         assert env["SPARK_HOME"] == "/opt/spark"
-        assert parsed["entry_points"] == ["/opt/spark/bin"]
+        assert parsed["entry_points"] == [f"{JDK}/bin"]  # java itself, no spark-submit
 
 
 def test_sizes_are_written_in_occlums_syntax():
@@ -308,7 +310,8 @@ def test_user_space_holds_the_apps_memory_and_kernel_heap_follows_threads(rootfs
     )
     assert user % (64 * 2**20) == 0
 
-    bigger = SPARK.replace("--driver-memory, 2g", "--driver-memory, 6g")
+    bigger = SPARK.replace("-Xmx2g", "-Xmx6g")
+    assert bigger != SPARK
     _, _, more = render(rootfs, bigger)
     grown = occlum_bytes(more.occlum_json["resource_limits"]["user_space_size"])
     assert grown >= user + 4 * 2**30
@@ -342,6 +345,10 @@ def test_env_is_split_into_trusted_defaults_and_untrusted_names(rootfs):
     assert defaults["SPARK_LOCAL_IP"] == "127.0.0.1"
     assert defaults["MALLOC_ARENA_MAX"] == "4"  # plan's extra_env
     assert "-XX:ActiveProcessorCount=" in defaults["JAVA_TOOL_OPTIONS"]
+    # Occlum's own JVM flags (demos/java/run_java_on_occlum.sh), in the measured env.default
+    assert {"-XX:-UseCompressedOops", "-Dos.name=Linux"} <= set(
+        defaults["JAVA_TOOL_OPTIONS"].split()
+    )
     assert defaults["JAVA_HOME"] == JDK and defaults["HOME"] == "/root"
     assert f"{JDK}/lib/server" in defaults["LD_LIBRARY_PATH"].split(":")
     assert env["untrusted"] == ["AWS_REGION", "RUN_ID"]
@@ -469,12 +476,13 @@ def test_bom_copies_the_jdk_the_distribution_and_pinned_app_files(rootfs):
     job = (rootfs / "app/job.py").read_bytes()
     assert files["/app/job.py"] == hashlib.sha256(job).hexdigest().upper()
     assert files["/etc/os-release"] == hashlib.sha256(b"PRETTY_NAME=image\n").hexdigest().upper()
-    assert "/opt/occlum/glibc/lib/libnss_files.so.2" in files
+    for nss in ("libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"):  # dlopen'ed
+        assert f"/opt/occlum/glibc/lib/{nss}" in files
     # PySpark: the interpreter (a link to the real binary, recreated) and its stdlib.
     assert targets["/usr/bin"]["createlinks"] == [{"src": "python3.11", "linkname": "python3"}]
     assert files["/usr/bin/python3.11"] == hashlib.sha256(b"python binary").hexdigest().upper()
     assert {"/usr/lib/python3.11/", "/usr/lib/python3/"} <= dirs
-    # spark-submit lies inside the copied distribution: not listed twice.
+    # Spark lies inside the copied distribution: nothing of it listed twice.
     assert not any(name.startswith("/opt/spark") for name in files)
     # A dangling link would make rsync (and copy_bom) fail: excluded, and the user is told.
     assert bom["excludes"] == ["/jars/dangling"]
@@ -493,11 +501,10 @@ def test_flink_bom_lists_the_flink_distribution(rootfs):
 
 
 def test_a_symlinked_java_launcher_stays_a_link_into_the_jdk(rootfs):
-    text = SPARK.replace("kind: spark", "kind: java").replace(
-        'command: [/opt/spark/bin/spark-submit, --master, "local[2]", --driver-memory, 2g, '
-        "/app/job.py]",
-        "command: [/usr/bin/java, -Xmx1g, -cp, /app, Main]",
-    )
+    start = SPARK.index("  # Occlum has no fork")
+    end = SPARK.index("/app/job.py]\n", start) + len("/app/job.py]\n")
+    text = SPARK[:start] + "  command: [/usr/bin/java, -Xmx1g, -cp, /app, Main]\n" + SPARK[end:]
+    text = text.replace("kind: spark", "kind: java")
     _, _, rendered = render(rootfs, text)
     targets = bom_targets(rendered.bom)
     assert {"src": f"{JDK}/bin/java", "linkname": "java"} in targets["/usr/bin"]["createlinks"]
@@ -576,3 +583,44 @@ def test_cli_bad_size_exits_2_with_one_line_and_writes_nothing(rootfs, tmp_path,
     assert str(recipe) in err and "enclave.size" in err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_occlum_jvm_flags_leave_the_apps_own_choice_alone(rootfs):
+    text = SPARK.replace(
+        'GREETING: "a b=c"}', 'GREETING: "a b=c", JAVA_TOOL_OPTIONS: "-XX:+UseCompressedOops"}'
+    )
+    assert "JAVA_TOOL_OPTIONS" in text
+    _, _, rendered = render(rootfs, text)
+    flags = env_of(rendered.occlum_json)["JAVA_TOOL_OPTIONS"].split()
+    assert "-XX:+UseCompressedOops" in flags and "-XX:-UseCompressedOops" not in flags
+    assert "-Dos.name=Linux" in flags
+
+
+def test_gramine_jvms_get_no_occlum_flags():
+    from ppml_build.plan import make_plan
+    from ppml_build.recipe import load_recipe_text
+
+    gramine = SPARK.replace(
+        '{type: occlum, version: "0.31"}', '{type: gramine, version: "1.9"}'
+    ).replace('  encrypted: [{path: /data/enc, uri: "file:/srv/enc"}]\n', "")
+    gramine = gramine.replace("tmpfs: [/tmp, /scratch]", "tmpfs: [/scratch]")
+    assert "gramine" in gramine and "encrypted" not in gramine
+    plan = make_plan(load_recipe_text(gramine, "recipe.yaml"))
+    assert "-Dos.name=Linux" not in plan.extra_env.get("JAVA_TOOL_OPTIONS", "")
+
+
+def test_a_shell_script_entry_point_is_refused_with_the_direct_command(rootfs):
+    start = SPARK.index("  # Occlum has no fork")
+    end = SPARK.index("/app/job.py]\n", start) + len("/app/job.py]\n")
+    text = (
+        SPARK[:start]
+        + '  command: [/opt/spark/bin/spark-submit, --master, "local[2]", /app/job.py]\n'
+        + SPARK[end:]
+    )
+    with pytest.raises(RecipeError) as err:
+        render(rootfs, text)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("app.command[0]: /opt/spark/bin/spark-submit is a bash script")
+    assert "Occlum has no fork()" in message
+    assert f"[{JDK}/bin/java, -cp" in message and "org.apache.spark.deploy.SparkSubmit" in message
