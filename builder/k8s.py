@@ -29,6 +29,7 @@ import yaml
 from .errors import ImageError, PlanError, PpmlError, RecipeError
 from .plan import FLINK_DEFAULT_PROCESS_SIZE, SPARK_DEFAULT_MEMORY, Plan, spark_submit_flags
 from .recipe import Recipe
+from .recipe.model import is_host_port
 from .units import KiB, MiB, Size, human, parse_spark_size, round_up
 
 SGX_EPC = "sgx.intel.com/epc"
@@ -255,8 +256,7 @@ def _secret_prov_config(recipe: Recipe, servers: str | None, header: list[str]) 
             "HOST:PORT (the provisioning server the pods connect to)"
         )
     for server in servers.replace(",", ";").replace(" ", ";").split(";"):
-        host, _, port = server.rpartition(":")
-        if server and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+        if server and not is_host_port(server):
             raise RecipeError(
                 f"--secret-prov-servers {servers}: {server!r} is not host:port, e.g. kms:4433"
             )

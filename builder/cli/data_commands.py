@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,28 +18,30 @@ from ..errors import OutputError, PpmlError, printable
 from ..recipe.load import load_recipe
 from ._app import app
 
-
-def _key_options() -> dict[str, Any]:
-    return {
-        "key": typer.Option(
-            "--key",
-            "-k",
-            help="The key file: 16 raw bytes (gramine-sgx-pf-crypt gen-key, "
-            "ppml-build data-key) or 32 hex digits.",
-        ),
-        "env": typer.Option(
-            "--key-from-env", metavar="VAR", help="Read the key (32 hex digits) from this variable."
-        ),
-        "command": typer.Option(
-            "--key-command",
-            metavar="CMD",
-            help="Run CMD (no shell) and take the key from its standard output, e.g. a KMS or "
-            "HSM unwrapping a wrapped key.",
-        ),
-    }
-
-
-_KEY = _key_options()
+KeyFileOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--key",
+        "-k",
+        help="The key file: 16 raw bytes (gramine-sgx-pf-crypt gen-key, "
+        "ppml-build data-key) or 32 hex digits.",
+    ),
+]
+KeyEnvOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--key-from-env", metavar="VAR", help="Read the key (32 hex digits) from this variable."
+    ),
+]
+KeyCommandOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--key-command",
+        metavar="CMD",
+        help="Run CMD (no shell) and take the key from its standard output, e.g. a KMS or "
+        "HSM unwrapping a wrapped key.",
+    ),
+]
 
 
 def _bound_path(
@@ -110,9 +112,9 @@ def _report(verb: str, done: list[encrypted_data.Converted]) -> None:
 def encrypt_command(
     source: Annotated[Path, typer.Argument(help="A file or a directory tree of plaintext.")],
     dest: Annotated[Path, typer.Argument(help="The encrypted file or directory to write.")],
-    key: Annotated[Optional[Path], _KEY["key"]] = None,
-    key_from_env: Annotated[Optional[str], _KEY["env"]] = None,
-    key_command: Annotated[Optional[str], _KEY["command"]] = None,
+    key: KeyFileOpt = None,
+    key_from_env: KeyEnvOpt = None,
+    key_command: KeyCommandOpt = None,
     recipe: RecipeOpt = None,
     enclave_path: EnclavePathOpt = None,
     bound_path: BoundPathOpt = None,
@@ -129,9 +131,9 @@ def encrypt_command(
 def decrypt_command(
     source: Annotated[Path, typer.Argument(help="An encrypted file or directory tree.")],
     dest: Annotated[Path, typer.Argument(help="The plaintext file or directory to write.")],
-    key: Annotated[Optional[Path], _KEY["key"]] = None,
-    key_from_env: Annotated[Optional[str], _KEY["env"]] = None,
-    key_command: Annotated[Optional[str], _KEY["command"]] = None,
+    key: KeyFileOpt = None,
+    key_from_env: KeyEnvOpt = None,
+    key_command: KeyCommandOpt = None,
     recipe: RecipeOpt = None,
     enclave_path: EnclavePathOpt = None,
     bound_path: BoundPathOpt = None,

@@ -250,23 +250,24 @@ def _apply_key_sources(
                 f"INSECURE: files.keys.{key_name}: the key is in the manifest "
                 "(fs.insecure__keys); tests only"
             )
-    provisioned = recipe.files.keys_from("secret-provisioning")
+    provisioned = recipe.files.provisioned_key
     config = recipe.secret_provisioning
     if provisioned and config is not None:
-        for path, what in (
-            (SECRET_PROV_ATTEST, "Gramine's secret-provisioning library"),
-            (config.ca_chain, "secret_provisioning.ca_chain"),
+        for path, what, fix in (
+            (
+                SECRET_PROV_ATTEST,
+                "Gramine's secret-provisioning library",
+                "install Gramine with its RA-TLS tools (the Debian package has them)",
+            ),
+            (
+                config.ca_chain,
+                "secret_provisioning.ca_chain",
+                "copy the CA certificate in with app.files",
+            ),
         ):
             found = stat_followed(fs, path)
             if found is None or found.kind != "file":
-                raise ManifestError(
-                    f"{what}: {path} is not in the image; "
-                    + (
-                        "install Gramine with its RA-TLS tools (the Debian package has them)"
-                        if path == SECRET_PROV_ATTEST
-                        else "copy the CA certificate in with app.files"
-                    )
-                )
+                raise ManifestError(f"{what}: {path} is not in the image; {fix}")
         preload = env.get("LD_PRELOAD")
         if isinstance(preload, dict):
             raise ManifestError(
@@ -275,7 +276,7 @@ def _apply_key_sources(
             )
         env["LD_PRELOAD"] = ":".join(filter(None, [SECRET_PROV_ATTEST, preload]))
         env["SECRET_PROVISION_CONSTRUCTOR"] = "1"
-        env["SECRET_PROVISION_SET_KEY"] = next(iter(provisioned))
+        env["SECRET_PROVISION_SET_KEY"] = provisioned
         env["SECRET_PROVISION_CA_CHAIN_PATH"] = config.ca_chain
         if config.servers is not None:
             env["SECRET_PROVISION_SERVERS"] = ";".join(config.servers)

@@ -114,12 +114,11 @@ def record_fields(
 
 
 def _secret_provisioning(recipe: Recipe) -> dict[str, Any] | None:
-    config = recipe.secret_provisioning
-    provisioned = recipe.files.keys_from("secret-provisioning")
-    if config is None or not provisioned:
+    config, key = recipe.secret_provisioning, recipe.files.provisioned_key
+    if config is None or key is None:
         return None
     return {
-        "key": next(iter(provisioned)),
+        "key": key,
         "servers": config.servers,  # None: the host sets SECRET_PROVISION_SERVERS
         "ca_chain": config.ca_chain,
     }

@@ -166,13 +166,12 @@ OCCLUM_JVM_OPTIONS = (
 
 def _occlum_jvm_options(recipe: Recipe) -> list[str]:
     """OCCLUM_JVM_OPTIONS less what the app's own JAVA_TOOL_OPTIONS already decides."""
-    own = recipe.app.env.get("JAVA_TOOL_OPTIONS", "")
-    decided = {flag.split("=", 1)[0].replace("-XX:+", "-XX:-") for flag in own.split()}
-    return [
-        flag
-        for flag in OCCLUM_JVM_OPTIONS
-        if flag.split("=", 1)[0].replace("-XX:+", "-XX:-") not in decided
-    ]
+
+    def setting(flag: str) -> str:  # -XX:+X and -XX:-X, -Dname=a and -Dname=b: one setting
+        return flag.split("=", 1)[0].replace("-XX:+", "-XX:-")
+
+    decided = {setting(flag) for flag in recipe.app.env.get("JAVA_TOOL_OPTIONS", "").split()}
+    return [flag for flag in OCCLUM_JVM_OPTIONS if setting(flag) not in decided]
 
 
 def make_plan(recipe: Recipe) -> Plan:

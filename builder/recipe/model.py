@@ -344,7 +344,6 @@ class EncryptedMount(_Strict):
 SCRATCH_KEY_NAME = "ppml-scratch"
 _KEY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEX_KEY_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-KEY_SOURCES = ("secret-provisioning", "app", "insecure-test-key")
 
 
 class EncryptionKey(_Strict):
@@ -374,6 +373,17 @@ class EncryptionKey(_Strict):
         return self
 
 
+def is_host_port(server: str) -> bool:
+    """``host:port`` as SECRET_PROVISION_SERVERS lists them (';'-separated, so none inside)."""
+    host, _, port = server.rpartition(":")
+    return (
+        bool(host)
+        and port.isdigit()
+        and 0 < int(port) < 65536
+        and not any(ch in server for ch in ",; \t")
+    )
+
+
 class SecretProvisioning(_Strict):
     """Gramine's secret_prov_attest.so, preloaded: attests to a provisioning server before the
     app starts and receives the key (Documentation/attestation.rst, "Secret Provisioning")."""
@@ -396,13 +406,7 @@ class SecretProvisioning(_Strict):
         if not value:
             raise ValueError("list at least one host:port, or leave servers out")
         for server in value:
-            host, _, port = server.rpartition(":")
-            if (
-                not host
-                or not port.isdigit()
-                or not 0 < int(port) < 65536
-                or any(ch in server for ch in ",; \t")
-            ):
+            if not is_host_port(server):
                 raise ValueError(f"{server!r}: expected host:port, e.g. kms.example.com:4433")
         return value
 
@@ -448,6 +452,11 @@ class Files(_Strict):
 
     def keys_from(self, source: str) -> dict[str, EncryptionKey]:
         return {name: key for name, key in self.keys.items() if key.source == source}
+
+    @property
+    def provisioned_key(self) -> str | None:
+        """The one key secret provisioning delivers (SECRET_PROVISION_SET_KEY), if any."""
+        return next(iter(self.keys_from("secret-provisioning")), None)
 
 
 _DEB_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
@@ -601,10 +610,10 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _provisioning_fits(self) -> "Recipe":
-        provisioned = self.files.keys_from("secret-provisioning")
+        provisioned = self.files.provisioned_key
         if provisioned and self.secret_provisioning is None:
             raise FieldError(
-                ("files", "keys", next(iter(provisioned)), "source"),
+                ("files", "keys", provisioned, "source"),
                 "secret-provisioning needs a secret_provisioning: section (servers, ca_chain)",
             )
         if self.secret_provisioning is not None and not provisioned:
@@ -612,15 +621,12 @@ class Recipe(_Strict):
                 ("secret_provisioning",),
                 "no files.keys entry has source secret-provisioning; remove the section or use it",
             )
+        # (Occlum recipes cannot get here with a provisioned key: _every_key_has_a_source
+        # refuses files.keys for them.)
         if provisioned and self.enclave.remote_attestation != "dcap":
             raise FieldError(
                 ("enclave", "remote_attestation"),
                 "secret provisioning attests the enclave first; set it to dcap",
-            )
-        if provisioned and self.libos.type != "gramine":
-            raise FieldError(
-                ("secret_provisioning",),
-                "Gramine's RA-TLS secret provisioning needs libos.type gramine",
             )
         return self
 

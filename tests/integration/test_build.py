@@ -39,9 +39,15 @@ FLINK_RECIPE = PROJECT / "recipes/flink/pyflink-table"
 LIBPAL = "/usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so"
 
 
-def copy_recipe(source: Path, target: Path, base_image: str, digest: str | None = None) -> Path:
+def copy_recipe(
+    source: Path,
+    target: Path,
+    base_image: str,
+    digest: str | None = None,
+    recipe_file: str = "recipe.yaml",
+) -> Path:
     shutil.copytree(source, target)
-    recipe = target / "recipe.yaml"
+    recipe = target / recipe_file
     text = re.sub(r"(?m)^  image: .*$", f"  image: {base_image}", recipe.read_text())
     if digest:
         text = text.replace(f"  image: {base_image}", f"  image: {base_image}\n  digest: {digest}")

@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
+from test_build import copy_recipe
 
 from ppml_build.cli import main
 from ppml_build.gramine.direct import run_direct
@@ -55,29 +55,36 @@ def expected_summary() -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def encrypted_build(pushed_bases, key, registry, tmp_path_factory):
+def build_bundled(pushed_bases, key, registry, work: Path, recipe_file: str, tag: str, **options):
+    """The bundled recipe ``recipe_file``, pinned to the pushed Spark base, built into
+    ``work/out``."""
     remote, digest = pushed_bases["spark"]
-    work = tmp_path_factory.mktemp("encrypted")
-    shutil.copytree(RECIPE_DIR, work / "recipe")
-    recipe = work / "recipe/recipe.test-key.yaml"
-    recipe.write_text(
-        re.sub(
-            r"(?m)^  image: .*$",
-            f"  image: {remote}\n  digest: {digest}",
-            recipe.read_text(),
-        )
-    )
+    recipe = copy_recipe(RECIPE_DIR, work / "recipe", remote, digest, recipe_file)
     result = backends.build(
         BuildOptions(
             recipe=recipe,
             key=key,
             output_dir=work / "out",
-            tag="ppml-test/spark-encrypted-csv:test-key",
+            tag=f"ppml-test/spark-encrypted-csv:{tag}",
             registry_auth=registry.auth_file,
             date="2026-11-01",
-            manifest=ManifestOptions(allow_insecure_manifest=True),
+            **options,
         )
+    )
+    return recipe, result
+
+
+@pytest.fixture(scope="module")
+def encrypted_build(pushed_bases, key, registry, tmp_path_factory):
+    work = tmp_path_factory.mktemp("encrypted")
+    recipe, result = build_bundled(
+        pushed_bases,
+        key,
+        registry,
+        work,
+        "recipe.test-key.yaml",
+        "test-key",
+        manifest=ManifestOptions(allow_insecure_manifest=True),
     )
     return recipe, result, work
 
@@ -321,22 +328,7 @@ def test_the_provisioned_recipe_loads_gramines_client_and_starts_nothing_without
     """recipe.yaml on the real base: Gramine's libsecret_prov_attest.so (and what it links) is
     trusted and preloaded, reads the host's SECRET_PROVISION_SERVERS, and with no key server
     reachable ends the process before the app runs: no output, nothing written."""
-    remote, digest = pushed_bases["spark"]
-    shutil.copytree(RECIPE_DIR, tmp_path / "recipe")
-    recipe = tmp_path / "recipe/recipe.yaml"
-    recipe.write_text(
-        re.sub(r"(?m)^  image: .*$", f"  image: {remote}\n  digest: {digest}", recipe.read_text())
-    )
-    result = backends.build(
-        BuildOptions(
-            recipe=recipe,
-            key=key,
-            output_dir=tmp_path / "out",
-            tag="ppml-test/spark-encrypted-csv:provisioned",
-            registry_auth=registry.auth_file,
-            date="2026-11-01",
-        )
-    )
+    _, result = build_bundled(pushed_bases, key, registry, tmp_path, "recipe.yaml", "provisioned")
     manifest = next((tmp_path / "out").glob("*.manifest.sgx")).read_text()
     assert "insecure__keys" not in manifest and TEST_KEY.hex() not in manifest
     record = json.loads((tmp_path / "out/measurement.json").read_text())
