@@ -19,7 +19,7 @@ def module_files() -> dict[str, Path]:
     for package, folder in FOLDERS.items():
         for path in sorted(folder.rglob("*.py")):
             rel = path.relative_to(folder).with_suffix("")
-            if "support" in rel.parts[:2] and rel.parts[0] == "gramine":
+            if "support" in rel.parts[:2] and rel.parts[0] == "plan":
                 continue  # in-enclave files (ppml-launch.py), not part of the package
             parts = [p for p in rel.parts if p != "__init__"]
             out[".".join([package, *parts]) if parts else package] = path

@@ -82,9 +82,9 @@ def add_ppml_support(root: Path, plan) -> Path:
     """What `ppml-build build`'s support stage puts under /ppml (launch.py), without Docker:
     the real launcher, wrapper and hosts file, stand-in jars, and a Spark launcher output of
     the shape org.apache.spark.launcher.Main prints for the plan's arguments."""
-    from ppml_build.gramine import launch as L
+    from ppml_build.plan import launch as L
 
-    support = Path(__file__).resolve().parent.parent / "builder" / "gramine" / "support"
+    support = L.SUPPORT_SOURCES
     for rel in ("bin/ppml-launch.py", "bin/spark-submit", "etc/hosts"):
         _write(
             root,

@@ -18,12 +18,12 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ImageError, ManifestError
-from ..image.app_layer import APP_STAGE, SupportStage, app_image
 from ..image.app_layer import app_dockerfile as generic_app_dockerfile
+from ..image.app_layer import app_image
 from ..image.docker_build import build_image
 from ..image.engine import ImageReference
 from ..image.rootfs import resolve
-from ..pipeline.job import BuildJob
+from ..pipeline.job import BuildJob, launch_support_stage
 from ..pipeline.options import BuildOptions, BuildResult
 from ..pipeline.outputs import image_labels, record_fields, write_build_outputs
 from ..plan import Plan
@@ -34,7 +34,6 @@ from ..sign import keys
 from ..sign.elf import read_pal_image
 from ..sign.sigstruct import parse_date
 from ..versions import gramine_version
-from .launch import SUPPORT_CONTEXT_DIR, SUPPORT_DIR, app_stage_copy_line, support_stage_lines
 from .manifest import RenderedManifest
 from .overrides import (
     check_guarded,
@@ -46,28 +45,13 @@ from .render import render_for_rootfs, trusted_files_document
 from .signing import sign_summary, tbs_sigstruct
 from .trusted import trusted_list_digest
 
-SUPPORT_SOURCES = Path(__file__).resolve().parent / "support"
-
-
 # --- pure pieces ------------------------------------------------------------------------------
-
-
-def support_stage(recipe: Recipe, plan: Plan) -> SupportStage:
-    """ppml-build's files in a Gramine app image (ppml-launch.py, the enclave jars, /etc/hosts),
-    made in a stage FROM the app image so Spark's launcher sees exactly the app's environment."""
-    return SupportStage(
-        sources=SUPPORT_SOURCES,
-        context_dir=SUPPORT_CONTEXT_DIR,
-        lines=support_stage_lines(recipe, plan.launch, APP_STAGE),
-        copy_line=app_stage_copy_line(),
-        in_image_dir=SUPPORT_DIR,
-    )
 
 
 def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool = False) -> str:
     """The app layer of a Gramine build: the generic app image plus Gramine's support stage."""
     return generic_app_dockerfile(
-        recipe, plan, base_ref, ca_bundle=ca_bundle, support=support_stage(recipe, plan)
+        recipe, plan, base_ref, ca_bundle=ca_bundle, support=launch_support_stage(recipe, plan)
     )
 
 
@@ -152,7 +136,7 @@ def build_gramine(job: BuildJob, say: Say = say_nothing) -> BuildResult:
     recipe, plan, options, timer, source = job.recipe, job.plan, job.options, job.timer, job.source
     date_bcd = parse_date(options.date)
     with app_image(
-        job.app_layer_request(support_stage(recipe, plan)),
+        job.app_layer_request(launch_support_stage(recipe, plan)),
         recipe,
         plan,
         timer=timer,
@@ -246,7 +230,6 @@ __all__ = [
     "build_gramine",
     "check_gramine",
     "app_dockerfile",
-    "support_stage",
     "final_dockerfile",
     "measurement_record",
     "write_outputs",

@@ -44,8 +44,8 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..plan.launch import LaunchPlan
 from ..recipe import Recipe
-from .launch import LaunchPlan
 
 ARROW_KEY = "spark.sql.execution.arrow.pyspark.enabled"
 FINDINGS_NAMED = 3  # the warning names this many lines, then says how many more

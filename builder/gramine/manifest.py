@@ -21,10 +21,7 @@ from ..errors import ManifestError
 from ..image.programs import find_program, path_env, script_interpreters
 from ..image.rootfs import RootFS, RootFSError, resolve, stat_followed
 from ..plan import Plan
-from ..recipe import Recipe
-from ..recipe.model import SCRATCH_KEY_NAME
-from ..versions import gramine_version
-from .launch import (
+from ..plan.launch import (
     ENCLAVE_HOSTS,
     LAUNCH_INPUT_SUFFIX,
     PYSPARK_JVM_ARGS,
@@ -33,6 +30,9 @@ from .launch import (
     check_pyspark_jvm_args,
     launcher_command,
 )
+from ..recipe import Recipe
+from ..recipe.model import SCRATCH_KEY_NAME
+from ..versions import gramine_version
 from .overrides import (
     ManifestOptions,
     check_guarded,

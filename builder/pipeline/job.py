@@ -11,15 +11,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..image.app_layer import AppLayerRequest, SupportStage
+from ..image.app_layer import APP_STAGE, AppLayerRequest, SupportStage
 from ..image.engine import push_image
 from ..plan import Plan
+from ..plan.launch import (
+    SUPPORT_CONTEXT_DIR,
+    SUPPORT_DIR,
+    SUPPORT_SOURCES,
+    app_stage_copy_line,
+    support_stage_lines,
+)
 from ..progress import Say, StepTimer
 from ..recipe import Recipe
 from ..record import RECORD_FILE
 from ..sign import keys
 from .key_guard import refuse_key_in_context
 from .options import BuildOptions, BuildResult
+
+
+def launch_support_stage(recipe: Recipe, plan: Plan) -> SupportStage:
+    """ppml-build's in-enclave files for the plan's launch (plan/launch.py: the launcher, the
+    enclave jars, /etc/hosts, Spark's launcher output), made in a stage FROM the app image so
+    that Spark's launcher sees exactly the app's environment. Both LibOSes use it."""
+    return SupportStage(
+        sources=SUPPORT_SOURCES,
+        context_dir=SUPPORT_CONTEXT_DIR,
+        lines=support_stage_lines(recipe, plan.launch, APP_STAGE),
+        copy_line=app_stage_copy_line(),
+        in_image_dir=SUPPORT_DIR,
+    )
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..gramine.launch import LaunchPlan
 from ..units import (
     GiB,
     MiB,
@@ -12,6 +11,7 @@ from ..units import (
     format_gramine_size,
     human,
 )
+from .launch import LaunchPlan
 
 # Gramine's own helper threads (IPC, async events, TLS handshake) — why its docs say "at least 4".
 GRAMINE_HELPER_THREADS = 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from ..errors import PlanError
-from ..gramine.launch import describe_launch, plan_launch
 from ..gramine.overrides import (
     INSECURE_FLAG,
     flatten_overrides,
@@ -33,6 +32,7 @@ from .jvm import (
     check_spark_flags,
     spark_submit_flags,
 )
+from .launch import describe_launch, plan_launch
 from .model import (
     DEFAULT_MALLOC_ARENA_MAX,
     FLINK_DEFAULT_PROCESS_SIZE,

@@ -340,7 +340,7 @@ class EncryptedMount(_Strict):
 
 
 # files.scratch mounts are keyed with this name; ppml-launch.py writes
-# /dev/attestation/keys/<this> afresh for every run (gramine/support/bin/ppml-launch.py).
+# /dev/attestation/keys/<this> afresh for every run (plan/support/bin/ppml-launch.py).
 SCRATCH_KEY_NAME = "ppml-scratch"
 _KEY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEX_KEY_RE = re.compile(r"^[0-9a-fA-F]{32}$")

@@ -9,7 +9,7 @@ Layers, lowest first; a module may import its own layer and those below, never a
   policy      policy/ (reads records)
   keys        key_files (the signing key, read from its file)
   recipe      gramine's manifest vocabulary (schema, overrides, uris), host_sources, recipe
-  plan        gramine.launch (how the enclave starts), plan
+  plan        plan (with plan.launch: how the enclave starts), encrypted_data
   app image   image.app_layer, image.programs, image.native
   backends    what each backend is handed (pipeline.options, .job, .outputs, .key_guard,
               .key_scan), then gramine/, occlum/
@@ -60,7 +60,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             P + "recipe",
         ),
     ),
-    ("plan", (P + "gramine.launch", P + "plan", P + "encrypted_data")),
+    ("plan", (P + "plan", P + "encrypted_data")),
     ("app image", (P + "image.app_layer", P + "image.programs", P + "image.native")),
     (
         "backends",
@@ -131,7 +131,7 @@ def test_the_rule_can_fail():
     """The checks above see a cycle and an upward import when there is one."""
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert _owner(P + "cli.build_commands", LAYERS)[0] > _owner(P + "gramine.build", LAYERS)[0]
-    assert _owner(P + "gramine.launch", LAYERS)[1] == "plan"
+    assert _owner(P + "plan.launch", LAYERS)[1] == "plan"
 
 
 def test_every_package_is_installed():

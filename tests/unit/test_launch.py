@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from ppml_build.errors import ManifestError, PlanError
-from ppml_build.gramine import launch as L
+from ppml_build.plan import launch as L
 from ppml_build.plan import make_plan
 from ppml_build.recipe import load_recipe_text
 
-SUPPORT = Path(L.__file__).resolve().parent / "support"
+SUPPORT = L.SUPPORT_SOURCES
 
 
 def recipe(

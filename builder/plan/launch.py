@@ -31,6 +31,7 @@ import json
 import posixpath
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ..errors import ManifestError, PlanError
@@ -370,7 +371,8 @@ def describe_launch(launch: LaunchPlan) -> list[str]:
 # --- the build side: computing the launcher's output in the image ------------------------------
 
 SUPPORT_STAGE = "ppml-support"
-SUPPORT_CONTEXT_DIR = "ppml-support"  # the build context's copy of builder/gramine/support/
+SUPPORT_CONTEXT_DIR = "ppml-support"  # the build context's copy of SUPPORT_SOURCES
+SUPPORT_SOURCES = Path(__file__).resolve().parent / "support"
 _STAGE_SRC = "/ppml-support/src"
 _STAGE_OUT = "/ppml-support/out"
 
