@@ -27,6 +27,8 @@ from pathlib import Path
 import yaml
 
 from .errors import ImageError, PlanError, PpmlError, RecipeError
+from .occlum.build import INSTANCE_DIR, OCCLUM_BIN_DIR
+from .occlum.sizing import occlum_sizing
 from .plan import FLINK_DEFAULT_PROCESS_SIZE, SPARK_DEFAULT_MEMORY, Plan, spark_submit_flags
 from .recipe import Recipe
 from .recipe.model import is_host_port
@@ -115,6 +117,61 @@ def parse_image(reference: str, *, allow_tag: bool = False) -> ImageRef:
 
 
 # --------------------------------------------------------------------------------------------
+# How a container starts the enclave, per LibOS
+
+
+@dataclass(frozen=True)
+class EnclaveStart:
+    """The container command that starts the signed enclave, and the EPC it lays out."""
+
+    command: list[str]
+    working_dir: str | None
+    epc_bytes: int
+    epc_source: str  # how epc_bytes was derived, for the header
+    description: str  # one sentence for the header and the Flink note
+
+
+def enclave_start(recipe: Recipe, plan: Plan) -> EnclaveStart:
+    """Gramine: ``gramine-sgx NAME`` finds NAME.manifest.sgx and NAME.sig in the image's WORKDIR
+    and lays out ``sgx.enclave_size``. Occlum 0.31: ``occlum run`` in the instance directory,
+    on the entry script holding the fixed command (occlum/entry.py); the EPC is what sgx_sign
+    lays out for Occlum.json's sizes (occlum/sizing.py's estimate, a power of two)."""
+    if recipe.libos.type == "occlum":
+        entry = plan.launch.occlum_entry
+        if entry is None:
+            raise RecipeError(
+                "app.insecure_host_argv: `ppml-build k8s` starts Occlum enclaves on the "
+                "entry script that fixes the command; remove app.insecure_host_argv"
+            )
+        sizing = occlum_sizing(recipe, plan)
+        return EnclaveStart(
+            command=[f"{OCCLUM_BIN_DIR}/occlum", "run", entry],
+            working_dir=INSTANCE_DIR,
+            epc_bytes=sizing.enclave_size_estimate,
+            epc_source=(
+                f"Occlum's enclave, about {human(sizing.enclave_size_estimate)} (user space "
+                f"{human(sizing.user_space_needed)} + kernel heap "
+                f"{human(sizing.kernel_space_heap_max_size or sizing.kernel_space_heap_size)} "
+                f"+ {sizing.max_num_of_threads} threads' areas + LibOS image)"
+            ),
+            description=(
+                f"`occlum run {entry}` in {INSTANCE_DIR}: the entry script in the measured "
+                "image holds the command and refuses arguments"
+            ),
+        )
+    return EnclaveStart(
+        command=["gramine-sgx", recipe.name],
+        working_dir=None,
+        epc_bytes=plan.enclave_size,
+        epc_source=f"enclave_size {plan.enclave_size_text}",
+        description=(
+            f"`gramine-sgx {recipe.name}` reads {recipe.name}.manifest.sgx and "
+            f"{recipe.name}.sig from the image's WORKDIR"
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Pod sizing
 
 
@@ -147,27 +204,30 @@ class PodSizing:
         }
 
 
-def pod_sizing(recipe: Recipe, plan: Plan) -> PodSizing:
-    """Memory and CPU for an enclave pod: JVM heap + off-heap ≤ enclave ≤ pod memory."""
+def pod_sizing(recipe: Recipe, plan: Plan, epc_bytes: int | None = None) -> PodSizing:
+    """Memory and CPU for an enclave pod: JVM heap + off-heap ≤ enclave ≤ pod memory.
+    ``epc_bytes``: the enclave's size when the LibOS lays it out otherwise (Occlum)."""
+    enclave = plan.enclave_size if epc_bytes is None else epc_bytes
     # Every JVM/Flink term of the plan is memory the JVM reserves inside the enclave.
     jvm_reserved = sum(
         term.value for term in plan.memory_terms if term.name.startswith(("jvm_", "flink_"))
     )
-    if jvm_reserved > plan.enclave_size:
+    if jvm_reserved > enclave:
         raise PlanError(
-            f"enclave.size {plan.enclave_size_text} is smaller than the JVM's heap and "
-            f"off-heap memory ({human(jvm_reserved)}); raise enclave.size or set it "
-            "to auto"
+            f"enclave.size {recipe.enclave.size if epc_bytes is None else human(enclave)} is "
+            f"smaller than the JVM's heap and off-heap memory ({human(jvm_reserved)}); raise "
+            "enclave.size or set it to auto"
         )
+    # The untrusted half (Gramine's loader or Occlum's occlum-run and PAL) and its host threads.
     host = HOST_PROCESS_BASE + plan.max_threads * HOST_BYTES_PER_THREAD
-    pcmd = plan.enclave_size // PCMD_FRACTION
-    memory = round_up(plan.enclave_size + pcmd + host, MiB)
+    pcmd = enclave // PCMD_FRACTION
+    memory = round_up(enclave + pcmd + host, MiB)
     if plan.jvm is not None:
         cpus = plan.jvm.cpus
     else:
         cpus = recipe.resources.cpus or 1
     return PodSizing(
-        plan.enclave_size,
+        enclave,
         jvm_reserved,
         host,
         pcmd,
@@ -211,15 +271,23 @@ def _resources(sizing: PodSizing, cpus: int) -> dict:
 
 
 def _enclave_container(
-    recipe: Recipe, image: ImageRef, sizing: PodSizing, *, name: str, cpus: int
+    recipe: Recipe,
+    image: ImageRef,
+    sizing: PodSizing,
+    start: EnclaveStart,
+    *,
+    name: str,
+    cpus: int,
 ) -> dict:
     container: dict = {
         "name": name,
         "image": str(image),
         "imagePullPolicy": "IfNotPresent",
-        "command": ["gramine-sgx", recipe.name],
-        "resources": _resources(sizing, cpus),
+        "command": list(start.command),
     }
+    if start.working_dir:
+        container["workingDir"] = start.working_dir
+    container["resources"] = _resources(sizing, cpus)
     if sizing.provision:
         container["volumeMounts"] = [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
     if _servers_from_host(recipe):
@@ -304,12 +372,14 @@ def _yaml(header: list[str], document: dict) -> str:
     )
 
 
-def _header(recipe: Recipe, plan: Plan, sizing: PodSizing, image: ImageRef) -> list[str]:
+def _header(
+    recipe: Recipe, plan: Plan, sizing: PodSizing, image: ImageRef, start: EnclaveStart
+) -> list[str]:
     lines = [
         f"Generated by `ppml-build k8s` from recipe {recipe.name!r} ({recipe.kind}, "
         f"{recipe.libos.type} {recipe.libos.version}); regenerate rather than edit.",
         f"Image: {image}",
-        f"{SGX_EPC} = enclave_size {plan.enclave_size_text} = {sizing.enclave_size} bytes; "
+        f"{SGX_EPC} = {start.epc_source} = {sizing.enclave_size} bytes; "
         f"max_threads {plan.max_threads}.",
         f"Pod memory {sizing.memory_quantity} = enclave {human(sizing.enclave_size)} + PCMD "
         f"backing {human(sizing.pcmd_backing)} + untrusted host process "
@@ -320,14 +390,8 @@ def _header(recipe: Recipe, plan: Plan, sizing: PodSizing, image: ImageRef) -> l
             else "."
         ),
     ]
-    lines.append(
-        f"The container runs the signed enclave: `gramine-sgx {recipe.name}` reads "
-        f"{recipe.name}.manifest.sgx and {recipe.name}.sig"
-    )
-    lines.append(
-        "  from the image's WORKDIR. The image's entrypoint runs the same command, so "
-        "`command` may be dropped."
-    )
+    lines.append(f"The container runs the signed enclave: {start.description}.")
+    lines.append("  The image's entrypoint runs the same command, so `command` may be dropped.")
     if sizing.provision:
         lines.append(
             f"DCAP attestation: {SGX_PROVISION} and the host's aesmd socket ({AESM_SOCKET})."
@@ -459,6 +523,7 @@ def _render_spark(
     plan: Plan,
     image: ImageRef,
     sizing: PodSizing,
+    start: EnclaveStart,
     header: list[str],
     warnings: list[str],
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -470,7 +535,7 @@ def _render_spark(
         _pod_spec(
             [
                 _enclave_container(
-                    recipe, image, sizing, name="spark-kubernetes-driver", cpus=sizing.cpus
+                    recipe, image, sizing, start, name="spark-kubernetes-driver", cpus=sizing.cpus
                 )
             ],
             sizing,
@@ -482,7 +547,12 @@ def _render_spark(
         _pod_spec(
             [
                 _enclave_container(
-                    recipe, image, sizing, name="spark-kubernetes-executor", cpus=executor_cores
+                    recipe,
+                    image,
+                    sizing,
+                    start,
+                    name="spark-kubernetes-executor",
+                    cpus=executor_cores,
                 )
             ],
             sizing,
@@ -517,6 +587,7 @@ def _render_flink(
     plan: Plan,
     image: ImageRef,
     sizing: PodSizing,
+    start: EnclaveStart,
     header: list[str],
     warnings: list[str],
     flink_version: str,
@@ -532,7 +603,7 @@ def _render_flink(
             _pod_spec(
                 [
                     _enclave_container(
-                        recipe, image, sizing, name="flink-main-container", cpus=sizing.cpus
+                        recipe, image, sizing, start, name="flink-main-container", cpus=sizing.cpus
                     )
                 ],
                 sizing,
@@ -564,13 +635,13 @@ def _render_flink(
         "sizes the pods for the enclave (the operator makes it the containers' memory); the",
         "enclave was sized for the recipe's taskmanager.memory.process.size below and runs",
         "app.command as signed. The operator starts flink-main-container through",
-        f"kubernetes.entry.path, so the image's entry path must start `gramine-sgx {recipe.name}`.",
+        f"kubernetes.entry.path, so the image's entry path must start `{shlex.join(start.command)}`.",
     ]
     warnings.append(
         "the Flink operator replaces flink-main-container's command with "
         "kubernetes.entry.path and Flink's start arguments: the image's entry path "
-        f"must run `gramine-sgx {recipe.name}` (the enclave's argv is fixed by the "
-        "signed manifest)"
+        f"must run `{shlex.join(start.command)}` (the enclave's argv is fixed by the "
+        + ("signed manifest)" if recipe.libos.type == "gramine" else "entry script)")
     )
     return {FLINK_DEPLOYMENT: _yaml(header + [""] + note, document)}
 
@@ -580,12 +651,12 @@ def _render_flink(
 
 
 def _render_job(
-    recipe: Recipe, image: ImageRef, sizing: PodSizing, header: list[str]
+    recipe: Recipe, image: ImageRef, sizing: PodSizing, start: EnclaveStart, header: list[str]
 ) -> dict[str, str]:
     template = {
         "metadata": {"labels": _labels(recipe, "enclave")},
         "spec": _pod_spec(
-            [_enclave_container(recipe, image, sizing, name="enclave", cpus=sizing.cpus)],
+            [_enclave_container(recipe, image, sizing, start, name="enclave", cpus=sizing.cpus)],
             sizing,
             restartPolicy="Never",
         ),
@@ -633,22 +704,18 @@ def render_k8s(
     secret_prov_servers: str | None = None,
 ) -> K8sBundle:
     """Kubernetes files for ``recipe``'s signed image. Pure: no files, no cluster."""
-    if recipe.libos.type != "gramine":
-        raise RecipeError(
-            f"libos.type {recipe.libos.type!r}: `ppml-build k8s` deploys Gramine "
-            "enclaves only; use gramine"
-        )
     _check_flink_version(flink_version)
-    sizing = pod_sizing(recipe, plan)
-    header = _header(recipe, plan, sizing, image)
+    start = enclave_start(recipe, plan)
+    sizing = pod_sizing(recipe, plan, start.epc_bytes)
+    header = _header(recipe, plan, sizing, image, start)
     warnings = list(plan.warnings)
     conf: dict[str, str] = {}
     if recipe.kind == "spark":
-        files, conf = _render_spark(recipe, plan, image, sizing, header, warnings)
+        files, conf = _render_spark(recipe, plan, image, sizing, start, header, warnings)
     elif recipe.kind == "flink":
-        files = _render_flink(recipe, plan, image, sizing, header, warnings, flink_version)
+        files = _render_flink(recipe, plan, image, sizing, start, header, warnings, flink_version)
     else:
-        files = _render_job(recipe, image, sizing, header)
+        files = _render_job(recipe, image, sizing, start, header)
     if _servers_from_host(recipe):
         files = {
             SECRET_PROV_CONFIG: _secret_prov_config(recipe, secret_prov_servers, header),
@@ -714,7 +781,9 @@ def write_k8s(
         "output_dir": str(directory),
         "files": written,
         "image": bundle.image,
-        "enclave_size": plan.enclave_size_text,
+        "enclave_size": human(bundle.sizing.enclave_size)
+        if recipe.libos.type == "occlum"
+        else plan.enclave_size_text,
         **bundle.sizing.as_dict(),
         # The script finds the templates beside itself ($HERE); JSON readers get real paths.
         "spark_conf": {

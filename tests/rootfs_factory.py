@@ -42,6 +42,8 @@ def make_spark_rootfs(root: Path, *, libpal: bytes = b"\x7fELF stand-in libpal")
     _write(root, "etc/java-17-openjdk/security/java.security", "securerandom.source=...\n")
     os.symlink(f"/{JAVA_HOME}/bin/java", root / "usr/bin/java")
     _write(root, "usr/bin/bash", b"bash binary", 0o755)
+    _write(root, "usr/bin/dash", b"dash binary", 0o755)
+    os.symlink("dash", root / "usr/bin/sh")  # Debian's /bin/sh
     _write(root, "usr/bin/env", b"env binary", 0o755)
     _write(root, "usr/bin/python3.11", b"python binary", 0o755)
     os.symlink("python3.11", root / "usr/bin/python3")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import printable
+from ..errors import RecipeError, printable
 from ._app import app
 
 RecipeArg = Annotated[
@@ -86,14 +86,26 @@ def validate(
 def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     """Size the enclave (sgx.enclave_size, sgx.max_threads) from the app's JVM and engine settings,
     showing each term of the derivation."""
+    from ..occlum.sizing import describe_occlum_sizing, occlum_sizing, occlum_sizing_dict
     from ..pipeline.stages import load_and_plan
     from ..plan import format_plan
 
-    _, result = load_and_plan(recipe)
+    loaded, result = load_and_plan(recipe)
+    # Occlum splits the enclave (user space, kernel heap, threads): its sizes from the plan's.
+    try:
+        occlum = occlum_sizing(loaded, result) if loaded.libos.type == "occlum" else None
+    except RecipeError as err:
+        raise RecipeError(f"{recipe}: {err}") from None
     if json_out:
-        print(json.dumps(result.as_dict(), indent=2))
+        document = result.as_dict()
+        if occlum is not None:
+            document["occlum"] = occlum_sizing_dict(occlum)
+        print(json.dumps(document, indent=2))
     else:
-        print("\n".join(printable(line) for line in format_plan(result).splitlines()))
+        lines = format_plan(result).splitlines()
+        if occlum is not None:
+            lines += describe_occlum_sizing(occlum, result)
+        print("\n".join(printable(line) for line in lines))
 
 
 @app.command()

@@ -21,15 +21,7 @@ from ..errors import ManifestError
 from ..image.programs import find_program, path_env, script_interpreters
 from ..image.rootfs import RootFS, RootFSError, resolve, stat_followed
 from ..plan import Plan
-from ..plan.launch import (
-    ENCLAVE_HOSTS,
-    LAUNCH_INPUT_SUFFIX,
-    PYSPARK_JVM_ARGS,
-    SUPPORT_TRUSTED,
-    check_launcher_input,
-    check_pyspark_jvm_args,
-    launcher_command,
-)
+from ..plan.launch import ENCLAVE_HOSTS, SUPPORT_TRUSTED, launch_argv
 from ..recipe import Recipe
 from ..recipe.model import SCRATCH_KEY_NAME
 from ..versions import gramine_version
@@ -113,31 +105,6 @@ def _python_files(fs: RootFS, python: str) -> list[str]:
     return files
 
 
-def launch_argv(plan: Plan, fs: RootFS) -> list[str]:
-    """The argv Gramine runs: the launch plan's, or Spark's launcher output kept in the image."""
-    launch = plan.launch
-    output = launch.spark_launcher_output
-    if output is None:
-        return list(launch.argv)
-    where = f"{output} in the image"
-    try:
-        raw = fs.read_bytes(resolve(fs, output))
-        recorded = fs.read_bytes(resolve(fs, output + LAUNCH_INPUT_SUFFIX))
-        lines = fs.read_bytes(resolve(fs, PYSPARK_JVM_ARGS)) if launch.form == "pyspark" else b""
-    except (OSError, KeyError, RootFSError):
-        raise ManifestError(
-            f"{where}: missing; Spark's launcher computes the JVM command "
-            "while `ppml-build build` builds the image, so render against an "
-            "image it built"
-        ) from None
-    check_launcher_input(launch, recorded, where)
-    command = launcher_command(raw, where)
-    if launch.form == "spark-jvm":
-        return list(command)
-    check_pyspark_jvm_args(command, lines, f"{PYSPARK_JVM_ARGS} in the image")
-    return list(launch.argv)
-
-
 def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
     version = gramine_version(recipe.libos.version)
     prefix = recipe.libos.prefix
@@ -148,7 +115,7 @@ def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
     if recipe.kind in ("java", "spark", "flink"):
         ld_paths += [f"{runtime.java_home}/lib/server", f"{runtime.java_home}/lib"]
 
-    argv = launch_argv(plan, fs)
+    argv = launch_argv(plan.launch, fs)
     # Gramine execs the file itself: the entrypoint is the resolved path.
     entrypoint = resolve(fs, find_program(fs, argv[0], search_path, "app.command[0]"))
     scripts = [entrypoint] + [source for source in launch.file_mounts.values()]

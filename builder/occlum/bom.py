@@ -13,6 +13,7 @@ contains can break its syntax).
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,9 +121,14 @@ def _python_dirs(fs: RootFS) -> list[str]:
 
 
 def select_image_content(
-    recipe: Recipe, fs: RootFS, program: str, mount_targets: list[str]
+    recipe: Recipe,
+    fs: RootFS,
+    program: str,
+    mount_targets: list[str],
+    launch_files: Sequence[str] = (),
 ) -> ImageSelection:
-    """What the bom copies for ``recipe`` (``program`` being app.command[0] in the image), and
+    """What the bom copies for ``recipe`` (``program`` being app.command[0] in the image, and
+    ``launch_files`` what starting it needs: the entry script's shell, ppml-build's jars), and
     the directories it creates: ``mount_targets`` (Occlum.json's mounts) and the workdir."""
     selection = ImageSelection()
     runtime = recipe.runtime
@@ -183,6 +189,8 @@ def select_image_content(
         for directory in _python_dirs(fs):
             want_dir(directory, "runtime.python")
     want_file(program, "app.command[0]")
+    for path in launch_files:
+        want_file(path, "the launch (ppml-build plan)")
     for index, path in enumerate(recipe.files.trusted):
         if path.endswith("/"):
             want_dir(path, f"files.trusted[{index}]")

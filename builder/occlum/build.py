@@ -48,7 +48,7 @@ from ..errors import ImageError, RecipeError, VerificationError
 # The app image is made exactly as for Gramine, without Gramine's support stage.
 from ..image.app_layer import app_image
 from ..image.engine import STREAM_TIMEOUT, ImageReference
-from ..pipeline.job import BuildJob
+from ..pipeline.job import BuildJob, launch_support_stage
 from ..pipeline.key_guard import refuse_key_in_bytes
 from ..pipeline.options import BuildOptions, BuildResult
 from ..pipeline.outputs import image_labels, record_fields, write_build_outputs
@@ -121,13 +121,9 @@ step "done"
 """
 
 
-def program_path(recipe: Recipe, rendered: RenderedOcclum) -> str:
-    """The in-image path ``occlum run`` is given: app.command[0] as the image's PATH finds it
-    (entry_points holds its directory)."""
-    program = recipe.app.command[0]
-    if "/" in program:
-        return posixpath.normpath(program)
-    return posixpath.join(rendered.occlum_json["entry_points"][0], program)
+def occlum_run_command(rendered: RenderedOcclum) -> list[str]:
+    """How the image (and a Kubernetes pod) starts the enclave, in the instance directory."""
+    return [f"{OCCLUM_BIN_DIR}/occlum", "run", rendered.entry_program]
 
 
 def final_image_config(
@@ -135,15 +131,16 @@ def final_image_config(
 ) -> dict[str, Any]:
     """Image config the commit applies. Running the image runs, in the instance directory,
 
-        /opt/occlum/build/bin/occlum run <program> <app.command[1:]>
+        /opt/occlum/build/bin/occlum run /ppml/entry/start.sh
 
     which needs the SGX devices (``docker run --device /dev/sgx_enclave --device
-    /dev/sgx_provision IMAGE``). Occlum takes argv from the host: CMD can be replaced at run
-    time, and entry_points only pins the program's directory (see the render warnings).
+    /dev/sgx_provision IMAGE``). The entry script holds the command and refuses arguments, so
+    a CMD given at run time stops it. With app.insecure_host_argv the program itself is the
+    entry point and CMD (app.command[1:]) can be replaced by the host.
     """
     return {
-        "Entrypoint": [f"{OCCLUM_BIN_DIR}/occlum", "run", program_path(recipe, rendered)],
-        "Cmd": list(recipe.app.command[1:]),
+        "Entrypoint": occlum_run_command(rendered),
+        "Cmd": [] if rendered.entry_script is not None else list(recipe.app.command[1:]),
         "WorkingDir": INSTANCE_DIR,
         "Labels": dict(labels),
     }
@@ -416,7 +413,10 @@ def build_occlum(job: BuildJob, say: Say = say_nothing) -> BuildResult:
 
     # The app image exactly as the Gramine build makes it (app files, build stage, workdir,
     # env), and our view of its filesystem: the base's cached index + the app layer.
-    with app_image(job.app_layer_request(), recipe, plan, timer=timer, stats=stats, say=say) as app:
+    # Spark's launcher output and ppml-build's jars, when the launch uses them (plan/launch.py).
+    support = launch_support_stage(recipe, plan) if plan.launch.form == "spark-jvm" else None
+    request = job.app_layer_request(support)
+    with app_image(request, recipe, plan, timer=timer, stats=stats, say=say) as app:
         with timer.step("render"):
             rendered = render_occlum_for_rootfs(recipe, plan, app.fs, source)
         stats["image_files"] = rendered.image_file_count
@@ -430,6 +430,8 @@ def build_occlum(job: BuildJob, say: Say = say_nothing) -> BuildResult:
         BOM_YAML: rendered.bom_text.encode("utf-8"),
         BUILD_SCRIPT: occlum_build_script(edmm=recipe.enclave.edmm).encode("utf-8"),
     }
+    if rendered.entry_script is not None:  # the bom pins its hash; copy_bom copies it
+        inputs[rendered.entry_program] = rendered.entry_script.encode("utf-8")
     refuse_key_in_bytes(
         {posixpath.basename(path): data for path, data in inputs.items()}, key_refusals, source
     )
@@ -529,7 +531,7 @@ __all__ = [
     "write_outputs",
     "occlum_build_script",
     "final_image_config",
-    "program_path",
+    "occlum_run_command",
     "occlum_labels",
     "occlum_measurement_record",
     "config_archive",

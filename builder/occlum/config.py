@@ -10,7 +10,8 @@ recipe + sizing plan + image filesystem ──▶ ``Occlum.json`` (here) and ``b
 
 Unlike Gramine, Occlum does not take argv from the signed configuration: ``occlum run PATH
 ARGS`` chooses them on the host, and ``entry_points`` only pins which directories PATH may
-name; what may run is what ``bom.yaml`` puts into the integrity-protected image.
+name; what may run is what ``bom.yaml`` puts into the integrity-protected image. So the command
+is fixed in an entry script in that image (``entry.py``), the only program under entry_points.
 
 No Jinja template here: both outputs are data structures serialised by ``json``/``yaml``, so
 nothing a recipe contains can break their syntax.
@@ -18,6 +19,7 @@ nothing a recipe contains can break their syntax.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
@@ -28,10 +30,12 @@ from ..errors import ManifestError, RecipeError
 from ..image.programs import find_program, path_env, script_interpreters
 from ..image.rootfs import RootFS, RootFSError, resolve
 from ..plan import Plan
+from ..plan.launch import launch_argv
 from ..recipe import Recipe
 from ..units import parse_occlum_size
 from ..versions import OCCLUM_VERSION, occlum_version
 from .bom import OCCLUM_GLIBC_LIB, build_bom, dumps_bom, select_image_content
+from .entry import ENTRY_SHELL, entry_script
 from .sizing import PAGE, OcclumSizing, occlum_sizing
 
 # Mount points gen_internal_conf adds itself (/proc, /dev) or that is the root union.
@@ -256,6 +260,9 @@ class RenderedOcclum:
     image_bytes: int
     pinned_files: dict[str, str]  # in-image path → sha256 (lowercase) for the bom's hash pins
     warnings: list[str]
+    entry_program: str  # what `occlum run` is given
+    command: tuple[str, ...]  # what runs in the enclave (the entry script execs it)
+    entry_script: str | None = None  # its text, written into the image (None: host argv)
 
 
 _SHELLS = re.compile(r"^(ba|da|k|z)?sh$")
@@ -276,6 +283,23 @@ def _direct_hint(recipe: Recipe) -> str:
     return ""
 
 
+def _refuse_shell_scripts(recipe: Recipe, fs: RootFS, program: str) -> None:
+    """Occlum 0.31 has no fork(), only vfork and posix_spawn (docs/readthedocs/docs/source/
+    binaries_compatibility.md; src/libos/src/syscall/mod.rs: Fork is unsupported), and every
+    shell forks for $(...), pipelines and most commands it runs: Flink's bin/ scripts (and
+    Spark's spark-class) cannot start their JVM there. Occlum's own Java and Flink demos start
+    java directly (demos/java, demos/flink); spark-submit is replaced by the JVM command
+    Spark's launcher computes at build time (plan/launch.py)."""
+    interpreter = (script_interpreters(fs, program) or [None])[-1]
+    if interpreter and _SHELLS.match(posixpath.basename(interpreter)):
+        raise RecipeError(
+            f"app.command[0]: {program} is a {posixpath.basename(interpreter)} script, and "
+            "Occlum has no fork() to run it; start the JVM directly: "
+            f"[{recipe.runtime.java_home}/bin/java, -cp, CLASSPATH, MAIN_CLASS, ARGS...]"
+            + _direct_hint(recipe)
+        )
+
+
 def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
     """Occlum.json and bom.yaml for ``recipe`` over the image filesystem ``fs``. Pure given fs."""
     if recipe.libos.type != "occlum":
@@ -288,39 +312,47 @@ def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
         )
     sizing = occlum_sizing(recipe, plan)
     warnings = list(sizing.warnings)
-    program = find_program(fs, recipe.app.command[0], path_env(recipe), "app.command[0]")
-    # The directory as `occlum run` will name it: the bom puts content at configured paths.
-    entry_points = [posixpath.dirname(program)]
-    warnings.append(
-        "Occlum takes argv from the host (`occlum run " + program + " ...`); only "
-        "the program's directory is pinned by entry_points, not app.command"
-    )
-    interpreter = (script_interpreters(fs, program) or [None])[-1]
-    if interpreter and _SHELLS.match(posixpath.basename(interpreter)):
-        # Occlum 0.31 has no fork(), only vfork and posix_spawn (docs/readthedocs/docs/source/
-        # binaries_compatibility.md; src/libos/src/syscall/mod.rs: Fork is unsupported), and
-        # every shell forks for $(...), pipelines and most commands it runs: Spark's
-        # spark-submit/spark-class and Flink's bin/ scripts cannot start their JVM there.
-        # Occlum's own Java and Flink demos start java directly (demos/java, demos/flink).
-        raise RecipeError(
-            f"app.command[0]: {program} is a {posixpath.basename(interpreter)} script, and "
-            "Occlum has no fork() to run it; start the JVM directly: "
-            f"[{recipe.runtime.java_home}/bin/java, -cp, CLASSPATH, MAIN_CLASS, ARGS...]"
-            + _direct_hint(recipe)
+    launch = plan.launch
+    # spark-submit's JVM command as Spark's launcher computed it in the image, or app.command.
+    command = launch_argv(launch, fs)
+    program = find_program(fs, command[0], path_env(recipe), "app.command[0]")
+    command = [program, *command[1:]]
+    _refuse_shell_scripts(recipe, fs, program)
+    script = None
+    extra_files: list[str] = []
+    if launch.occlum_entry:
+        script = entry_script(command, recipe.app.workdir)
+        entry_program = launch.occlum_entry
+        extra_files = [ENTRY_SHELL, *launch.support_jars]
+    else:
+        entry_program = program
+        warnings.append(
+            "app.insecure_host_argv: Occlum takes argv from the host (`occlum run "
+            + program
+            + " ...`); only the program's directory is pinned by entry_points"
         )
+    # The directory as `occlum run` will name it: the bom puts content at configured paths.
+    entry_points = [posixpath.dirname(entry_program)]
 
     doc = build_occlum_json(recipe, plan, sizing, entry_points)
     check_occlum_json(doc, recipe)
 
     try:
         selection = select_image_content(
-            recipe, fs, program, [mount["target"] for mount in doc["mount"][1:]]
+            recipe, fs, program, [mount["target"] for mount in doc["mount"][1:]], extra_files
         )
         real = {path: resolve(fs, path) for path in selection.files}
         by_real = fs.sha256_many(sorted(set(real.values())))
     except RootFSError as err:
         raise ManifestError(f"image filesystem: {err}") from None
     digests = {path: by_real[real[path]] for path in selection.files}
+    if script is not None:
+        # Not in the app image: the build writes it into the build container before copy_bom.
+        data = script.encode("utf-8")
+        selection.files[entry_program] = "the Occlum entry script"
+        selection.file_count += 1
+        selection.byte_count += len(data)
+        digests[entry_program] = hashlib.sha256(data).hexdigest()
     warnings += selection.warnings
     bom = build_bom(selection, digests)
     return RenderedOcclum(
@@ -333,4 +365,7 @@ def render_occlum(recipe: Recipe, plan: Plan, fs: RootFS) -> RenderedOcclum:
         image_bytes=selection.byte_count,
         pinned_files=digests,
         warnings=warnings,
+        entry_program=entry_program,
+        command=tuple(command),
+        entry_script=script,
     )

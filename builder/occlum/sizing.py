@@ -205,3 +205,58 @@ def occlum_sizing(recipe: Recipe, plan: Plan) -> OcclumSizing:
         enclave_size_estimate=next_power_of_two(estimate),
         warnings=warnings,
     )
+
+
+def describe_occlum_sizing(sizing: OcclumSizing, plan: Plan) -> list[str]:
+    """What ``ppml-build plan`` prints for an Occlum recipe: Occlum.json's sizes, each term."""
+    jvm = plan.jvm
+    lines = ["Occlum.json resource_limits (Occlum 0.31's memory model, occlum/sizing.py):"]
+    if jvm is not None:
+        lines.append(
+            f"  JVM heap -Xmx{human(jvm.heap)} ({jvm.heap_source}); the JVM's reservations "
+            "below are pinned by flags, in the user space"
+        )
+    user = sizing.user_space_max_size or sizing.user_space_size
+    lines.append(
+        f"  user_space_size{'_max' if sizing.edmm else ''} = {format_occlum_size(user)} "
+        "(every process's mmap, heap and stacks; the sum below rounded up to "
+        f"{human(SIZE_GRANULE)})"
+    )
+    width = max(len(term.name) for term in sizing.user_space_terms)
+    for term in sizing.user_space_terms:
+        lines.append(f"    {term.name:<{width}}  {human(term.value):>7}  {term.source}")
+    heap = sizing.kernel_space_heap_max_size or sizing.kernel_space_heap_size
+    lines.append(
+        f"  kernel_space_heap_size{'_max' if sizing.edmm else ''} = {format_occlum_size(heap)} "
+        f"(the LibOS's own memory: {human(KERNEL_HEAP_BASE)} + {sizing.max_num_of_threads} "
+        f"threads × {human(KERNEL_HEAP_PER_THREAD)}, rounded up to {human(SIZE_GRANULE)})"
+    )
+    lines.append(
+        f"  max_num_of_threads = {sizing.max_num_of_threads} (the plan's max_threads: one TCS "
+        f"each, {human(KERNEL_STACK_SIZE)} kernel stack + {human(TCS_AREA)} SDK pages)"
+    )
+    if sizing.edmm:
+        lines.append(
+            f"  EDMM: {format_occlum_size(sizing.user_space_size)} user space and "
+            f"{format_occlum_size(sizing.kernel_space_heap_size)} kernel heap committed at load"
+        )
+    lines.append(
+        f"  enclave ≈ {human(sizing.enclave_size_estimate)} (what sgx_sign lays out: LibOS "
+        f"image {human(LIBOS_IMAGE_ALLOWANCE)} + kernel heap + threads + user space, next power "
+        "of two)"
+    )
+    lines += [f"warning: {warning}" for warning in sizing.warnings]
+    return lines
+
+
+def occlum_sizing_dict(sizing: OcclumSizing) -> dict[str, Any]:
+    """The same for ``plan --json``."""
+    return {
+        "resource_limits": sizing.resource_limits(),
+        "process": sizing.process(),
+        "user_space_terms": [
+            {"name": term.name, "bytes": term.value, "source": term.source}
+            for term in sizing.user_space_terms
+        ],
+        "enclave_size_estimate": sizing.enclave_size_estimate,
+    }

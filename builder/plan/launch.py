@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import ManifestError, PlanError
+from ..image.rootfs import RootFS, RootFSError, resolve
 from ..recipe import Recipe
 from ..record import IN_IMAGE_DIR
 
@@ -178,6 +179,8 @@ class LaunchPlan:
     # with a key ppml-launch.py makes for each run), after the recipe's files.tmpfs/scratch.
     tmpfs: tuple[str, ...] = ()
     scratch: tuple[str, ...] = ()
+    # Occlum: the in-image script `occlum run` is given, with no arguments (the fixed command).
+    occlum_entry: str | None = None
 
 
 # Every JVM in an enclave:
@@ -268,14 +271,8 @@ def _with_scratch(recipe: Recipe, launch: LaunchPlan) -> LaunchPlan:
 
 def plan_launch(recipe: Recipe) -> LaunchPlan:
     """How the enclave starts ``recipe``'s command (pure)."""
-    if recipe.libos.type != "gramine":
-        # Occlum starts the command itself (occlum.py); these rules are Gramine's.
-        return LaunchPlan(
-            "exec",
-            tuple(recipe.app.command),
-            tmpfs=tuple(recipe.files.tmpfs),
-            scratch=tuple(recipe.files.scratch),
-        )
+    if recipe.libos.type == "occlum":
+        return _occlum_launch(recipe)
     # A passthrough of what the launch sets (JAVA_TOOL_OPTIONS, ...) is refused by
     # plan/sizing.py (_check_passthrough), with the plan's other variables.
     return _with_scratch(recipe, _launch_form(recipe))
@@ -333,6 +330,96 @@ def _launch_form(recipe: Recipe) -> LaunchPlan:
     return LaunchPlan("exec", tuple(argv))
 
 
+# Occlum 0.31 has spawn, vfork and execve but no fork (docs/readthedocs/docs/source/
+# binaries_compatibility.md; src/libos/src/syscall/mod.rs marks Fork unsupported). Its
+# processes share one enclave and one user space (Occlum.json resource_limits).
+OCCLUM_ENTRY_DIR = f"{SUPPORT_DIR}/entry"
+# The only program in Occlum.json's entry_points: Occlum takes argv from the host (`occlum run
+# PROGRAM ARGS`, src/run/main.c) and does not measure it, so the fixed command lives in this
+# script, inside the integrity-protected image (occlum/entry.py writes it).
+OCCLUM_ENTRY_SCRIPT = f"{OCCLUM_ENTRY_DIR}/start.sh"
+# pyspark/daemon.py forks every Python worker from one daemon; without it Spark spawns each
+# worker itself (PythonWorkerFactory, spark.python.use.daemon), which Occlum can do.
+PYSPARK_DAEMON_CONF = "spark.python.use.daemon"
+
+
+def _conf_value(options: tuple[str, ...], key: str) -> str | None:
+    """The value spark-submit options give ``--conf KEY=...``, last one winning."""
+    value = None
+    for index, token in enumerate(options):
+        pair = None
+        if token in ("--conf", "-c") and index + 1 < len(options):
+            pair = options[index + 1]
+        elif token.startswith("--conf="):
+            pair = token.split("=", 1)[1]
+        if pair is not None and pair.split("=", 1)[0] == key:
+            value = pair.split("=", 1)[1] if "=" in pair else ""
+    return value
+
+
+def _master(options: tuple[str, ...]) -> str:
+    for index, token in enumerate(options):
+        if token == "--master" and index + 1 < len(options):
+            return options[index + 1]
+        if token.startswith("--master="):
+            return token.split("=", 1)[1]
+    return _conf_value(options, "spark.master") or ""
+
+
+def _occlum_launch(recipe: Recipe) -> LaunchPlan:
+    """Occlum: the command is fixed in the entry script; spark-submit (a bash script that
+    forks) becomes the JVM command Spark's launcher computes at build time, as for Gramine."""
+    argv = list(recipe.app.command)
+    files = dict(tmpfs=tuple(recipe.files.tmpfs), scratch=tuple(recipe.files.scratch))
+    if recipe.app.insecure_host_argv:
+        return LaunchPlan("exec", tuple(argv), **files)
+    entry = {"occlum_entry": OCCLUM_ENTRY_SCRIPT, **files}
+    if recipe.kind in ("spark", "flink") and _is_python(argv[0]):
+        # pyspark/java_gateway.py and pyflink_gateway_server.py start the JVM with
+        # subprocess.Popen(preexec_fn=...), and CPython uses vfork only without a preexec_fn
+        # (Modules/_posixsubprocess.c): that is a fork, which Occlum 0.31 does not have.
+        hint = (
+            "start the job with spark-submit ... job.py (the JVM then spawns Python)"
+            if recipe.kind == "spark"
+            else "run PyFlink jobs with libos.type: gramine"
+        )
+        raise PlanError(
+            f"app.command[0]: {argv[0]}: PySpark/PyFlink start their JVM from Python with a "
+            f"fork (subprocess.Popen with preexec_fn), and Occlum 0.31 has no fork; {hint}"
+        )
+    submit = parse_spark_submit(argv) if recipe.kind == "spark" else None
+    if submit is None:
+        return LaunchPlan("exec", tuple(argv), **entry)
+    master = _master(submit.options)
+    if master.startswith("local-cluster"):
+        # Each Worker of local-cluster[N,C,M] starts executor JVMs as child processes
+        # (deploy/worker/ExecutorRunner): in Occlum they would share the one user space sized
+        # for this JVM.
+        raise PlanError(
+            f"app.command: --master {master} starts executor JVMs as child processes, which "
+            "share the one Occlum user space sized for this JVM; use local[N]"
+        )
+    options = _spark_enclave_options(submit.options)
+    python = submit.resource.endswith(".py")
+    if python:
+        daemon = _conf_value(submit.options, PYSPARK_DAEMON_CONF)
+        if daemon is not None and daemon.strip().lower() != "false":
+            raise PlanError(
+                f"app.command: --conf {PYSPARK_DAEMON_CONF}={daemon}: pyspark's worker daemon "
+                "forks its workers, and Occlum 0.31 has no fork; remove it"
+            )
+        if daemon is None:
+            options += ("--conf", f"{PYSPARK_DAEMON_CONF}=false")
+    return LaunchPlan(
+        "spark-jvm",
+        (),
+        spark_launcher_args=options + (submit.resource,) + submit.app_args,
+        spark_launcher_output=SPARK_JVM_COMMAND,
+        support_jars=(HADOOP_SUPPORT_JAR,),
+        **entry,
+    )
+
+
 def describe_launch(launch: LaunchPlan) -> list[str]:
     """What ``ppml-build plan`` says about how the enclave starts the job."""
     if launch.form == "spark-jvm":
@@ -349,6 +436,11 @@ def describe_launch(launch: LaunchPlan) -> list[str]:
     else:
         start = " ".join(launch.argv) or "the host's argv (INSECURE)"
     lines = [f"launch: {start}"]
+    if launch.occlum_entry:
+        lines.append(
+            f"entry: occlum run {launch.occlum_entry} (no host arguments: the script, in the "
+            "measured image, execs the fixed command)"
+        )
     if launch.single_process:
         lines.append("processes: 1; the LibOS refuses every fork (sys.disallow_subprocesses)")
     elif launch.python_first:
@@ -362,7 +454,8 @@ def describe_launch(launch: LaunchPlan) -> list[str]:
             "afresh for every run)"
         )
     for path in launch.tmpfs:
-        lines.append(f"tmpfs: {path} (in enclave memory, one per process)")
+        where = "an Occlum ramfs" if launch.occlum_entry else "one per process"
+        lines.append(f"tmpfs: {path} (in enclave memory, {where})")
     if launch.java_options:
         lines.append("JVM flags in the enclave: " + " ".join(launch.java_options))
     return lines
@@ -520,3 +613,28 @@ def check_pyspark_jvm_args(command: tuple[str, ...], lines: bytes, where: str) -
             f"{where}: the JVM command Spark's launcher computed cannot be "
             "read one argument per line (an argument has a newline in it)"
         )
+
+
+def launch_argv(launch: LaunchPlan, fs: RootFS) -> list[str]:
+    """The argv the enclave runs: the launch plan's, or Spark's launcher output kept in the
+    image (read back from the image filesystem ``fs``)."""
+    output = launch.spark_launcher_output
+    if output is None:
+        return list(launch.argv)
+    where = f"{output} in the image"
+    try:
+        raw = fs.read_bytes(resolve(fs, output))
+        recorded = fs.read_bytes(resolve(fs, output + LAUNCH_INPUT_SUFFIX))
+        lines = fs.read_bytes(resolve(fs, PYSPARK_JVM_ARGS)) if launch.form == "pyspark" else b""
+    except (OSError, KeyError, RootFSError):
+        raise ManifestError(
+            f"{where}: missing; Spark's launcher computes the JVM command "
+            "while `ppml-build build` builds the image, so render against an "
+            "image it built"
+        ) from None
+    check_launcher_input(launch, recorded, where)
+    command = launcher_command(raw, where)
+    if launch.form == "spark-jvm":
+        return list(command)
+    check_pyspark_jvm_args(command, lines, f"{PYSPARK_JVM_ARGS} in the image")
+    return list(launch.argv)

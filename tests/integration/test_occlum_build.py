@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import re
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -263,13 +264,14 @@ def test_sigstruct_view_of_the_image_enclave_agrees(built, docker_client, tmp_pa
 
 def test_the_image_runs_occlum_run_in_the_instance(built, docker_client):
     config = docker_client.api.inspect_image("ppml-test/pyspark-occlum:it")["Config"]
-    assert config["Entrypoint"] == [
-        "/opt/occlum/build/bin/occlum",
-        "run",
-        JAVA,
-    ]
+    # The entry script holds app.command (the host cannot change argv) and refuses arguments
+    assert config["Entrypoint"] == ["/opt/occlum/build/bin/occlum", "run", "/ppml/entry/start.sh"]
+    assert not config["Cmd"]
     recipe = load_recipe(built["recipe"])
-    assert config["Cmd"] == recipe.app.command[1:]
+    script = file_from_image(docker_client, "ppml-test/pyspark-occlum:it", "/ppml/entry/start.sh")
+    assert script.decode().endswith(
+        "exec " + " \\\n    ".join(shlex.quote(a) for a in recipe.app.command) + "\n"
+    )
     assert config["WorkingDir"] == INSTANCE
     assert not config.get("Volumes")  # the key mount left no VOLUME behind
     # Run it: the entrypoint reaches `occlum run` (the stand-in refuses; a real one would need

@@ -412,9 +412,66 @@ def test_output_is_deterministic_and_names_are_dns_labels():
     assert labels["app.kubernetes.io/name"] == "app-9-etl-job"
 
 
-def test_occlum_recipes_are_refused_with_one_line():
-    rec = recipe(extra='libos: {type: occlum, version: "0.31"}\n')
-    with pytest.raises(RecipeError, match="deploys Gramine enclaves only"):
+OCCLUM = 'libos: {type: occlum, version: "0.31"}\n'
+OCCLUM_RUN = ["/opt/occlum/build/bin/occlum", "run", "/ppml/entry/start.sh"]
+SPARK_TEMPLATES = ["driver-pod-template.yaml", "executor-pod-template.yaml"]
+
+
+def occlum_epc(rec) -> int:
+    from ppml_build.occlum.sizing import occlum_sizing
+
+    return occlum_sizing(rec, make_plan(rec)).enclave_size_estimate
+
+
+@pytest.mark.parametrize(
+    "kind, command, files",
+    [
+        ("spark", "[/opt/spark/bin/spark-submit, --class, Pi, /app/pi.jar]", SPARK_TEMPLATES),
+        (
+            "flink",
+            "[java, -Xmx1g, -cp, '/app/wc.jar:/opt/flink/lib/*', Main]",
+            ["flinkdeployment.yaml"],
+        ),
+        ("java", "[java, -Xmx2g, -cp, /app/app.jar, Main]", ["job.yaml"]),
+    ],
+)
+def test_occlum_pods_run_occlum_on_the_entry_script_with_the_occlum_enclaves_epc(
+    kind, command, files
+):
+    """Same checks as Gramine's output: valid against the API models (the operator's CRD for
+    Flink), SGX resources equal in requests and limits, memory holding the enclave."""
+    rec = recipe(kind, command, OCCLUM)
+    bundle = bundle_for(rec)
+    epc = occlum_epc(rec)
+    assert bundle.sizing.enclave_size == epc
+    pods = []
+    for name in files:
+        document = load(bundle, name)
+        if name == "flinkdeployment.yaml":
+            assert_valid_flink(document)
+            pods += [
+                document["spec"][role]["podTemplate"] for role in ("jobManager", "taskManager")
+            ]
+        elif name == "job.yaml":
+            assert_valid(V1Job, document)
+            pods.append(document["spec"]["template"])
+        else:
+            assert_valid(V1Pod, document)
+            pods.append(document)
+        assert "occlum run /ppml/entry/start.sh" in bundle.files[name]  # the header says so
+    for pod in pods:
+        (container,) = containers(pod)
+        assert container["command"] == OCCLUM_RUN
+        assert container["workingDir"] == "/ppml/occlum_instance"
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        assert limits[SGX_EPC] == requests[SGX_EPC] == str(epc)
+        assert limits[SGX_ENCLAVE] == "1"
+        assert mib(limits["memory"]) >= epc + 256 * MiB
+
+
+def test_occlum_with_host_argv_gets_no_k8s_files():
+    rec = recipe("java", "[java, -cp, /app/app.jar, Main]", "  insecure_host_argv: true\n" + OCCLUM)
+    with pytest.raises(RecipeError, match="remove app.insecure_host_argv"):
         bundle_for(rec)
 
 

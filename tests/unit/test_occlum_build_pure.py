@@ -277,6 +277,8 @@ def _rendered():
         occlum_json_text='{"entry_points": ["/opt/spark/bin"]}\n',
         bom_text="targets: []\n",
         image_file_count=1234,
+        entry_program="/ppml/entry/start.sh",
+        entry_script="#!/bin/sh\n",
     )
 
 
@@ -338,14 +340,10 @@ def test_labels_name_occlum_and_edmm(signed):
     assert labels["org.opencontainers.image.version"] == f"mrenclave-{signed.mrenclave[:12]}"
 
 
-def test_the_image_runs_occlum_run_on_the_program_in_the_instance():
+def test_the_image_runs_occlum_run_on_the_entry_script_in_the_instance():
     conf = final_image_config(recipe(), _rendered(), {"a": "b"})
-    assert conf["Entrypoint"] == [
-        "/opt/occlum/build/bin/occlum",
-        "run",
-        "/opt/spark/bin/spark-submit",
-    ]
-    assert conf["Cmd"] == ["--master", "local[2]", "/app/job.py"]
+    assert conf["Entrypoint"] == ["/opt/occlum/build/bin/occlum", "run", "/ppml/entry/start.sh"]
+    assert conf["Cmd"] == []  # the script holds the command and refuses arguments
     assert conf["WorkingDir"] == "/ppml/occlum_instance"
     assert conf["Labels"] == {"a": "b"}
 
