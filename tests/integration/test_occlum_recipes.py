@@ -134,7 +134,10 @@ def run_as_occlum_would(client, image: str, env_default: list[str], *host_args: 
 
 
 def test_the_job_prints_its_exact_answer_started_as_its_occlum_entry(built, docker_client):
+    from unit.test_occlum_config import OcclumJson031  # the independent 0.31 schema model
+
     doc = built["occlum_json"]
+    OcclumJson031.model_validate(doc)
     assert doc["entry_points"] == ["/ppml/entry"]
     config = docker_client.api.inspect_image(built["tag"])["Config"]
     assert config["Entrypoint"] == OCCLUM_RUN and not config["Cmd"]
