@@ -87,24 +87,34 @@ def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     """Size the enclave (sgx.enclave_size, sgx.max_threads) from the app's JVM and engine settings,
     showing each term of the derivation."""
     from ..occlum.sizing import describe_occlum_sizing, occlum_sizing, occlum_sizing_dict
-    from ..pipeline.stages import load_and_plan
+    from ..pipeline.stages import load_and_plan, load_and_plan_roles, validate_recipe
     from ..plan import format_plan
 
-    loaded, result = load_and_plan(recipe)
-    # Occlum splits the enclave (user space, kernel heap, threads): its sizes from the plan's.
-    try:
-        occlum = occlum_sizing(loaded, result) if loaded.libos.type == "occlum" else None
-    except RecipeError as err:
-        raise RecipeError(f"{recipe}: {err}") from None
-    if json_out:
+    if validate_recipe(recipe).cluster is not None:
+        loaded, plans = load_and_plan_roles(recipe)
+    else:
+        loaded, single = load_and_plan(recipe)
+        plans = {None: single}
+    documents, lines = {}, []
+    for role, result in plans.items():
+        # Occlum splits the enclave (user space, kernel heap, threads): its sizes from the plan's.
+        try:
+            occlum = occlum_sizing(loaded, result) if loaded.libos.type == "occlum" else None
+        except RecipeError as err:
+            raise RecipeError(f"{recipe}: {err}") from None
         document = result.as_dict()
         if occlum is not None:
             document["occlum"] = occlum_sizing_dict(occlum)
-        print(json.dumps(document, indent=2))
-    else:
-        lines = format_plan(result).splitlines()
+        documents[role] = document
+        if lines:
+            lines.append("")
+        lines += format_plan(result).splitlines()
         if occlum is not None:
             lines += describe_occlum_sizing(occlum, result)
+    if json_out:
+        single_document = documents.get(None)
+        print(json.dumps(single_document or {"roles": documents}, indent=2))
+    else:
         print("\n".join(printable(line) for line in lines))
 
 

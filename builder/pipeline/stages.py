@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..atomic import check_writable
-from ..errors import ManifestError, PpmlError
+from ..errors import ManifestError, PpmlError, RecipeError
 from ..gramine.jvm_children import jvm_children_warning, scans_app_python
 from ..gramine.overrides import ManifestOptions
 from ..gramine.render import write_gramine_manifest
@@ -37,6 +37,12 @@ def validate_recipe(path: Path) -> Recipe:
 
 def load_and_plan(path: Path) -> tuple[Recipe, Plan]:
     recipe = validate_recipe(path)
+    if recipe.cluster is not None:
+        raise RecipeError(
+            f"{path}: cluster: ppml-build sizes a cluster's roles (`ppml-build plan`) but "
+            "does not yet build, render or deploy an enclave per role; remove cluster: for "
+            "the single-enclave job"
+        )
     try:
         plan = make_plan(recipe)
     except PpmlError as err:
@@ -47,6 +53,17 @@ def load_and_plan(path: Path) -> tuple[Recipe, Plan]:
         if warning:
             plan.warnings.append(warning)
     return recipe, plan
+
+
+def load_and_plan_roles(path: Path) -> tuple[Recipe, dict[str, Plan]]:
+    """A cluster recipe's plans: one enclave per role, each sized for that role's JVM."""
+    recipe = validate_recipe(path)
+    if recipe.cluster is None:
+        raise RecipeError(f"{path}: has no cluster: roles")
+    try:
+        return recipe, {role: make_plan(recipe, role) for role in recipe.cluster.roles}
+    except PpmlError as err:
+        raise type(err)(f"{path}: {err}") from None
 
 
 def read_app_python(recipe: Recipe, recipe_dir: Path) -> dict[str, bytes]:

@@ -144,6 +144,27 @@ def _flink_memory(process_size: int) -> dict[str, int]:
     }
 
 
+def _flink_jobmanager_memory(process_size: int) -> dict[str, int]:
+    """Flink's JobManager memory model (Flink 2.3 defaults: jvm-overhead 0.1 of the process
+    size within 192m..1g, jvm-metaspace 256m, off-heap 128m; the rest is heap, as
+    BashJavaUtils computes for jobmanager.sh: 1600m gives a 1g heap)."""
+    overhead = min(max(int(process_size * 0.1), 192 * MiB), 1 * GiB)
+    metaspace, off_heap = 256 * MiB, 128 * MiB
+    heap = process_size - overhead - metaspace - off_heap
+    if heap < 128 * MiB:
+        raise PlanError(
+            f"jobmanager.memory.process.size {human(process_size)} is too small for Flink's "
+            "memory model; use at least 1024m"
+        )
+    return {
+        "heap": heap,
+        "direct": off_heap,
+        "managed": 0,
+        "metaspace": metaspace,
+        "overhead": overhead,
+    }
+
+
 def _jit_compiler_threads(cpus: int) -> int:
     """HotSpot's CICompilerCount for tiered compilation (integer logs, as in the JVM)."""
     log_n = max(cpus.bit_length() - 1, 0)
@@ -163,6 +184,7 @@ def _resolve_jvm(
     warnings: list[str],
     flink_model: dict[str, int] | None,
     spark_flags: dict[str, str],
+    role: str | None = None,
 ) -> JvmSettings:
     found: dict[str, tuple[int, str]] = {}
     cpus_flag: tuple[int, str] | None = None
@@ -213,7 +235,8 @@ def _resolve_jvm(
     if "heap" in found:
         heap, heap_source = found["heap"]
     elif recipe.kind == "spark":
-        # One image serves driver and executor pods, so size for the larger JVM.
+        # One enclave for the whole job serves driver and executor pods, so it is sized for
+        # the larger JVM; a cluster role's enclave for that role's JVM only.
         candidates = [
             (value, name)
             for value, name in (
@@ -226,18 +249,26 @@ def _resolve_jvm(
                     "spark.executor.memory",
                 ),
             )
-            if value is not None
+            if value is not None and role in (None, name.split(".")[1])
         ]
         if candidates:
             heap, name = max(candidates)
-            heap_source = f"{name} (the larger of driver and executor memory)"
+            heap_source = (
+                f"{name} (the {role}'s JVM)"
+                if role
+                else f"{name} (the larger of driver and executor memory)"
+            )
         elif jvm_res.heap:
             heap, heap_source = jvm_res.heap.bytes, "resources.jvm.heap"
         else:
             heap = SPARK_DEFAULT_MEMORY.bytes
             heap_source = f"Spark's default spark.driver.memory ({SPARK_DEFAULT_MEMORY})"
     elif recipe.kind == "flink" and flink_model is not None:
-        heap, heap_source = flink_model["heap"], "Flink memory model: task heap + framework heap"
+        heap, heap_source = (
+            (flink_model["heap"], "Flink's JobManager memory model: heap")
+            if role == "jobmanager"
+            else (flink_model["heap"], "Flink memory model: task heap + framework heap")
+        )
     elif jvm_res.heap:
         heap, heap_source = jvm_res.heap.bytes, "resources.jvm.heap"
     else:
@@ -249,7 +280,12 @@ def _resolve_jvm(
 
     if flink_model is not None:
         metaspace_default = (flink_model["metaspace"], "Flink's jvm-metaspace default (256m)")
-        direct_default = (flink_model["direct"], "Flink memory model: network + framework off-heap")
+        direct_default = (
+            flink_model["direct"],
+            "Flink's JobManager off-heap (128m)"
+            if role == "jobmanager"
+            else "Flink memory model: network + framework off-heap",
+        )
     else:
         metaspace_default = (
             256 * MiB,
@@ -283,6 +319,14 @@ def _resolve_jvm(
 
     if cpus_flag is not None:
         cpus, cpus_source, pinned = cpus_flag[0], cpus_flag[1], True
+    elif role == "executor" and (
+        spark_flags.get("spark.executor.cores") or spark_res.executor_cores
+    ):
+        cores = spark_flags.get("spark.executor.cores") or spark_res.executor_cores
+        cpus, cpus_source, pinned = int(cores), "spark.executor.cores (the executor's JVM)", False
+    elif role == "driver" and (spark_flags.get("spark.driver.cores") or spark_res.driver_cores):
+        cores = spark_flags.get("spark.driver.cores") or spark_res.driver_cores
+        cpus, cpus_source, pinned = int(cores), "spark.driver.cores (the driver's JVM)", False
     elif recipe.resources.cpus is not None:
         cpus, cpus_source, pinned = recipe.resources.cpus, "resources.cpus", False
     else:

@@ -26,6 +26,8 @@ MIN_ENCLAVE_SIZE = 256 * MiB
 # spark.executor.memory; Flink's taskmanager.memory.process.size), as they spell them.
 SPARK_DEFAULT_MEMORY = Size(1 * GiB, "1g")
 FLINK_DEFAULT_PROCESS_SIZE = Size(1728 * MiB, "1728m")
+# Flink's shipped config.yaml: jobmanager.memory.process.size: 1600m
+FLINK_JOBMANAGER_PROCESS_SIZE = Size(1600 * MiB, "1600m")
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Plan:
     recipe_manifest_guarded: dict[str, str] = field(default_factory=dict)  # key → CLI flag
     # How the enclave starts the app (launch.py): decided once, read by the build and render.
     launch: LaunchPlan = field(default_factory=lambda: LaunchPlan("exec", ()))
+    # The cluster role this enclave is sized for (recipe.cluster.roles); None: the whole job.
+    role: str | None = None
 
     @property
     def enclave_size_text(self) -> str:
@@ -102,6 +106,7 @@ class Plan:
     def as_dict(self) -> dict:
         return {
             "kind": self.kind,
+            "role": self.role,
             "enclave_size": self.enclave_size_text,
             "enclave_size_bytes": self.enclave_size,
             "enclave_size_estimate_bytes": self.enclave_size_estimate,

@@ -24,6 +24,7 @@ from ..units import (
 )
 from ..versions import DEFAULT_GRAMINE_VERSION
 from .jvm import (
+    _flink_jobmanager_memory,
     _flink_memory,
     _gc_threads,
     _is_count,
@@ -36,6 +37,7 @@ from .launch import describe_launch, plan_launch
 from .model import (
     DEFAULT_MALLOC_ARENA_MAX,
     FLINK_DEFAULT_PROCESS_SIZE,
+    FLINK_JOBMANAGER_PROCESS_SIZE,
     GLIBC_ARENA_SIZE,
     GRAMINE_HELPER_THREADS,
     HEADROOM_FRACTION,
@@ -174,8 +176,9 @@ def _occlum_jvm_options(recipe: Recipe) -> list[str]:
     return [flag for flag in OCCLUM_JVM_OPTIONS if setting(flag) not in decided]
 
 
-def make_plan(recipe: Recipe) -> Plan:
-    """Size the enclave for ``recipe``. Pure: no files, no Docker."""
+def make_plan(recipe: Recipe, role: str | None = None) -> Plan:
+    """Size the enclave for ``recipe`` or, with ``role``, for that cluster role's enclave
+    (recipe.cluster.roles): its own JVM's memory and cores. Pure: no files, no Docker."""
     warnings: list[str] = []
     launch = plan_launch(recipe)
     is_jvm = recipe.kind in ("spark", "flink", "java")
@@ -184,11 +187,14 @@ def make_plan(recipe: Recipe) -> Plan:
 
     gramine = gramine_layout(recipe)
     flink_model = None
-    if recipe.kind == "flink":
+    if recipe.kind == "flink" and role == "jobmanager":
+        process = recipe.resources.flink.jobmanager_process_size or FLINK_JOBMANAGER_PROCESS_SIZE
+        flink_model = _flink_jobmanager_memory(process.bytes)
+    elif recipe.kind == "flink":
         process = recipe.resources.flink.process_size or FLINK_DEFAULT_PROCESS_SIZE
         flink_model = _flink_memory(process.bytes)
 
-    jvm = _resolve_jvm(recipe, warnings, flink_model, spark_flags) if is_jvm else None
+    jvm = _resolve_jvm(recipe, warnings, flink_model, spark_flags, role) if is_jvm else None
 
     extra_env: dict[str, str] = {}
     arena_text = recipe.app.env.get("MALLOC_ARENA_MAX")
@@ -243,19 +249,22 @@ def make_plan(recipe: Recipe) -> Plan:
                 "GC structures (~10% of heap) + class data sharing, symbol tables",
             ),
         ]
-        if flink_model is not None:
+        if flink_model is not None and flink_model["managed"]:
             terms += [
                 Term(
                     "flink_managed_memory",
                     flink_model["managed"],
                     "Flink managed memory (0.4 of total Flink memory, off-heap)",
                 ),
+            ]
+        if flink_model is not None:
+            terms.append(
                 Term(
                     "flink_jvm_overhead",
                     flink_model["overhead"],
                     "Flink jvm-overhead (0.1 of process size, 192m..1g)",
-                ),
-            ]
+                )
+            )
         stack = jvm.thread_stack
         stack_source = f"{max_threads} threads × {human(stack)} ({jvm.thread_stack_source})"
     else:
@@ -342,6 +351,7 @@ def make_plan(recipe: Recipe) -> Plan:
         enclave_size_explicit=explicit_size is not None,
         max_threads_explicit=explicit_threads,
         launch=launch,
+        role=role,
         recipe_manifest=flatten_overrides(recipe.manifest),
         recipe_manifest_guarded={
             item.key: item.flag for item in guarded_overrides(recipe.manifest, recipe.kind)
@@ -366,7 +376,8 @@ def _check_passthrough(recipe: Recipe, extra_env: dict[str, str], launch) -> Non
 
 def format_plan(plan: Plan) -> str:
     """The human-readable derivation printed by ``ppml-build plan``."""
-    lines = [
+    lines = [f"role: {plan.role} (its own enclave)"] if plan.role else []
+    lines += [
         f"enclave_size = {plan.enclave_size_text}"
         + (
             " (from the recipe)"

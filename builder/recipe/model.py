@@ -237,10 +237,14 @@ class SparkResources(_Strict):
         default=None, alias="spark.executor.cores", ge=1, le=1024
     )
     offheap_size: SparkMemorySize = Field(default=None, alias="spark.memory.offHeap.size")
+    driver_cores: StrictInt | None = Field(default=None, alias="spark.driver.cores", ge=1, le=1024)
 
 
 class FlinkResources(_Strict):
     process_size: MemorySize = Field(default=None, alias="taskmanager.memory.process.size")
+    jobmanager_process_size: MemorySize = Field(
+        default=None, alias="jobmanager.memory.process.size"
+    )
     task_slots: StrictInt | None = Field(
         default=None, alias="taskmanager.numberOfTaskSlots", ge=1, le=1024
     )
@@ -544,6 +548,18 @@ class BuildStage(_Strict):
         return value
 
 
+# Each engine's cluster roles, each its own enclave (plan/sizing.py sizes them one by one).
+CLUSTER_ROLES = {"spark": ("driver", "executor"), "flink": ("jobmanager", "taskmanager")}
+
+
+class Cluster(_Strict):
+    """The app as a cluster: which of its engine's roles get an enclave each."""
+
+    roles: list[Literal["driver", "executor", "jobmanager", "taskmanager"]] = Field(
+        min_length=1, description="spark: driver, executor; flink: jobmanager, taskmanager"
+    )
+
+
 class Recipe(_Strict):
     api_version: Literal["ppml-build/v1"] = Field(alias="apiVersion")
     kind: Literal["spark", "flink", "java", "python"]
@@ -557,6 +573,7 @@ class Recipe(_Strict):
     files: Files = Field(default_factory=Files)
     secret_provisioning: SecretProvisioning | None = None
     build: BuildStage | None = None
+    cluster: Cluster | None = None
     manifest: dict[str, Any] = Field(
         default_factory=dict,
         description="extra Gramine manifest keys the recipe does not "
@@ -628,6 +645,27 @@ class Recipe(_Strict):
                 ("enclave", "remote_attestation"),
                 "secret provisioning attests the enclave first; set it to dcap",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _roles_fit_the_kind(self) -> "Recipe":
+        if self.cluster is None:
+            return self
+        allowed = CLUSTER_ROLES.get(self.kind)
+        if allowed is None:
+            raise FieldError(
+                ("cluster",),
+                f"a {self.kind} app has no cluster roles (spark and flink do); remove cluster:",
+            )
+        roles = self.cluster.roles
+        for index, role in enumerate(roles):
+            if role not in allowed:
+                raise FieldError(
+                    ("cluster", "roles", index),
+                    f"{role!r} is not a {self.kind} role; use {' or '.join(allowed)}",
+                )
+            if role in roles[:index]:
+                raise FieldError(("cluster", "roles", index), f"{role!r} is listed twice")
         return self
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ import pytest
 
 from ppml_build.cli import main
 from ppml_build.errors import PlanError
-from ppml_build.plan import make_plan
+from ppml_build.plan import format_plan, make_plan
 from ppml_build.recipe import load_recipe_text
 
 GiB = 1 << 30
@@ -205,3 +205,95 @@ def test_the_plan_pins_every_size_it_assumes_and_sizes_the_class_space():
     assert term(given, "jvm_class_space").value == 64 * MiB
     flags = given.extra_env["JAVA_TOOL_OPTIONS"]
     assert "MaxMetaspaceSize" not in flags and "CompressedClassSpaceSize" not in flags
+
+
+# --- cluster roles: one enclave per role, each sized for its own JVM --------------------------
+
+CLUSTER_SPARK = """\
+apiVersion: ppml-build/v1
+kind: spark
+name: pi-cluster
+base: {image: "r/x:1"}
+app:
+  command: [/opt/spark/bin/spark-submit, --class, Pi, /app/pi.jar]
+resources:
+  spark: {spark.driver.memory: 2g, spark.executor.memory: 6g, spark.executor.cores: 3,
+          spark.driver.cores: 1}
+cluster: {roles: [driver, executor]}
+"""
+
+CLUSTER_FLINK = """\
+apiVersion: ppml-build/v1
+kind: flink
+name: wc-cluster
+base: {image: "r/x:1"}
+app:
+  command: [java, -cp, "/app/wc.jar:/opt/flink/lib/*", Main]
+resources:
+  flink: {taskmanager.memory.process.size: 4096m}
+cluster: {roles: [jobmanager, taskmanager]}
+"""
+
+
+def test_each_spark_role_is_sized_for_its_own_jvm():
+    from ppml_build.recipe import load_recipe_text
+
+    recipe = load_recipe_text(CLUSTER_SPARK)
+    driver, executor = make_plan(recipe, "driver"), make_plan(recipe, "executor")
+    assert (driver.role, executor.role) == ("driver", "executor")
+    assert driver.jvm.heap == 2 * GiB and "driver" in driver.jvm.heap_source
+    assert executor.jvm.heap == 6 * GiB and "executor" in executor.jvm.heap_source
+    assert (driver.jvm.cpus, executor.jvm.cpus) == (1, 3)
+    assert driver.enclave_size < executor.enclave_size
+    # The single-enclave plan is sized for the larger JVM, as before
+    assert make_plan(recipe).jvm.heap == 6 * GiB
+    assert format_plan(driver).startswith("role: driver (its own enclave)\n")
+
+
+def test_the_flink_jobmanager_gets_flinks_jobmanager_memory_model():
+    from ppml_build.recipe import load_recipe_text
+
+    recipe = load_recipe_text(CLUSTER_FLINK)
+    jobmanager, taskmanager = make_plan(recipe, "jobmanager"), make_plan(recipe, "taskmanager")
+    # Flink 2.3's defaults: 1600m → 1g heap, 128m off-heap, 256m metaspace, 192m overhead
+    assert jobmanager.jvm.heap == 1 * GiB and jobmanager.jvm.direct_memory == 128 * MiB
+    assert "flink_managed_memory" not in {t.name for t in jobmanager.memory_terms}
+    assert "flink_managed_memory" in {t.name for t in taskmanager.memory_terms}
+    assert taskmanager.jvm.heap > jobmanager.jvm.heap
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (CLUSTER_FLINK.replace("jobmanager, taskmanager", "jobmanager, executor"),
+         "cluster.roles[1]: 'executor' is not a flink role; use jobmanager or taskmanager"),
+        (CLUSTER_SPARK.replace("driver, executor", "driver, driver"),
+         "cluster.roles[1]: 'driver' is listed twice"),
+        (CLUSTER_SPARK.replace("kind: spark", "kind: java"),
+         "cluster: a java app has no cluster roles"),
+    ],
+)  # fmt: skip
+def test_roles_that_do_not_fit_the_engine_are_refused_in_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_plan_shows_every_role_and_build_refuses_a_cluster_recipe_before_any_work(tmp_path, capsys):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(CLUSTER_SPARK)
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "role: driver (its own enclave)" in out and "role: executor (its own enclave)" in out
+    assert main(["plan", str(path), "--json"]) == 0
+    roles = json.loads(capsys.readouterr().out)["roles"]
+    assert set(roles) == {"driver", "executor"} and roles["executor"]["role"] == "executor"
+    for command in (["build", str(path), "--key", str(tmp_path / "no-key.pem")],
+                    ["k8s", str(path), "--image", "r/x@sha256:" + "a" * 64]):  # fmt: skip
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "does not yet build, render or deploy an enclave per role" in err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "ppml-out").exists()
