@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ImageError, PlanError, PpmlError, RecipeError
+from .image.bootstrap.targets import DEFAULT_FLINK_VERSION as BASE_FLINK_VERSION
 from .occlum.build import INSTANCE_DIR, OCCLUM_BIN_DIR
 from .occlum.sizing import occlum_sizing
 from .plan import FLINK_DEFAULT_PROCESS_SIZE, SPARK_DEFAULT_MEMORY, Plan, spark_submit_flags
@@ -47,8 +48,9 @@ HOST_BYTES_PER_THREAD = 256 * KiB
 # The kernel keeps 128 bytes of PCMD per evicted 4K EPC page in the same shmem backing.
 PCMD_FRACTION = 32
 
-# flinkVersion of the FlinkDeployment (operator enum); ppml-build's Flink base image is 2.x.
-DEFAULT_FLINK_VERSION = "v2_0"
+# flinkVersion of the FlinkDeployment (the operator's FlinkVersion enum: v2_3 since operator
+# 1.13): the Flink release ppml-build's Flink base installs (base bootstrap's one home for it).
+DEFAULT_FLINK_VERSION = "v{}_{}".format(*BASE_FLINK_VERSION.split(".")[:2])
 _FLINK_VERSION_RE = re.compile(r"^v\d+_\d+$")
 
 DRIVER_TEMPLATE = "driver-pod-template.yaml"

@@ -43,7 +43,7 @@ def k8s(
         Optional[str],
         typer.Option(
             "--flink-version",
-            help="flinkVersion of the FlinkDeployment, in the operator's spelling [default: v2_0].",
+            help="flinkVersion of the FlinkDeployment, in the operator's spelling [default: the Flink base's release, v2_3].",
             show_default=False,
         ),
     ] = None,

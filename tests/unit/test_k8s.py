@@ -225,6 +225,8 @@ resources:
     deployment = assert_valid_flink(document)
     assert deployment.metadata.name == "pyflink-table-v2"
     assert deployment.spec.image == IMAGE
+    # the Flink release of ppml-build's Flink base (2.3.0), in the operator's FlinkVersion enum
+    assert deployment.spec.flinkVersion == "v2_3"
     assert deployment.spec.flinkConfiguration == {
         "taskmanager.memory.process.size": "4096m",
         "taskmanager.numberOfTaskSlots": "3",
