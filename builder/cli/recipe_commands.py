@@ -89,6 +89,7 @@ def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     from ..occlum.sizing import describe_occlum_sizing, occlum_sizing, occlum_sizing_dict
     from ..pipeline.stages import load_and_plan, load_and_plan_roles, validate_recipe
     from ..plan import format_plan
+    from ..plan.roles import describe_role, role_launch
 
     if validate_recipe(recipe).cluster is not None:
         loaded, plans = load_and_plan_roles(recipe)
@@ -109,6 +110,9 @@ def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
         if lines:
             lines.append("")
         lines += format_plan(result).splitlines()
+        launch = role_launch(loaded, result)
+        if launch is not None:
+            lines += describe_role(launch)
         if occlum is not None:
             lines += describe_occlum_sizing(occlum, result)
     if json_out:
