@@ -141,6 +141,11 @@ def _flink_memory(process_size: int) -> dict[str, int]:
         "managed": managed,
         "metaspace": metaspace,
         "overhead": overhead,
+        # The components taskmanager.sh passes as -D (BashJavaUtils); task off-heap is 0.
+        "framework_heap": framework_heap,
+        "task_heap": task_heap,
+        "framework_off_heap": framework_offheap,
+        "network": network,
     }
 
 

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 from ..recipe import Recipe
 from ..record import IN_IMAGE_DIR
+from .jvm import _flink_memory
 from .launch import JVM_ENCLAVE_OPTIONS
-from .model import Plan
+from .model import FLINK_DEFAULT_PROCESS_SIZE, Plan
 
 ROLE_DIR = f"{IN_IMAGE_DIR}/roles"
 ROLE_SHELL = "/bin/sh"
@@ -72,6 +73,17 @@ SPARK_EXECUTOR_PARAMETERS = (
 )
 
 
+FLINK_TASKMANAGER_PARAMETERS = (
+    ClusterParameter("FLINK_JOBMANAGER_HOST", "host", "the JobManager's RPC address"),
+    ClusterParameter("FLINK_TASKMANAGER_HOST", "host", "the address this TaskManager binds"),
+    ClusterParameter(
+        "FLINK_TASKMANAGER_RESOURCE_ID", "pod-name", "this TaskManager's resource id (pod name)"
+    ),
+)
+FLINK_TASKMANAGER_RUNNER = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
+FLINK_JOBMANAGER_RPC_PORT = 6123  # Flink's default jobmanager.rpc.port
+
+
 @dataclass(frozen=True)
 class RoleLaunch:
     """A role's fixed command; ``$NAME`` words are filled from checked cluster parameters."""
@@ -86,9 +98,18 @@ class RoleLaunch:
 def role_launch(recipe: Recipe, plan: Plan) -> RoleLaunch | None:
     """The role script's command for ``plan.role``; None where the role's command is not a
     fixed template yet (the driver and the JobManager start from the app's own command)."""
-    if plan.role != "executor" or plan.jvm is None:
+    if plan.jvm is None:
         return None
+    if plan.role == "executor":
+        return _spark_executor(recipe, plan)
+    if plan.role == "taskmanager":
+        return _flink_taskmanager(recipe, plan)
+    return None
+
+
+def _spark_executor(recipe: Recipe, plan: Plan) -> RoleLaunch:
     runtime, jvm = recipe.runtime, plan.jvm
+    assert jvm is not None
     heap = f"{jvm.heap // (1 << 20)}m"
     argv = (
         f"{runtime.java_home}/bin/java",
@@ -119,6 +140,71 @@ def role_launch(recipe: Recipe, plan: Plan) -> RoleLaunch | None:
     )
     return RoleLaunch(
         "executor", f"{ROLE_DIR}/executor.sh", SPARK_EXECUTOR_PARAMETERS, argv, jvm.cpus
+    )
+
+
+def _class_path(recipe: Recipe) -> str | None:
+    command = recipe.app.command
+    for index, token in enumerate(command[:-1]):
+        if token in ("-cp", "-classpath", "--class-path"):
+            return command[index + 1]
+    return None
+
+
+def _flink_taskmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
+    """TaskManagerRunner as bin/taskmanager.sh would start it, with the memory components
+    BashJavaUtils would compute (every one must be given when the script is not used) from the
+    role's planned process size; the job's class path is app.command's (the job jar on it)."""
+    runtime, jvm = recipe.runtime, plan.jvm
+    assert jvm is not None
+    flink = recipe.resources.flink
+    process = (flink.process_size or FLINK_DEFAULT_PROCESS_SIZE).bytes
+    model = _flink_memory(process)
+
+    def size(key: str) -> str:
+        return f"{model[key]}b"
+
+    dynamic = {
+        "taskmanager.cpu.cores": f"{jvm.cpus}.0",
+        "taskmanager.numberOfTaskSlots": str(flink.task_slots or 1),
+        "taskmanager.memory.framework.heap.size": size("framework_heap"),
+        "taskmanager.memory.task.heap.size": size("task_heap"),
+        "taskmanager.memory.framework.off-heap.size": size("framework_off_heap"),
+        "taskmanager.memory.task.off-heap.size": "0b",
+        "taskmanager.memory.network.min": size("network"),
+        "taskmanager.memory.network.max": size("network"),
+        "taskmanager.memory.managed.size": size("managed"),
+        "taskmanager.memory.jvm-metaspace.size": size("metaspace"),
+        "taskmanager.memory.jvm-overhead.min": size("overhead"),
+        "taskmanager.memory.jvm-overhead.max": size("overhead"),
+        "jobmanager.rpc.port": str(FLINK_JOBMANAGER_RPC_PORT),
+        "jobmanager.rpc.address": "$FLINK_JOBMANAGER_HOST",
+        "taskmanager.host": "$FLINK_TASKMANAGER_HOST",
+        "taskmanager.bind-host": "$FLINK_TASKMANAGER_HOST",
+        "taskmanager.resource-id": "$FLINK_TASKMANAGER_RESOURCE_ID",
+    }
+    argv = [
+        f"{runtime.java_home}/bin/java",
+        *JVM_ENCLAVE_OPTIONS,
+        "-XX:+UseG1GC",  # what taskmanager.sh adds
+        f"-Xmx{model['heap']}",
+        f"-Xms{model['heap']}",
+        f"-XX:MaxDirectMemorySize={model['direct']}",
+        f"-XX:MaxMetaspaceSize={model['metaspace']}",
+        "-cp",
+        _class_path(recipe) or f"{runtime.flink_home}/lib/*",
+        FLINK_TASKMANAGER_RUNNER,
+        "--configDir",
+        f"{runtime.flink_home}/conf",
+    ]
+    for key, value in dynamic.items():
+        argv += ["-D", f"{key}={value}"]
+    return RoleLaunch(
+        "taskmanager",
+        f"{ROLE_DIR}/taskmanager.sh",
+        FLINK_TASKMANAGER_PARAMETERS,
+        tuple(argv),
+        jvm.cpus,
     )
 
 
@@ -194,8 +280,9 @@ def role_script(launch: RoleLaunch) -> str:
         ]
     words = []
     for arg in launch.argv:
-        if arg.startswith("$") and arg[1:] in names:
-            words.append(f'"{arg}"')
+        head, sep, name = arg.rpartition("$")
+        if sep and name in names:  # "$NAME" or "key=$NAME": the checked value, one word
+            words.append((shlex.quote(head) if head else "") + f'"${name}"')
         else:
             words.append(shlex.quote(arg))
     lines += ["unset v rest host port", "exec " + " \\\n    ".join(words)]

@@ -137,3 +137,55 @@ def test_every_rule_is_explained():
     assert (
         role_launch(load_recipe_text(RECIPE), make_plan(load_recipe_text(RECIPE), "driver")) is None
     )
+
+
+FLINK = """\
+apiVersion: ppml-build/v1
+kind: flink
+name: wc-cluster
+base: {image: "r/x:1"}
+app:
+  command: [java, -cp, "/app/wc.jar:/opt/flink/lib/*", Main]
+resources:
+  cpus: 2
+  flink: {taskmanager.memory.process.size: 4096m, taskmanager.numberOfTaskSlots: 2}
+cluster: {roles: [jobmanager, taskmanager]}
+"""
+
+
+def test_the_taskmanager_gets_every_memory_component_of_its_planned_process_size(tmp_path):
+    recipe = load_recipe_text(FLINK)
+    launch = role_launch(recipe, make_plan(recipe, "taskmanager"))
+    fake = tmp_path / "java"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "[%s]\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    script = tmp_path / "taskmanager.sh"
+    script.write_text(role_script(launch).replace(JAVA, str(fake)))
+    script.chmod(0o755)
+    env = {
+        "FLINK_JOBMANAGER_HOST": "jm.flink.svc",
+        "FLINK_TASKMANAGER_HOST": "10.1.2.3",
+        "FLINK_TASKMANAGER_RESOURCE_ID": "wc-taskmanager-1-1",
+    }
+    ran = run(script, env)
+    assert ran.returncode == 0, ran.stderr
+    argv = [line[1:-1] for line in ran.stdout.splitlines()]
+    assert argv[argv.index("-cp") + 1] == "/app/wc.jar:/opt/flink/lib/*"  # the job jar too
+    dynamic = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-D")
+    assert dynamic["jobmanager.rpc.address"] == "jm.flink.svc"
+    assert dynamic["taskmanager.host"] == dynamic["taskmanager.bind-host"] == "10.1.2.3"
+    assert dynamic["taskmanager.resource-id"] == "wc-taskmanager-1-1"
+    assert dynamic["taskmanager.numberOfTaskSlots"] == "2"
+    parts = [
+        "framework.heap.size", "task.heap.size", "framework.off-heap.size", "task.off-heap.size",
+        "network.max", "managed.size", "jvm-metaspace.size", "jvm-overhead.max",
+    ]  # fmt: skip
+    total = sum(int(dynamic[f"taskmanager.memory.{p}"].rstrip("b")) for p in parts)
+    assert total == 4096 * 2**20  # Flink accepts the components: they add up to the process
+    assert dynamic["taskmanager.memory.network.min"] == dynamic["taskmanager.memory.network.max"]
+    for name, bad in (
+        ("FLINK_JOBMANAGER_HOST", "jm;evil"),
+        ("FLINK_TASKMANAGER_RESOURCE_ID", "TM 1"),
+    ):
+        refused = run(script, {**env, name: bad})
+        assert refused.returncode == 2 and f"{name} must be" in refused.stderr
