@@ -28,7 +28,7 @@ import yaml
 
 from .errors import ImageError, PlanError, PpmlError, RecipeError
 from .image.bootstrap.targets import DEFAULT_FLINK_VERSION as BASE_FLINK_VERSION
-from .occlum.build import INSTANCE_DIR, OCCLUM_BIN_DIR
+from .occlum.build import INSTANCE_DIR, occlum_run_command
 from .occlum.sizing import occlum_sizing
 from .plan import FLINK_DEFAULT_PROCESS_SIZE, SPARK_DEFAULT_MEMORY, Plan, spark_submit_flags
 from .recipe import Recipe
@@ -147,7 +147,7 @@ def enclave_start(recipe: Recipe, plan: Plan) -> EnclaveStart:
             )
         sizing = occlum_sizing(recipe, plan)
         return EnclaveStart(
-            command=[f"{OCCLUM_BIN_DIR}/occlum", "run", entry],
+            command=occlum_run_command(entry),
             working_dir=INSTANCE_DIR,
             epc_bytes=sizing.enclave_size_estimate,
             epc_source=(

@@ -121,9 +121,9 @@ step "done"
 """
 
 
-def occlum_run_command(rendered: RenderedOcclum) -> list[str]:
+def occlum_run_command(entry_program: str) -> list[str]:
     """How the image (and a Kubernetes pod) starts the enclave, in the instance directory."""
-    return [f"{OCCLUM_BIN_DIR}/occlum", "run", rendered.entry_program]
+    return [f"{OCCLUM_BIN_DIR}/occlum", "run", entry_program]
 
 
 def final_image_config(
@@ -139,7 +139,7 @@ def final_image_config(
     entry point and CMD (app.command[1:]) can be replaced by the host.
     """
     return {
-        "Entrypoint": occlum_run_command(rendered),
+        "Entrypoint": occlum_run_command(rendered.entry_program),
         "Cmd": [] if rendered.entry_script is not None else list(recipe.app.command[1:]),
         "WorkingDir": INSTANCE_DIR,
         "Labels": dict(labels),

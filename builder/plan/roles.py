@@ -28,12 +28,22 @@ from dataclasses import dataclass
 
 from ..recipe import Recipe
 from ..record import IN_IMAGE_DIR
+from ..units import MiB
 from .jvm import _flink_memory
 from .launch import JVM_ENCLAVE_OPTIONS
 from .model import FLINK_DEFAULT_PROCESS_SIZE, Plan
 
 ROLE_DIR = f"{IN_IMAGE_DIR}/roles"
 ROLE_SHELL = "/bin/sh"
+# The roles whose command is a fixed template here (the others start from app.command).
+SCRIPTED_ROLES = ("executor", "taskmanager")
+
+
+def role_script_path(role: str) -> str:
+    """Where a role's script is in the image: the program its enclave runs."""
+    return f"{ROLE_DIR}/{role}.sh"
+
+
 EXIT_BAD_PARAMETER = 2
 SPARK_EXECUTOR_BACKEND = "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend"
 DRIVER_ENDPOINT = "CoarseGrainedScheduler"  # CoarseGrainedSchedulerBackend.ENDPOINT_NAME
@@ -110,7 +120,7 @@ def role_launch(recipe: Recipe, plan: Plan) -> RoleLaunch | None:
 def _spark_executor(recipe: Recipe, plan: Plan) -> RoleLaunch:
     runtime, jvm = recipe.runtime, plan.jvm
     assert jvm is not None
-    heap = f"{jvm.heap // (1 << 20)}m"
+    heap = f"{jvm.heap // MiB}m"
     argv = (
         f"{runtime.java_home}/bin/java",
         *JVM_ENCLAVE_OPTIONS,
@@ -201,7 +211,7 @@ def _flink_taskmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
         argv += ["-D", f"{key}={value}"]
     return RoleLaunch(
         "taskmanager",
-        f"{ROLE_DIR}/taskmanager.sh",
+        role_script_path("taskmanager"),
         FLINK_TASKMANAGER_PARAMETERS,
         tuple(argv),
         jvm.cpus,

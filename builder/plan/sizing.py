@@ -49,7 +49,7 @@ from .model import (
     Term,
     ThreadTerm,
 )
-from .roles import ROLE_DIR, ROLE_SHELL
+from .roles import ROLE_SHELL, SCRIPTED_ROLES, role_script_path
 
 # ---------------------------------------------------------------------------------------------
 
@@ -182,11 +182,11 @@ def make_plan(recipe: Recipe, role: str | None = None) -> Plan:
     (recipe.cluster.roles): its own JVM's memory and cores. Pure: no files, no Docker."""
     warnings: list[str] = []
     launch = plan_launch(recipe)
-    if role == "executor":
-        # The executor's enclave runs its role script (roles.py), one JVM that starts nothing.
+    if role in SCRIPTED_ROLES:
+        # The role's enclave runs its role script (roles.py), one JVM that starts nothing.
         launch = LaunchPlan(
             "exec",
-            (ROLE_SHELL, f"{ROLE_DIR}/executor.sh"),
+            (ROLE_SHELL, role_script_path(role)),
             java_options=JVM_ENCLAVE_OPTIONS,
             single_process=True,
             tmpfs=launch.tmpfs,

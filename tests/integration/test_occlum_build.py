@@ -82,13 +82,27 @@ def standin_enclave(signing_key) -> bytes:
 def occlum_base(docker_client, registry, spark_base, standin_enclave, tmp_path_factory):
     """TEST ONLY stand-in "Occlum base": the Spark base + the stand-in occlum/copy_bom and the
     pre-signed enclave, pushed to the auth registry. Returns (reference, digest)."""
-    context = tmp_path_factory.mktemp("occlum-standin")
+    return push_standin_base(
+        docker_client,
+        registry,
+        base=spark_base.reference,
+        enclave=standin_enclave,
+        tag=STANDIN_TAG,
+        context=tmp_path_factory.mktemp("occlum-standin"),
+    )
+
+
+def push_standin_base(
+    client, registry, *, base: str, enclave: bytes, tag: str, context: Path
+) -> tuple[str, str]:
+    """The stand-in Occlum files on ``base``, built in ``context`` and pushed to the auth
+    registry: (reference, digest)."""
     shutil.copytree(STANDIN_DIR, context, dirs_exist_ok=True)
-    (context / "enclave.signed.so").write_bytes(standin_enclave)
-    build_image(docker_client, context, tag=STANDIN_TAG, buildargs={"BASE": spark_base.reference})
-    remote = f"{registry.address}/{STANDIN_TAG}"
-    docker_client.images.get(STANDIN_TAG).tag(remote)
-    return remote, engine.push_image(docker_client, remote, auth=registry.auth)
+    (context / "enclave.signed.so").write_bytes(enclave)
+    build_image(client, context, tag=tag, buildargs={"BASE": base})
+    remote = f"{registry.address}/{tag}"
+    client.images.get(tag).tag(remote)
+    return remote, engine.push_image(client, remote, auth=registry.auth)
 
 
 JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"

@@ -19,15 +19,13 @@ from pathlib import Path
 
 import pytest
 from test_occlum_build import (  # noqa: F401 (fixtures)
-    STANDIN_DIR,
     file_from_image,
+    push_standin_base,
     signing_key,
     standin_enclave,
 )
 from test_recipes import flink_java_wordcount_lines, spark_java_pi_lines
 
-from ppml_build.image import engine
-from ppml_build.image.docker_build import build_image
 from ppml_build.pipeline import backends
 from ppml_build.pipeline.options import BuildOptions
 
@@ -77,14 +75,14 @@ def built(
     name = request.param
     source, engine_name, expected = RECIPES[name]
     base = spark_base if engine_name == "spark" else flink_base
-    context = tmp_path_factory.mktemp(f"standin-{engine_name}")
-    shutil.copytree(STANDIN_DIR, context, dirs_exist_ok=True)
-    (context / "enclave.signed.so").write_bytes(standin_enclave)
-    local = f"ppml-test/{engine_name}-occlum-standin:0.31"
-    build_image(docker_client, context, tag=local, buildargs={"BASE": base.reference})
-    remote = f"{registry.address}/{local}"
-    docker_client.images.get(local).tag(remote)
-    engine.push_image(docker_client, remote, auth=registry.auth)
+    remote, _ = push_standin_base(
+        docker_client,
+        registry,
+        base=base.reference,
+        enclave=standin_enclave,
+        tag=f"ppml-test/{engine_name}-occlum-standin:0.31",
+        context=tmp_path_factory.mktemp(f"standin-{engine_name}"),
+    )
 
     work = tmp_path_factory.mktemp(name)
     recipe = standin_recipe(PROJECT / "recipes" / source, work / "recipe", remote)

@@ -43,15 +43,20 @@ def launch():
     return role_launch(recipe, make_plan(recipe, "executor"))
 
 
-@pytest.fixture
-def script(launch, tmp_path) -> Path:
-    fake = tmp_path / "java"
+def runnable_script(launch, directory: Path) -> Path:
+    """The role script, with java replaced by a stand-in that prints its argv a line each."""
+    fake = directory / "java"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "[%s]\\n" "$a"; done\n')
     fake.chmod(0o755)
-    path = tmp_path / "executor.sh"
+    path = directory / f"{launch.role}.sh"
     path.write_text(role_script(launch).replace(JAVA, str(fake)))
     path.chmod(0o755)
     return path
+
+
+@pytest.fixture
+def script(launch, tmp_path) -> Path:
+    return runnable_script(launch, tmp_path)
 
 
 def run(script: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -155,13 +160,7 @@ cluster: {roles: [jobmanager, taskmanager]}
 
 def test_the_taskmanager_gets_every_memory_component_of_its_planned_process_size(tmp_path):
     recipe = load_recipe_text(FLINK)
-    launch = role_launch(recipe, make_plan(recipe, "taskmanager"))
-    fake = tmp_path / "java"
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "[%s]\\n" "$a"; done\n')
-    fake.chmod(0o755)
-    script = tmp_path / "taskmanager.sh"
-    script.write_text(role_script(launch).replace(JAVA, str(fake)))
-    script.chmod(0o755)
+    script = runnable_script(role_launch(recipe, make_plan(recipe, "taskmanager")), tmp_path)
     env = {
         "FLINK_JOBMANAGER_HOST": "jm.flink.svc",
         "FLINK_TASKMANAGER_HOST": "10.1.2.3",
