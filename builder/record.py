@@ -10,6 +10,10 @@ from __future__ import annotations
 
 RECORD_SCHEMA = "ppml-build/measurement/v1"
 RECORD_FILE = "measurement.json"
+# A cluster build's record: its roles' identities; each role's own record (RECORD_SCHEMA) is in
+# ROLES_OUTPUT_DIR/<role>/ of the output directory, with that role's policies.
+CLUSTER_RECORD_SCHEMA = "ppml-build/cluster/v1"
+ROLES_OUTPUT_DIR = "roles"
 
 # Where the final image keeps APP.manifest.sgx, APP.sig and ppml-build's support files (Gramine),
 # or Occlum.json, bom.yaml and the instance (Occlum): public inputs, kept for audits.
@@ -50,6 +54,28 @@ def measurement_labels(
         OCI_VERSION: f"mrenclave-{mrenclave[:12]}",
         OCI_TITLE: name,
     }
+
+
+def role_labels(role: str, summary: dict) -> dict[str, str]:
+    """A cluster image's labels for one role's enclave: ``ppml.role.<role>.mrenclave``..."""
+    return {
+        f"ppml.role.{role}.{key}": str(summary[key]).lower()
+        if isinstance(summary[key], bool)
+        else str(summary[key])
+        for key in ("mrenclave", "mrsigner", "isv_prod_id", "isv_svn", "debug")
+    }
+
+
+def label_roles(labels: dict) -> list[str]:
+    """The roles a cluster image's labels name (``ppml.role.<role>.mrenclave``), sorted; empty
+    for a single enclave's image."""
+    head, tail = "ppml.role.", ".mrenclave"
+    roles = {
+        key[len(head) : -len(tail)]
+        for key in labels
+        if isinstance(key, str) and key.startswith(head) and key.endswith(tail)
+    }
+    return sorted(role for role in roles if role and "." not in role)
 
 
 def provenance_labels(

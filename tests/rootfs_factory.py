@@ -110,10 +110,10 @@ def add_ppml_support(root: Path, plan) -> Path:
             L.SPARK_SUBMIT_CLASS,
         ] + args
         _write(root, output.lstrip("/"), b"\0\n" + "".join(a + "\0" for a in command).encode())
-        if plan.launch.form == "pyspark":
+        if plan.launch.jvm_args_lines:
             _write(
                 root,
-                L.PYSPARK_JVM_ARGS.lstrip("/"),
+                plan.launch.jvm_args_lines.lstrip("/"),
                 "".join(arg + "\n" for arg in command).encode(),
             )
         _write(

@@ -145,8 +145,11 @@ def build(
                     "image": result.image,
                     "record": str(result.record_path),
                     "policies": [str(p) for p in result.policy_files],
-                    "mrenclave": record["mrenclave"],
-                    "mrsigner": record["mrsigner"],
+                    **(
+                        {"roles": record["roles"]}
+                        if "roles" in record
+                        else {"mrenclave": record["mrenclave"], "mrsigner": record["mrsigner"]}
+                    ),
                     "timings": {k: round(v, 3) for k, v in result.timings.items()},
                     "stats": result.stats,
                 },
@@ -155,8 +158,13 @@ def build(
         )
         return
     print(f"image:     {result.image}")
-    print(f"MRENCLAVE: {record['mrenclave']}")
-    print(f"MRSIGNER:  {record['mrsigner']}")
+    if "roles" in record:  # a cluster build: an enclave per role
+        for role, values in record["roles"].items():
+            print(f"MRENCLAVE: {values['mrenclave']} ({role}: {values['enclave']})")
+        print(f"MRSIGNER:  {next(iter(record['roles'].values()))['mrsigner']}")
+    else:
+        print(f"MRENCLAVE: {record['mrenclave']}")
+        print(f"MRSIGNER:  {record['mrsigner']}")
     print(f"record:    {result.record_path}")
     for path in result.policy_files:
         print(f"policy:    {path}")

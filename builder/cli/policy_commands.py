@@ -10,7 +10,17 @@ from typing import Optional
 import typer
 
 from ..errors import printable
-from ..policy import Pin, PolicyError, bigdl, ehsm, load_record, render, write_policy_files
+from ..policy import (
+    Pin,
+    PolicyError,
+    bigdl,
+    ehsm,
+    load_policy_record,
+    load_record,
+    render,
+    render_roles,
+    write_policy_files,
+)
 from ..policy._http import check_url, read_secret
 from ..policy.model import make_spec
 from ._app import app
@@ -40,7 +50,7 @@ def policy(
     record: Path = typer.Argument(
         ...,
         metavar="RECORD.json",
-        help="measurement.json, or what 'ppml-build sign --json' printed",
+        help="measurement.json (a cluster build's: a policy per role), or what 'ppml-build sign --json' printed",
     ),
     fmt: Optional[PolicyFormat] = typer.Option(
         None, "--format", "-f", help="Attestation service whose policy format to write."
@@ -90,8 +100,10 @@ def policy(
             "--url, --appid-file, --apikey-file and --cacert only apply with --submit"
         )
 
-    values = load_record(record)
-    rendered = render(
+    values = load_policy_record(record)
+    # A cluster's record: a policy per role, each accepting exactly that role's enclave.
+    draw = render_roles if isinstance(values, dict) else render
+    rendered = draw(
         values, fmt.value, pin=pin, min_svn=min_svn, allow_debug=allow_debug, source=str(record)
     )
     for message in rendered.notes:

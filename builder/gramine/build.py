@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import ImageError, ManifestError
@@ -29,7 +30,12 @@ from ..pipeline.outputs import image_labels, record_fields, write_build_outputs
 from ..plan import Plan
 from ..progress import Say, say_nothing
 from ..recipe import Recipe
-from ..record import IN_IMAGE_DIR
+from ..record import (
+    CLUSTER_RECORD_SCHEMA,
+    IN_IMAGE_DIR,
+    RECORD_FILE,
+    ROLES_OUTPUT_DIR,
+)
 from ..sign import keys
 from ..sign.elf import read_pal_image
 from ..sign.sigstruct import parse_date
@@ -55,17 +61,19 @@ def app_dockerfile(recipe: Recipe, plan: Plan, base_ref: str, *, ca_bundle: bool
     )
 
 
-def final_dockerfile(recipe: Recipe, app_image_id: str) -> str:
-    """App image + manifest + SIGSTRUCT; labels are passed to the build (one step, no layer)."""
-    name = recipe.name
+def final_dockerfile(
+    recipe: Recipe, app_image_id: str, enclaves: Iterable[str] | None = None
+) -> str:
+    """App image + each enclave's manifest and SIGSTRUCT (``enclaves``: their names, default
+    the app's one); labels are passed to the build (one step, no layer)."""
+    names = list(enclaves) if enclaves is not None else [recipe.name]
     # APP.manifest is a symlink to APP.manifest.sgx: gramine-direct loads APP.manifest, so it
     # runs exactly the bytes that were measured and signed (tools/gramine.in, pal_main.c).
-    lines = [
-        f"FROM {app_image_id}",
-        f"COPY {name}.manifest {name}.manifest.sgx {name}.sig {IN_IMAGE_DIR}/",
-    ]
-    # gramine-sgx finds APP.manifest.sgx and APP.sig from the path it is given.
-    lines.append(f'ENTRYPOINT ["gramine-sgx", "{IN_IMAGE_DIR}/{name}"]')
+    files = " ".join(f"{name}.manifest {name}.manifest.sgx {name}.sig" for name in names)
+    lines = [f"FROM {app_image_id}", f"COPY {files} {IN_IMAGE_DIR}/"]
+    # gramine-sgx finds APP.manifest.sgx and APP.sig from the path it is given. A cluster
+    # image starts its first role by default; each pod names its own (k8s).
+    lines.append(f'ENTRYPOINT ["gramine-sgx", "{IN_IMAGE_DIR}/{names[0]}"]')
     lines.append("CMD []")
     return "\n".join(lines) + "\n"
 
@@ -132,11 +140,21 @@ def check_gramine(options: BuildOptions, recipe: Recipe, plan: Plan, say: Say) -
     parse_date(options.date)
 
 
+def enclave_name(recipe: Recipe, role: str | None) -> str:
+    """The enclave's file name stem in /ppml: the app's name, or ``<name>-<role>``."""
+    return recipe.name if role is None else f"{recipe.name}-{role}"
+
+
 def build_gramine(job: BuildJob, say: Say = say_nothing) -> BuildResult:
+    """One app image, then an enclave over it: the recipe's, or for a cluster recipe one per
+    role, each with its own manifest (that role's size, command and cluster parameters),
+    SIGSTRUCT and record; the final image carries them all (/ppml/<name>[-<role>].manifest.sgx,
+    .sig)."""
     recipe, plan, options, timer, source = job.recipe, job.plan, job.options, job.timer, job.source
+    plans: dict[str | None, Plan] = dict(job.role_plans) or {None: plan}
     date_bcd = parse_date(options.date)
     with app_image(
-        job.app_layer_request(launch_support_stage(recipe, plan)),
+        job.app_layer_request(launch_support_stage(recipe, plan, job.role_plans)),
         recipe,
         plan,
         timer=timer,
@@ -144,63 +162,157 @@ def build_gramine(job: BuildJob, say: Say = say_nothing) -> BuildResult:
         say=say,
     ) as app:
         with timer.step("manifest"):
-            rendered = render_for_rootfs(recipe, plan, app.fs, source, options=options.manifest)
+            rendered = {
+                role: render_for_rootfs(recipe, each, app.fs, source, options=options.manifest)
+                for role, each in plans.items()
+            }
         for line in describe_overrides(recipe.manifest):
             say(f"manifest key from the recipe: {line}")
-        for warning in rendered.warnings:
-            say(f"warning: {warning}")
-        job.stats["trusted_files"] = len(rendered.trusted_files)
+        for role, manifest in rendered.items():
+            for warning in manifest.warnings:
+                say(f"warning: {role}: {warning}" if role else f"warning: {warning}")
+            job.stats["trusted_files" + (f"_{role}" if role else "")] = len(manifest.trusted_files)
     client, auth, fs = app.client, app.auth, app.fs
 
-    version = gramine_version(recipe.libos.version)
-    libpal_path = recipe.libos.prefix + version.libpal
+    signed: dict[str | None, tuple[bytes, dict]] = {}
     with timer.step("measure_sign"):
-        try:
-            pal_bytes = fs.read_bytes(resolve(fs, libpal_path))
-        except (OSError, KeyError, ValueError) as err:
-            raise ManifestError(
-                f"{source}: libos.prefix: no {libpal_path} in the image "
-                f"({err}); is Gramine installed there?"
-            ) from None
-        pal = read_pal_image(pal_bytes, name=libpal_path)
-        unsigned = tbs_sigstruct(rendered.data, pal, date_bcd, source=f"{recipe.name}.manifest")
-        signed = keys.sign_sigstruct(unsigned, job.private_key, source=str(options.key))
-        sig_bytes = signed.to_bytes()
-        summary = sign_summary(signed)
-    say(f"MRENCLAVE {summary['mrenclave']}")
+        pal = _read_pal(recipe, fs, source)
+        for role, manifest in rendered.items():
+            signed[role] = _measure_sign(job, manifest, pal, date_bcd, enclave_name(recipe, role))
+    for role, (_, summary) in signed.items():
+        say(f"MRENCLAVE {summary['mrenclave']}" + (f" ({role})" if role else ""))
 
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    labels = image_labels(recipe, summary, app.base_digest, created)
-    with tempfile.TemporaryDirectory(prefix="ppml-final-") as scratch:
-        context = Path(scratch)
-        (context / f"{recipe.name}.manifest.sgx").write_bytes(rendered.data)
-        (context / f"{recipe.name}.manifest").symlink_to(f"{recipe.name}.manifest.sgx")
-        (context / f"{recipe.name}.sig").write_bytes(sig_bytes)
-        (context / "Dockerfile").write_text(final_dockerfile(recipe, app.image_id))
-        job.refuse_key_in(context)
-        with timer.step("docker_build_final"):
-            say("building the final image")
-            image_id = build_image(
-                client, context, tag=job.image, labels=labels, say=say, nocache=options.no_cache
-            )
-
+    if job.role_plans:
+        summaries = {role: summary for role, (_, summary) in signed.items() if role}
+        labels = image_labels(recipe, None, app.base_digest, created, summaries)
+    else:
+        labels = image_labels(recipe, signed[None][1], app.base_digest, created)
+    enclaves = {
+        enclave_name(recipe, role): (manifest, signed[role][0])
+        for role, manifest in rendered.items()
+    }
+    image_id = _build_final(job, client, app.image_id, enclaves, labels, say)
     pushed_digest = job.push_if_asked(client, auth, say)
 
     with timer.step("record"):
-        record = measurement_record(
-            recipe=recipe,
-            plan=plan,
-            summary=summary,
-            image=job.image,
-            image_id=image_id,
-            pushed_digest=pushed_digest,
-            base_digest=app.base_digest,
-            rendered=rendered,
-        )
-        policy_files = write_outputs(
-            job.output_dir, recipe, rendered, sig_bytes, record, options.policies, source
+        records = {
+            role: measurement_record(
+                recipe=recipe,
+                plan=plans[role],
+                summary=signed[role][1],
+                image=job.image,
+                image_id=image_id,
+                pushed_digest=pushed_digest,
+                base_digest=app.base_digest,
+                rendered=manifest,
+            )
+            for role, manifest in rendered.items()
+        }
+        if not job.role_plans:
+            record = records[None]
+            policy_files = write_outputs(
+                job.output_dir, recipe, rendered[None], signed[None][0], record,
+                options.policies, source,
+            )  # fmt: skip
+            return job.result(record, policy_files)
+        for role, role_record in records.items():
+            role_record.update(role=role, enclave=f"{IN_IMAGE_DIR}/{enclave_name(recipe, role)}")
+        record = cluster_record(recipe, records)
+        files: dict[str, str | bytes] = {}
+        for role, manifest in rendered.items():
+            name = enclave_name(recipe, role)
+            files[f"{name}.manifest.sgx"] = manifest.data
+            files[f"{name}.sig"] = signed[role][0]
+            files[f"{ROLES_OUTPUT_DIR}/{role}/trusted-files.json"] = (
+                json.dumps(trusted_files_document(manifest), indent=2) + "\n"
+            )
+        policy_files = write_build_outputs(
+            job.output_dir,
+            files,
+            record,
+            options.policies,
+            source,
+            role_records={f"{ROLES_OUTPUT_DIR}/{role}": rec for role, rec in records.items()},
         )
     return job.result(record, policy_files)
+
+
+def cluster_record(recipe: Recipe, records: dict[str, dict]) -> dict:
+    """A cluster build's record: what its enclaves share, and each role's identity (its full
+    record is beside it, in roles/<role>/measurement.json)."""
+    first = next(iter(records.values()))
+    shared = ("name", "image", "base", "libos", "tool", "date")
+    return {
+        "schema": CLUSTER_RECORD_SCHEMA,
+        **{key: first[key] for key in shared},
+        "roles": {
+            role: {
+                "record": f"{ROLES_OUTPUT_DIR}/{role}/{RECORD_FILE}",
+                "enclave": rec["enclave"],
+                "mrenclave": rec["mrenclave"],
+                "mrsigner": rec["mrsigner"],
+                "isv_prod_id": rec["isv_prod_id"],
+                "isv_svn": rec["isv_svn"],
+                "debug": rec["debug"],
+                "enclave_size": rec["enclave_size"],
+                "max_threads": rec["max_threads"],
+                "manifest_sha256": rec["manifest_sha256"],
+            }
+            for role, rec in records.items()
+        },
+    }
+
+
+def _read_pal(recipe: Recipe, fs, source: str):
+    version = gramine_version(recipe.libos.version)
+    libpal_path = recipe.libos.prefix + version.libpal
+    try:
+        pal_bytes = fs.read_bytes(resolve(fs, libpal_path))
+    except (OSError, KeyError, ValueError) as err:
+        raise ManifestError(
+            f"{source}: libos.prefix: no {libpal_path} in the image "
+            f"({err}); is Gramine installed there?"
+        ) from None
+    return read_pal_image(pal_bytes, name=libpal_path)
+
+
+def _measure_sign(
+    job: BuildJob, rendered: RenderedManifest, pal, date_bcd, name: str
+) -> tuple[bytes, dict]:
+    """MRENCLAVE of manifest + PAL, signed with the job's key: the .sig and its summary."""
+    unsigned = tbs_sigstruct(rendered.data, pal, date_bcd, source=f"{name}.manifest")
+    signed = keys.sign_sigstruct(unsigned, job.private_key, source=str(job.options.key))
+    return signed.to_bytes(), sign_summary(signed)
+
+
+def _build_final(
+    job: BuildJob,
+    client,
+    app_image_id: str,
+    enclaves: dict[str, tuple[RenderedManifest, bytes]],
+    labels: dict[str, str],
+    say: Say,
+) -> str:
+    """The final image: the app image plus each enclave's manifest and .sig (public only)."""
+    with tempfile.TemporaryDirectory(prefix="ppml-final-") as scratch:
+        context = Path(scratch)
+        for name, (rendered, sig_bytes) in enclaves.items():
+            (context / f"{name}.manifest.sgx").write_bytes(rendered.data)
+            (context / f"{name}.manifest").symlink_to(f"{name}.manifest.sgx")
+            (context / f"{name}.sig").write_bytes(sig_bytes)
+        (context / "Dockerfile").write_text(final_dockerfile(job.recipe, app_image_id, enclaves))
+        job.refuse_key_in(context)
+        with job.timer.step("docker_build_final"):
+            say("building the final image")
+            return build_image(
+                client,
+                context,
+                tag=job.image,
+                labels=labels,
+                say=say,
+                nocache=job.options.no_cache,
+            )
 
 
 def write_outputs(

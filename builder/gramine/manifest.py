@@ -295,7 +295,7 @@ def render_manifest(
     for name, value in recipe.app.env.items():
         if name not in plan.extra_env:
             env[name] = value
-    for name in recipe.app.passthrough_env:
+    for name in (*recipe.app.passthrough_env, *plan.launch.passthrough):
         env[name] = {"passthrough": True}
     # Only the enclave gets these (launch.py): the image's ENV is run-native's.
     env.update(plan.launch.env)

@@ -397,6 +397,11 @@ def check_occlum(options: BuildOptions, recipe: Recipe, plan: Plan, say: Say) ->
             f"{source}: libos.version: Occlum {recipe.libos.version} is not "
             f'supported; use "{OCCLUM_VERSION}"'
         )
+    if recipe.cluster is not None:
+        raise RecipeError(
+            f"{source}: cluster: an enclave per cluster role is built for Gramine so far; "
+            "remove cluster: for Occlum's single-enclave job, or use libos.type gramine"
+        )
     image = options.image_name(recipe.name)
     if ImageReference.parse(image).digest:
         raise ImageError(f"--tag {image}: name the image with a tag, not a digest")

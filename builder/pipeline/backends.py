@@ -22,7 +22,7 @@ from ..recipe import Recipe
 from .job import BuildJob
 from .key_guard import key_needles
 from .options import BuildOptions, BuildResult
-from .stages import load_and_plan
+from .stages import load_and_plan_build
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ BACKENDS: dict[str, Backend] = {
 def build(options: BuildOptions, say: Say = say_nothing) -> BuildResult:
     timer = StepTimer()
     with timer.step("plan"):
-        recipe, plan = load_and_plan(options.recipe)
+        recipe, plan, role_plans = load_and_plan_build(options.recipe)
     backend = BACKENDS.get(recipe.libos.type)
     if backend is None:  # the recipe model admits only known types; this guards the table
         raise RecipeError(
@@ -68,5 +68,6 @@ def build(options: BuildOptions, say: Say = say_nothing) -> BuildResult:
         private_key=private_key,
         key_needles=key_needles(options.key, private_key),
         timer=timer,
+        role_plans=role_plans,
     )
     return backend.build(job, say)

@@ -7,6 +7,7 @@ backend that ``libos.type`` names. Backends read it; they never reload the recip
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ..plan.launch import (
     app_stage_copy_line,
     support_stage_lines,
 )
+from ..plan.role_script import role_scripts
 from ..progress import Say, StepTimer
 from ..recipe import Recipe
 from ..record import RECORD_FILE
@@ -29,14 +31,27 @@ from .key_guard import refuse_key_in_context
 from .options import BuildOptions, BuildResult
 
 
-def launch_support_stage(recipe: Recipe, plan: Plan) -> SupportStage:
+def launch_support_stage(
+    recipe: Recipe, plan: Plan, role_plans: dict[str, Plan] | None = None
+) -> SupportStage:
     """ppml-build's in-enclave files for the plan's launch (plan/launch.py: the launcher, the
-    enclave jars, /etc/hosts, Spark's launcher output), made in a stage FROM the app image so
-    that Spark's launcher sees exactly the app's environment. Both LibOSes use it."""
+    enclave jars, /etc/hosts, Spark's launcher output) and a cluster's role scripts, made in a
+    stage FROM the app image so that Spark's launcher sees exactly the app's environment. Both
+    LibOSes use it."""
+    # A cluster's image serves every role: the support jars any role needs, and Spark's
+    # launcher output for the one role that reads it (the PySpark driver).
+    launches = [role_plan.launch for role_plan in (role_plans or {}).values()] or [plan.launch]
+    launch = next((one for one in launches if one.spark_launcher_output), launches[0])
+    jars = dict.fromkeys(jar for one in launches for jar in one.support_jars)
     return SupportStage(
         sources=SUPPORT_SOURCES,
         context_dir=SUPPORT_CONTEXT_DIR,
-        lines=support_stage_lines(recipe, plan.launch, APP_STAGE),
+        lines=support_stage_lines(
+            recipe,
+            dataclasses.replace(launch, support_jars=tuple(jars)),
+            APP_STAGE,
+            role_scripts(recipe, role_plans or {}),
+        ),
         copy_line=app_stage_copy_line(),
         in_image_dir=SUPPORT_DIR,
     )
@@ -52,6 +67,8 @@ class BuildJob:
     private_key: keys.PrivateKey
     key_needles: list[bytes]  # the key in every encoding key_scan derives: never in a context
     timer: StepTimer = field(default_factory=StepTimer)
+    # A cluster recipe's enclaves, by role (plan stands for the app image); empty: one enclave.
+    role_plans: dict[str, Plan] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -15,11 +15,13 @@ from ..recipe import Recipe
 from ..record import (
     OCI_BASE_NAME,
     OCI_CREATED,
+    OCI_TITLE,
     OCI_VENDOR,
     RECORD_FILE,
     RECORD_SCHEMA,
     measurement_labels,
     provenance_labels,
+    role_labels,
 )
 
 
@@ -29,31 +31,52 @@ def write_build_outputs(
     record: dict,
     policies: tuple[str, ...] | list[str],
     source: str,
+    *,
+    role_records: dict[str, dict] | None = None,
 ) -> list[Path]:
     """A backend's ``files``, the policies and the record, all or none; the record is renamed
     last, so a record in OUTPUT_DIR means the files beside it are from its build. Returns the
-    policy files' paths."""
+    policy files' paths. A cluster build gives ``role_records`` (subdirectory → one enclave's
+    record): each gets its record and policies there, and ``record`` lists the roles."""
     outputs: dict[Path, str | bytes] = {output_dir / name: data for name, data in files.items()}
     policy_paths: list[Path] = []
-    for fmt in dict.fromkeys(policies):  # --policy maa --policy maa: once
-        for name, text in render(record, fmt, source=source).files.items():
-            outputs[output_dir / name] = text
-            policy_paths.append(output_dir / name)
+    enclaves = role_records if role_records is not None else {"": record}
+    for subdir, enclave_record in enclaves.items():
+        where = output_dir / subdir
+        for fmt in dict.fromkeys(policies):  # --policy maa --policy maa: once
+            for name, text in render(enclave_record, fmt, source=source).files.items():
+                outputs[where / name] = text
+                policy_paths.append(where / name)
+        if subdir:
+            outputs[where / RECORD_FILE] = json.dumps(enclave_record, indent=2) + "\n"
     outputs[output_dir / RECORD_FILE] = json.dumps(record, indent=2) + "\n"
     write_all_or_none(outputs, option="--output-dir")
     return policy_paths
 
 
-def image_labels(recipe: Recipe, summary: dict, base_digest: str, created: str) -> dict[str, str]:
-    """Every label a build puts on its final image (``summary``: the signed SIGSTRUCT's values)."""
-    labels = measurement_labels(
-        name=recipe.name,
-        mrenclave=summary["mrenclave"],
-        mrsigner=summary["mrsigner"],
-        isv_prod_id=summary["isv_prod_id"],
-        isv_svn=summary["isv_svn"],
-        debug=summary["debug"],
-    )
+def image_labels(
+    recipe: Recipe,
+    summary: dict | None,
+    base_digest: str,
+    created: str,
+    role_summaries: dict[str, dict] | None = None,
+) -> dict[str, str]:
+    """Every label a build puts on its final image (``summary``: the signed SIGSTRUCT's values).
+    A cluster image gives ``role_summaries`` instead: each role's identity under its own labels
+    (record.role_labels), and no single ``ppml.mrenclave``, which would misstate the others."""
+    if summary is not None:
+        labels = measurement_labels(
+            name=recipe.name,
+            mrenclave=summary["mrenclave"],
+            mrsigner=summary["mrsigner"],
+            isv_prod_id=summary["isv_prod_id"],
+            isv_svn=summary["isv_svn"],
+            debug=summary["debug"],
+        )
+    else:
+        labels = {OCI_TITLE: recipe.name}
+    for role, role_summary in (role_summaries or {}).items():
+        labels.update(role_labels(role, role_summary))
     labels.update(
         {OCI_CREATED: created, OCI_BASE_NAME: recipe.base.image, OCI_VENDOR: "ppml-build"}
     )

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_all_or_none
-from ..errors import ImageError, VerificationError
+from ..errors import ImageError, RecipeError, VerificationError
 from ..image.caches import CacheLocations
 from ..progress import Say, say_nothing
+from ..record import CLUSTER_RECORD_SCHEMA
 from ..versions import gramine_version
 from . import backends
 from .options import BuildOptions, BuildResult
@@ -263,6 +264,11 @@ def verify_reproducible(options: BuildOptions, say: Say = say_nothing) -> Reprod
             replace(options, no_cache=True, push=False, cache=CacheLocations(scratch / "cache-1")),
             _prefixed(say, "build 1/2"),
         )
+        if first.record.get("schema") == CLUSTER_RECORD_SCHEMA:
+            raise RecipeError(
+                f"{options.recipe}: cluster: --verify-reproducible compares one enclave's "
+                "builds so far; the first build is written, build again without it to compare"
+            )
         second_tag = check_tag(first.image)
         second = run_build(
             replace(

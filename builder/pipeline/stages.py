@@ -39,9 +39,9 @@ def load_and_plan(path: Path) -> tuple[Recipe, Plan]:
     recipe = validate_recipe(path)
     if recipe.cluster is not None:
         raise RecipeError(
-            f"{path}: cluster: ppml-build sizes a cluster's roles (`ppml-build plan`) but "
-            "does not yet build, render or deploy an enclave per role; remove cluster: for "
-            "the single-enclave job"
+            f"{path}: cluster: ppml-build plans and builds an enclave per role (`plan`, "
+            "`build`) but does not yet render or deploy them one by one (`manifest`, `k8s`); "
+            "remove cluster: for the single-enclave job"
         )
     try:
         plan = make_plan(recipe)
@@ -64,6 +64,17 @@ def load_and_plan_roles(path: Path) -> tuple[Recipe, dict[str, Plan]]:
         return recipe, {role: make_plan(recipe, role) for role in recipe.cluster.roles}
     except PpmlError as err:
         raise type(err)(f"{path}: {err}") from None
+
+
+def load_and_plan_build(path: Path) -> tuple[Recipe, Plan, dict[str, Plan]]:
+    """What ``build`` makes: the recipe's one enclave (roles empty) or, for a cluster recipe,
+    an enclave per role (the first role's plan stands for the app image)."""
+    recipe = validate_recipe(path)
+    if recipe.cluster is None:
+        recipe, plan = load_and_plan(path)
+        return recipe, plan, {}
+    recipe, plans = load_and_plan_roles(path)
+    return recipe, next(iter(plans.values())), plans
 
 
 def read_app_python(recipe: Recipe, recipe_dir: Path) -> dict[str, bytes]:

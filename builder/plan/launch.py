@@ -30,6 +30,7 @@ import dataclasses
 import json
 import posixpath
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,8 @@ from ..record import IN_IMAGE_DIR
 # Where ppml-build's in-enclave support files live in the image (trusted, except launch inputs).
 SUPPORT_DIR = IN_IMAGE_DIR
 LAUNCH_DIR = f"{SUPPORT_DIR}/launch"
+# A cluster role's script (plan/roles.py): the program of that role's enclave.
+ROLE_DIR = f"{SUPPORT_DIR}/roles"
 PPML_LAUNCHER = f"{SUPPORT_DIR}/bin/ppml-launch.py"
 SPARK_SUBMIT_WRAPPER = f"{SUPPORT_DIR}/bin/spark-submit"
 ENCLAVE_HOSTS = f"{SUPPORT_DIR}/etc/hosts"
@@ -52,6 +55,7 @@ HADOOP_SUPPORT_JAR = f"{SUPPORT_DIR}/lib/ppml-enclave-hadoop.jar"
 SPARK_JVM_COMMAND = f"{LAUNCH_DIR}/spark-jvm.cmd"
 PYSPARK_JVM_COMMAND = f"{LAUNCH_DIR}/pyspark-jvm.cmd"
 PYSPARK_JVM_ARGS = f"{LAUNCH_DIR}/pyspark-jvm.args"
+SPARK_JVM_ARGS = f"{LAUNCH_DIR}/spark-jvm.args"  # the same, for a Spark driver's role script
 # The arguments each was computed for (NUL-separated), so a render can tell a stale one.
 LAUNCH_INPUT_SUFFIX = ".input"
 SUPPORT_TRUSTED = (
@@ -59,6 +63,7 @@ SUPPORT_TRUSTED = (
     f"{SUPPORT_DIR}/etc/",
     f"{SUPPORT_DIR}/lib/",
     f"{LAUNCH_DIR}/",
+    f"{ROLE_DIR}/",
 )
 
 SPARK_SUBMIT_CLASS = "org.apache.spark.deploy.SparkSubmit"
@@ -163,6 +168,9 @@ class LaunchPlan:
     spark_launcher_args: tuple[str, ...] = ()
     # Where the launcher's output goes in the image.
     spark_launcher_output: str | None = None
+    # Where its JVM command is also kept one argument per line, for a shell that execs it (the
+    # PySpark wrapper, a Spark driver's role script); the enclave then runs ``argv``.
+    jvm_args_lines: str | None = None
     # loader.env only the enclave gets (never the image's ENV: run-native keeps spark-submit).
     env: dict[str, str] = field(default_factory=dict)
     # Appended to JAVA_TOOL_OPTIONS in the manifest: flags for every JVM in the enclave.
@@ -181,6 +189,9 @@ class LaunchPlan:
     scratch: tuple[str, ...] = ()
     # Occlum: the in-image script `occlum run` is given, with no arguments (the fixed command).
     occlum_entry: str | None = None
+    # A cluster role's parameters (plan/roles.py): the only variables the host may set, each
+    # checked by the role script before the command is built.
+    passthrough: tuple[str, ...] = ()
 
 
 # Every JVM in an enclave:
@@ -208,7 +219,7 @@ def _is_java(program: str) -> bool:
     return posixpath.basename(program) == "java"
 
 
-def _spark_enclave_options(options: tuple[str, ...]) -> tuple[str, ...]:
+def spark_enclave_options(options: tuple[str, ...]) -> tuple[str, ...]:
     """spark-submit options plus what Spark needs in an enclave: Hadoop's local file system
     without chmod processes (NioLocalFileSystem, from the support jar on the driver's class
     path; local mode runs the executors in the driver JVM)."""
@@ -286,13 +297,14 @@ def _launch_form(recipe: Recipe) -> LaunchPlan:
     submit = parse_spark_submit(argv) if recipe.kind == "spark" else None
 
     if submit is not None and submit.resource.endswith(".py"):
-        options = _spark_enclave_options(submit.options)
+        options = spark_enclave_options(submit.options)
         submit_args = options + (PYSPARK_SHELL_RESOURCE,)
         return LaunchPlan(
             "pyspark",
             (recipe.runtime.python, PPML_LAUNCHER, submit.resource) + submit.app_args,
             spark_launcher_args=submit_args,
             spark_launcher_output=PYSPARK_JVM_COMMAND,
+            jvm_args_lines=PYSPARK_JVM_ARGS,
             env={
                 "PYSPARK_SUBMIT_ARGS": shlex.join(submit_args),
                 # spark-submit exports it for PySpark's Python workers (bin/spark-submit).
@@ -304,7 +316,7 @@ def _launch_form(recipe: Recipe) -> LaunchPlan:
             file_mounts={f"{recipe.runtime.spark_home}/bin/spark-submit": SPARK_SUBMIT_WRAPPER},
         )
     if submit is not None:
-        options = _spark_enclave_options(submit.options)
+        options = spark_enclave_options(submit.options)
         return LaunchPlan(
             "spark-jvm",
             (),
@@ -399,7 +411,7 @@ def _occlum_launch(recipe: Recipe) -> LaunchPlan:
             f"app.command: --master {master} starts executor JVMs as child processes, which "
             "share the one Occlum user space sized for this JVM; use local[N]"
         )
-    options = _spark_enclave_options(submit.options)
+    options = spark_enclave_options(submit.options)
     python = submit.resource.endswith(".py")
     if python:
         daemon = _conf_value(submit.options, PYSPARK_DAEMON_CONF)
@@ -475,9 +487,15 @@ def _run(script: str, *args: str) -> str:
     return "RUN " + json.dumps(["/bin/sh", "-ec", script, "sh", *args])
 
 
-def support_stage_lines(recipe: Recipe, launch: LaunchPlan, app_stage: str) -> list[str]:
+def support_stage_lines(
+    recipe: Recipe,
+    launch: LaunchPlan,
+    app_stage: str,
+    generated: Mapping[str, str] | None = None,
+) -> list[str]:
     """``FROM <app stage> AS ppml-support``: the support jars, compiled with the image's own JDK
-    (its jdk.compiler module: no download), and Spark's launcher output for ``launch``.
+    (its jdk.compiler module: no download), Spark's launcher output for ``launch``, and the
+    ``generated`` files (in-image path under SUPPORT_DIR → text: a cluster's role scripts).
 
     JAVA_TOOL_OPTIONS is unset for these JVMs: the image's options are for the app's JVM.
     """
@@ -524,6 +542,12 @@ def support_stage_lines(recipe: Recipe, launch: LaunchPlan, app_stage: str) -> l
         )
     if launch.spark_launcher_output is not None:
         lines.append(_spark_launcher_run(recipe, launch))
+    for path, text in sorted((generated or {}).items()):
+        # The text travels as an argument, never inside the script.
+        lines.append(
+            _run('mkdir -p "$(dirname "$1")"; printf "%s" "$2" > "$1"; chmod 0755 "$1"',
+                 _out(path), text)
+        )  # fmt: skip
     return lines
 
 
@@ -548,10 +572,10 @@ def _spark_launcher_run(recipe: Recipe, launch: LaunchPlan) -> str:
         f'printf "%s\\0" "$@" > "$out{LAUNCH_INPUT_SUFFIX}"; '
         f'bash -c \'{launcher}\' bash "$@" > "$out"'
     )
-    if launch.form == "pyspark":
+    if launch.jvm_args_lines:
         # The command is the last line (after Main's "\0\n" marker): one argument per line
-        # for the wrapper (launch.check_pyspark_jvm_args refuses one with a newline in it).
-        script += f'; sed -n "\\$p" "$out" | tr "\\000" "\\n" > "{_out(PYSPARK_JVM_ARGS)}"'
+        # for the shell (launch.check_jvm_args_lines refuses one with a newline in it).
+        script += f'; sed -n "\\$p" "$out" | tr "\\000" "\\n" > "{_out(launch.jvm_args_lines)}"'
     return _run(
         script,
         _out(launch.spark_launcher_output or ""),
@@ -604,7 +628,7 @@ def launcher_command(output: bytes, where: str) -> tuple[str, ...]:
     return tuple(argv)
 
 
-def check_pyspark_jvm_args(command: tuple[str, ...], lines: bytes, where: str) -> None:
+def check_jvm_args_lines(command: tuple[str, ...], lines: bytes, where: str) -> None:
     """The wrapper reads one argument per line up to SparkSubmit: each must be a whole line."""
     expected = "".join(arg + "\n" for arg in command)
     text = lines.decode("utf-8")
@@ -625,7 +649,8 @@ def launch_argv(launch: LaunchPlan, fs: RootFS) -> list[str]:
     try:
         raw = fs.read_bytes(resolve(fs, output))
         recorded = fs.read_bytes(resolve(fs, output + LAUNCH_INPUT_SUFFIX))
-        lines = fs.read_bytes(resolve(fs, PYSPARK_JVM_ARGS)) if launch.form == "pyspark" else b""
+        lines_path = launch.jvm_args_lines
+        lines = fs.read_bytes(resolve(fs, lines_path)) if lines_path else b""
     except (OSError, KeyError, RootFSError):
         raise ManifestError(
             f"{where}: missing; Spark's launcher computes the JVM command "
@@ -634,7 +659,7 @@ def launch_argv(launch: LaunchPlan, fs: RootFS) -> list[str]:
         ) from None
     check_launcher_input(launch, recorded, where)
     command = launcher_command(raw, where)
-    if launch.form == "spark-jvm":
+    if not launch.jvm_args_lines:
         return list(command)
-    check_pyspark_jvm_args(command, lines, f"{PYSPARK_JVM_ARGS} in the image")
+    check_jvm_args_lines(command, lines, f"{launch.jvm_args_lines} in the image")
     return list(launch.argv)

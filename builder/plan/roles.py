@@ -17,26 +17,39 @@ $SPARK_RESOURCE_PROFILE_ID --podName $SPARK_EXECUTOR_POD_NAME``, and ``_SPARK_AU
 (SecurityManager.ENV_AUTH_SECRET) for ``spark.authenticate``. Its heap is the role's plan, not
 the host's ``SPARK_EXECUTOR_MEMORY``.
 
-The script uses shell builtins only (``case``, ``[``, ``exec``): no process is started, which
-Gramine 1.9 under a running JVM and Occlum (no fork) both need. Pure: recipe and plan in, text out.
+The driver runs in client mode as a Kubernetes driver pod runs it (entrypoint.sh's ``driver``
+branch), its master, addresses and secret from the host; the JobManager in application mode as
+the Flink image's ``standalone-job`` starts it; the TaskManager as ``taskmanager.sh`` would.
+role_script.py writes the script. Pure: recipe and plan in, commands out.
+
+Longer than most: four roles of two engines, each with the JVM flags its engine's own scripts
+would pass (listed here, since no host flag reaches the JVM), and one rule table they share.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass
 
+from ..errors import PlanError
 from ..recipe import Recipe
-from ..record import IN_IMAGE_DIR
 from ..units import MiB
-from .jvm import _flink_memory
-from .launch import JVM_ENCLAVE_OPTIONS
-from .model import FLINK_DEFAULT_PROCESS_SIZE, Plan
+from .jvm import _flink_jobmanager_memory, _flink_memory
+from .launch import (
+    HADOOP_SUPPORT_JAR,
+    JVM_ENCLAVE_OPTIONS,
+    PPML_LAUNCHER,
+    PYSPARK_SHELL_RESOURCE,
+    ROLE_DIR,
+    SPARK_JVM_ARGS,
+    LaunchPlan,
+    parse_spark_submit,
+    spark_enclave_options,
+)
+from .model import FLINK_DEFAULT_PROCESS_SIZE, FLINK_JOBMANAGER_PROCESS_SIZE, Plan
 
-ROLE_DIR = f"{IN_IMAGE_DIR}/roles"
 ROLE_SHELL = "/bin/sh"
-# The roles whose command is a fixed template here (the others start from app.command).
-SCRIPTED_ROLES = ("executor", "taskmanager")
 
 
 def role_script_path(role: str) -> str:
@@ -44,7 +57,73 @@ def role_script_path(role: str) -> str:
     return f"{ROLE_DIR}/{role}.sh"
 
 
-EXIT_BAD_PARAMETER = 2
+# What Spark 4.3 gives every JVM it starts on Java 17 (launcher/src/main/java/org/apache/spark/
+# launcher/JavaModuleOptions.java; SparkContext.supplementJavaModuleOptions adds them to
+# spark.executor.extraJavaOptions, which reach a Kubernetes executor as SPARK_JAVA_OPT_*): fixed
+# here, since no host-supplied flag reaches the executor's JVM.
+SPARK_JAVA_MODULE_OPTIONS = (
+    "-XX:+IgnoreUnrecognizedVMOptions",
+    "--add-modules=jdk.incubator.vector",
+    *(
+        f"--add-opens=java.base/{package}=ALL-UNNAMED"
+        for package in (
+            "java.lang",
+            "java.lang.invoke",
+            "java.lang.reflect",
+            "java.io",
+            "java.net",
+            "java.nio",
+            "java.util",
+            "java.util.concurrent",
+            "java.util.concurrent.atomic",
+            "jdk.internal.ref",
+            "sun.nio.ch",
+            "sun.nio.cs",
+            "sun.security.action",
+            "sun.util.calendar",
+        )
+    ),  # fmt: skip
+    "--add-opens=java.security.jgss/sun.security.krb5=ALL-UNNAMED",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dio.netty.allocator.type=pooled",
+    "-Dio.netty.handler.ssl.defaultEndpointVerificationAlgorithm=NONE",
+    "--sun-misc-unsafe-memory-access=allow",
+    "--enable-native-access=ALL-UNNAMED",
+)
+# What Flink 2.3's shipped conf/config.yaml gives every JVM on Java 17 (env.java.opts.all, which
+# bin/config.sh puts on the JobManager's and TaskManager's command lines).
+FLINK_JAVA17_OPTIONS = (
+    *(
+        f"--add-exports={module}=ALL-UNNAMED"
+        for module in (
+            "java.rmi/sun.rmi.registry",
+            "jdk.compiler/com.sun.tools.javac.api",
+            "jdk.compiler/com.sun.tools.javac.file",
+            "jdk.compiler/com.sun.tools.javac.parser",
+            "jdk.compiler/com.sun.tools.javac.tree",
+            "jdk.compiler/com.sun.tools.javac.util",
+            "java.security.jgss/sun.security.krb5",
+        )
+    ),  # fmt: skip
+    *(
+        f"--add-opens=java.base/{package}=ALL-UNNAMED"
+        for package in (
+            "java.lang",
+            "java.net",
+            "java.io",
+            "java.nio",
+            "sun.nio.ch",
+            "java.lang.reflect",
+            "java.text",
+            "java.time",
+            "java.util",
+            "java.util.concurrent",
+            "java.util.concurrent.atomic",
+            "java.util.concurrent.locks",
+        )
+    ),  # fmt: skip
+)
+
 SPARK_EXECUTOR_BACKEND = "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend"
 DRIVER_ENDPOINT = "CoarseGrainedScheduler"  # CoarseGrainedSchedulerBackend.ENDPOINT_NAME
 
@@ -68,7 +147,10 @@ RULES = {
     "app-id": "1 to 128 letters, digits, '.', '_' or '-'",
     "host": "an IPv4 address or host name (letters, digits, '.', '-'; at most 253)",
     "pod-name": "a Kubernetes name: 1 to 253 lowercase letters, digits, '.' or '-'",
-    "secret": "1 to 4096 printable characters, no spaces (never printed)",
+    "master": "spark://HOST:PORT or k8s://https://HOST:PORT (HOST as for a host)",
+    # Spark makes its secrets as hex (Utils.createSecret); base64 fits too. A narrow alphabet,
+    # since the driver's secret travels in PYSPARK_SUBMIT_ARGS, which PySpark shlex-splits.
+    "secret": "1 to 4096 letters, digits, '+', '/', '=', '.', '_' or '-' (never printed)",
 }
 
 SPARK_EXECUTOR_PARAMETERS = (
@@ -83,6 +165,28 @@ SPARK_EXECUTOR_PARAMETERS = (
 )
 
 
+# The driver as a cluster role: where its cluster manager is, the address executors reach it at
+# (on Kubernetes the driver's Service, DriverServiceFeatureStep) and the one it binds (the pod
+# IP: entrypoint.sh passes spark.driver.bindAddress=$SPARK_DRIVER_BIND_ADDRESS), and the secret
+# spark.authenticate shares with the executors (a standalone master needs it in the driver's
+# conf: SecurityManager.initializeAuth).
+SPARK_DRIVER_PARAMETERS = (
+    ClusterParameter("SPARK_MASTER_URL", "master", "the cluster manager the driver asks"),
+    ClusterParameter("SPARK_DRIVER_HOST", "host", "the address executors reach the driver at"),
+    ClusterParameter("SPARK_DRIVER_BIND_ADDRESS", "host", "the address the driver binds"),
+    ClusterParameter("_SPARK_AUTH_SECRET", "secret", "spark.authenticate's secret", secret=True),
+)
+# The ports a Kubernetes driver pod exposes (Spark's Constants.DEFAULT_DRIVER_PORT and
+# DEFAULT_BLOCKMANAGER_PORT): fixed, so executors and Services know them in advance.
+SPARK_DRIVER_PORT = 7078
+SPARK_DRIVER_BLOCK_MANAGER_PORT = 7079
+
+FLINK_JOBMANAGER_PARAMETERS = (
+    ClusterParameter(
+        "FLINK_JOBMANAGER_HOST", "host", "the address this JobManager binds and advertises"
+    ),
+)
+
 FLINK_TASKMANAGER_PARAMETERS = (
     ClusterParameter("FLINK_JOBMANAGER_HOST", "host", "the JobManager's RPC address"),
     ClusterParameter("FLINK_TASKMANAGER_HOST", "host", "the address this TaskManager binds"),
@@ -90,8 +194,57 @@ FLINK_TASKMANAGER_PARAMETERS = (
         "FLINK_TASKMANAGER_RESOURCE_ID", "pod-name", "this TaskManager's resource id (pod name)"
     ),
 )
+# Each scripted role's parameters: its manifest passes exactly these through (loader.env).
+ROLE_PARAMETERS = {
+    "driver": SPARK_DRIVER_PARAMETERS,
+    "executor": SPARK_EXECUTOR_PARAMETERS,
+    "jobmanager": FLINK_JOBMANAGER_PARAMETERS,
+    "taskmanager": FLINK_TASKMANAGER_PARAMETERS,
+}
+FLINK_SHADED_NETTY = "org.apache.flink.shaded.netty4.io.netty"
 FLINK_TASKMANAGER_RUNNER = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
-FLINK_JOBMANAGER_RPC_PORT = 6123  # Flink's default jobmanager.rpc.port
+# What the Flink image's docker-entrypoint.sh runs for standalone-job (application mode): the
+# job's main() runs in the JobManager, which then deploys its tasks to the TaskManagers.
+FLINK_APPLICATION_ENTRYPOINT = (
+    "org.apache.flink.container.entrypoint.StandaloneApplicationClusterEntryPoint"
+)
+# Flink's defaults, which the Kubernetes operator also gives its pods: fixed, so TaskManagers
+# and Services know them in advance.
+FLINK_JOBMANAGER_RPC_PORT = 6123  # jobmanager.rpc.port
+FLINK_BLOB_SERVER_PORT = 6124  # blob.server.port (random by default; a pod needs it fixed)
+FLINK_REST_PORT = 8081  # rest.port
+
+
+def role_launch_plan(recipe: Recipe, role: str, launch: LaunchPlan) -> LaunchPlan:
+    """How a role's enclave starts: its role script, with only the role's parameters from the
+    host. ``launch`` is the app's own (plan_launch). Pure."""
+    passthrough = tuple(parameter.name for parameter in ROLE_PARAMETERS[role])
+    script = (ROLE_SHELL, role_script_path(role))
+    if role == "driver":
+        if launch.form == "pyspark":
+            # The script exports PYSPARK_SUBMIT_ARGS itself, with the checked parameters in it.
+            env = {k: v for k, v in launch.env.items() if k != "PYSPARK_SUBMIT_ARGS"}
+            return dataclasses.replace(launch, argv=script, env=env, passthrough=passthrough)
+        if launch.form == "spark-jvm":
+            # The script execs the JVM command Spark's launcher computed (one argument a line).
+            return dataclasses.replace(
+                launch, argv=script, jvm_args_lines=SPARK_JVM_ARGS, passthrough=passthrough
+            )
+        raise PlanError(
+            "cluster.roles: driver: app.command must be spark-submit ... (app.jar or job.py): "
+            "the driver's enclave runs what Spark's launcher computes for it"
+        )
+    # One JVM that starts nothing: its own in-memory tmpfs serves every scratch directory (no
+    # key to make, which ppml-launch.py would do), and /tmp (Spark's local dirs) is one.
+    return LaunchPlan(
+        "exec",
+        script,
+        java_options=JVM_ENCLAVE_OPTIONS,
+        single_process=True,
+        tmpfs=tuple(dict.fromkeys((*launch.tmpfs, *launch.scratch, "/tmp"))),
+        passthrough=passthrough,
+        support_jars=(HADOOP_SUPPORT_JAR,) if role == "executor" else (),
+    )
 
 
 @dataclass(frozen=True)
@@ -103,18 +256,88 @@ class RoleLaunch:
     parameters: tuple[ClusterParameter, ...]
     argv: tuple[str, ...]
     max_cores: int
+    # Variables the script exports before the exec, each a word list that the program
+    # shlex-splits again (PYSPARK_SUBMIT_ARGS); ``$NAME`` words as in argv.
+    env_words: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # A file whose lines, up to Spark's SparkSubmit class, come before argv: the JVM command
+    # Spark's launcher computed at build time (a trusted file of the image).
+    argv_prefix_lines: str | None = None
 
 
 def role_launch(recipe: Recipe, plan: Plan) -> RoleLaunch | None:
-    """The role script's command for ``plan.role``; None where the role's command is not a
-    fixed template yet (the driver and the JobManager start from the app's own command)."""
-    if plan.jvm is None:
+    """The role script's command for ``plan.role``; None for a plan without a role."""
+    if plan.jvm is None or plan.role is None:
         return None
-    if plan.role == "executor":
-        return _spark_executor(recipe, plan)
-    if plan.role == "taskmanager":
-        return _flink_taskmanager(recipe, plan)
-    return None
+    build = {
+        "driver": _spark_driver,
+        "executor": _spark_executor,
+        "jobmanager": _flink_jobmanager,
+        "taskmanager": _flink_taskmanager,
+    }[plan.role]
+    return build(recipe, plan)
+
+
+def _driver_submit_options(recipe: Recipe) -> tuple[str, ...]:
+    """The driver's spark-submit options: app.command's without --master and --deploy-mode
+    (the cluster decides them), ppml-build's enclave options, the fixed ports and security,
+    and the checked cluster parameters."""
+    submit = parse_spark_submit(list(recipe.app.command))
+    assert submit is not None  # role_launch_plan checks
+    kept: list[str] = []
+    options = list(submit.options)
+    while options:
+        token = options.pop(0)
+        name = token.split("=", 1)[0]
+        if name in ("--master", "--deploy-mode"):
+            if "=" not in token and options:
+                options.pop(0)
+            continue
+        kept.append(token)
+    return (
+        *spark_enclave_options(tuple(kept)),
+        "--master",
+        "$SPARK_MASTER_URL",
+        "--deploy-mode",
+        "client",
+        *_conf(
+            ("spark.driver.port", str(SPARK_DRIVER_PORT)),
+            ("spark.driver.blockManager.port", str(SPARK_DRIVER_BLOCK_MANAGER_PORT)),
+            ("spark.driver.host", "$SPARK_DRIVER_HOST"),
+            ("spark.driver.bindAddress", "$SPARK_DRIVER_BIND_ADDRESS"),
+            ("spark.authenticate", "true"),
+            ("spark.authenticate.secret", "$_SPARK_AUTH_SECRET"),
+            ("spark.network.crypto.enabled", "true"),
+        ),
+    )
+
+
+def _conf(*pairs: tuple[str, str]) -> list[str]:
+    return [word for key, value in pairs for word in ("--conf", f"{key}={value}")]
+
+
+def _spark_driver(recipe: Recipe, plan: Plan) -> RoleLaunch:
+    """The driver in client mode, as a Kubernetes driver pod runs it. A PySpark driver: the
+    script exports PYSPARK_SUBMIT_ARGS with the checked parameters and execs the job's Python
+    (through ppml-launch.py, as the local enclave does), which starts the driver JVM through
+    ppml-build's spark-submit wrapper (launch.py). A JVM driver: the script execs the JVM
+    command Spark's launcher computed at build time, then SparkSubmit's arguments."""
+    jvm = plan.jvm
+    submit = parse_spark_submit(list(recipe.app.command))
+    assert jvm is not None and submit is not None
+    options = _driver_submit_options(recipe)
+    common = ("driver", role_script_path("driver"), SPARK_DRIVER_PARAMETERS)
+    if plan.launch.form == "pyspark":
+        python = (recipe.runtime.python, PPML_LAUNCHER, submit.resource, *submit.app_args)
+        submit_args = (*options, PYSPARK_SHELL_RESOURCE)
+        return RoleLaunch(
+            *common, python, jvm.cpus, env_words=(("PYSPARK_SUBMIT_ARGS", submit_args),)
+        )
+    return RoleLaunch(
+        *common,
+        (*options, submit.resource, *submit.app_args),
+        jvm.cpus,
+        argv_prefix_lines=plan.launch.jvm_args_lines,
+    )
 
 
 def _spark_executor(recipe: Recipe, plan: Plan) -> RoleLaunch:
@@ -124,6 +347,7 @@ def _spark_executor(recipe: Recipe, plan: Plan) -> RoleLaunch:
     argv = (
         f"{runtime.java_home}/bin/java",
         *JVM_ENCLAVE_OPTIONS,
+        *SPARK_JAVA_MODULE_OPTIONS,
         # Executors authenticate to the driver and encrypt their RPC and shuffle traffic:
         # fixed here, since no host-supplied -D flag reaches this JVM.
         "-Dspark.authenticate=true",
@@ -131,7 +355,8 @@ def _spark_executor(recipe: Recipe, plan: Plan) -> RoleLaunch:
         f"-Xms{heap}",
         f"-Xmx{heap}",
         "-cp",
-        f"{runtime.spark_home}/conf:{runtime.spark_home}/jars/*",
+        # ppml-build's Hadoop local file system first, for the driver's fs.file.impl (launch.py)
+        f"{HADOOP_SUPPORT_JAR}:{runtime.spark_home}/conf:{runtime.spark_home}/jars/*",
         SPARK_EXECUTOR_BACKEND,
         "--driver-url",
         "$SPARK_DRIVER_URL",
@@ -149,16 +374,133 @@ def _spark_executor(recipe: Recipe, plan: Plan) -> RoleLaunch:
         "$SPARK_EXECUTOR_POD_NAME",
     )
     return RoleLaunch(
-        "executor", f"{ROLE_DIR}/executor.sh", SPARK_EXECUTOR_PARAMETERS, argv, jvm.cpus
+        "executor", role_script_path("executor"), SPARK_EXECUTOR_PARAMETERS, argv, jvm.cpus
     )
 
 
-def _class_path(recipe: Recipe) -> str | None:
-    command = recipe.app.command
-    for index, token in enumerate(command[:-1]):
-        if token in ("-cp", "-classpath", "--class-path"):
-            return command[index + 1]
-    return None
+# java's options that take the next word as their value (the java launcher's own help).
+_JAVA_VALUE_OPTIONS = frozenset(
+    {
+        "-cp",
+        "-classpath",
+        "--class-path",
+        "-p",
+        "--module-path",
+        "--upgrade-module-path",
+        "--add-modules",
+        "--add-opens",
+        "--add-exports",
+        "--add-reads",
+        "--patch-module",
+        "--limit-modules",
+        "--enable-native-access",
+    }
+)
+
+
+@dataclass(frozen=True)
+class JavaMain:
+    """``java OPTIONS CLASS ARGS`` taken apart: what a Flink role keeps of app.command."""
+
+    class_path: str | None
+    main_class: str
+    args: tuple[str, ...]
+
+
+def java_main(recipe: Recipe) -> JavaMain:
+    """The class path, main class and arguments of app.command (``java ... CLASS ARGS``)."""
+    command = list(recipe.app.command)
+    class_path = None
+    index = 1
+    while index < len(command):
+        token = command[index]
+        if token in ("-jar", "--module", "-m"):
+            raise PlanError(
+                f"app.command: {token}: a Flink cluster role runs the job's main class on its "
+                "own command line; give -cp JOB.jar:/opt/flink/lib/* MAIN_CLASS ARGS instead"
+            )
+        if token in _JAVA_VALUE_OPTIONS and index + 1 < len(command):
+            if token in ("-cp", "-classpath", "--class-path"):
+                class_path = command[index + 1]
+            index += 2
+            continue
+        if not token.startswith("-"):
+            return JavaMain(class_path, token, tuple(command[index + 1 :]))
+        index += 1
+    raise PlanError(
+        "app.command: no main class after java's options; a Flink cluster recipe's command is "
+        "java -cp JOB.jar:/opt/flink/lib/* MAIN_CLASS ARGS"
+    )
+
+
+def _flink_console_logging(flink_home: str, role: str) -> tuple[str, ...]:
+    """Logs on the console, as the Flink image's docker-entrypoint.sh gives a container
+    (flink-console.sh: log4j-console.properties; its file appender writes to log.file)."""
+    return (
+        f"-Dlog.file=/tmp/flink-{role}.log",
+        f"-Dlog4j.configurationFile=file:{flink_home}/conf/log4j-console.properties",
+    )
+
+
+def _flink_jobmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
+    """The JobManager in application mode, as the Flink image's standalone-job starts it: the
+    job's main class and arguments from app.command, its memory from the role's plan (the
+    components jobmanager.sh would pass), its addresses from FLINK_JOBMANAGER_HOST."""
+    runtime, jvm = recipe.runtime, plan.jvm
+    assert jvm is not None
+    main = java_main(recipe)
+    process = recipe.resources.flink.jobmanager_process_size or FLINK_JOBMANAGER_PROCESS_SIZE
+    model = _flink_jobmanager_memory(process.bytes)
+    dynamic = {
+        "jobmanager.memory.heap.size": f"{model['heap']}b",
+        "jobmanager.memory.off-heap.size": f"{model['direct']}b",
+        "jobmanager.memory.jvm-metaspace.size": f"{model['metaspace']}b",
+        "jobmanager.memory.jvm-overhead.min": f"{model['overhead']}b",
+        "jobmanager.memory.jvm-overhead.max": f"{model['overhead']}b",
+        "jobmanager.rpc.port": str(FLINK_JOBMANAGER_RPC_PORT),
+        "blob.server.port": str(FLINK_BLOB_SERVER_PORT),
+        "rest.port": str(FLINK_REST_PORT),
+        "jobmanager.rpc.address": "$FLINK_JOBMANAGER_HOST",
+        "jobmanager.bind-host": "$FLINK_JOBMANAGER_HOST",
+        "rest.address": "$FLINK_JOBMANAGER_HOST",
+        "rest.bind-address": "$FLINK_JOBMANAGER_HOST",
+    }
+    argv = [
+        f"{runtime.java_home}/bin/java",
+        *_flink_jvm_options(runtime.flink_home, "jobmanager"),
+        f"-Xmx{model['heap']}",
+        f"-Xms{model['heap']}",
+        f"-XX:MaxDirectMemorySize={model['direct']}",
+        f"-XX:MaxMetaspaceSize={model['metaspace']}",
+        "-cp",
+        main.class_path or f"{runtime.flink_home}/lib/*",
+        FLINK_APPLICATION_ENTRYPOINT,
+        "--configDir",
+        f"{runtime.flink_home}/conf",
+        "--job-classname",
+        main.main_class,
+    ]
+    for key, value in dynamic.items():
+        argv += ["-D", f"{key}={value}"]
+    argv += main.args
+    return RoleLaunch(
+        "jobmanager",
+        role_script_path("jobmanager"),
+        FLINK_JOBMANAGER_PARAMETERS,
+        tuple(argv),
+        jvm.cpus,
+    )
+
+
+def _flink_jvm_options(flink_home: str, role: str) -> tuple[str, ...]:
+    return (
+        *JVM_ENCLAVE_OPTIONS,
+        *FLINK_JAVA17_OPTIONS,
+        # Flink's own Netty (flink-shaded-netty) reads the relocated name of Netty's switch:
+        # without it the shuffle server takes epoll, and Gramine 1.9 has no timerfd_create.
+        f"-D{FLINK_SHADED_NETTY}.transport.noNative=true",
+        *_flink_console_logging(flink_home, role),
+    )
 
 
 def _flink_taskmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
@@ -195,14 +537,14 @@ def _flink_taskmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
     }
     argv = [
         f"{runtime.java_home}/bin/java",
-        *JVM_ENCLAVE_OPTIONS,
+        *_flink_jvm_options(runtime.flink_home, "taskmanager"),
         "-XX:+UseG1GC",  # what taskmanager.sh adds
         f"-Xmx{model['heap']}",
         f"-Xms{model['heap']}",
         f"-XX:MaxDirectMemorySize={model['direct']}",
         f"-XX:MaxMetaspaceSize={model['metaspace']}",
         "-cp",
-        _class_path(recipe) or f"{runtime.flink_home}/lib/*",
+        java_main(recipe).class_path or f"{runtime.flink_home}/lib/*",
         FLINK_TASKMANAGER_RUNNER,
         "--configDir",
         f"{runtime.flink_home}/conf",
@@ -218,90 +560,10 @@ def _flink_taskmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
     )
 
 
-def _check(parameter: ClusterParameter, max_cores: int) -> list[str]:
-    """sh lines that stop the role unless ``$v`` (the parameter's value) follows its rule."""
-    name, rule = parameter.name, parameter.rule
-    bad = f'bad {name} "{RULES[rule]}"'
-    number = [
-        f'    case $v in ""|*[!0-9]*) {bad} ;; esac',
-        f"    [ ${{#v}} -le 8 ] || {bad}",
-    ]
-    if rule == "driver-url":
-        prefix = f"spark://{DRIVER_ENDPOINT}@"
-        return [
-            f'    case $v in "{prefix}"*:*) ;; *) {bad} ;; esac',
-            f'    rest=${{v#"{prefix}"}}; host=${{rest%:*}}; port=${{rest##*:}}',
-            f'    case $host in ""|*[!A-Za-z0-9.-]*) {bad} ;; esac',
-            f"    [ ${{#host}} -le 253 ] || {bad}",
-            f'    case $port in ""|*[!0-9]*) {bad} ;; esac',
-            f'    [ ${{#port}} -le 5 ] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || {bad}',
-        ]
-    if rule == "id":
-        return number + [f'    [ "$v" -ge 1 ] || {bad}']
-    if rule == "cores":
-        return number + [f'    [ "$v" -ge 1 ] && [ "$v" -le {max_cores} ] || {bad}']
-    if rule == "count":
-        return number
-    if rule == "app-id":
-        return [
-            f'    case $v in ""|*[!A-Za-z0-9._-]*) {bad} ;; esac',
-            f"    [ ${{#v}} -le 128 ] || {bad}",
-        ]
-    if rule == "host":
-        return [
-            f'    case $v in ""|*[!A-Za-z0-9.-]*|-*) {bad} ;; esac',
-            f"    [ ${{#v}} -le 253 ] || {bad}",
-        ]
-    if rule == "pod-name":
-        return [
-            f'    case $v in ""|*[!a-z0-9.-]*|-*) {bad} ;; esac',
-            f"    [ ${{#v}} -le 253 ] || {bad}",
-        ]
-    if rule == "secret":
-        # printable ASCII without space: [!!-~] is anything outside '!'..'~'
-        return [
-            f'    case $v in ""|*[!!-~]*) {bad} ;; esac',
-            f"    [ ${{#v}} -le 4096 ] || {bad}",
-        ]
-    raise ValueError(f"no rule {rule!r}")
-
-
-def role_script(launch: RoleLaunch) -> str:
-    """The POSIX sh role script: refuse arguments, check every parameter, exec the command.
-    Recipe values are shlex-quoted; a ``$NAME`` word becomes ``"$NAME"`` (one argument)."""
-    names = {parameter.name for parameter in launch.parameters}
-    lines = [
-        f"#!{ROLE_SHELL}",
-        f"# Written by ppml-build: the {launch.role} role's fixed command. The host supplies",
-        "# only the cluster parameters checked below; shell builtins only (no process started).",
-        "LC_ALL=C",
-        f'bad() {{ echo "ppml-build {launch.role}: $1 must be $2" >&2; exit {EXIT_BAD_PARAMETER}; }}',
-        f'[ "$#" -eq 0 ] || {{ echo "ppml-build {launch.role}: takes no arguments; the host '
-        f'supplies only {", ".join(sorted(names))}" >&2; exit {EXIT_BAD_PARAMETER}; }}',
-    ]
-    for parameter in launch.parameters:
-        name = parameter.name
-        lines += [
-            f'if [ -z "${{{name}+set}}" ]; then',
-            f'    echo "ppml-build {launch.role}: {name} is not set" >&2; exit {EXIT_BAD_PARAMETER}',
-            "fi",
-            f"v=${name}",
-            *_check(parameter, launch.max_cores),
-        ]
-    words = []
-    for arg in launch.argv:
-        head, sep, name = arg.rpartition("$")
-        if sep and name in names:  # "$NAME" or "key=$NAME": the checked value, one word
-            words.append((shlex.quote(head) if head else "") + f'"${name}"')
-        else:
-            words.append(shlex.quote(arg))
-    lines += ["unset v rest host port", "exec " + " \\\n    ".join(words)]
-    return "\n".join(lines) + "\n"
-
-
 def describe_role(launch: RoleLaunch) -> list[str]:
     """What ``ppml-build plan`` says about a role's launch."""
     lines = [f"role launch: {ROLE_SHELL} {launch.script}: " + " ".join(launch.argv)]
+    lines += [f"  with {name}={shlex.join(words)}" for name, words in launch.env_words]
     for parameter in launch.parameters:
         rule = RULES[parameter.rule].replace(
             "the cores the enclave was sized for", str(launch.max_cores)

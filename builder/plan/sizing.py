@@ -33,7 +33,10 @@ from .jvm import (
     check_spark_flags,
     spark_submit_flags,
 )
-from .launch import JVM_ENCLAVE_OPTIONS, LaunchPlan, describe_launch, plan_launch
+from .launch import (
+    describe_launch,
+    plan_launch,
+)
 from .model import (
     DEFAULT_MALLOC_ARENA_MAX,
     FLINK_DEFAULT_PROCESS_SIZE,
@@ -49,7 +52,7 @@ from .model import (
     Term,
     ThreadTerm,
 )
-from .roles import ROLE_SHELL, SCRIPTED_ROLES, role_script_path
+from .roles import role_launch_plan
 
 # ---------------------------------------------------------------------------------------------
 
@@ -182,15 +185,8 @@ def make_plan(recipe: Recipe, role: str | None = None) -> Plan:
     (recipe.cluster.roles): its own JVM's memory and cores. Pure: no files, no Docker."""
     warnings: list[str] = []
     launch = plan_launch(recipe)
-    if role in SCRIPTED_ROLES:
-        # The role's enclave runs its role script (roles.py), one JVM that starts nothing.
-        launch = LaunchPlan(
-            "exec",
-            (ROLE_SHELL, role_script_path(role)),
-            java_options=JVM_ENCLAVE_OPTIONS,
-            single_process=True,
-            tmpfs=launch.tmpfs,
-        )
+    if role is not None:
+        launch = role_launch_plan(recipe, role, launch)
     is_jvm = recipe.kind in ("spark", "flink", "java")
     spark_flags = spark_submit_flags(recipe) if recipe.kind == "spark" else {}
     check_spark_flags(spark_flags)

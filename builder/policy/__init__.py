@@ -12,11 +12,12 @@ from .model import (
     PolicyError,
     PolicySpec,
     RenderedPolicy,
+    load_policy_record,
     load_record,
     make_spec,
 )
 from .output import output_paths, write_policy_files
-from .render import FORMATS, render, render_policy
+from .render import FORMATS, render, render_policy, render_roles
 
 __all__ = [
     "FORMATS",
@@ -25,10 +26,12 @@ __all__ = [
     "PolicyError",
     "PolicySpec",
     "RenderedPolicy",
+    "load_policy_record",
     "load_record",
     "make_spec",
     "output_paths",
     "render",
     "render_policy",
+    "render_roles",
     "write_policy_files",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import PpmlError
 from ..limits import MAX_DOCUMENT_BYTES, load_json_document, read_at_most
-from ..record import RECORD_SCHEMA
+from ..record import CLUSTER_RECORD_SCHEMA, RECORD_FILE, RECORD_SCHEMA, ROLES_OUTPUT_DIR
 
 U16_MAX = 0xFFFF
 
@@ -68,6 +68,14 @@ class EnclaveValues:
                 f"isv_svn and debug; got {type(data).__name__}"
             )
         schema = data.get("schema")
+        if schema == CLUSTER_RECORD_SCHEMA:
+            roles = data.get("roles") if isinstance(data.get("roles"), Mapping) else {}
+            raise PolicyError(
+                f"{source}: a cluster build's record (an enclave per role): `policy` writes "
+                f"a policy per role from it; here give one role's record, "
+                f"{ROLES_OUTPUT_DIR}/ROLE/{RECORD_FILE} beside it (roles: "
+                f"{', '.join(map(str, roles)) or 'none'})"
+            )
         if schema is not None and schema != RECORD_SCHEMA:
             raise PolicyError(
                 f"{source}: field 'schema' is {schema!r}, this ppml-build reads "
@@ -145,6 +153,34 @@ def read_record_json(path: os.PathLike | str) -> Any:
 def load_record(path: os.PathLike | str) -> EnclaveValues:
     """Read and validate a record file; every failure is one PolicyError line naming the file."""
     return EnclaveValues.from_mapping(read_record_json(path), str(path))
+
+
+_ROLE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+def role_values(data: Any, source: str) -> dict[str, EnclaveValues] | None:
+    """A cluster build's record (CLUSTER_RECORD_SCHEMA): every role's enclave identity, as the
+    record lists it; None for any other record."""
+    if not isinstance(data, Mapping) or data.get("schema") != CLUSTER_RECORD_SCHEMA:
+        return None
+    roles = data.get("roles")
+    if not isinstance(roles, Mapping) or not roles:
+        raise PolicyError(f"{source}: field 'roles' must name each role's enclave; {_REGEN}")
+    values = {}
+    for role, entry in roles.items():
+        if not (isinstance(role, str) and _ROLE.fullmatch(role)):
+            raise PolicyError(f"{source}: roles: {role!r} is not a role name; {_REGEN}")
+        if not isinstance(entry, Mapping):
+            raise PolicyError(f"{source}: roles.{role} must be an object; {_REGEN}")
+        named = {**entry, "name": entry.get("enclave")}
+        values[role] = EnclaveValues.from_mapping(named, f"{source}: roles.{role}")
+    return values
+
+
+def load_policy_record(path: os.PathLike | str) -> EnclaveValues | dict[str, EnclaveValues]:
+    """A record for ``policy``: one enclave's values, or a cluster's, by role."""
+    data = read_record_json(path)
+    return role_values(data, str(path)) or EnclaveValues.from_mapping(data, str(path))
 
 
 @dataclass(frozen=True)

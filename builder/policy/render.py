@@ -55,3 +55,30 @@ def render_policy(
     accept its own enclave (debug record without ``allow_debug``, ``min_svn`` too high).
     """
     return render(values, fmt, pin=pin, min_svn=min_svn, allow_debug=allow_debug).files
+
+
+def render_roles(
+    values: Mapping[str, EnclaveValues],
+    fmt: str,
+    *,
+    pin: Pin | str = Pin.BOTH,
+    min_svn: int | None = None,
+    allow_debug: bool = False,
+    source: str = "record",
+) -> RenderedPolicy:
+    """A cluster's policies: each role's enclave accepted by its own policy, the files named
+    ``<role>-<file>`` (so one directory holds them all), the notes said once per role."""
+    files: dict[str, str] = {}
+    notes: list[str] = []
+    for role, role_values in values.items():
+        rendered = render(
+            role_values,
+            fmt,
+            pin=pin,
+            min_svn=min_svn,
+            allow_debug=allow_debug,
+            source=f"{source}: roles.{role}",
+        )
+        files.update({f"{role}-{name}": text for name, text in rendered.files.items()})
+        notes += [f"{role}: {note}" for note in rendered.notes]
+    return RenderedPolicy(files, notes)

@@ -666,6 +666,12 @@ class Recipe(_Strict):
                 )
             if role in roles[:index]:
                 raise FieldError(("cluster", "roles", index), f"{role!r} is listed twice")
+        if self.app.passthrough_env:
+            raise FieldError(
+                ("app", "passthrough_env"),
+                "a cluster role's enclave takes from the host only that role's cluster "
+                "parameters (`ppml-build plan` lists them); remove app.passthrough_env",
+            )
         return self
 
     @model_validator(mode="after")

@@ -16,7 +16,8 @@ import urllib.request
 import pytest
 
 from ppml_build.plan import make_plan
-from ppml_build.plan.roles import role_launch, role_script
+from ppml_build.plan.role_script import role_script
+from ppml_build.plan.roles import role_launch
 from ppml_build.recipe import load_recipe_text
 
 pytestmark = pytest.mark.docker

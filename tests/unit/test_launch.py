@@ -161,9 +161,9 @@ def test_launcher_output_is_read_as_spark_class_reads_it():
     with pytest.raises(ManifestError, match="printed no java command"):
         L.launcher_command(b"Error: no such class\n", "x")
     lines = "".join(a + "\n" for a in command).encode()
-    L.check_pyspark_jvm_args(tuple(command), lines, "x")
+    L.check_jvm_args_lines(tuple(command), lines, "x")
     with pytest.raises(ManifestError, match="newline"):
-        L.check_pyspark_jvm_args(tuple(command) + ("a\nb",), lines, "x")
+        L.check_jvm_args_lines(tuple(command) + ("a\nb",), lines, "x")
 
 
 def run_wrapper(tmp_path: Path, jvm_args: list[str], pyspark_args: list[str]) -> list[str]:

@@ -513,7 +513,9 @@ def test_build_says_the_recipes_keys_once(rootfs, monkeypatch):
 
     recipe = load_recipe_text(recipe_text("manifest: {sys.stack.size: 2M}\n"))
     said: list[str] = []
-    monkeypatch.setattr(backends, "load_and_plan", lambda path: (recipe, make_plan(recipe)))
+    monkeypatch.setattr(
+        backends, "load_and_plan_build", lambda path: (recipe, make_plan(recipe), {})
+    )
     monkeypatch.setattr(backends, "read_passphrase", lambda path: None)
     monkeypatch.setattr(backends, "load_signing_key", lambda *a, **k: None)
     monkeypatch.setattr(backends, "key_needles", lambda path, key: [])

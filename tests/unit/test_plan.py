@@ -281,7 +281,7 @@ def test_roles_that_do_not_fit_the_engine_are_refused_in_one_line(tmp_path, caps
     assert message in err and err.count("\n") == 1
 
 
-def test_plan_shows_every_role_and_build_refuses_a_cluster_recipe_before_any_work(tmp_path, capsys):
+def test_plan_shows_every_role_and_k8s_refuses_a_cluster_recipe_before_any_work(tmp_path, capsys):
     path = tmp_path / "recipe.yaml"
     path.write_text(CLUSTER_SPARK)
     assert main(["plan", str(path)]) == 0
@@ -290,10 +290,18 @@ def test_plan_shows_every_role_and_build_refuses_a_cluster_recipe_before_any_wor
     assert main(["plan", str(path), "--json"]) == 0
     roles = json.loads(capsys.readouterr().out)["roles"]
     assert set(roles) == {"driver", "executor"} and roles["executor"]["role"] == "executor"
-    for command in (["build", str(path), "--key", str(tmp_path / "no-key.pem")],
-                    ["k8s", str(path), "--image", "r/x@sha256:" + "a" * 64]):  # fmt: skip
-        assert main(command) == 2
-        err = capsys.readouterr().err
-        assert "does not yet build, render or deploy an enclave per role" in err
-        assert err.count("\n") == 1
+    assert main(["k8s", str(path), "--image", "r/x@sha256:" + "a" * 64]) == 2
+    err = capsys.readouterr().err
+    assert "does not yet render or deploy them one by one" in err
+    assert err.count("\n") == 1
+    # a driver that is not started by spark-submit has no command to fix: one line, no output
+    java_driver = tmp_path / "driver.yaml"
+    java_driver.write_text(
+        CLUSTER_SPARK.replace("[/opt/spark/bin/spark-submit, --class, Pi, /app/pi.jar]",
+                              "[java, -cp, /app/pi.jar, Pi]")
+    )  # fmt: skip
+    assert main(["build", str(java_driver), "--key", str(tmp_path / "no-key.pem")]) == 2
+    err = capsys.readouterr().err
+    assert "cluster.roles: driver: app.command must be spark-submit" in err
+    assert err.count("\n") == 1
     assert not (tmp_path / "ppml-out").exists()

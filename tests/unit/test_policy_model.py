@@ -150,3 +150,38 @@ def test_render_policy_refusals_raise_policy_error():
         render_policy(RECORD, "opa")
     with pytest.raises(PolicyError, match="missing field 'isv_svn'"):
         render_policy({k: v for k, v in RECORD.items() if k != "isv_svn"}, "maa")
+
+
+def test_a_cluster_record_gives_a_policy_per_role_each_accepting_only_its_enclave(tmp_path, capsys):
+    other = "ab" * 32
+    roles = {
+        "driver": {**RECORD, "enclave": "app-driver"},
+        "executor": {**RECORD, "enclave": "app-executor", "mrenclave": other},
+    }
+    path = tmp_path / "measurement.json"
+    path.write_text(json.dumps({"schema": "ppml-build/cluster/v1", "roles": roles}))
+    code, out, _ = run(capsys, str(path), "--format", "gramine-ratls")
+    assert code == 0
+    parts = out.split("==> ")[1:]
+    assert [part.split(" <==")[0] for part in parts] == [
+        "driver-ra-tls.env",
+        "executor-ra-tls.env",
+    ]
+    assert f"RA_TLS_MRENCLAVE={MRENCLAVE}" in parts[0] and other not in parts[0]
+    assert f"RA_TLS_MRENCLAVE={other}" in parts[1] and MRENCLAVE not in parts[1]
+    out_dir = tmp_path / "policies"
+    out_dir.mkdir()
+    code, _, _ = run(capsys, str(path), "--format", "marblerun", "--output", str(out_dir))
+    assert code == 0
+    packages = json.loads((out_dir / "executor-marblerun-packages.json").read_text())
+    assert packages == {"Packages": {"app-executor": {"UniqueID": other, "Debug": False}}}
+    # a role without its identity: one line naming the role, nothing written
+    del roles["executor"]["mrsigner"]
+    path.write_text(json.dumps({"schema": "ppml-build/cluster/v1", "roles": roles}))
+    code, _, err = run(capsys, str(path), "--format", "ehsm")
+    assert code == 2
+    assert_one_error_line(err, "roles.executor", "missing field 'mrsigner'")
+    # --submit registers one enclave's policy: a role's own record
+    code, _, err = run(capsys, str(path), "--submit", "ehsm", "--url", "https://127.0.0.1:1")
+    assert code == 2
+    assert_one_error_line(err, "a cluster build's record", "roles/ROLE/measurement.json")

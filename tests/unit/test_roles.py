@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ppml_build.plan import make_plan
-from ppml_build.plan.roles import RULES, SPARK_EXECUTOR_BACKEND, role_launch, role_script
+from ppml_build.plan.role_script import role_script
+from ppml_build.plan.roles import RULES, SPARK_EXECUTOR_BACKEND, role_launch
 from ppml_build.recipe import load_recipe_text
 
 RECIPE = """\
@@ -133,15 +134,85 @@ def test_host_jvm_flags_never_become_arguments(script):
 
 
 def test_every_rule_is_explained():
-    assert {
-        p.rule
-        for p in role_launch(
-            load_recipe_text(RECIPE), make_plan(load_recipe_text(RECIPE), "executor")
-        ).parameters
-    } <= set(RULES)
-    assert (
-        role_launch(load_recipe_text(RECIPE), make_plan(load_recipe_text(RECIPE), "driver")) is None
-    )
+    recipe = load_recipe_text(RECIPE)
+    for role in ("driver", "executor"):
+        launch = role_launch(recipe, make_plan(recipe, role))
+        assert {p.rule for p in launch.parameters} <= set(RULES)
+
+
+DRIVER = {
+    "SPARK_MASTER_URL": "spark://master.spark.svc:7077",
+    "SPARK_DRIVER_HOST": "pi-cluster-driver-svc",
+    "SPARK_DRIVER_BIND_ADDRESS": "10.1.2.3",
+    "_SPARK_AUTH_SECRET": "c2VjcmV0LW5ldmVyLXByaW50ZWQ=",
+}
+
+
+def test_the_jvm_driver_runs_the_launchers_command_with_the_checked_cluster_values(tmp_path):
+    """A JVM driver: the JVM command Spark's launcher computed (kept one argument a line in the
+    image), then SparkSubmit's arguments: app.command's, less its --master, plus the cluster's."""
+    recipe = load_recipe_text(RECIPE)
+    launch = role_launch(recipe, make_plan(recipe, "driver"))
+    script = runnable_script(launch, tmp_path)
+    lines = tmp_path / "spark-jvm.args"  # the launcher's command, its java the stand-in
+    lines.write_text(f"{tmp_path}/java\n-Xmx1g\norg.apache.spark.deploy.SparkSubmit\n--stale\n")
+    script.write_text(script.read_text().replace(launch.argv_prefix_lines, str(lines)))
+    ran = run(script, DRIVER)
+    assert ran.returncode == 0, ran.stderr
+    argv = [line[1:-1] for line in ran.stdout.splitlines()]
+    submit = argv[argv.index("org.apache.spark.deploy.SparkSubmit") + 1 :]
+    assert argv[:2] == ["-Xmx1g", "org.apache.spark.deploy.SparkSubmit"]  # java itself ran
+    assert "--stale" not in submit and submit[-1] == "/app/pi.jar"
+    assert submit[submit.index("--class") + 1] == "Pi"
+    assert submit[submit.index("--master") + 1] == "spark://master.spark.svc:7077"
+    conf = dict(submit[i + 1].split("=", 1) for i, a in enumerate(submit) if a == "--conf")
+    assert conf["spark.driver.host"] == "pi-cluster-driver-svc"
+    assert conf["spark.driver.bindAddress"] == "10.1.2.3"
+    assert conf["spark.authenticate"] == conf["spark.network.crypto.enabled"] == "true"
+    assert conf["spark.authenticate.secret"] == DRIVER["_SPARK_AUTH_SECRET"]
+    assert conf["spark.driver.port"] == "7078"
+    for name, bad in (
+        ("SPARK_MASTER_URL", "local[*]"),
+        ("SPARK_MASTER_URL", "spark://h:7077 --conf spark.x=1"),
+        ("SPARK_MASTER_URL", "k8s://http://api:443"),
+        ("_SPARK_AUTH_SECRET", "a'b"),
+    ):
+        refused = run(script, {**DRIVER, name: bad})
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        assert f"ppml-build driver: {name} must be" in refused.stderr
+
+
+PYSPARK = RECIPE.replace(
+    "[/opt/spark/bin/spark-submit, --class, Pi, /app/pi.jar]",
+    "[/opt/spark/bin/spark-submit, --master, 'local[2]', --conf, 'spark.app.name=a b',"
+    " /app/job.py, '--rows', '10']",
+)
+
+
+def test_the_pyspark_driver_hands_python_the_submit_args_with_the_checked_values(tmp_path):
+    """A PySpark driver: its script exports PYSPARK_SUBMIT_ARGS (PySpark shlex-splits it into
+    SparkSubmit's arguments) and execs the job's Python; local[2] is gone."""
+    import shlex
+
+    recipe = load_recipe_text(PYSPARK)
+    plan = make_plan(recipe, "driver")
+    assert "PYSPARK_SUBMIT_ARGS" not in plan.launch.env  # the script sets it, with the values
+    launch = role_launch(recipe, plan)
+    python = tmp_path / "python3"
+    python.write_text('#!/bin/sh\nprintf "%s\\n" "$PYSPARK_SUBMIT_ARGS" "$@"\n')
+    python.chmod(0o755)
+    script = tmp_path / "driver.sh"
+    script.write_text(role_script(launch).replace(recipe.runtime.python, str(python)))
+    script.chmod(0o755)
+    ran = run(script, DRIVER)
+    assert ran.returncode == 0, ran.stderr
+    submit_args, *argv = ran.stdout.splitlines()
+    assert argv == ["/ppml/bin/ppml-launch.py", "/app/job.py", "--rows", "10"]
+    words = shlex.split(submit_args)
+    assert "local[2]" not in words and words[-1] == "pyspark-shell"
+    assert words[words.index("--master") + 1] == DRIVER["SPARK_MASTER_URL"]
+    assert "spark.app.name=a b" in words  # the recipe's own words stay whole
+    assert f"spark.authenticate.secret={DRIVER['_SPARK_AUTH_SECRET']}" in words
 
 
 FLINK = """\
@@ -188,3 +259,127 @@ def test_the_taskmanager_gets_every_memory_component_of_its_planned_process_size
     ):
         refused = run(script, {**env, name: bad})
         assert refused.returncode == 2 and f"{name} must be" in refused.stderr
+
+
+def test_the_executor_manifest_runs_its_role_script_with_only_its_parameters(tmp_path):
+    """The role's enclave: argv is the role script, the host may set exactly its cluster
+    parameters, the script is a trusted file, and nothing pins the executor to loopback."""
+    import tomllib
+
+    from rootfs_factory import add_ppml_support, make_spark_rootfs
+
+    from ppml_build.gramine.manifest import render_manifest
+    from ppml_build.image.hashing import FileHasher
+    from ppml_build.image.rootfs import DirRootFS
+    from ppml_build.plan.role_script import role_scripts
+    from ppml_build.plan.roles import SPARK_EXECUTOR_PARAMETERS
+
+    recipe = load_recipe_text(RECIPE)
+    plan = make_plan(recipe, "executor")
+    root = add_ppml_support(make_spark_rootfs(tmp_path / "rootfs"), plan)
+    for path, text in role_scripts(recipe, {"executor": plan}).items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    rendered = render_manifest(recipe, plan, DirRootFS(root, FileHasher(use_cache=False)))
+    manifest = tomllib.loads(rendered.text)
+    env = manifest["loader"]["env"]
+    assert manifest["loader"]["argv"] == ["/bin/sh", "/ppml/roles/executor.sh"]
+    assert manifest["libos"]["entrypoint"] == "/usr/bin/dash"
+    assert {name for name, value in env.items() if isinstance(value, dict)} == {
+        parameter.name for parameter in SPARK_EXECUTOR_PARAMETERS
+    }
+    assert "SPARK_LOCAL_IP" not in env
+    trusted = {tf.uri for tf in rendered.trusted_files}
+    assert {"file:/ppml/roles/executor.sh", "file:/usr/bin/dash"} <= trusted, sorted(trusted)
+
+
+@pytest.mark.parametrize("recipe_text", [RECIPE, PYSPARK], ids=["jvm", "pyspark"])
+def test_the_driver_manifest_runs_its_role_script_with_only_its_parameters(tmp_path, recipe_text):
+    """The driver's enclave: argv is its role script, the host may set exactly its four
+    parameters, and the script and the launcher's command it execs are trusted files."""
+    import tomllib
+
+    from rootfs_factory import add_ppml_support, make_spark_rootfs
+
+    from ppml_build.gramine.manifest import render_manifest
+    from ppml_build.image.hashing import FileHasher
+    from ppml_build.image.rootfs import DirRootFS
+    from ppml_build.plan.role_script import role_scripts
+    from ppml_build.plan.roles import SPARK_DRIVER_PARAMETERS
+
+    recipe = load_recipe_text(recipe_text)
+    plan = make_plan(recipe, "driver")
+    root = add_ppml_support(make_spark_rootfs(tmp_path / "rootfs"), plan)
+    for path, text in role_scripts(recipe, {"driver": plan}).items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    rendered = render_manifest(recipe, plan, DirRootFS(root, FileHasher(use_cache=False)))
+    manifest = tomllib.loads(rendered.text)
+    env = manifest["loader"]["env"]
+    assert manifest["loader"]["argv"] == ["/bin/sh", "/ppml/roles/driver.sh"]
+    assert {name for name, value in env.items() if isinstance(value, dict)} == {
+        parameter.name for parameter in SPARK_DRIVER_PARAMETERS
+    }
+    assert "PYSPARK_SUBMIT_ARGS" not in env and "SPARK_LOCAL_IP" not in env
+    trusted = {tf.uri for tf in rendered.trusted_files}
+    assert f"file:{plan.launch.jvm_args_lines}" in trusted, sorted(trusted)
+    assert "file:/ppml/roles/driver.sh" in trusted
+
+
+def test_the_support_stage_writes_each_role_script_from_an_argument():
+    import json
+
+    from ppml_build.plan.launch import support_stage_lines
+    from ppml_build.plan.role_script import role_scripts
+
+    recipe = load_recipe_text(RECIPE)
+    plans = {role: make_plan(recipe, role) for role in ("driver", "executor")}
+    scripts = role_scripts(recipe, plans)
+    assert sorted(scripts) == ["/ppml/roles/driver.sh", "/ppml/roles/executor.sh"]
+    lines = support_stage_lines(recipe, plans["executor"].launch, "app", scripts)
+    runs = [json.loads(line[len("RUN ") :]) for line in lines if line.startswith("RUN [")]
+    written = [run for run in runs if run[-1] == scripts["/ppml/roles/executor.sh"]]
+    assert len(written) == 1 and written[0][-2].endswith("/roles/executor.sh")
+    assert "exec " not in written[0][2]  # the script's text is an argument, not shell code
+
+
+def test_a_cluster_recipe_takes_no_passthrough_env():
+    from ppml_build.errors import RecipeError
+
+    text = RECIPE.replace("cluster:", "app_: x\ncluster:").replace("app_: x\n", "")
+    text = text.replace("  command:", "  passthrough_env: [RUN_ID]\n  command:")
+    with pytest.raises(RecipeError, match=r"app\.passthrough_env: a cluster role's enclave"):
+        load_recipe_text(text)
+
+
+def test_the_jobmanager_runs_the_jobs_main_class_in_application_mode(tmp_path):
+    """The JobManager: StandaloneApplicationClusterEntryPoint with app.command's class path,
+    main class and arguments, its memory from the role's plan, its addresses from the host."""
+    from ppml_build.plan.roles import FLINK_APPLICATION_ENTRYPOINT
+
+    recipe = load_recipe_text(FLINK.replace("Main]", "Main, '2']"))
+    plan = make_plan(recipe, "jobmanager")
+    script = runnable_script(role_launch(recipe, plan), tmp_path)
+    ran = run(script, {"FLINK_JOBMANAGER_HOST": "wc-jobmanager.flink.svc"})
+    assert ran.returncode == 0, ran.stderr
+    argv = [line[1:-1] for line in ran.stdout.splitlines()]
+    assert argv[argv.index("-cp") + 1] == "/app/wc.jar:/opt/flink/lib/*"
+    assert argv[argv.index("-cp") + 2] == FLINK_APPLICATION_ENTRYPOINT
+    assert argv[argv.index("--job-classname") + 1] == "Main" and argv[-1] == "2"
+    dynamic = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-D")
+    for key in ("jobmanager.rpc.address", "jobmanager.bind-host", "rest.address"):
+        assert dynamic[key] == "wc-jobmanager.flink.svc"
+    heap = int(dynamic["jobmanager.memory.heap.size"].rstrip("b"))
+    assert f"-Xmx{heap}" in argv and heap == plan.jvm.heap
+    refused = run(script, {"FLINK_JOBMANAGER_HOST": "jm --job-classname Evil"})
+    assert refused.returncode == 2 and "FLINK_JOBMANAGER_HOST must be" in refused.stderr
+
+
+def test_a_flink_role_needs_the_jobs_main_class_on_the_command_line():
+    from ppml_build.errors import PlanError
+
+    recipe = load_recipe_text(
+        FLINK.replace('-cp, "/app/wc.jar:/opt/flink/lib/*", Main', "-jar, /app/wc.jar")
+    )
+    with pytest.raises(PlanError, match="app.command: -jar: a Flink cluster role"):
+        role_launch(recipe, make_plan(recipe, "jobmanager"))

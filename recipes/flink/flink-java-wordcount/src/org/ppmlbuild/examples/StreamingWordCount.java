@@ -14,7 +14,8 @@ import org.apache.flink.util.Collector;
 /**
  * Flink streaming WordCount in a local mini-cluster (the environment a plain `java` launch
  * gets): lines -> words -> keyed running counts. The stream emits every updated count; the last
- * update per word is its total, printed as "RESULT word count", sorted by word.
+ * update per word is its total, printed as "RESULT word count", sorted by word. The first
+ * argument, if any, is the parallelism (a cluster spreads the tasks over its TaskManagers).
  */
 public final class StreamingWordCount {
     static final String[] LINES = {
@@ -31,7 +32,7 @@ public final class StreamingWordCount {
     public static void main(String[] args) throws Exception {
         StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
         env.setRuntimeMode(RuntimeExecutionMode.STREAMING);
-        env.setParallelism(1);
+        env.setParallelism(args.length > 0 ? Integer.parseInt(args[0]) : 1);
 
         DataStream<Tuple2<String, Integer>> counts = env.fromData(LINES)
             .flatMap((String line, Collector<Tuple2<String, Integer>> out) -> {

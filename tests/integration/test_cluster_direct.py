@@ -1,0 +1,323 @@
+"""A cluster recipe built for real, its role enclaves run under Gramine's own LibOS.
+
+`ppml-build build` on a cluster recipe makes one image with an enclave per role, each with its
+own signed manifest (/ppml/<name>-<role>.manifest.sgx, .sig) and record. Here the bundled Flink
+WordCount, as a cluster (parallelism 2), runs on a JobManager and two TaskManagers in separate
+containers on 127.0.0.1, each `gramine-direct /ppml/<name>-<role>`: the signed role manifest
+exactly as built, with only its cluster parameters from the host. In application mode the
+JobManager runs the job's main(), so the job's RESULT lines are its output. The bundled PySpark
+job runs the same way on a driver and two executors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_build import copy_recipe
+from test_recipes import EXPECTED, answer
+from test_roles_native import JAVA, free_port
+
+from ppml_build.pipeline import backends
+from ppml_build.pipeline.options import BuildOptions
+from ppml_build.plan.roles import SPARK_DRIVER_PORT
+
+pytestmark = pytest.mark.docker
+
+PROJECT = Path(__file__).resolve().parents[2]
+WORDCOUNT = "flink-java-wordcount"
+JOB_CLASS = "org.ppmlbuild.examples.StreamingWordCount"
+DIRECT = {"network_mode": "host", "security_opt": ["seccomp=unconfined"], "detach": True}
+
+
+@pytest.fixture(scope="module")
+def flink_cluster_build(pushed_bases, key, registry, tmp_path_factory):
+    """The bundled WordCount as a cluster recipe: parallelism 2, one slot per TaskManager."""
+    work = tmp_path_factory.mktemp("cluster")
+    remote, digest = pushed_bases["flink"]
+    recipe = copy_recipe(PROJECT / "recipes/flink" / WORDCOUNT, work / WORDCOUNT, remote, digest)
+    text = recipe.read_text().replace(f"            {JOB_CLASS}]", f"            {JOB_CLASS}, '2']")
+    assert "'2']" in text
+    recipe.write_text(text + "\ncluster:\n  roles: [jobmanager, taskmanager]\n")
+    result = backends.build(
+        BuildOptions(
+            recipe=recipe,
+            key=key,
+            output_dir=work / "out",
+            tag="ppml-test/wordcount-cluster:direct",
+            registry_auth=registry.auth_file,
+            date="2026-11-01",
+        )
+    )
+    return recipe, result
+
+
+def test_the_cluster_build_records_an_enclave_per_role(flink_cluster_build, docker_client):
+    _, result = flink_cluster_build
+    record = result.record
+    assert record["schema"] == "ppml-build/cluster/v1"
+    assert list(record["roles"]) == ["jobmanager", "taskmanager"]
+    assert len({role["mrenclave"] for role in record["roles"].values()}) == 2
+    role = record["roles"]["taskmanager"]
+    own = json.loads((result.output_dir / role["record"]).read_text())
+    labels = docker_client.images.get(result.image).labels
+    assert own["mrenclave"] == role["mrenclave"] == labels["ppml.role.taskmanager.mrenclave"]
+    assert "ppml.mrenclave" not in labels  # no single identity for the whole image
+    manifest = tomllib.loads(
+        (result.output_dir / f"{WORDCOUNT}-taskmanager.manifest.sgx").read_text()
+    )
+    env = manifest["loader"]["env"]
+    passthrough = {name for name, value in env.items() if value == {"passthrough": True}}
+    assert manifest["loader"]["argv"] == ["/bin/sh", "/ppml/roles/taskmanager.sh"]
+    assert passthrough == {
+        "FLINK_JOBMANAGER_HOST",
+        "FLINK_TASKMANAGER_HOST",
+        "FLINK_TASKMANAGER_RESOURCE_ID",
+    }, env
+
+
+def taskmanager(docker_client, image: str, resource_id: str, jobmanager: str, **env):
+    return docker_client.containers.run(
+        image,
+        entrypoint=["gramine-direct", f"/ppml/{WORDCOUNT}-taskmanager"],
+        command=[],
+        environment={
+            "FLINK_JOBMANAGER_HOST": jobmanager,
+            "FLINK_TASKMANAGER_HOST": "127.0.0.1",
+            "FLINK_TASKMANAGER_RESOURCE_ID": resource_id,
+            **env,
+        },
+        **DIRECT,
+    )
+
+
+def failure_report(jobmanager: str, taskmanagers: list[str]) -> str:
+    """The JobManager's errors and each TaskManager's last lines (Gramine's refusals there)."""
+    errors = [line for line in jobmanager.splitlines() if "ERROR" in line or "Exception" in line]
+    parts = ["jobmanager: " + "\n".join(errors[:12])]
+    parts += [f"taskmanager {i}: " + log[-1500:] for i, log in enumerate(taskmanagers, 1)]
+    return "\n".join(parts)
+
+
+def test_wordcount_runs_on_two_taskmanager_enclaves_under_gramine_direct(
+    flink_cluster_build, docker_client
+):
+    _, result = flink_cluster_build
+    containers = []
+    try:
+        jobmanager = docker_client.containers.run(
+            result.image,
+            entrypoint=["gramine-direct", f"/ppml/{WORDCOUNT}-jobmanager"],
+            command=[],
+            environment={"FLINK_JOBMANAGER_HOST": "127.0.0.1"},
+            **DIRECT,
+        )
+        containers.append(jobmanager)
+        # An extra variable the host sets is not on the role's list: it never reaches the JVM.
+        injected = {"JAVA_TOOL_OPTIONS": "-Dppml.injected=yes"}
+        for index in (1, 2):
+            containers.append(
+                taskmanager(
+                    docker_client, result.image, f"wc-taskmanager-{index}", "127.0.0.1", **injected
+                )
+            )
+        status = jobmanager.wait(timeout=600)
+        out = jobmanager.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+        tm_logs = [c.logs().decode("utf-8", "replace") for c in containers[1:]]
+        assert status["StatusCode"] == 0, failure_report(out, tm_logs)
+        assert answer(out) == EXPECTED[WORDCOUNT](), out[-3000:]
+        deployed = [line for line in out.splitlines() if "Deploying" in line]
+        for index in (1, 2):
+            assert any(f"wc-taskmanager-{index} @" in line for line in deployed), deployed
+        for log in tm_logs:
+            # The JVM names the JAVA_TOOL_OPTIONS it got: the manifest's, not the host's.
+            picked = [line for line in log.splitlines() if "Picked up JAVA_TOOL_OPTIONS" in line]
+            assert picked and "-Dio.netty.transport.noNative=true" in picked[0], log[:2000]
+            assert "ppml.injected" not in log
+    finally:
+        for container in containers:
+            container.remove(force=True)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("FLINK_JOBMANAGER_HOST", "jm;touch /tmp/x"), ("FLINK_TASKMANAGER_RESOURCE_ID", "TM_1")],
+)
+def test_a_malformed_cluster_parameter_stops_the_role_enclave(
+    flink_cluster_build, docker_client, variable, value
+):
+    _, result = flink_cluster_build
+    container = taskmanager(
+        docker_client, result.image, "wc-taskmanager-1", "127.0.0.1", **{variable: value}
+    )
+    try:
+        status = container.wait(timeout=300)
+        lines = [
+            line
+            for line in container.logs().decode("utf-8", "replace").splitlines()
+            if line.startswith("ppml-build taskmanager:")
+        ]
+        assert status["StatusCode"] == 2
+        assert len(lines) == 1 and lines[0].startswith(f"ppml-build taskmanager: {variable} must")
+    finally:
+        container.remove(force=True)
+
+
+SQL_AGG = "pyspark-sql-agg"
+# The job's own scheduling settings for this cluster, in the recipe's command (so signed):
+# wait for both executors' cores before the first task, so both run tasks. Every executor here
+# has the address 127.0.0.1 (on Kubernetes each pod has its own): without readHostLocalDisk
+# off, one reads another's shuffle files from its own disk, as if they shared a host.
+STANDALONE_CONF = [
+    "--conf", "spark.cores.max=2",
+    "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+    "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=600s",
+    "--conf", "spark.shuffle.readHostLocalDisk=false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def spark_cluster_build(pushed_bases, key, registry, tmp_path_factory):
+    """The bundled PySpark SQL job (the README's demo) as a cluster recipe."""
+    work = tmp_path_factory.mktemp("spark-cluster")
+    remote, digest = pushed_bases["spark"]
+    recipe = copy_recipe(PROJECT / "recipes/spark" / SQL_AGG, work / SQL_AGG, remote, digest)
+    text = recipe.read_text().replace(
+        ", /app/job.py]", ", " + ", ".join(STANDALONE_CONF) + ", /app/job.py]"
+    )
+    assert all(conf in text for conf in STANDALONE_CONF)
+    recipe.write_text(text + "\ncluster:\n  roles: [driver, executor]\n")
+    result = backends.build(
+        BuildOptions(
+            recipe=recipe,
+            key=key,
+            output_dir=work / "out",
+            tag="ppml-test/sql-agg-cluster:direct",
+            registry_auth=registry.auth_file,
+            date="2026-11-01",
+        )
+    )
+    return recipe, result
+
+
+def master_app_id(port: int, deadline: float) -> str | None:
+    """The application the standalone Master accepted, from its web UI's JSON."""
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/", timeout=5) as reply:
+                apps = json.load(reply).get("activeapps", [])
+        except OSError:
+            continue
+        if apps:
+            return apps[0]["id"]
+    return None
+
+
+def test_the_sql_job_runs_on_a_driver_and_two_executor_enclaves_under_gramine_direct(
+    spark_cluster_build, docker_client
+):
+    """No Kubernetes API server: a standalone Master with no workers (native: it stands in for
+    the API server, it is not one of the app's roles) accepts the driver's app, and the driver
+    accepts executors that register themselves (CoarseGrainedSchedulerBackend checks only for a
+    duplicate or excluded id). The driver is `gramine-direct /ppml/<name>-driver` with its four
+    cluster parameters; each executor `gramine-direct /ppml/<name>-executor` with exactly the
+    variables Spark's Kubernetes backend sets on an executor pod (BasicExecutorFeatureStep)."""
+    _, result = spark_cluster_build
+    master_port, master_ui = free_port(), free_port()
+    secret = "ppml-test-" + "cd" * 16
+    auth = ["-Dspark.authenticate=true", f"-Dspark.authenticate.secret={secret}"]
+    run = docker_client.containers.run
+    containers = []
+    try:
+        containers.append(
+            run(result.image,
+                entrypoint=[JAVA, "-Xmx256m", *auth, "-cp", "/opt/spark/jars/*",
+                            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                            "--port", str(master_port), "--webui-port", str(master_ui)],
+                command=[], network_mode="host", detach=True)
+        )  # fmt: skip
+        driver = run(
+            result.image,
+            entrypoint=["gramine-direct", f"/ppml/{SQL_AGG}-driver"],
+            command=[],
+            environment={
+                "SPARK_MASTER_URL": f"spark://127.0.0.1:{master_port}",
+                "SPARK_DRIVER_HOST": "127.0.0.1",
+                "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
+                "_SPARK_AUTH_SECRET": secret,
+            },
+            **DIRECT,
+        )
+        containers.append(driver)
+        app_id = master_app_id(master_ui, time.monotonic() + 300)
+        assert app_id, driver.logs().decode("utf-8", "replace")[-3000:]
+        for executor_id in ("1", "2"):
+            containers.append(
+                run(
+                    result.image,
+                    entrypoint=["gramine-direct", f"/ppml/{SQL_AGG}-executor"],
+                    command=[],
+                    environment={
+                        "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@127.0.0.1:{SPARK_DRIVER_PORT}",
+                        "SPARK_EXECUTOR_ID": executor_id,
+                        "SPARK_EXECUTOR_CORES": "1",
+                        "SPARK_APPLICATION_ID": app_id,
+                        "SPARK_EXECUTOR_POD_IP": "127.0.0.1",
+                        "SPARK_RESOURCE_PROFILE_ID": "0",
+                        "SPARK_EXECUTOR_POD_NAME": f"{SQL_AGG}-exec-{executor_id}",
+                        "_SPARK_AUTH_SECRET": secret,
+                    },
+                    **DIRECT,
+                )
+            )
+        status = driver.wait(timeout=900)
+        out = driver.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+        executor_logs = [c.logs().decode("utf-8", "replace") for c in containers[2:]]
+        assert status["StatusCode"] == 0, failure_report(
+            driver.logs().decode("utf-8", "replace"), executor_logs
+        )
+        assert answer(out) == EXPECTED[SQL_AGG](), out[-3000:]
+        for log in [out, *executor_logs]:
+            assert secret not in log
+        for log in executor_logs:
+            assert re.search(r"Running task \S+ in stage", log), log[-3000:]
+    finally:
+        for container in containers:
+            container.remove(force=True)
+
+
+def test_a_driver_enclave_with_a_host_chosen_master_refuses_to_start(
+    spark_cluster_build, docker_client
+):
+    """local[*] would run the whole job in the driver: not a cluster parameter Spark's
+    Kubernetes backend or a standalone master gives, so the role script stops it."""
+    _, result = spark_cluster_build
+    container = docker_client.containers.run(
+        result.image,
+        entrypoint=["gramine-direct", f"/ppml/{SQL_AGG}-driver"],
+        command=[],
+        environment={
+            "SPARK_MASTER_URL": "local[*]",
+            "SPARK_DRIVER_HOST": "127.0.0.1",
+            "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
+            "_SPARK_AUTH_SECRET": "ppml-test-secret",
+        },
+        **DIRECT,
+    )
+    try:
+        status = container.wait(timeout=300)
+        lines = [
+            line
+            for line in container.logs().decode("utf-8", "replace").splitlines()
+            if line.startswith("ppml-build driver:")
+        ]
+        assert status["StatusCode"] == 2
+        assert len(lines) == 1 and lines[0].startswith("ppml-build driver: SPARK_MASTER_URL must")
+    finally:
+        container.remove(force=True)
