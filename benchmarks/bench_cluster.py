@@ -7,21 +7,22 @@ pyspark-sql-agg and flink-java-wordcount as cluster recipes (temporary copies wi
 WordCount with parallelism 2) into ppml-bench/<name>-cluster:latest. Then it runs each cluster
 twice per round, the way tests/integration/test_cluster_direct.py does:
 
-- Spark: a standalone Master with no workers, the driver (spark-submit, waiting for both
-  executors' cores), two executors;
+- Spark: a standalone Master with no workers (native in both modes: it stands in for the
+  Kubernetes API server), the driver (waiting for both executors' cores), two executors;
 - Flink: a JobManager in application mode (the job's main()), two TaskManagers.
 
-The driver, Master and JobManager are native in both modes (their enclaves are not built yet).
-The executors and TaskManagers are their role's command: "native" runs the role script in the
-image (`/bin/sh /ppml/roles/ROLE.sh`, no LibOS), "direct" runs `gramine-direct
-/ppml/NAME-ROLE` with the signed role manifest (Gramine's LibOS, no SGX).
+Every role runs its role's command: "native" runs the role script in the image (`/bin/sh
+/ppml/roles/ROLE.sh`, no LibOS), "direct" runs `gramine-direct /ppml/NAME-ROLE` with the
+signed role manifest (Gramine's LibOS, no SGX).
 
 Figures, by Docker's clocks (State.StartedAt, FinishedAt, log timestamps):
-- *wall*: the driver's / JobManager's container start to its exit (the whole job);
-- *role startup*, per executor / TaskManager: its container start to its log line saying it
-  registered (Spark: the executor's "Successfully registered with driver"; Flink: the
-  JobManager's "Registering TaskManager with ResourceID <id>", since a TaskManager's JVM
-  logs only errors to its console);
+- *wall*: the driver's container start to its exit, the JobManager's to its job's end (it
+  stays up after, as the Kubernetes operator needs);
+- *role startup*, per role: its container start to the log line saying it is up: the driver's
+  application registered with the Master (the Master's "Registered app"), the JobManager's
+  "Rest endpoint listening at", each executor's "Successfully registered with driver", each
+  TaskManager's registration at the JobManager ("Registering TaskManager with ResourceID
+  <id>");
 - the ratio direct / native of each. No target is set in the issue: this reports them.
 
     .venv/bin/python benchmarks/bench_cluster.py                 # both clusters, 2 rounds
@@ -48,7 +49,7 @@ from bench_direct import epoch
 from ppml_build.image.engine import connect
 from ppml_build.pipeline import backends
 from ppml_build.pipeline.options import BuildOptions
-from ppml_build.plan.roles import FLINK_JAVA17_OPTIONS, role_script_path
+from ppml_build.plan.roles import SPARK_DRIVER_PORT, role_script_path
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_KEY = Path("/tmp/keys/k.pem")
@@ -62,6 +63,14 @@ REGISTERED = {
     "taskmanager": "Registering TaskManager with ResourceID {resource_id} ",
 }
 DIRECT = {"security_opt": ["seccomp=unconfined"]}
+# The job's scheduling settings for this cluster, as tests/integration/test_cluster_direct.py
+# has them (and explains); restated since a benchmark runs without the tests' modules.
+STANDALONE_CONF = [
+    "--conf", "spark.cores.max=2",
+    "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+    "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=600s",
+    "--conf", "spark.shuffle.readHostLocalDisk=false",
+]  # fmt: skip
 
 
 class RunFailed(Exception):
@@ -87,6 +96,8 @@ def build_cluster(kind: str, name: str, key: Path, work: Path) -> str:
         )
         roles = "[jobmanager, taskmanager]"
     else:
+        # The job's scheduling settings for this cluster (as test_cluster_direct.py has them).
+        text = text.replace(", /app/job.py]", ", " + ", ".join(STANDALONE_CONF) + ", /app/job.py]")
         roles = "[driver, executor]"
     recipe.write_text(text + f"\ncluster:\n  roles: {roles}\n")
     tag = f"ppml-bench/{name}-cluster:latest"
@@ -120,33 +131,28 @@ def registered_after(container, marker: str, log_of=None) -> float | None:
 
 
 def run_spark(client, image: str, mode: str) -> dict:
-    master_port, master_ui, driver_port = free_port(), free_port(), free_port()
+    master_port, master_ui = free_port(), free_port()
     secret = "bench-" + "ef" * 16
     host = {"network_mode": "host", "detach": True, "command": []}
+    extra = DIRECT if mode == "direct" else {}
     containers = []
     try:
-        containers.append(client.containers.run(
+        master = client.containers.run(
             image, entrypoint=[JAVA, "-Xmx256m", "-Dspark.authenticate=true",
                                f"-Dspark.authenticate.secret={secret}", "-cp",
                                "/opt/spark/jars/*", "org.apache.spark.deploy.master.Master",
                                "--host", "127.0.0.1", "--port", str(master_port),
-                               "--webui-port", str(master_ui)], **host))  # fmt: skip
-        conf = {
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.port": str(driver_port),
-            "spark.ui.enabled": "false",
-            "spark.authenticate": "true",
-            "spark.authenticate.secret": secret,
-            "spark.network.crypto.enabled": "true",
-            "spark.cores.max": "2",
-            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-            "spark.scheduler.maxRegisteredResourcesWaitingTime": "600s",
-            "spark.shuffle.readHostLocalDisk": "false",
+                               "--webui-port", str(master_ui)], **host)  # fmt: skip
+        containers.append(master)
+        driver_env = {
+            "SPARK_MASTER_URL": f"spark://127.0.0.1:{master_port}",
+            "SPARK_DRIVER_HOST": "127.0.0.1",
+            "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
+            "_SPARK_AUTH_SECRET": secret,
         }
-        args = ["/opt/spark/bin/spark-submit", "--master", f"spark://127.0.0.1:{master_port}"]
-        for item in conf.items():
-            args += ["--conf", "=".join(item)]
-        driver = client.containers.run(image, entrypoint=[*args, "/app/job.py"], **host)
+        driver = client.containers.run(
+            image, entrypoint=role_entry(mode, SPARK, "driver"), environment=driver_env,
+            **host, **extra)  # fmt: skip
         containers.append(driver)
         app_id, deadline = None, time.monotonic() + 180
         while app_id is None and time.monotonic() < deadline:
@@ -162,7 +168,7 @@ def run_spark(client, image: str, mode: str) -> dict:
         executors = []
         for executor_id in ("1", "2"):
             env = {
-                "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@127.0.0.1:{driver_port}",
+                "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@127.0.0.1:{SPARK_DRIVER_PORT}",
                 "SPARK_EXECUTOR_ID": executor_id,
                 "SPARK_EXECUTOR_CORES": "1",
                 "SPARK_APPLICATION_ID": app_id,
@@ -171,35 +177,27 @@ def run_spark(client, image: str, mode: str) -> dict:
                 "SPARK_EXECUTOR_POD_NAME": f"bench-exec-{executor_id}",
                 "_SPARK_AUTH_SECRET": secret,
             }
-            extra = DIRECT if mode == "direct" else {}
             executors.append(client.containers.run(
                 image, entrypoint=role_entry(mode, SPARK, "executor"), environment=env,
                 **host, **extra))  # fmt: skip
         containers += executors
-        return finish(driver, executors, "executor")
+        result = finish(driver, executors, "executor")
+        result["main_startup"] = registered_after(driver, "Registered app ", log_of=master)
+        return result
     finally:
         for container in containers:
             container.remove(force=True)
 
 
 def run_flink(client, image: str, mode: str) -> dict:
-    rest = free_port()
     host = {"network_mode": "host", "detach": True, "command": []}
+    extra = DIRECT if mode == "direct" else {}
     containers = []
     try:
         jobmanager = client.containers.run(
-            image,
-            entrypoint=[JAVA, "-Xmx768m", *FLINK_JAVA17_OPTIONS, "-Dlog.file=/tmp/jm.log",
-                        "-Dlog4j.configurationFile=file:/opt/flink/conf/log4j-console.properties",
-                        "-cp", "/app/flink-java-wordcount.jar:/opt/flink/lib/*",
-                        "org.apache.flink.container.entrypoint.StandaloneApplicationClusterEntryPoint",
-                        "--configDir", "/opt/flink/conf", "--job-classname",
-                        "org.ppmlbuild.examples.StreamingWordCount",
-                        "-D", "jobmanager.rpc.address=127.0.0.1",
-                        "-D", "jobmanager.bind-host=127.0.0.1",
-                        "-D", f"rest.port={rest}", "-D", "rest.bind-address=127.0.0.1", "2"],
-            **host,
-        )  # fmt: skip
+            image, entrypoint=role_entry(mode, FLINK, "jobmanager"),
+            environment={"FLINK_JOBMANAGER_HOST": "127.0.0.1",
+                         "FLINK_JOBMANAGER_BIND_HOST": "127.0.0.1"}, **host, **extra)  # fmt: skip
         containers.append(jobmanager)
         taskmanagers = []
         for index in (1, 2):
@@ -208,23 +206,48 @@ def run_flink(client, image: str, mode: str) -> dict:
                 "FLINK_TASKMANAGER_HOST": "127.0.0.1",
                 "FLINK_TASKMANAGER_RESOURCE_ID": f"bench-taskmanager-{index}",
             }
-            extra = DIRECT if mode == "direct" else {}
             taskmanagers.append(client.containers.run(
                 image, entrypoint=role_entry(mode, FLINK, "taskmanager"), environment=env,
                 **host, **extra))  # fmt: skip
         containers += taskmanagers
-        return finish(jobmanager, taskmanagers, "taskmanager")
+        result = finish(jobmanager, taskmanagers, "taskmanager")
+        result["main_startup"] = registered_after(jobmanager, "Rest endpoint listening at")
+        return result
     finally:
         for container in containers:
             container.remove(force=True)
 
 
+# The JobManager stays up when its application ends (what the Kubernetes operator needs):
+# the job's end is this line of its log.
+JOB_FINISHED = "switched from state RUNNING to FINISHED"
+
+
+def job_finished_after(jobmanager, timeout: float = 1200) -> float:
+    """Seconds from the JobManager's start to its job's end, waiting for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        elapsed = registered_after(jobmanager, JOB_FINISHED)
+        if elapsed is not None:
+            return elapsed
+        jobmanager.reload()
+        if jobmanager.status != "running":
+            tail = jobmanager.logs().decode("utf-8", "replace")[-1500:]
+            raise RunFailed(f"flink cluster: the JobManager stopped before its job ended: {tail}")
+        time.sleep(1)
+    raise RunFailed("flink cluster: the job did not end in time")
+
+
 def finish(main, workers, role: str) -> dict:
-    status = main.wait(timeout=1200)
-    if status["StatusCode"] != 0:
-        tail = main.logs().decode("utf-8", "replace")[-1500:]
-        raise RunFailed(f"{role} cluster: the job exited {status['StatusCode']}: {tail}")
-    start, done = started_finished(main)
+    if role == "taskmanager":
+        wall = job_finished_after(main)
+    else:
+        status = main.wait(timeout=1200)
+        if status["StatusCode"] != 0:
+            tail = main.logs().decode("utf-8", "replace")[-1500:]
+            raise RunFailed(f"{role} cluster: the job exited {status['StatusCode']}: {tail}")
+        start, done = started_finished(main)
+        wall = done - start
     out = main.logs(stdout=True, stderr=False).decode("utf-8", "replace")
     if role == "taskmanager":
         startups = [
@@ -236,10 +259,15 @@ def finish(main, workers, role: str) -> dict:
     else:
         startups = [registered_after(worker, REGISTERED[role]) for worker in workers]
     return {
-        "wall": done - start,
+        "wall": wall,
         "role_startup": startups,
         "result_lines": sum(line.startswith("RESULT ") for line in out.splitlines()),
     }
+
+
+def least(values) -> float | None:
+    known = [value for value in values if value is not None]
+    return min(known) if known else None
 
 
 def ratio(direct: float | None, native: float | None) -> str:
@@ -276,22 +304,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_cluster: {err}", file=sys.stderr)
         return 1
     for name, rounds in report.items():
-        role = "executor" if name == SPARK else "taskmanager"
+        main_role, role = ("driver", "executor") if name == SPARK else ("jobmanager", "taskmanager")
         best = {
             mode: {
                 "wall": min(r["wall"] for r in runs),
-                "startup": min(s for r in runs for s in r["role_startup"] if s is not None)
-                if any(s is not None for r in runs for s in r["role_startup"])
-                else None,
+                "main": least(r["main_startup"] for r in runs),
+                "startup": least(s for r in runs for s in r["role_startup"]),
             }
             for mode, runs in rounds.items()
         }
-        print(f"\n{name}: 2 {role}s, best of {args.rounds}", file=out)
-        print(f"  {'':22} {'native':>8} {'direct':>8} {'ratio':>7}", file=out)
-        for figure, label in (("wall", "job wall time (s)"), ("startup", f"{role} startup (s)")):
+        print(f"\n{name}: 1 {main_role}, 2 {role}s, best of {args.rounds}", file=out)
+        print(f"  {'':24} {'native':>8} {'direct':>8} {'ratio':>7}", file=out)
+        for figure, label in (
+            ("wall", "job wall time (s)"),
+            ("main", f"{main_role} startup (s)"),
+            ("startup", f"{role} startup (s)"),
+        ):
             native, direct = best["native"][figure], best["direct"][figure]
             text = [f"{v:8.1f}" if v is not None else f"{'-':>8}" for v in (native, direct)]
-            print(f"  {label:22} {text[0]} {text[1]} {ratio(direct, native):>7}", file=out)
+            print(f"  {label:24} {text[0]} {text[1]} {ratio(direct, native):>7}", file=out)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()

@@ -1,7 +1,8 @@
 """Kubernetes deployment files for a signed enclave image.
 
 Pure core: ``render_k8s(recipe, plan, image)`` returns the file texts (name → YAML or shell),
-byte-identical for the same inputs. ``write_k8s`` at the bottom is the I/O edge.
+byte-identical for the same inputs; k8s_roles.py does the same for a cluster recipe's roles,
+and k8s_files.py (``write_k8s``) is the I/O edge of both.
 
 Every pod that runs the enclave asks the Intel SGX device plugin for:
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
@@ -48,8 +48,9 @@ HOST_BYTES_PER_THREAD = 256 * KiB
 # The kernel keeps 128 bytes of PCMD per evicted 4K EPC page in the same shmem backing.
 PCMD_FRACTION = 32
 
-# flinkVersion of the FlinkDeployment (the operator's FlinkVersion enum: v2_3 since operator
-# 1.13): the Flink release ppml-build's Flink base installs (base bootstrap's one home for it).
+# flinkVersion of the FlinkDeployment: the Flink release ppml-build's Flink base installs (base
+# bootstrap's one home for it), in the operator's FlinkVersion enum (v2_3 from operator 1.15,
+# FlinkVersion.java; 1.13 and 1.14 stop at v2_2: --flink-version v2_2 there).
 DEFAULT_FLINK_VERSION = "v{}_{}".format(*BASE_FLINK_VERSION.split(".")[:2])
 _FLINK_VERSION_RE = re.compile(r"^v\d+_\d+$")
 
@@ -734,63 +735,3 @@ def render_k8s(
             + "; drop the option"
         )
     return K8sBundle(files, str(image), sizing, conf, warnings)
-
-
-# --------------------------------------------------------------------------------------------
-# I/O edge
-
-
-def default_output_dir(recipe: Recipe) -> Path:
-    return Path("ppml-out") / recipe.name / "k8s"
-
-
-def write_k8s(
-    recipe_path: Path,
-    image: str,
-    output_dir: Path | None = None,
-    *,
-    allow_tag: bool = False,
-    flink_version: str | None = None,
-    secret_prov_servers: str | None = None,
-) -> dict:
-    """``ppml-build k8s``: render every file first, then write them all or none."""
-    from .atomic import Output, check_writable, write_all_or_none
-    from .pipeline.stages import load_and_plan
-
-    ref = parse_image(image, allow_tag=allow_tag)
-    flink_version = flink_version or DEFAULT_FLINK_VERSION
-    _check_flink_version(flink_version)
-    recipe, plan = load_and_plan(recipe_path)
-    directory = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
-    check_writable(directory, "--output-dir", directory=True)
-    try:
-        bundle = render_k8s(
-            recipe, plan, ref, flink_version=flink_version, secret_prov_servers=secret_prov_servers
-        )
-    except (PlanError, RecipeError) as err:
-        raise type(err)(f"{recipe_path}: {err}") from None
-    written = [
-        str(path)
-        for path in write_all_or_none(
-            {
-                directory / name: Output(text, mode=bundle.mode(name))
-                for name, text in bundle.files.items()
-            },
-            option="--output-dir",
-        )
-    ]
-    return {
-        "output_dir": str(directory),
-        "files": written,
-        "image": bundle.image,
-        "enclave_size": human(bundle.sizing.enclave_size)
-        if recipe.libos.type == "occlum"
-        else plan.enclave_size_text,
-        **bundle.sizing.as_dict(),
-        # The script finds the templates beside itself ($HERE); JSON readers get real paths.
-        "spark_conf": {
-            key: value.replace("$HERE", str(directory.resolve()))
-            for key, value in bundle.spark_conf.items()
-        },
-        "warnings": bundle.warnings,
-    }

@@ -56,11 +56,20 @@ def k8s(
             "(written to a ConfigMap the pods read).",
         ),
     ] = None,
+    replicas: Annotated[
+        Optional[int],
+        typer.Option(
+            "--replicas",
+            help="A cluster recipe's executors or TaskManagers, each in its own pod [default: 2].",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Write Kubernetes files that run the signed enclave on SGX nodes: Spark pod templates and
-    spark-submit.sh, a FlinkDeployment, or a Job; EPC, memory and CPU from the enclave plan."""
-    from ..k8s import write_k8s
+    spark-submit.sh, a FlinkDeployment, or a Job; EPC, memory and CPU from the enclave plan. A
+    cluster recipe's pods each start their role's enclave."""
+    from ..k8s_files import write_k8s
 
     result = write_k8s(
         recipe,
@@ -69,6 +78,7 @@ def k8s(
         allow_tag=allow_tag,
         flink_version=flink_version,
         secret_prov_servers=secret_prov_servers,
+        replicas=replicas,
     )
     if json_out:
         print(json.dumps(result, indent=2))

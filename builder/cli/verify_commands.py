@@ -28,7 +28,9 @@ def verify_command(
         Optional[Path],
         typer.Option(
             help="The measurement.json written by `build` (or its output directory): its "
-            "MRENCLAVE, MRSIGNER, ISV values, debug flag and trusted-file digest must match."
+            "MRENCLAVE, MRSIGNER, ISV values, debug flag and trusted-file digest must match. "
+            "A cluster build's record is checked role by role; a role's own record "
+            "(roles/ROLE/measurement.json) verifies that role only."
         ),
     ] = None,
     policy: Annotated[
@@ -36,7 +38,9 @@ def verify_command(
         typer.Option(
             help="An attestation policy that must accept the recomputed enclave (repeatable): "
             "gramine-ratls .env, ita or trustee .rego (trustee with its .rvps.json beside "
-            "it), ehsm/bigdl/marblerun .json, maa .txt/.jwt."
+            "it), ehsm/bigdl/marblerun .json, maa .txt/.jwt. On a cluster image, a file named "
+            "ROLE-... (as `policy` writes them, e.g. driver-ra-tls.env) is applied to that "
+            "role's enclave only, any other to every role."
         ),
     ] = None,
     rootfs: Annotated[
@@ -47,7 +51,11 @@ def verify_command(
         ),
     ] = None,
     name: Annotated[
-        Optional[str], typer.Option(help="APP, when there is not exactly one APP.manifest.sgx.")
+        Optional[str],
+        typer.Option(
+            help="APP, when there is not exactly one APP.manifest.sgx; on a cluster image, "
+            "NAME-ROLE verifies that role's enclave only (every --policy applies to it)."
+        ),
     ] = None,
     libpal: Annotated[
         Optional[Path],
@@ -95,7 +103,8 @@ def verify_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     """Re-verify a signed enclave from its own bytes: recompute MRENCLAVE, check the SIGSTRUCT,
-    every trusted file, the record, the image labels and a policy.
+    every trusted file, the record, the image labels and a policy. A cluster image is checked
+    role by role (each role's enclave, its ppml.role.ROLE.* labels), reported together.
 
     An image that only agrees with itself may have been re-signed by anyone: without a trust
     anchor the first line says nothing pins the signer and verify fails unless

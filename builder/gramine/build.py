@@ -28,6 +28,7 @@ from ..pipeline.job import BuildJob, launch_support_stage
 from ..pipeline.options import BuildOptions, BuildResult
 from ..pipeline.outputs import image_labels, record_fields, write_build_outputs
 from ..plan import Plan
+from ..plan.roles import enclave_name
 from ..progress import Say, say_nothing
 from ..recipe import Recipe
 from ..record import (
@@ -138,11 +139,6 @@ def check_gramine(options: BuildOptions, recipe: Recipe, plan: Plan, say: Say) -
             f"registry.example.com/ppml/{recipe.name}:1 ({image} names none)"
         )
     parse_date(options.date)
-
-
-def enclave_name(recipe: Recipe, role: str | None) -> str:
-    """The enclave's file name stem in /ppml: the app's name, or ``<name>-<role>``."""
-    return recipe.name if role is None else f"{recipe.name}-{role}"
 
 
 def build_gramine(job: BuildJob, say: Say = say_nothing) -> BuildResult:

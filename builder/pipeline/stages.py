@@ -39,9 +39,9 @@ def load_and_plan(path: Path) -> tuple[Recipe, Plan]:
     recipe = validate_recipe(path)
     if recipe.cluster is not None:
         raise RecipeError(
-            f"{path}: cluster: ppml-build plans and builds an enclave per role (`plan`, "
-            "`build`) but does not yet render or deploy them one by one (`manifest`, `k8s`); "
-            "remove cluster: for the single-enclave job"
+            f"{path}: cluster: this command makes one enclave's files; a cluster's roles "
+            "are planned, built and deployed by `plan`, `build` and `k8s` (Flink), and checked "
+            "by `verify` and `policy`; remove cluster: for the single-enclave job"
         )
     try:
         plan = make_plan(recipe)

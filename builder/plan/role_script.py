@@ -12,9 +12,20 @@ from __future__ import annotations
 import shlex
 
 from ..recipe import Recipe
+from ..record import IN_IMAGE_DIR
 from .launch import SPARK_SUBMIT_CLASS
 from .model import Plan
-from .roles import DRIVER_ENDPOINT, ROLE_SHELL, RULES, ClusterParameter, RoleLaunch, role_launch
+from .roles import (
+    DRIVER_ENDPOINT,
+    ENTRY_SCRIPT,
+    ROLE_ENTRY_WORDS,
+    ROLE_SHELL,
+    RULES,
+    ClusterParameter,
+    RoleLaunch,
+    enclave_name,
+    role_launch,
+)
 
 EXIT_BAD_PARAMETER = 2
 
@@ -156,10 +167,47 @@ def _shell_word_list(words: tuple[str, ...], names: set[str]) -> str:
 
 
 def role_scripts(recipe: Recipe, plans: dict[str, Plan]) -> dict[str, str]:
-    """Every scripted role's script by its in-image path, for the image's support stage."""
+    """Every role's script by its in-image path, and the container entry that picks one, for
+    the image's support stage."""
     scripts = {}
     for plan in plans.values():
         launch = role_launch(recipe, plan)
         if launch is not None:
             scripts[launch.script] = role_script(launch)
+    if plans:
+        scripts[ENTRY_SCRIPT] = entry_script(recipe, list(plans))
     return scripts
+
+
+ENCLAVE_LOADERS = ("gramine-sgx", "gramine-direct")
+
+
+def entry_script(recipe: Recipe, roles: list[str]) -> str:
+    """The cluster image's container entry (outside the enclaves): the first argument names the
+    role, as Spark and the Flink operator give it on Kubernetes; the enclave of that role starts
+    with its fixed command, so no other argument reaches it. PPML_GRAMINE_LOADER picks the
+    loader: gramine-sgx, or gramine-direct where there is no SGX (tests)."""
+    lines = [
+        "#!/bin/sh",
+        "# Written by ppml-build: starts the enclave of the role named by the first argument",
+        "# (Spark: driver, executor; the Flink operator: standalone-job, taskmanager). The other",
+        "# arguments never reach it: each role's command is fixed in its signed manifest.",
+        "loader=${PPML_GRAMINE_LOADER:-gramine-sgx}",
+        "case $loader in",
+        f"    {'|'.join(ENCLAVE_LOADERS)}) ;;",
+        f'    *) echo "ppml-build: PPML_GRAMINE_LOADER must be {" or ".join(ENCLAVE_LOADERS)}" >&2; '
+        f"exit {EXIT_BAD_PARAMETER} ;;",
+        "esac",
+        "case ${1-} in",
+    ]
+    for role in roles:
+        words = "|".join(ROLE_ENTRY_WORDS[role])
+        path = f"{IN_IMAGE_DIR}/{enclave_name(recipe, role)}"
+        lines.append(f'    {words}) exec "$loader" {shlex.quote(path)} ;;')
+    choices = ", ".join(word for role in roles for word in ROLE_ENTRY_WORDS[role][:1])
+    lines += [
+        f'    *) echo "ppml-build: the first argument names the role: {choices}" >&2; '
+        f"exit {EXIT_BAD_PARAMETER} ;;",
+        "esac",
+    ]
+    return "\n".join(lines) + "\n"

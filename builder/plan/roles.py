@@ -29,6 +29,7 @@ would pass (listed here, since no host flag reaches the JVM), and one rule table
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shlex
 from dataclasses import dataclass
 
@@ -50,6 +51,25 @@ from .launch import (
 from .model import FLINK_DEFAULT_PROCESS_SIZE, FLINK_JOBMANAGER_PROCESS_SIZE, Plan
 
 ROLE_SHELL = "/bin/sh"
+
+
+def enclave_name(recipe: Recipe, role: str | None) -> str:
+    """The enclave's file name stem in /ppml: the app's name, or ``<name>-<role>``."""
+    return recipe.name if role is None else f"{recipe.name}-{role}"
+
+
+# The first argument each role's container gets from its engine on Kubernetes: Spark's
+# submission side (entrypoint.sh's driver/executor branches), the Flink operator in standalone
+# mode (CmdStandaloneJobManagerDecorator: standalone-job; ...TaskManagerDecorator: taskmanager).
+ROLE_ENTRY_WORDS = {
+    "driver": ("driver",),
+    "executor": ("executor",),
+    "jobmanager": ("standalone-job", "jobmanager"),
+    "taskmanager": ("taskmanager",),
+}
+# The container entry of a cluster image: it starts the enclave of the role its first argument
+# names (role_script.entry_script), outside any enclave.
+ENTRY_SCRIPT = f"{ROLE_DIR}/entry.sh"
 
 
 def role_script_path(role: str) -> str:
@@ -181,10 +201,14 @@ SPARK_DRIVER_PARAMETERS = (
 SPARK_DRIVER_PORT = 7078
 SPARK_DRIVER_BLOCK_MANAGER_PORT = 7079
 
+# The JobManager advertises the address TaskManagers reach it at (Pekko drops messages sent to
+# any other spelling of it: on Kubernetes the operator's Service name) and binds its pod's IP
+# (a headless Service name resolves only once the pod is Ready).
 FLINK_JOBMANAGER_PARAMETERS = (
     ClusterParameter(
-        "FLINK_JOBMANAGER_HOST", "host", "the address this JobManager binds and advertises"
+        "FLINK_JOBMANAGER_HOST", "host", "the address TaskManagers reach the JobManager at"
     ),
+    ClusterParameter("FLINK_JOBMANAGER_BIND_HOST", "host", "the address the JobManager binds"),
 )
 
 FLINK_TASKMANAGER_PARAMETERS = (
@@ -460,10 +484,15 @@ def _flink_jobmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
         "jobmanager.rpc.port": str(FLINK_JOBMANAGER_RPC_PORT),
         "blob.server.port": str(FLINK_BLOB_SERVER_PORT),
         "rest.port": str(FLINK_REST_PORT),
+        # What the Kubernetes operator needs of an application cluster
+        # (FlinkConfigBuilder): the JobManager stays up when the job ends, and reports a
+        # failed job instead of exiting.
+        "execution.shutdown-on-application-finish": "false",
+        "execution.submit-failed-job-on-application-error": "true",
         "jobmanager.rpc.address": "$FLINK_JOBMANAGER_HOST",
-        "jobmanager.bind-host": "$FLINK_JOBMANAGER_HOST",
+        "jobmanager.bind-host": "$FLINK_JOBMANAGER_BIND_HOST",
         "rest.address": "$FLINK_JOBMANAGER_HOST",
-        "rest.bind-address": "$FLINK_JOBMANAGER_HOST",
+        "rest.bind-address": "$FLINK_JOBMANAGER_BIND_HOST",
     }
     argv = [
         f"{runtime.java_home}/bin/java",
@@ -479,6 +508,8 @@ def _flink_jobmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
         f"{runtime.flink_home}/conf",
         "--job-classname",
         main.main_class,
+        "--job-id",
+        flink_job_id(recipe),
     ]
     for key, value in dynamic.items():
         argv += ["-D", f"{key}={value}"]
@@ -490,6 +521,13 @@ def _flink_jobmanager(recipe: Recipe, plan: Plan) -> RoleLaunch:
         tuple(argv),
         jvm.cpus,
     )
+
+
+def flink_job_id(recipe: Recipe) -> str:
+    """The application's fixed job id: the Kubernetes operator finds the job by the id it
+    configured ($internal.pipeline.job-id), and the JobManager's command is fixed, so both
+    take this one (32 hex digits, from the recipe's name)."""
+    return hashlib.sha256(f"ppml-build flink job {recipe.name}".encode()).hexdigest()[:32]
 
 
 def _flink_jvm_options(flink_home: str, role: str) -> tuple[str, ...]:

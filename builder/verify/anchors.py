@@ -14,7 +14,7 @@ from typing import Any
 
 from ..gramine.trusted import TrustedFile, trusted_list_digest
 from ..gramine.uris import covers_whole_filesystem
-from ..record import measurement_labels, provenance_labels
+from ..record import OCI_TITLE, measurement_labels, provenance_labels, role_labels
 from ..sign.sigstruct import Sigstruct
 from .evidence import SignerPin
 from .report import Check, differs
@@ -110,18 +110,43 @@ def expected_labels(
         debug=sig.debug,
     )
     if record is not None:
-        base, libos = record.get("base"), record.get("libos")
-        digest = base.get("digest") if isinstance(base, Mapping) else None
-        libos_type = libos.get("type") if isinstance(libos, Mapping) else None
-        libos_version = libos.get("version") if isinstance(libos, Mapping) else None
-        labels.update(
-            provenance_labels(
-                base_digest=digest if isinstance(digest, str) else None,
-                libos_type=libos_type or None,
-                libos_version=libos_version or None,
-            )
-        )
+        labels.update(_record_provenance_labels(record))
     return labels
+
+
+def expected_role_labels(
+    role: str, mrenclave: str, sig: Sigstruct, record: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """A cluster image's labels for one role's enclave (``ppml.role.<role>.*``), from the
+    recomputed values; with a record, also its title (the recipe name) and provenance."""
+    labels = role_labels(
+        role,
+        {
+            "mrenclave": mrenclave,
+            "mrsigner": sig.mrsigner.hex(),
+            "isv_prod_id": sig.isv_prod_id,
+            "isv_svn": sig.isv_svn,
+            "debug": sig.debug,
+        },
+    )
+    if record is not None:
+        name = record.get("name")
+        if isinstance(name, str) and name:
+            labels[OCI_TITLE] = name
+        labels.update(_record_provenance_labels(record))
+    return labels
+
+
+def _record_provenance_labels(record: Mapping[str, Any]) -> dict[str, str]:
+    base, libos = record.get("base"), record.get("libos")
+    digest = base.get("digest") if isinstance(base, Mapping) else None
+    libos_type = libos.get("type") if isinstance(libos, Mapping) else None
+    libos_version = libos.get("version") if isinstance(libos, Mapping) else None
+    return provenance_labels(
+        base_digest=digest if isinstance(digest, str) else None,
+        libos_type=libos_type or None,
+        libos_version=libos_version or None,
+    )
 
 
 def check_labels(labels: Mapping[str, str], expected: Mapping[str, str]) -> list[Check]:
@@ -249,4 +274,5 @@ __all__ = [
     "check_signer_pins",
     "check_trust_anchor",
     "expected_labels",
+    "expected_role_labels",
 ]

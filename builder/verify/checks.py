@@ -18,6 +18,7 @@ from .anchors import (
     check_signer_pins,
     check_trust_anchor,
     expected_labels,
+    expected_role_labels,
 )
 from .consistency import (
     check_libos_entrypoint,
@@ -84,7 +85,11 @@ def run_checks(ev: Evidence) -> VerifyReport:
         )
     if ev.labels is not None:
         shown = mrenclave or sig.enclave_hash.hex()
-        checks += check_labels(ev.labels, expected_labels(ev.name, shown, sig, ev.record))
+        if ev.role is not None:
+            wanted = expected_role_labels(ev.role, shown, sig, ev.record)
+        else:
+            wanted = expected_labels(ev.name, shown, sig, ev.record)
+        checks += check_labels(ev.labels, wanted)
     anchors = [f"record {ev.record_source} (MRENCLAVE, MRSIGNER)"] if ev.record is not None else []
     anchors += [pin.option for pin in ev.pins]
     checks += check_signer_pins(ev.pins, sig)

@@ -16,7 +16,8 @@ from ..errors import PpmlError, SigningError
 from ..image.rootfs import RootFS
 from ..limits import MAX_DOCUMENT_BYTES, MAX_SMALL_FILE_BYTES, check_size, read_at_most
 from ..policy.evaluate import PolicyDocument, load_policy
-from ..policy.model import EnclaveValues, read_record_json
+from ..policy.model import EnclaveValues, read_record_json, role_values
+from ..record import CLUSTER_RECORD_SCHEMA, IN_IMAGE_DIR
 from ..sign import keys
 from ..sign.sigstruct import SIGSTRUCT_SIZE, Sigstruct
 
@@ -50,16 +51,97 @@ class Evidence:
     pins: list[SignerPin] = field(default_factory=list)  # --mrsigner / --signer-key
     allow_debug: bool = False
     allow_unpinned: bool = False  # no trust anchor, allowed files covering /
+    # A cluster image's role: its labels are ppml.role.<role>.*, not ppml.mrenclave.
+    role: str | None = None
 
 
 def load_record_file(path: os.PathLike | str) -> tuple[dict[str, Any], str]:
-    """A measurement record (or OUT/ holding measurement.json), validated; exit 2 if unusable."""
+    """A measurement record (or OUT/ holding measurement.json), validated; exit 2 if unusable.
+
+    A cluster build's record (CLUSTER_RECORD_SCHEMA) is validated role by role; each role's
+    entry is what that role's enclave is compared with (``record_for_enclave``)."""
     path = Path(path)
     if path.is_dir():
         path = path / RECORD_FILE
     data = read_record_json(path)
-    EnclaveValues.from_mapping(data, str(path))  # the same validation `policy` applies
+    # The same validation `policy` applies.
+    if role_values(data, str(path)) is not None:
+        cluster_enclaves(data, str(path))
+    else:
+        EnclaveValues.from_mapping(data, str(path))
     return data, str(path)
+
+
+# --- a cluster build's record: an enclave per role ---------------------------------------------
+
+_ENCLAVE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# What a role's entry adds to the label checks: the recipe name and the provenance labels.
+_SHARED_RECORD_FIELDS = ("name", "base", "libos")
+
+
+def is_cluster_record(record: Mapping[str, Any] | None) -> bool:
+    return isinstance(record, Mapping) and record.get("schema") == CLUSTER_RECORD_SCHEMA
+
+
+def enclave_stem(value: Any) -> str | None:
+    """APP of a record's ``enclave`` field (``/ppml/APP`` or ``APP``); None if it names none."""
+    if isinstance(value, str) and value.startswith(IN_IMAGE_DIR + "/"):
+        value = value[len(IN_IMAGE_DIR) + 1 :]
+    return value if isinstance(value, str) and _ENCLAVE_STEM.fullmatch(value) else None
+
+
+def cluster_enclaves(record: Mapping[str, Any], source: str) -> dict[str, str]:
+    """Each role's enclave (APP of /ppml/APP.manifest.sgx) in a validated cluster record."""
+    enclaves = {}
+    for role, entry in record["roles"].items():
+        stem = enclave_stem(entry.get("enclave"))
+        if stem is None:
+            raise PpmlError(
+                f"{source}: roles.{role}.enclave must name the role's enclave "
+                f"({IN_IMAGE_DIR}/NAME-{role}), got {entry.get('enclave')!r}; pass the "
+                f"{RECORD_FILE} written by `ppml-build build`"
+            )
+        enclaves[role] = stem
+    return enclaves
+
+
+def role_record(cluster: Mapping[str, Any], role: str, source: str) -> tuple[dict[str, Any], str]:
+    """One role's entry of a cluster record, with the shared fields the label checks read, and
+    where it came from (``<file>: roles.<role>``)."""
+    shared = {key: cluster[key] for key in _SHARED_RECORD_FIELDS if key in cluster}
+    return {**shared, **cluster["roles"][role]}, f"{source}: roles.{role}"
+
+
+def record_for_enclave(
+    record: Mapping[str, Any] | None, source: str, enclave: str
+) -> tuple[Mapping[str, Any] | None, str]:
+    """What enclave APP is compared with: a cluster record's entry for the role whose enclave is
+    APP; any other record as it is."""
+    if record is None or not is_cluster_record(record):
+        return record, source
+    enclaves = cluster_enclaves(record, source)
+    for role, stem in enclaves.items():
+        if stem == enclave:
+            return role_record(record, role, source)
+    listed = ", ".join(f"{role}: {stem}" for role, stem in enclaves.items())
+    raise PpmlError(
+        f"{source}: a cluster build's record, but no role's enclave is {enclave} (it has "
+        f"{listed}); give the record of this image's build, or choose an enclave with --name"
+    )
+
+
+def record_role(record: Mapping[str, Any], enclaves: Mapping[str, str]) -> str | None:
+    """The role a role's own record (``roles/<role>/measurement.json``) is of: the
+    role whose enclave its ``enclave`` field names; None for a record of no role here."""
+    stem = enclave_stem(record.get("enclave"))
+    return next((role for role, name in enclaves.items() if name == stem), None)
+
+
+def policy_role(policy_name: str, roles: Sequence[str]) -> str | None:
+    """The role a policy file is for when its name starts with ``<role>-`` (``policy`` on a
+    cluster record writes ``driver-ra-tls.env``...); None: a policy for every role."""
+    matching = [role for role in roles if policy_name.startswith(f"{role}-")]
+    return max(matching, key=len, default=None)
 
 
 def parse_sigstruct(data: bytes, source: str) -> Sigstruct:
@@ -166,11 +248,18 @@ __all__ = [
     "Expectations",
     "RECORD_FILE",
     "SignerPin",
+    "cluster_enclaves",
+    "enclave_stem",
+    "is_cluster_record",
     "load_expectations",
     "load_record_file",
     "load_signer_key",
     "parse_mrsigner_option",
     "parse_sigstruct",
+    "policy_role",
     "read_host_file",
+    "record_for_enclave",
+    "record_role",
+    "role_record",
     "signer_pins",
 ]

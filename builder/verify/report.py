@@ -1,5 +1,6 @@
 """What verify tells the user: one ``Check`` per comparison, and the ``VerifyReport`` over them
-(the text lines, the one stderr line of a failure, the JSON document).
+(the text lines, the one stderr line of a failure, the JSON document); a cluster image's
+``ClusterVerifyReport`` holds one ``VerifyReport`` per role, with the same interface.
 """
 
 from __future__ import annotations
@@ -79,11 +80,74 @@ class VerifyReport:
         head = [self.warning] if self.warning else []
         return head + [check.line() for check in self.checks] + [self.summary_line()]
 
+    def failed_names(self) -> str:
+        """The failed checks' names, the first six and how many more."""
+        names = [check.name for check in self.failures]
+        return ", ".join(names[:6]) + (f", and {len(names) - 6} more" if len(names) > 6 else "")
+
+    def accept_hints(self) -> list[str]:
+        """For each failed check that only a flag can waive: which flag."""
+        return [ACCEPT_HINTS[check.name] for check in self.failures if check.name in ACCEPT_HINTS]
+
     def failure_message(self) -> str:
         """The one stderr line for a failed verification."""
-        names = [check.name for check in self.failures]
-        shown = ", ".join(names[:6]) + (f", and {len(names) - 6} more" if len(names) > 6 else "")
-        hints = [ACCEPT_HINTS[name] for name in names if name in ACCEPT_HINTS]
+        hints = "".join(f"; {hint}" for hint in self.accept_hints())
+        return f"{self.target}: verification failed: {self.failed_names()}{hints}"
+
+
+@dataclass
+class ClusterVerifyReport:
+    """A cluster image's verification: each role's enclave checked on its own, shown together.
+
+    ``roles`` maps each role to its enclave's report, in the order they are shown."""
+
+    target: str
+    roles: dict[str, VerifyReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.roles.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "target": self.target,
+            "roles": {role: report.as_dict() for role, report in self.roles.items()},
+        }
+
+    def summary_line(self) -> str:
+        failed = {role: report for role, report in self.roles.items() if not report.ok}
+        if failed:
+            which = ", ".join(
+                f"{role} ({len(report.failures)} of {len(report.checks)} checks failed)"
+                for role, report in failed.items()
+            )
+            return f"NOT verified: {len(failed)} of {len(self.roles)} roles failed: {which}"
+        measured = ", ".join(
+            f"{role} MRENCLAVE {report.mrenclave}" for role, report in self.roles.items()
+        )
+        unpinned = [role for role, report in self.roles.items() if not report.pinned_by]
+        if unpinned:
+            return (
+                f"self-consistent only, nothing pins the signer of {', '.join(unpinned)}: "
+                f"{len(self.roles)} roles, {measured}"
+            )
+        return f"verified: {len(self.roles)} roles, {measured}"
+
+    def lines(self) -> list[str]:
+        """Per role: a header naming the role and its enclave, then that role's report; last,
+        the summary over every role."""
+        out = []
+        for role, report in self.roles.items():
+            out.append(f"--- role {role}: {report.name} ---")
+            out += report.lines()
+        return out + [self.summary_line()]
+
+    def failure_message(self) -> str:
+        """The one stderr line for a failed verification: each failed role and its checks."""
+        failed = {role: report for role, report in self.roles.items() if not report.ok}
+        shown = "; ".join(f"{role}: {report.failed_names()}" for role, report in failed.items())
+        hints = dict.fromkeys(hint for report in failed.values() for hint in report.accept_hints())
         return f"{self.target}: verification failed: {shown}" + "".join(f"; {h}" for h in hints)
 
 
@@ -106,4 +170,11 @@ def differs(what: str, expected: Any, actual: Any, expected_from: str, actual_fr
     return f"{what} is {expected} in {expected_from} but {actual} in {actual_from}"
 
 
-__all__ = ["ACCEPT_HINTS", "Check", "UNPINNED_WARNING", "VerifyReport", "differs"]
+__all__ = [
+    "ACCEPT_HINTS",
+    "Check",
+    "ClusterVerifyReport",
+    "UNPINNED_WARNING",
+    "VerifyReport",
+    "differs",
+]

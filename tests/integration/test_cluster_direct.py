@@ -81,6 +81,30 @@ def test_the_cluster_build_records_an_enclave_per_role(flink_cluster_build, dock
     }, env
 
 
+def test_verify_checks_every_role_of_the_cluster_image(flink_cluster_build, capsys):
+    """verify recomputes each role's MRENCLAVE from the image and compares it with the cluster
+    record and that role's labels; the policies `policy` writes from the record pass too."""
+    from ppml_build.cli import main
+
+    _, result = flink_cluster_build
+    record = result.output_dir / "measurement.json"
+    policies = result.output_dir / "cluster-policies"
+    policies.mkdir()
+    assert main(["policy", str(record), "--format", "gramine-ratls", "-o", str(policies)]) == 0
+    capsys.readouterr()
+    code = main(
+        ["verify", result.image, "--record", str(record),
+         "--policy", str(policies / "jobmanager-ra-tls.env"),
+         "--policy", str(policies / "taskmanager-ra-tls.env")]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "role jobmanager:" in out and "role taskmanager:" in out
+    assert out.splitlines()[-1].startswith("verified: 2 roles"), out[-2000:]
+    for role in ("jobmanager", "taskmanager"):
+        assert result.record["roles"][role]["mrenclave"] in out.splitlines()[-1]
+
+
 def taskmanager(docker_client, image: str, resource_id: str, jobmanager: str, **env):
     return docker_client.containers.run(
         image,
@@ -104,33 +128,102 @@ def failure_report(jobmanager: str, taskmanagers: list[str]) -> str:
     return "\n".join(parts)
 
 
-def test_wordcount_runs_on_two_taskmanager_enclaves_under_gramine_direct(
-    flink_cluster_build, docker_client
+# What this machine has instead of a cluster: no SGX (gramine-direct for gramine-sgx, which the
+# container entry takes from PPML_GRAMINE_LOADER) and no cluster DNS (a Service name is
+# 127.0.0.1, where every pod here listens). Everything else is the generated files' own.
+NO_SGX = {"PPML_GRAMINE_LOADER": "gramine-direct"}
+HERE = "127.0.0.1"
+
+
+def pod_env(template: dict, pod_name: str, services: set[str]) -> dict[str, str]:
+    """A pod template's container env as Kubernetes would fill it in for pod ``pod_name``."""
+    (container,) = template["spec"]["containers"]
+    env = {}
+    for item in container["env"]:
+        field = item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        if field == "status.podIP":
+            env[item["name"]] = HERE
+        elif field == "metadata.name":
+            env[item["name"]] = pod_name
+        else:
+            assert "valueFrom" not in item, item  # only the pod's own fields, and literals
+            env[item["name"]] = HERE if item["value"] in services else item["value"]
+    return env
+
+
+def flink_deployment(recipe: Path, image: str, out: Path) -> dict:
+    """`ppml-build k8s` for the cluster recipe: its FlinkDeployment."""
+    import yaml
+
+    from ppml_build.k8s_files import write_k8s
+
+    write_k8s(recipe, image, out, allow_tag=True)
+    return yaml.safe_load((out / "flinkdeployment.yaml").read_text())
+
+
+def job_state(rest: str) -> str | None:
+    try:
+        with urllib.request.urlopen(f"{rest}/jobs/overview", timeout=5) as reply:
+            jobs = json.load(reply).get("jobs", [])
+    except OSError:
+        return None
+    return jobs[0]["state"] if jobs else None
+
+
+def test_wordcount_runs_as_its_flinkdeployment_says_on_jobmanager_and_taskmanager_enclaves(
+    flink_cluster_build, docker_client, tmp_path
 ):
-    _, result = flink_cluster_build
+    """Each container is what the Flink operator (standalone mode) makes of `ppml-build k8s`'s
+    FlinkDeployment: command kubernetes.entry.path, args `standalone-job --job-classname CLASS
+    ARGS` (CmdStandaloneJobManagerDecorator) or `taskmanager`, env the pod template's. The
+    entry starts each role's enclave under gramine-direct; the job's id is the one the
+    deployment configures (the operator looks for it)."""
+    recipe, result = flink_cluster_build
+    spec = flink_deployment(recipe, result.image, tmp_path / "k8s")["spec"]
+    entry = [spec["flinkConfiguration"]["kubernetes.entry.path"]]
+    job = spec["job"]
+    services = {spec["jobManager"]["podTemplate"]["spec"]["containers"][0]["env"][0]["value"]}
     containers = []
     try:
         jobmanager = docker_client.containers.run(
             result.image,
-            entrypoint=["gramine-direct", f"/ppml/{WORDCOUNT}-jobmanager"],
-            command=[],
-            environment={"FLINK_JOBMANAGER_HOST": "127.0.0.1"},
+            entrypoint=entry,
+            command=["standalone-job", "--job-classname", job["entryClass"], *job["args"]],
+            environment={
+                **pod_env(spec["jobManager"]["podTemplate"], "wc-jobmanager", services),
+                **NO_SGX,
+            },
             **DIRECT,
         )
         containers.append(jobmanager)
         # An extra variable the host sets is not on the role's list: it never reaches the JVM.
         injected = {"JAVA_TOOL_OPTIONS": "-Dppml.injected=yes"}
+        assert spec["taskManager"]["replicas"] == 2
         for index in (1, 2):
+            env = pod_env(spec["taskManager"]["podTemplate"], f"wc-taskmanager-{index}", services)
             containers.append(
-                taskmanager(
-                    docker_client, result.image, f"wc-taskmanager-{index}", "127.0.0.1", **injected
+                docker_client.containers.run(
+                    result.image,
+                    entrypoint=entry,
+                    command=["taskmanager"],
+                    environment={**env, **NO_SGX, **injected},
+                    **DIRECT,
                 )
             )
-        status = jobmanager.wait(timeout=600)
+        # The JobManager stays up when the job ends, as the operator needs.
+        deadline, state = time.monotonic() + 600, None
+        while time.monotonic() < deadline and state not in ("FINISHED", "FAILED", "CANCELED"):
+            time.sleep(2)
+            jobmanager.reload()
+            assert jobmanager.status == "running", jobmanager.logs().decode()[-3000:]
+            state = job_state(f"http://{HERE}:8081")
         out = jobmanager.logs(stdout=True, stderr=False).decode("utf-8", "replace")
         tm_logs = [c.logs().decode("utf-8", "replace") for c in containers[1:]]
-        assert status["StatusCode"] == 0, failure_report(out, tm_logs)
+        assert state == "FINISHED", failure_report(out, tm_logs)
         assert answer(out) == EXPECTED[WORDCOUNT](), out[-3000:]
+        with urllib.request.urlopen(f"http://{HERE}:8081/jobs/overview", timeout=5) as reply:
+            (listed,) = json.load(reply)["jobs"]
+        assert listed["jid"] == spec["flinkConfiguration"]["$internal.pipeline.job-id"]
         deployed = [line for line in out.splitlines() if "Deploying" in line]
         for index in (1, 2):
             assert any(f"wc-taskmanager-{index} @" in line for line in deployed), deployed

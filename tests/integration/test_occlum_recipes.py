@@ -176,7 +176,7 @@ def test_a_host_argument_stops_the_enclave_before_the_jvm(built, docker_client):
 
 
 def test_k8s_pods_start_the_enclave_exactly_as_the_image_does(built, docker_client, tmp_path):
-    from ppml_build.k8s import write_k8s
+    from ppml_build.k8s_files import write_k8s
 
     digest = "sha256:" + "0" * 64
     summary = write_k8s(

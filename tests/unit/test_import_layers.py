@@ -15,7 +15,7 @@ Layers, lowest first; a module may import its own layer and those below, never a
               .key_scan), then gramine/, occlum/
   stages      pipeline.stages (load and plan once; ``manifest`` for every backend)
   build       pipeline.backends (the registry), pipeline.reproducible
-  commands    verify/, trace/, k8s, starter
+  commands    verify/, trace/, k8s, k8s_roles, k8s_files, starter
   cli         cli/, __main__
 
 gramine/ and occlum/ are siblings: neither imports the other.
@@ -76,7 +76,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("stages", (P + "pipeline.stages",)),
     ("build", (P + "pipeline",)),
-    ("commands", (P + "verify", P + "trace", P + "k8s", P + "starter")),
+    (
+        "commands",
+        (P + "verify", P + "trace", P + "k8s", P + "k8s_roles", P + "k8s_files", P + "starter"),
+    ),
     ("cli", (P + "cli", P + "__main__")),
 ]
 SIBLINGS = [(P + "gramine", P + "occlum")]

@@ -335,7 +335,11 @@ def test_the_support_stage_writes_each_role_script_from_an_argument():
     recipe = load_recipe_text(RECIPE)
     plans = {role: make_plan(recipe, role) for role in ("driver", "executor")}
     scripts = role_scripts(recipe, plans)
-    assert sorted(scripts) == ["/ppml/roles/driver.sh", "/ppml/roles/executor.sh"]
+    assert sorted(scripts) == [
+        "/ppml/roles/driver.sh",
+        "/ppml/roles/entry.sh",
+        "/ppml/roles/executor.sh",
+    ]
     lines = support_stage_lines(recipe, plans["executor"].launch, "app", scripts)
     runs = [json.loads(line[len("RUN ") :]) for line in lines if line.startswith("RUN [")]
     written = [run for run in runs if run[-1] == scripts["/ppml/roles/executor.sh"]]
@@ -360,18 +364,23 @@ def test_the_jobmanager_runs_the_jobs_main_class_in_application_mode(tmp_path):
     recipe = load_recipe_text(FLINK.replace("Main]", "Main, '2']"))
     plan = make_plan(recipe, "jobmanager")
     script = runnable_script(role_launch(recipe, plan), tmp_path)
-    ran = run(script, {"FLINK_JOBMANAGER_HOST": "wc-jobmanager.flink.svc"})
+    env = {
+        "FLINK_JOBMANAGER_HOST": "wc-jobmanager.flink.svc",
+        "FLINK_JOBMANAGER_BIND_HOST": "10.1.2.3",
+    }
+    ran = run(script, env)
     assert ran.returncode == 0, ran.stderr
     argv = [line[1:-1] for line in ran.stdout.splitlines()]
     assert argv[argv.index("-cp") + 1] == "/app/wc.jar:/opt/flink/lib/*"
     assert argv[argv.index("-cp") + 2] == FLINK_APPLICATION_ENTRYPOINT
     assert argv[argv.index("--job-classname") + 1] == "Main" and argv[-1] == "2"
     dynamic = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-D")
-    for key in ("jobmanager.rpc.address", "jobmanager.bind-host", "rest.address"):
+    for key in ("jobmanager.rpc.address", "rest.address"):
         assert dynamic[key] == "wc-jobmanager.flink.svc"
+    assert dynamic["jobmanager.bind-host"] == dynamic["rest.bind-address"] == "10.1.2.3"
     heap = int(dynamic["jobmanager.memory.heap.size"].rstrip("b"))
     assert f"-Xmx{heap}" in argv and heap == plan.jvm.heap
-    refused = run(script, {"FLINK_JOBMANAGER_HOST": "jm --job-classname Evil"})
+    refused = run(script, {**env, "FLINK_JOBMANAGER_HOST": "jm --job-classname Evil"})
     assert refused.returncode == 2 and "FLINK_JOBMANAGER_HOST must be" in refused.stderr
 
 
