@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -130,10 +130,18 @@ def manifest(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-hash every file.")] = False,
     allow_insecure_manifest: AllowInsecureManifestOpt = False,
     allow_jvm_without_exinfo: AllowJvmWithoutExinfoOpt = False,
+    role: Annotated[
+        Optional[str],
+        typer.Option(
+            help="A cluster recipe's role (its own manifest, NAME-ROLE.manifest).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Render the LibOS configuration for a recipe against a root filesystem: a Gramine manifest
-    with every trusted file hashed (APP.manifest + trusted-files.json)."""
+    with every trusted file hashed (APP.manifest + trusted-files.json); for a cluster recipe,
+    one role's."""
     from ..gramine.overrides import ManifestOptions
     from ..pipeline.stages import write_manifest
 
@@ -141,7 +149,9 @@ def manifest(
         allow_insecure_manifest=allow_insecure_manifest,
         allow_jvm_without_exinfo=allow_jvm_without_exinfo,
     )
-    result = write_manifest(recipe, rootfs, output_dir, use_cache=not no_cache, options=options)
+    result = write_manifest(
+        recipe, rootfs, output_dir, use_cache=not no_cache, options=options, role=role
+    )
     if json_out:
         print(json.dumps(result, indent=2))
     else:

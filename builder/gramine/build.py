@@ -28,7 +28,7 @@ from ..pipeline.job import BuildJob, launch_support_stage
 from ..pipeline.options import BuildOptions, BuildResult
 from ..pipeline.outputs import image_labels, record_fields, write_build_outputs
 from ..plan import Plan
-from ..plan.roles import enclave_name
+from ..plan.roles import ENTRY_SCRIPT, enclave_name
 from ..progress import Say, say_nothing
 from ..recipe import Recipe
 from ..record import (
@@ -73,8 +73,12 @@ def final_dockerfile(
     files = " ".join(f"{name}.manifest {name}.manifest.sgx {name}.sig" for name in names)
     lines = [f"FROM {app_image_id}", f"COPY {files} {IN_IMAGE_DIR}/"]
     # gramine-sgx finds APP.manifest.sgx and APP.sig from the path it is given. A cluster
-    # image starts its first role by default; each pod names its own (k8s).
-    lines.append(f'ENTRYPOINT ["gramine-sgx", "{IN_IMAGE_DIR}/{names[0]}"]')
+    # image starts the role its first argument names (`docker run IMAGE taskmanager`), as
+    # its pods do on Kubernetes (plan/role_script.py entry_script).
+    if recipe.cluster is not None:
+        lines.append(f'ENTRYPOINT ["{ENTRY_SCRIPT}"]')
+    else:
+        lines.append(f'ENTRYPOINT ["gramine-sgx", "{IN_IMAGE_DIR}/{names[0]}"]')
     lines.append("CMD []")
     return "\n".join(lines) + "\n"
 

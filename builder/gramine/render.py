@@ -62,11 +62,13 @@ def write_gramine_manifest(
     source: str,
     *,
     options: ManifestOptions = ManifestOptions(),
+    name: str | None = None,
 ) -> dict:
-    """``ppml-build manifest`` for Gramine: OUT/APP.manifest and OUT/trusted-files.json."""
+    """``ppml-build manifest`` for Gramine: OUT/APP.manifest and OUT/trusted-files.json (APP:
+    ``name``, a cluster role's enclave, else the recipe's)."""
     rendered = render_for_rootfs(recipe, plan, fs, source, options=options)
     output_dir = Path(output_dir)
-    manifest_path = output_dir / f"{recipe.name}.manifest"
+    manifest_path = output_dir / f"{name or recipe.name}.manifest"
     list_path = output_dir / "trusted-files.json"
     # The manifest last: it is what `sign` reads next.
     write_all_or_none(

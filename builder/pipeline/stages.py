@@ -22,6 +22,7 @@ from ..image.hashing import FileHasher
 from ..image.rootfs import DirRootFS
 from ..occlum.render import write_occlum_config
 from ..plan import Plan, make_plan
+from ..plan.roles import enclave_name
 from ..recipe import Recipe, check_app_files, load_recipe
 
 # Bounds of reading the app's Python for the JVM-children warning (read_app_python).
@@ -116,10 +117,12 @@ def write_manifest(
     *,
     use_cache: bool = True,
     options: ManifestOptions = ManifestOptions(),
+    role: str | None = None,
 ) -> dict:
-    """``ppml-build manifest``: the backend's configuration and its file list in ``output_dir``."""
+    """``ppml-build manifest``: the backend's configuration and its file list in ``output_dir``;
+    for a cluster recipe, ``role``'s (its own manifest, ``<name>-<role>.manifest``)."""
     check_writable(output_dir, "--output-dir", directory=True)  # before minutes of hashing
-    recipe, plan = load_and_plan(recipe_path)
+    recipe, plan = _plan_for_manifest(recipe_path, role)
     if not Path(rootfs).is_dir():
         raise ManifestError(
             f"--rootfs {rootfs}: not a directory; unpack the image there first "
@@ -130,5 +133,36 @@ def write_manifest(
     if recipe.libos.type == "occlum":  # Occlum.json + bom.yaml
         return write_occlum_config(recipe, plan, fs, hasher, Path(output_dir), str(recipe_path))
     return write_gramine_manifest(
-        recipe, plan, fs, hasher, Path(output_dir), str(recipe_path), options=options
+        recipe,
+        plan,
+        fs,
+        hasher,
+        Path(output_dir),
+        str(recipe_path),
+        options=options,
+        name=enclave_name(recipe, role),
     )
+
+
+def _plan_for_manifest(path: Path, role: str | None) -> tuple[Recipe, Plan]:
+    """The recipe's plan, or a cluster role's: each role's enclave has its own manifest."""
+    recipe = validate_recipe(path)
+    if recipe.cluster is None:
+        if role is not None:
+            raise RecipeError(
+                f"--role {role}: {path} has no cluster: roles (one enclave); drop --role"
+            )
+        return load_and_plan(path)
+    roles = recipe.cluster.roles
+    if role not in roles:
+        given = f"--role {role} is not one of them" if role else "give --role ROLE"
+        raise RecipeError(
+            f"{path}: cluster.roles: each role ({', '.join(roles)}) has its own manifest; {given}"
+        )
+    if recipe.libos.type == "occlum":
+        raise RecipeError(
+            f"{path}: cluster: ppml-build makes cluster roles' enclaves with Gramine only; "
+            "set libos.type: gramine"
+        )
+    recipe, plans = load_and_plan_roles(path)
+    return recipe, plans[role]

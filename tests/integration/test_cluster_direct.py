@@ -68,6 +68,9 @@ def test_the_cluster_build_records_an_enclave_per_role(flink_cluster_build, dock
     labels = docker_client.images.get(result.image).labels
     assert own["mrenclave"] == role["mrenclave"] == labels["ppml.role.taskmanager.mrenclave"]
     assert "ppml.mrenclave" not in labels  # no single identity for the whole image
+    # `docker run IMAGE ROLE` starts that role's enclave, as its pods do on Kubernetes
+    config = docker_client.images.get(result.image).attrs["Config"]
+    assert config["Entrypoint"] == ["/ppml/roles/entry.sh"] and not config["Cmd"]
     manifest = tomllib.loads(
         (result.output_dir / f"{WORDCOUNT}-taskmanager.manifest.sgx").read_text()
     )

@@ -55,6 +55,21 @@ def runnable_script(launch, directory: Path) -> Path:
     return path
 
 
+def role_rootfs(directory: Path, recipe, role: str):
+    """An image filesystem for ``role``'s enclave: the Spark stand-in, ppml-build's support
+    files for its plan, and the role scripts; returns (plan, root)."""
+    from rootfs_factory import add_ppml_support, make_spark_rootfs
+
+    from ppml_build.plan.role_script import role_scripts
+
+    plan = make_plan(recipe, role)
+    root = add_ppml_support(make_spark_rootfs(directory / "rootfs"), plan)
+    for path, text in role_scripts(recipe, {role: plan}).items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    return plan, root
+
+
 @pytest.fixture
 def script(launch, tmp_path) -> Path:
     return runnable_script(launch, tmp_path)
@@ -266,20 +281,13 @@ def test_the_executor_manifest_runs_its_role_script_with_only_its_parameters(tmp
     parameters, the script is a trusted file, and nothing pins the executor to loopback."""
     import tomllib
 
-    from rootfs_factory import add_ppml_support, make_spark_rootfs
-
     from ppml_build.gramine.manifest import render_manifest
     from ppml_build.image.hashing import FileHasher
     from ppml_build.image.rootfs import DirRootFS
-    from ppml_build.plan.role_script import role_scripts
     from ppml_build.plan.roles import SPARK_EXECUTOR_PARAMETERS
 
     recipe = load_recipe_text(RECIPE)
-    plan = make_plan(recipe, "executor")
-    root = add_ppml_support(make_spark_rootfs(tmp_path / "rootfs"), plan)
-    for path, text in role_scripts(recipe, {"executor": plan}).items():
-        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        (root / path.lstrip("/")).write_text(text)
+    plan, root = role_rootfs(tmp_path, recipe, "executor")
     rendered = render_manifest(recipe, plan, DirRootFS(root, FileHasher(use_cache=False)))
     manifest = tomllib.loads(rendered.text)
     env = manifest["loader"]["env"]
@@ -299,20 +307,13 @@ def test_the_driver_manifest_runs_its_role_script_with_only_its_parameters(tmp_p
     parameters, and the script and the launcher's command it execs are trusted files."""
     import tomllib
 
-    from rootfs_factory import add_ppml_support, make_spark_rootfs
-
     from ppml_build.gramine.manifest import render_manifest
     from ppml_build.image.hashing import FileHasher
     from ppml_build.image.rootfs import DirRootFS
-    from ppml_build.plan.role_script import role_scripts
     from ppml_build.plan.roles import SPARK_DRIVER_PARAMETERS
 
     recipe = load_recipe_text(recipe_text)
-    plan = make_plan(recipe, "driver")
-    root = add_ppml_support(make_spark_rootfs(tmp_path / "rootfs"), plan)
-    for path, text in role_scripts(recipe, {"driver": plan}).items():
-        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        (root / path.lstrip("/")).write_text(text)
+    plan, root = role_rootfs(tmp_path, recipe, "driver")
     rendered = render_manifest(recipe, plan, DirRootFS(root, FileHasher(use_cache=False)))
     manifest = tomllib.loads(rendered.text)
     env = manifest["loader"]["env"]
@@ -392,3 +393,42 @@ def test_a_flink_role_needs_the_jobs_main_class_on_the_command_line():
     )
     with pytest.raises(PlanError, match="app.command: -jar: a Flink cluster role"):
         role_launch(recipe, make_plan(recipe, "jobmanager"))
+
+
+def test_manifest_renders_one_roles_manifest_and_asks_which(tmp_path, capsys, monkeypatch):
+    """`ppml-build manifest --role ROLE` writes that role's own manifest, NAME-ROLE.manifest;
+    a cluster recipe without --role is one line naming its roles."""
+    import tomllib
+
+    from ppml_build.cli import main
+
+    monkeypatch.setenv("PPML_BUILD_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = load_recipe_text(RECIPE)
+    plan, root = role_rootfs(tmp_path, recipe, "executor")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE)
+    out = tmp_path / "out"
+    args = ["manifest", str(path), "--rootfs", str(root), "--output-dir", str(out)]
+    assert main([*args, "--role", "executor"]) == 0
+    manifest = tomllib.loads((out / "pi-cluster-executor.manifest").read_text())
+    assert manifest["loader"]["argv"] == ["/bin/sh", "/ppml/roles/executor.sh"]
+    assert manifest["sgx"]["enclave_size"] == plan.enclave_size_text
+    capsys.readouterr()
+    for extra, needle in (
+        ([], "each role (driver, executor) has its own manifest; give --role ROLE"),
+        (["--role", "master"], "--role master is not one of them"),
+    ):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1
+
+
+def test_a_cluster_image_starts_the_role_its_first_argument_names():
+    from ppml_build.gramine.build import final_dockerfile
+
+    recipe = load_recipe_text(RECIPE)
+    dockerfile = final_dockerfile(
+        recipe, "sha256:app", ["pi-cluster-driver", "pi-cluster-executor"]
+    )
+    assert 'ENTRYPOINT ["/ppml/roles/entry.sh"]' in dockerfile
+    assert "pi-cluster-executor.sig" in dockerfile and "pi-cluster-driver.sig" in dockerfile
