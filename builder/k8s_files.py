@@ -9,7 +9,7 @@ from .atomic import Output, check_writable, write_all_or_none
 from .errors import PlanError, PpmlError, RecipeError
 from .k8s import DEFAULT_FLINK_VERSION, _check_flink_version, parse_image, render_k8s
 from .k8s_roles import DEFAULT_REPLICAS, render_cluster_k8s
-from .pipeline.stages import load_and_plan, load_and_plan_roles, validate_recipe
+from .pipeline.stages import load_and_plan_build
 from .recipe import Recipe
 from .units import human
 
@@ -37,17 +37,13 @@ def write_k8s(
     _check_flink_version(flink_version)
     if replicas is not None and not 1 <= replicas <= MAX_REPLICAS:
         raise PpmlError(f"--replicas {replicas}: give 1 to {MAX_REPLICAS} executors/TaskManagers")
-    cluster = validate_recipe(recipe_path).cluster is not None
-    if cluster:
-        recipe, plans = load_and_plan_roles(recipe_path)
-        plan = next(iter(plans.values()))
-    else:
-        if replicas is not None:
-            raise PpmlError(
-                "--replicas is for cluster recipes (cluster: roles), whose executors or "
-                "TaskManagers run in pods of their own; drop it"
-            )
-        recipe, plan = load_and_plan(recipe_path)
+    recipe, plan, plans = load_and_plan_build(recipe_path)
+    cluster = bool(plans)
+    if not cluster and replicas is not None:
+        raise PpmlError(
+            "--replicas is for cluster recipes (cluster: roles), whose executors or "
+            "TaskManagers run in pods of their own; drop it"
+        )
     directory = Path(output_dir) if output_dir is not None else default_output_dir(recipe)
     check_writable(directory, "--output-dir", directory=True)
     try:

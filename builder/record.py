@@ -56,20 +56,21 @@ def measurement_labels(
     }
 
 
+ROLE_LABEL_PREFIX = "ppml.role."  # a cluster image's labels: ppml.role.<role>.<key>
+
+
 def role_labels(role: str, summary: dict) -> dict[str, str]:
     """A cluster image's labels for one role's enclave: ``ppml.role.<role>.mrenclave``..."""
-    return {
-        f"ppml.role.{role}.{key}": str(summary[key]).lower()
-        if isinstance(summary[key], bool)
-        else str(summary[key])
-        for key in ("mrenclave", "mrsigner", "isv_prod_id", "isv_svn", "debug")
-    }
+    keys = ("mrenclave", "mrsigner", "isv_prod_id", "isv_svn")
+    labels = {f"{ROLE_LABEL_PREFIX}{role}.{key}": str(summary[key]) for key in keys}
+    labels[f"{ROLE_LABEL_PREFIX}{role}.debug"] = _flag(summary["debug"])
+    return labels
 
 
 def label_roles(labels: dict) -> list[str]:
     """The roles a cluster image's labels name (``ppml.role.<role>.mrenclave``), sorted; empty
     for a single enclave's image."""
-    head, tail = "ppml.role.", ".mrenclave"
+    head, tail = ROLE_LABEL_PREFIX, ".mrenclave"
     roles = {
         key[len(head) : -len(tail)]
         for key in labels

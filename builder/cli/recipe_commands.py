@@ -87,15 +87,12 @@ def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
     """Size the enclave (sgx.enclave_size, sgx.max_threads) from the app's JVM and engine settings,
     showing each term of the derivation."""
     from ..occlum.sizing import describe_occlum_sizing, occlum_sizing, occlum_sizing_dict
-    from ..pipeline.stages import load_and_plan, load_and_plan_roles, validate_recipe
+    from ..pipeline.stages import load_and_plan_build
     from ..plan import format_plan
     from ..plan.roles import describe_role, role_launch
 
-    if validate_recipe(recipe).cluster is not None:
-        loaded, plans = load_and_plan_roles(recipe)
-    else:
-        loaded, single = load_and_plan(recipe)
-        plans = {None: single}
+    loaded, single, role_plans = load_and_plan_build(recipe)
+    plans: dict = dict(role_plans) or {None: single}
     documents, lines = {}, []
     for role, result in plans.items():
         # Occlum splits the enclave (user space, kernel heap, threads): its sizes from the plan's.

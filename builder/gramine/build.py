@@ -221,11 +221,13 @@ def build_gramine(job: BuildJob, say: Say = say_nothing) -> BuildResult:
         record = cluster_record(recipe, records)
         files: dict[str, str | bytes] = {}
         for role, manifest in rendered.items():
-            name = enclave_name(recipe, role)
-            files[f"{name}.manifest.sgx"] = manifest.data
-            files[f"{name}.sig"] = signed[role][0]
-            files[f"{ROLES_OUTPUT_DIR}/{role}/trusted-files.json"] = (
-                json.dumps(trusted_files_document(manifest), indent=2) + "\n"
+            files.update(
+                enclave_files(
+                    enclave_name(recipe, role),
+                    manifest,
+                    signed[role][0],
+                    f"{ROLES_OUTPUT_DIR}/{role}/",
+                )
             )
         policy_files = write_build_outputs(
             job.output_dir,
@@ -326,16 +328,21 @@ def write_outputs(
 ) -> list[Path]:
     """Manifest, .sig and trusted-file list, then write_build_outputs."""
     return write_build_outputs(
-        output_dir,
-        {
-            f"{recipe.name}.manifest.sgx": rendered.data,
-            f"{recipe.name}.sig": sig_bytes,
-            "trusted-files.json": json.dumps(trusted_files_document(rendered), indent=2) + "\n",
-        },
-        record,
-        policies,
-        source,
+        output_dir, enclave_files(recipe.name, rendered, sig_bytes), record, policies, source
     )
+
+
+def enclave_files(
+    name: str, rendered: RenderedManifest, sig_bytes: bytes, list_dir: str = ""
+) -> dict[str, str | bytes]:
+    """One enclave's output files: NAME.manifest.sgx, NAME.sig, and its trusted-file list in
+    ``list_dir`` (a cluster role's: roles/<role>/)."""
+    return {
+        f"{name}.manifest.sgx": rendered.data,
+        f"{name}.sig": sig_bytes,
+        f"{list_dir}trusted-files.json": json.dumps(trusted_files_document(rendered), indent=2)
+        + "\n",
+    }
 
 
 __all__ = [

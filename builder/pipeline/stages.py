@@ -44,6 +44,10 @@ def load_and_plan(path: Path) -> tuple[Recipe, Plan]:
             "are planned, built and deployed by `plan`, `build` and `k8s` (Flink), and checked "
             "by `verify` and `policy`; remove cluster: for the single-enclave job"
         )
+    return recipe, _plan_one(recipe, path)
+
+
+def _plan_one(recipe: Recipe, path: Path) -> Plan:
     try:
         plan = make_plan(recipe)
     except PpmlError as err:
@@ -53,28 +57,26 @@ def load_and_plan(path: Path) -> tuple[Recipe, Plan]:
         warning = jvm_children_warning(recipe, plan.launch, sources)
         if warning:
             plan.warnings.append(warning)
-    return recipe, plan
+    return plan
 
 
-def load_and_plan_roles(path: Path) -> tuple[Recipe, dict[str, Plan]]:
+def _plan_roles(recipe: Recipe, path: Path) -> dict[str, Plan]:
     """A cluster recipe's plans: one enclave per role, each sized for that role's JVM."""
-    recipe = validate_recipe(path)
-    if recipe.cluster is None:
-        raise RecipeError(f"{path}: has no cluster: roles")
+    assert recipe.cluster is not None
     try:
-        return recipe, {role: make_plan(recipe, role) for role in recipe.cluster.roles}
+        return {role: make_plan(recipe, role) for role in recipe.cluster.roles}
     except PpmlError as err:
         raise type(err)(f"{path}: {err}") from None
 
 
 def load_and_plan_build(path: Path) -> tuple[Recipe, Plan, dict[str, Plan]]:
-    """What ``build`` makes: the recipe's one enclave (roles empty) or, for a cluster recipe,
-    an enclave per role (the first role's plan stands for the app image)."""
+    """The recipe read and checked once, and its plans: its one enclave's (roles empty) or, for
+    a cluster recipe, one per role (the first role's plan stands for the app image). What
+    ``build`` makes; ``plan``, ``manifest`` and ``k8s`` take the roles' plans from it too."""
     recipe = validate_recipe(path)
     if recipe.cluster is None:
-        recipe, plan = load_and_plan(path)
-        return recipe, plan, {}
-    recipe, plans = load_and_plan_roles(path)
+        return recipe, _plan_one(recipe, path), {}
+    plans = _plan_roles(recipe, path)
     return recipe, next(iter(plans.values())), plans
 
 
@@ -146,13 +148,13 @@ def write_manifest(
 
 def _plan_for_manifest(path: Path, role: str | None) -> tuple[Recipe, Plan]:
     """The recipe's plan, or a cluster role's: each role's enclave has its own manifest."""
-    recipe = validate_recipe(path)
+    recipe, plan, plans = load_and_plan_build(path)
     if recipe.cluster is None:
         if role is not None:
             raise RecipeError(
                 f"--role {role}: {path} has no cluster: roles (one enclave); drop --role"
             )
-        return load_and_plan(path)
+        return recipe, plan
     roles = recipe.cluster.roles
     if role not in roles:
         given = f"--role {role} is not one of them" if role else "give --role ROLE"
@@ -164,5 +166,4 @@ def _plan_for_manifest(path: Path, role: str | None) -> tuple[Recipe, Plan]:
             f"{path}: cluster: ppml-build makes cluster roles' enclaves with Gramine only; "
             "set libos.type: gramine"
         )
-    recipe, plans = load_and_plan_roles(path)
     return recipe, plans[role]

@@ -45,6 +45,7 @@ from .launch import (
     ROLE_DIR,
     SPARK_JVM_ARGS,
     LaunchPlan,
+    SparkSubmit,
     parse_spark_submit,
     spark_enclave_options,
 )
@@ -301,12 +302,10 @@ def role_launch(recipe: Recipe, plan: Plan) -> RoleLaunch | None:
     return build(recipe, plan)
 
 
-def _driver_submit_options(recipe: Recipe) -> tuple[str, ...]:
+def _driver_submit_options(submit: SparkSubmit) -> tuple[str, ...]:
     """The driver's spark-submit options: app.command's without --master and --deploy-mode
     (the cluster decides them), ppml-build's enclave options, the fixed ports and security,
     and the checked cluster parameters."""
-    submit = parse_spark_submit(list(recipe.app.command))
-    assert submit is not None  # role_launch_plan checks
     kept: list[str] = []
     options = list(submit.options)
     while options:
@@ -347,8 +346,8 @@ def _spark_driver(recipe: Recipe, plan: Plan) -> RoleLaunch:
     command Spark's launcher computed at build time, then SparkSubmit's arguments."""
     jvm = plan.jvm
     submit = parse_spark_submit(list(recipe.app.command))
-    assert jvm is not None and submit is not None
-    options = _driver_submit_options(recipe)
+    assert jvm is not None and submit is not None  # role_launch_plan checks
+    options = _driver_submit_options(submit)
     common = ("driver", role_script_path("driver"), SPARK_DRIVER_PARAMETERS)
     if plan.launch.form == "pyspark":
         python = (recipe.runtime.python, PPML_LAUNCHER, submit.resource, *submit.app_args)

@@ -33,10 +33,7 @@ from .jvm import (
     check_spark_flags,
     spark_submit_flags,
 )
-from .launch import (
-    describe_launch,
-    plan_launch,
-)
+from .launch import describe_launch, plan_launch
 from .model import (
     DEFAULT_MALLOC_ARENA_MAX,
     FLINK_DEFAULT_PROCESS_SIZE,

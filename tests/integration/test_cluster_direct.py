@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_build import copy_recipe
 from test_recipes import EXPECTED, answer
-from test_roles_native import JAVA, free_port
+from test_roles_native import free_port, start_standalone_master
 
 from ppml_build.pipeline import backends
 from ppml_build.pipeline.options import BuildOptions
@@ -35,26 +35,40 @@ JOB_CLASS = "org.ppmlbuild.examples.StreamingWordCount"
 DIRECT = {"network_mode": "host", "security_opt": ["seccomp=unconfined"], "detach": True}
 
 
-@pytest.fixture(scope="module")
-def flink_cluster_build(pushed_bases, key, registry, tmp_path_factory):
-    """The bundled WordCount as a cluster recipe: parallelism 2, one slot per TaskManager."""
-    work = tmp_path_factory.mktemp("cluster")
-    remote, digest = pushed_bases["flink"]
-    recipe = copy_recipe(PROJECT / "recipes/flink" / WORDCOUNT, work / WORDCOUNT, remote, digest)
-    text = recipe.read_text().replace(f"            {JOB_CLASS}]", f"            {JOB_CLASS}, '2']")
-    assert "'2']" in text
-    recipe.write_text(text + "\ncluster:\n  roles: [jobmanager, taskmanager]\n")
+def build_as_cluster(
+    work: Path, base: tuple[str, str], kind: str, name: str, edit, roles: str, key, registry
+):
+    """The bundled recipe ``name`` copied to ``work`` on the pushed base, its text changed by
+    ``edit``, with ``cluster: roles``, built: (recipe path, BuildResult)."""
+    remote, digest = base
+    recipe = copy_recipe(PROJECT / "recipes" / kind / name, work / name, remote, digest)
+    recipe.write_text(edit(recipe.read_text()) + f"\ncluster:\n  roles: {roles}\n")
     result = backends.build(
         BuildOptions(
             recipe=recipe,
             key=key,
             output_dir=work / "out",
-            tag="ppml-test/wordcount-cluster:direct",
+            tag=f"ppml-test/{name}-cluster:direct",
             registry_auth=registry.auth_file,
             date="2026-11-01",
         )
     )
     return recipe, result
+
+
+@pytest.fixture(scope="module")
+def flink_cluster_build(pushed_bases, key, registry, tmp_path_factory):
+    """The bundled WordCount as a cluster recipe: parallelism 2, one slot per TaskManager."""
+
+    def parallelism_2(text: str) -> str:
+        changed = text.replace(f"            {JOB_CLASS}]", f"            {JOB_CLASS}, '2']")
+        assert "'2']" in changed
+        return changed
+
+    return build_as_cluster(
+        tmp_path_factory.mktemp("cluster"), pushed_bases["flink"], "flink", WORDCOUNT,
+        parallelism_2, "[jobmanager, taskmanager]", key, registry,
+    )  # fmt: skip
 
 
 def test_the_cluster_build_records_an_enclave_per_role(flink_cluster_build, docker_client):
@@ -280,25 +294,18 @@ STANDALONE_CONF = [
 @pytest.fixture(scope="module")
 def spark_cluster_build(pushed_bases, key, registry, tmp_path_factory):
     """The bundled PySpark SQL job (the README's demo) as a cluster recipe."""
-    work = tmp_path_factory.mktemp("spark-cluster")
-    remote, digest = pushed_bases["spark"]
-    recipe = copy_recipe(PROJECT / "recipes/spark" / SQL_AGG, work / SQL_AGG, remote, digest)
-    text = recipe.read_text().replace(
-        ", /app/job.py]", ", " + ", ".join(STANDALONE_CONF) + ", /app/job.py]"
-    )
-    assert all(conf in text for conf in STANDALONE_CONF)
-    recipe.write_text(text + "\ncluster:\n  roles: [driver, executor]\n")
-    result = backends.build(
-        BuildOptions(
-            recipe=recipe,
-            key=key,
-            output_dir=work / "out",
-            tag="ppml-test/sql-agg-cluster:direct",
-            registry_auth=registry.auth_file,
-            date="2026-11-01",
+
+    def standalone_scheduling(text: str) -> str:
+        changed = text.replace(
+            ", /app/job.py]", ", " + ", ".join(STANDALONE_CONF) + ", /app/job.py]"
         )
-    )
-    return recipe, result
+        assert all(conf in changed for conf in STANDALONE_CONF)
+        return changed
+
+    return build_as_cluster(
+        tmp_path_factory.mktemp("spark-cluster"), pushed_bases["spark"], "spark", SQL_AGG,
+        standalone_scheduling, "[driver, executor]", key, registry,
+    )  # fmt: skip
 
 
 def master_app_id(port: int, deadline: float) -> str | None:
@@ -327,17 +334,12 @@ def test_the_sql_job_runs_on_a_driver_and_two_executor_enclaves_under_gramine_di
     _, result = spark_cluster_build
     master_port, master_ui = free_port(), free_port()
     secret = "ppml-test-" + "cd" * 16
-    auth = ["-Dspark.authenticate=true", f"-Dspark.authenticate.secret={secret}"]
     run = docker_client.containers.run
     containers = []
     try:
         containers.append(
-            run(result.image,
-                entrypoint=[JAVA, "-Xmx256m", *auth, "-cp", "/opt/spark/jars/*",
-                            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                            "--port", str(master_port), "--webui-port", str(master_ui)],
-                command=[], network_mode="host", detach=True)
-        )  # fmt: skip
+            start_standalone_master(docker_client, result.image, master_port, master_ui, secret)
+        )
         driver = run(
             result.image,
             entrypoint=["gramine-direct", f"/ppml/{SQL_AGG}-driver"],

@@ -43,6 +43,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_standalone_master(docker_client, image: str, port: int, ui_port: int, secret: str):
+    """A standalone Spark Master with no workers on 127.0.0.1 (it stands in for the Kubernetes
+    API server), sharing spark.authenticate's secret with the driver it accepts."""
+    return docker_client.containers.run(
+        image,
+        entrypoint=[JAVA, "-Xmx256m", "-Dspark.authenticate=true",
+                    f"-Dspark.authenticate.secret={secret}", "-cp", "/opt/spark/jars/*",
+                    "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                    "--port", str(port), "--webui-port", str(ui_port)],
+        command=[], network_mode="host", detach=True,
+    )  # fmt: skip
+
+
 def test_the_taskmanager_role_script_registers_with_a_jobmanager(
     docker_client, flink_base, tmp_path
 ):
@@ -151,17 +164,14 @@ def test_two_executors_from_the_role_script_run_a_drivers_tasks(
     (tmp_path / "job.py").write_text(DRIVER_JOB)
     master_port, driver_port, ui_port = free_port(), free_port(), free_port()
     secret = "ppml-test-" + "ab" * 16
-    auth = ["-Dspark.authenticate=true", f"-Dspark.authenticate.secret={secret}"]
     run = docker_client.containers.run
     containers = []
     try:
         containers.append(
-            run(spark_base.reference,
-                entrypoint=[JAVA, "-Xmx256m", *auth, "-cp", "/opt/spark/jars/*",
-                            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                            "--port", str(master_port), "--webui-port", str(free_port())],
-                command=[], network_mode="host", detach=True)
-        )  # fmt: skip
+            start_standalone_master(
+                docker_client, spark_base.reference, master_port, free_port(), secret
+            )
+        )
         driver = run(
             spark_base.reference,
             entrypoint=["/opt/spark/bin/spark-submit", "--master",

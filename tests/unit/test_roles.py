@@ -70,6 +70,19 @@ def role_rootfs(directory: Path, recipe, role: str):
     return plan, root
 
 
+def render_role_manifest(directory: Path, recipe, role: str):
+    """``role``'s manifest rendered against its filesystem: (plan, RenderedManifest, TOML)."""
+    import tomllib
+
+    from ppml_build.gramine.manifest import render_manifest
+    from ppml_build.image.hashing import FileHasher
+    from ppml_build.image.rootfs import DirRootFS
+
+    plan, root = role_rootfs(directory, recipe, role)
+    rendered = render_manifest(recipe, plan, DirRootFS(root, FileHasher(use_cache=False)))
+    return plan, rendered, tomllib.loads(rendered.text)
+
+
 @pytest.fixture
 def script(launch, tmp_path) -> Path:
     return runnable_script(launch, tmp_path)
@@ -279,17 +292,10 @@ def test_the_taskmanager_gets_every_memory_component_of_its_planned_process_size
 def test_the_executor_manifest_runs_its_role_script_with_only_its_parameters(tmp_path):
     """The role's enclave: argv is the role script, the host may set exactly its cluster
     parameters, the script is a trusted file, and nothing pins the executor to loopback."""
-    import tomllib
-
-    from ppml_build.gramine.manifest import render_manifest
-    from ppml_build.image.hashing import FileHasher
-    from ppml_build.image.rootfs import DirRootFS
     from ppml_build.plan.roles import SPARK_EXECUTOR_PARAMETERS
 
     recipe = load_recipe_text(RECIPE)
-    plan, root = role_rootfs(tmp_path, recipe, "executor")
-    rendered = render_manifest(recipe, plan, DirRootFS(root, FileHasher(use_cache=False)))
-    manifest = tomllib.loads(rendered.text)
+    plan, rendered, manifest = render_role_manifest(tmp_path, recipe, "executor")
     env = manifest["loader"]["env"]
     assert manifest["loader"]["argv"] == ["/bin/sh", "/ppml/roles/executor.sh"]
     assert manifest["libos"]["entrypoint"] == "/usr/bin/dash"
@@ -305,17 +311,10 @@ def test_the_executor_manifest_runs_its_role_script_with_only_its_parameters(tmp
 def test_the_driver_manifest_runs_its_role_script_with_only_its_parameters(tmp_path, recipe_text):
     """The driver's enclave: argv is its role script, the host may set exactly its four
     parameters, and the script and the launcher's command it execs are trusted files."""
-    import tomllib
-
-    from ppml_build.gramine.manifest import render_manifest
-    from ppml_build.image.hashing import FileHasher
-    from ppml_build.image.rootfs import DirRootFS
     from ppml_build.plan.roles import SPARK_DRIVER_PARAMETERS
 
     recipe = load_recipe_text(recipe_text)
-    plan, root = role_rootfs(tmp_path, recipe, "driver")
-    rendered = render_manifest(recipe, plan, DirRootFS(root, FileHasher(use_cache=False)))
-    manifest = tomllib.loads(rendered.text)
+    plan, rendered, manifest = render_role_manifest(tmp_path, recipe, "driver")
     env = manifest["loader"]["env"]
     assert manifest["loader"]["argv"] == ["/bin/sh", "/ppml/roles/driver.sh"]
     assert {name for name, value in env.items() if isinstance(value, dict)} == {
