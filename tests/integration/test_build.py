@@ -240,8 +240,9 @@ def test_rebuild_is_reproducible_cached_and_rehashes_only_the_change(
     assert changed["stats"]["app_files_hashed"] == 1
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["one-enclave", "cluster-roles"])
 def test_no_key_material_anywhere(
-    pushed_bases, key, registry, tmp_path, capsys, docker_client, monkeypatch
+    pushed_bases, key, registry, tmp_path, capsys, docker_client, monkeypatch, cluster
 ):
     private = serialization.load_pem_private_key(key.read_bytes(), None)
     numbers = private.private_numbers()
@@ -282,6 +283,8 @@ def test_no_key_material_anywhere(
     monkeypatch.setattr(app_layer, "build_image", scanning_build_image)  # the app layer
     remote, _ = pushed_bases["spark"]
     recipe = copy_recipe(SPARK_RECIPE, tmp_path / "recipe", remote)
+    if cluster:  # an enclave per role, in the same two builds
+        recipe.write_text(recipe.read_text() + "\ncluster:\n  roles: [driver, executor]\n")
     summary = build_cli(
         recipe,
         key,
@@ -296,7 +299,8 @@ def test_no_key_material_anywhere(
     assert len(contexts) == 2  # app layer and final image, both scanned
     scan(summary["_stderr"].encode() + json.dumps(summary).encode(), "the build's output")
     for path in (tmp_path / "out").rglob("*"):
-        scan(path.read_bytes(), f"output {path.name}")
+        if path.is_file():  # a cluster's roles/<role>/ records and policies too
+            scan(path.read_bytes(), f"output {path.name}")
     history = docker_client.api.history("ppml-test/keyscan:it")
     scan(json.dumps(history).encode(), "docker history")
     scan(
@@ -309,9 +313,10 @@ def test_no_key_material_anywhere(
     saved = b"".join(docker_client.images.get("ppml-test/keyscan:it").save(named=True))
     scan(saved, "docker save")
     # and the layers are really in there: the manifest we wrote is found in the save stream
-    assert (tmp_path / "out" / "pyspark-sql-agg.manifest.sgx").read_bytes()[
+    enclave = "pyspark-sql-agg-driver" if cluster else "pyspark-sql-agg"
+    assert (tmp_path / "out" / f"{enclave}.manifest.sgx").read_bytes()[
         :200
-    ] in saved or b"pyspark-sql-agg.manifest.sgx" in saved
+    ] in saved or f"{enclave}.manifest.sgx".encode() in saved
 
 
 def test_flink_build_and_native_run(pushed_bases, key, registry, tmp_path, capsys, docker_client):
