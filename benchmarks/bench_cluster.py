@@ -149,6 +149,10 @@ def run_spark(client, image: str, mode: str) -> dict:
             "SPARK_DRIVER_HOST": "127.0.0.1",
             "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
             "_SPARK_AUTH_SECRET": secret,
+            # what a k8s:// master needs; a standalone one ignores them
+            "SPARK_KUBERNETES_NAMESPACE": "default",
+            "SPARK_DRIVER_POD_NAME": "bench-driver",
+            "SPARK_EXECUTOR_IMAGE": image,
         }
         driver = client.containers.run(
             image, entrypoint=role_entry(mode, SPARK, "driver"), environment=driver_env,

@@ -24,29 +24,27 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-import yaml
-
 from .errors import ImageError, PlanError, PpmlError, RecipeError
 from .image.bootstrap.targets import DEFAULT_FLINK_VERSION as BASE_FLINK_VERSION
 from .occlum.build import INSTANCE_DIR, occlum_run_command
 from .occlum.sizing import occlum_sizing
 from .plan import FLINK_DEFAULT_PROCESS_SIZE, SPARK_DEFAULT_MEMORY, Plan, spark_submit_flags
+from .plan.pods import (
+    AESM_SOCKET,
+    SGX_EPC,
+    SGX_PROVISION,
+    PodSizing,
+    k8s_name,
+    k8s_yaml,
+    pod_document,
+    pod_labels,
+    pod_resources,
+    pod_sizing,
+    pod_spec,
+)
 from .recipe import Recipe
 from .recipe.model import is_host_port
-from .units import KiB, MiB, Size, human, parse_spark_size, round_up
-
-SGX_EPC = "sgx.intel.com/epc"
-SGX_ENCLAVE = "sgx.intel.com/enclave"
-SGX_PROVISION = "sgx.intel.com/provision"
-AESM_SOCKET = "/var/run/aesmd/aesm.socket"
-
-# The untrusted half of the Gramine process: the loader, host libc, its RPC queue and the DCAP
-# quote library.
-HOST_PROCESS_BASE = 256 * MiB
-# Each enclave thread runs on a host thread with its own untrusted stack and signal stack.
-HOST_BYTES_PER_THREAD = 256 * KiB
-# The kernel keeps 128 bytes of PCMD per evicted 4K EPC page in the same shmem backing.
-PCMD_FRACTION = 32
+from .units import MiB, Size, human, parse_spark_size
 
 # flinkVersion of the FlinkDeployment: the Flink release ppml-build's Flink base installs (base
 # bootstrap's one home for it), in the operator's FlinkVersion enum (v2_3 from operator 1.15,
@@ -59,7 +57,6 @@ EXECUTOR_TEMPLATE = "executor-pod-template.yaml"
 SPARK_SUBMIT = "spark-submit.sh"
 FLINK_DEPLOYMENT = "flinkdeployment.yaml"
 JOB = "job.yaml"
-EXECUTABLE = frozenset({SPARK_SUBMIT})
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPOSITORY_RE = re.compile(r"^[a-z0-9]+([._:/-][a-zA-Z0-9]+|__[a-z0-9]+|-+[a-z0-9]+)*$")
@@ -174,105 +171,6 @@ def enclave_start(recipe: Recipe, plan: Plan) -> EnclaveStart:
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Pod sizing
-
-
-@dataclass(frozen=True)
-class PodSizing:
-    """What one enclave pod asks Kubernetes for, and why."""
-
-    enclave_size: int  # bytes: sgx.intel.com/epc
-    jvm_reserved: int  # the JVM's heap + off-heap reservations inside the enclave (0: no JVM)
-    host_process: int  # untrusted Gramine loader and host threads
-    pcmd_backing: int  # kernel metadata for evicted EPC pages
-    memory: int  # pod memory request = limit, a whole number of MiB
-    cpus: int
-    provision: bool  # DCAP: sgx.intel.com/provision and the aesmd socket
-
-    @property
-    def memory_quantity(self) -> str:
-        return f"{self.memory // MiB}Mi"
-
-    def as_dict(self) -> dict:
-        return {
-            "epc_bytes": self.enclave_size,
-            "jvm_reserved_bytes": self.jvm_reserved,
-            "host_process_bytes": self.host_process,
-            "pcmd_backing_bytes": self.pcmd_backing,
-            "pod_memory_bytes": self.memory,
-            "pod_memory": self.memory_quantity,
-            "cpus": self.cpus,
-            "sgx_provision": self.provision,
-        }
-
-
-def pod_sizing(recipe: Recipe, plan: Plan, epc_bytes: int | None = None) -> PodSizing:
-    """Memory and CPU for an enclave pod: JVM heap + off-heap ≤ enclave ≤ pod memory.
-    ``epc_bytes``: the enclave's size when the LibOS lays it out otherwise (Occlum)."""
-    enclave = plan.enclave_size if epc_bytes is None else epc_bytes
-    # Every JVM/Flink term of the plan is memory the JVM reserves inside the enclave.
-    jvm_reserved = sum(
-        term.value for term in plan.memory_terms if term.name.startswith(("jvm_", "flink_"))
-    )
-    if jvm_reserved > enclave:
-        raise PlanError(
-            f"enclave.size {recipe.enclave.size if epc_bytes is None else human(enclave)} is "
-            f"smaller than the JVM's heap and off-heap memory ({human(jvm_reserved)}); raise "
-            "enclave.size or set it to auto"
-        )
-    # The untrusted half (Gramine's loader or Occlum's occlum-run and PAL) and its host threads.
-    host = HOST_PROCESS_BASE + plan.max_threads * HOST_BYTES_PER_THREAD
-    pcmd = enclave // PCMD_FRACTION
-    memory = round_up(enclave + pcmd + host, MiB)
-    if plan.jvm is not None:
-        cpus = plan.jvm.cpus
-    else:
-        cpus = recipe.resources.cpus or 1
-    return PodSizing(
-        enclave,
-        jvm_reserved,
-        host,
-        pcmd,
-        memory,
-        cpus,
-        recipe.enclave.remote_attestation == "dcap",
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Building blocks
-
-
-def k8s_name(recipe_name: str) -> str:
-    """A DNS-1035 label (≤ 45 characters, Flink's cluster-id limit) from the recipe name."""
-    name = re.sub(r"[^a-z0-9-]", "-", recipe_name.lower())
-    if not name[:1].isalpha():
-        name = "app-" + name
-    return name[:45].rstrip("-")
-
-
-def _labels(recipe: Recipe, component: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": k8s_name(recipe.name),
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": "ppml-build",
-    }
-
-
-def _resources(sizing: PodSizing, cpus: int) -> dict:
-    # Extended resources cannot be overcommitted: requests must equal limits. Memory too, so the
-    # node reserves all the memory the enclave can push out to backing store. No CPU limit: CFS
-    # throttling stalls the JVM's GC and safepoints.
-    sgx = {SGX_EPC: str(sizing.enclave_size), SGX_ENCLAVE: "1"}
-    if sizing.provision:
-        sgx[SGX_PROVISION] = "1"
-    return {
-        "requests": {"cpu": str(cpus), "memory": sizing.memory_quantity, **sgx},
-        "limits": {"memory": sizing.memory_quantity, **sgx},
-    }
-
-
 def _enclave_container(
     recipe: Recipe,
     image: ImageRef,
@@ -290,7 +188,7 @@ def _enclave_container(
     }
     if start.working_dir:
         container["workingDir"] = start.working_dir
-    container["resources"] = _resources(sizing, cpus)
+    container["resources"] = pod_resources(sizing, cpus)
     if sizing.provision:
         container["volumeMounts"] = [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
     if _servers_from_host(recipe):
@@ -334,45 +232,17 @@ def _secret_prov_config(recipe: Recipe, servers: str | None, header: list[str]) 
     document = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": secret_prov_config_name(recipe), "labels": _labels(recipe, "config")},
+        "metadata": {
+            "name": secret_prov_config_name(recipe),
+            "labels": pod_labels(recipe, "config"),
+        },
         "data": {"servers": servers},
     }
     note = [
         "Where the enclaves fetch their encrypted-files key (Gramine's secret provisioning,",
         "after remote attestation). An address only: the key never leaves the server.",
     ]
-    return _yaml(header + [""] + note, document)
-
-
-def _volumes(sizing: PodSizing) -> list[dict]:
-    if not sizing.provision:
-        return []
-    # Gramine asks aesmd's quoting enclave for DCAP quotes through this socket.
-    return [{"name": "aesmd-socket", "hostPath": {"path": AESM_SOCKET, "type": "Socket"}}]
-
-
-def _pod_spec(containers: list[dict], sizing: PodSizing, **extra) -> dict:
-    spec: dict = {**extra, "containers": containers}
-    volumes = _volumes(sizing)
-    if volumes:
-        spec["volumes"] = volumes
-    return spec
-
-
-def _pod(recipe: Recipe, component: str, spec: dict) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"labels": _labels(recipe, component)},
-        "spec": spec,
-    }
-
-
-def _yaml(header: list[str], document: dict) -> str:
-    comments = "".join(f"# {line}\n" if line else "#\n" for line in header)
-    return comments + yaml.safe_dump(
-        document, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100
-    )
+    return k8s_yaml(header + [""] + note, document)
 
 
 def _header(
@@ -532,10 +402,10 @@ def _render_spark(
 ) -> tuple[dict[str, str], dict[str, str]]:
     conf = spark_conf(recipe, image, sizing)
     executor_cores = int(conf["spark.executor.cores"])
-    driver = _pod(
+    driver = pod_document(
         recipe,
         "driver",
-        _pod_spec(
+        pod_spec(
             [
                 _enclave_container(
                     recipe, image, sizing, start, name="spark-kubernetes-driver", cpus=sizing.cpus
@@ -544,10 +414,10 @@ def _render_spark(
             sizing,
         ),
     )
-    executor = _pod(
+    executor = pod_document(
         recipe,
         "executor",
-        _pod_spec(
+        pod_spec(
             [
                 _enclave_container(
                     recipe,
@@ -567,8 +437,8 @@ def _render_spark(
         " and keeps the SGX resources.",
     ]
     files = {
-        DRIVER_TEMPLATE: _yaml(header + [""] + note, driver),
-        EXECUTOR_TEMPLATE: _yaml(header + [""] + note, executor),
+        DRIVER_TEMPLATE: k8s_yaml(header + [""] + note, driver),
+        EXECUTOR_TEMPLATE: k8s_yaml(header + [""] + note, executor),
         SPARK_SUBMIT: _spark_submit_script(recipe, conf),
     }
     master = spark_submit_flags(recipe).get("spark.master", "")
@@ -600,10 +470,10 @@ def _render_flink(
     resource = {"cpu": sizing.cpus, "memory": f"{sizing.memory // MiB}m"}
 
     def role(component: str) -> dict:
-        template = _pod(
+        template = pod_document(
             recipe,
             component,
-            _pod_spec(
+            pod_spec(
                 [
                     _enclave_container(
                         recipe, image, sizing, start, name="flink-main-container", cpus=sizing.cpus
@@ -617,7 +487,7 @@ def _render_flink(
     document = {
         "apiVersion": "flink.apache.org/v1beta1",
         "kind": "FlinkDeployment",
-        "metadata": {"name": k8s_name(recipe.name), "labels": _labels(recipe, "flink")},
+        "metadata": {"name": k8s_name(recipe.name), "labels": pod_labels(recipe, "flink")},
         "spec": {
             "image": str(image),
             "imagePullPolicy": "IfNotPresent",
@@ -646,7 +516,7 @@ def _render_flink(
         f"must run `{shlex.join(start.command)}` (the enclave's argv is fixed by the "
         + ("signed manifest)" if recipe.libos.type == "gramine" else "entry script)")
     )
-    return {FLINK_DEPLOYMENT: _yaml(header + [""] + note, document)}
+    return {FLINK_DEPLOYMENT: k8s_yaml(header + [""] + note, document)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,8 +527,8 @@ def _render_job(
     recipe: Recipe, image: ImageRef, sizing: PodSizing, start: EnclaveStart, header: list[str]
 ) -> dict[str, str]:
     template = {
-        "metadata": {"labels": _labels(recipe, "enclave")},
-        "spec": _pod_spec(
+        "metadata": {"labels": pod_labels(recipe, "enclave")},
+        "spec": pod_spec(
             [_enclave_container(recipe, image, sizing, start, name="enclave", cpus=sizing.cpus)],
             sizing,
             restartPolicy="Never",
@@ -667,11 +537,11 @@ def _render_job(
     document = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": k8s_name(recipe.name), "labels": _labels(recipe, "enclave")},
+        "metadata": {"name": k8s_name(recipe.name), "labels": pod_labels(recipe, "enclave")},
         # A failed enclave run is a finding to look at, not something to retry blindly.
         "spec": {"backoffLimit": 0, "template": template},
     }
-    return {JOB: _yaml(header, document)}
+    return {JOB: k8s_yaml(header, document)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,7 +558,7 @@ class K8sBundle:
     warnings: list[str] = field(default_factory=list)
 
     def mode(self, name: str) -> int:
-        return 0o755 if name in EXECUTABLE else 0o644
+        return 0o755 if name.endswith(".sh") else 0o644  # spark-submit.sh, spark-auth-secret.sh
 
 
 def _check_flink_version(flink_version: str) -> None:

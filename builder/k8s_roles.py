@@ -21,25 +21,34 @@ from __future__ import annotations
 import copy
 
 from .errors import RecipeError
-from .k8s import (
-    AESM_SOCKET,
-    DEFAULT_FLINK_VERSION,
-    ImageRef,
-    K8sBundle,
-    PodSizing,
-    _labels,
-    _pod,
-    _pod_spec,
-    _resources,
-    _yaml,
-    k8s_name,
-    pod_sizing,
-)
+from .k8s import DEFAULT_FLINK_VERSION, ImageRef, K8sBundle
 from .plan import FLINK_DEFAULT_PROCESS_SIZE, Plan
+from .plan.executor_pod import (
+    EXECUTOR_POD_TEMPLATE,
+    SPARK_AUTH_DRIVER_FILE_KEY,
+    SPARK_AUTH_SECRET_DIR,
+    SPARK_AUTH_SECRET_KEY,
+    executor_pod_template_text,
+    spark_auth_env,
+    spark_auth_secret_name,
+)
 from .plan.model import FLINK_JOBMANAGER_PROCESS_SIZE
+from .plan.pods import (
+    AESM_SOCKET,
+    PodSizing,
+    k8s_name,
+    k8s_yaml,
+    pod_document,
+    pod_labels,
+    pod_resources,
+    pod_sizing,
+    pod_spec,
+)
 from .plan.roles import (
     ENTRY_SCRIPT,
     ROLE_PARAMETERS,
+    SPARK_DRIVER_BLOCK_MANAGER_PORT,
+    SPARK_DRIVER_PORT,
     enclave_name,
     flink_job_id,
     java_main,
@@ -53,9 +62,24 @@ FLINK_MAIN_CONTAINER = "flink-main-container"  # the operator's main container
 # hash: a mount there would change them, and the enclave would refuse to read them.
 OPERATOR_CONF_DIR = "/opt/flink-operator-conf"
 DEFAULT_REPLICAS = 2
+
+SPARK_DRIVER_POD = "driver-pod.yaml"
+SPARK_DRIVER_SERVICE = "driver-service.yaml"
+SPARK_DRIVER_RBAC = "driver-rbac.yaml"
+EXECUTOR_TEMPLATE_FILE = "executor-pod-template.yaml"
+SPARK_AUTH_SCRIPT = "spark-auth-secret.sh"
+SPARK_DRIVER_CONTAINER = "spark-kubernetes-driver"
+# The API server as every pod reaches it (its Service in the default namespace).
+KUBERNETES_API_MASTER = "k8s://https://kubernetes.default.svc:443"
+SPARK_DRIVER_PORTS = {
+    "driver-rpc-port": SPARK_DRIVER_PORT,
+    "blockmanager": SPARK_DRIVER_BLOCK_MANAGER_PORT,
+    "spark-ui": 4040,
+}
 ENGINE_ROLES = {"spark": ("driver", "executor"), "flink": ("jobmanager", "taskmanager")}
 
 POD_IP = {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+POD_NAMESPACE = {"valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
 POD_NAME = {"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
 
 
@@ -70,7 +94,7 @@ def _container(sizing: PodSizing, env: list[dict], name: str) -> dict:
     container: dict = {
         "name": name,
         "env": env,
-        "resources": _resources(sizing, sizing.cpus),
+        "resources": pod_resources(sizing, sizing.cpus),
     }
     if sizing.provision:
         container["volumeMounts"] = [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
@@ -78,7 +102,7 @@ def _container(sizing: PodSizing, env: list[dict], name: str) -> dict:
 
 
 def _pod_template(recipe: Recipe, role: str, container: dict, sizing: PodSizing) -> dict:
-    return _pod(recipe, role, _pod_spec([container], sizing))
+    return pod_document(recipe, role, pod_spec([container], sizing))
 
 
 def _limit_factor(sizing: PodSizing, process_bytes: int) -> str:
@@ -136,7 +160,7 @@ def render_flink_cluster(
     document = {
         "apiVersion": "flink.apache.org/v1beta1",
         "kind": "FlinkDeployment",
-        "metadata": {"name": name, "labels": _labels(recipe, "flink")},
+        "metadata": {"name": name, "labels": pod_labels(recipe, "flink")},
         "spec": {
             "image": str(image),
             "imagePullPolicy": "IfNotPresent",
@@ -172,7 +196,160 @@ def render_flink_cluster(
         "fixes. Memory: each enclave runs the process size below; Flink requests it and limits",
         "the pod to size x limit-factor, what the enclave needs.",
     ]
-    return {FLINK_DEPLOYMENT: _yaml(header + [""] + note, document)}
+    return {FLINK_DEPLOYMENT: k8s_yaml(header + [""] + note, document)}
+
+
+# --------------------------------------------------------------------------------------------
+# Spark: a driver pod that creates its executor pods
+
+
+def spark_driver_name(recipe: Recipe) -> str:
+    """The driver's pod, Service and service account: one name (≤ 52 characters)."""
+    return f"{k8s_name(recipe.name)}-driver"
+
+
+def render_spark_cluster(
+    recipe: Recipe,
+    plans: dict[str, Plan],
+    sizings: dict[str, PodSizing],
+    image: ImageRef,
+    header: list[str],
+) -> dict[str, str]:
+    """The driver as a plain Pod (not spark-submit's cluster mode, which appends arguments and
+    mounts a ConfigMap over the driver's trusted /opt/spark/conf: Client.run), its Service and
+    RBAC, the Secret's script, and the executors' pod template for reading (the driver enclave
+    reads the copy in the image)."""
+    name = spark_driver_name(recipe)
+    sizing = sizings["driver"]
+    labels = pod_labels(recipe, "driver")
+    env = role_env(
+        "driver",
+        {
+            "SPARK_MASTER_URL": {"value": KUBERNETES_API_MASTER},
+            # executors reach the driver through its Service; it binds its pod's IP
+            "SPARK_DRIVER_HOST": {"value": name},
+            "SPARK_DRIVER_BIND_ADDRESS": POD_IP,
+            "_SPARK_AUTH_SECRET": {
+                key: value for key, value in spark_auth_env(recipe).items() if key != "name"
+            },
+            "SPARK_KUBERNETES_NAMESPACE": POD_NAMESPACE,
+            "SPARK_DRIVER_POD_NAME": POD_NAME,
+            "SPARK_EXECUTOR_IMAGE": {"value": str(image)},
+        },
+    )
+    container = _container(sizing, env, SPARK_DRIVER_CONTAINER)
+    container = {
+        "name": container.pop("name"),
+        "image": str(image),
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["driver"],  # the image's entry (ENTRY_SCRIPT) starts the driver's enclave
+        **container,
+        "ports": [
+            {"name": port_name, "containerPort": port}
+            for port_name, port in SPARK_DRIVER_PORTS.items()
+        ],
+    }
+    container["volumeMounts"] = [
+        {"name": "spark-auth", "mountPath": SPARK_AUTH_SECRET_DIR, "readOnly": True},
+        *container.get("volumeMounts", []),
+    ]
+    spec = pod_spec([container], sizing, serviceAccountName=name, restartPolicy="Never")
+    spec["volumes"] = [
+        {
+            "name": "spark-auth",
+            "secret": {
+                "secretName": spark_auth_secret_name(recipe),
+                "items": [{"key": SPARK_AUTH_DRIVER_FILE_KEY, "path": SPARK_AUTH_DRIVER_FILE_KEY}],
+            },
+        },
+        *spec.get("volumes", []),
+    ]
+    pod = pod_document(recipe, "driver", spec)
+    pod["metadata"]["name"] = name
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": dict(labels)},
+        "spec": {
+            "clusterIP": "None",  # headless: executors reach the driver pod itself
+            "selector": dict(labels),
+            "ports": [
+                {"name": port_name, "port": port, "targetPort": port}
+                for port_name, port in SPARK_DRIVER_PORTS.items()
+            ],
+        },
+    }
+    rbac = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": name, "labels": dict(labels)},
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": name, "labels": dict(labels)},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["pods", "configmaps", "persistentvolumeclaims"],
+                        "verbs": ["create", "get", "list", "watch", "delete", "deletecollection"],
+                    }
+                ],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": name, "labels": dict(labels)},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name}],
+            },
+        ],
+    }
+    note = [
+        "Spark on Kubernetes: the driver runs in a pod of its own, in client mode, as a driver",
+        f"pod runs it. `{ENTRY_SCRIPT} driver` starts its enclave, whose signed command fixes",
+        "its configuration. It creates its executor pods from the image's",
+        f"{EXECUTOR_POD_TEMPLATE}.",
+        f"First run ./{SPARK_AUTH_SCRIPT}, which creates the Secret spark.authenticate shares.",
+        f"Then: kubectl apply -f {SPARK_DRIVER_RBAC} -f {SPARK_DRIVER_SERVICE} -f {SPARK_DRIVER_POD}",
+    ]
+    return {
+        SPARK_DRIVER_RBAC: k8s_yaml(header + [""] + note, rbac),
+        SPARK_DRIVER_SERVICE: k8s_yaml(header + [""] + note, service),
+        SPARK_DRIVER_POD: k8s_yaml(header + [""] + note, pod),
+        EXECUTOR_TEMPLATE_FILE: executor_pod_template_text(recipe, plans["executor"]),
+        SPARK_AUTH_SCRIPT: spark_auth_script(recipe),
+    }
+
+
+def spark_auth_script(recipe: Recipe) -> str:
+    """The shell script that creates the Secret with a fresh random value: piped to kubectl,
+    never on disk or in a file here. Its data entries, as executor_pod.py explains: the value
+    (base64 text, which the Secret's data holds base64-encoded once more), and the bytes whose
+    base64 is the value (so the value itself, as data)."""
+    name = spark_auth_secret_name(recipe)
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            "# Written by ppml-build k8s: creates the Secret spark.authenticate shares between",
+            f"# the driver and executor enclaves of {recipe.name!r}, with a fresh random value.",
+            "#   K8S_NAMESPACE=<namespace> ./spark-auth-secret.sh   (default: default)",
+            "# Nothing is written to disk; kubectl reads the Secret from a pipe.",
+            "set -eu",
+            "value=$(head -c 32 /dev/urandom | base64 | tr -d '\\n')",
+            "data=$(printf '%s' \"$value\" | base64 | tr -d '\\n')",
+            "printf '%s\\n' \\",
+            "    'apiVersion: v1' 'kind: Secret' 'type: Opaque' 'metadata:' \\",
+            f"    '  name: {name}' 'data:' \\",
+            f'    "  {SPARK_AUTH_DRIVER_FILE_KEY}: $value" "  {SPARK_AUTH_SECRET_KEY}: $data" \\',
+            '    | kubectl -n "${K8S_NAMESPACE:-default}" apply -f -',
+            "",
+        ]
+    )
 
 
 def cluster_header(
@@ -199,7 +376,7 @@ def render_cluster_k8s(
     image: ImageRef,
     *,
     flink_version: str = DEFAULT_FLINK_VERSION,
-    replicas: int = DEFAULT_REPLICAS,
+    replicas: int | None = None,
     secret_prov_servers: str | None = None,
 ) -> K8sBundle:
     """Kubernetes files for a cluster recipe's image (every role it lists). Pure."""
@@ -220,18 +397,19 @@ def render_cluster_k8s(
     warnings = [warning for plan in plans.values() for warning in plan.warnings]
     if recipe.kind == "flink":
         files = render_flink_cluster(
-            recipe, sizings, image, header, flink_version=flink_version, replicas=replicas
+            recipe,
+            sizings,
+            image,
+            header,
+            flink_version=flink_version,
+            replicas=replicas or DEFAULT_REPLICAS,
         )
     else:
-        # Spark's Kubernetes backend ignores a host secret for k8s:// masters, writes its own
-        # into executor pods in plain text and mounts ConfigMaps over the enclaves' trusted
-        # /opt/spark/conf (SecurityManager.initializeAuth, BasicExecutorFeatureStep): the
-        # driver's fixed configuration needs more than its four parameters first.
-        raise RecipeError(
-            "cluster.roles: `ppml-build k8s` writes a FlinkDeployment for Flink cluster "
-            "recipes; for Spark it does not write driver and executor pods yet (run them as "
-            "tests/integration/test_cluster_direct.py does); remove cluster: for the "
-            "single-enclave job's files"
-        )
+        if replicas is not None:
+            raise RecipeError(
+                "--replicas: a Spark driver starts spark.executor.instances executors (2 by "
+                "default), fixed in its signed command: set it in app.command and rebuild"
+            )
+        files = render_spark_cluster(recipe, plans, sizings, image, header)
     first = next(iter(sizings.values()))
     return K8sBundle(files, str(image), first, {}, warnings)

@@ -107,7 +107,7 @@ def plan(recipe: RecipeArg, json_out: JsonOpt = False) -> None:
         if lines:
             lines.append("")
         lines += format_plan(result).splitlines()
-        launch = role_launch(loaded, result)
+        launch = role_launch(loaded, result, role_plans)
         if launch is not None:
             lines += describe_role(launch)
         if occlum is not None:

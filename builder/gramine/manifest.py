@@ -327,7 +327,7 @@ def render_manifest(
     trusted = expand_trusted_file_list(entries, fs)
     sgx["trusted_files"] = [tf.to_manifest() for tf in trusted]
     sgx["allowed_files"] = list(sgx.get("allowed_files", [])) + [
-        f"file:{path}" for path in recipe.files.allowed
+        f"file:{path}" for path in (*recipe.files.allowed, *plan.launch.allowed_files)
     ]
 
     libsysdb = context["gramine"]["libsysdb"]

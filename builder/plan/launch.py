@@ -192,6 +192,8 @@ class LaunchPlan:
     # A cluster role's parameters (plan/roles.py): the only variables the host may set, each
     # checked by the role script before the command is built.
     passthrough: tuple[str, ...] = ()
+    # Host files the enclave may read unhashed (sgx.allowed_files), after the recipe's own.
+    allowed_files: tuple[str, ...] = ()
 
 
 # Every JVM in an enclave:
@@ -495,7 +497,8 @@ def support_stage_lines(
 ) -> list[str]:
     """``FROM <app stage> AS ppml-support``: the support jars, compiled with the image's own JDK
     (its jdk.compiler module: no download), Spark's launcher output for ``launch``, and the
-    ``generated`` files (in-image path under SUPPORT_DIR → text: a cluster's role scripts).
+    ``generated`` files (in-image path under SUPPORT_DIR → text: a cluster's role scripts, executable, and the
+    executors' pod template).
 
     JAVA_TOOL_OPTIONS is unset for these JVMs: the image's options are for the app's JVM.
     """
@@ -544,9 +547,10 @@ def support_stage_lines(
         lines.append(_spark_launcher_run(recipe, launch))
     for path, text in sorted((generated or {}).items()):
         # The text travels as an argument, never inside the script.
+        mode = "0755" if path.endswith(".sh") else "0644"
         lines.append(
-            _run('mkdir -p "$(dirname "$1")"; printf "%s" "$2" > "$1"; chmod 0755 "$1"',
-                 _out(path), text)
+            _run('mkdir -p "$(dirname "$1")"; printf "%s" "$2" > "$1"; chmod "$3" "$1"',
+                 _out(path), text, mode)
         )  # fmt: skip
     return lines
 

@@ -13,6 +13,7 @@ import shlex
 
 from ..recipe import Recipe
 from ..record import IN_IMAGE_DIR
+from .executor_pod import EXECUTOR_POD_TEMPLATE, executor_pod_template_text
 from .launch import SPARK_SUBMIT_CLASS
 from .model import Plan
 from .roles import (
@@ -80,6 +81,16 @@ def _check(parameter: ClusterParameter, max_cores: int) -> list[str]:
         return [
             f'    case $v in ""|*[!a-z0-9.-]*|-*) {bad} ;; esac',
             f"    [ ${{#v}} -le 253 ] || {bad}",
+        ]
+    if rule == "namespace":
+        return [
+            f'    case $v in ""|*[!a-z0-9-]*|-*|*-) {bad} ;; esac',
+            f"    [ ${{#v}} -le 63 ] || {bad}",
+        ]
+    if rule == "image":
+        return [
+            f'    case $v in ""|*[!A-Za-z0-9./:@_-]*|[!A-Za-z0-9]*) {bad} ;; esac',
+            f"    [ ${{#v}} -le 512 ] || {bad}",
         ]
     if rule == "secret":
         return [
@@ -167,15 +178,18 @@ def _shell_word_list(words: tuple[str, ...], names: set[str]) -> str:
 
 
 def role_scripts(recipe: Recipe, plans: dict[str, Plan]) -> dict[str, str]:
-    """Every role's script by its in-image path, and the container entry that picks one, for
-    the image's support stage."""
+    """Every role's script by its in-image path, the container entry that picks one and, with
+    a driver and executors, the executors' Kubernetes pod template the driver reads: files of
+    the image's support stage (trusted, under /ppml/roles)."""
     scripts = {}
     for plan in plans.values():
-        launch = role_launch(recipe, plan)
+        launch = role_launch(recipe, plan, plans)
         if launch is not None:
             scripts[launch.script] = role_script(launch)
     if plans:
         scripts[ENTRY_SCRIPT] = entry_script(recipe, list(plans))
+    if "driver" in plans and "executor" in plans:
+        scripts[EXECUTOR_POD_TEMPLATE] = executor_pod_template_text(recipe, plans["executor"])
     return scripts
 
 

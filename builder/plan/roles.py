@@ -36,6 +36,14 @@ from dataclasses import dataclass
 from ..errors import PlanError
 from ..recipe import Recipe
 from ..units import MiB
+from .executor_pod import (
+    EXECUTOR_CONTAINER,
+    EXECUTOR_POD_TEMPLATE,
+    SERVICE_ACCOUNT_DIR,
+    SPARK_AUTH_DRIVER_FILE,
+    SPARK_AUTH_SECRET_DIR,
+    executor_pod_conf,
+)
 from .jvm import _flink_jobmanager_memory, _flink_memory
 from .launch import (
     HADOOP_SUPPORT_JAR,
@@ -169,6 +177,8 @@ RULES = {
     "host": "an IPv4 address or host name (letters, digits, '.', '-'; at most 253)",
     "pod-name": "a Kubernetes name: 1 to 253 lowercase letters, digits, '.' or '-'",
     "master": "spark://HOST:PORT or k8s://https://HOST:PORT (HOST as for a host)",
+    "namespace": "a Kubernetes namespace: 1 to 63 lowercase letters, digits or '-'",
+    "image": "an image reference: 1 to 512 letters, digits, '.', '/', ':', '@', '_' or '-'",
     # Spark makes its secrets as hex (Utils.createSecret); base64 fits too. A narrow alphabet,
     # since the driver's secret travels in PYSPARK_SUBMIT_ARGS, which PySpark shlex-splits.
     "secret": "1 to 4096 letters, digits, '+', '/', '=', '.', '_' or '-' (never printed)",
@@ -191,12 +201,24 @@ SPARK_EXECUTOR_PARAMETERS = (
 # IP: entrypoint.sh passes spark.driver.bindAddress=$SPARK_DRIVER_BIND_ADDRESS), and the secret
 # spark.authenticate shares with the executors (a standalone master needs it in the driver's
 # conf: SecurityManager.initializeAuth).
+# On Kubernetes it also needs its namespace, its pod's name (the executors' owner) and the image
+# its executor pods run: none is known when the image is built, and a standalone master ignores
+# them (executor_pod.py says how the secret reaches each side).
 SPARK_DRIVER_PARAMETERS = (
     ClusterParameter("SPARK_MASTER_URL", "master", "the cluster manager the driver asks"),
     ClusterParameter("SPARK_DRIVER_HOST", "host", "the address executors reach the driver at"),
     ClusterParameter("SPARK_DRIVER_BIND_ADDRESS", "host", "the address the driver binds"),
     ClusterParameter("_SPARK_AUTH_SECRET", "secret", "spark.authenticate's secret", secret=True),
+    ClusterParameter(
+        "SPARK_KUBERNETES_NAMESPACE", "namespace", "the namespace of the executor pods"
+    ),
+    ClusterParameter("SPARK_DRIVER_POD_NAME", "pod-name", "the driver pod's name"),
+    ClusterParameter("SPARK_EXECUTOR_IMAGE", "image", "the image of the executor pods"),
 )
+# Host files the driver reads on Kubernetes (allowed, not hashed: the host provides them either
+# way): the Secret's file with spark.authenticate's secret, and the service account's token and
+# CA, with which it creates executor pods.
+SPARK_DRIVER_HOST_FILES = (f"{SPARK_AUTH_SECRET_DIR}/", f"{SERVICE_ACCOUNT_DIR}/")
 # The ports a Kubernetes driver pod exposes (Spark's Constants.DEFAULT_DRIVER_PORT and
 # DEFAULT_BLOCKMANAGER_PORT): fixed, so executors and Services know them in advance.
 SPARK_DRIVER_PORT = 7078
@@ -246,6 +268,7 @@ def role_launch_plan(recipe: Recipe, role: str, launch: LaunchPlan) -> LaunchPla
     passthrough = tuple(parameter.name for parameter in ROLE_PARAMETERS[role])
     script = (ROLE_SHELL, role_script_path(role))
     if role == "driver":
+        launch = dataclasses.replace(launch, allowed_files=SPARK_DRIVER_HOST_FILES)
         if launch.form == "pyspark":
             # The script exports PYSPARK_SUBMIT_ARGS itself, with the checked parameters in it.
             env = {k: v for k, v in launch.env.items() if k != "PYSPARK_SUBMIT_ARGS"}
@@ -289,12 +312,17 @@ class RoleLaunch:
     argv_prefix_lines: str | None = None
 
 
-def role_launch(recipe: Recipe, plan: Plan) -> RoleLaunch | None:
-    """The role script's command for ``plan.role``; None for a plan without a role."""
+def role_launch(
+    recipe: Recipe, plan: Plan, plans: dict[str, Plan] | None = None
+) -> RoleLaunch | None:
+    """The role script's command for ``plan.role``; None for a plan without a role. ``plans``:
+    every role's plan (the driver's configuration sizes its Kubernetes executor pods)."""
     if plan.jvm is None or plan.role is None:
         return None
+    if plan.role == "driver":
+        executor = (plans or {}).get("executor")
+        return _spark_driver(recipe, plan, executor if executor and executor.jvm else None)
     build = {
-        "driver": _spark_driver,
         "executor": _spark_executor,
         "jobmanager": _flink_jobmanager,
         "taskmanager": _flink_taskmanager,
@@ -302,10 +330,13 @@ def role_launch(recipe: Recipe, plan: Plan) -> RoleLaunch | None:
     return build(recipe, plan)
 
 
-def _driver_submit_options(submit: SparkSubmit) -> tuple[str, ...]:
+def _driver_submit_options(
+    submit: SparkSubmit, executor_conf: tuple[tuple[str, str], ...]
+) -> tuple[str, ...]:
     """The driver's spark-submit options: app.command's without --master and --deploy-mode
     (the cluster decides them), ppml-build's enclave options, the fixed ports and security,
-    and the checked cluster parameters."""
+    what a Kubernetes master needs (a standalone one ignores it), and the checked cluster
+    parameters."""
     kept: list[str] = []
     options = list(submit.options)
     while options:
@@ -330,6 +361,21 @@ def _driver_submit_options(submit: SparkSubmit) -> tuple[str, ...]:
             ("spark.authenticate", "true"),
             ("spark.authenticate.secret", "$_SPARK_AUTH_SECRET"),
             ("spark.network.crypto.enabled", "true"),
+            # Kubernetes: the secret from the driver's Secret file, so that Spark writes none
+            # into the executor pods (executor_pod.py); executors from the image's template
+            # with no ConfigMap over their trusted conf; the API server through the pod's
+            # service account.
+            ("spark.authenticate.secret.driver.file", SPARK_AUTH_DRIVER_FILE),
+            ("spark.authenticate.secret.executor.file", SPARK_AUTH_DRIVER_FILE),
+            ("spark.kubernetes.namespace", "$SPARK_KUBERNETES_NAMESPACE"),
+            ("spark.kubernetes.driver.pod.name", "$SPARK_DRIVER_POD_NAME"),
+            ("spark.kubernetes.executor.container.image", "$SPARK_EXECUTOR_IMAGE"),
+            ("spark.kubernetes.executor.podTemplateFile", EXECUTOR_POD_TEMPLATE),
+            ("spark.kubernetes.executor.podTemplateContainerName", EXECUTOR_CONTAINER),
+            ("spark.kubernetes.executor.disableConfigMap", "true"),
+            ("spark.kubernetes.authenticate.caCertFile", f"{SERVICE_ACCOUNT_DIR}/ca.crt"),
+            ("spark.kubernetes.authenticate.oauthTokenFile", f"{SERVICE_ACCOUNT_DIR}/token"),
+            *executor_conf,
         ),
     )
 
@@ -338,7 +384,7 @@ def _conf(*pairs: tuple[str, str]) -> list[str]:
     return [word for key, value in pairs for word in ("--conf", f"{key}={value}")]
 
 
-def _spark_driver(recipe: Recipe, plan: Plan) -> RoleLaunch:
+def _spark_driver(recipe: Recipe, plan: Plan, executor: Plan | None) -> RoleLaunch:
     """The driver in client mode, as a Kubernetes driver pod runs it. A PySpark driver: the
     script exports PYSPARK_SUBMIT_ARGS with the checked parameters and execs the job's Python
     (through ppml-launch.py, as the local enclave does), which starts the driver JVM through
@@ -347,7 +393,9 @@ def _spark_driver(recipe: Recipe, plan: Plan) -> RoleLaunch:
     jvm = plan.jvm
     submit = parse_spark_submit(list(recipe.app.command))
     assert jvm is not None and submit is not None  # role_launch_plan checks
-    options = _driver_submit_options(submit)
+    options = _driver_submit_options(
+        submit, executor_pod_conf(recipe, executor) if executor is not None else ()
+    )
     common = ("driver", role_script_path("driver"), SPARK_DRIVER_PARAMETERS)
     if plan.launch.form == "pyspark":
         python = (recipe.runtime.python, PPML_LAUNCHER, submit.resource, *submit.app_args)

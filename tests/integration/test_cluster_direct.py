@@ -25,6 +25,7 @@ from test_roles_native import free_port, start_standalone_master
 
 from ppml_build.pipeline import backends
 from ppml_build.pipeline.options import BuildOptions
+from ppml_build.plan.executor_pod import EXECUTOR_POD_TEMPLATE, SPARK_AUTH_SECRET_KEY
 from ppml_build.plan.roles import SPARK_DRIVER_PORT
 
 pytestmark = pytest.mark.docker
@@ -280,11 +281,12 @@ def test_a_malformed_cluster_parameter_stops_the_role_enclave(
 
 SQL_AGG = "pyspark-sql-agg"
 # The job's own scheduling settings for this cluster, in the recipe's command (so signed):
-# wait for both executors' cores before the first task, so both run tasks. Every executor here
-# has the address 127.0.0.1 (on Kubernetes each pod has its own): without readHostLocalDisk
-# off, one reads another's shuffle files from its own disk, as if they shared a host.
+# wait for both executors' cores (2 each: spark.executor.cores) before the first task, so both
+# run tasks. Every executor here has the address 127.0.0.1 (on Kubernetes each pod has its
+# own): without readHostLocalDisk off, one reads another's shuffle files from its own disk, as
+# if they shared a host.
 STANDALONE_CONF = [
-    "--conf", "spark.cores.max=2",
+    "--conf", "spark.cores.max=4",
     "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
     "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=600s",
     "--conf", "spark.shuffle.readHostLocalDisk=false",
@@ -322,16 +324,101 @@ def master_app_id(port: int, deadline: float) -> str | None:
     return None
 
 
-def test_the_sql_job_runs_on_a_driver_and_two_executor_enclaves_under_gramine_direct(
-    spark_cluster_build, docker_client
+def spark_k8s_files(recipe: Path, image: str, out: Path) -> dict:
+    """`ppml-build k8s` for the cluster recipe: its documents by file name."""
+    import yaml
+
+    from ppml_build.k8s_files import write_k8s
+
+    write_k8s(recipe, image, out, allow_tag=True)
+    return {path.name: yaml.safe_load(path.read_text()) for path in out.glob("*.yaml")}
+
+
+def resolve_env(container: dict, pod_name: str, services: set[str], secret: str) -> dict:
+    """A container's env as Kubernetes fills it in for pod ``pod_name`` in namespace default,
+    the test's Secret holding ``secret`` under SPARK_AUTH_SECRET_KEY."""
+    env = {}
+    for item in container.get("env", []):
+        source = item.get("valueFrom", {})
+        field = source.get("fieldRef", {}).get("fieldPath")
+        if field is not None:
+            env[item["name"]] = {
+                "status.podIP": HERE, "metadata.name": pod_name, "metadata.namespace": "default"
+            }[field]  # fmt: skip
+        elif "secretKeyRef" in source:
+            assert source["secretKeyRef"]["key"] == SPARK_AUTH_SECRET_KEY, item
+            env[item["name"]] = secret
+        else:
+            env[item["name"]] = HERE if item["value"] in services else item["value"]
+    return env
+
+
+def driver_conf(recipe: Path) -> dict[str, str]:
+    """The --conf values of the driver's signed command (its role script's)."""
+    import shlex
+
+    from ppml_build.pipeline.stages import load_and_plan_build
+    from ppml_build.plan.roles import role_launch
+
+    loaded, _, plans = load_and_plan_build(recipe)
+    launch = role_launch(loaded, plans["driver"], plans)
+    (words,) = [words for name, words in launch.env_words if name == "PYSPARK_SUBMIT_ARGS"]
+    words = shlex.split(shlex.join(words))
+    return dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "--conf")
+
+
+def executor_pod_env(
+    template_env: dict, conf: dict, driver_host: str, executor_id: str, app_id: str
+) -> dict[str, str]:
+    """What Spark 4.3.0's Kubernetes backend sets on an executor pod's container
+    (BasicExecutorFeatureStep, LocalDirsFeatureStep: the variables of
+    org.apache.spark.deploy.k8s.Constants it names) over the template's env. Those not on the
+    executor role's list (SPARK_JAVA_OPT_*, SPARK_EXECUTOR_MEMORY...) never reach its JVM."""
+    java_opts = [
+        f"-Dspark.driver.port={SPARK_DRIVER_PORT}",
+        *(f"-D{key}={value}" for key, value in conf.items() if key.startswith("spark.auth")
+          and key != "spark.authenticate.secret"),
+        "-Dspark.network.crypto.enabled=true",
+    ]  # fmt: skip
+    return {
+        **template_env,
+        "SPARK_USER": "root",
+        "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@{driver_host}:{SPARK_DRIVER_PORT}",
+        "SPARK_EXECUTOR_CORES": conf["spark.executor.cores"],
+        "SPARK_EXECUTOR_MEMORY": conf["spark.executor.memory"],
+        "SPARK_APPLICATION_ID": app_id,
+        "SPARK_CONF_DIR": "/opt/spark/conf",
+        "SPARK_EXECUTOR_ID": executor_id,
+        "SPARK_RESOURCE_PROFILE_ID": "0",
+        "SPARK_EXECUTOR_POD_IP": HERE,
+        "SPARK_EXECUTOR_POD_NAME": f"{SQL_AGG}-exec-{executor_id}",
+        **{f"SPARK_JAVA_OPT_{index}": opt for index, opt in enumerate(java_opts)},
+        "SPARK_LOCAL_DIRS": f"/var/data/spark-{executor_id}",
+    }
+
+
+def test_the_sql_job_runs_as_its_k8s_files_say_on_a_driver_and_two_executor_enclaves(
+    spark_cluster_build, docker_client, tmp_path
 ):
-    """No Kubernetes API server: a standalone Master with no workers (native: it stands in for
-    the API server, it is not one of the app's roles) accepts the driver's app, and the driver
-    accepts executors that register themselves (CoarseGrainedSchedulerBackend checks only for a
-    duplicate or excluded id). The driver is `gramine-direct /ppml/<name>-driver` with its four
-    cluster parameters; each executor `gramine-direct /ppml/<name>-executor` with exactly the
-    variables Spark's Kubernetes backend sets on an executor pod (BasicExecutorFeatureStep)."""
-    _, result = spark_cluster_build
+    """Every container is a pod of `ppml-build k8s`'s files: the driver as driver-pod.yaml says
+    (the image's entry with `driver`, its env), each executor as Spark's Kubernetes backend
+    makes a pod of the image's executor template (the entry with `executor`; the template's env
+    and the backend's variables). Each role runs under gramine-direct with its signed manifest.
+
+    No Kubernetes API server here, so the one change to the driver's pod is its master: a
+    standalone Master with no workers (native; it stands in for the API server and is not one
+    of the app's roles) accepts the driver's app. The driver accepts executors that register
+    themselves (CoarseGrainedSchedulerBackend checks only for a duplicate or excluded id). A
+    Service name is 127.0.0.1, where every pod here listens."""
+    recipe, result = spark_cluster_build
+    files = spark_k8s_files(recipe, result.image, tmp_path / "k8s")
+    pod = files["driver-pod.yaml"]
+    (driver_spec,) = pod["spec"]["containers"]
+    template = yaml_of_image_file(docker_client, result.image, EXECUTOR_POD_TEMPLATE)
+    assert template == files["executor-pod-template.yaml"]
+    (executor_spec,) = template["spec"]["containers"]
+    services = {files["driver-service.yaml"]["metadata"]["name"]}
+    conf = driver_conf(recipe)
     master_port, master_ui = free_port(), free_port()
     secret = "ppml-test-" + "cd" * 16
     run = docker_client.containers.run
@@ -340,39 +427,28 @@ def test_the_sql_job_runs_on_a_driver_and_two_executor_enclaves_under_gramine_di
         containers.append(
             start_standalone_master(docker_client, result.image, master_port, master_ui, secret)
         )
+        driver_env = resolve_env(driver_spec, pod["metadata"]["name"], services, secret)
+        assert driver_env["SPARK_MASTER_URL"].startswith("k8s://https://")
+        driver_env["SPARK_MASTER_URL"] = f"spark://{HERE}:{master_port}"  # the stand-in
+        assert "command" not in driver_spec  # the image's entry
         driver = run(
             result.image,
-            entrypoint=["gramine-direct", f"/ppml/{SQL_AGG}-driver"],
-            command=[],
-            environment={
-                "SPARK_MASTER_URL": f"spark://127.0.0.1:{master_port}",
-                "SPARK_DRIVER_HOST": "127.0.0.1",
-                "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
-                "_SPARK_AUTH_SECRET": secret,
-            },
+            command=driver_spec["args"],
+            environment={**driver_env, **NO_SGX},
             **DIRECT,
         )
         containers.append(driver)
         app_id = master_app_id(master_ui, time.monotonic() + 300)
         assert app_id, driver.logs().decode("utf-8", "replace")[-3000:]
+        template_env = resolve_env(executor_spec, "unused", services, secret)
         for executor_id in ("1", "2"):
+            env = executor_pod_env(
+                template_env, conf, driver_env["SPARK_DRIVER_HOST"], executor_id, app_id
+            )
+            assert env["SPARK_DRIVER_URL"].endswith(f"@{HERE}:{SPARK_DRIVER_PORT}")
+            # BasicExecutorFeatureStep: args `executor`, no command (the image's entry)
             containers.append(
-                run(
-                    result.image,
-                    entrypoint=["gramine-direct", f"/ppml/{SQL_AGG}-executor"],
-                    command=[],
-                    environment={
-                        "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@127.0.0.1:{SPARK_DRIVER_PORT}",
-                        "SPARK_EXECUTOR_ID": executor_id,
-                        "SPARK_EXECUTOR_CORES": "1",
-                        "SPARK_APPLICATION_ID": app_id,
-                        "SPARK_EXECUTOR_POD_IP": "127.0.0.1",
-                        "SPARK_RESOURCE_PROFILE_ID": "0",
-                        "SPARK_EXECUTOR_POD_NAME": f"{SQL_AGG}-exec-{executor_id}",
-                        "_SPARK_AUTH_SECRET": secret,
-                    },
-                    **DIRECT,
-                )
+                run(result.image, command=["executor"], environment={**env, **NO_SGX}, **DIRECT)
             )
         status = driver.wait(timeout=900)
         out = driver.logs(stdout=True, stderr=False).decode("utf-8", "replace")
@@ -388,6 +464,16 @@ def test_the_sql_job_runs_on_a_driver_and_two_executor_enclaves_under_gramine_di
     finally:
         for container in containers:
             container.remove(force=True)
+
+
+def yaml_of_image_file(docker_client, image: str, path: str) -> dict:
+    """A YAML file of the image, read by a container that only prints it."""
+    import yaml
+
+    text = docker_client.containers.run(
+        image, entrypoint=["cat", path], command=[], network_mode="none", remove=True
+    )
+    return yaml.safe_load(text)
 
 
 def test_a_driver_enclave_with_a_host_chosen_master_refuses_to_start(

@@ -18,16 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ppml_build.cli import main
 from ppml_build.errors import ImageError, PlanError, RecipeError
-from ppml_build.k8s import (
-    AESM_SOCKET,
-    SGX_ENCLAVE,
-    SGX_EPC,
-    SGX_PROVISION,
-    k8s_name,
-    parse_image,
-    render_k8s,
-)
+from ppml_build.k8s import parse_image, render_k8s
 from ppml_build.plan import make_plan
+from ppml_build.plan.pods import AESM_SOCKET, SGX_ENCLAVE, SGX_EPC, SGX_PROVISION, k8s_name
 from ppml_build.recipe import load_recipe_text
 
 MiB = 1 << 20

@@ -281,9 +281,7 @@ def test_roles_that_do_not_fit_the_engine_are_refused_in_one_line(tmp_path, caps
     assert message in err and err.count("\n") == 1
 
 
-def test_plan_shows_every_role_and_k8s_refuses_a_spark_cluster_recipe_before_any_work(
-    tmp_path, capsys
-):
+def test_plan_shows_every_role_and_k8s_refuses_spark_replicas_before_any_work(tmp_path, capsys):
     path = tmp_path / "recipe.yaml"
     path.write_text(CLUSTER_SPARK)
     assert main(["plan", str(path)]) == 0
@@ -292,9 +290,9 @@ def test_plan_shows_every_role_and_k8s_refuses_a_spark_cluster_recipe_before_any
     assert main(["plan", str(path), "--json"]) == 0
     roles = json.loads(capsys.readouterr().out)["roles"]
     assert set(roles) == {"driver", "executor"} and roles["executor"]["role"] == "executor"
-    assert main(["k8s", str(path), "--image", "r/x@sha256:" + "a" * 64]) == 2
+    assert main(["k8s", str(path), "--image", "r/x@sha256:" + "a" * 64, "--replicas", "3"]) == 2
     err = capsys.readouterr().err
-    assert "for Spark it does not write driver and executor pods yet" in err
+    assert "--replicas: a Spark driver starts spark.executor.instances executors" in err
     assert err.count("\n") == 1
     # a driver that is not started by spark-submit has no command to fix: one line, no output
     java_driver = tmp_path / "driver.yaml"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ppml_build.plan import make_plan
+from ppml_build.plan.executor_pod import EXECUTOR_POD_TEMPLATE, SPARK_AUTH_DRIVER_FILE
 from ppml_build.plan.role_script import role_script
 from ppml_build.plan.roles import RULES, SPARK_EXECUTOR_BACKEND, role_launch
 from ppml_build.recipe import load_recipe_text
@@ -173,6 +174,9 @@ DRIVER = {
     "SPARK_DRIVER_HOST": "pi-cluster-driver-svc",
     "SPARK_DRIVER_BIND_ADDRESS": "10.1.2.3",
     "_SPARK_AUTH_SECRET": "c2VjcmV0LW5ldmVyLXByaW50ZWQ=",
+    "SPARK_KUBERNETES_NAMESPACE": "spark-jobs",
+    "SPARK_DRIVER_POD_NAME": "pi-cluster-driver",
+    "SPARK_EXECUTOR_IMAGE": "registry.example:5000/ppml/pi@sha256:" + "ab" * 32,
 }
 
 
@@ -199,11 +203,28 @@ def test_the_jvm_driver_runs_the_launchers_command_with_the_checked_cluster_valu
     assert conf["spark.authenticate"] == conf["spark.network.crypto.enabled"] == "true"
     assert conf["spark.authenticate.secret"] == DRIVER["_SPARK_AUTH_SECRET"]
     assert conf["spark.driver.port"] == "7078"
+    # What a k8s:// master needs, from the checked values or fixed; no ConfigMap over the
+    # executors' trusted conf, and the secret from the Secret's file (executor_pod.py)
+    assert conf["spark.kubernetes.namespace"] == "spark-jobs"
+    assert conf["spark.kubernetes.driver.pod.name"] == "pi-cluster-driver"
+    assert conf["spark.kubernetes.executor.container.image"] == DRIVER["SPARK_EXECUTOR_IMAGE"]
+    assert conf["spark.kubernetes.executor.podTemplateFile"] == EXECUTOR_POD_TEMPLATE
+    assert conf["spark.kubernetes.executor.disableConfigMap"] == "true"
+    assert (
+        conf["spark.authenticate.secret.driver.file"]
+        == conf["spark.authenticate.secret.executor.file"]
+        == SPARK_AUTH_DRIVER_FILE
+    )
     for name, bad in (
         ("SPARK_MASTER_URL", "local[*]"),
         ("SPARK_MASTER_URL", "spark://h:7077 --conf spark.x=1"),
         ("SPARK_MASTER_URL", "k8s://http://api:443"),
         ("_SPARK_AUTH_SECRET", "a'b"),
+        ("SPARK_KUBERNETES_NAMESPACE", "Spark"),
+        ("SPARK_KUBERNETES_NAMESPACE", "a" * 64),
+        ("SPARK_DRIVER_POD_NAME", "driver pod"),
+        ("SPARK_EXECUTOR_IMAGE", "img --conf=x"),
+        ("SPARK_EXECUTOR_IMAGE", "-image"),
     ):
         refused = run(script, {**DRIVER, name: bad})
         assert refused.returncode == 2 and refused.stdout == "", refused
@@ -309,7 +330,7 @@ def test_the_executor_manifest_runs_its_role_script_with_only_its_parameters(tmp
 
 @pytest.mark.parametrize("recipe_text", [RECIPE, PYSPARK], ids=["jvm", "pyspark"])
 def test_the_driver_manifest_runs_its_role_script_with_only_its_parameters(tmp_path, recipe_text):
-    """The driver's enclave: argv is its role script, the host may set exactly its four
+    """The driver's enclave: argv is its role script, the host may set exactly its
     parameters, and the script and the launcher's command it execs are trusted files."""
     from ppml_build.plan.roles import SPARK_DRIVER_PARAMETERS
 
@@ -324,6 +345,12 @@ def test_the_driver_manifest_runs_its_role_script_with_only_its_parameters(tmp_p
     trusted = {tf.uri for tf in rendered.trusted_files}
     assert f"file:{plan.launch.jvm_args_lines}" in trusted, sorted(trusted)
     assert "file:/ppml/roles/driver.sh" in trusted
+    # on Kubernetes it reads the Secret's file and its service account's token and CA, which
+    # the host provides either way: allowed, never hashed; nothing else of the host's
+    allowed = manifest["sgx"]["allowed_files"]
+    assert "file:/ppml/secrets/spark-auth/" in allowed
+    assert "file:/var/run/secrets/kubernetes.io/serviceaccount/" in allowed
+    assert not any(uri.startswith("file:/ppml/roles") for uri in allowed)
 
 
 def test_the_support_stage_writes_each_role_script_from_an_argument():
@@ -338,13 +365,17 @@ def test_the_support_stage_writes_each_role_script_from_an_argument():
     assert sorted(scripts) == [
         "/ppml/roles/driver.sh",
         "/ppml/roles/entry.sh",
+        "/ppml/roles/executor-pod-template.yaml",  # the driver's executors on Kubernetes
         "/ppml/roles/executor.sh",
     ]
     lines = support_stage_lines(recipe, plans["executor"].launch, "app", scripts)
     runs = [json.loads(line[len("RUN ") :]) for line in lines if line.startswith("RUN [")]
-    written = [run for run in runs if run[-1] == scripts["/ppml/roles/executor.sh"]]
-    assert len(written) == 1 and written[0][-2].endswith("/roles/executor.sh")
+    written = [run for run in runs if run[-2] == scripts["/ppml/roles/executor.sh"]]
+    assert len(written) == 1 and written[0][-3].endswith("/roles/executor.sh")
+    assert written[0][-1] == "0755"
     assert "exec " not in written[0][2]  # the script's text is an argument, not shell code
+    template = [r for r in runs if r[-2] == scripts["/ppml/roles/executor-pod-template.yaml"]]
+    assert len(template) == 1 and template[0][-1] == "0644"
 
 
 def test_a_cluster_recipe_takes_no_passthrough_env():
