@@ -8,7 +8,7 @@ from pathlib import Path
 from .atomic import Output, check_writable, write_all_or_none
 from .errors import PlanError, PpmlError, RecipeError
 from .k8s import DEFAULT_FLINK_VERSION, _check_flink_version, parse_image, render_k8s
-from .k8s_roles import DEFAULT_REPLICAS, render_cluster_k8s
+from .k8s_roles import render_cluster_k8s
 from .pipeline.stages import load_and_plan_build
 from .recipe import Recipe
 from .units import human
@@ -53,7 +53,7 @@ def write_k8s(
                 plans,
                 ref,
                 flink_version=flink_version,
-                replicas=replicas or DEFAULT_REPLICAS,
+                replicas=replicas,
                 secret_prov_servers=secret_prov_servers,
             )
         else:

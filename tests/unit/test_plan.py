@@ -294,6 +294,13 @@ def test_plan_shows_every_role_and_k8s_refuses_spark_replicas_before_any_work(tm
     err = capsys.readouterr().err
     assert "--replicas: a Spark driver starts spark.executor.instances executors" in err
     assert err.count("\n") == 1
+    out_dir = tmp_path / "k8s"
+    assert (
+        main(["k8s", str(path), "--image", "r/x@sha256:" + "a" * 64, "--output-dir", str(out_dir)])
+        == 0
+    )
+    assert {"driver-pod.yaml", "executor-pod-template.yaml"} <= {p.name for p in out_dir.iterdir()}
+    capsys.readouterr()
     # a driver that is not started by spark-submit has no command to fix: one line, no output
     java_driver = tmp_path / "driver.yaml"
     java_driver.write_text(
