@@ -476,6 +476,22 @@ def yaml_of_image_file(docker_client, image: str, path: str) -> dict:
     return yaml.safe_load(text)
 
 
+def test_verify_checks_the_spark_cluster_image_and_the_driver_trusts_the_executor_template(
+    spark_cluster_build, capsys
+):
+    """The executors' pod template, which the driver enclave hands Spark, is one of the driver's
+    trusted files (hashed, so a host cannot swap it), and verify recomputes both roles."""
+    from ppml_build.cli import main
+
+    _, result = spark_cluster_build
+    trusted = (result.output_dir / "roles" / "driver" / "trusted-files.json").read_text()
+    assert EXECUTOR_POD_TEMPLATE in trusted
+    code = main(["verify", result.image, "--record", str(result.output_dir / "measurement.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.splitlines()[-1].startswith("verified: 2 roles"), out[-2000:]
+
+
 def test_a_driver_enclave_with_a_host_chosen_master_refuses_to_start(
     spark_cluster_build, docker_client
 ):
