@@ -29,18 +29,18 @@ from .plan.executor_pod import (
     SPARK_AUTH_SECRET_DIR,
     SPARK_AUTH_SECRET_KEY,
     executor_pod_template_text,
-    spark_auth_env,
     spark_auth_secret_name,
+    spark_auth_source,
 )
 from .plan.model import FLINK_JOBMANAGER_PROCESS_SIZE
 from .plan.pods import (
-    AESM_SOCKET,
     PodSizing,
+    enclave_container,
     k8s_name,
     k8s_yaml,
+    one_container_pod,
     pod_document,
     pod_labels,
-    pod_resources,
     pod_sizing,
     pod_spec,
 )
@@ -90,21 +90,6 @@ def role_env(role: str, values: dict[str, dict]) -> list[dict]:
     return [{"name": name, **copy.deepcopy(values[name])} for name in names]
 
 
-def _container(sizing: PodSizing, env: list[dict], name: str) -> dict:
-    container: dict = {
-        "name": name,
-        "env": env,
-        "resources": pod_resources(sizing, sizing.cpus),
-    }
-    if sizing.provision:
-        container["volumeMounts"] = [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
-    return container
-
-
-def _pod_template(recipe: Recipe, role: str, container: dict, sizing: PodSizing) -> dict:
-    return pod_document(recipe, role, pod_spec([container], sizing))
-
-
 def _limit_factor(sizing: PodSizing, process_bytes: int) -> str:
     """Flink sets a pod's memory request to the process size and its limit to size x factor:
     the factor that makes the limit hold the enclave (k8s.pod_sizing), to 4 decimals, up."""
@@ -142,6 +127,8 @@ def render_flink_cluster(
             "FLINK_TASKMANAGER_RESOURCE_ID": POD_NAME,
         },
     )
+    jm_container = enclave_container(jobmanager, jm_env, FLINK_MAIN_CONTAINER)
+    tm_container = enclave_container(taskmanager, tm_env, FLINK_MAIN_CONTAINER)
     configuration = {
         "kubernetes.entry.path": ENTRY_SCRIPT,
         "kubernetes.flink.conf.dir": OPERATOR_CONF_DIR,
@@ -171,18 +158,12 @@ def render_flink_cluster(
             "job": job,
             "jobManager": {
                 "resource": {"cpu": jobmanager.cpus},
-                "podTemplate": _pod_template(
-                    recipe, "jobmanager", _container(jobmanager, jm_env, FLINK_MAIN_CONTAINER),
-                    jobmanager,
-                ),
+                "podTemplate": one_container_pod(recipe, "jobmanager", jm_container, jobmanager),
             },
             "taskManager": {
                 "replicas": replicas,
                 "resource": {"cpu": taskmanager.cpus},
-                "podTemplate": _pod_template(
-                    recipe, "taskmanager", _container(taskmanager, tm_env, FLINK_MAIN_CONTAINER),
-                    taskmanager,
-                ),
+                "podTemplate": one_container_pod(recipe, "taskmanager", tm_container, taskmanager),
             },
         },
     }  # fmt: skip
@@ -229,21 +210,18 @@ def render_spark_cluster(
             # executors reach the driver through its Service; it binds its pod's IP
             "SPARK_DRIVER_HOST": {"value": name},
             "SPARK_DRIVER_BIND_ADDRESS": POD_IP,
-            "_SPARK_AUTH_SECRET": {
-                key: value for key, value in spark_auth_env(recipe).items() if key != "name"
-            },
+            "_SPARK_AUTH_SECRET": spark_auth_source(recipe),
             "SPARK_KUBERNETES_NAMESPACE": POD_NAMESPACE,
             "SPARK_DRIVER_POD_NAME": POD_NAME,
             "SPARK_EXECUTOR_IMAGE": {"value": str(image)},
         },
     )
-    container = _container(sizing, env, SPARK_DRIVER_CONTAINER)
     container = {
-        "name": container.pop("name"),
+        "name": SPARK_DRIVER_CONTAINER,
         "image": str(image),
         "imagePullPolicy": "IfNotPresent",
         "args": ["driver"],  # the image's entry (ENTRY_SCRIPT) starts the driver's enclave
-        **container,
+        **enclave_container(sizing, env, SPARK_DRIVER_CONTAINER),
         "ports": [
             {"name": port_name, "containerPort": port}
             for port_name, port in SPARK_DRIVER_PORTS.items()

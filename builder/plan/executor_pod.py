@@ -31,15 +31,7 @@ from ..recipe import Recipe
 from ..units import MiB
 from .launch import ROLE_DIR
 from .model import Plan
-from .pods import (
-    AESM_SOCKET,
-    k8s_name,
-    k8s_yaml,
-    pod_document,
-    pod_resources,
-    pod_sizing,
-    pod_spec,
-)
+from .pods import enclave_container, k8s_name, k8s_yaml, one_container_pod, pod_sizing
 
 EXECUTOR_POD_TEMPLATE = f"{ROLE_DIR}/executor-pod-template.yaml"
 EXECUTOR_CONTAINER = (
@@ -60,13 +52,12 @@ def spark_auth_secret_name(recipe: Recipe) -> str:
     return f"{k8s_name(recipe.name)}-spark-auth"
 
 
-def spark_auth_env(recipe: Recipe) -> dict:
-    """``_SPARK_AUTH_SECRET`` from the Secret: a reference, never the value."""
+def spark_auth_source(recipe: Recipe) -> dict:
+    """Where ``_SPARK_AUTH_SECRET`` comes from: the Secret, a reference, never the value."""
     return {
-        "name": "_SPARK_AUTH_SECRET",
         "valueFrom": {
             "secretKeyRef": {"name": spark_auth_secret_name(recipe), "key": SPARK_AUTH_SECRET_KEY}
-        },
+        }
     }
 
 
@@ -75,14 +66,9 @@ def executor_pod_template(recipe: Recipe, executor: Plan) -> dict:
     ``executor`` argument, the memory (spark.executor.memory + memoryOverhead, below) and its
     variables; the template adds the secret's reference and the SGX resources it keeps."""
     sizing = pod_sizing(recipe, executor)
-    container: dict = {
-        "name": EXECUTOR_CONTAINER,
-        "env": [spark_auth_env(recipe)],
-        "resources": pod_resources(sizing, sizing.cpus),
-    }
-    if sizing.provision:
-        container["volumeMounts"] = [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
-    return pod_document(recipe, "executor", pod_spec([container], sizing))
+    env = [{"name": "_SPARK_AUTH_SECRET", **spark_auth_source(recipe)}]
+    container = enclave_container(sizing, env, EXECUTOR_CONTAINER)
+    return one_container_pod(recipe, "executor", container, sizing)
 
 
 def executor_pod_template_text(recipe: Recipe, executor: Plan) -> str:

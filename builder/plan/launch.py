@@ -497,8 +497,8 @@ def support_stage_lines(
 ) -> list[str]:
     """``FROM <app stage> AS ppml-support``: the support jars, compiled with the image's own JDK
     (its jdk.compiler module: no download), Spark's launcher output for ``launch``, and the
-    ``generated`` files (in-image path under SUPPORT_DIR → text: a cluster's role scripts, executable, and the
-    executors' pod template).
+    ``generated`` files (in-image path under SUPPORT_DIR → text: a cluster's role scripts,
+    executable, and the executors' pod template).
 
     JAVA_TOOL_OPTIONS is unset for these JVMs: the image's options are for the app's JVM.
     """

@@ -142,6 +142,19 @@ def pod_spec(containers: list[dict], sizing: PodSizing, **extra) -> dict:
     return spec
 
 
+def enclave_container(sizing: PodSizing, env: list[dict], name: str) -> dict:
+    """A container starting an enclave with the image's own entry: its env, the SGX resources
+    it is sized for and, with DCAP, the aesmd socket."""
+    container: dict = {"name": name, "env": env, "resources": pod_resources(sizing, sizing.cpus)}
+    if sizing.provision:
+        container["volumeMounts"] = [{"name": "aesmd-socket", "mountPath": AESM_SOCKET}]
+    return container
+
+
+def one_container_pod(recipe: Recipe, component: str, container: dict, sizing: PodSizing) -> dict:
+    return pod_document(recipe, component, pod_spec([container], sizing))
+
+
 def pod_document(recipe: Recipe, component: str, spec: dict) -> dict:
     return {
         "apiVersion": "v1",

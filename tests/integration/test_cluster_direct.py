@@ -156,13 +156,26 @@ HERE = "127.0.0.1"
 def pod_env(template: dict, pod_name: str, services: set[str]) -> dict[str, str]:
     """A pod template's container env as Kubernetes would fill it in for pod ``pod_name``."""
     (container,) = template["spec"]["containers"]
+    return resolve_env(container, pod_name, services)
+
+
+def resolve_env(
+    container: dict, pod_name: str, services: set[str], secret: str | None = None
+) -> dict[str, str]:
+    """A container's env as Kubernetes fills it in for pod ``pod_name`` in namespace default:
+    the pod's own fields, literals (a Service name is 127.0.0.1) and, given ``secret``, the
+    test's Secret holding it under SPARK_AUTH_SECRET_KEY."""
     env = {}
-    for item in container["env"]:
-        field = item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-        if field == "status.podIP":
-            env[item["name"]] = HERE
-        elif field == "metadata.name":
-            env[item["name"]] = pod_name
+    for item in container.get("env", []):
+        source = item.get("valueFrom", {})
+        field = source.get("fieldRef", {}).get("fieldPath")
+        if field is not None:
+            env[item["name"]] = {
+                "status.podIP": HERE, "metadata.name": pod_name, "metadata.namespace": "default"
+            }[field]  # fmt: skip
+        elif "secretKeyRef" in source and secret is not None:
+            assert source["secretKeyRef"]["key"] == SPARK_AUTH_SECRET_KEY, item
+            env[item["name"]] = secret
         else:
             assert "valueFrom" not in item, item  # only the pod's own fields, and literals
             env[item["name"]] = HERE if item["value"] in services else item["value"]
@@ -334,36 +347,14 @@ def spark_k8s_files(recipe: Path, image: str, out: Path) -> dict:
     return {path.name: yaml.safe_load(path.read_text()) for path in out.glob("*.yaml")}
 
 
-def resolve_env(container: dict, pod_name: str, services: set[str], secret: str) -> dict:
-    """A container's env as Kubernetes fills it in for pod ``pod_name`` in namespace default,
-    the test's Secret holding ``secret`` under SPARK_AUTH_SECRET_KEY."""
-    env = {}
-    for item in container.get("env", []):
-        source = item.get("valueFrom", {})
-        field = source.get("fieldRef", {}).get("fieldPath")
-        if field is not None:
-            env[item["name"]] = {
-                "status.podIP": HERE, "metadata.name": pod_name, "metadata.namespace": "default"
-            }[field]  # fmt: skip
-        elif "secretKeyRef" in source:
-            assert source["secretKeyRef"]["key"] == SPARK_AUTH_SECRET_KEY, item
-            env[item["name"]] = secret
-        else:
-            env[item["name"]] = HERE if item["value"] in services else item["value"]
-    return env
-
-
 def driver_conf(recipe: Path) -> dict[str, str]:
     """The --conf values of the driver's signed command (its role script's)."""
-    import shlex
-
     from ppml_build.pipeline.stages import load_and_plan_build
     from ppml_build.plan.roles import role_launch
 
     loaded, _, plans = load_and_plan_build(recipe)
     launch = role_launch(loaded, plans["driver"], plans)
     (words,) = [words for name, words in launch.env_words if name == "PYSPARK_SUBMIT_ARGS"]
-    words = shlex.split(shlex.join(words))
     return dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "--conf")
 
 
