@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import InputLimitError, ManifestError
@@ -84,6 +84,17 @@ def _walk_directory(fs: RootFS, directory: str, depth: int = 0) -> Iterator[str]
             "directory levels below its trusted tree; trust a shallower "
             "directory or list the files"
         )
+    for child, kind in _children(fs, directory):
+        if kind == "dir":
+            yield from _walk_directory(fs, child, depth + 1)
+        else:
+            yield child
+
+
+def _children(fs: RootFS, directory: str) -> Iterator[tuple[str, str]]:
+    """(path, "file" or "dir") for each child of a resolved directory that Gramine's expansion
+    keeps: files and links to files; directories, but never a symlinked one; no dangling links,
+    fifos, sockets, devices or unreadable files."""
     for name in sorted(fs.listdir(directory)):
         child = posixpath.join(directory, name)
         if not _is_utf8_name(name):
@@ -99,15 +110,34 @@ def _walk_directory(fs: RootFS, directory: str, depth: int = 0) -> Iterator[str]
             continue
         target = entry if entry.kind != "symlink" else _followed(fs, child)
         if target is None or target.kind not in ("file", "dir"):
-            continue  # dangling links, fifos, sockets, devices
+            continue
         if not _readable(fs, target.path):
             continue
         if target.kind == "dir":
-            if entry.kind == "symlink":
-                continue  # never descend into a symlinked directory
-            yield from _walk_directory(fs, child, depth + 1)
+            if entry.kind != "symlink":
+                yield child, "dir"
         else:
-            yield child
+            yield child, "file"
+
+
+def tree_entries_without(fs: RootFS, directory: str, left_out: Iterable[str]) -> list[str]:
+    """Manifest entries that trust what ``"file:DIRECTORY/"`` trusts, except the named
+    subdirectories: its files one by one and its other subdirectories as trees. Expanded, they
+    are the same files the whole tree gives, less those below ``left_out``. [] when the
+    directory is not in the image."""
+    try:
+        real = resolve(fs, directory)
+    except RootFSError:
+        return []
+    entry = fs.lstat(real)
+    if entry is None or entry.kind != "dir":
+        return []
+    skip = set(left_out)
+    return [
+        f"file:{child}/" if kind == "dir" else f"file:{child}"
+        for child, kind in _children(fs, real)
+        if posixpath.basename(child) not in skip
+    ]
 
 
 def _is_utf8_name(name: str) -> bool:

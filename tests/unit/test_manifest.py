@@ -115,6 +115,41 @@ def test_trusted_directory_rules(rootfs):
     assert "file:/app/job.py" in uris and "file:/etc/os-release" in uris
 
 
+def test_multiarch_tree_is_trusted_less_perl_and_pam(rootfs):
+    multiarch = rootfs / "usr/lib/x86_64-linux-gnu"
+    for name in (
+        "perl-base/strict.pm",
+        "gconv/UTF-16.so",
+        "security/pam_unix.so",
+        "engines-3/afalg.so",
+        "libppmltest.so.1.0",
+    ):
+        (multiarch / name).parent.mkdir(parents=True, exist_ok=True)
+        (multiarch / name).write_bytes(name.encode())
+    (multiarch / "libppmltest.so.1").symlink_to("libppmltest.so.1.0")
+    (multiarch / "engines-link").symlink_to("engines-3")
+    uris = {e["uri"] for e in tomllib.loads(render(rootfs).text)["sgx"]["trusted_files"]}
+    lib = "file:/usr/lib/x86_64-linux-gnu/"
+    # What the whole tree gave is still there: files, links to files, other trees.
+    assert {
+        lib + "libppmltest.so.1.0",
+        lib + "libppmltest.so.1",
+        lib + "engines-3/afalg.so",
+        lib + "gconv/UTF-16.so",
+    } <= uris
+    # Not what no enclave loads, and a symlinked directory is still not descended.
+    assert not any(
+        u.startswith(lib + p) for u in uris for p in ("perl-base/", "security/", "engines-link/")
+    )
+    # A recipe can still trust one of them by name.
+    text = RECIPE.replace(
+        "trusted: [/etc/os-release]",
+        "trusted: [/etc/os-release, /usr/lib/x86_64-linux-gnu/security/pam_unix.so]",
+    )
+    uris = {e["uri"] for e in tomllib.loads(render(rootfs, text).text)["sgx"]["trusted_files"]}
+    assert lib + "security/pam_unix.so" in uris and lib + "perl-base/strict.pm" not in uris
+
+
 def test_escaping_symlink_is_hashed_inside_the_root(rootfs):
     entries = tomllib.loads(render(rootfs).text)["sgx"]["trusted_files"]
     escape = next(e for e in entries if e["uri"].endswith("/jars/escape"))
