@@ -105,13 +105,22 @@ def _python_files(fs: RootFS, python: str) -> list[str]:
     return files
 
 
+# The multiarch library directory is trusted entry by entry, less two trees no enclave loads
+# (655 entries in every bundled image, none opened by a bundled job, natively or under
+# gramine-direct): Debian's essential perl (perl-base: maintainer scripts) and PAM modules
+# (security: nothing logs in inside an enclave). glibc's iconv modules (gconv) stay: a JVM
+# opens gconv-modules.cache. A recipe's files.trusted can still name what is left out.
+MULTIARCH = "/usr/lib/x86_64-linux-gnu"
+MULTIARCH_LEFT_OUT = ("perl-base", "security")
+
+
 def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
     version = gramine_version(recipe.libos.version)
     prefix = recipe.libos.prefix
     runtime = recipe.runtime
     launch = plan.launch
     search_path = path_env(recipe)
-    ld_paths = ["/lib", "/usr/lib/x86_64-linux-gnu"]
+    ld_paths = ["/lib", MULTIARCH]
     if recipe.kind in ("java", "spark", "flink"):
         ld_paths += [f"{runtime.java_home}/lib/server", f"{runtime.java_home}/lib"]
 
@@ -183,18 +192,9 @@ def render_context(recipe: Recipe, plan: Plan, fs: RootFS) -> dict[str, Any]:
     }
 
 
-# The multiarch library directory is trusted entry by entry, less two trees no enclave loads
-# (655 entries in every bundled image, none opened by a bundled job, natively or under
-# gramine-direct): Debian's essential perl (perl-base: maintainer scripts) and PAM modules
-# (security: nothing logs in inside an enclave). glibc's iconv modules (gconv) stay: a JVM
-# opens gconv-modules.cache. A recipe's files.trusted can still name what is left out.
-MULTIARCH = "/usr/lib/x86_64-linux-gnu"
-MULTIARCH_LEFT_OUT = ("perl-base", "security")
-
-
 # Gramine's secret-provisioning client, at the Debian package's path (tools/sgx/ra-tls/meson.build
 # installs it in the libdir; its dependencies, Gramine's mbedTLS, sit beside it).
-SECRET_PROV_ATTEST = "/usr/lib/x86_64-linux-gnu/libsecret_prov_attest.so"
+SECRET_PROV_ATTEST = f"{MULTIARCH}/libsecret_prov_attest.so"
 
 
 def _apply_key_sources(

@@ -110,7 +110,7 @@ def _children(fs: RootFS, directory: str) -> Iterator[tuple[str, str]]:
             continue
         target = entry if entry.kind != "symlink" else _followed(fs, child)
         if target is None or target.kind not in ("file", "dir"):
-            continue
+            continue  # dangling links, fifos, sockets, devices
         if not _readable(fs, target.path):
             continue
         if target.kind == "dir":
@@ -125,17 +125,13 @@ def tree_entries_without(fs: RootFS, directory: str, left_out: Iterable[str]) ->
     subdirectories: its files one by one and its other subdirectories as trees. Expanded, they
     are the same files the whole tree gives, less those below ``left_out``. [] when the
     directory is not in the image."""
-    try:
-        real = resolve(fs, directory)
-    except RootFSError:
-        return []
-    entry = fs.lstat(real)
+    entry = _followed(fs, directory)
     if entry is None or entry.kind != "dir":
         return []
     skip = set(left_out)
     return [
         f"file:{child}/" if kind == "dir" else f"file:{child}"
-        for child, kind in _children(fs, real)
+        for child, kind in _children(fs, entry.path)
         if posixpath.basename(child) not in skip
     ]
 
